@@ -1,0 +1,37 @@
+# mirror: everyday targets. `make install demo` sets up and runs the round trip; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: install demo test lint format bench clean
+
+$(BIN)/mirror: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+install: $(BIN)/mirror  ## create .venv with mirror and the test tools (torch CPU included)
+
+demo: install  ## round trip against the built-in loopback hub, ending with the model loaded offline
+	$(PY) -m tests.demo
+
+test: install  ## the whole test suite
+	$(PY) -m pytest -q
+
+lint: install  ## ruff + mypy
+	$(BIN)/ruff check mirror tests bench
+	$(BIN)/ruff format --check mirror tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format mirror tests bench
+	$(BIN)/ruff check --fix mirror tests bench
+
+bench: install  ## benchmarks: ratios against the peers measured in the same run
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-work

@@ -1,0 +1,335 @@
+"""The command line: parse options, read the environment once, call the engine, print results, exit.
+
+This is the one place that prints and exits. Results go to stdout (`--json` for machines); logs and
+progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mirror import __version__
+from mirror.errors import MirrorError
+from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
+from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("mirror")
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok (also nothing to do), 1 failure, 2 bad usage or invalid manifest, "
+    "3 partial (some items failed, the rest were done), 4 integrity (hash or size mismatch, corrupt or "
+    "hostile bundle), 75 another run holds the store lock."
+)
+
+
+# shared options ----------------------------------------------------------------------------------------
+def store_option(fn: F) -> F:
+    return click.option(
+        "--store",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="The store folder (default: $MIRROR_STORE, else $XDG_DATA_HOME/mirror, i.e. ~/.local/share/mirror).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
+
+
+def output_options(fn: F) -> F:
+    """-v/-q/--no-progress, applied to logging once, before the command runs."""
+
+    @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug, tracebacks).")
+    @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")
+    @click.option("--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway).")
+    @wraps(fn)
+    def wrapper(*args: Any, verbose: int, quiet: bool, no_progress: bool, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        ctx.meta["verbose"] = verbose
+        setup_logging(verbose, quiet)
+        show = wants_bar(sys.stderr, quiet=quiet, no_progress=no_progress, env=os.environ)
+        ctx.meta["progress"] = BarProgress(sys.stderr) if show else NullProgress()
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    logger = logging.getLogger("mirror")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    if verbose < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
+def progress() -> ProgressSink:
+    sink: ProgressSink = click.get_current_context().meta.get("progress", NullProgress())
+    return sink
+
+
+def settings(store: Path | None) -> Settings:
+    return Settings.from_env(store)
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+    else:
+        human()
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# the commands ----------------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="mirror")
+def cli() -> None:
+    """Mirror models from the Hugging Face Hub and ModelScope to machines without internet.
+
+    \b
+    On the connected side:   mirror sync manifest.yml
+                             mirror export manifest.yml -o models.tar.zst
+    On the air-gapped side:  mirror import models.tar.zst
+    """
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("manifests", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@store_option
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
+@click.option(
+    "--wait", default=0.0, type=click.FloatRange(0), help="Wait up to SECONDS for another run's store lock."
+)
+@json_option
+@output_options
+def sync(manifests: Sequence[str], store: Path | None, workers: int, wait: float, as_json: bool) -> None:
+    """Download what the MANIFESTS name into the store.
+
+    Each revision is resolved to a commit, every file is checked against the hub's own hash while it
+    streams (sha256 for LFS files, git blob sha1 for the others), and only what the store lacks is fetched.
+    Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
+    """
+    from mirror.manifest import load_manifests
+    from mirror.store import Store
+    from mirror.sync import default_source_factory
+    from mirror.sync import sync as run_sync
+
+    specs = [spec for m in load_manifests(manifests) for spec in m.models]
+    cfg = settings(store)
+    report = run_sync(
+        Store(cfg.store), specs, default_source_factory(cfg), workers=workers, progress=progress(), wait=wait
+    )
+
+    def human() -> None:
+        for item in report.items:
+            t = item.target
+            if item.error:
+                click.echo(f"FAILED  {t}: {item.error}")
+            else:
+                click.echo(
+                    f"ok      {t} -> {item.commit} ({item.files} files, {item.downloaded} downloaded, "
+                    f"{human_size(item.bytes_downloaded)})"
+                )
+
+    emit(report.to_json(), as_json, human)
+    if report.exit_code:
+        raise SystemExit(report.exit_code)
+
+
+@cli.command("export", epilog=EXIT_CODES_HELP)
+@click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.tar.zst to write."
+)
+@store_option
+@click.option("--level", default=3, show_default=True, type=click.IntRange(1, 22), help="zstd level.")
+@click.option(
+    "--threads", default=-1, show_default=True, type=int, help="zstd threads (-1: one per core, 0: none)."
+)
+@json_option
+@output_options
+def export_cmd(
+    manifests: Sequence[str], output: Path, store: Path | None, level: int, threads: int, as_json: bool
+) -> None:
+    """Pack the store (or just what the MANIFESTS name) into a checksummed .tar.zst bundle.
+
+    Writes OUT.tar.zst and OUT.tar.zst.sha256 beside it. The same store content and options give a
+    byte-identical bundle; its creation time is SOURCE_DATE_EPOCH when set, else the newest sync.
+    """
+    from mirror.bundle import select_all, select_specs, write_bundle
+    from mirror.manifest import load_manifests
+    from mirror.store import Store
+
+    cfg = settings(store)
+    st = Store(cfg.store)
+    if manifests:
+        selection = select_specs(st, [s for m in load_manifests(manifests) for s in m.models])
+    else:
+        selection = select_all(st)
+    if not selection:
+        raise MirrorError(f"the store {cfg.store} holds nothing to export; run `mirror sync MANIFEST` first")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    sink = progress()
+    sink.start(sum(s.size for sel in selection for s in sel.snapshots), "export")
+    try:
+        summary = write_bundle(
+            st,
+            selection,
+            output,
+            level=level,
+            threads=threads,
+            created=int(epoch) if epoch else None,
+            progress=sink.update,
+        )
+    finally:
+        sink.close()
+    emit(
+        summary.to_json(),
+        as_json,
+        lambda: click.echo(
+            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)\n"
+            f"sha256 {summary.sha256}"
+        ),
+    )
+
+
+@cli.command("import", epilog=EXIT_CODES_HELP)
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--layout",
+    type=click.Choice(["hf", "dir"]),
+    default="hf",
+    show_default=True,
+    help="hf: the Hugging Face cache; dir: plain folders DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/).",
+)
+@click.option(
+    "--target",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
+    "dir: required).",
+)
+@json_option
+@output_options
+def import_cmd(bundles: Sequence[Path], layout: str, target: Path | None, as_json: bool) -> None:
+    """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
+
+    Nothing of a repo is published until all of its files are verified; models already in the target
+    that a bundle does not name are never touched.
+    """
+    from mirror.importers import import_bundle
+
+    if target is None:
+        if layout == "dir":
+            raise click.UsageError("--layout dir needs --target DIR")
+        target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    reports = []
+    for bundle in bundles:
+        sink = progress()
+        sink.start(bundle.stat().st_size, f"import {bundle.name}")
+        try:
+            reports.append(import_bundle(bundle, layout, target, progress=sink.update))
+        finally:
+            sink.close()
+    emit(
+        {"target": str(target), "layout": layout, "bundles": [r.to_json() for r in reports]},
+        as_json,
+        lambda: [click.echo(line) for r in reports for line in r.lines()],
+    )
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show what BUNDLE holds (reads only its index)."""
+    from mirror.bundle import describe_index, read_index
+
+    data = describe_index(read_index(bundle))
+    emit(data, as_json, lambda: click.echo(format_description(data)))
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("bundles", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@store_option
+@json_option
+@output_options
+def verify(bundles: Sequence[Path], store: Path | None, as_json: bool) -> None:
+    """Re-hash the store, or the BUNDLES, offline; name anything that does not match."""
+    from mirror.bundle import verify_bundle
+    from mirror.store import Store
+    from mirror.verify import verify_store
+
+    results: list[dict[str, Any]] = []
+    if bundles:
+        for bundle in bundles:
+            index = verify_bundle(bundle, progress=progress().update)
+            results.append({"bundle": str(bundle), "ok": True, "repos": len(index.repos)})
+    else:
+        result = verify_store(Store(settings(store).store), progress=progress())
+        results.append(result.to_json())
+        if not result.ok:
+            emit(results, as_json, lambda: [click.echo(p) for p in result.problems])
+            raise SystemExit(4)
+    emit(results, as_json, lambda: [click.echo(f"ok  {r.get('bundle') or r.get('store')}") for r in results])
+
+
+def format_description(data: dict[str, Any]) -> str:
+    lines = [f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"]
+    for repo in data["repos"]:
+        lines.append(f"{repo['source']}:{repo['repo_id']} ({repo['repo_type']})")
+        for rev in repo["revisions"]:
+            lines.append(f"  {rev['name']} -> {rev['commit']}")
+        for c in repo["commits"]:
+            lines.append(f"  {c['commit']}: {c['files']} files, {human_size(c['bytes'])}")
+    lines.append(f"total {human_size(data['total_bytes'])}, unique {human_size(data['unique_bytes'])}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: the one place where errors become messages and exit codes."""
+    try:
+        rc = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
+    except MirrorError as e:
+        if log.isEnabledFor(logging.DEBUG):
+            log.exception("details")
+        click.echo(f"mirror: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - the top-level boundary: one line, traceback with -vv
+        if log.isEnabledFor(logging.DEBUG):
+            log.exception("unexpected error")
+        click.echo(f"mirror: unexpected error: {type(e).__name__}: {e} (run with -vv for details)", err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

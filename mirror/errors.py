@@ -1,0 +1,58 @@
+"""The one exception tree of mirror: each class carries its exit code and a message that says what to do."""
+
+from __future__ import annotations
+
+
+class MirrorError(Exception):
+    """A failure the CLI reports in one line and maps to an exit code."""
+
+    exit_code = 1
+
+
+class UsageError(MirrorError):
+    """Bad command-line usage (exit 2)."""
+
+    exit_code = 2
+
+
+class ManifestError(MirrorError):
+    """An invalid manifest; the message names the file, the line and the key (exit 2)."""
+
+    exit_code = 2
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, key: str | None = None
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+        where = ":".join(str(p) for p in (file, line) if p is not None)
+        parts = [p for p in (where, key) if p]
+        super().__init__(": ".join([*parts, message]))
+
+
+class HubError(MirrorError):
+    """The hub answered with an error or could not be reached (exit 1)."""
+
+
+class NotFoundError(HubError):
+    """A repo, revision or file does not exist upstream, or is gated/private without a token."""
+
+
+class IntegrityError(MirrorError):
+    """A hash or size mismatch, a corrupt or hostile bundle (exit 4)."""
+
+    exit_code = 4
+
+
+class PartialError(MirrorError):
+    """Some items failed; the rest were done (exit 3)."""
+
+    exit_code = 3
+
+
+class LockedError(MirrorError):
+    """Another run holds the store lock (exit 75, EX_TEMPFAIL)."""
+
+    exit_code = 75

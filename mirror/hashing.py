@@ -1,0 +1,58 @@
+"""Streaming hashes: sha256 for every file, and the git blob sha1 the hubs use as oid for small files."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+class Hasher:
+    """Hashes a byte stream as it passes: sha256 always, git blob sha1 when the size is known up front."""
+
+    def __init__(self, git_size: int | None = None) -> None:
+        self._sha256 = hashlib.sha256()
+        self._sha1 = None
+        if git_size is not None:
+            self._sha1 = hashlib.sha1(b"blob %d\0" % git_size, usedforsecurity=False)
+        self.size = 0
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._sha256.update(chunk)
+        if self._sha1 is not None:
+            self._sha1.update(chunk)
+        self.size += len(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    @property
+    def git_sha1(self) -> str | None:
+        return self._sha1.hexdigest() if self._sha1 is not None else None
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a blob, as `git hash-object` prints it."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def hash_chunks(chunks: Iterable[bytes]) -> Hasher:
+    hasher = Hasher()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher
+
+
+def read_chunks(path: Path, size: int = CHUNK) -> Iterable[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(size):
+            yield chunk
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in large chunks (memory stays flat)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -1,0 +1,61 @@
+"""Checks that names from a hub, a manifest or an archive stay inside their target before any join."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mirror.errors import IntegrityError
+
+_REPO_PART = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_safe_relpath(path: str) -> bool:
+    """A relative POSIX path with no empty, `.` or `..` segment, no backslash, no NUL."""
+    if not path or path.startswith("/") or "\\" in path or "\0" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def check_relpath(path: str, what: str = "path") -> str:
+    if not is_safe_relpath(path):
+        raise IntegrityError(f"refusing unsafe {what} {path!r}: it would leave its folder")
+    return path
+
+
+def is_repo_id(repo_id: str) -> bool:
+    """`name` or `org/name` as the hubs allow them."""
+    parts = repo_id.split("/")
+    if len(parts) not in (1, 2):
+        return False
+    for part in parts:
+        if not _REPO_PART.match(part) or part[0] in "-." or part[-1] in "-." or ".." in part or "--" in part:
+            return False
+    return not repo_id.endswith(".git")
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not is_repo_id(repo_id):
+        raise IntegrityError(f"refusing invalid repo id {repo_id!r}")
+    return repo_id
+
+
+def is_commit(value: str) -> bool:
+    return bool(_HEX40.match(value))
+
+
+def is_sha256(value: str) -> bool:
+    return bool(_HEX64.match(value))
+
+
+def check_commit(value: str) -> str:
+    if not is_commit(value):
+        raise IntegrityError(f"refusing invalid commit id {value!r} (want 40 lowercase hex digits)")
+    return value
+
+
+def join_inside(root: Path, relpath: str) -> Path:
+    """root/relpath, after checking relpath cannot leave root."""
+    return root.joinpath(*check_relpath(relpath).split("/"))

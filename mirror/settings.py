@@ -1,0 +1,56 @@
+"""Settings read once from the environment at the CLI edge: where the store is, hub endpoints, tokens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
+MODELSCOPE_DEFAULT_ENDPOINT = "https://www.modelscope.cn"
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: Path
+    hf_endpoint: str = HF_DEFAULT_ENDPOINT
+    modelscope_endpoint: str = MODELSCOPE_DEFAULT_ENDPOINT
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, store: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            store=Path(store) if store else default_store(env),
+            hf_endpoint=env.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/"),
+            modelscope_endpoint=env.get("MODELSCOPE_ENDPOINT", MODELSCOPE_DEFAULT_ENDPOINT).rstrip("/"),
+            env=env,
+        )
+
+    def token(self, token_env: str | None, default_env: str) -> str | None:
+        """The token from the variable a manifest names, else the hub's usual one; never logged."""
+        return self.env.get(token_env or default_env) or None
+
+
+def default_store(env: Mapping[str, str]) -> Path:
+    if env.get("MIRROR_STORE"):
+        return Path(env["MIRROR_STORE"])
+    data_home = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+    return Path(data_home) / "mirror"
+
+
+def hf_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where huggingface_hub looks: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if env.get("HF_HUB_CACHE"):
+        return Path(os.path.expandvars(env["HF_HUB_CACHE"])).expanduser()
+    if env.get("HF_HOME"):
+        return Path(os.path.expandvars(env["HF_HOME"])).expanduser() / "hub"
+    cache_home = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
+    return Path(cache_home) / "huggingface" / "hub"
+
+
+def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
+    if env.get("MODELSCOPE_CACHE"):
+        return Path(env["MODELSCOPE_CACHE"]).expanduser()
+    return Path(env.get("HOME", "~")).expanduser() / ".cache" / "modelscope" / "hub"

@@ -1,0 +1,57 @@
+"""The hubs behind one small interface: resolve a revision to a commit and its files, and address a file.
+
+A source only lists and addresses; the transfer (retries, hashing, progress) is shared by all sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mirror.errors import UsageError
+from mirror.settings import Settings
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file as the hub lists it. `sha256` is known for LFS files (and every ModelScope file);
+    `oid` is the git blob id (for LFS files, the pointer's), the hash to check when there is no sha256."""
+
+    path: str
+    size: int
+    oid: str | None
+    lfs: bool
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class RemoteSnapshot:
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+
+@dataclass(frozen=True)
+class FileRequest:
+    url: str
+    headers: dict[str, str] = field(repr=False)
+
+
+class Source(Protocol):
+    name: str
+
+    def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
+        """One metadata request: the commit a revision names and every file there."""
+        ...
+
+    def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
+        """Where to GET a file of a commit, with the headers (auth) it needs."""
+        ...
+
+
+def open_source(name: str, settings: Settings, *, endpoint: str | None, token_env: str | None) -> Source:
+    if name == "huggingface":
+        from mirror.sources.huggingface import HuggingFaceSource
+
+        token = settings.token(token_env, "HF_TOKEN")
+        return HuggingFaceSource(endpoint or settings.hf_endpoint, token)
+    raise UsageError(f"source {name!r} is not supported yet")

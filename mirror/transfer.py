@@ -1,0 +1,191 @@
+"""Downloads shared by every source: stream to a temp file in the store, hash while streaming, check the
+hub's own hash, retry what is worth retrying, and move the file into place only when it is verified."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from mirror.errors import HubError, IntegrityError, MirrorError, NotFoundError
+from mirror.hashing import CHUNK, Hasher
+from mirror.sources import FileRequest
+from mirror.store import Store
+
+log = logging.getLogger("mirror")
+T = TypeVar("T")
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter, bounded in attempts and in total time."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    total: float = 900.0
+    integrity_attempts: int = 2
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cap)
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class RetryableError(HubError):
+    """A failure that may pass: a dropped connection, a cut-off body, a 5xx or a 429."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the hub says a file is: its size and its sha256 or git blob sha1 (at least one)."""
+
+    label: str
+    size: int
+    sha256: str | None
+    git_sha1: str | None
+
+    @property
+    def key(self) -> str:
+        """A stable name for the download in progress, so a later run finds its partial bytes."""
+        return f"{self.sha256 or self.git_sha1}.part"
+
+
+def with_retries(fn: Callable[[], T], policy: RetryPolicy, label: str) -> T:
+    """Call fn until it succeeds or the policy is spent; only RetryableError and IntegrityError retry."""
+    started = time.monotonic()
+    integrity_failures = 0
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except IntegrityError as e:
+            integrity_failures += 1
+            if integrity_failures >= policy.integrity_attempts:
+                raise
+            wait = policy.delay(attempt, None)
+            log.warning("%s; downloading it again in %.1fs", e, wait)
+        except RetryableError as e:
+            if attempt + 1 >= policy.attempts:
+                raise HubError(f"{label}: giving up after {attempt + 1} attempts: {e}") from None
+            wait = policy.delay(attempt, e.retry_after)
+            log.warning("%s: %s; retrying in %.1fs", label, e, wait)
+        attempt += 1
+        if time.monotonic() - started + wait > policy.total:
+            raise HubError(f"{label}: giving up after {policy.total:.0f}s of retries")
+        time.sleep(wait)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def download(
+    store: Store,
+    request: FileRequest,
+    expected: Expected,
+    *,
+    policy: RetryPolicy | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> str:
+    """Fetch a file into the store and return its sha256; a mismatch is never stored."""
+    return with_retries(
+        lambda: _download_once(store, request, expected, progress), policy or RetryPolicy(), expected.label
+    )
+
+
+def _download_once(
+    store: Store, request: FileRequest, expected: Expected, progress: Callable[[int], None] | None
+) -> str:
+    import httpx2
+    from huggingface_hub.utils import get_session
+
+    temp = store.temp_path(expected.key)
+    hasher = Hasher(git_size=expected.size if expected.git_sha1 else None)
+    have = _resume_point(temp, expected.size, hasher)
+    headers = {**request.headers, "Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        with get_session().stream("GET", request.url, headers=headers) as response:
+            _check_status(response.status_code, response.headers.get("Retry-After"), expected.label)
+            if have and response.status_code != 206:
+                # the server ignored Range: start over from the first byte
+                hasher = Hasher(git_size=expected.size if expected.git_sha1 else None)
+                have = 0
+            with open(temp, "ab" if have else "wb") as out:
+                for chunk in response.iter_bytes(CHUNK):
+                    if hasher.size + len(chunk) > expected.size:
+                        raise IntegrityError(f"{expected.label}: the hub sent more than {expected.size} bytes")
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+    except httpx2.TransportError as e:
+        raise RetryableError(f"connection failed after {hasher.size} bytes: {type(e).__name__}") from None
+    if hasher.size < expected.size:
+        raise RetryableError(f"body cut off at {hasher.size} of {expected.size} bytes")
+    try:
+        _check_hash(hasher, expected)
+    except IntegrityError:
+        temp.unlink(missing_ok=True)
+        raise
+    store.add_blob(temp, hasher.sha256)
+    return hasher.sha256
+
+
+def _resume_point(path: Path, size: int, hasher: Hasher) -> int:
+    """Feed the partial bytes an earlier attempt left into the hasher; return how many there are."""
+    try:
+        have = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if have == 0 or have >= size:
+        path.unlink()
+        return 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return have
+
+
+def _check_status(status: int, retry_after: str | None, label: str) -> None:
+    if status in (200, 206):
+        return
+    if status in RETRY_STATUS:
+        raise RetryableError(f"the hub answered HTTP {status}", retry_after_seconds(retry_after))
+    if status in (401, 403):
+        raise NotFoundError(
+            f"{label}: access denied (HTTP {status}); the repo is private or gated: set HF_TOKEN "
+            "(or the manifest's token_env) to a token that may read it"
+        )
+    if status == 404:
+        raise NotFoundError(f"{label}: not found on the hub (HTTP 404); check the repo id and revision")
+    raise MirrorError(f"{label}: the hub answered HTTP {status}")
+
+
+def _check_hash(hasher: Hasher, expected: Expected) -> None:
+    if expected.sha256 is not None and hasher.sha256 != expected.sha256:
+        raise IntegrityError(
+            f"{expected.label}: sha256 mismatch (hub says {expected.sha256}, got {hasher.sha256}); not stored"
+        )
+    if expected.sha256 is None and hasher.git_sha1 != expected.git_sha1:
+        raise IntegrityError(
+            f"{expected.label}: git blob sha1 mismatch (hub says {expected.git_sha1}, got {hasher.git_sha1}); "
+            "not stored"
+        )
