@@ -51,7 +51,9 @@ def output_options(fn: F) -> F:
 
     @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug, tracebacks).")
     @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")
-    @click.option("--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway).")
+    @click.option(
+        "--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway)."
+    )
     @wraps(fn)
     def wrapper(*args: Any, verbose: int, quiet: bool, no_progress: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
@@ -160,7 +162,11 @@ def sync(manifests: Sequence[str], store: Path | None, workers: int, wait: float
 @cli.command("export", epilog=EXIT_CODES_HELP)
 @click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option(
-    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.tar.zst to write."
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="OUT.tar.zst to write.",
 )
 @store_option
 @click.option("--level", default=3, show_default=True, type=click.IntRange(1, 22), help="zstd level.")
@@ -215,7 +221,9 @@ def export_cmd(
 
 
 @cli.command("import", epilog=EXIT_CODES_HELP)
-@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option(
     "--layout",
     type=click.Choice(["hf", "dir"]),
@@ -296,7 +304,9 @@ def verify(bundles: Sequence[Path], store: Path | None, as_json: bool) -> None:
 
 
 def format_description(data: dict[str, Any]) -> str:
-    lines = [f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"]
+    lines = [
+        f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"
+    ]
     for repo in data["repos"]:
         lines.append(f"{repo['source']}:{repo['repo_id']} ({repo['repo_type']})")
         for rev in repo["revisions"]:
@@ -327,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # noqa: BLE001 - the top-level boundary: one line, traceback with -vv
+    except Exception as e:
         if log.isEnabledFor(logging.DEBUG):
             log.exception("unexpected error")
         click.echo(f"mirror: unexpected error: {type(e).__name__}: {e} (run with -vv for details)", err=True)

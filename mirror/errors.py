@@ -36,6 +36,14 @@ class HubError(MirrorError):
     """The hub answered with an error or could not be reached (exit 1)."""
 
 
+class RetryableError(HubError):
+    """A failure that may pass: a dropped connection, a cut-off body, a 5xx or a 429."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFoundError(HubError):
     """A repo, revision or file does not exist upstream, or is gated/private without a token."""
 

@@ -39,7 +39,9 @@ class BarProgress:
         from tqdm import tqdm
 
         self.close()
-        self._bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=self._stream)
+        self._bar = tqdm(
+            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=self._stream
+        )
 
     def update(self, n: int) -> None:
         with self._lock:

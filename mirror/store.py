@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mirror.errors import IntegrityError, LockedError
@@ -47,7 +47,7 @@ class Ref:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Store:
@@ -106,7 +106,9 @@ class Store:
         key = RepoKey(snap.source, snap.repo_type, snap.repo_id)
         old = self.read_snapshot(key, snap.commit)
         merged = old.merged(snap) if old is not None else snap
-        atomic_write_json(self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json())
+        atomic_write_json(
+            self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json()
+        )
         return merged
 
     def read_snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:

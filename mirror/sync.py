@@ -16,11 +16,12 @@ from mirror.errors import IntegrityError, MirrorError
 from mirror.manifest import ModelSpec
 from mirror.paths import check_commit, check_relpath
 from mirror.progress import NullProgress, ProgressSink
+from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
 from mirror.store import RepoKey, Store, utc_now
-from mirror.transfer import Expected, RetryPolicy, download, with_retries
+from mirror.transfer import Expected, download
 
 log = logging.getLogger("mirror")
 
@@ -109,7 +110,9 @@ def default_source_factory(settings: Settings) -> SourceFactory:
     def factory(spec: ModelSpec) -> Source:
         cache_key = (spec.source, spec.endpoint, spec.token_env)
         if cache_key not in cache:
-            cache[cache_key] = open_source(spec.source, settings, endpoint=spec.endpoint, token_env=spec.token_env)
+            cache[cache_key] = open_source(
+                spec.source, settings, endpoint=spec.endpoint, token_env=spec.token_env
+            )
         return cache[cache_key]
 
     return factory
@@ -168,7 +171,9 @@ def _resolve(target: Target, sources: SourceFactory, policy: RetryPolicy) -> Rem
     source = sources(target.specs[0])
     try:
         remote = with_retries(
-            lambda: source.resolve(target.key.repo_id, target.key.repo_type, target.revision), policy, str(target)
+            lambda: source.resolve(target.key.repo_id, target.key.repo_type, target.revision),
+            policy,
+            str(target),
         )
         check_commit(remote.commit)
         for f in remote.files:

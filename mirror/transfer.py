@@ -4,46 +4,17 @@ hub's own hash, retry what is worth retrying, and move the file into place only 
 from __future__ import annotations
 
 import logging
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-from mirror.errors import HubError, IntegrityError, MirrorError, NotFoundError
+from mirror.errors import IntegrityError, MirrorError, NotFoundError, RetryableError
 from mirror.hashing import CHUNK, Hasher
+from mirror.retry import RETRY_STATUS, RetryPolicy, retry_after_seconds, with_retries
 from mirror.sources import FileRequest
 from mirror.store import Store
 
 log = logging.getLogger("mirror")
-T = TypeVar("T")
-
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Capped exponential backoff with jitter, bounded in attempts and in total time."""
-
-    attempts: int = 5
-    base: float = 0.5
-    cap: float = 30.0
-    total: float = 900.0
-    integrity_attempts: int = 2
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.cap)
-        return random.uniform(0, min(self.cap, self.base * 2**attempt))
-
-
-class RetryableError(HubError):
-    """A failure that may pass: a dropped connection, a cut-off body, a 5xx or a 429."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -59,40 +30,6 @@ class Expected:
     def key(self) -> str:
         """A stable name for the download in progress, so a later run finds its partial bytes."""
         return f"{self.sha256 or self.git_sha1}.part"
-
-
-def with_retries(fn: Callable[[], T], policy: RetryPolicy, label: str) -> T:
-    """Call fn until it succeeds or the policy is spent; only RetryableError and IntegrityError retry."""
-    started = time.monotonic()
-    integrity_failures = 0
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except IntegrityError as e:
-            integrity_failures += 1
-            if integrity_failures >= policy.integrity_attempts:
-                raise
-            wait = policy.delay(attempt, None)
-            log.warning("%s; downloading it again in %.1fs", e, wait)
-        except RetryableError as e:
-            if attempt + 1 >= policy.attempts:
-                raise HubError(f"{label}: giving up after {attempt + 1} attempts: {e}") from None
-            wait = policy.delay(attempt, e.retry_after)
-            log.warning("%s: %s; retrying in %.1fs", label, e, wait)
-        attempt += 1
-        if time.monotonic() - started + wait > policy.total:
-            raise HubError(f"{label}: giving up after {policy.total:.0f}s of retries")
-        time.sleep(wait)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
 
 
 def download(
@@ -128,10 +65,12 @@ def _download_once(
                 # the server ignored Range: start over from the first byte
                 hasher = Hasher(git_size=expected.size if expected.git_sha1 else None)
                 have = 0
-            with open(temp, "ab" if have else "wb") as out:
-                for chunk in response.iter_bytes(CHUNK):
+            with open(temp, "ab" if have else "wb", buffering=CHUNK) as out:
+                for chunk in response.iter_bytes():
                     if hasher.size + len(chunk) > expected.size:
-                        raise IntegrityError(f"{expected.label}: the hub sent more than {expected.size} bytes")
+                        raise IntegrityError(
+                            f"{expected.label}: the hub sent more than {expected.size} bytes"
+                        )
                     out.write(chunk)
                     hasher.update(chunk)
                     if progress is not None:

@@ -55,7 +55,9 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
             check.snapshots += 1
             for f in snap.files:
                 if not store.has_blob(f.sha256, f.size):
-                    check.problems.append(f"{key}@{snap.commit}: {f.path} ({f.sha256}) is missing from the store")
+                    check.problems.append(
+                        f"{key}@{snap.commit}: {f.path} ({f.sha256}) is missing from the store"
+                    )
         for name, ref in store.read_refs(key).items():
             if store.read_snapshot(key, ref.commit) is None:
                 check.problems.append(f"{key}: revision {name} points at {ref.commit}, which has no snapshot")

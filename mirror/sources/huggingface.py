@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mirror.errors import HubError, NotFoundError
+from mirror.errors import HubError, NotFoundError, RetryableError
+from mirror.retry import RETRY_STATUS, retry_after_seconds
 from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
 
 
@@ -49,6 +50,7 @@ class HuggingFaceSource:
 
 def translate_error(error: Exception, where: str) -> Exception:
     """huggingface_hub's exceptions -> ours, with what to do next."""
+    import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -66,6 +68,14 @@ def translate_error(error: Exception, where: str) -> Exception:
     if isinstance(error, RevisionNotFoundError):
         return NotFoundError(f"{where}: revision not found (check the branch, tag or commit)")
     if isinstance(error, HfHubHTTPError):
-        status: Any = getattr(error.response, "status_code", "?") if error.response is not None else "?"
+        response = error.response
+        status: Any = getattr(response, "status_code", "?") if response is not None else "?"
+        if status in RETRY_STATUS:
+            retry_after = retry_after_seconds(
+                response.headers.get("Retry-After") if response is not None else None
+            )
+            return RetryableError(f"{where}: the hub answered HTTP {status}", retry_after)
         return HubError(f"{where}: the hub answered HTTP {status}")
+    if isinstance(error, httpx2.TransportError):
+        return RetryableError(f"{where}: connection failed: {type(error).__name__}")
     return HubError(f"{where}: {type(error).__name__}: {error}")

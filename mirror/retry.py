@@ -1,0 +1,68 @@
+"""Retrying what may pass: capped exponential backoff with jitter, honouring Retry-After, bounded in
+attempts and in total time. Used by every source and by the transfer."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from mirror.errors import HubError, IntegrityError, RetryableError
+
+log = logging.getLogger("mirror")
+T = TypeVar("T")
+
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter, bounded in attempts and in total time."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    total: float = 900.0
+    integrity_attempts: int = 2
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.cap)
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+def with_retries(fn: Callable[[], T], policy: RetryPolicy, label: str) -> T:
+    """Call fn until it succeeds or the policy is spent; only RetryableError and IntegrityError retry."""
+    started = time.monotonic()
+    integrity_failures = 0
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except IntegrityError as e:
+            integrity_failures += 1
+            if integrity_failures >= policy.integrity_attempts:
+                raise
+            wait = policy.delay(attempt, None)
+            log.warning("%s; downloading it again in %.1fs", e, wait)
+        except RetryableError as e:
+            if attempt + 1 >= policy.attempts:
+                raise HubError(f"{label}: giving up after {attempt + 1} attempts: {e}") from None
+            wait = policy.delay(attempt, e.retry_after)
+            log.warning("%s: %s; retrying in %.1fs", label, e, wait)
+        attempt += 1
+        if time.monotonic() - started + wait > policy.total:
+            raise HubError(f"{label}: giving up after {policy.total:.0f}s of retries")
+        time.sleep(wait)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff

@@ -1,0 +1,209 @@
+"""`mirror sync` against the loopback hub: what is fetched, verified, recorded, retried and refused."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirror.errors import IntegrityError, LockedError
+from mirror.manifest import parse_manifest
+from mirror.settings import Settings
+from mirror.store import RepoKey, Store
+from mirror.sync import default_source_factory, sync
+from mirror.transfer import RetryPolicy
+from mirror.verify import verify_store
+from tests.hub import Fault, HubFile, LoopbackHub
+
+FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05, total=30)
+WEIGHTS = bytes(range(256)) * 4096  # 1 MiB, served as an LFS file
+NESTED = {
+    "config.json": b'{"model_type": "bert"}',
+    "tokenizer/vocab.txt": b"[PAD]\n[UNK]\nhello\n",
+    "tokenizer/deep/merges.txt": b"a b\n",
+    "onnx/model.onnx": b"onnx-bytes" * 100,
+}
+
+
+@pytest.fixture
+def hub() -> Iterator[LoopbackHub]:
+    with LoopbackHub() as h:
+        yield h
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "store")
+
+
+def run(store: Store, hub: LoopbackHub, manifest: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, **(env or {})})
+    specs = parse_manifest(manifest, "test.yml").models
+    return sync(store, specs, default_source_factory(settings), policy=FAST)
+
+
+def add_nested(hub: LoopbackHub, repo: str = "org/nested") -> str:
+    files = [HubFile(p, data=d, lfs=False) for p, d in NESTED.items()] + [
+        HubFile("model.safetensors", data=WEIGHTS)
+    ]
+    return hub.add_commit(repo, files)
+
+
+def test_sync_verifies_and_records_every_file(hub: LoopbackHub, store: Store) -> None:
+    commit = add_nested(hub)
+    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert report.exit_code == 0, report.to_json()
+    snap = store.read_snapshot(RepoKey("huggingface", "model", "org/nested"), commit)
+    assert snap is not None and snap.complete
+    by_path = {f.path: f for f in snap.files}
+    assert set(by_path) == {*NESTED, "model.safetensors"}
+    weights = by_path["model.safetensors"]
+    assert weights.lfs and weights.sha256 == hashlib.sha256(WEIGHTS).hexdigest()
+    assert weights.oid == hub.file_info("org/nested", "model.safetensors").oid  # the pointer's git oid
+    for path, data in NESTED.items():
+        f = by_path[path]
+        assert not f.lfs and f.oid == hub.file_info("org/nested", path).git_sha1
+        assert store.blob_path(f.sha256).read_bytes() == data
+    assert store.read_refs(RepoKey("huggingface", "model", "org/nested"))["main"].commit == commit
+    assert verify_store(store).ok
+
+
+def test_revisions_share_content_and_filters_apply(hub: LoopbackHub, store: Store) -> None:
+    v1 = hub.add_commit("gpt2", {**NESTED, "README.md": b"v1"}, tags=["v1.0"])
+    main = hub.add_commit("gpt2", {**NESTED, "README.md": b"v2"})
+    manifest = (
+        "version: 1\nmodels:\n  - repo: gpt2\n    revisions: [main, v1.0]\n"
+        "    exclude: ['onnx/*']\n    include: ['*.json', '*.txt', '*.md']\n"
+    )
+    report = run(store, hub, manifest)
+    assert report.exit_code == 0
+    fetched = sorted(r.path.split("/resolve/")[1].split("/", 1)[1] for r in hub.downloads())
+    # the shared files are fetched once, the README twice (its two versions); onnx never
+    assert fetched == sorted(
+        ["README.md", "README.md", "config.json", "tokenizer/deep/merges.txt", "tokenizer/vocab.txt"]
+    )
+    key = RepoKey("huggingface", "model", "gpt2")
+    refs = store.read_refs(key)
+    assert refs["main"].commit == main and refs["v1.0"].commit == v1
+    for commit in (main, v1):
+        snap = store.read_snapshot(key, commit)
+        assert snap is not None and not snap.complete  # filtered: not every upstream file
+        assert {f.path for f in snap.files} == {
+            "config.json",
+            "tokenizer/vocab.txt",
+            "tokenizer/deep/merges.txt",
+            "README.md",
+        }
+    assert len(list(store.iter_blobs())) == 5
+
+
+def test_unchanged_manifest_costs_one_request_per_revision(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_tag("org/nested", "v1.0")
+    manifest = "version: 1\nmodels:\n  - repo: org/nested\n    revisions: [main, v1.0]\n"
+    assert run(store, hub, manifest).exit_code == 0
+    hub.clear_requests()
+    report = run(store, hub, manifest)
+    assert report.exit_code == 0
+    assert hub.downloads() == []
+    assert len(hub.requests) == 2
+    assert all(i.downloaded == 0 for i in report.items)
+
+
+def test_moved_branch_fetches_only_changed_files(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    manifest = "version: 1\nmodels:\n  - repo: org/nested\n"
+    run(store, hub, manifest)
+    hub.add_commit("org/nested", {"config.json": b'{"model_type": "bert", "v": 2}'}, inherit=True)
+    hub.clear_requests()
+    assert run(store, hub, manifest).exit_code == 0
+    assert [r.path.rsplit("/", 1)[1] for r in hub.downloads()] == ["config.json"]
+
+
+def test_corrupted_body_is_retried_and_never_stored(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_fault(Fault("corrupt", match="model.safetensors", times=1))
+    hub.add_fault(Fault("corrupt", match="vocab.txt", times=1))
+    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert report.exit_code == 0
+    assert len([r for r in hub.downloads() if "model.safetensors" in r.path]) == 2
+    assert verify_store(store).ok
+    assert store.has_blob(hashlib.sha256(WEIGHTS).hexdigest())
+
+
+def test_persistently_corrupted_file_fails_with_integrity(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_fault(Fault("corrupt", match="tokenizer/vocab.txt", times=None))
+    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert report.exit_code == IntegrityError.exit_code == 4
+    (item,) = report.items
+    assert isinstance(item.error, IntegrityError) and "tokenizer/vocab.txt" in str(item.error)
+    good = hashlib.sha256(NESTED["tokenizer/vocab.txt"]).hexdigest()
+    assert not store.has_blob(good)
+    assert not list((store.root / "tmp").iterdir())  # the bad bytes are gone
+    assert store.read_refs(RepoKey("huggingface", "model", "org/nested")) == {}  # no snapshot published
+    assert verify_store(store).ok
+
+
+def test_server_errors_and_rate_limits_are_retried(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_fault(Fault("status", match="config.json", status=503, times=1))
+    hub.add_fault(Fault("status", match="merges.txt", status=429, retry_after=0, times=1))
+    hub.add_fault(Fault("status", match="/api/models/", status=500, times=1))
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    assert verify_store(store).ok
+
+
+def test_cut_off_body_resumes_with_range(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_fault(Fault("cut", match="model.safetensors", at_byte=300_000, times=1))
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    gets = [r for r in hub.downloads() if "model.safetensors" in r.path]
+    assert len(gets) == 2
+    assert gets[1].headers.get("range", "").startswith("bytes=")
+    assert int(gets[1].headers["range"][6:-1]) > 0
+    assert store.has_blob(hashlib.sha256(WEIGHTS).hexdigest(), len(WEIGHTS))
+
+
+def test_server_that_ignores_range_restarts_cleanly(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.ignore_range = True
+    hub.add_fault(Fault("cut", match="model.safetensors", at_byte=300_000, times=1))
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    assert verify_store(store).ok
+
+
+def test_one_failing_model_does_not_stop_the_others(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n  - repo: org/missing\n")
+    assert report.exit_code == 3
+    ok, failed = report.items
+    assert ok.error is None and ok.files == 5
+    assert failed.error is not None and "not found" in str(failed.error)
+    alone = run(store, hub, "version: 1\nmodels:\n  - repo: org/missing\n")
+    assert alone.exit_code == 1
+
+
+def test_private_repo_needs_a_token(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.required_token = "hf_secret_token"
+    denied = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert denied.exit_code == 1 and "HF_TOKEN" in str(denied.items[0].error)
+    allowed = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n", {"HF_TOKEN": "hf_secret_token"})
+    assert allowed.exit_code == 0
+    named = run(
+        store,
+        hub,
+        "version: 1\nmodels:\n  - repo: org/nested\n    token_env: MY_TOKEN\n",
+        {"MY_TOKEN": "hf_secret_token"},
+    )
+    assert named.exit_code == 0
+    assert "hf_secret_token" not in str(denied.to_json()) + str(allowed.to_json())
+
+
+def test_second_writer_is_refused(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    with store.lock(), pytest.raises(LockedError, match="pid"):
+        run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
