@@ -285,12 +285,13 @@ def inspect(bundle: Path, as_json: bool) -> None:
 @output_options
 def verify(bundles: Sequence[Path], store: Path | None, as_json: bool) -> None:
     """Re-hash the store, or the BUNDLES, offline; name anything that does not match."""
-    from mirror.bundle import verify_bundle
     from mirror.store import Store
     from mirror.verify import verify_store
 
     results: list[dict[str, Any]] = []
     if bundles:
+        from mirror.bundle import verify_bundle
+
         for bundle in bundles:
             index = verify_bundle(bundle, progress=progress().update)
             results.append({"bundle": str(bundle), "ok": True, "repos": len(index.repos)})
