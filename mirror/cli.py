@@ -121,7 +121,11 @@ def cli() -> None:
 @store_option
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
 @click.option(
-    "--wait", default=0.0, type=click.FloatRange(0), help="Wait up to SECONDS for another run's store lock."
+    "--wait",
+    default=0.0,
+    metavar="SECONDS",
+    type=click.FloatRange(0),
+    help="Wait up to SECONDS for another run's store lock (default: fail at once, exit 75).",
 )
 @json_option
 @output_options

@@ -1,0 +1,1005 @@
+"""A loopback Hugging Face Hub for tests (standard library only).
+
+`LoopbackHub` runs an HTTP/1.1 keep-alive server on 127.0.0.1 in a background thread and speaks
+enough of the Hub API for the real `huggingface_hub` client (snapshot_download, hf_hub_download,
+HfApi.model_info / list_repo_tree / list_repo_refs / get_paths_info) and for our own mirror tool.
+
+Routes (`{t}` is `models`, `datasets` or `spaces`; file urls use no prefix, `datasets/` or `spaces/`):
+
+    GET  /api/{t}/{repo}[/revision/{rev}][?blobs=true]   repo info (siblings, sha)
+    GET  /api/{t}/{repo}/tree/{rev}[/{path}]              tree listing, `Link: rel="next"` pagination
+    GET  /api/{t}/{repo}/refs                             branches, tags, pull requests
+    POST /api/{t}/{repo}/paths-info/{rev}                 entries for `paths` (form or JSON body)
+    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}   file content, Range support
+
+Usage:
+
+    with LoopbackHub() as hub:
+        sha = hub.add_commit("org/name", {"config.json": b"{}"}, tags=["v1.0"])
+        ...  # HF_ENDPOINT=hub.url
+
+CLI (for demos): `python -m tests.hub FOLDER REPO_ID [--port N] [--repo-type T] [--token TOK]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import re
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, cast
+from urllib.parse import parse_qs, quote, unquote, urlencode
+
+CHUNK_SIZE = 1 << 20
+LFS_SIZE_THRESHOLD = 10 * (1 << 20)
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx", ".gguf")
+DEFAULT_BRANCH = "main"
+
+_API_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
+_URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """`git hash-object` of `data`: sha1(b"blob <size>\\0" + data)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer text stored in git for an LFS file."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+# --------------------------------------------------------------------------------------------------
+# Repository content
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HubFile:
+    """A file to put in a commit: content from `data` or from the file `source` on disk.
+
+    `lfs=None` means automatic: LFS when the size is >= 10 MiB or the name ends with a weights suffix.
+    """
+
+    path: str
+    data: bytes | None = None
+    source: Path | None = None
+    lfs: bool | None = None
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file as stored in the hub, with its precomputed hashes."""
+
+    path: str
+    size: int
+    sha256: str
+    git_sha1: str  # git blob sha1 of the content
+    lfs: bool
+    data: bytes | None = field(default=None, repr=False)
+    source: Path | None = None
+
+    @property
+    def pointer(self) -> bytes:
+        """The LFS pointer text (meaningful for LFS files)."""
+        return lfs_pointer(self.sha256, self.size)
+
+    @property
+    def oid(self) -> str:
+        """Git object id in the tree: sha1 of the pointer for LFS files, else of the content."""
+        return git_blob_sha1(self.pointer) if self.lfs else self.git_sha1
+
+    @property
+    def etag(self) -> str:
+        """What the client names the cached blob by: sha256 for LFS files, git sha1 otherwise."""
+        return self.sha256 if self.lfs else self.git_sha1
+
+    def iter_bytes(
+        self, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[bytes]:
+        """Content bytes [start, end) in chunks of at most `chunk_size`; streams `source` from disk."""
+        stop = self.size if end is None else min(end, self.size)
+        if self.data is not None:
+            for pos in range(start, stop, chunk_size):
+                yield self.data[pos : min(pos + chunk_size, stop)]
+            return
+        assert self.source is not None
+        with open(self.source, "rb") as f:
+            f.seek(start)
+            pos = start
+            while pos < stop:
+                block = f.read(min(chunk_size, stop - pos))
+                if not block:
+                    raise OSError(f"{self.source} shrank while being served")
+                pos += len(block)
+                yield block
+
+    @classmethod
+    def from_hub_file(cls, hf: HubFile) -> FileInfo:
+        path = _normalize_repo_path(hf.path)
+        if (hf.data is None) == (hf.source is None):
+            raise ValueError(f"HubFile {hf.path!r}: give exactly one of data= or source=")
+        if hf.data is not None:
+            data = bytes(hf.data)
+            size, sha256, sha1 = len(data), hashlib.sha256(data).hexdigest(), git_blob_sha1(data)
+            source = None
+        else:
+            source = Path(cast(Path, hf.source)).resolve()
+            size = source.stat().st_size
+            h256, h1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+            seen = 0
+            with open(source, "rb") as f:
+                while block := f.read(CHUNK_SIZE):
+                    h256.update(block)
+                    h1.update(block)
+                    seen += len(block)
+            if seen != size:
+                raise OSError(f"{source} changed size while being hashed")
+            sha256, sha1, data = h256.hexdigest(), h1.hexdigest(), None
+        lfs = hf.lfs
+        if lfs is None:
+            lfs = size >= LFS_SIZE_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
+        return cls(path=path, size=size, sha256=sha256, git_sha1=sha1, lfs=lfs, data=data, source=source)
+
+
+def _normalize_repo_path(path: str) -> str:
+    p = path.replace("\\", "/").strip("/")
+    parts = p.split("/")
+    if not p or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid path in repo: {path!r}")
+    return p
+
+
+def _parent_dir(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+@dataclass
+class _Commit:
+    sha: str
+    parent: str | None
+    files: dict[str, FileInfo]
+    message: str
+    date: datetime
+    dirs: dict[str, str] = field(default_factory=dict)  # directory path -> fake tree oid ("" = root)
+
+    def __post_init__(self) -> None:
+        children: dict[str, list[str]] = {"": []}
+        for path in self.files:
+            parts = path.split("/")
+            for i in range(1, len(parts)):
+                children.setdefault("/".join(parts[:i]), [])
+        for path in list(self.files) + [d for d in children if d]:
+            children[_parent_dir(path)].append(path)
+        # Deepest directories first so a parent's oid can use its children's.
+        for d in sorted(children, key=lambda x: -x.count("/") - (1 if x else 0)):
+            h = hashlib.sha1(b"tree\0")
+            for child in sorted(children[d]):
+                oid = self.files[child].oid if child in self.files else self.dirs[child]
+                h.update(f"{child}\0{oid}\n".encode())
+            self.dirs[d] = h.hexdigest()
+
+    def entry_oid(self, path: str) -> str | None:
+        if path in self.files:
+            return self.files[path].oid
+        return self.dirs.get(path)
+
+
+@dataclass
+class _Repo:
+    repo_type: str
+    repo_id: str
+    commits: dict[str, _Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def resolve(self, rev: str) -> _Commit | None:
+        for name in (rev, rev.removeprefix("refs/heads/"), rev.removeprefix("refs/tags/")):
+            if name in self.branches:
+                return self.commits[self.branches[name]]
+            if name in self.tags:
+                return self.commits[self.tags[name]]
+        return self.commits.get(rev) if _COMMIT_RE.match(rev) else None
+
+    def default_revision(self) -> str:
+        if DEFAULT_BRANCH in self.branches or not self.branches:
+            return DEFAULT_BRANCH
+        return next(iter(self.branches))
+
+    def last_commit_for(self, commit: _Commit, path: str) -> _Commit:
+        """The oldest ancestor of `commit` reachable without `path` changing its oid."""
+        oid = commit.entry_oid(path)
+        current = commit
+        while current.parent is not None:
+            parent = self.commits[current.parent]
+            if parent.entry_oid(path) != oid:
+                break
+            current = parent
+        return current
+
+
+# --------------------------------------------------------------------------------------------------
+# Request log and faults
+# --------------------------------------------------------------------------------------------------
+
+
+class Headers(dict[str, str]):
+    """A dict of request headers with case-insensitive lookup (keys stored lower-case)."""
+
+    def __init__(self, items: Mapping[str, str] | Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for k, v in pairs:
+            super().__setitem__(k.lower(), v)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key.lower(), value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key.lower(), default)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # raw request target, with the query string
+    headers: Headers
+    status: int
+    connection: int = 0  # sequence number of the TCP connection that carried the request
+    bytes_sent: int = 0  # body bytes actually written
+
+
+FaultKind = Literal["status", "cut", "corrupt", "delay"]
+
+
+@dataclass
+class Fault:
+    """An injected failure.
+
+    kind: "status" answers `status` (with `Retry-After: retry_after` if set) instead of the real answer;
+    "cut" sends the real headers (full Content-Length) but closes the connection after `at_byte` body
+    bytes (default: half); "corrupt" flips one body byte at `at_byte` (default: the middle) keeping
+    length and headers; "delay" sleeps `delay` seconds before answering.
+    match: substring of the request target (path + query), or a callable on it. `method`: only
+    requests with this method (cut/corrupt only ever apply to 200/206 GET answers with a body).
+    times: how many matching requests it applies to (None = unlimited). `hits` counts uses.
+    """
+
+    kind: FaultKind
+    match: str | Callable[[str], bool] = ""
+    times: int | None = 1
+    status: int = 503
+    retry_after: int | float | str | None = None
+    at_byte: int | None = None
+    delay: float = 0.0
+    method: str | None = None
+    hits: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("status", "cut", "corrupt", "delay"):
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+
+    @property
+    def used_up(self) -> bool:
+        return self.times is not None and self.hits >= self.times
+
+    def matches(self, method: str, target: str) -> bool:
+        if self.method is not None and self.method.upper() != method:
+            return False
+        if callable(self.match):
+            return bool(self.match(target))
+        return self.match in target
+
+
+class FaultPlan:
+    """Thread-safe list of faults; `take` consumes matching ones."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, method: str, target: str, kinds: Sequence[str]) -> list[Fault]:
+        taken: list[Fault] = []
+        with self._lock:
+            for f in self._faults:
+                if f.kind in kinds and not f.used_up and f.matches(method, target):
+                    f.hits += 1
+                    taken.append(f)
+        return taken
+
+    @property
+    def pending(self) -> list[Fault]:
+        with self._lock:
+            return [f for f in self._faults if not f.used_up]
+
+    def __iter__(self) -> Iterator[Fault]:
+        with self._lock:
+            return iter(list(self._faults))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP layer
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    file: FileInfo | None = None
+    start: int = 0
+    length: int = 0  # body length when streaming `file`
+
+    @property
+    def body_length(self) -> int:
+        return self.length if self.file is not None else len(self.body)
+
+    def iter_body(self, chunk_size: int) -> Iterator[bytes]:
+        if self.file is not None:
+            yield from self.file.iter_bytes(self.start, self.start + self.length, chunk_size)
+        else:
+            for pos in range(0, len(self.body), chunk_size):
+                yield self.body[pos : pos + chunk_size]
+
+
+def _json_response(status: int, obj: Any, headers: Sequence[tuple[str, str]] = ()) -> _Response:
+    body = json.dumps(obj).encode()
+    return _Response(status, [("Content-Type", "application/json; charset=utf-8"), *headers], body)
+
+
+def _error(status: int, code: str | None, message: str, extra: Sequence[tuple[str, str]] = ()) -> _Response:
+    headers = [("X-Error-Message", message), *extra]
+    if code is not None:
+        headers.insert(0, ("X-Error-Code", code))
+    return _json_response(status, {"error": message}, headers)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    hub: LoopbackHub
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (socket.getfqdn); skip it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "127.0.0.1", int(self.server_address[1])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "LoopbackHub/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        self.hub = cast(_Server, self.server).hub
+        self.conn_id = self.hub._open_connection(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.hub._close_connection(self.conn_id)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(out)
+                out += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _dispatch(self) -> None:
+        hub = self.hub
+        method = self.command.upper()
+        target = self.path
+        headers = Headers(list(self.headers.items()))
+        record = RecordedRequest(method, target, headers, 0, self.conn_id)
+        recorded = False
+        try:
+            body = self._read_body()
+            for f in hub.faults.take(method, target, ("delay",)):
+                time.sleep(f.delay)
+            status_faults = hub.faults.take(method, target, ("status",))
+            if status_faults:
+                f = status_faults[0]
+                extra = [] if f.retry_after is None else [("Retry-After", str(f.retry_after))]
+                resp = _error(f.status, None, f"injected fault: HTTP {f.status}", extra)
+            else:
+                try:
+                    resp = hub._route(method, target, headers, body)
+                except Exception as e:  # noqa: BLE001 - a hub bug must answer 500, not hang the client
+                    resp = _error(500, None, f"loopback hub error: {type(e).__name__}: {e}")
+            body_faults: list[Fault] = []
+            if method == "GET" and resp.status in (200, 206) and resp.body_length > 0:
+                body_faults = hub.faults.take(method, target, ("cut", "corrupt"))
+            record.status = resp.status
+            # Logged before the body goes out, so whoever got the answer also sees the record.
+            hub._record(record)
+            recorded = True
+            self._send(resp, method, body_faults, record)
+        except OSError:  # client went away, timeout, or a source file vanished mid-stream
+            self.close_connection = True
+        finally:
+            if not recorded:
+                hub._record(record)
+
+    def _send(self, resp: _Response, method: str, faults: list[Fault], record: RecordedRequest) -> None:
+        self.send_response(resp.status)
+        for k, v in resp.headers:
+            self.send_header(k, v)
+        length = resp.body_length
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if method == "HEAD" or length == 0:
+            return
+        cut_at: int | None = None
+        corrupt_at: list[int] = []
+        for f in faults:
+            if f.kind == "cut":
+                at = length // 2 if f.at_byte is None else f.at_byte
+                cut_at = at if cut_at is None else min(cut_at, at)
+            elif f.kind == "corrupt":
+                corrupt_at.append(length // 2 if f.at_byte is None else min(max(f.at_byte, 0), length - 1))
+        rate = self.hub.rate_limit_per_connection
+        chunk_size = CHUNK_SIZE if not rate else max(1024, min(CHUNK_SIZE, int(rate / 20)))
+        t0 = time.monotonic()
+        sent = 0
+        for chunk in resp.iter_body(chunk_size):
+            hits = [i - sent for i in corrupt_at if sent <= i < sent + len(chunk)]
+            if hits:
+                buf = bytearray(chunk)
+                for i in hits:
+                    buf[i] ^= 0xFF
+                chunk = bytes(buf)
+            if cut_at is not None and sent + len(chunk) >= cut_at:
+                record.bytes_sent = cut_at
+                self.wfile.write(chunk[: cut_at - sent])
+                self.wfile.flush()
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_WR)
+                return
+            record.bytes_sent = sent + len(chunk)  # updated before the client can see the bytes
+            self.wfile.write(chunk)
+            sent += len(chunk)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+
+class LoopbackHub:
+    """A Hugging Face Hub on 127.0.0.1 for tests. See the module docstring."""
+
+    def __init__(self, *, port: int = 0) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.faults = FaultPlan()
+        self.required_token: str | None = None
+        self.ignore_range = False
+        self.tree_page_size = 1000
+        self.rate_limit_per_connection: float | None = None
+        self._port = port
+        self._repos: dict[tuple[str, str], _Repo] = {}
+        self._lock = threading.RLock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._conn_ids = itertools.count(1)
+        self._conns: dict[int, socket.socket] = {}
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> LoopbackHub:
+        if self._server is not None:
+            return self
+        server = _Server(("127.0.0.1", self._port), _Handler)
+        server.hub = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-hub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        with self._lock:
+            conns = list(self._conns.values())
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> LoopbackHub:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("LoopbackHub is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- content ------------------------------------------------------------------------------
+
+    def add_commit(
+        self,
+        repo_id: str,
+        files: Sequence[HubFile] | Mapping[str, bytes],
+        *,
+        branch: str = DEFAULT_BRANCH,
+        tags: Sequence[str] = (),
+        repo_type: str = "model",
+        message: str = "",
+        inherit: bool = False,
+    ) -> str:
+        """Create a commit whose tree is exactly `files` (or the parent's tree updated with `files`
+        when `inherit=True`), move `branch` to it, point `tags` at it, return its sha.
+
+        The parent is the head of `branch`, or of `main` when `branch` is new.
+        """
+        _check_repo(repo_id, repo_type)
+        items = [HubFile(p, data=d) for p, d in files.items()] if isinstance(files, Mapping) else list(files)
+        infos = [FileInfo.from_hub_file(f) for f in items]  # hashing happens outside the lock
+        with self._lock:
+            repo = self._repos.setdefault((repo_type, repo_id), _Repo(repo_type, repo_id))
+            parent = repo.branches.get(branch) or repo.branches.get(DEFAULT_BRANCH)
+            tree: dict[str, FileInfo] = dict(repo.commits[parent].files) if inherit and parent else {}
+            for info in infos:
+                tree[info.path] = info
+            h = hashlib.sha1(repo_id.encode())
+            for path in sorted(tree):
+                h.update(f"\n{path}\0{tree[path].oid}".encode())
+            h.update(f"\nparent {parent or ''}".encode())
+            sha = h.hexdigest()
+            if sha not in repo.commits:
+                date = datetime.now(UTC)
+                repo.commits[sha] = _Commit(
+                    sha, parent, tree, message or f"commit {len(repo.commits) + 1}", date
+                )
+            repo.branches[branch] = sha
+            for tag in tags:
+                repo.tags[tag] = sha
+            return sha
+
+    def add_folder(self, repo_id: str, folder: Path, **kw: Any) -> str:
+        """Commit every file under `folder` (recursive, `.git` skipped) as HubFile(source=...)."""
+        folder = Path(folder)
+        files: list[HubFile] = []
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d != ".git")
+            for name in sorted(names):
+                full = Path(root) / name
+                if full.is_file():
+                    files.append(HubFile(full.relative_to(folder).as_posix(), source=full))
+        return self.add_commit(repo_id, files, **kw)
+
+    def add_tag(
+        self, repo_id: str, tag: str, revision: str = DEFAULT_BRANCH, *, repo_type: str = "model"
+    ) -> str:
+        with self._lock:
+            repo = self._get_repo(repo_id, repo_type)
+            commit = repo.resolve(revision)
+            if commit is None:
+                raise KeyError(f"unknown revision {revision!r} of {repo_id}")
+            repo.tags[tag] = commit.sha
+            return commit.sha
+
+    def resolve(self, repo_id: str, revision: str = DEFAULT_BRANCH, *, repo_type: str = "model") -> str:
+        """The commit sha a revision points to (KeyError if unknown)."""
+        with self._lock:
+            commit = self._get_repo(repo_id, repo_type).resolve(revision)
+        if commit is None:
+            raise KeyError(f"unknown revision {revision!r} of {repo_id}")
+        return commit.sha
+
+    def file_info(
+        self, repo_id: str, path: str, revision: str = DEFAULT_BRANCH, *, repo_type: str = "model"
+    ) -> FileInfo:
+        """Size, sha256, git sha1, oid, etag, lfs flag of a file at a revision."""
+        with self._lock:
+            commit = self._get_repo(repo_id, repo_type).resolve(revision)
+        if commit is None:
+            raise KeyError(f"unknown revision {revision!r} of {repo_id}")
+        return commit.files[path]
+
+    def list_files(
+        self, repo_id: str, revision: str = DEFAULT_BRANCH, *, repo_type: str = "model"
+    ) -> list[str]:
+        with self._lock:
+            commit = self._get_repo(repo_id, repo_type).resolve(revision)
+        if commit is None:
+            raise KeyError(f"unknown revision {revision!r} of {repo_id}")
+        return sorted(commit.files)
+
+    def _get_repo(self, repo_id: str, repo_type: str) -> _Repo:
+        repo = self._repos.get((repo_type, repo_id))
+        if repo is None:
+            raise KeyError(f"unknown {repo_type} repo {repo_id!r}")
+        return repo
+
+    def file_url(
+        self, repo_id: str, path: str, revision: str = DEFAULT_BRANCH, *, repo_type: str = "model"
+    ) -> str:
+        """The resolve url the client would use."""
+        return (
+            f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
+        )
+
+    # ---- request log --------------------------------------------------------------------------
+
+    def _record(self, rec: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(rec)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def downloads(self) -> list[RecordedRequest]:
+        """GET requests on resolve routes."""
+        with self._lock:
+            return [r for r in self.requests if r.method == "GET" and "/resolve/" in r.path.split("?")[0]]
+
+    def add_fault(self, fault: Fault) -> Fault:
+        return self.faults.add(fault)
+
+    def _open_connection(self, sock: socket.socket) -> int:
+        with self._lock:
+            conn_id = next(self._conn_ids)
+            self._conns[conn_id] = sock
+            return conn_id
+
+    def _close_connection(self, conn_id: int) -> None:
+        with self._lock:
+            self._conns.pop(conn_id, None)
+
+    # ---- routing ------------------------------------------------------------------------------
+
+    def _route(self, method: str, target: str, headers: Headers, body: bytes) -> _Response:
+        if self.required_token is not None:
+            auth = headers.get("authorization")
+            if auth != f"Bearer {self.required_token}":
+                msg = (
+                    "Invalid username or password."
+                    if auth is None
+                    else "Invalid credentials in Authorization header"
+                )
+                return _error(401, "RepoNotFound" if auth is None else None, msg)
+        raw_path, _, query_string = target.partition("?")
+        query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+        segs = raw_path.lstrip("/").split("/")
+        if len(segs) >= 3 and segs[0] == "api" and segs[1] in _API_PLURAL:
+            return self._route_api(method, _API_PLURAL[segs[1]], segs[1], segs[2:], raw_path, query, body)
+        repo_type = "model"
+        if segs[0] in ("datasets", "spaces") and len(segs) > 1:
+            repo_type, segs = _API_PLURAL[segs[0]], segs[1:]
+        found = self._split_repo(repo_type, segs, ("resolve",))
+        if found is None or method not in ("GET", "HEAD"):
+            return _error(404, None, "Not Found")
+        repo, repo_id, _, tail = found
+        if repo is None:
+            return _error(404, "RepoNotFound", f"Repository {repo_id} not found")
+        if len(tail) < 2:
+            return _error(404, "EntryNotFound", "Entry not found")
+        resolved = self._resolve_tail(repo, tail)
+        if resolved is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {unquote(tail[0])}")
+        commit, rest = resolved
+        path = unquote("/".join(rest))
+        info = commit.files.get(path)
+        if info is None:
+            return _error(404, "EntryNotFound", f"Entry not found: {path}", [("X-Repo-Commit", commit.sha)])
+        return self._file_response(commit, info, headers)
+
+    def _split_repo(
+        self, repo_type: str, segs: list[str], keywords: Sequence[str]
+    ) -> tuple[_Repo | None, str, str | None, list[str]] | None:
+        """Split `org/name/<kw>/...` or `name/<kw>/...` (or a bare repo id when `None` is allowed)."""
+        candidates: list[tuple[str, str | None, list[str]]] = []
+        for n in (2, 1):
+            if len(segs) > n and segs[n] and segs[n] in keywords:
+                candidates.append(("/".join(unquote(s) for s in segs[:n]), segs[n], segs[n + 1 :]))
+        if "" in keywords and len(segs) in (1, 2):
+            candidates.append(("/".join(unquote(s) for s in segs), None, []))
+        with self._lock:
+            for repo_id, kw, tail in candidates:
+                repo = self._repos.get((repo_type, repo_id))
+                if repo is not None:
+                    return repo, repo_id, kw, tail
+        if not candidates:
+            return None
+        repo_id, kw, tail = candidates[0]
+        return None, repo_id, kw, tail
+
+    def _resolve_tail(self, repo: _Repo, tail: list[str]) -> tuple[_Commit, list[str]] | None:
+        """Read the revision at the start of `tail` (url-quoted in one segment, or spanning several
+        segments like refs/pr/1); return the commit and the remaining segments."""
+        with self._lock:
+            for k in range(1, len(tail) + 1):
+                commit = repo.resolve("/".join(unquote(s) for s in tail[:k]))
+                if commit is not None:
+                    return commit, tail[k:]
+        return None
+
+    def _route_api(
+        self,
+        method: str,
+        repo_type: str,
+        plural: str,
+        segs: list[str],
+        raw_path: str,
+        query: dict[str, str],
+        body: bytes,
+    ) -> _Response:
+        found = self._split_repo(repo_type, segs, ("revision", "tree", "refs", "paths-info", ""))
+        if found is None:
+            return _error(404, None, "Not Found")
+        repo, repo_id, kw, tail = found
+        if repo is None:
+            return _error(404, "RepoNotFound", f"Repository {repo_id} not found")
+        wanted = "POST" if kw == "paths-info" else "GET"
+        if method not in (wanted, "HEAD") or (kw == "refs" and tail):
+            return _error(404, None, "Not Found")
+        if kw == "refs":
+            return _json_response(200, self._refs_json(repo))
+        if kw is None:
+            tail = [quote(repo.default_revision(), safe="")]
+        if not tail:
+            return _error(404, "RevisionNotFound", "Invalid rev id: ")
+        resolved = self._resolve_tail(repo, tail)
+        if resolved is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {unquote('/'.join(tail))}")
+        commit, rest = resolved
+        if kw in (None, "revision"):
+            if rest:
+                return _error(404, None, "Not Found")
+            blobs = query.get("blobs", "").lower() in ("1", "true")
+            return _json_response(200, self._info_json(repo, commit, blobs))
+        expand = query.get("expand", "").lower() in ("1", "true")
+        if kw == "paths-info":
+            return self._paths_info(repo, commit, rest, body, expand)
+        sub = unquote("/".join(rest)).strip("/")
+        return self._tree(repo, commit, sub, raw_path, query, expand)
+
+    # ---- JSON bodies --------------------------------------------------------------------------
+
+    def _info_json(self, repo: _Repo, commit: _Commit, blobs: bool) -> dict[str, Any]:
+        siblings: list[dict[str, Any]] = []
+        for path in sorted(commit.files):
+            info = commit.files[path]
+            sib: dict[str, Any] = {"rfilename": path}
+            if blobs:
+                sib["size"] = info.size
+                sib["blobId"] = info.oid
+                if info.lfs:
+                    sib["lfs"] = {"size": info.size, "sha256": info.sha256, "pointerSize": len(info.pointer)}
+            siblings.append(sib)
+        out: dict[str, Any] = {
+            "_id": hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:24],
+            "id": repo.repo_id,
+        }
+        if repo.repo_type == "model":
+            out["modelId"] = repo.repo_id
+        if "/" in repo.repo_id:
+            out["author"] = repo.repo_id.split("/", 1)[0]
+        out.update(
+            {
+                "sha": commit.sha,
+                "lastModified": _iso(commit.date),
+                "createdAt": _iso(repo.created),
+                "private": False,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "siblings": siblings,
+                "usedStorage": sum(f.size for f in commit.files.values()),
+            }
+        )
+        return out
+
+    def _refs_json(self, repo: _Repo) -> dict[str, Any]:
+        with self._lock:
+            branches = dict(repo.branches)
+            tags = dict(repo.tags)
+        out: dict[str, Any] = {"branches": [], "tags": [], "converts": [], "pullRequests": []}
+        for name, sha in branches.items():
+            if name.startswith("refs/pr/"):
+                out["pullRequests"].append({"name": name, "ref": name, "targetCommit": sha})
+            else:
+                out["branches"].append({"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha})
+        for name, sha in tags.items():
+            out["tags"].append({"name": name, "ref": f"refs/tags/{name}", "targetCommit": sha})
+        return out
+
+    def _entry_json(self, repo: _Repo, commit: _Commit, path: str, expand: bool) -> dict[str, Any]:
+        info = commit.files.get(path)
+        entry: dict[str, Any]
+        if info is not None:
+            entry = {"type": "file", "oid": info.oid, "size": info.size, "path": path}
+            if info.lfs:
+                entry["lfs"] = {"oid": info.sha256, "size": info.size, "pointerSize": len(info.pointer)}
+        else:
+            entry = {"type": "directory", "oid": commit.dirs[path], "size": 0, "path": path}
+        if expand:
+            with self._lock:
+                last = repo.last_commit_for(commit, path)
+            entry["lastCommit"] = {"id": last.sha, "title": last.message, "date": _iso(last.date)}
+        return entry
+
+    def _tree(
+        self, repo: _Repo, commit: _Commit, sub: str, raw_path: str, query: dict[str, str], expand: bool
+    ) -> _Response:
+        if sub not in commit.dirs:
+            return _error(404, "EntryNotFound", f"Entry not found: {sub}", [("X-Repo-Commit", commit.sha)])
+        recursive = query.get("recursive", "").lower() in ("1", "true")
+        prefix = f"{sub}/" if sub else ""
+        paths = [p for p in list(commit.files) + list(commit.dirs) if p and p.startswith(prefix)]
+        if not recursive:
+            paths = [p for p in paths if _parent_dir(p) == sub]
+        paths.sort()
+        try:
+            start = max(0, int(query.get("cursor") or 0))
+        except ValueError:
+            return _error(400, None, "Invalid cursor")
+        size = max(1, int(self.tree_page_size))
+        page = paths[start : start + size]
+        headers: list[tuple[str, str]] = [("X-Repo-Commit", commit.sha)]
+        if start + size < len(paths):
+            next_query = {k: v for k, v in query.items() if k != "cursor"}
+            next_query["cursor"] = str(start + size)
+            headers.append(("Link", f'<{self.url}{raw_path}?{urlencode(next_query)}>; rel="next"'))
+        return _json_response(200, [self._entry_json(repo, commit, p, expand) for p in page], headers)
+
+    def _paths_info(
+        self, repo: _Repo, commit: _Commit, rest: list[str], body: bytes, expand: bool
+    ) -> _Response:
+        if rest:
+            return _error(404, None, "Not Found")
+        paths: list[str] = []
+        try:
+            parsed = json.loads(body or b"{}")
+            paths = list(parsed.get("paths", []))
+            expand = expand or bool(parsed.get("expand"))
+        except (ValueError, AttributeError):
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+            paths = form.get("paths", [])
+            expand = expand or form.get("expand", ["false"])[-1].lower() in ("1", "true")
+        out = []
+        for p in paths:
+            p = str(p).strip("/")
+            if p and (p in commit.files or p in commit.dirs):
+                out.append(self._entry_json(repo, commit, p, expand))
+        return _json_response(200, out)
+
+    def _file_response(self, commit: _Commit, info: FileInfo, headers: Headers) -> _Response:
+        resp_headers: list[tuple[str, str]] = [
+            ("Content-Type", "application/octet-stream"),
+            ("Accept-Ranges", "bytes"),
+            ("X-Repo-Commit", commit.sha),
+            ("ETag", f'"{info.etag}"'),
+        ]
+        if info.lfs:
+            resp_headers += [("X-Linked-Etag", f'"{info.sha256}"'), ("X-Linked-Size", str(info.size))]
+        size = info.size
+        range_header = headers.get("range")
+        if range_header and not self.ignore_range:
+            m = _RANGE_RE.match(range_header.strip().replace(" ", ""))
+            if m and (m.group(1) or m.group(2)):
+                if m.group(1):
+                    start = int(m.group(1))
+                    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+                else:  # suffix range: the last N bytes
+                    start, end = max(0, size - int(m.group(2))), size - 1
+                if start >= size or end < start:
+                    return _Response(416, [*resp_headers, ("Content-Range", f"bytes */{size}")])
+                resp_headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+                return _Response(206, resp_headers, file=info, start=start, length=end - start + 1)
+        return _Response(200, resp_headers, file=info, start=0, length=size)
+
+
+def _check_repo(repo_id: str, repo_type: str) -> None:
+    if repo_type not in _URL_PREFIX:
+        raise ValueError(f"repo_type must be one of {sorted(_URL_PREFIX)}, not {repo_type!r}")
+    parts = repo_id.split("/")
+    if not 1 <= len(parts) <= 2 or any(not p or p in (".", "..") for p in parts):
+        raise ValueError(f"invalid repo id {repo_id!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.hub", description="Serve a folder as a Hub repo.")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("repo_id")
+    parser.add_argument("--repo-type", default="model", choices=sorted(_URL_PREFIX))
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default=None, help="require this bearer token")
+    parser.add_argument("--tag", action="append", default=[], help="tag the commit (repeatable)")
+    args = parser.parse_args(argv)
+    hub = LoopbackHub(port=args.port)
+    hub.required_token = args.token
+    sha = hub.add_folder(args.repo_id, args.folder, repo_type=args.repo_type, tags=args.tag)
+    hub.start()
+    print(hub.url, flush=True)
+    print(f"serving {args.folder} as {args.repo_type} {args.repo_id} @ {sha}; Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The CLI's front: every command and option documented in the README and in --help; usage errors exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from mirror.cli import cli, main
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+COMMANDS = sorted(cli.commands)
+
+
+def test_the_contract_commands_exist() -> None:
+    assert {"sync", "export", "import", "inspect", "verify"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_command_and_options_are_documented(name: str) -> None:
+    command = cli.commands[name]
+    assert f"### `mirror {name}" in README, f"README has no section for mirror {name}"
+    help_text = CliRunner().invoke(cli, [name, "--help"]).output
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        for opt in param.opts:
+            assert opt in help_text, f"{opt} missing from mirror {name} --help"
+        longest = max(param.opts, key=len)
+        assert f"`{longest}" in README or f" {longest}" in README, f"{longest} of mirror {name} not in README"
+
+
+def test_unknown_option_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--no-such-option"])
+    assert exit_info.value.code == 2
+
+
+def test_missing_manifest_file_is_usage_error() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sync", "/nonexistent/manifest.yml"])
+    assert exit_info.value.code == 2
+
+
+def test_exit_codes_in_readme() -> None:
+    for code in ("| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 4 |", "| 75 |"):
+        assert code in README
