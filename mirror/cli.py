@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,6 +21,9 @@ from mirror import __version__
 from mirror.errors import MirrorError
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+
+if TYPE_CHECKING:
+    from mirror.sync import ItemResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mirror")
@@ -88,11 +91,13 @@ def settings(store: Path | None) -> Settings:
     return Settings.from_env(store)
 
 
-def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+def emit(data: Any, as_json: bool, lines: Iterable[str]) -> None:
+    """Print a result: JSON for machines, else the human lines."""
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
-        human()
+        for line in lines:
+            click.echo(line)
 
 
 def human_size(n: float) -> str:
@@ -147,18 +152,7 @@ def sync(manifests: Sequence[str], store: Path | None, workers: int, wait: float
         Store(cfg.store), specs, default_source_factory(cfg), workers=workers, progress=progress(), wait=wait
     )
 
-    def human() -> None:
-        for item in report.items:
-            t = item.target
-            if item.error:
-                click.echo(f"FAILED  {t}: {item.error}")
-            else:
-                click.echo(
-                    f"ok      {t} -> {item.commit} ({item.files} files, {item.downloaded} downloaded, "
-                    f"{human_size(item.bytes_downloaded)})"
-                )
-
-    emit(report.to_json(), as_json, human)
+    emit(report.to_json(), as_json, map(describe_item, report.items))
     if report.exit_code:
         raise SystemExit(report.exit_code)
 
@@ -217,10 +211,10 @@ def export_cmd(
     emit(
         summary.to_json(),
         as_json,
-        lambda: click.echo(
-            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)\n"
-            f"sha256 {summary.sha256}"
-        ),
+        [
+            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
+            f"sha256 {summary.sha256}",
+        ],
     )
 
 
@@ -267,7 +261,7 @@ def import_cmd(bundles: Sequence[Path], layout: str, target: Path | None, as_jso
     emit(
         {"target": str(target), "layout": layout, "bundles": [r.to_json() for r in reports]},
         as_json,
-        lambda: [click.echo(line) for r in reports for line in r.lines()],
+        [line for r in reports for line in r.lines()],
     )
 
 
@@ -279,7 +273,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
     from mirror.bundle import describe_index, read_index
 
     data = describe_index(read_index(bundle))
-    emit(data, as_json, lambda: click.echo(format_description(data)))
+    emit(data, as_json, describe_bundle(data))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -303,12 +297,21 @@ def verify(bundles: Sequence[Path], store: Path | None, as_json: bool) -> None:
         result = verify_store(Store(settings(store).store), progress=progress())
         results.append(result.to_json())
         if not result.ok:
-            emit(results, as_json, lambda: [click.echo(p) for p in result.problems])
+            emit(results, as_json, result.problems)
             raise SystemExit(4)
-    emit(results, as_json, lambda: [click.echo(f"ok  {r.get('bundle') or r.get('store')}") for r in results])
+    emit(results, as_json, [f"ok  {r.get('bundle') or r.get('store')}" for r in results])
 
 
-def format_description(data: dict[str, Any]) -> str:
+def describe_item(item: ItemResult) -> str:
+    if item.error:
+        return f"FAILED  {item.target}: {item.error}"
+    return (
+        f"ok      {item.target} -> {item.commit} ({item.files} files, {item.downloaded} downloaded, "
+        f"{human_size(item.bytes_downloaded)})"
+    )
+
+
+def describe_bundle(data: dict[str, Any]) -> list[str]:
     lines = [
         f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"
     ]
@@ -319,7 +322,7 @@ def format_description(data: dict[str, Any]) -> str:
         for c in repo["commits"]:
             lines.append(f"  {c['commit']}: {c['files']} files, {human_size(c['bytes'])}")
     lines.append(f"total {human_size(data['total_bytes'])}, unique {human_size(data['unique_bytes'])}")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -43,6 +43,24 @@ class Target:
         return f"{self.key}@{self.revision}"
 
 
+@dataclass(frozen=True)
+class Fetch:
+    """A file to download, for the first target that wants it."""
+
+    target: Target
+    commit: str
+    file: RemoteFile
+
+    @property
+    def expected(self) -> Expected:
+        return Expected(
+            label=f"{self.target}:{self.file.path}",
+            size=self.file.size,
+            sha256=self.file.sha256,
+            git_sha1=None if self.file.sha256 else self.file.oid,
+        )
+
+
 @dataclass
 class ItemResult:
     target: Target
@@ -136,7 +154,7 @@ def sync(
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         remotes = list(pool.map(lambda t: _resolve(t, sources, policy), targets))
         known = _known_sha256(store)
-        fetches: dict[str, tuple[Target, str, RemoteFile]] = {}
+        fetches: dict[str, Fetch] = {}
         wanted: dict[int, list[RemoteFile]] = {}
         for index, (item, remote) in enumerate(zip(report.items, remotes, strict=True)):
             if isinstance(remote, MirrorError):
@@ -147,8 +165,9 @@ def sync(
             for f in wanted[index]:
                 sha = f.sha256 or (known.get(f.oid) if f.oid else None)
                 if sha is None or not store.has_blob(sha, f.size):
-                    fetches.setdefault(_expected(item.target, f).key, (item.target, remote.commit, f))
-        total = sum(f.size for _, _, f in fetches.values())
+                    fetch = Fetch(item.target, remote.commit, f)
+                    fetches.setdefault(fetch.expected.key, fetch)
+        total = sum(fetch.file.size for fetch in fetches.values())
         if fetches:
             log.info("downloading %d files, %d bytes", len(fetches), total)
         progress.start(total, "sync")
@@ -156,14 +175,14 @@ def sync(
             results = dict(
                 zip(
                     fetches,
-                    pool.map(lambda job: _fetch(store, sources, *job, policy, progress), fetches.values()),
+                    pool.map(lambda fetch: _fetch(store, sources, fetch, policy, progress), fetches.values()),
                     strict=True,
                 )
             )
         finally:
             progress.close()
         for index, files in wanted.items():
-            _record(store, report.items[index], remotes[index], files, results, known)
+            _record(store, report.items[index], remotes[index], files, fetches, results, known)
     return report
 
 
@@ -184,28 +203,15 @@ def _resolve(target: Target, sources: SourceFactory, policy: RetryPolicy) -> Rem
         return e
 
 
-def _expected(target: Target, f: RemoteFile) -> Expected:
-    return Expected(
-        label=f"{target.key}@{target.revision}:{f.path}",
-        size=f.size,
-        sha256=f.sha256,
-        git_sha1=None if f.sha256 else f.oid,
-    )
-
-
 def _fetch(
-    store: Store,
-    sources: SourceFactory,
-    target: Target,
-    commit: str,
-    f: RemoteFile,
-    policy: RetryPolicy,
-    progress: ProgressSink,
+    store: Store, sources: SourceFactory, fetch: Fetch, policy: RetryPolicy, progress: ProgressSink
 ) -> str | MirrorError:
-    source = sources(target.specs[0])
+    key = fetch.target.key
     try:
-        request = source.file_request(target.key.repo_id, target.key.repo_type, commit, f.path)
-        return download(store, request, _expected(target, f), policy=policy, progress=progress.update)
+        request = sources(fetch.target.specs[0]).file_request(
+            key.repo_id, key.repo_type, fetch.commit, fetch.file.path
+        )
+        return download(store, request, fetch.expected, policy=policy, progress=progress.update)
     except MirrorError as e:
         log.error("%s", e)
         return e
@@ -216,19 +222,20 @@ def _record(
     item: ItemResult,
     remote: RemoteSnapshot | MirrorError,
     files: list[RemoteFile],
+    fetches: dict[str, Fetch],
     results: dict[str, str | MirrorError],
     known: dict[str, str],
 ) -> None:
     assert isinstance(remote, RemoteSnapshot)
     records: list[FileRecord] = []
     for f in files:
-        key = _expected(item.target, f).key
+        key = Fetch(item.target, remote.commit, f).expected.key
         outcome = results.get(key)
         if isinstance(outcome, MirrorError):
             item.error = outcome
             continue
         sha = outcome or f.sha256 or known[f.oid or ""]
-        if outcome is not None:
+        if outcome is not None and fetches[key].target is item.target:  # count each download once
             item.downloaded += 1
             item.bytes_downloaded += f.size
         records.append(FileRecord(path=f.path, size=f.size, sha256=sha, oid=f.oid or "", lfs=f.lfs))

@@ -50,7 +50,7 @@ def _download_once(
     store: Store, request: FileRequest, expected: Expected, progress: Callable[[int], None] | None
 ) -> str:
     import httpx2
-    from huggingface_hub.utils import get_session
+    from huggingface_hub import get_session
 
     temp = store.temp_path(expected.key)
     hasher = Hasher(git_size=expected.size if expected.git_sha1 else None)

@@ -22,7 +22,8 @@ class HuggingFaceSource:
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
         where = f"{repo_type} {repo_id} at revision {revision!r} on {self.endpoint}"
         try:
-            info = self._api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True)
+            fetch_info = self._api.dataset_info if repo_type == "dataset" else self._api.model_info
+            info = fetch_info(repo_id, revision=revision, files_metadata=True)
         except Exception as e:  # noqa: BLE001 - translated into one of our errors below
             raise translate_error(e, where) from None
         if not info.sha:
@@ -41,7 +42,7 @@ class HuggingFaceSource:
 
     def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
         from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers
+        from huggingface_hub.utils._headers import build_hf_headers
 
         url = hf_hub_url(repo_id, path, repo_type=repo_type, revision=commit, endpoint=self.endpoint)
         headers = build_hf_headers(token=self._token, library_name="mirror")
