@@ -122,7 +122,7 @@ def cli() -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("manifests", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @store_option
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
 @click.option(
@@ -132,29 +132,69 @@ def cli() -> None:
     type=click.FloatRange(0),
     help="Wait up to SECONDS for another run's store lock (default: fail at once, exit 75).",
 )
+@click.option(
+    "--lock-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the resolved commit and every file's sha256 of each model revision to this file.",
+)
+@click.option(
+    "--locked",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sync exactly the commits and files a lock file recorded (instead of, or with, MANIFESTS).",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the --json summary to this file (atomically), for monitoring.",
+)
 @json_option
 @output_options
-def sync(manifests: Sequence[str], store: Path | None, workers: int, wait: float, as_json: bool) -> None:
-    """Download what the MANIFESTS name into the store.
+def sync(
+    manifests: Sequence[str],
+    store: Path | None,
+    workers: int,
+    wait: float,
+    lock_file: Path | None,
+    locked: Path | None,
+    report: Path | None,
+    as_json: bool,
+) -> None:
+    """Download what the MANIFESTS (or a --locked file) name into the store.
 
     Each revision is resolved to a commit, every file is checked against the hub's own hash while it
     streams (sha256 for LFS files, git blob sha1 for the others), and only what the store lacks is fetched.
+    Each model revision succeeds or fails on its own (exit 3 when some failed).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
+    from mirror.fsutil import atomic_write_json
+    from mirror.lockfile import read_lock, write_lock
     from mirror.manifest import load_manifests
     from mirror.store import Store
-    from mirror.sync import default_source_factory
+    from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
     from mirror.sync import sync as run_sync
 
-    specs = [spec for m in load_manifests(manifests) for spec in m.models]
+    if not manifests and locked is None:
+        raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
+    targets = plan_targets(spec for m in load_manifests(manifests) for spec in m.models)
+    if locked is not None:
+        targets += plan_locked(read_lock(locked))
     cfg = settings(store)
-    report = run_sync(
-        Store(cfg.store), specs, default_source_factory(cfg), workers=workers, progress=progress(), wait=wait
+    result = run_sync(
+        Store(cfg.store),
+        targets,
+        default_source_factory(cfg),
+        workers=workers,
+        progress=progress(),
+        wait=wait,
     )
-
-    emit(report.to_json(), as_json, map(describe_item, report.items))
-    if report.exit_code:
-        raise SystemExit(report.exit_code)
+    summary = result.to_json()
+    if report is not None:
+        atomic_write_json(report, summary)
+    if lock_file is not None:
+        write_lock(lock_file, locked_revisions(result))
+    emit(summary, as_json, map(describe_item, result.items))
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
 
 
 @cli.command("export", epilog=EXIT_CODES_HELP)
@@ -306,7 +346,7 @@ def describe_item(item: ItemResult) -> str:
     if item.error:
         return f"FAILED  {item.target}: {item.error}"
     return (
-        f"ok      {item.target} -> {item.commit} ({item.files} files, {item.downloaded} downloaded, "
+        f"ok      {item.target} -> {item.commit} ({len(item.records)} files, {item.downloaded} downloaded, "
         f"{human_size(item.bytes_downloaded)})"
     )
 

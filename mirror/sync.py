@@ -7,12 +7,14 @@ not stop the others.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mirror.errors import IntegrityError, MirrorError
+from mirror.errors import IntegrityError, MirrorError, NotFoundError
+from mirror.lockfile import LockedFile, LockedRevision
 from mirror.manifest import ModelSpec
 from mirror.paths import check_commit, check_relpath
 from mirror.progress import NullProgress, ProgressSink
@@ -30,14 +32,24 @@ SourceFactory = Callable[[ModelSpec], Source]
 
 @dataclass(frozen=True)
 class Target:
-    """One revision of one repo, with every manifest entry that asks for it (their filters are united)."""
+    """One revision of one repo, with every manifest entry that asks for it (their filters are united).
+
+    A target from a lock file is pinned: exactly that commit, exactly those files with those sha256.
+    """
 
     key: RepoKey
     revision: str
     specs: tuple[ModelSpec, ...]
+    pinned_commit: str | None = None
+    pinned: tuple[LockedFile, ...] = ()
 
     def wants(self, path: str) -> bool:
+        if self.pinned_commit is not None:
+            return any(f.path == path for f in self.pinned)
         return any(spec.wants(path) for spec in self.specs)
+
+    def pinned_sha256(self, path: str) -> str | None:
+        return next((f.sha256 for f in self.pinned if f.path == path), None)
 
     def __str__(self) -> str:
         return f"{self.key}@{self.revision}"
@@ -53,11 +65,12 @@ class Fetch:
 
     @property
     def expected(self) -> Expected:
+        sha256 = self.target.pinned_sha256(self.file.path) or self.file.sha256
         return Expected(
             label=f"{self.target}:{self.file.path}",
             size=self.file.size,
-            sha256=self.file.sha256,
-            git_sha1=None if self.file.sha256 else self.file.oid,
+            sha256=sha256,
+            git_sha1=None if sha256 else self.file.oid,
         )
 
 
@@ -65,7 +78,7 @@ class Fetch:
 class ItemResult:
     target: Target
     commit: str | None = None
-    files: int = 0
+    records: tuple[FileRecord, ...] = ()
     downloaded: int = 0
     bytes_downloaded: int = 0
     error: MirrorError | None = None
@@ -78,7 +91,7 @@ class ItemResult:
             "revision": self.target.revision,
             "commit": self.commit,
             "status": "failed" if self.error else "ok",
-            "files": self.files,
+            "files": len(self.records),
             "downloaded": self.downloaded,
             "bytes_downloaded": self.bytes_downloaded,
             "error": str(self.error) if self.error else None,
@@ -122,6 +135,41 @@ def plan_targets(specs: Iterable[ModelSpec]) -> list[Target]:
     return [Target(key, revision, tuple(group)) for (key, revision), group in grouped.items()]
 
 
+def plan_locked(locked: Iterable[LockedRevision]) -> list[Target]:
+    """Targets that fetch exactly what a lock file recorded."""
+    targets = []
+    for rev in locked:
+        spec = ModelSpec(
+            repo=rev.repo,
+            source=rev.source,
+            revisions=(rev.commit,),
+            repo_type=rev.repo_type,
+            token_env=rev.token_env,
+            endpoint=rev.endpoint,
+        )
+        key = RepoKey(rev.source, rev.repo_type, rev.repo)
+        targets.append(Target(key, rev.revision, (spec,), pinned_commit=rev.commit, pinned=rev.files))
+    return targets
+
+
+def locked_revisions(report: SyncReport) -> list[LockedRevision]:
+    """What a lock file records of a sync: each successful revision's commit and files."""
+    return [
+        LockedRevision(
+            source=item.target.key.source,
+            repo_type=item.target.key.repo_type,
+            repo=item.target.key.repo_id,
+            revision=item.target.revision,
+            commit=item.commit,
+            files=tuple(LockedFile(f.path, f.size, f.sha256) for f in item.records),
+            endpoint=item.target.specs[0].endpoint,
+            token_env=item.target.specs[0].token_env,
+        )
+        for item in report.items
+        if item.error is None and item.commit is not None
+    ]
+
+
 def default_source_factory(settings: Settings) -> SourceFactory:
     cache: dict[tuple[str, str | None, str | None], Source] = {}
 
@@ -138,7 +186,7 @@ def default_source_factory(settings: Settings) -> SourceFactory:
 
 def sync(
     store: Store,
-    specs: Sequence[ModelSpec],
+    targets: Sequence[Target],
     sources: SourceFactory,
     *,
     workers: int = 8,
@@ -146,10 +194,9 @@ def sync(
     progress: ProgressSink | None = None,
     wait: float = 0.0,
 ) -> SyncReport:
-    """Bring the store up to date with the specs; never raises for one item's failure."""
+    """Bring the store up to date with the targets; never raises for one item's failure."""
     policy = policy or RetryPolicy()
     progress = progress or NullProgress()
-    targets = plan_targets(specs)
     report = SyncReport([ItemResult(t) for t in targets])
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         remotes = list(pool.map(lambda t: _resolve(t, sources, policy), targets))
@@ -163,11 +210,12 @@ def sync(
             item.commit = remote.commit
             wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
             for f in wanted[index]:
-                sha = f.sha256 or (known.get(f.oid) if f.oid else None)
+                sha = item.target.pinned_sha256(f.path) or f.sha256 or (known.get(f.oid) if f.oid else None)
                 if sha is None or not store.has_blob(sha, f.size):
                     fetch = Fetch(item.target, remote.commit, f)
                     fetches.setdefault(fetch.expected.key, fetch)
         total = sum(fetch.file.size for fetch in fetches.values())
+        check_free_space(store, total)
         if fetches:
             log.info("downloading %d files, %d bytes", len(fetches), total)
         progress.start(total, "sync")
@@ -186,21 +234,51 @@ def sync(
     return report
 
 
+def check_free_space(store: Store, needed: int) -> None:
+    """Refuse to start downloads that cannot fit (the partial files would only fill the disk)."""
+    free = shutil.disk_usage(store.root).free
+    if needed > free:
+        raise MirrorError(
+            f"the planned downloads need {needed} bytes but only {free} are free on the file system of the store "
+            f"{store.root}; free some space (mirror gc) or use another --store"
+        )
+
+
 def _resolve(target: Target, sources: SourceFactory, policy: RetryPolicy) -> RemoteSnapshot | MirrorError:
     source = sources(target.specs[0])
+    revision = target.pinned_commit or target.revision
     try:
         remote = with_retries(
-            lambda: source.resolve(target.key.repo_id, target.key.repo_type, target.revision),
-            policy,
-            str(target),
+            lambda: source.resolve(target.key.repo_id, target.key.repo_type, revision), policy, str(target)
         )
         check_commit(remote.commit)
         for f in remote.files:
             check_relpath(f.path, f"file path from {target}")
+        if target.pinned_commit is not None:
+            _check_pins(target, remote)
         return remote
     except MirrorError as e:
         log.error("%s", e)
         return e
+
+
+def _check_pins(target: Target, remote: RemoteSnapshot) -> None:
+    if remote.commit != target.pinned_commit:
+        raise NotFoundError(
+            f"{target}: the hub resolved the locked commit {target.pinned_commit} to {remote.commit}"
+        )
+    listed = {f.path: f for f in remote.files}
+    missing = [f.path for f in target.pinned if f.path not in listed]
+    if missing:
+        raise NotFoundError(
+            f"{target}: upstream commit {remote.commit} no longer has {', '.join(missing)} named by the lock file"
+        )
+    for f in target.pinned:
+        upstream = listed[f.path].sha256
+        if upstream is not None and upstream != f.sha256:
+            raise IntegrityError(
+                f"{target}: {f.path} upstream has sha256 {upstream}, the lock file says {f.sha256}"
+            )
 
 
 def _fetch(
@@ -234,12 +312,12 @@ def _record(
         if isinstance(outcome, MirrorError):
             item.error = outcome
             continue
-        sha = outcome or f.sha256 or known[f.oid or ""]
+        sha = outcome or item.target.pinned_sha256(f.path) or f.sha256 or known[f.oid or ""]
         if outcome is not None and fetches[key].target is item.target:  # count each download once
             item.downloaded += 1
             item.bytes_downloaded += f.size
         records.append(FileRecord(path=f.path, size=f.size, sha256=sha, oid=f.oid or "", lfs=f.lfs))
-    item.files = len(records)
+    item.records = tuple(records)
     if item.error is not None:
         return
     snap = Snapshot(

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mirror.errors import IntegrityError, LockedError
+from mirror.errors import IntegrityError, LockedError, MirrorError
+from mirror.lockfile import read_lock, write_lock
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import RepoKey, Store
-from mirror.sync import default_source_factory, sync
+from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets, sync
 from mirror.transfer import RetryPolicy
 from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
@@ -41,7 +43,7 @@ def store(tmp_path: Path) -> Store:
 def run(store: Store, hub: LoopbackHub, manifest: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, **(env or {})})
     specs = parse_manifest(manifest, "test.yml").models
-    return sync(store, specs, default_source_factory(settings), policy=FAST)
+    return sync(store, plan_targets(specs), default_source_factory(settings), policy=FAST)
 
 
 def add_nested(hub: LoopbackHub, repo: str = "org/nested") -> str:
@@ -180,7 +182,7 @@ def test_one_failing_model_does_not_stop_the_others(hub: LoopbackHub, store: Sto
     report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n  - repo: org/missing\n")
     assert report.exit_code == 3
     ok, failed = report.items
-    assert ok.error is None and ok.files == 5
+    assert ok.error is None and len(ok.records) == 5
     assert failed.error is not None and "not found" in str(failed.error)
     alone = run(store, hub, "version: 1\nmodels:\n  - repo: org/missing\n")
     assert alone.exit_code == 1
@@ -207,3 +209,47 @@ def test_second_writer_is_refused(hub: LoopbackHub, store: Store) -> None:
     add_nested(hub)
     with store.lock(), pytest.raises(LockedError, match="pid"):
         run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+
+
+def test_lock_file_reproduces_exact_commits_after_upstream_moved(
+    hub: LoopbackHub, store: Store, tmp_path: Path
+) -> None:
+    old = add_nested(hub)
+    first = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n    exclude: ['onnx/*']\n")
+    lock = tmp_path / "m.lock"
+    write_lock(lock, locked_revisions(first))
+    hub.add_commit("org/nested", {"config.json": b'{"moved": true}'}, inherit=True)
+    fresh = Store(tmp_path / "other-store")
+    settings = Settings.from_env(fresh.root, {"HF_ENDPOINT": hub.url})
+    report = sync(fresh, plan_locked(read_lock(lock)), default_source_factory(settings), policy=FAST)
+    assert report.exit_code == 0, report.to_json()
+    key = RepoKey("huggingface", "model", "org/nested")
+    assert fresh.read_refs(key)["main"].commit == old
+    snap = fresh.read_snapshot(key, old)
+    assert snap is not None
+    assert {f.path: f.sha256 for f in snap.files} == {f.path: f.sha256 for f in first.items[0].records}
+    assert "onnx/model.onnx" not in {f.path for f in snap.files}
+
+
+def test_lock_naming_a_vanished_commit_fails_clearly(hub: LoopbackHub, store: Store, tmp_path: Path) -> None:
+    add_nested(hub)
+    first = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    lock = tmp_path / "m.lock"
+    write_lock(lock, locked_revisions(first))
+    lock.write_text(lock.read_text().replace(first.items[0].commit or "", "ab" * 20))
+    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    report = sync(store, plan_locked(read_lock(lock)), default_source_factory(settings), policy=FAST)
+    assert report.exit_code == 1
+    assert "revision not found" in str(report.items[0].error)
+    assert "ab" * 20 in str(report.items[0].error)
+
+
+def test_not_enough_disk_space_is_refused_before_downloading(
+    hub: LoopbackHub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_nested(hub)
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(MirrorError, match="free"):
+        run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert hub.downloads() == []

@@ -1,0 +1,95 @@
+"""Lock files: the exact commit and every file's sha256 for each model revision a sync resolved, so a later
+`mirror sync --locked` fetches exactly the same bytes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mirror.errors import ManifestError
+from mirror.fsutil import atomic_write_json
+from mirror.paths import is_commit, is_repo_id, is_safe_relpath, is_sha256
+
+LOCK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LockedFile:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LockedRevision:
+    source: str
+    repo_type: str
+    repo: str
+    revision: str
+    commit: str
+    files: tuple[LockedFile, ...]
+    endpoint: str | None = None
+    token_env: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "source": self.source,
+            "type": self.repo_type,
+            "repo": self.repo,
+            "revision": self.revision,
+            "commit": self.commit,
+        }
+        data.update({k: v for k, v in (("endpoint", self.endpoint), ("token_env", self.token_env)) if v})
+        data["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        return data
+
+
+def write_lock(path: Path, revisions: list[LockedRevision]) -> None:
+    atomic_write_json(path, {"version": LOCK_VERSION, "revisions": [r.to_json() for r in revisions]})
+
+
+def read_lock(path: Path) -> list[LockedRevision]:
+    """Parse and check a lock file; anything odd is a ManifestError naming the file and the entry."""
+    where = str(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"cannot read lock file: {e}", file=where) from None
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"not valid JSON: {e.msg}", file=where, line=e.lineno) from None
+    if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
+        raise ManifestError(
+            f"not a mirror lock file (want version {LOCK_VERSION})", file=where, key="version"
+        )
+    entries = data.get("revisions")
+    if not isinstance(entries, list):
+        raise ManifestError("must be a list", file=where, key="revisions")
+    return [_parse_entry(entry, where, f"revisions[{i}]") for i, entry in enumerate(entries)]
+
+
+def _parse_entry(entry: Any, where: str, key: str) -> LockedRevision:
+    try:
+        files = tuple(
+            LockedFile(path=str(f["path"]), size=int(f["size"]), sha256=str(f["sha256"]))
+            for f in entry["files"]
+        )
+        locked = LockedRevision(
+            source=str(entry["source"]),
+            repo_type=str(entry.get("type", "model")),
+            repo=str(entry["repo"]),
+            revision=str(entry["revision"]),
+            commit=str(entry["commit"]),
+            files=files,
+            endpoint=entry.get("endpoint"),
+            token_env=entry.get("token_env"),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ManifestError(f"malformed entry ({e})", file=where, key=key) from None
+    if not is_repo_id(locked.repo) or not is_commit(locked.commit):
+        raise ManifestError(f"bad repo id or commit in {locked.repo}@{locked.commit}", file=where, key=key)
+    for f in files:
+        if not is_safe_relpath(f.path) or not is_sha256(f.sha256) or f.size < 0:
+            raise ManifestError(f"bad file entry {f.path!r}", file=where, key=f"{key}.files")
+    return locked
