@@ -197,6 +197,89 @@ def sync(
         raise SystemExit(result.exit_code)
 
 
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@store_option
+@click.option("--check-upstream", is_flag=True, help="Ask the hubs whether each revision has moved since.")
+@json_option
+@output_options
+def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, as_json: bool) -> None:
+    """Per model revision (of the MANIFESTS, else of the whole store): the commit held, when it was
+    synced, its files and size; with --check-upstream, whether upstream has moved."""
+    from mirror.manifest import load_manifests
+    from mirror.status import revision_status, store_targets
+    from mirror.store import Store
+    from mirror.sync import default_source_factory, plan_targets
+
+    cfg = settings(store)
+    st = Store(cfg.store)
+    targets = (
+        plan_targets(s for m in load_manifests(manifests) for s in m.models)
+        if manifests
+        else store_targets(st)
+    )
+    upstream = default_source_factory(cfg) if check_upstream else None
+    rows = revision_status(st, targets, upstream=upstream)
+    emit(
+        [r.to_json() for r in rows],
+        as_json,
+        (
+            f"{r.state:<15} {r.key}@{r.revision} {r.commit or '-'} {r.synced_at or ''} "
+            f"{r.files} files {human_size(r.size)}"
+            + (f" upstream {r.upstream}" if r.upstream and r.upstream != r.commit else "")
+            + (f" ({r.error})" if r.error else "")
+            for r in rows
+        ),
+    )
+    if any(r.error for r in rows):
+        raise SystemExit(3)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@store_option
+@click.option(
+    "--lock",
+    "locks",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A lock file whose commits are kept too (repeatable).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@json_option
+@output_options
+def gc(
+    manifests: Sequence[str], store: Path | None, locks: Sequence[Path], dry_run: bool, as_json: bool
+) -> None:
+    """Remove what nothing references any more.
+
+    With MANIFESTS and/or --lock files, keeps only the revisions they name (as last synced) and removes
+    every other revision record and every blob no kept snapshot uses. With neither, keeps every revision
+    the store records and removes only unreferenced blobs.
+    """
+    from mirror.gc import collect_garbage, plan_keep
+    from mirror.lockfile import read_lock
+    from mirror.manifest import load_manifests
+    from mirror.store import Store
+
+    st = Store(settings(store).store)
+    specs = [s for m in load_manifests(manifests) for s in m.models] if manifests or locks else None
+    locked = [rev for lock in locks for rev in read_lock(lock)]
+    with st.lock():
+        result = collect_garbage(st, plan_keep(st, specs, locked), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    emit(
+        result.to_json(),
+        as_json,
+        [
+            *(f"{verb} revision {r}" for r in result.refs),
+            *(f"{verb} snapshot {s}" for s in result.snapshots),
+            *(f"{verb} blob {b}" for b in result.blobs),
+            f"{verb} {len(result.blobs)} blobs, {human_size(result.bytes)}",
+        ],
+    )
+
+
 @cli.command("export", epilog=EXIT_CODES_HELP)
 @click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @click.option(

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,6 +141,25 @@ class Store:
         data = {name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())}
         atomic_write_json(self._repo_dir(key) / "refs.json", data)
 
+    def drop_refs(self, key: RepoKey, names: Iterable[str]) -> None:
+        """Forget revision names; a repo left with none loses its folder of records."""
+        current = self.read_refs(key)
+        for name in names:
+            current.pop(name, None)
+        if current:
+            data = {
+                name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())
+            }
+            atomic_write_json(self._repo_dir(key) / "refs.json", data)
+        else:
+            (self._repo_dir(key) / "refs.json").unlink(missing_ok=True)
+
+    def drop_snapshot(self, key: RepoKey, commit: str) -> None:
+        (self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json").unlink(missing_ok=True)
+
+    def drop_blob(self, sha256: str) -> None:
+        self.blob_path(sha256).unlink(missing_ok=True)
+
     def repos(self) -> list[RepoKey]:
         """Every repo the store has a record of, sorted."""
         base = self.root / "repos"
@@ -149,8 +168,10 @@ class Store:
             return found
         for source_dir in sorted(p for p in base.iterdir() if p.is_dir()):
             for type_dir in sorted(p for p in source_dir.iterdir() if p.is_dir()):
-                for refs in sorted(type_dir.rglob("refs.json")):
-                    repo_id = refs.parent.relative_to(type_dir).as_posix()
+                repo_dirs = {p.parent.parent for p in type_dir.rglob("snapshots/*.json")}
+                repo_dirs |= {p.parent for p in type_dir.rglob("refs.json")}
+                for repo_dir in sorted(repo_dirs):
+                    repo_id = repo_dir.relative_to(type_dir).as_posix()
                     found.append(RepoKey(source_dir.name, type_dir.name, repo_id))
         return found
 

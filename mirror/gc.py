@@ -1,0 +1,80 @@
+"""`mirror gc`: remove the snapshots and blobs that nothing the operator names still references."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mirror.lockfile import LockedRevision
+from mirror.manifest import ModelSpec
+from mirror.paths import is_commit
+from mirror.store import RepoKey, Store
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    refs: list[str] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "refs": self.refs,
+            "snapshots": self.snapshots,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+        }
+
+
+def plan_keep(
+    store: Store, specs: Iterable[ModelSpec] | None, locks: Iterable[LockedRevision] = ()
+) -> dict[RepoKey, dict[str, str]]:
+    """repo -> {revision name: commit} to keep. With no specs and no locks, every ref the store holds."""
+    keep: dict[RepoKey, dict[str, str]] = {}
+    if specs is None:
+        for key in store.repos():
+            keep[key] = {name: ref.commit for name, ref in store.read_refs(key).items()}
+        return keep
+    for spec in specs:
+        key = RepoKey(spec.source, spec.repo_type, spec.repo)
+        refs = store.read_refs(key)
+        for revision in spec.revisions:
+            if revision in refs:
+                keep.setdefault(key, {})[revision] = refs[revision].commit
+            elif is_commit(revision):
+                keep.setdefault(key, {})[revision] = revision
+    for locked in locks:
+        keep.setdefault(RepoKey(locked.source, locked.repo_type, locked.repo), {})[locked.revision] = (
+            locked.commit
+        )
+    return keep
+
+
+def collect_garbage(store: Store, keep: dict[RepoKey, dict[str, str]], *, dry_run: bool) -> GcReport:
+    """Drop refs, snapshots and blobs outside `keep`; with dry_run, only report them. Hold the store lock."""
+    report = GcReport(dry_run=dry_run)
+    live_blobs: set[str] = set()
+    for key in store.repos():
+        kept = keep.get(key, {})
+        gone_refs = [name for name, ref in store.read_refs(key).items() if kept.get(name) != ref.commit]
+        report.refs += [f"{key}@{name}" for name in gone_refs]
+        for snap in store.snapshots(key):
+            if snap.commit in kept.values():
+                live_blobs.update(f.sha256 for f in snap.files)
+                continue
+            report.snapshots.append(f"{key}@{snap.commit}")
+            if not dry_run:
+                store.drop_snapshot(key, snap.commit)
+        if gone_refs and not dry_run:
+            store.drop_refs(key, gone_refs)
+    for sha256, path in store.iter_blobs():
+        if sha256 not in live_blobs:
+            report.blobs.append(sha256)
+            report.bytes += path.stat().st_size
+            if not dry_run:
+                store.drop_blob(sha256)
+    return report
