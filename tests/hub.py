@@ -12,6 +12,26 @@ Routes (`{t}` is `models`, `datasets` or `spaces`; file urls use no prefix, `dat
     POST /api/{t}/{repo}/paths-info/{rev}                 entries for `paths` (form or JSON body)
     HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}   file content, Range support
 
+The same repos are also served through the ModelScope HTTP API (`MODELSCOPE_ENDPOINT=hub.modelscope_url`,
+`{t}` is `models` or `datasets`, `{repo}` must be `owner/name`):
+
+    GET  /api/v1/{t}/{repo}[?Revision=R]                    model info
+    GET  /api/v1/{t}/{repo}/revisions                        branches and tags (RevisionMap)
+    GET  /api/v1/{t}/{repo}/repo/files?Revision=R&Recursive=True[&Root=D][&PageNumber=N&PageSize=M]
+    GET  /api/v1/{t}/{repo}/repo/tree?...                    same listing (what datasets use)
+    HEAD|GET /api/v1/{t}/{repo}/repo?Revision=R&FilePath=P   file content, Range support
+    GET  /api/v1/repos/internalAccelerationInfo              region probe: "not inside Alibaba Cloud"
+    *    /openapi/v1/...                                     404 ResourceNotFound (client falls back)
+
+ModelScope's default branch is `master`. A repo gets one with `add_commit(..., branch="master")`; when a
+repo has no `master` branch, `master` on the ModelScope routes (and a missing `Revision`) is an alias of
+the HF default branch (`main`), and `/revisions` lists that alias as a branch. Answers use the ModelScope
+envelope `{"Code", "Success", "Message", "RequestId", "Data"}`; errors carry the HTTP status as `Code`
+(404 unknown repo/revision/file, 401 missing or wrong token: the client sends the token both as
+`Authorization: Bearer` and as the cookie `m_session_id`, either is accepted). Faults, `ignore_range`,
+`rate_limit_per_connection` and the request log work the same as on the HF routes, and `downloads()`
+counts the `/repo?FilePath=` GETs too.
+
 Usage:
 
     with LoopbackHub() as hub:
@@ -34,24 +54,29 @@ import socket
 import socketserver
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast
-from urllib.parse import parse_qs, quote, unquote, urlencode
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlencode
 
 CHUNK_SIZE = 1 << 20
 LFS_SIZE_THRESHOLD = 10 * (1 << 20)
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack", ".onnx", ".gguf")
 DEFAULT_BRANCH = "main"
+MS_DEFAULT_BRANCH = "master"  # ModelScope's default branch
 
 _API_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_MS_PLURAL = {"models": "model", "datasets": "dataset"}
+_MS_FILE_RE = re.compile(r"^/api/v1/(?:models|datasets)/[^/]+/[^/]+/repo$")
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -588,6 +613,11 @@ class LoopbackHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def modelscope_url(self) -> str:
+        """What to put in MODELSCOPE_ENDPOINT (the same server: the ModelScope routes live under /api/v1)."""
+        return self.url
+
     # ---- content ------------------------------------------------------------------------------
 
     def add_commit(
@@ -694,6 +724,15 @@ class LoopbackHub:
             f"{self.url}/{_URL_PREFIX[repo_type]}{repo_id}/resolve/{quote(revision, safe='')}/{quote(path)}"
         )
 
+    def modelscope_file_url(
+        self, repo_id: str, path: str, revision: str = MS_DEFAULT_BRANCH, *, repo_type: str = "model"
+    ) -> str:
+        """The file url the modelscope client builds (`get_download_url`)."""
+        return (
+            f"{self.url}/api/v1/{repo_type}s/{repo_id}/repo"
+            f"?Revision={quote_plus(revision)}&FilePath={quote_plus(path)}"
+        )
+
     # ---- request log --------------------------------------------------------------------------
 
     def _record(self, rec: RecordedRequest) -> None:
@@ -705,9 +744,14 @@ class LoopbackHub:
             self.requests.clear()
 
     def downloads(self) -> list[RecordedRequest]:
-        """GET requests on resolve routes."""
+        """GET requests on file routes: HF `/resolve/` and ModelScope `/api/v1/{t}/{repo}/repo?...`."""
         with self._lock:
-            return [r for r in self.requests if r.method == "GET" and "/resolve/" in r.path.split("?")[0]]
+            return [r for r in self.requests if r.method == "GET" and _is_file_route(r.path)]
+
+    def modelscope_downloads(self) -> list[RecordedRequest]:
+        """GET requests on the ModelScope file route only."""
+        with self._lock:
+            return [r for r in self.requests if r.method == "GET" and _MS_FILE_RE.match(r.path.split("?")[0])]
 
     def add_fault(self, fault: Fault) -> Fault:
         return self.faults.add(fault)
@@ -725,6 +769,9 @@ class LoopbackHub:
     # ---- routing ------------------------------------------------------------------------------
 
     def _route(self, method: str, target: str, headers: Headers, body: bytes) -> _Response:
+        first = target.partition("?")[0].lstrip("/").split("/", 2)
+        if len(first) >= 2 and first[0] in ("api", "openapi") and first[1] == "v1":
+            return self._route_modelscope(method, target, headers)
         if self.required_token is not None:
             auth = headers.get("authorization")
             if auth != f"Bearer {self.required_token}":
@@ -942,15 +989,20 @@ class LoopbackHub:
                 out.append(self._entry_json(repo, commit, p, expand))
         return _json_response(200, out)
 
-    def _file_response(self, commit: _Commit, info: FileInfo, headers: Headers) -> _Response:
+    def _file_response(
+        self, commit: _Commit, info: FileInfo, headers: Headers, *, modelscope: bool = False
+    ) -> _Response:
         resp_headers: list[tuple[str, str]] = [
             ("Content-Type", "application/octet-stream"),
             ("Accept-Ranges", "bytes"),
-            ("X-Repo-Commit", commit.sha),
-            ("ETag", f'"{info.etag}"'),
         ]
-        if info.lfs:
-            resp_headers += [("X-Linked-Etag", f'"{info.sha256}"'), ("X-Linked-Size", str(info.size))]
+        if modelscope:
+            name = info.path.rsplit("/", 1)[-1]
+            resp_headers.append(("Content-Disposition", f"attachment; filename*=UTF-8''{quote(name)}"))
+        else:
+            resp_headers += [("X-Repo-Commit", commit.sha), ("ETag", f'"{info.etag}"')]
+            if info.lfs:
+                resp_headers += [("X-Linked-Etag", f'"{info.sha256}"'), ("X-Linked-Size", str(info.size))]
         size = info.size
         range_header = headers.get("range")
         if range_header and not self.ignore_range:
@@ -966,6 +1018,166 @@ class LoopbackHub:
                 resp_headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
                 return _Response(206, resp_headers, file=info, start=start, length=end - start + 1)
         return _Response(200, resp_headers, file=info, start=0, length=size)
+
+    # ---- ModelScope API ----------------------------------------------------------------------
+
+    def _ms_authorized(self, headers: Headers) -> bool:
+        """`Authorization: Bearer <token>` or the cookie `m_session_id=<token>` (modelscope sends both)."""
+        token = self.required_token
+        if token is None or headers.get("authorization") == f"Bearer {token}":
+            return True
+        jar: SimpleCookie = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            jar.load(headers.get("cookie") or "")
+        morsel = jar.get("m_session_id")
+        return morsel is not None and morsel.value == token
+
+    def _ms_resolve(self, repo: _Repo, revision: str) -> _Commit | None:
+        """A revision as ModelScope sees it: `master` falls back to the HF default branch."""
+        with self._lock:
+            commit = repo.resolve(revision)
+            if commit is None and revision == MS_DEFAULT_BRANCH and MS_DEFAULT_BRANCH not in repo.branches:
+                commit = repo.resolve(repo.default_revision())
+        return commit
+
+    def _route_modelscope(self, method: str, target: str, headers: Headers) -> _Response:
+        raw_path, _, query_string = target.partition("?")
+        query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
+        segs = [unquote(s) for s in raw_path.strip("/").split("/")]
+        if method not in ("GET", "HEAD"):
+            return _ms_error(405, f"Method {method} not supported by the loopback hub")
+        if segs[0] == "openapi":
+            # The client falls back to the /api/v1 routes on a 404 ResourceNotFound.
+            return _json_response(404, {"success": False, "code": "ResourceNotFound", "message": "Not Found"})
+        if segs[2:] == ["repos", "internalAccelerationInfo"]:
+            return _ms_json({"InternalRegionQueryAddress": ""})  # not inside Alibaba Cloud: no region
+        if len(segs) < 5 or segs[2] not in _MS_PLURAL:
+            return _ms_error(404, "Not Found")
+        if not self._ms_authorized(headers):
+            return _ms_error(401, "Unauthorized: missing or invalid token")
+        repo_type, repo_id, rest = _MS_PLURAL[segs[2]], f"{segs[3]}/{segs[4]}", segs[5:]
+        with self._lock:
+            repo = self._repos.get((repo_type, repo_id))
+        if repo is None:
+            return _ms_error(404, f"{repo_type.capitalize()} {repo_id} does not exist")
+        if rest == ["revisions"]:
+            return _ms_json({"RevisionMap": self._ms_revisions(repo)})
+        if rest not in ([], ["repo"], ["repo", "files"], ["repo", "tree"]):
+            return _ms_error(404, "Not Found")
+        revision = query.get("Revision") or MS_DEFAULT_BRANCH
+        commit = self._ms_resolve(repo, revision)
+        if commit is None:
+            return _ms_error(404, f"Revision {revision} of {repo_id} does not exist")
+        if not rest:
+            return _ms_json(self._ms_info(repo, commit, revision))
+        if rest != ["repo"]:
+            return self._ms_files(repo, commit, query)
+        path = query.get("FilePath", "").strip("/")
+        if not path:
+            return _ms_error(400, "FilePath is required")
+        info = commit.files.get(path)
+        if info is None:
+            return _ms_error(404, f"File {path} does not exist at revision {revision}")
+        return self._file_response(commit, info, headers, modelscope=True)
+
+    def _ms_revisions(self, repo: _Repo) -> dict[str, list[dict[str, Any]]]:
+        with self._lock:
+            branches = {k: v for k, v in repo.branches.items() if not k.startswith("refs/pr/")}
+            tags = dict(repo.tags)
+            if MS_DEFAULT_BRANCH not in branches and branches:
+                alias = repo.resolve(repo.default_revision())
+                if alias is not None:
+                    branches = {MS_DEFAULT_BRANCH: alias.sha, **branches}
+            commits = dict(repo.commits)
+
+        def item(name: str, sha: str) -> dict[str, Any]:
+            commit = commits[sha]
+            return {
+                "Revision": name,
+                "CommitId": sha,
+                "CreatedAt": int(commit.date.timestamp()),
+                "CreatedBy": "loopback",
+                "Description": commit.message,
+            }
+
+        return {
+            "Branches": [item(n, sha) for n, sha in branches.items()],
+            "Tags": [item(n, sha) for n, sha in tags.items()],
+        }
+
+    def _ms_info(self, repo: _Repo, commit: _Commit, revision: str) -> dict[str, Any]:
+        owner, name = repo.repo_id.split("/", 1)
+        return {
+            "Id": int(hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:8], 16),
+            "Name": name,
+            "Path": owner,
+            "ChineseName": "",
+            "Description": "",
+            "Visibility": 5,  # public
+            "License": "",
+            "Revision": revision,
+            "CommitId": commit.sha,
+            "CreatedTime": int(repo.created.timestamp()),
+            "LastUpdatedTime": int(commit.date.timestamp()),
+            "Downloads": 0,
+            "Stars": 0,
+            "Tags": [],
+            "StorageSize": sum(f.size for f in commit.files.values()),
+        }
+
+    def _ms_files(self, repo: _Repo, commit: _Commit, query: dict[str, str]) -> _Response:
+        root = query.get("Root", "").strip("/")
+        if root and root not in commit.dirs:
+            return _ms_error(404, f"Path {root} does not exist")
+        recursive = query.get("Recursive", "").lower() in ("1", "true")
+        prefix = f"{root}/" if root else ""
+        paths = sorted(p for p in [*commit.files, *commit.dirs] if p and p.startswith(prefix))
+        if not recursive:
+            paths = [p for p in paths if _parent_dir(p) == root]
+        if "PageNumber" in query or "PageSize" in query:
+            try:
+                number = max(1, int(query.get("PageNumber") or 1))
+                size = max(1, int(query.get("PageSize") or 100))
+            except ValueError:
+                return _ms_error(400, "Invalid PageNumber or PageSize")
+            paths = paths[(number - 1) * size : number * size]
+        files: list[dict[str, Any]] = []
+        for path in paths:
+            with self._lock:
+                last = repo.last_commit_for(commit, path)
+            info = commit.files.get(path)
+            entry: dict[str, Any] = {
+                "Name": path.rsplit("/", 1)[-1],
+                "Path": path,
+                "Type": "blob" if info is not None else "tree",
+                "Size": info.size if info is not None else 0,
+                "Sha256": info.sha256 if info is not None else "",
+                "IsLFS": bool(info is not None and info.lfs),
+                "Mode": "100644" if info is not None else "040000",
+                "Id": commit.entry_oid(path),
+                "Revision": commit.sha,
+                "CommitId": last.sha,
+                "CommitMessage": last.message,
+                "CommittedDate": int(last.date.timestamp()),
+                "CommitterName": "loopback",
+            }
+            files.append(entry)
+        return _ms_json({"Files": files})
+
+
+def _ms_json(data: Any) -> _Response:
+    body = {"Code": 200, "Success": True, "Message": "success", "RequestId": uuid.uuid4().hex, "Data": data}
+    return _json_response(200, body)
+
+
+def _ms_error(status: int, message: str) -> _Response:
+    body = {"Code": status, "Success": False, "Message": message, "RequestId": uuid.uuid4().hex, "Data": None}
+    return _json_response(status, body)
+
+
+def _is_file_route(target: str) -> bool:
+    raw = target.split("?")[0]
+    return "/resolve/" in raw or bool(_MS_FILE_RE.match(raw))
 
 
 def _check_repo(repo_id: str, repo_type: str) -> None:

@@ -30,7 +30,9 @@ def test_command_and_options_are_documented(name: str) -> None:
         for opt in param.opts:
             assert opt in help_text, f"{opt} missing from mirror {name} --help"
         longest = max(param.opts, key=len)
-        assert re.search(rf"(?<![\w-]){re.escape(longest)}(?![\w-])", README), f"{longest} of mirror {name} not in README"
+        assert re.search(rf"(?<![\w-]){re.escape(longest)}(?![\w-])", README), (
+            f"{longest} of mirror {name} not in README"
+        )
 
 
 def test_unknown_option_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

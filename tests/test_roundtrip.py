@@ -24,6 +24,17 @@ from tests.roundtrip import (
     run_mirror,
 )
 
+
+def tar_members(bundle: Path) -> list[tarfile.TarInfo]:
+    """The members as plain tarfile reads them, in archive order."""
+    with (
+        bundle.open("rb") as f,
+        zstandard.ZstdDecompressor().stream_reader(f) as raw,
+        tarfile.open(fileobj=raw, mode="r|") as tar,
+    ):
+        return list(tar)
+
+
 MINILM_MANIFEST = f"version: 1\nmodels:\n  - repo: {MINILM}\n"
 
 
@@ -88,7 +99,9 @@ def test_hf_layout_loads_offline_by_repo_id(
     assert Path(report["cfg"]).read_bytes() == (minilm_folder() / "config.json").read_bytes()
 
 
-def test_dir_layout_loads_by_path(minilm: Synced, original_embeddings: list[list[float]], tmp_path: Path) -> None:
+def test_dir_layout_loads_by_path(
+    minilm: Synced, original_embeddings: list[list[float]], tmp_path: Path
+) -> None:
     air = offline_env(tmp_path / "air")
     target = tmp_path / "models"
     run_mirror("import", str(minilm.bundle), "--layout", "dir", "--target", str(target), env=air)
@@ -103,11 +116,13 @@ def test_bundle_opens_with_tar_and_sha256sum(minilm: Synced, tmp_path: Path) -> 
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.count(": OK") == sum(1 for p in minilm_folder().rglob("*") if p.is_file())
     side = subprocess.run(
-        ["sha256sum", "-c", minilm.bundle.name + ".sha256"], cwd=minilm.bundle.parent, capture_output=True, text=True
+        ["sha256sum", "-c", minilm.bundle.name + ".sha256"],
+        cwd=minilm.bundle.parent,
+        capture_output=True,
+        text=True,
     )
     assert side.returncode == 0, side.stdout + side.stderr
-    with minilm.bundle.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as raw:
-        names = [m.name for m in tarfile.open(fileobj=raw, mode="r|")]
+    names = [m.name for m in tar_members(minilm.bundle)]
     assert names[:2] == ["MIRROR-BUNDLE.json", "SHA256SUMS"]
 
 
@@ -158,8 +173,7 @@ def test_revisions_short_ids_and_filters_round_trip(tmp_path: Path) -> None:
         assert not any(p.startswith("/gpt2/") and "safetensors" in p for p in fetched)
         run_mirror("export", str(manifest), "--store", str(store), "-o", str(bundle), env=env)
 
-    with bundle.open("rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as raw:
-        members = list(tarfile.open(fileobj=raw, mode="r|"))
+    members = tar_members(bundle)
     regular = [m for m in members[2:] if m.isfile()]
     links = [m for m in members[2:] if m.islnk()]
     # org/nested has two commits sharing 4 files, gpt2 shares 3 of them: each content packed once
@@ -184,7 +198,9 @@ def test_revisions_short_ids_and_filters_round_trip(tmp_path: Path) -> None:
     assert Path(out["main"]).name == main and Path(out["v1.0"]).name == v1
     assert (Path(out["main"]) / "README.md").read_bytes() == b"second"
     assert not (Path(out["v1.0"]) / "README.md").exists()
-    assert (Path(out["v1.0"]) / "tokenizer/nested/merges.txt").read_bytes() == SHARED["tokenizer/nested/merges.txt"]
+    assert (Path(out["v1.0"]) / "tokenizer/nested/merges.txt").read_bytes() == SHARED[
+        "tokenizer/nested/merges.txt"
+    ]
     assert not (Path(out["main"]) / "onnx").exists()
     assert Path(out["gpt2"]).read_bytes() == SHARED["tokenizer/nested/merges.txt"]
     assert (cache / "models--gpt2" / "snapshots" / short).is_dir()
@@ -220,7 +236,9 @@ BAD_MANIFESTS = [
 
 
 @pytest.mark.parametrize(("text", "line", "key"), BAD_MANIFESTS)
-def test_bad_manifest_exits_2_before_any_request(tmp_path: Path, text: str, line: int, key: str | None) -> None:
+def test_bad_manifest_exits_2_before_any_request(
+    tmp_path: Path, text: str, line: int, key: str | None
+) -> None:
     manifest = tmp_path / "bad.yml"
     manifest.write_text(text)
     with LoopbackHub() as hub:

@@ -1,0 +1,1033 @@
+"""Bundle v1: write, read and verify the checksummed `.tar.zst` that carries repos across the air gap.
+
+A bundle is a plain zstd-compressed POSIX tar (DESIGN.md, "Bundle v1"):
+
+    MIRROR-BUNDLE.json                          the index: repos, revisions -> commit, files with hashes
+    SHA256SUMS                                  `sha256sum -c` lines for every file member below
+    repos/<source>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a tar hardlink
+
+`iter_members` is the one place that names and orders the file members: the writer, the verifier and
+the importers all walk it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NamedTuple, Protocol, cast
+
+import zstandard
+
+from mirror import __version__
+from mirror.errors import IntegrityError, MirrorError
+from mirror.fsutil import atomic_write_bytes, temp_sibling
+from mirror.hashing import CHUNK
+from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_sha256
+from mirror.snapshot import FileRecord, Snapshot
+from mirror.store import RepoKey, Store
+
+INDEX_NAME = "MIRROR-BUNDLE.json"
+SUMS_NAME = "SHA256SUMS"
+FORMAT = "mirror-bundle"
+FORMAT_VERSION = 1
+MAX_INDEX_SIZE = 64 << 20
+REPO_TYPES = ("model", "dataset", "space")
+DEFAULT_BRANCHES = ("main", "master")
+
+# After the tar's end-of-archive blocks only zero padding may follow; a little more than one tar record.
+_MAX_TRAILING = 1 << 20
+_SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+Progress = Callable[[int], None]
+
+
+class ModelSpecLike(Protocol):
+    """What selection needs of a manifest entry (mirror.manifest.ModelSpec)."""
+
+    @property
+    def repo(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def repo_type(self) -> str: ...
+
+    @property
+    def revisions(self) -> tuple[str, ...]: ...
+
+    def wants(self, path: str) -> bool: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# The index
+# --------------------------------------------------------------------------------------------------
+
+
+def _bad(what: str) -> IntegrityError:
+    return IntegrityError(f"invalid bundle index: {what}; the bundle is corrupt or was not written by mirror")
+
+
+def _field(data: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    if not isinstance(data, dict):
+        raise _bad(f"{what} is not an object")
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _bad(f"{what}: {key!r} is missing or has the wrong type")
+    return value
+
+
+def _check_name(value: str, what: str) -> str:
+    """A relative path (file path or revision name) that is also safe inside SHA256SUMS and tar headers."""
+    check_relpath(value, what)
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = -1  # a lone surrogate: no file system or tar header can carry it
+    if _CONTROL.search(value) or not 0 < size <= 4096:
+        raise IntegrityError(f"refusing {what} {value!r}: control characters, invalid text or too long")
+    return value
+
+
+def _file_from_json(data: Any) -> FileRecord:
+    what = "file record"
+    path = _field(data, "path", str, what)
+    _field(data, "size", int, f"file {path!r}")
+    _field(data, "sha256", str, f"file {path!r}")
+    oid = _field(data, "oid", str, f"file {path!r}")
+    _field(data, "lfs", bool, f"file {path!r}")
+    record = FileRecord.from_json(data)
+    _check_name(record.path, "file path")
+    if not _OID.match(oid):
+        raise _bad(f"file {path!r} has an invalid oid {oid!r}")
+    return record
+
+
+@dataclass(frozen=True)
+class IndexedCommit:
+    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there."""
+
+    commit: str
+    complete: bool
+    files: tuple[FileRecord, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> IndexedCommit:
+        commit = check_commit(_field(data, "commit", str, "commit entry"))
+        complete = _field(data, "complete", bool, f"commit {commit}")
+        files = tuple(_file_from_json(f) for f in _field(data, "files", list, f"commit {commit}"))
+        paths = {f.path for f in files}
+        if len(paths) != len(files):
+            raise _bad(f"commit {commit} lists a path twice")
+        for f in files:
+            parts = f.path.split("/")
+            # A file that is also a folder of another file cannot exist on disk.
+            if any("/".join(parts[:i]) in paths for i in range(1, len(parts))):
+                raise _bad(f"commit {commit}: {f.path!r} lies inside another file")
+        return cls(commit=commit, complete=complete, files=tuple(sorted(files, key=lambda f: f.path)))
+
+
+@dataclass(frozen=True)
+class IndexedRepo:
+    """One repo in a bundle: revision names in selection order (the first is the layouts' default)."""
+
+    source: str
+    repo_type: str
+    repo_id: str
+    revisions: tuple[tuple[str, str], ...]
+    commits: tuple[IndexedCommit, ...]
+
+    @property
+    def key(self) -> RepoKey:
+        return RepoKey(self.source, self.repo_type, self.repo_id)
+
+    def commit(self, commit: str) -> IndexedCommit:
+        for c in self.commits:
+            if c.commit == commit:
+                return c
+        raise KeyError(commit)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "repo_type": self.repo_type,
+            "repo_id": self.repo_id,
+            "revisions": [{"name": name, "commit": commit} for name, commit in self.revisions],
+            "commits": [c.to_json() for c in self.commits],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> IndexedRepo:
+        source = _field(data, "source", str, "repo entry")
+        if not _SOURCE.match(source):
+            raise _bad(f"invalid source {source!r}")
+        repo_type = _field(data, "repo_type", str, "repo entry")
+        if repo_type not in REPO_TYPES:
+            raise _bad(f"invalid repo type {repo_type!r}")
+        repo_id = check_repo_id(_field(data, "repo_id", str, "repo entry"))
+        commits = tuple(IndexedCommit.from_json(c) for c in _field(data, "commits", list, repo_id))
+        known = {c.commit for c in commits}
+        if len(known) != len(commits):
+            raise _bad(f"{repo_id} lists a commit twice")
+        revisions: list[tuple[str, str]] = []
+        for rev in _field(data, "revisions", list, repo_id):
+            name = _check_name(_field(rev, "name", str, f"{repo_id} revision"), "revision name")
+            commit = check_commit(_field(rev, "commit", str, f"{repo_id} revision {name}"))
+            if commit not in known:
+                raise _bad(f"{repo_id} revision {name} points at commit {commit}, which the bundle lacks")
+            if any(name == n for n, _ in revisions):
+                raise _bad(f"{repo_id} lists revision {name} twice")
+            if is_commit(name) and name != commit:
+                raise _bad(f"{repo_id} revision {name} looks like a commit but points at {commit}")
+            revisions.append((name, commit))
+        if not revisions:
+            raise _bad(f"{repo_id} has no revision")
+        if known - {c for _, c in revisions}:
+            raise _bad(f"{repo_id} holds a commit no revision names")
+        return cls(
+            source=source,
+            repo_type=repo_type,
+            repo_id=repo_id,
+            revisions=tuple(revisions),
+            commits=tuple(sorted(commits, key=lambda c: c.commit)),
+        )
+
+
+@dataclass(frozen=True)
+class BundleIndex:
+    """The parsed, validated `MIRROR-BUNDLE.json`."""
+
+    created: str
+    repos: tuple[IndexedRepo, ...]
+    tool_version: str = __version__
+    tool: str = "mirror"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "tool": self.tool,
+            "tool_version": self.tool_version,
+            "created": self.created,
+            "repos": [r.to_json() for r in self.repos],
+        }
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: Any) -> BundleIndex:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise IntegrityError(f"not a mirror bundle: the first member is not a {FORMAT} index")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IntegrityError(
+                f"bundle format version {version!r} is not supported (this mirror reads {FORMAT_VERSION}); "
+                "upgrade mirror on this machine"
+            )
+        created = _field(data, "created", str, "index")
+        if _parse_iso(created) is None:
+            raise _bad(f"invalid creation time {created!r}")
+        repos = tuple(IndexedRepo.from_json(r) for r in _field(data, "repos", list, "index"))
+        if len({r.key for r in repos}) != len(repos):
+            raise _bad("a repo is listed twice")
+        index = cls(
+            created=created,
+            repos=tuple(sorted(repos, key=lambda r: r.key)),
+            tool_version=_field(data, "tool_version", str, "index"),
+            tool=_field(data, "tool", str, "index"),
+        )
+        names = [m.name for m in iter_members(index)]
+        if len(set(names)) != len(names):
+            raise _bad("two files share a member name (a model and a dataset with the same id and commit?)")
+        return index
+
+
+class BundleMember(NamedTuple):
+    """A file member, as `iter_members` names and orders it."""
+
+    name: str
+    file: FileRecord
+    repo: IndexedRepo
+    commit: IndexedCommit
+    link_to: str | None  # the earlier member that carries the same content, if any
+
+
+def member_name(source: str, repo_id: str, commit: str, path: str) -> str:
+    return f"repos/{source}/{repo_id}/{commit}/{path}"
+
+
+def iter_members(index: BundleIndex) -> Iterator[BundleMember]:
+    """The file members in archive order (sorted by name); repeated content links to its first member."""
+    found = [
+        (member_name(repo.source, repo.repo_id, c.commit, f.path), f, repo, c)
+        for repo in index.repos
+        for c in repo.commits
+        for f in c.files
+    ]
+    first: dict[str, str] = {}
+    for name, f, repo, c in sorted(found, key=lambda m: m[0]):
+        link = first.setdefault(f.sha256, name)
+        yield BundleMember(name, f, repo, c, None if link == name else link)
+
+
+def sums_text(index: BundleIndex) -> bytes:
+    """SHA256SUMS: one `sha256sum -c` line per file member, in member order."""
+    return "".join(f"{m.file.sha256}  {m.name}\n" for m in iter_members(index)).encode("utf-8")
+
+
+def describe_index(index: BundleIndex) -> dict[str, Any]:
+    """What a bundle holds, JSON-friendly (`mirror inspect --json`)."""
+    repos = []
+    for repo in index.repos:
+        repos.append(
+            {
+                "source": repo.source,
+                "repo_type": repo.repo_type,
+                "repo_id": repo.repo_id,
+                "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
+                "commits": [
+                    {"commit": c.commit, "complete": c.complete, "files": len(c.files), "bytes": c.size}
+                    for c in repo.commits
+                ],
+                "files": sum(len(c.files) for c in repo.commits),
+                "bytes": sum(c.size for c in repo.commits),
+            }
+        )
+    members = list(iter_members(index))
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "tool": index.tool,
+        "tool_version": index.tool_version,
+        "created": index.created,
+        "repos": repos,
+        "files": len(members),
+        "total_bytes": sum(m.file.size for m in members),
+        "unique_bytes": sum(m.file.size for m in members if m.link_to is None),
+    }
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime(_ISO_FORMAT)
+
+
+def _parse_iso(value: str) -> int | None:
+    try:
+        return int(datetime.strptime(value, _ISO_FORMAT).replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection: what of the store goes into a bundle
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepoSelection:
+    """A repo to pack: revision names -> commits in order, and each commit's (possibly filtered) files.
+
+    A snapshot whose files a filter thinned out has `complete=False`.
+    """
+
+    key: RepoKey
+    revisions: tuple[tuple[str, str], ...]
+    snapshots: tuple[Snapshot, ...]
+
+
+def _order_refs(names: Iterable[str]) -> list[str]:
+    names = set(names)
+    return [b for b in DEFAULT_BRANCHES if b in names] + sorted(names - set(DEFAULT_BRANCHES))
+
+
+def _missing_snapshot(key: RepoKey, name: str, commit: str) -> MirrorError:
+    return MirrorError(
+        f"{key}: revision {name} points at commit {commit}, but the store has no record of its files; "
+        "run `mirror sync` again or `mirror verify` to check the store"
+    )
+
+
+def select_all(store: Store) -> list[RepoSelection]:
+    """Every repo of the store, every revision name it synced (main/master first), every file."""
+    selection = []
+    for key in store.repos():
+        refs = store.read_refs(key)
+        if not refs:
+            continue
+        revisions = tuple((name, refs[name].commit) for name in _order_refs(refs))
+        snapshots = []
+        for commit in sorted({c for _, c in revisions}):
+            snap = store.read_snapshot(key, commit)
+            if snap is None:
+                raise _missing_snapshot(key, next(n for n, c in revisions if c == commit), commit)
+            snapshots.append(snap)
+        selection.append(RepoSelection(key, revisions, tuple(snapshots)))
+    return selection
+
+
+def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelection]:
+    """The revisions the specs name, as the store resolved them, with each spec's file filter applied.
+
+    Several specs for one repo are merged: their revisions in order of first mention, and a commit keeps
+    every file that any spec naming it wants.
+    """
+    revisions: dict[RepoKey, dict[str, str]] = {}
+    wanted: dict[RepoKey, dict[str, set[str]]] = {}
+    snaps: dict[RepoKey, dict[str, Snapshot]] = {}
+    for spec in specs:
+        key = RepoKey(spec.source, spec.repo_type, spec.repo)
+        refs = store.read_refs(key)
+        for name in spec.revisions:
+            if name in refs:
+                commit = refs[name].commit
+            elif is_commit(name) and store.read_snapshot(key, name) is not None:
+                commit = name
+            else:
+                raise MirrorError(
+                    f"{key}: revision {name} was never synced into the store {store.root}; "
+                    "run `mirror sync` with a manifest that names it first"
+                )
+            repo_snaps = snaps.setdefault(key, {})
+            if commit not in repo_snaps:
+                snap = store.read_snapshot(key, commit)
+                if snap is None:
+                    raise _missing_snapshot(key, name, commit)
+                repo_snaps[commit] = snap
+            revisions.setdefault(key, {}).setdefault(name, commit)
+            paths = wanted.setdefault(key, {}).setdefault(commit, set())
+            paths.update(f.path for f in repo_snaps[commit].files if spec.wants(f.path))
+    selection = []
+    for key in sorted(revisions):
+        snapshots = []
+        for commit, snap in sorted(snaps[key].items()):
+            files = tuple(f for f in snap.files if f.path in wanted[key][commit])
+            snapshots.append(
+                Snapshot(
+                    source=snap.source,
+                    repo_type=snap.repo_type,
+                    repo_id=snap.repo_id,
+                    commit=snap.commit,
+                    files=files,
+                    complete=snap.complete and len(files) == len(snap.files),
+                    synced_at=snap.synced_at,
+                )
+            )
+        selection.append(RepoSelection(key, tuple(revisions[key].items()), tuple(snapshots)))
+    return selection
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleSummary:
+    """What `write_bundle` wrote. `files` counts file members; `unique_bytes` the content stored once."""
+
+    path: Path
+    sha256: str
+    size: int
+    files: int
+    unique_bytes: int
+    repos: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "size": self.size,
+            "files": self.files,
+            "unique_bytes": self.unique_bytes,
+            "repos": self.repos,
+        }
+
+
+def build_index(
+    store: Store, selection: Iterable[RepoSelection], *, created: int | None = None
+) -> BundleIndex:
+    """The index of a bundle holding `selection`, validated as a reader would.
+
+    `created` (unix seconds; the CLI passes SOURCE_DATE_EPOCH) defaults to the newest sync of what is
+    selected, never the clock, so the same store gives the same bundle.
+    """
+    repos = []
+    stamps: list[str] = []
+    for sel in selection:
+        if len({s.commit for s in sel.snapshots}) != len(sel.snapshots):
+            raise MirrorError(f"{sel.key}: the selection lists a commit twice")
+        repos.append(
+            IndexedRepo(
+                source=sel.key.source,
+                repo_type=sel.key.repo_type,
+                repo_id=sel.key.repo_id,
+                revisions=sel.revisions,
+                commits=tuple(
+                    IndexedCommit(s.commit, s.complete, tuple(sorted(s.files, key=lambda f: f.path)))
+                    for s in sorted(sel.snapshots, key=lambda s: s.commit)
+                ),
+            )
+        )
+        refs = store.read_refs(sel.key)
+        stamps += [s.synced_at for s in sel.snapshots]
+        stamps += [refs[name].synced_at for name, _ in sel.revisions if name in refs]
+    if not repos:
+        raise MirrorError("nothing to pack: the selection is empty; run `mirror sync MANIFEST` first")
+    if created is None:
+        created = max((t for t in map(_parse_iso, stamps) if t is not None), default=0)
+    if not 0 <= created < 253402300800:  # up to 9999-12-31, what the ISO form can say
+        raise MirrorError(
+            f"invalid bundle creation time {created} (want unix seconds, e.g. SOURCE_DATE_EPOCH)"
+        )
+    index = BundleIndex(created=_iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)))
+    # Never write what a reader would refuse.
+    return BundleIndex.from_json(index.to_json())
+
+
+class _HashingWriter:
+    """Passes the compressed bytes to the file, hashing and counting them."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        self._raw.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+
+class _BlobReader:
+    """Reads a store blob for tarfile, hashing it and reporting progress as it goes."""
+
+    def __init__(self, raw: IO[bytes], progress: Progress | None) -> None:
+        self._raw = raw
+        self._progress = progress
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+
+def _tarinfo(name: str, mtime: int, size: int = 0, link_to: str | None = None) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = mtime
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if link_to is not None:
+        info.type = tarfile.LNKTYPE
+        info.linkname = link_to
+    return info
+
+
+def write_bundle(
+    store: Store,
+    selection: list[RepoSelection],
+    out: Path,
+    *,
+    level: int = 3,
+    threads: int = -1,
+    created: int | None = None,
+    progress: Progress | None = None,
+) -> BundleSummary:
+    """Pack `selection` into `out` (a `.tar.zst`) and write `out.sha256` beside it.
+
+    The bundle is written under a temp name and renamed into place, so `out` is a whole bundle or absent.
+    Every blob is re-hashed as it is packed: a damaged store fails the export instead of the import.
+    `progress` gets the bytes of each file member as it is packed (hardlinked ones at once).
+    """
+    out = Path(out)
+    index = build_index(store, selection, created=created)
+    mtime = _parse_iso(index.created) or 0
+    members = list(iter_members(index))
+    for m in members:
+        if m.link_to is None and not store.has_blob(m.file.sha256, m.file.size):
+            raise MirrorError(
+                f"{m.repo.key}@{m.commit.commit}: the store lacks {m.file.path} ({m.file.sha256}); "
+                "run `mirror sync` again or `mirror verify` to check the store"
+            )
+    # zstd gives the same bytes for any number of worker threads >= 1 (tests/test_bundle.py checks it), but
+    # threads=0 (no worker, the single-threaded API) frames the data differently. Mapping 0 to 1 keeps the
+    # archive independent of the thread option and of the machine's core count.
+    cctx = zstandard.ZstdCompressor(level=level, threads=threads or 1, write_checksum=True)
+    tmp = temp_sibling(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as raw:
+            sink = _HashingWriter(raw)
+            with (
+                cctx.stream_writer(cast(IO[bytes], sink), closefd=False) as zw,  # only write/flush are used
+                # tarfile's default 16 KiB copy buffer: its stream writer re-slices its whole buffer per
+                # 10 KiB record, so larger copies get slower; blobs are still read from disk in 1 MiB.
+                tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                index_bytes = index.to_bytes()
+                tar.addfile(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), io.BytesIO(index_bytes))
+                sums = sums_text(index)
+                tar.addfile(_tarinfo(SUMS_NAME, mtime, len(sums)), io.BytesIO(sums))
+                for m in members:
+                    if m.link_to is not None:
+                        tar.addfile(_tarinfo(m.name, mtime, link_to=m.link_to))
+                        if progress is not None and m.file.size:
+                            progress(m.file.size)
+                        continue
+                    with open(store.blob_path(m.file.sha256), "rb", buffering=CHUNK) as blob:
+                        reader = _BlobReader(blob, progress)
+                        try:
+                            tar.addfile(_tarinfo(m.name, mtime, m.file.size), reader)
+                        except OSError as e:
+                            if reader.size >= m.file.size:
+                                raise  # the output failed, not the blob
+                            raise IntegrityError(
+                                f"store blob {m.file.sha256} shrank while packing; run `mirror verify`"
+                            ) from e
+                    if reader.sha256.hexdigest() != m.file.sha256:
+                        raise IntegrityError(
+                            f"store blob {m.file.sha256} ({m.repo.key} {m.file.path}) does not match its "
+                            "hash; "
+                            "run `mirror verify` and `mirror sync` to repair the store"
+                        )
+            raw.flush()
+            os.fsync(raw.fileno())
+        digest = sink.sha256.hexdigest()
+        side = out.with_name(out.name + ".sha256")
+        side.unlink(missing_ok=True)  # a stale digest must not sit beside the new bundle
+        os.replace(tmp, out)
+        atomic_write_bytes(side, f"{digest}  {out.name}\n".encode())
+    except OSError as e:
+        raise MirrorError(f"writing the bundle {out} failed: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return BundleSummary(
+        path=out,
+        sha256=digest,
+        size=sink.size,
+        files=len(members),
+        unique_bytes=sum(m.file.size for m in members if m.link_to is None),
+        repos=len(index.repos),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+class _FrameWalker:
+    """Follows zstd frame boundaries through the compressed bytes (RFC 8878, headers only).
+
+    The decompressor reports a stream cut off mid-frame as a normal end of data, so this is how a
+    truncated bundle is told apart from a whole one.
+    """
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._buf = bytearray()
+        self._skip = 0
+        self._checksum = False
+        self.frames = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.frames > 0 and self._state == "magic" and not self._buf and not self._skip
+
+    def feed(self, data: bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            step = min(self._need - len(self._buf), end - pos)
+            self._buf += data[pos : pos + step]
+            pos += step
+            if len(self._buf) == self._need:
+                header = bytes(self._buf)
+                self._buf.clear()
+                self._advance(header)
+
+    def _advance(self, header: bytes) -> None:
+        if self._state == "magic":
+            magic = int.from_bytes(header, "little")
+            if magic == 0xFD2FB528:
+                self._state, self._need = "descriptor", 1
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self._state, self._need = "skippable", 4
+            else:
+                raise IntegrityError("not a zstd stream (bad frame magic)")
+        elif self._state == "skippable":
+            self._skip = int.from_bytes(header, "little")
+            self._state, self._need = "magic", 4
+        elif self._state == "descriptor":
+            d = header[0]
+            if d & 0x08:
+                raise IntegrityError("corrupt zstd frame header")
+            single_segment = bool(d & 0x20)
+            fcs = (1 if single_segment else 0, 2, 4, 8)[d >> 6]
+            self._skip = (0 if single_segment else 1) + (0, 1, 2, 4)[d & 3] + fcs
+            self._checksum = bool(d & 0x04)
+            self._state, self._need = "block", 3
+        else:  # block header
+            value = int.from_bytes(header, "little")
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise IntegrityError("corrupt zstd block header")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._skip += 4 if self._checksum else 0
+                self.frames += 1
+                self._state, self._need = "magic", 4
+
+
+class _RawReader:
+    """Reads the bundle file for the decompressor, hashing it, following its frames, reporting progress."""
+
+    def __init__(self, raw: IO[bytes], progress: Progress | None) -> None:
+        self._raw = raw
+        self._progress = progress
+        self.sha256 = hashlib.sha256()
+        self.walker = _FrameWalker()
+        self.size = 0
+        self.eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.eof = not data and n != 0
+        if data:
+            self.sha256.update(data)
+            self.walker.feed(data)
+            self.size += len(data)
+            if self._progress is not None:
+                self._progress(len(data))
+        return data
+
+
+class BundleFile:
+    """A file member met while streaming a bundle; `read` checks it against the index."""
+
+    def __init__(
+        self, reader: BundleReader, member: BundleMember, info: tarfile.TarInfo, failed_link: str | None
+    ) -> None:
+        self.member = member
+        self._reader = reader
+        self._info = info
+        self._failed_link = failed_link
+        self._read = False
+        self.verified = False
+
+    @property
+    def link_to(self) -> str | None:
+        """For a hardlink member: the earlier member whose (verified) content this one repeats."""
+        return self._info.linkname if self._info.islnk() else None
+
+    def read(self, sink: Callable[[bytes], object] | None = None) -> None:
+        """Stream the member's bytes to `sink` and check their size and sha256 against the index.
+
+        Raises IntegrityError naming the member on a mismatch (the bytes already given to `sink` must then
+        be discarded). A hardlink member has no bytes: it verifies when the member it links to did.
+        """
+        if self._read:
+            raise RuntimeError(f"{self.member.name} was already read")
+        self._read = True
+        name, record = self.member.name, self.member.file
+        if self.link_to is not None:
+            if self._failed_link is not None:
+                raise IntegrityError(
+                    f"{self._reader.path}: {name}: links to {self._failed_link}, which failed verification"
+                )
+            self.verified = True
+            return
+        if self._info.size != record.size:
+            raise IntegrityError(
+                f"{self._reader.path}: {name}: {self._info.size} bytes in the archive but {record.size} "
+                "in the index; "
+                "the bundle is corrupt, export it again"
+            )
+        digest = self._reader._copy(self._info, sink)
+        if digest != record.sha256:
+            raise IntegrityError(
+                f"{self._reader.path}: {name}: sha256 {digest} does not match the index ({record.sha256}); "
+                "the bundle was damaged, copy or export it again"
+            )
+        self.verified = True
+
+
+class BundleReader:
+    """One pass over a bundle: the index on open, then the file members through `files()`."""
+
+    def __init__(self, path: Path, raw: _RawReader, stream: IO[bytes]) -> None:
+        self.path = path
+        self._raw = raw
+        self._stream = stream
+        self._broken: IntegrityError | None = None
+        self._started = False
+        self.sha256: str | None = None  # the archive's own digest, once files() has run to its end
+        with self._archive_errors():
+            self._tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - lives as long as the reader
+        self.index = self._read_index()
+
+    @contextmanager
+    def _archive_errors(self) -> Iterator[None]:
+        """Turn whatever a damaged stream raises into one IntegrityError; the stream is unusable after."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            yield
+        except IntegrityError as e:
+            self._broken = IntegrityError(f"{self.path}: corrupt bundle: {e}; copy or export it again")
+            raise self._broken from None
+        except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
+            if self._raw.eof and not self._raw.walker.complete:
+                why = "the zstd stream is cut off; the bundle is truncated"
+            else:
+                why = f"corrupt or truncated bundle ({e})"
+            self._broken = IntegrityError(f"{self.path}: {why}; copy or export it again")
+            raise self._broken from e
+
+    def _next(self) -> tarfile.TarInfo | None:
+        with self._archive_errors():
+            return self._tar.next()
+
+    def _copy(self, info: tarfile.TarInfo, sink: Callable[[bytes], object] | None) -> str:
+        """Pass the current member's bytes to sink in chunks (never more than its size); their sha256."""
+        digest = hashlib.sha256()
+        remaining = info.size
+        with self._archive_errors():
+            data = self._tar.extractfile(info)
+            assert data is not None  # a regular member always has a file object
+            while remaining:
+                chunk = data.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise EOFError(f"archive ends inside {info.name}")
+                remaining -= len(chunk)
+                digest.update(chunk)
+                if sink is not None:
+                    sink(chunk)
+        return digest.hexdigest()
+
+    def _read_small(self, info: tarfile.TarInfo) -> bytes:
+        with self._archive_errors():
+            data = self._tar.extractfile(info)
+            assert data is not None
+            content = data.read(info.size)
+            if len(content) != info.size:
+                raise EOFError(f"archive ends inside {info.name}")
+            return content
+
+    def _read_index(self) -> BundleIndex:
+        info = self._next()
+        if info is None or info.name != INDEX_NAME or info.type not in _REGULAR:
+            raise IntegrityError(f"{self.path}: not a mirror bundle (its first member is not {INDEX_NAME})")
+        if info.size > MAX_INDEX_SIZE:
+            raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
+        try:
+            data = json.loads(self._read_small(info).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise IntegrityError(f"{self.path}: unreadable bundle index: {e}") from None
+        try:
+            return BundleIndex.from_json(data)
+        except IntegrityError as e:
+            raise IntegrityError(f"{self.path}: {e}") from None
+
+    def files(self) -> Iterator[BundleFile]:
+        """The file members in archive order, each checked against the index.
+
+        Raises IntegrityError for anything structural (a member the index does not name, a duplicate, a
+        link to a member not met before, a special file, a truncated or damaged stream, a `.sha256` side
+        file that disagrees). Content mismatches are raised by `BundleFile.read`, and the stream goes on.
+        """
+        if self._started:
+            raise RuntimeError("a bundle is streamed once")
+        self._started = True
+        expected_sums = sums_text(self.index)
+        info = self._next()
+        if (
+            info is None
+            or info.name != SUMS_NAME
+            or info.type not in _REGULAR
+            or info.size != len(expected_sums)
+        ):
+            raise IntegrityError(
+                f"{self.path}: the second member must be {SUMS_NAME} listing the index's files"
+            )
+        if self._read_small(info) != expected_sums:
+            raise IntegrityError(f"{self.path}: {SUMS_NAME} disagrees with the bundle index")
+        expected = {m.name: m for m in iter_members(self.index)}
+        seen: dict[str, bool] = {}  # member name -> verified
+        while (info := self._next()) is not None:
+            name = info.name
+            member = expected.get(name)
+            if member is None:
+                raise IntegrityError(f"{self.path}: member {name!r} is not in the bundle index; refusing it")
+            if name in seen:
+                raise IntegrityError(f"{self.path}: member {name!r} appears twice")
+            failed_link = None
+            if info.islnk():
+                target = info.linkname
+                if target not in seen:
+                    raise IntegrityError(f"{self.path}: {name!r} links to {target!r}, not an earlier member")
+                if expected[target].file.sha256 != member.file.sha256:
+                    raise IntegrityError(
+                        f"{self.path}: {name!r} links to {target!r}, which holds other content"
+                    )
+                failed_link = None if seen[target] else target
+            elif info.type not in _REGULAR:
+                raise IntegrityError(
+                    f"{self.path}: member {name!r} is not a regular file (tar type {info.type!r}); "
+                    "refusing it"
+                )
+            seen[name] = False
+            file = BundleFile(self, member, info, failed_link)
+            yield file
+            if self._broken is not None:
+                raise self._broken
+            seen[name] = file.verified
+        missing = [name for name in expected if name not in seen]
+        if missing:
+            raise IntegrityError(
+                f"{self.path}: the archive ends before {missing[0]!r} ({len(missing)} member(s) missing); "
+                "the bundle is truncated, copy or export it again"
+            )
+        self._finish()
+
+    def _finish(self) -> None:
+        trailing = junk = 0
+        with self._archive_errors():
+            rest = self._tar.fileobj
+            assert rest is not None
+            while chunk := rest.read(CHUNK):
+                trailing += len(chunk)
+                junk += len(chunk) - chunk.count(0)
+                if junk or trailing > _MAX_TRAILING:
+                    break
+            while self._stream.read(CHUNK):
+                pass
+            while self._raw.read(CHUNK):
+                pass
+        if junk or trailing > _MAX_TRAILING:
+            raise IntegrityError(f"{self.path}: data after the end of the archive; refusing it")
+        if not self._raw.walker.complete:
+            raise IntegrityError(
+                f"{self.path}: the zstd stream is cut off; the bundle is truncated, copy it again"
+            )
+        self.sha256 = self._raw.sha256.hexdigest()
+        check_side_file(self.path, self.sha256)
+
+
+def check_side_file(bundle: Path, sha256: str) -> None:
+    """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest."""
+    side = bundle.with_name(bundle.name + ".sha256")
+    try:
+        with open(side, "rb") as f:
+            text = f.read(4096).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise MirrorError(f"cannot read {side}: {e}") from None
+    fields = text.split()
+    if not fields or not is_sha256(fields[0].lower()):
+        raise IntegrityError(f"{side} is not a sha256sum line; remove it or copy it again")
+    if fields[0].lower() != sha256:
+        raise IntegrityError(
+            f"{bundle}: sha256 {sha256} does not match {side.name} ({fields[0]}); "
+            "the bundle changed in transfer, copy it again"
+        )
+
+
+@contextmanager
+def open_bundle(bundle: Path, progress: Progress | None = None) -> Iterator[BundleReader]:
+    """Open a bundle for one streaming pass; the index is read and validated on open.
+
+    `progress` gets the compressed bytes as they are read, so the bundle's file size is the total.
+    """
+    bundle = Path(bundle)
+    try:
+        f = open(bundle, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as e:
+        raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
+    with f:
+        raw = _RawReader(f, progress)
+        stream = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], raw),
+            read_across_frames=True,
+            closefd=False,  # only read is used
+        )
+        with stream:
+            yield BundleReader(bundle, raw, stream)
+
+
+def read_index(bundle: Path) -> BundleIndex:
+    """The bundle's validated index; reads only the first member."""
+    with open_bundle(bundle) as reader:
+        return reader.index
+
+
+def verify_bundle(bundle: Path, progress: Progress | None = None) -> BundleIndex:
+    """Stream the whole bundle and check every member against the index; IntegrityError on the first fault."""
+    with open_bundle(bundle, progress) as reader:
+        for file in reader.files():
+            file.read()
+        return reader.index
+
+
+__all__ = [
+    "INDEX_NAME",
+    "SUMS_NAME",
+    "BundleFile",
+    "BundleIndex",
+    "BundleMember",
+    "BundleReader",
+    "BundleSummary",
+    "IndexedCommit",
+    "IndexedRepo",
+    "ModelSpecLike",
+    "RepoSelection",
+    "build_index",
+    "check_side_file",
+    "describe_index",
+    "iter_members",
+    "member_name",
+    "open_bundle",
+    "read_index",
+    "select_all",
+    "select_specs",
+    "sums_text",
+    "verify_bundle",
+    "write_bundle",
+]
