@@ -47,7 +47,6 @@ DEFAULT_BRANCHES = ("main", "master")
 _MAX_TRAILING = 1 << 20
 _SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
@@ -92,14 +91,7 @@ def _field(data: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any
 
 def _check_name(value: str, what: str) -> str:
     """A relative path (file path or revision name) that is also safe inside SHA256SUMS and tar headers."""
-    check_relpath(value, what)
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        size = -1  # a lone surrogate: no file system or tar header can carry it
-    if _CONTROL.search(value) or not 0 < size <= 4096:
-        raise IntegrityError(f"refusing {what} {value!r}: control characters, invalid text or too long")
-    return value
+    return check_relpath(value, what)
 
 
 def _file_from_json(data: Any) -> FileRecord:

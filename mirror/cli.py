@@ -292,7 +292,11 @@ def gc(
 @store_option
 @click.option("--level", default=3, show_default=True, type=click.IntRange(1, 22), help="zstd level.")
 @click.option(
-    "--threads", default=-1, show_default=True, type=int, help="zstd threads (-1: one per core, 0: none)."
+    "--threads",
+    default=-1,
+    show_default=True,
+    type=int,
+    help="zstd worker threads (-1: one per core). The bundle's bytes do not depend on it.",
 )
 @json_option
 @output_options
@@ -413,8 +417,13 @@ def verify(bundles: Sequence[Path], store: Path | None, as_json: bool) -> None:
     if bundles:
         from mirror.bundle import verify_bundle
 
+        sink = progress()
         for bundle in bundles:
-            index = verify_bundle(bundle, progress=progress().update)
+            sink.start(bundle.stat().st_size, f"verify {bundle.name}")
+            try:
+                index = verify_bundle(bundle, progress=sink.update)
+            finally:
+                sink.close()
             results.append({"bundle": str(bundle), "ok": True, "repos": len(index.repos)})
     else:
         result = verify_store(Store(settings(store).store), progress=progress())

@@ -10,11 +10,19 @@ from mirror.errors import IntegrityError
 _REPO_PART = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_PATH_BYTES = 4096
 
 
 def is_safe_relpath(path: str) -> bool:
-    """A relative POSIX path with no empty, `.` or `..` segment, no backslash, no NUL."""
-    if not path or path.startswith("/") or "\\" in path or "\0" in path:
+    """A relative POSIX path with no empty, `.` or `..` segment, no backslash, no control character (a
+    newline would break SHA256SUMS), valid UTF-8 and at most 4096 bytes."""
+    if not path or path.startswith("/") or "\\" in path or _CONTROL.search(path):
+        return False
+    try:
+        if len(path.encode("utf-8")) > MAX_PATH_BYTES:
+            return False
+    except UnicodeEncodeError:  # a lone surrogate: no file system or tar header can carry it
         return False
     return all(part not in ("", ".", "..") for part in path.split("/"))
 

@@ -3,8 +3,8 @@
 Layout under the store root (guidance, not a contract):
 
     blobs/sha256/ab/<sha256>                           each content once, whatever repo it came from
-    repos/<source>/<type>/<repo_id>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
-    repos/<source>/<type>/<repo_id>/refs.json          revision name -> commit, when synced
+    repos/<source>/<type>/<org--name>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
+    repos/<source>/<type>/<org--name>/refs.json        revision name -> commit, when synced
     tmp/                                               downloads in progress, never under a real name
     lock                                               one writer at a time
 """
@@ -98,8 +98,11 @@ class Store:
 
     # snapshots and refs ----------------------------------------------------------------------------
     def _repo_dir(self, key: RepoKey) -> Path:
-        check_repo_id(key.repo_id)
-        return self.root / "repos" / key.source / key.repo_type / key.repo_id
+        # org/name -> org--name, as the HF cache does: `--` cannot occur in a repo id, so a short id can
+        # never collide with a folder of another repo's records.
+        return (
+            self.root / "repos" / key.source / key.repo_type / check_repo_id(key.repo_id).replace("/", "--")
+        )
 
     def write_snapshot(self, snap: Snapshot) -> Snapshot:
         """Record a commit's files, merged with what earlier syncs of the same commit recorded."""
@@ -168,11 +171,11 @@ class Store:
             return found
         for source_dir in sorted(p for p in base.iterdir() if p.is_dir()):
             for type_dir in sorted(p for p in source_dir.iterdir() if p.is_dir()):
-                repo_dirs = {p.parent.parent for p in type_dir.rglob("snapshots/*.json")}
-                repo_dirs |= {p.parent for p in type_dir.rglob("refs.json")}
-                for repo_dir in sorted(repo_dirs):
-                    repo_id = repo_dir.relative_to(type_dir).as_posix()
-                    found.append(RepoKey(source_dir.name, type_dir.name, repo_id))
+                for repo_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
+                    if (repo_dir / "refs.json").exists() or any((repo_dir / "snapshots").glob("*.json")):
+                        found.append(
+                            RepoKey(source_dir.name, type_dir.name, repo_dir.name.replace("--", "/"))
+                        )
         return found
 
     # lock ------------------------------------------------------------------------------------------
