@@ -56,3 +56,18 @@ def file_sha256(path: Path) -> str:
     """sha256 of a file, read in large chunks (memory stays flat)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def lfs_pointer_oid(sha256: str, size: int) -> str:
+    """The git blob id of the LFS pointer git stores for a large file (what hub trees list as its oid)."""
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+    return git_blob_sha1(pointer.encode())
+
+
+def file_git_sha1(path: Path) -> str:
+    """The git blob id of a file's content, read in chunks."""
+    hasher = Hasher(git_size=path.stat().st_size)
+    for chunk in read_chunks(path):
+        hasher.update(chunk)
+    assert hasher.git_sha1 is not None
+    return hasher.git_sha1

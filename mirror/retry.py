@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mirror.errors import HubError, IntegrityError, RetryableError
+from mirror.errors import HubError, IntegrityError, NotFoundError, RetryableError
 
 log = logging.getLogger("mirror")
 T = TypeVar("T")
@@ -66,3 +66,19 @@ def retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: fall back to our own backoff
+
+
+def check_status(status: int, retry_after: str | None, where: str, token_hint: str) -> None:
+    """Map a hub's HTTP status to our errors: retry 5xx/429, explain 401/403/404, pass 200."""
+    if status == 200:
+        return
+    if status in RETRY_STATUS:
+        raise RetryableError(f"{where}: the hub answered HTTP {status}", retry_after_seconds(retry_after))
+    if status in (401, 403):
+        raise NotFoundError(
+            f"{where}: access denied (HTTP {status}); the repo is private or gated: set {token_hint} "
+            "(or the manifest's token_env) to a token that may read it"
+        )
+    if status == 404:
+        raise NotFoundError(f"{where}: not found on the hub (HTTP 404); check the repo id and revision")
+    raise HubError(f"{where}: the hub answered HTTP {status}")

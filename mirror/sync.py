@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.errors import IntegrityError, MirrorError, NotFoundError
+from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.manifest import ModelSpec
 from mirror.paths import check_commit, check_relpath
@@ -23,7 +24,7 @@ from mirror.settings import Settings
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
 from mirror.store import RepoKey, Store, utc_now
-from mirror.transfer import Expected, download
+from mirror.transfer import Expected, Fetched, download
 
 log = logging.getLogger("mirror")
 
@@ -71,6 +72,8 @@ class Fetch:
             size=self.file.size,
             sha256=sha256,
             git_sha1=None if sha256 else self.file.oid,
+            source=self.target.key.source,
+            want_git_sha1=not self.file.lfs and self.file.oid is None,
         )
 
 
@@ -200,7 +203,7 @@ def sync(
     report = SyncReport([ItemResult(t) for t in targets])
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         remotes = list(pool.map(lambda t: _resolve(t, sources, policy), targets))
-        known = _known_sha256(store)
+        known = Known.of(store)
         fetches: dict[str, Fetch] = {}
         wanted: dict[int, list[RemoteFile]] = {}
         for index, (item, remote) in enumerate(zip(report.items, remotes, strict=True)):
@@ -210,7 +213,11 @@ def sync(
             item.commit = remote.commit
             wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
             for f in wanted[index]:
-                sha = item.target.pinned_sha256(f.path) or f.sha256 or (known.get(f.oid) if f.oid else None)
+                sha = (
+                    item.target.pinned_sha256(f.path)
+                    or f.sha256
+                    or (known.sha256.get(f.oid) if f.oid else None)
+                )
                 if sha is None or not store.has_blob(sha, f.size):
                     fetch = Fetch(item.target, remote.commit, f)
                     fetches.setdefault(fetch.expected.key, fetch)
@@ -283,7 +290,7 @@ def _check_pins(target: Target, remote: RemoteSnapshot) -> None:
 
 def _fetch(
     store: Store, sources: SourceFactory, fetch: Fetch, policy: RetryPolicy, progress: ProgressSink
-) -> str | MirrorError:
+) -> Fetched | MirrorError:
     key = fetch.target.key
     try:
         request = sources(fetch.target.specs[0]).file_request(
@@ -301,8 +308,8 @@ def _record(
     remote: RemoteSnapshot | MirrorError,
     files: list[RemoteFile],
     fetches: dict[str, Fetch],
-    results: dict[str, str | MirrorError],
-    known: dict[str, str],
+    results: dict[str, Fetched | MirrorError],
+    known: Known,
 ) -> None:
     assert isinstance(remote, RemoteSnapshot)
     records: list[FileRecord] = []
@@ -312,11 +319,15 @@ def _record(
         if isinstance(outcome, MirrorError):
             item.error = outcome
             continue
-        sha = outcome or item.target.pinned_sha256(f.path) or f.sha256 or known[f.oid or ""]
-        if outcome is not None and fetches[key].target is item.target:  # count each download once
-            item.downloaded += 1
-            item.bytes_downloaded += f.size
-        records.append(FileRecord(path=f.path, size=f.size, sha256=sha, oid=f.oid or "", lfs=f.lfs))
+        if outcome is not None:
+            sha = outcome.sha256
+            if fetches[key].target is item.target:  # count each download once
+                item.downloaded += 1
+                item.bytes_downloaded += f.size
+        else:
+            sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256[f.oid or ""]
+        oid = f.oid or known.oid_of(store, f, sha, outcome)
+        records.append(FileRecord(path=f.path, size=f.size, sha256=sha, oid=oid, lfs=f.lfs))
     item.records = tuple(records)
     if item.error is not None:
         return
@@ -333,12 +344,31 @@ def _record(
     store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
 
 
-def _known_sha256(store: Store) -> dict[str, str]:
-    """git oid -> sha256 of every non-LFS file the store already holds, so unchanged content is not fetched."""
-    known: dict[str, str] = {}
-    for key in store.repos():
-        for snap in store.snapshots(key):
-            for f in snap.files:
-                if not f.lfs and f.oid:
-                    known[f.oid] = f.sha256
-    return known
+@dataclass
+class Known:
+    """The non-LFS content the store already holds, by git oid and by sha256: unchanged content is found
+    by hash and never fetched again, whichever hub lists it and however it names it."""
+
+    sha256: dict[str, str] = field(default_factory=dict)
+    oid: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, store: Store) -> Known:
+        known = cls()
+        for key in store.repos():
+            for snap in store.snapshots(key):
+                for f in snap.files:
+                    if not f.lfs and f.oid:
+                        known.sha256[f.oid] = f.sha256
+                        known.oid[f.sha256] = f.oid
+        return known
+
+    def oid_of(self, store: Store, f: RemoteFile, sha256: str, fetched: Fetched | None) -> str:
+        """The git blob id the HF cache names a file by, for hubs that list only sha256 (ModelScope)."""
+        if f.lfs:
+            return lfs_pointer_oid(sha256, f.size)
+        if fetched is not None and fetched.git_sha1:
+            return fetched.git_sha1
+        if sha256 not in self.oid:
+            self.oid[sha256] = file_git_sha1(store.blob_path(sha256))  # small: not LFS
+        return self.oid[sha256]

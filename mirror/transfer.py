@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.errors import IntegrityError, MirrorError, NotFoundError, RetryableError
+from mirror.errors import IntegrityError, RetryableError
 from mirror.hashing import CHUNK, Hasher
-from mirror.retry import RETRY_STATUS, RetryPolicy, retry_after_seconds, with_retries
+from mirror.retry import RetryPolicy, check_status, with_retries
 from mirror.sources import FileRequest
 from mirror.store import Store
 
@@ -19,17 +19,33 @@ log = logging.getLogger("mirror")
 
 @dataclass(frozen=True)
 class Expected:
-    """What the hub says a file is: its size and its sha256 or git blob sha1 (at least one)."""
+    """What the hub says a file is: its size and its sha256 or git blob sha1 (at least one).
+
+    `want_git_sha1` asks for the content's git blob id to be computed while streaming even when the hub
+    gave a sha256 (ModelScope), because the HF cache names small files by it.
+    """
 
     label: str
     size: int
     sha256: str | None
     git_sha1: str | None
+    source: str = ""
+    want_git_sha1: bool = False
 
     @property
     def key(self) -> str:
-        """A stable name for the download in progress, so a later run finds its partial bytes."""
-        return f"{self.sha256 or self.git_sha1}.part"
+        """A stable name for the download in progress, so a later run finds its partial bytes. Per source:
+        the same content listed by two hubs is fetched and checked from each."""
+        return f"{self.source}-{self.sha256 or self.git_sha1}.part"
+
+    def hasher(self) -> Hasher:
+        return Hasher(git_size=self.size if self.git_sha1 or self.want_git_sha1 else None)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    sha256: str
+    git_sha1: str | None
 
 
 def download(
@@ -39,8 +55,8 @@ def download(
     *,
     policy: RetryPolicy | None = None,
     progress: Callable[[int], None] | None = None,
-) -> str:
-    """Fetch a file into the store and return its sha256; a mismatch is never stored."""
+) -> Fetched:
+    """Fetch a file into the store and return its hashes; a mismatch is never stored."""
     return with_retries(
         lambda: _download_once(store, request, expected, progress), policy or RetryPolicy(), expected.label
     )
@@ -48,22 +64,28 @@ def download(
 
 def _download_once(
     store: Store, request: FileRequest, expected: Expected, progress: Callable[[int], None] | None
-) -> str:
+) -> Fetched:
     import httpx2
     from huggingface_hub import get_session
 
     temp = store.temp_path(expected.key)
-    hasher = Hasher(git_size=expected.size if expected.git_sha1 else None)
+    hasher = expected.hasher()
     have = _resume_point(temp, expected.size, hasher)
     headers = {**request.headers, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
         with get_session().stream("GET", request.url, headers=headers) as response:
-            _check_status(response.status_code, response.headers.get("Retry-After"), expected.label)
+            if response.status_code != 206:
+                check_status(
+                    response.status_code,
+                    response.headers.get("Retry-After"),
+                    expected.label,
+                    request.token_hint,
+                )
             if have and response.status_code != 206:
                 # the server ignored Range: start over from the first byte
-                hasher = Hasher(git_size=expected.size if expected.git_sha1 else None)
+                hasher = expected.hasher()
                 have = 0
             with open(temp, "ab" if have else "wb", buffering=CHUNK) as out:
                 for chunk in response.iter_bytes():
@@ -85,7 +107,7 @@ def _download_once(
         temp.unlink(missing_ok=True)
         raise
     store.add_blob(temp, hasher.sha256)
-    return hasher.sha256
+    return Fetched(hasher.sha256, hasher.git_sha1)
 
 
 def _resume_point(path: Path, size: int, hasher: Hasher) -> int:
@@ -101,21 +123,6 @@ def _resume_point(path: Path, size: int, hasher: Hasher) -> int:
         while chunk := f.read(CHUNK):
             hasher.update(chunk)
     return have
-
-
-def _check_status(status: int, retry_after: str | None, label: str) -> None:
-    if status in (200, 206):
-        return
-    if status in RETRY_STATUS:
-        raise RetryableError(f"the hub answered HTTP {status}", retry_after_seconds(retry_after))
-    if status in (401, 403):
-        raise NotFoundError(
-            f"{label}: access denied (HTTP {status}); the repo is private or gated: set HF_TOKEN "
-            "(or the manifest's token_env) to a token that may read it"
-        )
-    if status == 404:
-        raise NotFoundError(f"{label}: not found on the hub (HTTP 404); check the repo id and revision")
-    raise MirrorError(f"{label}: the hub answered HTTP {status}")
 
 
 def _check_hash(hasher: Hasher, expected: Expected) -> None:

@@ -34,6 +34,7 @@ class RemoteSnapshot:
 class FileRequest:
     url: str
     headers: dict[str, str] = field(repr=False)
+    token_hint: str = "HF_TOKEN"  # the variable to name when the hub says access denied
 
 
 class Source(Protocol):
@@ -54,4 +55,10 @@ def open_source(name: str, settings: Settings, *, endpoint: str | None, token_en
 
         token = settings.token(token_env, "HF_TOKEN")
         return HuggingFaceSource(endpoint or settings.hf_endpoint, token)
+    if name == "modelscope":
+        from mirror.sources.modelscope import ModelScopeSource
+
+        return ModelScopeSource(
+            endpoint or settings.modelscope_endpoint, settings.token(token_env, "MODELSCOPE_API_TOKEN")
+        )
     raise UsageError(f"source {name!r} is not supported yet")

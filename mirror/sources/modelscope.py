@@ -1,0 +1,80 @@
+"""The ModelScope source: its files API, called over the same HTTP session as every download.
+
+    GET {endpoint}/api/v1/models/{owner}/{name}/repo/files?Revision=R&Recursive=True   listing + sha256
+    GET {endpoint}/api/v1/models/{owner}/{name}/repo?Revision=C&FilePath=P             file content
+
+The listing gives every file's sha256, so each download is checked against it; the git blob ids the HF
+cache needs are computed while the files stream (see transfer.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+from mirror.errors import HubError, NotFoundError, RetryableError, UsageError
+from mirror.paths import is_commit
+from mirror.retry import check_status
+from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
+
+TOKEN_VAR = "MODELSCOPE_API_TOKEN"
+
+
+class ModelScopeSource:
+    name = "modelscope"
+
+    def __init__(self, endpoint: str, token: str | None) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._headers = {"User-Agent": "mirror"}
+        if token:
+            # what modelscope's own client sends for MODELSCOPE_API_TOKEN
+            self._headers["Authorization"] = f"Bearer {token}"
+            self._headers["Cookie"] = f"m_session_id={token}"
+
+    def _repo_url(self, repo_id: str, repo_type: str) -> str:
+        if repo_type != "model":
+            raise UsageError(f"{repo_id}: ModelScope {repo_type} repos are not supported (only models)")
+        owner, sep, name = repo_id.partition("/")
+        if not sep:
+            raise UsageError(f"{repo_id}: ModelScope repo ids are owner/name")
+        return f"{self.endpoint}/api/v1/models/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+    def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
+        import httpx2
+        from huggingface_hub import get_session
+
+        where = f"modelscope {repo_id} at revision {revision!r} on {self.endpoint}"
+        url = f"{self._repo_url(repo_id, repo_type)}/repo/files"
+        params = {"Revision": revision, "Recursive": "True"}
+        try:
+            response = get_session().get(url, params=params, headers=self._headers)
+        except httpx2.TransportError as e:
+            raise RetryableError(f"{where}: connection failed: {type(e).__name__}") from None
+        check_status(response.status_code, response.headers.get("Retry-After"), where, TOKEN_VAR)
+        try:
+            payload: Any = response.json()
+            entries = payload["Data"]["Files"]
+        except (ValueError, KeyError, TypeError):
+            raise HubError(f"{where}: the hub's file listing is not what ModelScope sends") from None
+        if not payload.get("Success", True):
+            raise NotFoundError(f"{where}: {payload.get('Message') or 'the hub refused the listing'}")
+        files = tuple(
+            RemoteFile(
+                path=str(e["Path"]),
+                size=int(e["Size"]),
+                oid=None,
+                lfs=bool(e.get("IsLFS")),
+                sha256=str(e["Sha256"]).lower(),
+            )
+            for e in entries
+            if e.get("Type") == "blob"
+        )
+        commits = {str(e.get("Revision", "")) for e in entries if e.get("Type") == "blob"}
+        commit = revision if is_commit(revision) else (commits.pop() if len(commits) == 1 else "")
+        if not is_commit(commit):
+            raise HubError(f"{where}: the listing does not name one commit for this revision")
+        return RemoteSnapshot(commit=commit, files=files)
+
+    def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
+        url = f"{self._repo_url(repo_id, repo_type)}/repo?Revision={quote_plus(commit)}&FilePath={quote_plus(path)}"
+        return FileRequest(url=url, headers=dict(self._headers), token_hint=TOKEN_VAR)

@@ -1,0 +1,121 @@
+"""ModelScope as a source: listed and fetched over its own API, every file checked against its sha256,
+and content shared with Hugging Face stored once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mirror.errors import IntegrityError
+from mirror.hashing import lfs_pointer_oid
+from mirror.manifest import parse_manifest
+from mirror.settings import Settings
+from mirror.store import RepoKey, Store
+from mirror.sync import default_source_factory, plan_targets, sync
+from mirror.verify import verify_store
+from tests.hub import Fault, HubFile, LoopbackHub
+from tests.test_sync import FAST
+
+SHARED = b"the same weights on both hubs" * 1000
+FILES = [
+    HubFile("config.json", data=b'{"model_type": "bert"}'),
+    HubFile("tokenizer/vocab.txt", data=b"[PAD]\n[UNK]\n"),
+    HubFile("model.safetensors", data=SHARED),
+]
+
+
+def sync_text(store: Store, hub: LoopbackHub, text: str, **env: str):  # type: ignore[no-untyped-def]
+    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url, **env})
+    return sync(
+        store, plan_targets(parse_manifest(text).models), default_source_factory(settings), policy=FAST
+    )
+
+
+def test_modelscope_repo_is_listed_verified_and_recorded(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with LoopbackHub() as hub:
+        commit = hub.add_commit("owner/model", FILES, branch="master", tags=["v1.0"])
+        report = sync_text(
+            store,
+            hub,
+            "version: 1\nmodels:\n  - repo: owner/model\n    source: modelscope\n    revisions: [master, v1.0]\n",
+        )
+        assert report.exit_code == 0, report.to_json()
+        assert all("/api/v1/models/owner/model/" in r.path for r in hub.requests)
+        assert len(hub.downloads()) == 3  # shared by both revisions: fetched once
+    key = RepoKey("modelscope", "model", "owner/model")
+    refs = store.read_refs(key)
+    assert refs["master"].commit == refs["v1.0"].commit == commit
+    snap = store.read_snapshot(key, commit)
+    assert snap is not None and snap.complete
+    for f in snap.files:
+        info = hub.file_info("owner/model", f.path, "master")
+        assert f.sha256 == info.sha256
+        # the git blob ids the HF cache names blobs by, though ModelScope lists only sha256
+        assert f.oid == (lfs_pointer_oid(info.sha256, info.size) if info.lfs else info.git_sha1)
+        assert f.lfs == info.lfs
+    assert verify_store(store).ok
+
+
+def test_corrupted_modelscope_download_is_caught_by_mirror(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with LoopbackHub() as hub:
+        hub.add_commit("owner/model", FILES, branch="master")
+        hub.add_fault(Fault("corrupt", match="FilePath=tokenizer%2Fvocab.txt", times=None, method="GET"))
+        report = sync_text(store, hub, "version: 1\nmodels:\n  - repo: owner/model\n    source: modelscope\n")
+    assert report.exit_code == 4
+    assert isinstance(report.items[0].error, IntegrityError)
+    assert "tokenizer/vocab.txt" in str(report.items[0].error)
+    assert not store.has_blob(hashlib.sha256(b"[PAD]\n[UNK]\n").hexdigest())
+    assert store.read_refs(RepoKey("modelscope", "model", "owner/model")) == {}
+    assert verify_store(store).ok
+
+
+def test_same_content_on_both_hubs_is_checked_from_each_and_stored_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with LoopbackHub() as hub:
+        hub.add_commit("org/hf-model", [HubFile("model.safetensors", data=SHARED), FILES[0]])
+        hub.add_commit("owner/ms-model", [HubFile("weights/model.safetensors", data=SHARED)], branch="master")
+        report = sync_text(
+            store,
+            hub,
+            "version: 1\nmodels:\n  - repo: org/hf-model\n  - repo: owner/ms-model\n    source: modelscope\n",
+        )
+        assert report.exit_code == 0, report.to_json()
+        shared_gets = [r for r in hub.downloads() if "model.safetensors" in r.path]
+    assert len(shared_gets) == 2  # one from each hub, each verified against that hub's hash
+    assert {"/api/v1/" in r.path for r in shared_gets} == {True, False}
+    blobs = list(store.iter_blobs())
+    assert len(blobs) == 2  # the shared weights once, and config.json
+    assert hashlib.sha256(SHARED).hexdigest() in {name for name, _ in blobs}
+
+
+def test_modelscope_token_is_sent_and_never_reported(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with LoopbackHub() as hub:
+        hub.add_commit("owner/private", FILES, branch="master")
+        hub.required_token = "ms-secret"
+        text = "version: 1\nmodels:\n  - repo: owner/private\n    source: modelscope\n"
+        denied = sync_text(store, hub, text)
+        assert denied.exit_code == 1 and "MODELSCOPE_API_TOKEN" in str(denied.items[0].error)
+        allowed = sync_text(store, hub, text, MODELSCOPE_API_TOKEN="ms-secret")
+        assert allowed.exit_code == 0
+    assert "ms-secret" not in json.dumps(allowed.to_json()) + json.dumps(denied.to_json())
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = (
+        "import sys\n"
+        "from mirror.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "for cmd in ('sync', 'export', 'import', 'inspect', 'verify', 'status', 'gc'):\n"
+        "    try:\n        main([cmd, '--help'])\n    except SystemExit:\n        pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'modelscope',\n"
+        "    'modelscope_hub', 'huggingface_hub', 'sentence_transformers'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stderr, proc.stderr[-2000:]
