@@ -351,17 +351,18 @@ def export_cmd(
 )
 @click.option(
     "--layout",
-    type=click.Choice(["hf", "dir"]),
+    type=click.Choice(["hf", "modelscope", "dir"]),
     default="hf",
     show_default=True,
-    help="hf: the Hugging Face cache; dir: plain folders DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/).",
+    help="hf: the Hugging Face cache; modelscope: the ModelScope cache; dir: plain folders DIR/<repo_id>/ "
+    "(other revisions DIR/<repo_id>@<rev>/). Repos from either hub go into any layout.",
 )
 @click.option(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "dir: required).",
+    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope/hub; dir: required).",
 )
 @json_option
 @output_options

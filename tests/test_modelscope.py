@@ -17,6 +17,16 @@ from mirror.store import RepoKey, Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.roundtrip import (
+    CLOSED_PORT_ENDPOINT,
+    MINILM,
+    embeddings,
+    fresh_env,
+    minilm_folder,
+    offline_env,
+    python_offline,
+    run_mirror,
+)
 from tests.test_sync import FAST
 
 SHARED = b"the same weights on both hubs" * 1000
@@ -119,3 +129,74 @@ def test_help_imports_no_heavy_module() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stderr, proc.stderr[-2000:]
+
+
+# end to end, as a user runs it -------------------------------------------------------------------------
+def test_modelscope_minilm_round_trip_into_both_caches(tmp_path: Path) -> None:
+    """The real all-MiniLM-L6-v2 files over the ModelScope API -> modelscope cache and HF cache, offline."""
+    manifest = tmp_path / "ms.yml"
+    manifest.write_text(f"version: 1\nmodels:\n  - repo: {MINILM}\n    source: modelscope\n")
+    with LoopbackHub() as hub:
+        hub.add_folder(MINILM, minilm_folder(), branch="master")
+        env = fresh_env(tmp_path / "home", MODELSCOPE_ENDPOINT=hub.url)
+        store, bundle = tmp_path / "store", tmp_path / "ms.tar.zst"
+        run_mirror("sync", str(manifest), "--store", str(store), env=env)
+        assert not any("/resolve/" in r.path for r in hub.requests)  # only the ModelScope API was used
+        run_mirror("export", str(manifest), "--store", str(store), "-o", str(bundle), env=env)
+
+    ms_cache = tmp_path / "air" / "ms-cache"
+    air = offline_env(
+        tmp_path / "air",
+        MODELSCOPE_CACHE=str(ms_cache),
+        MODELSCOPE_ENDPOINT=CLOSED_PORT_ENDPOINT,
+        HF_HUB_CACHE=str(tmp_path / "air" / "hf-cache"),
+    )
+    run_mirror("import", str(bundle), "--layout", "modelscope", env=air)
+    folder = (
+        python_offline(
+            "from modelscope import snapshot_download\n"
+            f"print(snapshot_download({MINILM!r}, revision='master', local_files_only=True))\n",
+            air,
+        )
+        .strip()
+        .splitlines()[-1]
+    )
+    for original in minilm_folder().rglob("*"):
+        if original.is_file():
+            assert (
+                Path(folder) / original.relative_to(minilm_folder())
+            ).read_bytes() == original.read_bytes()
+
+    run_mirror("import", str(bundle), "--layout", "hf", env=air)
+    assert embeddings(MINILM, air) == embeddings(str(minilm_folder()), air)
+    warnings = python_offline(
+        "from huggingface_hub import scan_cache_dir\nprint([str(w) for w in scan_cache_dir().warnings])\n",
+        air,
+    )
+    assert warnings.strip() == "[]"
+
+
+def test_hf_dataset_round_trip(tmp_path: Path) -> None:
+    manifest = tmp_path / "ds.yml"
+    manifest.write_text("version: 1\nmodels:\n  - repo: org/corpus\n    type: dataset\n")
+    with LoopbackHub() as hub:
+        commit = hub.add_commit(
+            "org/corpus",
+            {"data/train.jsonl": b'{"text": "hello"}\n', "README.md": b"# corpus"},
+            repo_type="dataset",
+        )
+        env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url)
+        store, bundle = tmp_path / "store", tmp_path / "ds.tar.zst"
+        run_mirror("sync", str(manifest), "--store", str(store), env=env)
+        assert all("/datasets/" in r.path for r in hub.requests)
+        run_mirror("export", "--store", str(store), "-o", str(bundle), env=env)
+    air = offline_env(tmp_path / "air", HF_HUB_CACHE=str(tmp_path / "air" / "cache"))
+    run_mirror("import", str(bundle), env=air)
+    folder = python_offline(
+        "from huggingface_hub import snapshot_download\n"
+        "print(snapshot_download('org/corpus', repo_type='dataset', local_files_only=True))\n",
+        air,
+    ).strip()
+    assert Path(folder).name == commit
+    assert (Path(folder) / "data" / "train.jsonl").read_bytes() == b'{"text": "hello"}\n'
+    assert (tmp_path / "air" / "cache" / "datasets--org--corpus" / "refs" / "main").read_text() == commit
