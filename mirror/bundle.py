@@ -68,6 +68,9 @@ class ModelSpecLike(Protocol):
     @property
     def revisions(self) -> tuple[str, ...]: ...
 
+    @property
+    def hf_id(self) -> str | None: ...
+
     def wants(self, path: str) -> bool: ...
 
 
@@ -141,13 +144,18 @@ class IndexedCommit:
 
 @dataclass(frozen=True)
 class IndexedRepo:
-    """One repo in a bundle: revision names in selection order (the first is the layouts' default)."""
+    """One repo in a bundle: revision names in selection order (the first is the layouts' default).
+
+    `hf_id` (optional, from the manifest's `hf_id:`) is the id a repo from another hub takes in the
+    Hugging Face cache instead of its own.
+    """
 
     source: str
     repo_type: str
     repo_id: str
     revisions: tuple[tuple[str, str], ...]
     commits: tuple[IndexedCommit, ...]
+    hf_id: str | None = None
 
     @property
     def key(self) -> RepoKey:
@@ -160,13 +168,12 @@ class IndexedRepo:
         raise KeyError(commit)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "repo_type": self.repo_type,
-            "repo_id": self.repo_id,
-            "revisions": [{"name": name, "commit": commit} for name, commit in self.revisions],
-            "commits": [c.to_json() for c in self.commits],
-        }
+        data: dict[str, Any] = {"source": self.source, "repo_type": self.repo_type, "repo_id": self.repo_id}
+        if self.hf_id is not None:  # written only when set: bundles without it stay byte-identical
+            data["hf_id"] = self.hf_id
+        data["revisions"] = [{"name": name, "commit": commit} for name, commit in self.revisions]
+        data["commits"] = [c.to_json() for c in self.commits]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> IndexedRepo:
@@ -177,6 +184,13 @@ class IndexedRepo:
         if repo_type not in REPO_TYPES:
             raise _bad(f"invalid repo type {repo_type!r}")
         repo_id = check_repo_id(_field(data, "repo_id", str, "repo entry"))
+        hf_id = None
+        if "hf_id" in data:
+            hf_id = _field(data, "hf_id", str, repo_id)
+            try:
+                check_repo_id(hf_id)
+            except IntegrityError:
+                raise _bad(f"{repo_id} has an invalid hf_id {hf_id!r}") from None
         commits = tuple(IndexedCommit.from_json(c) for c in _field(data, "commits", list, repo_id))
         known = {c.commit for c in commits}
         if len(known) != len(commits):
@@ -202,6 +216,7 @@ class IndexedRepo:
             repo_id=repo_id,
             revisions=tuple(revisions),
             commits=tuple(sorted(commits, key=lambda c: c.commit)),
+            hf_id=hf_id,
         )
 
 
@@ -297,6 +312,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
                 "source": repo.source,
                 "repo_type": repo.repo_type,
                 "repo_id": repo.repo_id,
+                **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
                 "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
                 "commits": [
                     {"commit": c.commit, "complete": c.complete, "files": len(c.files), "bytes": c.size}
@@ -340,12 +356,14 @@ def _parse_iso(value: str) -> int | None:
 class RepoSelection:
     """A repo to pack: revision names -> commits in order, and each commit's (possibly filtered) files.
 
-    A snapshot whose files a filter thinned out has `complete=False`.
+    A snapshot whose files a filter thinned out has `complete=False`. `hf_id` is the manifest's `hf_id:`
+    (the repo's id in the Hugging Face cache, for repos from another hub), None when it has none.
     """
 
     key: RepoKey
     revisions: tuple[tuple[str, str], ...]
     snapshots: tuple[Snapshot, ...]
+    hf_id: str | None = None
 
 
 def _order_refs(names: Iterable[str]) -> list[str]:
@@ -387,8 +405,16 @@ def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelec
     revisions: dict[RepoKey, dict[str, str]] = {}
     wanted: dict[RepoKey, dict[str, set[str]]] = {}
     snaps: dict[RepoKey, dict[str, Snapshot]] = {}
+    hf_ids: dict[RepoKey, str] = {}
     for spec in specs:
         key = RepoKey(spec.source, spec.repo_type, spec.repo)
+        hf_id = spec.hf_id
+        if hf_id is not None:
+            if hf_ids.setdefault(key, hf_id) != hf_id:
+                raise MirrorError(
+                    f"{key}: the manifests give it two hf_id values ({hf_ids[key]} and {hf_id}); "
+                    "keep one"
+                )
         refs = store.read_refs(key)
         for name in spec.revisions:
             if name in refs:
@@ -425,7 +451,9 @@ def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelec
                     synced_at=snap.synced_at,
                 )
             )
-        selection.append(RepoSelection(key, tuple(revisions[key].items()), tuple(snapshots)))
+        selection.append(
+            RepoSelection(key, tuple(revisions[key].items()), tuple(snapshots), hf_id=hf_ids.get(key))
+        )
     return selection
 
 
@@ -475,6 +503,7 @@ def build_index(
                 repo_type=sel.key.repo_type,
                 repo_id=sel.key.repo_id,
                 revisions=sel.revisions,
+                hf_id=sel.hf_id,
                 commits=tuple(
                     IndexedCommit(s.commit, s.complete, tuple(sorted(s.files, key=lambda f: f.path)))
                     for s in sorted(sel.snapshots, key=lambda s: s.commit)

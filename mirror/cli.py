@@ -147,6 +147,21 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the --json summary to this file (atomically), for monitoring.",
 )
+@click.option(
+    "--retries",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Attempts per request on connection errors, cut-off bodies, 5xx and 429.",
+)
+@click.option(
+    "--retry-time",
+    default=900.0,
+    show_default=True,
+    metavar="SECONDS",
+    type=click.FloatRange(0),
+    help="Give up retrying one request after this long.",
+)
 @json_option
 @output_options
 def sync(
@@ -157,6 +172,8 @@ def sync(
     lock_file: Path | None,
     locked: Path | None,
     report: Path | None,
+    retries: int,
+    retry_time: float,
     as_json: bool,
 ) -> None:
     """Download what the MANIFESTS (or a --locked file) name into the store.
@@ -169,6 +186,7 @@ def sync(
     from mirror.fsutil import atomic_write_json
     from mirror.lockfile import read_lock, write_lock
     from mirror.manifest import load_manifests
+    from mirror.retry import RetryPolicy
     from mirror.store import Store
     from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
     from mirror.sync import sync as run_sync

@@ -30,7 +30,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.cap)
+            return retry_after  # the server knows best; the total time bound still applies
         return random.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
@@ -50,12 +50,12 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, label: str) -> T:
             log.warning("%s; downloading it again in %.1fs", e, wait)
         except RetryableError as e:
             if attempt + 1 >= policy.attempts:
-                raise HubError(f"{label}: giving up after {attempt + 1} attempts: {e}") from None
+                raise HubError(f"{e} (giving up after {attempt + 1} attempts)") from None
             wait = policy.delay(attempt, e.retry_after)
-            log.warning("%s: %s; retrying in %.1fs", label, e, wait)
+            log.warning("%s; retrying in %.1fs", e, wait)
         attempt += 1
         if time.monotonic() - started + wait > policy.total:
-            raise HubError(f"{label}: giving up after {policy.total:.0f}s of retries")
+            raise HubError(f"{label}: giving up: retrying would pass the {policy.total:.0f}s retry time")
         time.sleep(wait)
 
 

@@ -98,9 +98,11 @@ def _download_once(
                     if progress is not None:
                         progress(len(chunk))
     except httpx2.TransportError as e:
-        raise RetryableError(f"connection failed after {hasher.size} bytes: {type(e).__name__}") from None
+        raise RetryableError(
+            f"{expected.label}: connection failed after {hasher.size} bytes: {type(e).__name__}"
+        ) from None
     if hasher.size < expected.size:
-        raise RetryableError(f"body cut off at {hasher.size} of {expected.size} bytes")
+        raise RetryableError(f"{expected.label}: body cut off at {hasher.size} of {expected.size} bytes")
     try:
         _check_hash(hasher, expected)
     except IntegrityError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,3 +254,59 @@ def test_not_enough_disk_space_is_refused_before_downloading(
     with pytest.raises(MirrorError, match="free"):
         run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
     assert hub.downloads() == []
+
+
+def test_retry_after_is_waited_out(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_fault(Fault("status", match="config.json", status=429, retry_after=1, times=1, method="GET"))
+    started = time.monotonic()
+    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert report.exit_code == 0
+    assert time.monotonic() - started >= 1.0
+    assert [r.status for r in hub.downloads() if "config.json" in r.path] == [429, 200]
+
+
+def test_server_error_twice_then_ok(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_fault(Fault("status", match="vocab.txt", status=500, times=2, method="GET"))
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    assert [r.status for r in hub.downloads() if "vocab.txt" in r.path] == [500, 500, 200]
+
+
+def test_failures_are_isolated_and_not_found_is_not_retried(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_commit("org/flaky", {"config.json": b"{}"})
+    hub.add_fault(Fault("status", match="/org/flaky/", status=500, times=None))
+    report = run(
+        store, hub, "version: 1\nmodels:\n  - repo: org/nested\n  - repo: org/flaky\n  - repo: org/gone\n"
+    )
+    assert report.exit_code == 3
+    ok, flaky, gone = report.items
+    assert ok.error is None and len(ok.records) == 5
+    assert flaky.error is not None and "giving up after 4 attempts" in str(flaky.error)
+    assert gone.error is not None and "check the repo id" in str(gone.error)
+    assert len([r for r in hub.requests if "/org/gone" in r.path]) == 1  # 404: asked once
+    assert len([r for r in hub.requests if "/org/flaky" in r.path]) == FAST.attempts
+    assert store.read_refs(RepoKey("huggingface", "model", "org/nested"))["main"]
+
+
+def test_unauthorized_is_not_retried(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    hub.add_commit("org/other", {"config.json": b"{}"})
+    hub.required_token = "hf_needed"
+    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    assert report.exit_code == 1
+    assert "HF_TOKEN" in str(report.items[0].error)
+    assert len(hub.requests) == 1
+
+
+def test_a_failing_revision_keeps_its_last_good_snapshot(hub: LoopbackHub, store: Store) -> None:
+    first = add_nested(hub)
+    manifest = "version: 1\nmodels:\n  - repo: org/nested\n"
+    assert run(store, hub, manifest).exit_code == 0
+    hub.add_commit("org/nested", {"config.json": b'{"v": 2}'}, inherit=True)
+    hub.add_fault(Fault("corrupt", match="config.json", times=None, method="GET"))
+    assert run(store, hub, manifest).exit_code == 4
+    key = RepoKey("huggingface", "model", "org/nested")
+    assert store.read_refs(key)["main"].commit == first
+    assert verify_store(store).ok
