@@ -202,6 +202,7 @@ def sync(
         targets,
         default_source_factory(cfg),
         workers=workers,
+        policy=RetryPolicy(attempts=retries, total=retry_time),
         progress=progress(),
         wait=wait,
     )
