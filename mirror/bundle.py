@@ -409,12 +409,10 @@ def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelec
     for spec in specs:
         key = RepoKey(spec.source, spec.repo_type, spec.repo)
         hf_id = spec.hf_id
-        if hf_id is not None:
-            if hf_ids.setdefault(key, hf_id) != hf_id:
-                raise MirrorError(
-                    f"{key}: the manifests give it two hf_id values ({hf_ids[key]} and {hf_id}); "
-                    "keep one"
-                )
+        if hf_id is not None and hf_ids.setdefault(key, hf_id) != hf_id:
+            raise MirrorError(
+                f"{key}: the manifests give it two hf_id values ({hf_ids[key]} and {hf_id}); keep one"
+            )
         refs = store.read_refs(key)
         for name in spec.revisions:
             if name in refs:

@@ -381,7 +381,7 @@ def export_cmd(
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope/hub; dir: required).",
+    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @json_option
 @output_options

@@ -51,6 +51,8 @@ def hf_cache_dir(env: Mapping[str, str]) -> Path:
 
 
 def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
+    """Where modelscope (1.40, through modelscope_hub's config) looks: MODELSCOPE_CACHE, else
+    ~/.cache/modelscope. (DESIGN.md says ~/.cache/modelscope/hub, which the client does not read.)"""
     if env.get("MODELSCOPE_CACHE"):
         return Path(env["MODELSCOPE_CACHE"]).expanduser()
-    return Path(env.get("HOME", "~")).expanduser() / ".cache" / "modelscope" / "hub"
+    return Path(env.get("HOME", "~")).expanduser() / ".cache" / "modelscope"

@@ -303,7 +303,7 @@ def test_truncated_bundle_publishes_nothing(bundle: Path, tmp_path: Path) -> Non
         assert not target.exists() or [p for p in target.rglob("*") if not p.is_dir()] == []
 
 
-@pytest.mark.parametrize("layout", ["hf", "dir"])
+@pytest.mark.parametrize("layout", ["hf", "modelscope", "dir"])
 def test_bundle_cut_mid_stream_publishes_nothing(tmp_path: Path, isolated_home: Path, layout: str) -> None:
     st = Store(tmp_path / "store")
     put_repo(st, "org/a", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)}})

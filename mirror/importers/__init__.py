@@ -16,9 +16,14 @@ from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.importers.dir import DirLayout
 from mirror.importers.hf import HfLayout
 from mirror.importers.layout import ImportReport, Layout, RepoReport, link_or_copy
+from mirror.importers.modelscope import ModelScopeLayout
 from mirror.store import RepoKey
 
-LAYOUTS: dict[str, Callable[[Path], Layout]] = {"hf": HfLayout, "dir": DirLayout}
+LAYOUTS: dict[str, Callable[[Path], Layout]] = {
+    "hf": HfLayout,
+    "modelscope": ModelScopeLayout,
+    "dir": DirLayout,
+}
 
 
 class BundleImportError(IntegrityError):
@@ -47,6 +52,7 @@ def receipt_for(bundle: Path, sha256: str, index: BundleIndex, repo: IndexedRepo
         "source": repo.source,
         "repo_type": repo.repo_type,
         "repo_id": repo.repo_id,
+        **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
         "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
         "commits": [
             {

@@ -7,7 +7,20 @@ models--org--name/
     trees/<commit>.json             only for a commit whose every file is in the bundle
     refs/<revision>                 the commit, no newline; written last
     .mirror/receipts/<bundle sha256>.json   what mirror imported (scan_cache_dir never looks here)
+    .mirror/implied-main.json       the commits mirror pointed refs/main at for a repo without a main
     .mirror/tmp/                    staging during an import
+
+Repos from another hub (ModelScope) go in the same way, under their repo id or the bundle's `hf_id` for
+them: their commit names the snapshot, each revision name gets its ref (`refs/master`), blobs are named
+by the same etags (the git sha1 of ordinary files, the sha256 of LFS ones).
+
+transformers and huggingface_hub ask for revision `main` when none is given, and offline they find it only
+through `refs/main`. A ModelScope repo's default branch is `master`, so when a repo from another hub has no
+revision named `main`, `refs/main` is also pointed at its first revision (the one the manifest lists
+first): `from_pretrained("owner/name")` then loads what `--layout dir` puts at `DIR/owner/name`. That ref
+is only ever written where there is none, or where mirror wrote it this way before (the commits are kept in
+`.mirror/implied-main.json`): a real `main` (from the Hugging Face Hub, or an import of the Hugging Face
+repo of the same id) is never moved.
 """
 
 from __future__ import annotations
@@ -37,6 +50,13 @@ CACHEDIR_TAG = (
     "#\thttps://bford.info/cachedir/\n"
 )
 TREE_FORMAT_VERSION = 1  # huggingface_hub/_tree_cache.py TREE_CACHE_FORMAT_VERSION
+
+
+def implied_main(repo: IndexedRepo) -> str | None:
+    """The commit refs/main stands for when a repo from another hub has no `main`: its first revision's."""
+    if repo.source == "huggingface" or any(name == "main" for name, _ in repo.revisions):
+        return None
+    return repo.revisions[0][1]
 
 
 def repo_folder_name(repo_type: str, repo_id: str) -> str:
@@ -69,7 +89,7 @@ class HfLayout(Layout):
         self._published: set[RepoKey] = set()
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
-        return self.target / repo_folder_name(repo.repo_type, repo.repo_id)
+        return self.target / repo_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
 
     def check(self, index: BundleIndex) -> None:
         owners: dict[Path, RepoKey] = {}
@@ -77,8 +97,8 @@ class HfLayout(Layout):
             folder = self.repo_dir(repo)
             if folder in owners:
                 raise MirrorError(
-                    f"{owners[folder]} and {repo.key} would share {folder} in the hf layout; "
-                    "import one of them with --layout dir"
+                    f"{owners[folder]} and {repo.key} would share {folder} in the hf layout; give one of "
+                    "them another id with `hf_id:` in the manifest, or import one of them with --layout dir"
                 )
             owners[folder] = repo.key
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
@@ -136,6 +156,9 @@ class HfLayout(Layout):
             if is_commit(name):
                 continue
             changed |= write_if_changed(join_inside(repo_dir / "refs", name), commit_id.encode())
+        main = implied_main(repo)
+        if main is not None:
+            changed |= _point_implied_main(repo_dir, main)
         self._published.add(repo.key)
         return RepoReport(
             repo=repo.key,
@@ -153,6 +176,27 @@ def _holds(blob: Path, size: int, sha256: str) -> bool:
         return blob.is_file() and blob.stat().st_size == size and file_sha256(blob) == sha256
     except OSError:
         return False
+
+
+def _point_implied_main(repo_dir: Path, commit: str) -> bool:
+    """Point refs/main at commit unless it holds a main of its own; whether anything changed."""
+    ref = repo_dir / "refs" / "main"
+    record = repo_dir / ".mirror" / "implied-main.json"
+    try:
+        ours = {str(c) for c in json.loads(record.read_text(encoding="utf-8"))["commits"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = set()
+    try:
+        current: str | None = ref.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        current = None
+    except (OSError, UnicodeDecodeError):
+        return False  # something else is there: leave it alone
+    if current is not None and current not in ours:
+        return False
+    # Recorded before the ref is written, so a crash in between still leaves the ref known as ours.
+    write_if_changed(record, json_bytes({"commits": sorted(ours | {commit})}))
+    return write_if_changed(ref, commit.encode())
 
 
 def _link_snapshot(snapshots: Path, commit: IndexedCommit) -> bool:

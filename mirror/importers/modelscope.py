@@ -1,0 +1,127 @@
+"""The `modelscope` layout: the ModelScope cache exactly as modelscope (>= 1.38; modelscope_hub) reads it.
+
+    <cache>/models/<owner>--<name>/
+        snapshots/<revision>/<path>                 plain files (no blobs, no symlinks), one folder per
+                                                    revision as it is requested: master, v1.0, a commit
+        .mirror/receipts/<revision>.json            what mirror imported into each folder
+        .mirror/tmp/                                staging during an import
+    <cache>/datasets/<owner>--<name>/...            the same for dataset repos
+
+`modelscope.snapshot_download(id, revision=R, local_files_only=True)` returns `snapshots/R` when it is
+non-empty (with no revision: `master`, else `main`, else the only one). The cache is `$MODELSCOPE_CACHE`,
+else `~/.cache/modelscope` (modelscope_hub's own default; the pre-1.38 SDK used `~/.cache/modelscope/hub`).
+
+Bookkeeping stays inside the repo folder, which modelscope only reads `snapshots/` of: at the cache's top
+level its `scan_cache` would take `.mirror/receipts` for an `<owner>/<name>` repo of the flat layout.
+Nothing is ever written where modelscope looks for its older layouts (`models/<owner>/<name>`,
+`hub/models/<owner>/<name>`, `<owner>/<name>`, `hub/<owner>/<name>`): a repo id cannot contain `--`, so
+`models/<owner>--<name>` is never one of them. A non-empty older-layout folder for a repo being imported
+would be returned instead of the import (modelscope_hub probes them first), so the import refuses it.
+
+Repo ids are kept as they are: unlike the old SDK, this layout does not mask `.` as `___`. Both
+ModelScope- and Hugging Face-sourced repos are taken; an id without an owner (`gpt2`) and Space repos
+cannot be expressed and are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+from mirror.bundle import BundleIndex, IndexedRepo
+from mirror.errors import MirrorError
+from mirror.importers.dir import DirLayout, Placement
+from mirror.store import RepoKey
+
+# repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).
+TYPE_FOLDERS = {"model": "models", "dataset": "datasets"}
+
+
+def repo_folder(repo_type: str, repo_id: str) -> str:
+    """`models/<owner>--<name>` (modelscope_hub _repo_cache_dir_path), relative to the cache."""
+    return f"{TYPE_FOLDERS[repo_type]}/{repo_id.replace('/', '--')}"
+
+
+def legacy_folders(cache: Path, repo_type: str, repo_id: str) -> list[Path]:
+    """The older layouts modelscope 1.40 reads a repo from before the new one, whenever they are non-empty.
+
+    modelscope_hub (DownloadManager._find_legacy_repo_dir) probes these two first. The `modelscope`
+    package's snapshot_download (find_reusable_legacy_repo_dir) also tries `<owner>/<name>`,
+    `hub/<owner>/<name>` and `models/<owner>/<name>`, but only while `models/<owner>--<name>` is empty, so
+    those never hide an import.
+    """
+    owner, name = repo_id.split("/", 1)
+    segment = TYPE_FOLDERS[repo_type]
+    safe_name = name.replace(".", "___")
+    return [
+        cache / segment / owner / safe_name,
+        cache / "hub" / segment / owner / safe_name,
+    ]
+
+
+def _non_empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and any(path.iterdir())
+    except OSError:
+        return False
+
+
+class ModelScopeLayout(DirLayout):
+    name = "modelscope"
+
+    def repo_dir(self, repo: IndexedRepo) -> Path:
+        return self.target.joinpath(*repo_folder(repo.repo_type, repo.repo_id).split("/"))
+
+    def placements(self, repo: IndexedRepo) -> list[Placement]:
+        # Named by the revision as requested (a commit revision by the commit); `refs/pr/1` nests, as in
+        # modelscope's own `snapshots / revision`.
+        snapshots = self.repo_dir(repo) / "snapshots"
+        return [Placement(snapshots, name, name, commit) for name, commit in repo.revisions]
+
+    def receipt_path(self, root: Path, name: str) -> Path:
+        return root.parent / ".mirror" / "receipts" / f"{quote(name, safe='')}.json"
+
+    def scratch_dir(self, repo: IndexedRepo) -> Path:
+        return self.repo_dir(repo) / ".mirror" / "tmp"
+
+    def scratch_name(self, placement: Placement, kind: str) -> Path:
+        # Built in the repo's .mirror/tmp, not beside it in snapshots/, where modelscope would list it.
+        return placement.root.parent / ".mirror" / "tmp" / f"{uuid.uuid4().hex}.{kind}"
+
+    def new_folders(self, repo: IndexedRepo) -> list[Path]:
+        repo_dir = self.repo_dir(repo)
+        return [repo_dir / "snapshots", repo_dir, repo_dir.parent]
+
+    def repo_path(self, repo: IndexedRepo) -> Path:
+        return self.repo_dir(repo)
+
+    def check(self, index: BundleIndex) -> None:
+        folders: dict[Path, RepoKey] = {}
+        for repo in index.repos:
+            if repo.repo_type not in TYPE_FOLDERS:
+                raise MirrorError(
+                    f"{repo.key}: the modelscope layout holds models and datasets, not {repo.repo_type}s; "
+                    "import it with --layout hf or --layout dir"
+                )
+            if "/" not in repo.repo_id:
+                raise MirrorError(
+                    f"{repo.key}: the ModelScope cache names repos <owner>/<name>, and {repo.repo_id!r} has "
+                    "no owner; import it with --layout hf or --layout dir"
+                )
+            folder = self.repo_dir(repo)
+            if folder in folders:
+                raise MirrorError(
+                    f"{folders[folder]} and {repo.key} would share {folder} in the modelscope layout; "
+                    "import one of them with --layout dir, or into another --target"
+                )
+            folders[folder] = repo.key
+            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+                raise MirrorError(f"{folder} exists and is not a folder; move it away and import again")
+            for legacy in legacy_folders(self.target, repo.repo_type, repo.repo_id):
+                if _non_empty_dir(legacy):
+                    raise MirrorError(
+                        f"{repo.key}: modelscope would load the older cache folder {legacy} instead of the "
+                        "imported files; move it away and import again"
+                    )
+        super().check(index)
