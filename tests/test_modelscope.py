@@ -7,8 +7,10 @@ import hashlib
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
+from mirror.bundle import select_all, write_bundle
 from mirror.errors import IntegrityError
 from mirror.hashing import lfs_pointer_oid
 from mirror.manifest import parse_manifest
@@ -27,6 +29,7 @@ from tests.roundtrip import (
     python_offline,
     run_mirror,
 )
+from tests.test_roundtrip import tar_members
 from tests.test_sync import FAST
 
 SHARED = b"the same weights on both hubs" * 1000
@@ -101,6 +104,12 @@ def test_same_content_on_both_hubs_is_checked_from_each_and_stored_once(tmp_path
     blobs = list(store.iter_blobs())
     assert len(blobs) == 2  # the shared weights once, and config.json
     assert hashlib.sha256(SHARED).hexdigest() in {name for name, _ in blobs}
+    bundle = tmp_path / "both.tar.zst"
+    write_bundle(store, select_all(store), bundle)
+    members = tar_members(bundle)[2:]
+    weights = [m for m in members if m.name.endswith("model.safetensors")]
+    assert sorted(m.type for m in weights) == sorted([tarfile.REGTYPE, tarfile.LNKTYPE])  # packed once
+    assert {m.name.split("/")[1] for m in weights} == {"huggingface", "modelscope"}
 
 
 def test_modelscope_token_is_sent_and_never_reported(tmp_path: Path) -> None:

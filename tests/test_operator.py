@@ -160,3 +160,18 @@ def test_cron_output_has_no_progress_bar_and_report_file(tmp_path: Path) -> None
     assert [i["status"] for i in summary["items"]] == ["ok", "failed"]
     assert "not found" in summary["items"][1]["error"]
     assert "\r" not in proc.stderr and "it/s" not in proc.stderr and "%|" not in proc.stderr
+
+
+def test_retries_option_bounds_attempts(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.yml"
+    manifest.write_text("version: 1\nmodels:\n  - repo: org/a\n")
+    with LoopbackHub() as hub:
+        hub.add_commit("org/a", {"config.json": b"{}"})
+        hub.add_fault(Fault("status", match="config.json", status=503, times=None, method="GET"))
+        env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url)
+        proc = run_mirror(
+            "sync", str(manifest), "--store", str(tmp_path / "s"), "--retries", "2", env=env, check=False
+        )
+        assert proc.returncode == 1
+        assert "giving up after 2 attempts" in proc.stderr
+        assert len([r for r in hub.downloads() if "config.json" in r.path]) == 2
