@@ -126,6 +126,13 @@ def cli() -> None:
 @store_option
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
 @click.option(
+    "--segments",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Ranged connections per large file (files of 32 MiB and more); 1 fetches each file in one stream.",
+)
+@click.option(
     "--wait",
     default=0.0,
     metavar="SECONDS",
@@ -168,6 +175,7 @@ def sync(
     manifests: Sequence[str],
     store: Path | None,
     workers: int,
+    segments: int,
     wait: float,
     lock_file: Path | None,
     locked: Path | None,
@@ -202,6 +210,7 @@ def sync(
         targets,
         default_source_factory(cfg),
         workers=workers,
+        segments=segments,
         policy=RetryPolicy(attempts=retries, total=retry_time),
         progress=progress(),
         wait=wait,

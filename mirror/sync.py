@@ -24,7 +24,7 @@ from mirror.settings import Settings
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
 from mirror.store import RepoKey, Store, utc_now
-from mirror.transfer import Expected, Fetched, download
+from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
 log = logging.getLogger("mirror")
 
@@ -196,6 +196,7 @@ def sync(
     policy: RetryPolicy | None = None,
     progress: ProgressSink | None = None,
     wait: float = 0.0,
+    segments: int = SEGMENTS,
 ) -> SyncReport:
     """Bring the store up to date with the targets; never raises for one item's failure."""
     policy = policy or RetryPolicy()
@@ -230,7 +231,10 @@ def sync(
             results = dict(
                 zip(
                     fetches,
-                    pool.map(lambda fetch: _fetch(store, sources, fetch, policy, progress), fetches.values()),
+                    pool.map(
+                        lambda fetch: _fetch(store, sources, fetch, policy, progress, segments),
+                        fetches.values(),
+                    ),
                     strict=True,
                 )
             )
@@ -289,14 +293,21 @@ def _check_pins(target: Target, remote: RemoteSnapshot) -> None:
 
 
 def _fetch(
-    store: Store, sources: SourceFactory, fetch: Fetch, policy: RetryPolicy, progress: ProgressSink
+    store: Store,
+    sources: SourceFactory,
+    fetch: Fetch,
+    policy: RetryPolicy,
+    progress: ProgressSink,
+    segments: int,
 ) -> Fetched | MirrorError:
     key = fetch.target.key
     try:
         request = sources(fetch.target.specs[0]).file_request(
             key.repo_id, key.repo_type, fetch.commit, fetch.file.path
         )
-        return download(store, request, fetch.expected, policy=policy, progress=progress.update)
+        return download(
+            store, request, fetch.expected, policy=policy, progress=progress.update, segments=segments
+        )
     except MirrorError as e:
         log.error("%s", e)
         return e

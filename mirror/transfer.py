@@ -1,12 +1,22 @@
 """Downloads shared by every source: stream to a temp file in the store, hash while streaming, check the
-hub's own hash, retry what is worth retrying, and move the file into place only when it is verified."""
+hub's own hash, retry what is worth retrying, and move the file into place only when it is verified.
+
+A large file is fetched over several ranged connections at once (CDNs and long links cap each
+connection), each segment written at its offset and resumable on its own; the file is hashed in order as
+its contiguous prefix grows, so hashing overlaps the transfer. A server that ignores Range gets one stream.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mirror.errors import IntegrityError, RetryableError
 from mirror.hashing import CHUNK, Hasher
@@ -48,6 +58,15 @@ class Fetched:
     git_sha1: str | None
 
 
+SEGMENT_SIZE = 16 << 20  # a file is split in segments of at least this size...
+SEGMENTS = 4  # ...over at most this many connections
+STATE_EVERY = 4 << 20  # how often (bytes) a segment records its progress for a later run
+
+
+class RangeIgnored(Exception):
+    """The server answered a ranged request with the whole file: segments are of no use there."""
+
+
 def download(
     store: Store,
     request: FileRequest,
@@ -55,11 +74,23 @@ def download(
     *,
     policy: RetryPolicy | None = None,
     progress: Callable[[int], None] | None = None,
+    segments: int = SEGMENTS,
 ) -> Fetched:
     """Fetch a file into the store and return its hashes; a mismatch is never stored."""
-    return with_retries(
-        lambda: _download_once(store, request, expected, progress), policy or RetryPolicy(), expected.label
-    )
+    policy = policy or RetryPolicy()
+    count = min(segments, expected.size // SEGMENT_SIZE)
+    if count > 1:
+        try:
+            return with_retries(
+                lambda: _download_segmented(store, request, expected, count, policy, progress),
+                policy,
+                expected.label,
+            )
+        except RangeIgnored:
+            log.info("%s: the server ignores Range; fetching it over one connection", expected.label)
+            _segment_files(store, expected)[0].unlink(missing_ok=True)
+            _segment_files(store, expected)[1].unlink(missing_ok=True)
+    return with_retries(lambda: _download_once(store, request, expected, progress), policy, expected.label)
 
 
 def _download_once(
@@ -83,7 +114,7 @@ def _download_once(
                     expected.label,
                     request.token_hint,
                 )
-            if have and response.status_code != 206:
+            if have and (response.status_code != 206 or _range_start(response.headers) != have):
                 # the server ignored Range: start over from the first byte
                 hasher = expected.hasher()
                 have = 0
@@ -137,3 +168,181 @@ def _check_hash(hasher: Hasher, expected: Expected) -> None:
             f"{expected.label}: git blob sha1 mismatch (hub says {expected.git_sha1}, got {hasher.git_sha1}); "
             "not stored"
         )
+
+
+def _range_start(headers: Any) -> int | None:
+    """The first byte a 206 answer carries, from `Content-Range: bytes N-M/T`."""
+    value = str(headers.get("Content-Range", ""))
+    try:
+        return int(value.split()[1].split("-")[0]) if value.startswith("bytes ") else None
+    except (IndexError, ValueError):
+        return None
+
+
+def _segment_files(store: Store, expected: Expected) -> tuple[Path, Path]:
+    """The sparse data file and the progress record of a segmented download in progress."""
+    data = store.temp_path(expected.key.removesuffix(".part") + ".seg")
+    return data, data.with_name(data.name + ".json")
+
+
+def _bounds(size: int, count: int) -> list[tuple[int, int]]:
+    step = -(-size // count)
+    return [(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+class _Segments:
+    """Progress of a segmented download, shared by the segment threads and the hashing thread."""
+
+    def __init__(self, data: Path, state: Path, size: int, count: int) -> None:
+        self.data, self.state, self.size = data, state, size
+        self.bounds = _bounds(size, count)
+        self.done = [0] * len(self.bounds)
+        self.cond = threading.Condition()
+        self.failed: BaseException | None = None
+        self.finished = 0
+        try:
+            saved = json.loads(state.read_text())
+            same_plan = saved["size"] == size and [tuple(b) for b in saved["bounds"]] == self.bounds
+            if same_plan and data.stat().st_size == size:
+                pairs = zip(saved["done"], self.bounds, strict=True)
+                self.done = [min(int(d), end - start) for d, (start, end) in pairs]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        if not any(self.done):
+            with open(data, "wb") as f:
+                f.truncate(size)
+
+    def frontier(self) -> int:
+        """How many bytes from the start are all present."""
+        for (start, end), done in zip(self.bounds, self.done, strict=True):
+            if start + done < end:
+                return start + done
+        return self.size
+
+    def save(self) -> None:
+        with self.cond:
+            record = {"size": self.size, "bounds": self.bounds, "done": list(self.done)}
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.state)
+
+
+def _download_segmented(
+    store: Store,
+    request: FileRequest,
+    expected: Expected,
+    count: int,
+    policy: RetryPolicy,
+    progress: Callable[[int], None] | None,
+) -> Fetched:
+    data, state = _segment_files(store, expected)
+    segs = _Segments(data, state, expected.size, count)
+    fd = os.open(data, os.O_RDWR)
+    try:
+        with ThreadPoolExecutor(max_workers=len(segs.bounds)) as pool:
+            for index in range(len(segs.bounds)):
+                pool.submit(_run_segment, segs, index, fd, request, expected, policy, progress)
+            hasher = _hash_in_order(segs, fd, expected)
+    finally:
+        os.close(fd)
+        if segs.failed is None:
+            state.unlink(missing_ok=True)
+    try:
+        _check_hash(hasher, expected)
+    except IntegrityError:
+        data.unlink(missing_ok=True)
+        state.unlink(missing_ok=True)
+        raise
+    store.add_blob(data, hasher.sha256)
+    return Fetched(hasher.sha256, hasher.git_sha1)
+
+
+def _hash_in_order(segs: _Segments, fd: int, expected: Expected) -> Hasher:
+    """Hash the file front to back as its contiguous prefix grows (the bytes are still in the page cache)."""
+    hasher = expected.hasher()
+    while hasher.size < segs.size:
+        with segs.cond:
+            while segs.frontier() <= hasher.size and segs.failed is None and segs.finished < len(segs.bounds):
+                segs.cond.wait()
+            if segs.failed is not None:
+                raise segs.failed
+            frontier = segs.frontier()
+            if frontier <= hasher.size:
+                raise RetryableError(f"{expected.label}: segments ended before the file was complete")
+        while hasher.size < frontier:
+            hasher.update(os.pread(fd, min(CHUNK, frontier - hasher.size), hasher.size))
+    return hasher
+
+
+def _run_segment(
+    segs: _Segments,
+    index: int,
+    fd: int,
+    request: FileRequest,
+    expected: Expected,
+    policy: RetryPolicy,
+    progress: Callable[[int], None] | None,
+) -> None:
+    label = f"{expected.label} (segment {index + 1}/{len(segs.bounds)})"
+    try:
+        with_retries(lambda: _fetch_segment(segs, index, fd, request, label, progress), policy, label)
+    except BaseException as e:  # noqa: BLE001 - handed to the hashing thread, which raises it
+        with segs.cond:
+            segs.failed = segs.failed or e
+            segs.cond.notify_all()
+    finally:
+        segs.save()
+        with segs.cond:
+            segs.finished += 1
+            segs.cond.notify_all()
+
+
+def _fetch_segment(
+    segs: _Segments,
+    index: int,
+    fd: int,
+    request: FileRequest,
+    label: str,
+    progress: Callable[[int], None] | None,
+) -> None:
+    import httpx2
+    from huggingface_hub import get_session
+
+    start, end = segs.bounds[index]
+    pos = start + segs.done[index]
+    if pos >= end:
+        return
+    headers = {**request.headers, "Accept-Encoding": "identity", "Range": f"bytes={pos}-{end - 1}"}
+    unsaved = 0
+    try:
+        with get_session().stream("GET", request.url, headers=headers) as response:
+            if response.status_code == 200:
+                raise RangeIgnored(label)
+            check_status(
+                200 if response.status_code == 206 else response.status_code,
+                response.headers.get("Retry-After"),
+                label,
+                request.token_hint,
+            )
+            if _range_start(response.headers) != pos:
+                raise RangeIgnored(label)
+            for chunk in response.iter_bytes():
+                if segs.failed is not None:
+                    return  # another segment failed for good: stop early, keep what we have
+                if pos + len(chunk) > end:
+                    raise RetryableError(f"{label}: the server sent more than the range asked")
+                os.pwrite(fd, chunk, pos)
+                pos += len(chunk)
+                unsaved += len(chunk)
+                with segs.cond:
+                    segs.done[index] = pos - start
+                    segs.cond.notify_all()
+                if progress is not None:
+                    progress(len(chunk))
+                if unsaved >= STATE_EVERY:
+                    segs.save()
+                    unsaved = 0
+    except httpx2.TransportError as e:
+        raise RetryableError(f"{label}: connection failed at byte {pos}: {type(e).__name__}") from None
+    if pos < end:
+        raise RetryableError(f"{label}: cut off at byte {pos} of {end}")
