@@ -198,6 +198,7 @@ class _Segments:
         self.bounds = _bounds(size, count)
         self.done = [0] * len(self.bounds)
         self.cond = threading.Condition()
+        self._saving = threading.Lock()
         self.failed: BaseException | None = None
         self.finished = 0
         try:
@@ -220,11 +221,12 @@ class _Segments:
         return self.size
 
     def save(self) -> None:
-        with self.cond:
-            record = {"size": self.size, "bounds": self.bounds, "done": list(self.done)}
-        tmp = self.state.with_name(self.state.name + ".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.state)
+        with self._saving:  # segment threads save in turn: one temp name, one record
+            with self.cond:
+                record = {"size": self.size, "bounds": self.bounds, "done": list(self.done)}
+            tmp = self.state.with_name(self.state.name + ".tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self.state)
 
 
 def _download_segmented(
