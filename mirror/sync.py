@@ -204,7 +204,7 @@ def sync(
     report = SyncReport([ItemResult(t) for t in targets])
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         remotes = list(pool.map(lambda t: _resolve(t, sources, policy), targets))
-        known = Known.of(store)
+        known = Known(store)
         fetches: dict[str, Fetch] = {}
         wanted: dict[int, list[RemoteFile]] = {}
         for index, (item, remote) in enumerate(zip(report.items, remotes, strict=True)):
@@ -212,13 +212,12 @@ def sync(
                 item.error = remote
                 continue
             item.commit = remote.commit
+            prior = store.read_snapshot(item.target.key, remote.commit)
+            if prior is not None:
+                known.add(prior)
             wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
             for f in wanted[index]:
-                sha = (
-                    item.target.pinned_sha256(f.path)
-                    or f.sha256
-                    or (known.sha256.get(f.oid) if f.oid else None)
-                )
+                sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
                 if sha is None or not store.has_blob(sha, f.size):
                     fetch = Fetch(item.target, remote.commit, f)
                     fetches.setdefault(fetch.expected.key, fetch)
@@ -331,13 +330,14 @@ def _record(
             item.error = outcome
             continue
         if outcome is not None:
-            sha = outcome.sha256
-            if fetches[key].target is item.target:  # count each download once
-                item.downloaded += 1
-                item.bytes_downloaded += f.size
+            sha: str | None = outcome.sha256
         else:
-            sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256[f.oid or ""]
-        oid = f.oid or known.oid_of(store, f, sha, outcome)
+            sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
+        assert sha is not None  # not fetched means planned as held, so known
+        if outcome is not None and fetches[key].target is item.target:  # count each download once
+            item.downloaded += 1
+            item.bytes_downloaded += f.size
+        oid = f.oid or known.oid_of(f, sha, outcome)
         records.append(FileRecord(path=f.path, size=f.size, sha256=sha, oid=oid, lfs=f.lfs))
     item.records = tuple(records)
     if item.error is not None:
@@ -355,31 +355,47 @@ def _record(
     store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
 
 
-@dataclass
 class Known:
     """The non-LFS content the store already holds, by git oid and by sha256: unchanged content is found
-    by hash and never fetched again, whichever hub lists it and however it names it."""
+    by hash and never fetched again, whichever hub lists it and however it names it.
 
-    sha256: dict[str, str] = field(default_factory=dict)
-    oid: dict[str, str] = field(default_factory=dict)
+    The records of the commit being synced are looked at first; every other snapshot record is read only
+    when a file is not found there (an unchanged manifest reads one record per revision)."""
 
-    @classmethod
-    def of(cls, store: Store) -> Known:
-        known = cls()
-        for key in store.repos():
-            for snap in store.snapshots(key):
-                for f in snap.files:
-                    if not f.lfs and f.oid:
-                        known.sha256[f.oid] = f.sha256
-                        known.oid[f.sha256] = f.oid
-        return known
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._sha256: dict[str, str] = {}
+        self._oid: dict[str, str] = {}
+        self._complete = False
 
-    def oid_of(self, store: Store, f: RemoteFile, sha256: str, fetched: Fetched | None) -> str:
+    def add(self, snap: Snapshot) -> None:
+        for f in snap.files:
+            if not f.lfs and f.oid:
+                self._sha256[f.oid] = f.sha256
+                self._oid[f.sha256] = f.oid
+
+    def _load_all(self) -> None:
+        if not self._complete:
+            self._complete = True
+            for key in self._store.repos():
+                for snap in self._store.snapshots(key):
+                    self.add(snap)
+
+    def sha256_of(self, oid: str | None) -> str | None:
+        if oid is None:
+            return None
+        if oid not in self._sha256:
+            self._load_all()
+        return self._sha256.get(oid)
+
+    def oid_of(self, f: RemoteFile, sha256: str, fetched: Fetched | None) -> str:
         """The git blob id the HF cache names a file by, for hubs that list only sha256 (ModelScope)."""
         if f.lfs:
             return lfs_pointer_oid(sha256, f.size)
         if fetched is not None and fetched.git_sha1:
             return fetched.git_sha1
-        if sha256 not in self.oid:
-            self.oid[sha256] = file_git_sha1(store.blob_path(sha256))  # small: not LFS
-        return self.oid[sha256]
+        if sha256 not in self._oid:
+            self._load_all()
+        if sha256 not in self._oid:
+            self._oid[sha256] = file_git_sha1(self._store.blob_path(sha256))  # small: not LFS
+        return self._oid[sha256]
