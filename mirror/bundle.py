@@ -31,7 +31,7 @@ from mirror import __version__
 from mirror.errors import IntegrityError, MirrorError
 from mirror.fsutil import atomic_write_bytes, temp_sibling
 from mirror.hashing import CHUNK
-from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_sha256
+from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_safe_relpath, is_sha256
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import RepoKey, Store
 
@@ -45,6 +45,9 @@ DEFAULT_BRANCHES = ("main", "master")
 
 # After the tar's end-of-archive blocks only zero padding may follow; a little more than one tar record.
 _MAX_TRAILING = 1 << 20
+# tarfile reads a pax or GNU long-name header's data whole into memory: a crafted 10 GB one would exhaust it.
+# mirror writes pax headers only for long paths (at most 4096 bytes each), so this is ample.
+MAX_EXTENDED_HEADER = 64 << 10
 _SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -666,6 +669,46 @@ def write_bundle(
 # --------------------------------------------------------------------------------------------------
 
 
+_KINDS = {
+    tarfile.SYMTYPE: "a symlink",
+    tarfile.LNKTYPE: "a hardlink",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+    tarfile.DIRTYPE: "a directory",
+    tarfile.CONTTYPE: "a contiguous file",
+}
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    return _KINDS.get(info.type, f"of tar type {info.type!r}")
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses, before tarfile reads their data, the headers mirror never writes or that
+    tarfile would read whole into memory: oversized pax or GNU long-name headers, global pax headers and
+    sparse files (whose maps tarfile also reads whole)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if not 0 <= self.size <= MAX_EXTENDED_HEADER:
+                raise IntegrityError(
+                    f"tar header {self.name!r} announces a {self.size}-byte extended header "
+                    f"(limit {MAX_EXTENDED_HEADER}); refusing it"
+                )
+        elif self.type in (tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_SPARSE):
+            raise IntegrityError(
+                f"tar header {self.name!r} of type {self.type!r} is not used by mirror; refusing it"
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
+
+    def _refuse_sparse(self, *args: object) -> None:
+        raise IntegrityError(f"tar header {self.name!r} describes a sparse file; refusing it")
+
+    # Called from _proc_pax on the member a pax header describes, before its sparse map is read.
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+
 class _FrameWalker:
     """Follows zstd frame boundaries through the compressed bytes (RFC 8878, headers only).
 
@@ -776,7 +819,7 @@ class BundleFile:
         return self._info.linkname if self._info.islnk() else None
 
     def read(self, sink: Callable[[bytes], object] | None = None) -> None:
-        """Stream the member's bytes to `sink` and check their size and sha256 against the index.
+        """Stream the member's bytes to `sink` (exactly the size the index gives) and check their sha256.
 
         Raises IntegrityError naming the member on a mismatch (the bytes already given to `sink` must then
         be discarded). A hardlink member has no bytes: it verifies when the member it links to did.
@@ -792,12 +835,8 @@ class BundleFile:
                 )
             self.verified = True
             return
-        if self._info.size != record.size:
-            raise IntegrityError(
-                f"{self._reader.path}: {name}: {self._info.size} bytes in the archive but {record.size} "
-                "in the index; "
-                "the bundle is corrupt, export it again"
-            )
+        if self._info.size != record.size:  # files() refuses these before yielding them
+            raise RuntimeError(f"{name}: size not checked")
         digest = self._reader._copy(self._info, sink)
         if digest != record.sha256:
             raise IntegrityError(
@@ -818,7 +857,9 @@ class BundleReader:
         self._started = False
         self.sha256: str | None = None  # the archive's own digest, once files() has run to its end
         with self._archive_errors():
-            self._tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - lives as long as the reader
+            self._tar = tarfile.open(  # noqa: SIM115 - lives as long as the reader
+                fileobj=stream, mode="r|", tarinfo=_GuardedTarInfo
+            )
         self.index = self._read_index()
 
     @contextmanager
@@ -878,18 +919,20 @@ class BundleReader:
         try:
             data = json.loads(self._read_small(info).decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
-            raise IntegrityError(f"{self.path}: unreadable bundle index: {e}") from None
+            raise IntegrityError(f"{self.path}: {INDEX_NAME}: unreadable bundle index: {e}") from None
         try:
             return BundleIndex.from_json(data)
         except IntegrityError as e:
-            raise IntegrityError(f"{self.path}: {e}") from None
+            raise IntegrityError(f"{self.path}: {INDEX_NAME}: {e}") from None
 
     def files(self) -> Iterator[BundleFile]:
         """The file members in archive order, each checked against the index.
 
-        Raises IntegrityError for anything structural (a member the index does not name, a duplicate, a
-        link to a member not met before, a special file, a truncated or damaged stream, a `.sha256` side
-        file that disagrees). Content mismatches are raised by `BundleFile.read`, and the stream goes on.
+        Raises IntegrityError for anything structural, from the tar header alone (an unsafe path, a member
+        the index does not name, a duplicate, a link to a member not met before, a special file, a size the
+        index disagrees with), or for a truncated or damaged stream or a `.sha256` side file that disagrees.
+        A content mismatch (right size, wrong sha256) is raised by `BundleFile.read`, and the stream goes on:
+        reading on is bounded by the index, and names every damaged member.
         """
         if self._started:
             raise RuntimeError("a bundle is streamed once")
@@ -911,26 +954,10 @@ class BundleReader:
         seen: dict[str, bool] = {}  # member name -> verified
         while (info := self._next()) is not None:
             name = info.name
-            member = expected.get(name)
-            if member is None:
-                raise IntegrityError(f"{self.path}: member {name!r} is not in the bundle index; refusing it")
-            if name in seen:
-                raise IntegrityError(f"{self.path}: member {name!r} appears twice")
+            member = self._check_member(info, expected, seen)
             failed_link = None
             if info.islnk():
-                target = info.linkname
-                if target not in seen:
-                    raise IntegrityError(f"{self.path}: {name!r} links to {target!r}, not an earlier member")
-                if expected[target].file.sha256 != member.file.sha256:
-                    raise IntegrityError(
-                        f"{self.path}: {name!r} links to {target!r}, which holds other content"
-                    )
-                failed_link = None if seen[target] else target
-            elif info.type not in _REGULAR:
-                raise IntegrityError(
-                    f"{self.path}: member {name!r} is not a regular file (tar type {info.type!r}); "
-                    "refusing it"
-                )
+                failed_link = None if seen[info.linkname] else info.linkname
             seen[name] = False
             file = BundleFile(self, member, info, failed_link)
             yield file
@@ -944,6 +971,40 @@ class BundleReader:
                 "the bundle is truncated, copy or export it again"
             )
         self._finish()
+
+    def _check_member(
+        self, info: tarfile.TarInfo, expected: dict[str, BundleMember], seen: dict[str, bool]
+    ) -> BundleMember:
+        """The index entry of a member met in the stream; IntegrityError naming it and why it is refused.
+
+        Everything here is decided from the tar header alone, before a byte of the member's data is read:
+        a member larger than the index says is refused unread (no decompression bomb).
+        """
+        name = info.name
+        where = f"{self.path}: member {name!r}"
+        if not is_safe_relpath(name):
+            raise IntegrityError(f"{where}: an absolute or `..` path would leave the archive root; refusing it")
+        member = expected.get(name)
+        if member is None:
+            raise IntegrityError(f"{where} is not in the bundle index; refusing it")
+        if name in seen:
+            raise IntegrityError(f"{where} appears twice; refusing it")
+        if info.islnk():
+            target = info.linkname
+            if not is_safe_relpath(target):
+                raise IntegrityError(f"{where} is a hardlink to {target!r}, outside the archive root; refusing it")
+            if target not in seen:
+                raise IntegrityError(f"{where} is a hardlink to {target!r}, not an earlier member; refusing it")
+            if expected[target].file.sha256 != member.file.sha256:
+                raise IntegrityError(f"{where} is a hardlink to {target!r}, which holds other content")
+        elif info.type not in _REGULAR:
+            raise IntegrityError(f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it")
+        elif info.size != member.file.size:
+            raise IntegrityError(
+                f"{where} holds {info.size} bytes but the index says {member.file.size}; refusing it unread "
+                "(the bundle is corrupt or crafted, export it again)"
+            )
+        return member
 
     def _finish(self) -> None:
         trailing = junk = 0

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -326,20 +327,55 @@ def gc(
     type=int,
     help="zstd worker threads (-1: one per core). The bundle's bytes do not depend on it.",
 )
+@click.option(
+    "--sign",
+    "sign_key",
+    metavar="KEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sign the bundle's index with this private key (from `mirror keygen`) into OUT.tar.zst.sig.",
+)
+@click.option(
+    "--sequence",
+    type=click.IntRange(0, (1 << 63) - 1),
+    help="The signature's sequence number (default: the signing time in unix seconds). Needs --sign.",
+)
+@click.option(
+    "--expires",
+    metavar="DURATION",
+    help="The signature expires this long after signing: a number with a unit s, m, h or d (30d). "
+    "Needs --sign.",
+)
 @json_option
 @output_options
 def export_cmd(
-    manifests: Sequence[str], output: Path, store: Path | None, level: int, threads: int, as_json: bool
+    manifests: Sequence[str],
+    output: Path,
+    store: Path | None,
+    level: int,
+    threads: int,
+    sign_key: Path | None,
+    sequence: int | None,
+    expires: str | None,
+    as_json: bool,
 ) -> None:
     """Pack the store (or just what the MANIFESTS name) into a checksummed .tar.zst bundle.
 
     Writes OUT.tar.zst and OUT.tar.zst.sha256 beside it. The same store content and options give a
     byte-identical bundle; its creation time is SOURCE_DATE_EPOCH when set, else the newest sync.
+    With --sign, also OUT.tar.zst.sig (the bundle itself stays byte-identical).
     """
     from mirror.bundle import select_all, select_specs, write_bundle
     from mirror.manifest import load_manifests
+    from mirror.signing import load_private_key, parse_duration, sign_bundle, signature_path
     from mirror.store import Store
 
+    if sign_key is None and (sequence is not None or expires is not None):
+        raise click.UsageError("--sequence and --expires need --sign KEY")
+    try:
+        lifetime = parse_duration(expires) if expires is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--expires") from None
+    private_key = load_private_key(sign_key) if sign_key is not None else None
     cfg = settings(store)
     st = Store(cfg.store)
     if manifests:
@@ -349,6 +385,7 @@ def export_cmd(
     if not selection:
         raise MirrorError(f"the store {cfg.store} holds nothing to export; run `mirror sync MANIFEST` first")
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
     sink = progress()
     sink.start(sum(s.size for sel in selection for s in sel.snapshots), "export")
     try:
@@ -363,14 +400,21 @@ def export_cmd(
         )
     finally:
         sink.close()
-    emit(
-        summary.to_json(),
-        as_json,
-        [
-            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
-            f"sha256 {summary.sha256}",
-        ],
-    )
+    data = summary.to_json()
+    lines = [
+        f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
+        f"sha256 {summary.sha256}",
+    ]
+    if private_key is not None:
+        signed = sign_bundle(
+            output,
+            private_key,
+            sequence=sequence,
+            expires=int(time.time()) + lifetime if lifetime is not None else None,
+        )
+        data["signature"] = signed.to_json()
+        lines.append(f"signed {signed.path} ({signed.describe()})")
+    emit(data, as_json, lines)
 
 
 @cli.command("import", epilog=EXIT_CODES_HELP)
@@ -392,15 +436,42 @@ def export_cmd(
     help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
     "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
+@click.option(
+    "--trust",
+    "trust_keys",
+    multiple=True,
+    metavar="PUBKEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Accept only bundles whose BUNDLE.sig verifies with this public key (repeatable); unsigned "
+    "bundles are then refused too.",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    envvar="MIRROR_REQUIRE_SIGNATURE",
+    show_envvar=True,
+    help="Refuse to run without --trust, and every bundle without a valid signature.",
+)
 @json_option
 @output_options
-def import_cmd(bundles: Sequence[Path], layout: str, target: Path | None, as_json: bool) -> None:
+def import_cmd(
+    bundles: Sequence[Path],
+    layout: str,
+    target: Path | None,
+    trust_keys: Sequence[Path],
+    require_signature: bool,
+    as_json: bool,
+) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
 
     Nothing of a repo is published until all of its files are verified; models already in the target
-    that a bundle does not name are never touched.
+    that a bundle does not name are never touched. With --trust, a bundle is accepted only if its .sig
+    verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     """
     from mirror.importers import import_bundle
+    from mirror.signing import TrustPolicy, load_public_key
+
+    trust = TrustPolicy(tuple(load_public_key(k) for k in trust_keys), required=require_signature)
 
     if target is None:
         if layout == "dir":
@@ -411,13 +482,41 @@ def import_cmd(bundles: Sequence[Path], layout: str, target: Path | None, as_jso
         sink = progress()
         sink.start(bundle.stat().st_size, f"import {bundle.name}")
         try:
-            reports.append(import_bundle(bundle, layout, target, progress=sink.update))
+            reports.append(import_bundle(bundle, layout, target, progress=sink.update, trust=trust))
         finally:
             sink.close()
     emit(
         {"target": str(target), "layout": layout, "bundles": [r.to_json() for r in reports]},
         as_json,
         [line for r in reports for line in r.lines()],
+    )
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "-o",
+    "--output",
+    "prefix",
+    default="mirror-signing",
+    show_default=True,
+    metavar="PREFIX",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write PREFIX.key (private, mode 0600) and PREFIX.pub (public); never overwrites.",
+)
+@json_option
+def keygen(prefix: Path, as_json: bool) -> None:
+    """Make an Ed25519 key pair to sign bundles with (`export --sign`, `import --trust`)."""
+    from mirror.signing import keygen as make_keys
+
+    keys = make_keys(prefix)
+    emit(
+        keys.to_json(),
+        as_json,
+        [
+            f"private key {keys.private_key} (keep it on the connected side; mode 0600)",
+            f"public key  {keys.public_key} (copy it to the air-gapped side, for import --trust)",
+            f"key id      {keys.key_id}",
+        ],
     )
 
 

@@ -17,6 +17,7 @@ from mirror.importers.dir import DirLayout
 from mirror.importers.hf import HfLayout
 from mirror.importers.layout import ImportReport, Layout, RepoReport, link_or_copy
 from mirror.importers.modelscope import ModelScopeLayout
+from mirror.signing import TrustPolicy, check_trust  # signed bundles (issue 5 item 7)
 from mirror.store import RepoKey
 
 LAYOUTS: dict[str, Callable[[Path], Layout]] = {
@@ -66,7 +67,12 @@ def receipt_for(bundle: Path, sha256: str, index: BundleIndex, repo: IndexedRepo
 
 
 def import_bundle(
-    bundle: Path, layout: str, target: Path, *, progress: Progress | None = None
+    bundle: Path,
+    layout: str,
+    target: Path,
+    *,
+    progress: Progress | None = None,
+    trust: TrustPolicy | None = None,
 ) -> ImportReport:
     """Verify `bundle` while streaming it once, and publish each repo whose files all verified into `target`.
 
@@ -79,6 +85,9 @@ def import_bundle(
     try:
         with open_bundle(bundle, progress) as reader:
             index = reader.index
+            # Signed bundles (mirror.signing): refuse an unsigned, untrusted, altered, expired or rolled-back
+            # bundle before anything is written.
+            accepted = check_trust(trust, bundle, index, writer.name, Path(target))
             writer.check(index)
             with ExitStack() as stack:
                 staging = {repo.key: stack.enter_context(writer.stage(repo)) for repo in index.repos}
@@ -102,6 +111,8 @@ def import_bundle(
     report = ImportReport(
         bundle=bundle, sha256=sha256, layout=writer.name, target=Path(target), repos=tuple(reports)
     )
+    if accepted is not None and reports:  # mirror.signing: remember the sequence of what was published
+        accepted.record()
     if failed:
         reasons = "; ".join(f"{key}: {why}" for key, why in failed.items())
         raise BundleImportError(
