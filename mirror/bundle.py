@@ -250,6 +250,8 @@ class BundleIndex:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise IntegrityError(f"not a mirror bundle: the first member is not a {FORMAT} index")
         version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise _bad(f"invalid format_version {version!r}")
         if version != FORMAT_VERSION:
             raise IntegrityError(
                 f"bundle format version {version!r} is not supported (this mirror reads {FORMAT_VERSION}); "
@@ -916,8 +918,9 @@ class BundleReader:
             raise IntegrityError(f"{self.path}: not a mirror bundle (its first member is not {INDEX_NAME})")
         if info.size > MAX_INDEX_SIZE:
             raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
+        self.index_bytes = self._read_small(info)  # exactly what a signature pins
         try:
-            data = json.loads(self._read_small(info).decode("utf-8"))
+            data = json.loads(self.index_bytes.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise IntegrityError(f"{self.path}: {INDEX_NAME}: unreadable bundle index: {e}") from None
         try:
@@ -966,9 +969,17 @@ class BundleReader:
             seen[name] = file.verified
         missing = [name for name in expected if name not in seen]
         if missing:
+            position = {name: i for i, name in enumerate(expected)}
+            last_seen = max((position[name] for name in seen), default=-1)
+            if self._more_data():  # tarfile ends the archive at a header whose checksum fails
+                why = "a damaged tar header ends the archive early"
+            elif position[missing[0]] < last_seen:
+                why = "the bundle is incomplete"
+            else:
+                why = "the bundle is truncated"
             raise IntegrityError(
-                f"{self.path}: the archive ends before {missing[0]!r} ({len(missing)} member(s) missing); "
-                "the bundle is truncated, copy or export it again"
+                f"{self.path}: the archive lacks {missing[0]!r} ({len(missing)} member(s) missing): {why}; "
+                "copy or export it again"
             )
         self._finish()
 
@@ -983,7 +994,9 @@ class BundleReader:
         name = info.name
         where = f"{self.path}: member {name!r}"
         if not is_safe_relpath(name):
-            raise IntegrityError(f"{where}: an absolute or `..` path would leave the archive root; refusing it")
+            raise IntegrityError(
+                f"{where}: an absolute or `..` path would leave the archive root; refusing it"
+            )
         member = expected.get(name)
         if member is None:
             raise IntegrityError(f"{where} is not in the bundle index; refusing it")
@@ -992,19 +1005,32 @@ class BundleReader:
         if info.islnk():
             target = info.linkname
             if not is_safe_relpath(target):
-                raise IntegrityError(f"{where} is a hardlink to {target!r}, outside the archive root; refusing it")
+                raise IntegrityError(
+                    f"{where} is a hardlink to {target!r}, outside the archive root; refusing it"
+                )
             if target not in seen:
-                raise IntegrityError(f"{where} is a hardlink to {target!r}, not an earlier member; refusing it")
+                raise IntegrityError(
+                    f"{where} is a hardlink to {target!r}, not an earlier member; refusing it"
+                )
             if expected[target].file.sha256 != member.file.sha256:
                 raise IntegrityError(f"{where} is a hardlink to {target!r}, which holds other content")
         elif info.type not in _REGULAR:
-            raise IntegrityError(f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it")
+            raise IntegrityError(
+                f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it"
+            )
         elif info.size != member.file.size:
             raise IntegrityError(
                 f"{where} holds {info.size} bytes but the index says {member.file.size}; refusing it unread "
                 "(the bundle is corrupt or crafted, export it again)"
             )
         return member
+
+    def _more_data(self) -> bool:
+        """Whether anything but zeros follows where tarfile stopped (read at most one chunk)."""
+        with self._archive_errors():
+            rest = self._tar.fileobj
+            assert rest is not None
+            return bool(rest.read(CHUNK).strip(b"\0"))
 
     def _finish(self) -> None:
         trailing = junk = 0

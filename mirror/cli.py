@@ -452,6 +452,12 @@ def export_cmd(
     show_envvar=True,
     help="Refuse to run without --trust, and every bundle without a valid signature.",
 )
+@click.option(
+    "--no-symlinks",
+    is_flag=True,
+    help="hf layout: real files in snapshots/ (hardlinks where possible, else copies), as huggingface_hub "
+    "writes under HF_HUB_DISABLE_SYMLINKS, for file systems without symlinks.",
+)
 @json_option
 @output_options
 def import_cmd(
@@ -460,11 +466,13 @@ def import_cmd(
     target: Path | None,
     trust_keys: Sequence[Path],
     require_signature: bool,
+    no_symlinks: bool,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
 
-    Nothing of a repo is published until all of its files are verified; models already in the target
+    Nothing of a bundle is published until every one of its members is verified (a damaged or hostile
+    bundle leaves the target as it was, exit 4), and not without room for it; models already in the target
     that a bundle does not name are never touched. With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     """
@@ -482,7 +490,11 @@ def import_cmd(
         sink = progress()
         sink.start(bundle.stat().st_size, f"import {bundle.name}")
         try:
-            reports.append(import_bundle(bundle, layout, target, progress=sink.update, trust=trust))
+            reports.append(
+                import_bundle(
+                    bundle, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks
+                )
+            )
         finally:
             sink.close()
     emit(
@@ -534,14 +546,48 @@ def inspect(bundle: Path, as_json: bool) -> None:
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("bundles", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @store_option
+@click.option(
+    "--target",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Re-hash a tree `mirror import` wrote (default with --layout: where import writes) against the "
+    "receipts it left; name every file changed or missing.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["hf", "modelscope", "dir"]),
+    default=None,
+    help="The layout of --target (default: hf).",
+)
 @json_option
 @output_options
-def verify(bundles: Sequence[Path], store: Path | None, as_json: bool) -> None:
-    """Re-hash the store, or the BUNDLES, offline; name anything that does not match."""
+def verify(
+    bundles: Sequence[Path], store: Path | None, target: Path | None, layout: str | None, as_json: bool
+) -> None:
+    """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
+    not match."""
     from mirror.store import Store
-    from mirror.verify import verify_store
+    from mirror.verify import verify_store, verify_target
 
     results: list[dict[str, Any]] = []
+    if target is not None or layout is not None:
+        if bundles or store is not None:
+            raise click.UsageError("--target/--layout verify an imported tree: give no BUNDLE or --store")
+        layout = layout or "hf"
+        if target is None:
+            if layout == "dir":
+                raise click.UsageError("--layout dir needs --target DIR")
+            target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+        checked = verify_target(layout, target, progress=progress())
+        if not checked.ok:
+            emit([checked.to_json()], as_json, checked.problems)
+            raise SystemExit(4)
+        emit(
+            [checked.to_json()],
+            as_json,
+            [f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
+        )
+        return
     if bundles:
         from mirror.bundle import verify_bundle
 

@@ -26,21 +26,19 @@ import json
 import logging
 import os
 import re
-import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
-import zstandard
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mirror.bundle import INDEX_NAME, MAX_INDEX_SIZE, BundleIndex
+from mirror.bundle import MAX_INDEX_SIZE, BundleIndex, open_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.fsutil import atomic_write_bytes, atomic_write_json, read_json
 
@@ -272,32 +270,10 @@ def signature_path(bundle: Path) -> Path:
 
 
 def read_index_bytes(bundle: Path) -> bytes:
-    """The exact bytes of the bundle's first member, `MIRROR-BUNDLE.json`, validated as an index.
-
-    The reader in mirror.bundle parses the index and keeps only the parsed form; a signature pins the
-    bytes, so they are read here again (only the first member, at most MAX_INDEX_SIZE).
-    """
-    try:
-        with (
-            open(bundle, "rb") as f,
-            zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True) as stream,
-            tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|") as tar,
-        ):
-            info = tar.next()
-            if info is None or info.name != INDEX_NAME or not info.isreg():
-                raise IntegrityError(f"{bundle}: not a mirror bundle (its first member is not {INDEX_NAME})")
-            if info.size > MAX_INDEX_SIZE:
-                raise IntegrityError(f"{bundle}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
-            member = tar.extractfile(info)
-            assert member is not None  # a regular member always has a file object
-            data = member.read(info.size)
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
-        raise IntegrityError(f"{bundle}: corrupt bundle, its index cannot be read ({e})") from None
-    except OSError as e:
-        raise MirrorError(f"cannot read bundle {bundle}: {e.strerror or e}") from None
-    if len(data) != info.size:
-        raise IntegrityError(f"{bundle}: the archive ends inside {INDEX_NAME}")
-    return data
+    """The exact bytes of the bundle's first member, `MIRROR-BUNDLE.json`, read by the bundle's own guarded
+    reader (only the first member, at most MAX_INDEX_SIZE, validated as an index)."""
+    with open_bundle(bundle) as reader:
+        return reader.index_bytes
 
 
 def parse_index_bytes(bundle: Path, data: bytes) -> BundleIndex:

@@ -1,11 +1,15 @@
-"""`mirror verify` of the store: re-hash every blob and check every snapshot's files are held, offline."""
+"""`mirror verify`, offline: re-hash the store (every blob, every snapshot's files held), or a tree an
+import wrote (`--target`: every file its receipts list)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from mirror.errors import MirrorError
 from mirror.hashing import file_sha256
+from mirror.importers.layout import ExpectedFile
 from mirror.progress import NullProgress, ProgressSink
 from mirror.store import Store
 
@@ -62,3 +66,84 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
             if store.read_snapshot(key, ref.commit) is None:
                 check.problems.append(f"{key}: revision {name} points at {ref.commit}, which has no snapshot")
     return check
+
+
+@dataclass
+class TargetCheck:
+    """`mirror verify --target`: an imported tree re-hashed against the receipts its imports left."""
+
+    target: str
+    layout: str
+    files: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "layout": self.layout,
+            "ok": self.ok,
+            "files": self.files,
+            "bytes": self.bytes,
+            "problems": self.problems,
+        }
+
+
+def verify_target(layout: str, target: Path, progress: ProgressSink | None = None) -> TargetCheck:
+    """Re-hash, offline, every file the receipts in `target` say an import wrote; name each one that
+    changed or went missing. MirrorError (exit 1) when the target holds no receipt at all."""
+    from mirror.importers import make_layout
+
+    progress = progress or NullProgress()
+    writer = make_layout(layout, target)
+    expected, problems = writer.expected_files()
+    check = TargetCheck(target=str(target), layout=layout, problems=list(problems))
+    if not expected and not problems:
+        raise MirrorError(
+            f"{target} holds no receipt of `mirror import --layout {layout}`: nothing to verify "
+            "(is it the right --target and --layout?)"
+        )
+    wanted: dict[Path, ExpectedFile] = {}
+    for f in expected:
+        other = wanted.setdefault(f.path, f)
+        if (other.size, other.sha256) != (f.size, f.sha256):
+            check.problems.append(f"{_show(f.path, target)}: receipts disagree on its content")
+    progress.start(sum(f.size for f in wanted.values()), "verify")
+    try:
+        for path, f in sorted(wanted.items()):
+            where = _show(path, target)
+            try:
+                size = path.stat().st_size
+                digest = file_sha256(path) if path.is_file() else None
+            except FileNotFoundError:
+                check.problems.append(
+                    f"{where}: missing (the import wrote {f.size} bytes, sha256 {f.sha256})"
+                )
+                continue
+            except OSError as e:
+                check.problems.append(f"{where}: unreadable ({e.strerror or e})")
+                continue
+            check.files += 1
+            check.bytes += size
+            progress.update(f.size)
+            if digest is None:
+                check.problems.append(f"{where}: not a file")
+            elif (size, digest) != (f.size, f.sha256):
+                check.problems.append(
+                    f"{where}: changed ({size} bytes, sha256 {digest}; the import wrote {f.size} bytes, "
+                    f"sha256 {f.sha256})"
+                )
+    finally:
+        progress.close()
+    return check
+
+
+def _show(path: Path, target: Path) -> str:
+    try:
+        return path.relative_to(target).as_posix()
+    except ValueError:
+        return str(path)

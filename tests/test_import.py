@@ -259,33 +259,30 @@ def test_other_repos_in_the_target_are_untouched(bundle: Path, tmp_path: Path, i
     assert {r.repo_id for r in scan_cache_dir(cache).repos} == {"org/other", "org/tiny", "gpt2", "org/data"}
 
 
-def test_damaged_file_publishes_nothing_of_its_repo(bundle: Path, tmp_path: Path) -> None:
+def test_damaged_file_publishes_nothing_of_the_bundle(bundle: Path, tmp_path: Path) -> None:
+    # A bundle is one unit: the intact repos (gpt2, org/data) are not published either.
     damaged = corrupt_member(bundle, tmp_path / "damaged.tar.zst", "model.safetensors")
     cache = tmp_path / "hub"
-    with pytest.raises(BundleImportError, match=r"org/tiny.*model\.safetensors") as err:
+    with pytest.raises(BundleImportError, match=r"repos/huggingface/org/tiny/.*model\.safetensors") as err:
         import_bundle(damaged, "hf", cache)
     assert isinstance(err.value, IntegrityError) and err.value.exit_code == 4
-    assert not (cache / "models--org--tiny").exists()
-    assert {str(r.repo) for r in err.value.report.repos} == {
-        "huggingface:gpt2",
-        "huggingface:dataset:org/data",
-    }
-    assert scan_cache_dir(cache).warnings == []
-    assert leftovers(cache) == []
+    assert "nothing of the bundle was imported" in str(err.value)
+    assert err.value.report.repos == ()
+    assert not cache.exists()
 
 
 def test_damaged_file_leaves_an_existing_copy_as_it_was(bundle: Path, tmp_path: Path) -> None:
     cache = tmp_path / "hub"
     import_bundle(bundle, "hf", cache)
-    before = state(cache, receipts=False)  # org/data, published, gets a receipt for the new bundle
-    # tokenizer.json is shared: gpt2 carries it, org/tiny links to it, so both fail.
+    before = state(cache)
+    # tokenizer.json is shared: gpt2 carries it, org/tiny links to it, so both are named.
     damaged = corrupt_member(bundle, tmp_path / "damaged.tar.zst", "tokenizer.json")
     with pytest.raises(BundleImportError) as err:
         import_bundle(damaged, "hf", cache)
     assert "gpt2" in str(err.value) and "org/tiny" in str(err.value)
-    assert [r.repo.repo_id for r in err.value.report.repos] == ["org/data"]
-    assert err.value.report.repos[0].already_present
-    assert state(cache, receipts=False) == before
+    assert err.value.report.repos == ()
+    assert state(cache) == before
+    assert leftovers(cache) == []
 
 
 def test_truncated_bundle_publishes_nothing(bundle: Path, tmp_path: Path) -> None:

@@ -449,10 +449,10 @@ def test_sequence_is_not_remembered_when_the_import_fails(bundle: Path, keys: Ke
     assert read_sequence(trust_dir("hf", cache) / f"{keys.public.key_id}.json") == 1
 
 
-def test_sequence_is_remembered_when_some_repos_were_published(
+def test_sequence_is_not_remembered_when_nothing_was_published(
     bundle: Path, keys: Keys, tmp_path: Path
 ) -> None:
-    """A repo whose file is damaged is not published, but the others are: they carry this sequence now."""
+    """A damaged file rejects the whole bundle (issue 5 item 2): nothing is published, no sequence kept."""
     with open(bundle, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as raw:
         data = bytearray(raw.read())
     with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
@@ -463,7 +463,7 @@ def test_sequence_is_remembered_when_some_repos_were_published(
     sign_bundle(damaged, keys.private, sequence=4)
     with pytest.raises(BundleImportError):
         import_bundle(damaged, "hf", tmp_path / "hub", trust=trust(keys))
-    assert read_sequence(trust_dir("hf", tmp_path / "hub") / f"{keys.public.key_id}.json") == 4
+    assert read_sequence(trust_dir("hf", tmp_path / "hub") / f"{keys.public.key_id}.json") is None
 
 
 def test_check_binds_the_signed_index_to_the_one_the_import_streams(

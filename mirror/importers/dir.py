@@ -3,42 +3,45 @@
     DIR/<repo_id>/                         the first revision the bundle lists
     DIR/<repo_id>@<revision>/              each other revision
     DIR/.mirror/receipts/<folder>.json     what mirror imported into each folder (kept out of the folders)
-    DIR/.mirror/tmp/                       staging during an import
+    DIR/.mirror/tmp/<id>/                  staging during an import
 
 Revision names are percent-encoded in folder names (`urllib.parse.quote(name, safe="")`): `v1.0` and
 `main` stay as they are, `refs/pr/1` becomes `refs%2Fpr%2F1`. Unlike replacing `/` with `--`, this cannot
 make two revisions share a folder, and no name can leave DIR or nest inside another folder.
 
 `DirLayout` is also the base of every layout made of one plain folder per revision (the `modelscope`
-layout): a subclass says where each revision's folder goes (`placements`), where its receipt and scratch
-space live, and inherits the checks, the verified reuse of a folder that already holds the files, and the
-build-aside-then-swap that never shows a half-written folder.
+layout): a subclass says where each revision's folder goes (`placements`), where its receipt and staging
+live, and inherits the checks, the verified reuse of a folder that already holds the files, and the
+build-aside-then-swap that never shows a half-written folder: a folder is built in staging and exchanged
+with the old one in one atomic step (Linux renameat2; elsewhere two renames, where a kill in between
+leaves the folder absent until the next import builds it). A folder is replaced only by a bundle at least
+as new (by creation time) as the one that wrote it, so several bundles give the same tree in any order.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.hashing import file_sha256
 from mirror.importers.layout import (
+    ExpectedFile,
+    HashCache,
     Layout,
+    Publication,
     RepoReport,
     json_bytes,
     link_or_copy,
-    remove_empty,
-    write_if_changed,
+    read_json_record,
+    receipt_files,
 )
-from mirror.paths import join_inside
+from mirror.paths import check_relpath, join_inside
 from mirror.snapshot import FileRecord
 from mirror.store import RepoKey
 
@@ -80,18 +83,12 @@ class DirLayout(Layout):
         """Where the receipt of the folder `name` under `root` goes (outside every model folder)."""
         return self.target / ".mirror" / "receipts" / f"{quote(name, safe='')}.json"
 
-    def scratch_dir(self, repo: IndexedRepo) -> Path:
-        """Where the repo's staging folder goes during an import (removed when empty)."""
+    def receipt_paths(self) -> Iterator[Path]:
+        """Every receipt in the target."""
+        yield from sorted((self.target / ".mirror" / "receipts").glob("*.json"))
+
+    def staging_root(self, repo: IndexedRepo) -> Path:
         return self.target / ".mirror" / "tmp"
-
-    def scratch_name(self, placement: Placement, kind: str) -> Path:
-        """A unique name, on the folder's file system, to build it aside (`tmp`) or move the old one (`old`)."""
-        path = placement.path
-        return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{kind}")
-
-    def new_folders(self, repo: IndexedRepo) -> list[Path]:
-        """Folders an import creates for the repo and removes again, children first, if it publishes nothing."""
-        return []
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         """The folder a report names for the repo."""
@@ -135,31 +132,51 @@ class DirLayout(Layout):
         except ValueError:
             return str(path)
 
-    @contextmanager
-    def stage(self, repo: IndexedRepo) -> Iterator[Path]:
-        scratch = self.scratch_dir(repo)
-        staging = scratch / uuid.uuid4().hex
-        # The bookkeeping folders go whenever they are empty; the repo's own only if this import made them.
-        cleanup = [scratch, scratch.parent, *(d for d in self.new_folders(repo) if not d.exists())]
-        try:
-            staging.mkdir(parents=True)
-            yield staging
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            remove_empty(*cleanup)
+    def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        for p in self.placements(repo):
+            folder = p.path
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            for f in repo.commit(p.commit).files:
+                path = join_inside(folder, f.path)
+                if not path.is_symlink():
+                    yield f.sha256, f.size, path
 
-    def publish(self, repo: IndexedRepo, content: Mapping[str, Path], receipt: dict[str, Any]) -> RepoReport:
+    def publish(self, pub: Publication) -> RepoReport:
+        repo, scratch = pub.repo, pub.scratch
         changed = False
         files_written = bytes_written = 0
+        kept: list[str] = []
         for p in self.placements(repo):
+            receipt_path = self.receipt_path(p.root, p.name)
+            previous = read_json_record(receipt_path)
+            newer = pub.stamp.older_than(previous)
+            if newer and previous.get("commit") != p.commit:
+                kept.append(self._show(p.path))  # a newer bundle put another commit there
+                continue
             files = repo.commit(p.commit).files
-            if not _holds(p.path, files):
-                self._build(p, files, content)
+            if not newer:
+                # The receipt first: it is what marks the folder as mirror's, so a kill right after the
+                # swap below still leaves a folder the next import may replace.
+                data = {
+                    **pub.receipt,
+                    "folder": self._show(p.path),
+                    "revision": p.revision,
+                    "commit": p.commit,
+                }
+                self.write_if_changed(receipt_path, json_bytes(data), scratch)
+            if not _holds(p.path, files, pub.hashes):
+                built = scratch / f"folder-{uuid.uuid4().hex}"
+                built.mkdir()
+                for f in files:
+                    dest = join_inside(built, f.path)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    # Hardlinks share one copy of a file between revisions (and with other repos).
+                    link_or_copy(pub.content[f.sha256], dest)
+                self.swap_in(built, p.path, scratch)
                 files_written += len(files)
                 bytes_written += sum(f.size for f in files)
                 changed = True
-            data = {**receipt, "folder": self._show(p.path), "revision": p.revision, "commit": p.commit}
-            write_if_changed(self.receipt_path(p.root, p.name), json_bytes(data))
         return RepoReport(
             repo=repo.key,
             path=self.repo_path(repo),
@@ -167,40 +184,28 @@ class DirLayout(Layout):
             files_written=files_written,
             bytes_written=bytes_written,
             already_present=not changed,
+            kept=tuple(kept),
         )
 
-    def _build(
-        self, placement: Placement, files: tuple[FileRecord, ...], content: Mapping[str, Path]
-    ) -> None:
-        """Build the folder aside under a scratch name, then swap it in whole."""
-        path = placement.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.scratch_name(placement, "tmp")
-        try:
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            tmp.mkdir()
-            for f in files:
-                dest = join_inside(tmp, f.path)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                # Hardlinks share one copy of a file between revisions (and with other repos of the bundle).
-                link_or_copy(content[f.sha256], dest)
-            if path.exists() or path.is_symlink():
-                old = self.scratch_name(placement, "old")
-                os.rename(path, old)
-                try:
-                    os.rename(tmp, path)
-                except OSError:
-                    os.rename(old, path)
-                    raise
-                _remove(old)
-            else:
-                os.rename(tmp, path)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
+        files: list[ExpectedFile] = []
+        problems: list[str] = []
+        for receipt in self.receipt_paths():
+            try:
+                data = json.loads(receipt.read_text(encoding="utf-8"))
+                folder = join_inside(self.target, check_relpath(str(data["folder"])))
+                commit = data["commit"]
+                files += [
+                    ExpectedFile(join_inside(folder, path), size, sha256)
+                    for c, path, size, sha256 in receipt_files(receipt)
+                    if c == commit
+                ]
+            except (OSError, ValueError, KeyError, TypeError, MirrorError) as e:
+                problems.append(f"{receipt}: unreadable receipt ({e})")
+        return files, problems
 
 
-def _holds(folder: Path, files: tuple[FileRecord, ...]) -> bool:
+def _holds(folder: Path, files: tuple[FileRecord, ...], hashes: HashCache) -> bool:
     """Whether folder holds exactly these files (same paths, sizes and sha256), and nothing else."""
     if folder.is_symlink() or not folder.is_dir():
         return False
@@ -216,11 +221,7 @@ def _holds(folder: Path, files: tuple[FileRecord, ...]) -> bool:
             found.add(p.relative_to(folder).as_posix())
     if found != {f.path for f in files}:
         return False
-    for f in files:
-        p = join_inside(folder, f.path)
-        if p.stat().st_size != f.size or file_sha256(p) != f.sha256:
-            return False
-    return True
+    return all(hashes.holds(join_inside(folder, f.path), f.size, f.sha256) for f in files)
 
 
 def _empty_dir(path: Path) -> bool:
@@ -228,10 +229,3 @@ def _empty_dir(path: Path) -> bool:
         return not path.is_symlink() and path.is_dir() and not any(path.iterdir())
     except OSError:
         return False
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)

@@ -7,8 +7,21 @@ models--org--name/
     trees/<commit>.json             only for a commit whose every file is in the bundle
     refs/<revision>                 the commit, no newline; written last
     .mirror/receipts/<bundle sha256>.json   what mirror imported (scan_cache_dir never looks here)
+    .mirror/refs.json               which bundle (and how new) last set each ref
     .mirror/implied-main.json       the commits mirror pointed refs/main at for a repo without a main
-    .mirror/tmp/                    staging during an import
+    .mirror/tmp/<id>/               staging during an import (and temp names for every atomic write)
+
+With `symlinks=False` (`--no-symlinks`, what huggingface_hub does under HF_HUB_DISABLE_SYMLINKS or on a
+file system without symlinks), snapshots/<commit>/<path> are real files: hardlinks of blobs/<etag> where
+the file system has hardlinks, else copies (and then, as huggingface_hub does, no blobs/ at all, so the
+content is held once). huggingface_hub finds a snapshot file by its path and never follows it to blobs/,
+so the repo loads offline by repo id the same way.
+
+Publishing order, so a SIGKILL at any moment leaves no snapshot pointing at a missing or unverified
+blob: a commit's blobs first (each renamed in whole), then its snapshot folder (built in staging and
+renamed in whole; an existing one is mended link by link), then trees/, the receipt, and refs/ last. A
+ref is moved only by a bundle at least as new (by creation time) as the one that last set it, so several
+bundles give the same tree in any order.
 
 Repos from another hub (ModelScope) go in the same way, under their repo id or the bundle's `hf_id` for
 them: their commit names the snapshot, each revision name gets its ref (`refs/master`), blobs are named
@@ -27,18 +40,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.fsutil import temp_sibling
-from mirror.hashing import file_sha256
-from mirror.importers.layout import Layout, RepoReport, json_bytes, place_file, remove_empty, write_if_changed
+from mirror.importers.layout import (
+    ExpectedFile,
+    Layout,
+    Publication,
+    RepoReport,
+    Stamp,
+    checkpoint,
+    json_bytes,
+    link_or_copy,
+    read_json_record,
+    receipt_files,
+)
 from mirror.paths import is_commit, join_inside
 from mirror.store import RepoKey
 
@@ -84,9 +104,9 @@ def tree_json(commit: IndexedCommit) -> bytes:
 class HfLayout(Layout):
     name = "hf"
 
-    def __init__(self, target: Path) -> None:
-        super().__init__(target)
-        self._published: set[RepoKey] = set()
+    def __init__(self, target: Path, *, symlinks: bool = True) -> None:
+        super().__init__(target, symlinks=symlinks)
+        self._hardlinks: bool | None = None
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
         return self.target / repo_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
@@ -104,62 +124,72 @@ class HfLayout(Layout):
             if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
                 raise MirrorError(f"{folder} exists and is not a folder; move it away and import again")
 
-    @contextmanager
-    def stage(self, repo: IndexedRepo) -> Iterator[Path]:
-        # Staging inside the repo folder: scan_cache_dir only reads snapshots/ and refs/ there, and an empty
-        # snapshots/ keeps a new repo folder valid for it while the import runs.
-        repo_dir = self.repo_dir(repo)
-        existed = repo_dir.exists()
-        meta = repo_dir / ".mirror"
-        staging = meta / "tmp" / uuid.uuid4().hex
-        try:
-            (repo_dir / "snapshots").mkdir(parents=True, exist_ok=True)
-            staging.mkdir(parents=True)
-            yield staging
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            remove_empty(staging.parent, meta)
-            if not existed and repo.key not in self._published:
-                shutil.rmtree(repo_dir, ignore_errors=True)
+    def staging_root(self, repo: IndexedRepo) -> Path:
+        # Inside the repo folder, where scan_cache_dir only reads snapshots/ and refs/.
+        return self.repo_dir(repo) / ".mirror" / "tmp"
 
-    def publish(self, repo: IndexedRepo, content: Mapping[str, Path], receipt: dict[str, Any]) -> RepoReport:
+    def staging_parents(self, repo: IndexedRepo) -> list[Path]:
+        # An empty snapshots/ keeps a new repo folder valid for scan_cache_dir while the import runs.
+        return [self.repo_dir(repo) / "snapshots"]
+
+    def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
         repo_dir = self.repo_dir(repo)
-        if not (self.target / "CACHEDIR.TAG").exists():
-            write_if_changed(self.target / "CACHEDIR.TAG", CACHEDIR_TAG.encode())
-        changed = False
-        files_written = bytes_written = 0
-        checked: set[str] = set()
-        blobs = repo_dir / "blobs"
-        blobs.mkdir(parents=True, exist_ok=True)
         for commit in repo.commits:
             for f in commit.files:
-                if f.etag in checked:
-                    continue
-                checked.add(f.etag)
-                blob = blobs / f.etag
-                if not _holds(blob, f.size, f.sha256):
-                    place_file(content[f.sha256], blob)
-                    files_written += 1
-                    bytes_written += f.size
+                yield f.sha256, f.size, repo_dir / "blobs" / f.etag
+                snap = join_inside(repo_dir / "snapshots" / commit.commit, f.path)
+                if not snap.is_symlink():  # a real file: a --no-symlinks import, or such a download
+                    yield f.sha256, f.size, snap
+
+    def publish(self, pub: Publication) -> RepoReport:
+        repo, scratch = pub.repo, pub.scratch
+        repo_dir = self.repo_dir(repo)
+        self.write_if_changed(
+            self.target / "CACHEDIR.TAG", CACHEDIR_TAG.encode(), scratch, only_if_absent=True
+        )
+        changed = False
+        files_written = bytes_written = 0
+        keep_blobs = self.symlinks or self._can_hardlink(scratch)
+        placed: set[str] = set()
+        for commit in repo.commits:
+            if keep_blobs:
+                for f in commit.files:
+                    if f.etag in placed:
+                        continue
+                    placed.add(f.etag)
+                    blob = repo_dir / "blobs" / f.etag
+                    if blob.is_symlink() or not pub.hashes.holds(blob, f.size, f.sha256):
+                        self.place(pub.content[f.sha256], blob, scratch)
+                        files_written += 1
+                        bytes_written += f.size
+                        changed = True
+            if self.symlinks:
+                changed |= self._link_snapshot(repo_dir, commit, scratch)
+            else:
+                written = self._file_snapshot(repo_dir, commit, pub)
+                if written:
                     changed = True
-            changed |= _link_snapshot(repo_dir / "snapshots", commit)
+                    if not keep_blobs:
+                        files_written += len(written)
+                        bytes_written += sum(f.size for f in written)
             if commit.complete:
-                tree = repo_dir / "trees" / f"{commit.commit}.json"
                 # A listing already there is as true as ours (a commit never changes): keep it.
-                if not tree.exists():
-                    write_if_changed(tree, tree_json(commit))
-                    changed = True
-        sha = str(receipt.get("bundle_sha256", "unknown"))
-        write_if_changed(repo_dir / ".mirror" / "receipts" / f"{sha}.json", json_bytes(receipt))
+                changed |= self.write_if_changed(
+                    repo_dir / "trees" / f"{commit.commit}.json",
+                    tree_json(commit),
+                    scratch,
+                    only_if_absent=True,
+                )
+        sha = str(pub.receipt.get("bundle_sha256", "unknown"))
+        self.write_if_changed(
+            repo_dir / ".mirror" / "receipts" / f"{sha}.json", json_bytes(pub.receipt), scratch
+        )
         # Refs last: a branch or tag name resolves only once everything it points at is in place.
-        for name, commit_id in repo.revisions:
-            if is_commit(name):
-                continue
-            changed |= write_if_changed(join_inside(repo_dir / "refs", name), commit_id.encode())
+        ref_changes, kept = self._write_refs(repo_dir, repo, pub.stamp, scratch)
+        changed |= ref_changes
         main = implied_main(repo)
         if main is not None:
-            changed |= _point_implied_main(repo_dir, main)
-        self._published.add(repo.key)
+            changed |= self._point_implied_main(repo_dir, main, pub.stamp, scratch, kept)
         return RepoReport(
             repo=repo.key,
             path=repo_dir,
@@ -167,75 +197,166 @@ class HfLayout(Layout):
             files_written=files_written,
             bytes_written=bytes_written,
             already_present=not changed,
+            kept=tuple(kept),
         )
 
-
-def _holds(blob: Path, size: int, sha256: str) -> bool:
-    """Whether blob already has this content (re-hashed: an import also repairs a damaged blob)."""
-    try:
-        return blob.is_file() and blob.stat().st_size == size and file_sha256(blob) == sha256
-    except OSError:
-        return False
-
-
-def _point_implied_main(repo_dir: Path, commit: str) -> bool:
-    """Point refs/main at commit unless it holds a main of its own; whether anything changed."""
-    ref = repo_dir / "refs" / "main"
-    record = repo_dir / ".mirror" / "implied-main.json"
-    try:
-        ours = {str(c) for c in json.loads(record.read_text(encoding="utf-8"))["commits"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        ours = set()
-    try:
-        current: str | None = ref.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        current = None
-    except (OSError, UnicodeDecodeError):
-        return False  # something else is there: leave it alone
-    if current is not None and current not in ours:
-        return False
-    # Recorded before the ref is written, so a crash in between still leaves the ref known as ours.
-    write_if_changed(record, json_bytes({"commits": sorted(ours | {commit})}))
-    return write_if_changed(ref, commit.encode())
-
-
-def _link_snapshot(snapshots: Path, commit: IndexedCommit) -> bool:
-    """Point snapshots/<commit>/ at the blobs; whether anything changed.
-
-    A new commit folder is built under a temp name and renamed in whole; an existing one (another import or
-    a hub download of the same commit) gets its missing or wrong links replaced one by one.
-    """
-    folder = snapshots / commit.commit
-    if not folder.exists():
-        tmp = temp_sibling(folder)  # same depth as the real folder, so the relative links hold after rename
+    def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
+        files: list[ExpectedFile] = []
+        problems: list[str] = []
         try:
-            tmp.mkdir(parents=True)
+            repo_dirs = sorted(p for p in self.target.iterdir() if "--" in p.name and p.is_dir())
+        except OSError:
+            return files, problems
+        for repo_dir in repo_dirs:
+            for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
+                try:
+                    for commit, path, size, sha256 in receipt_files(receipt):
+                        snap = join_inside(repo_dir / "snapshots" / commit, path)
+                        files.append(ExpectedFile(snap, size, sha256))
+                except (OSError, ValueError) as e:
+                    problems.append(f"{receipt}: unreadable receipt ({e})")
+        return files, problems
+
+    # -- the steps of publish -------------------------------------------------------------------------------
+
+    def _can_hardlink(self, scratch: Path) -> bool:
+        if self._hardlinks is None:
+            probe = scratch / f"probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            try:
+                os.link(probe, probe.with_suffix(".link"))
+                self._hardlinks = True
+            except OSError:
+                self._hardlinks = False
+            finally:
+                probe.with_suffix(".link").unlink(missing_ok=True)
+                probe.unlink()
+        return self._hardlinks
+
+    def _link_snapshot(self, repo_dir: Path, commit: IndexedCommit, scratch: Path) -> bool:
+        """Point snapshots/<commit>/ at the blobs; whether anything changed.
+
+        A new commit folder is built in staging and renamed in whole; an existing one (another import or a
+        hub download of the same commit) gets its missing or wrong links replaced one by one.
+        """
+        folder = repo_dir / "snapshots" / commit.commit
+        if not (folder.exists() or folder.is_symlink()):
+            built = scratch / f"snapshot-{commit.commit}"
+            built.mkdir()
             for f in commit.files:
-                link = join_inside(tmp, f.path)
+                link = join_inside(built, f.path)
                 link.parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(snapshot_link(f.path, f.etag), link)
-            os.rename(tmp, folder)
-            return True
+            if self._rename_new(built, folder):
+                return True
+        changed = False
+        for f in commit.files:
+            link = join_inside(folder, f.path)
+            want = snapshot_link(f.path, f.etag)
+            if link.is_symlink() and os.readlink(link) == want:
+                continue
+            _refuse_folder(link)
+            self.place_symlink(want, link, scratch)
+            changed = True
+        return changed
+
+    def _file_snapshot(self, repo_dir: Path, commit: IndexedCommit, pub: Publication) -> list[Any]:
+        """snapshots/<commit>/ as real files (hardlinks of the blobs where possible); the files written."""
+        folder = repo_dir / "snapshots" / commit.commit
+        if not (folder.exists() or folder.is_symlink()):
+            built = pub.scratch / f"snapshot-{commit.commit}"
+            built.mkdir()
+            for f in commit.files:
+                dest = join_inside(built, f.path)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                link_or_copy(pub.content[f.sha256], dest)
+            if self._rename_new(built, folder):
+                return list(commit.files)
+        written = []
+        for f in commit.files:
+            dest = join_inside(folder, f.path)
+            if not dest.is_symlink() and pub.hashes.holds(dest, f.size, f.sha256):
+                continue
+            _refuse_folder(dest)
+            self.place(pub.content[f.sha256], dest, pub.scratch)
+            written.append(f)
+        return written
+
+    def _rename_new(self, built: Path, folder: Path) -> bool:
+        """Rename a snapshot folder built in staging into place; False if one appeared there meanwhile."""
+        self.check_inside(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(built, folder)
         except OSError:
             if not folder.exists():
                 raise
-            # Someone created it meanwhile: fall through and fix it link by link.
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    changed = False
-    for f in commit.files:
-        link = join_inside(folder, f.path)
-        want = snapshot_link(f.path, f.etag)
-        if link.is_symlink() and os.readlink(link) == want:
-            continue
-        if link.is_dir() and not link.is_symlink():
-            raise MirrorError(f"{link} is a folder where the bundle has a file; remove it and import again")
-        link.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(link)
+            return False  # someone created it meanwhile: mend it name by name
+        checkpoint()
+        return True
+
+    def _write_refs(
+        self, repo_dir: Path, repo: IndexedRepo, stamp: Stamp, scratch: Path
+    ) -> tuple[bool, list[str]]:
+        """Write refs/<name> for each named revision, unless a newer bundle set it to another commit."""
+        record_path = repo_dir / ".mirror" / "refs.json"
+        record = read_json_record(record_path)
+        updated = dict(record)
+        kept: list[str] = []
+        writes: list[tuple[str, str]] = []
+        for name, commit in repo.revisions:
+            if is_commit(name):
+                continue
+            previous = record.get(name)
+            if stamp.older_than(previous):
+                if isinstance(previous, dict) and previous.get("commit") != commit:
+                    kept.append(f"refs/{name}")
+                    continue
+            else:
+                updated[name] = {
+                    "commit": commit,
+                    "bundle_created": stamp.created,
+                    "bundle_sha256": stamp.sha256,
+                }
+            writes.append((name, commit))
+        # Recorded before the refs are written: a kill in between leaves a record the rerun makes true.
+        if updated != record:
+            self.write_if_changed(record_path, json_bytes(updated), scratch)
+        changed = False
+        for name, commit in writes:
+            changed |= self.write_if_changed(join_inside(repo_dir / "refs", name), commit.encode(), scratch)
+        return changed, kept
+
+    def _point_implied_main(
+        self, repo_dir: Path, commit: str, stamp: Stamp, scratch: Path, kept: list[str]
+    ) -> bool:
+        """Point refs/main at commit unless it holds a main of its own, or a newer bundle pointed it
+        elsewhere; whether anything changed."""
+        ref = repo_dir / "refs" / "main"
+        record_path = repo_dir / ".mirror" / "implied-main.json"
+        record = read_json_record(record_path)
+        commits = record.get("commits")
+        ours = {str(c) for c in commits} if isinstance(commits, list) else set()
         try:
-            os.symlink(want, tmp)
-            os.replace(tmp, link)
-        finally:
-            tmp.unlink(missing_ok=True)
-        changed = True
-    return changed
+            current: str | None = ref.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            current = None
+        except (OSError, UnicodeDecodeError):
+            return False  # something else is there: leave it alone
+        if current is not None and current not in ours:
+            return False
+        newer = stamp.older_than(record)
+        created = str(record.get("bundle_created", "")) if newer else stamp.created
+        # Recorded before the ref is written, so a crash in between still leaves the ref known as ours.
+        self.write_if_changed(
+            record_path, json_bytes({"bundle_created": created, "commits": sorted(ours | {commit})}), scratch
+        )
+        if newer and current is not None and current != commit:
+            kept.append("refs/main")
+            return False
+        return self.write_if_changed(ref, commit.encode(), scratch)
+
+
+def _refuse_folder(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise MirrorError(f"{path} is a folder where the bundle has a file; remove it and import again")

@@ -1,25 +1,62 @@
-"""The layout interface an import writes through, its reports, and the file moves layouts share."""
+"""The layout interface an import writes through, its reports, and the file moves layouts share.
+
+Every write an import makes into a target goes through the helpers here, so they all keep the same rules:
+- content waits in a staging folder (`.mirror/tmp/<id>`, on the target's file system, locked while the
+  import runs) until the whole bundle is verified; temp names live there too, never beside a real name;
+- each visible name appears by one `os.replace` (or an atomic exchange, for a folder), so a SIGKILL at any
+  moment leaves every name old or new; what a killed import left in staging is swept by the next one;
+- an import that publishes nothing leaves the target as it found it: staging and every folder it created
+  are removed, and the modification times of the folders it touched are put back.
+
+`MIRROR_TEST_KILL_AFTER=N` is a hook for the tests only: the import SIGKILLs itself at its N-th step (a
+file staged, a name published), so the tests can prove that a killed import never leaves a broken tree.
+Unset (always, outside the tests) it does nothing.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import shutil
+import signal
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, suppress
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mirror.bundle import BundleIndex, IndexedRepo
-from mirror.fsutil import atomic_write_bytes, temp_sibling
+from mirror.errors import IntegrityError, MirrorError
+from mirror.hashing import file_sha256
+from mirror.paths import check_commit, check_relpath, is_sha256
 from mirror.store import RepoKey
+
+KILL_AFTER_ENV = "MIRROR_TEST_KILL_AFTER"
+_steps = 0
+
+
+def checkpoint() -> None:
+    """One step of an import; the test hook (see the module docstring) kills the process at the N-th."""
+    global _steps
+    limit = os.environ.get(KILL_AFTER_ENV)
+    if not limit:
+        return
+    _steps += 1
+    if _steps >= int(limit):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
 class RepoReport:
-    """What an import did to one repo. `already_present`: nothing in the target changed."""
+    """What an import did to one repo. `already_present`: nothing in the target changed.
+
+    `kept` names the refs or folders left as a newer bundle wrote them (an older bundle never moves them).
+    """
 
     repo: RepoKey
     path: Path
@@ -27,6 +64,7 @@ class RepoReport:
     files_written: int
     bytes_written: int
     already_present: bool
+    kept: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,15 +77,17 @@ class RepoReport:
             "files_written": self.files_written,
             "bytes_written": self.bytes_written,
             "already_present": self.already_present,
+            "kept_from_newer_bundle": list(self.kept),
         }
 
     def line(self) -> str:
         revs = ", ".join(f"{n} -> {c[:12]}" for n, c in self.revisions)
+        kept = f"; kept {', '.join(self.kept)} from a newer bundle" if self.kept else ""
         if self.already_present:
-            return f"present   {self.repo} ({revs}) at {self.path}"
+            return f"present   {self.repo} ({revs}) at {self.path}{kept}"
         return (
             f"imported  {self.repo} ({revs}) at {self.path}: "
-            f"{self.files_written} files, {self.bytes_written} bytes written"
+            f"{self.files_written} files, {self.bytes_written} bytes written{kept}"
         )
 
 
@@ -74,63 +114,263 @@ class ImportReport:
         return [f"{self.bundle.name} (sha256 {self.sha256})"] + [f"  {r.line()}" for r in self.repos]
 
 
+@dataclass(frozen=True)
+class ExpectedFile:
+    """A file an import wrote, as its receipt records it (for `mirror verify --target`)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class HashCache:
+    """sha256 of files by inode, so content hashed once (staged, adopted, checked) is not read again.
+
+    An entry holds while the inode keeps its size and modification time.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[int, int, str]] = {}
+
+    def remember(self, path: Path, sha256: str) -> None:
+        st = path.stat()
+        self._known[st.st_dev, st.st_ino] = (st.st_size, st.st_mtime_ns, sha256)
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        known = self._known.get((st.st_dev, st.st_ino))
+        if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
+            return known[2]
+        digest = file_sha256(path)
+        self.remember(path, digest)
+        return digest
+
+    def holds(self, path: Path, size: int, sha256: str) -> bool:
+        """Whether path is a file with this content (following symlinks)."""
+        try:
+            return path.is_file() and path.stat().st_size == size and self.sha256(path) == sha256
+        except OSError:
+            return False
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """Which bundle a publish comes from; a newer `created` wins over an older one whatever the order."""
+
+    created: str
+    sha256: str
+
+    def older_than(self, record: Any) -> bool:
+        """Whether a record (a dict with `bundle_created`) was written by a strictly newer bundle."""
+        created = record.get("bundle_created") if isinstance(record, dict) else None
+        return isinstance(created, str) and created > self.created
+
+
+@dataclass
+class Publication:
+    """What `Layout.publish` gets for one repo whose every file verified."""
+
+    repo: IndexedRepo
+    content: Mapping[str, Path]  # sha256 -> verified file in staging
+    scratch: Path  # the repo's staging folder: temp names for atomic writes, on the target's file system
+    receipt: dict[str, Any]
+    stamp: Stamp
+    hashes: HashCache = field(default_factory=HashCache)
+
+
 class Layout(ABC):
     """A tree the hub clients load offline, written one repo at a time.
 
-    The importer streams a bundle once. Verified content waits in the repo's staging folder (on the target's
-    file system, where the layout's own tools ignore it), named by its sha256. Once every file of a repo is
-    verified, `publish` makes the repo visible; a repo that fails is never published, and its staging
-    folder is removed either way.
+    The importer streams a bundle once. Verified content waits in each repo's staging folder (on the
+    target's file system, where the layout's own tools ignore it), named by its sha256. Only once the whole
+    bundle is verified does `publish` make each repo visible, name by name, every name by an atomic rename.
     """
 
     name: ClassVar[str]
 
-    def __init__(self, target: Path) -> None:
+    def __init__(self, target: Path, *, symlinks: bool = True) -> None:
         self.target = Path(target)
+        self.symlinks = symlinks
 
     def check(self, index: BundleIndex) -> None:  # noqa: B027 - optional hook, most layouts need none
         """Refuse, before anything is written, a bundle this layout cannot hold (raise MirrorError)."""
 
     @abstractmethod
-    def stage(self, repo: IndexedRepo) -> AbstractContextManager[Path]:
-        """A fresh staging folder for the repo's verified content, removed on exit."""
+    def staging_root(self, repo: IndexedRepo) -> Path:
+        """The folder (`.../.mirror/tmp`) the repo's staging folder goes in, on its file system."""
+
+    def staging_parents(self, repo: IndexedRepo) -> list[Path]:
+        """Folders to create before staging, so the layout's tools accept a repo while it is imported."""
+        return []
 
     @abstractmethod
-    def publish(self, repo: IndexedRepo, content: Mapping[str, Path], receipt: dict[str, Any]) -> RepoReport:
-        """Make the repo visible; `content` maps each sha256 to its verified, staged file."""
+    def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        """(sha256, size, path) of files already in the target that may hold content the repo needs.
+
+        Only the repo's own folders are looked at (models the bundle does not name are never touched); the
+        importer hashes a candidate before it uses it, instead of writing the bundle's copy again.
+        """
+
+    @abstractmethod
+    def publish(self, pub: Publication) -> RepoReport:
+        """Make the repo visible, from `pub.content` (each sha256's verified, staged file)."""
+
+    @abstractmethod
+    def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
+        """Every file the receipts in the target say an import wrote, and the receipts that are unreadable."""
+
+    # -- helpers for publish: every write into the target goes through these ------------------------------
+
+    def place(self, src: Path, dest: Path, scratch: Path) -> bool:
+        """Put src's content at dest atomically (a temp name in scratch, then rename); whether hardlinked."""
+        self.check_inside(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = scratch / uuid.uuid4().hex
+        try:
+            linked = link_or_copy(src, tmp)
+            checkpoint()
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        checkpoint()
+        return linked
+
+    def write_if_changed(
+        self, path: Path, data: bytes, scratch: Path, *, only_if_absent: bool = False
+    ) -> bool:
+        """Write path atomically unless it already holds exactly data (or, with only_if_absent, anything);
+        whether it was written."""
+        try:
+            if path.is_file() and not path.is_symlink() and (only_if_absent or path.read_bytes() == data):
+                return False
+        except OSError:
+            pass
+        self.check_inside(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = scratch / uuid.uuid4().hex
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            checkpoint()
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        checkpoint()
+        return True
+
+    def place_symlink(self, link_to: str, dest: Path, scratch: Path) -> None:
+        """Make dest a symlink to link_to atomically (whatever file or link was there goes)."""
+        self.check_inside(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = scratch / uuid.uuid4().hex
+        try:
+            os.symlink(link_to, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        checkpoint()
+
+    def swap_in(self, built: Path, dest: Path, scratch: Path) -> None:
+        """Make the folder `built` (in scratch) appear at dest in one step; whatever was there goes."""
+        self.check_inside(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not (dest.exists() or dest.is_symlink()):
+            os.rename(built, dest)
+        elif _exchange(built, dest):
+            remove_path(built)  # now the old folder
+        else:
+            # No atomic exchange here: move the old one aside first. A kill in between leaves dest absent
+            # (never half-written); the next import builds it again.
+            old = scratch / f"{uuid.uuid4().hex}.old"
+            os.rename(dest, old)
+            checkpoint()
+            try:
+                os.rename(built, dest)
+            except OSError:
+                os.rename(old, dest)
+                raise
+            remove_path(old)
+        checkpoint()
+
+    def check_inside(self, path: Path) -> None:
+        """Refuse a write whose folder resolves outside the target (a symlink planted in the tree)."""
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        real, root = os.path.realpath(parent), os.path.realpath(self.target)
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise MirrorError(
+                f"{path} would be written outside {self.target} (through {parent}); refusing it"
+            )
 
 
-def link_or_copy(src: Path, dest: Path) -> None:
-    """dest as a hardlink of src, or a copy where the file system cannot link."""
+def link_or_copy(src: Path, dest: Path) -> bool:
+    """dest as a hardlink of src, or a copy where the file system cannot link; whether it is a link."""
     try:
         os.link(src, dest)
+        return True
     except OSError:
         shutil.copyfile(src, dest)
+        return False
 
 
-def place_file(src: Path, dest: Path) -> None:
-    """Put src's content at dest atomically (a temp name beside dest, then rename)."""
-    tmp = temp_sibling(dest)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two names atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
     try:
-        link_or_copy(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write path atomically unless it already holds exactly data; whether it was written."""
+def remove_path(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def receipt_files(receipt: Path) -> list[tuple[str, str, int, str]]:
+    """(commit, path, size, sha256) of every file a receipt lists; ValueError if it is malformed."""
+    data = json.loads(receipt.read_text(encoding="utf-8"))
+    found = []
     try:
-        if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    atomic_write_bytes(path, data)
-    return True
+        for c in data["commits"]:
+            commit = check_commit(c["commit"])
+            for f in c["files"]:
+                path, size, sha256 = check_relpath(f["path"]), f["size"], f["sha256"]
+                if not isinstance(size, int) or not isinstance(sha256, str) or not is_sha256(sha256):
+                    raise ValueError(f"bad file record {f!r}")
+                found.append((commit, path, size, sha256))
+    except (KeyError, TypeError, IntegrityError) as e:
+        raise ValueError(f"malformed: {e}") from None
+    return found
 
 
 def json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+def read_json_record(path: Path) -> dict[str, Any]:
+    """A small JSON object mirror keeps beside what it wrote; empty when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def remove_empty(*folders: Path) -> None:
@@ -138,3 +378,129 @@ def remove_empty(*folders: Path) -> None:
     for folder in folders:
         with suppress(OSError):
             folder.rmdir()
+
+
+class Staging:
+    """The staging folders of one import, and the trace it leaves until it publishes.
+
+    Each folder is `<root>/<random id>`, locked (flock) while the import runs, so the next import can tell
+    a killed import's leftovers (unlocked) from a running one's and sweep them. Every folder created on the
+    way is recorded, with the modification time of the folders it was created in: when the import ends
+    without publishing, staging and those folders go and the times are put back, so the target (and the
+    folder around it) look exactly as before. Folders a publish left empty go too.
+    """
+
+    def __init__(self) -> None:
+        self._created: list[Path] = []
+        self._touched: dict[Path, tuple[int, int, frozenset[str]]] = {}
+        self._folders: list[tuple[Path, int]] = []
+        self._roots: list[Path] = []
+        self.publishing = False  # set once publishing starts: the target may change from then on
+        self.changed = True  # after publishing: whether anything in the target changed
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def make_dirs(self, path: Path) -> None:
+        """mkdir -p, recording what it creates and the state of the folder it creates it in."""
+        missing = []
+        probe = path
+        while not probe.exists():
+            missing.append(probe)
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if not missing:
+            return
+        if probe not in self._touched and probe.is_dir():
+            st = probe.stat()
+            self._touched[probe] = (st.st_atime_ns, st.st_mtime_ns, _names(probe))
+        for folder in reversed(missing):
+            folder.mkdir()
+            self._created.append(folder)
+
+    def folder(self, root: Path) -> Path:
+        """A new, locked staging folder under root."""
+        self.make_dirs(root)
+        if root not in self._touched:
+            st = root.stat()
+            self._touched[root] = (st.st_atime_ns, st.st_mtime_ns, _names(root))
+        self._roots.append(root)
+        path = root / uuid.uuid4().hex
+        path.mkdir()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._folders.append((path, fd))
+        return path
+
+    def sweep(self, root: Path) -> None:
+        """Remove what killed imports left in root (entries no running import holds locked)."""
+        ours = {p for p, _ in self._folders}
+        try:
+            entries = list(root.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry in ours:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                try:
+                    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # a running import's
+                else:
+                    shutil.rmtree(entry, ignore_errors=True)
+                finally:
+                    os.close(fd)
+            else:
+                entry.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for path, fd in self._folders:
+            shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
+        self._folders.clear()
+        if self.publishing:
+            # Folders publishing left empty go, and staging roots a killed import left behind.
+            remove_empty(*reversed(self._created), *self._roots)
+        else:
+            for folder in reversed(self._created):
+                with suppress(OSError):
+                    shutil.rmtree(folder) if _only_folders(folder) else folder.rmdir()
+        if not (self.publishing and self.changed):
+            # Put back the times of folders that hold again exactly what they held: no trace of staging.
+            for folder, (atime, mtime, names) in self._touched.items():
+                with suppress(OSError):
+                    if _names(folder) == names:
+                        os.utime(folder, ns=(atime, mtime))
+        self._created.clear()
+        self._touched.clear()
+        self._roots.clear()
+
+
+def _names(folder: Path) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(folder))
+    except OSError:
+        return frozenset()
+
+
+def _only_folders(folder: Path) -> bool:
+    """Whether folder holds nothing but (empty) folders: what staging created, and nothing else."""
+    return all(not names for _, _, names in os.walk(folder))
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

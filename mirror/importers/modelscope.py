@@ -4,7 +4,7 @@
         snapshots/<revision>/<path>                 plain files (no blobs, no symlinks), one folder per
                                                     revision as it is requested: master, v1.0, a commit
         .mirror/receipts/<revision>.json            what mirror imported into each folder
-        .mirror/tmp/                                staging during an import
+        .mirror/tmp/<id>/                           staging during an import
     <cache>/datasets/<owner>--<name>/...            the same for dataset repos
 
 `modelscope.snapshot_download(id, revision=R, local_files_only=True)` returns `snapshots/R` when it is
@@ -25,7 +25,7 @@ cannot be expressed and are refused before anything is written.
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,16 +82,13 @@ class ModelScopeLayout(DirLayout):
     def receipt_path(self, root: Path, name: str) -> Path:
         return root.parent / ".mirror" / "receipts" / f"{quote(name, safe='')}.json"
 
-    def scratch_dir(self, repo: IndexedRepo) -> Path:
+    def receipt_paths(self) -> Iterator[Path]:
+        for segment in TYPE_FOLDERS.values():
+            yield from sorted(self.target.glob(f"{segment}/*/.mirror/receipts/*.json"))
+
+    def staging_root(self, repo: IndexedRepo) -> Path:
+        # Inside the repo folder, where modelscope only reads snapshots/.
         return self.repo_dir(repo) / ".mirror" / "tmp"
-
-    def scratch_name(self, placement: Placement, kind: str) -> Path:
-        # Built in the repo's .mirror/tmp, not beside it in snapshots/, where modelscope would list it.
-        return placement.root.parent / ".mirror" / "tmp" / f"{uuid.uuid4().hex}.{kind}"
-
-    def new_folders(self, repo: IndexedRepo) -> list[Path]:
-        repo_dir = self.repo_dir(repo)
-        return [repo_dir / "snapshots", repo_dir, repo_dir.parent]
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         return self.repo_dir(repo)
