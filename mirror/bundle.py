@@ -4,7 +4,14 @@ A bundle is a plain zstd-compressed POSIX tar (DESIGN.md, "Bundle v1"):
 
     MIRROR-BUNDLE.json                          the index: repos, revisions -> commit, files with hashes
     SHA256SUMS                                  `sha256sum -c` lines for every file member below
+    chunks/<sha256>/<NNN>                       pieces of a file larger than a volume (volumes only)
     repos/<source>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a tar hardlink
+
+The index always describes every file of every repo revision. Two optional additions (absent from a
+plain bundle, which stays byte-identical) say where a file's content is when the bundle does not pack it
+itself, per file: `"in_target": true` (a delta: the target must already hold it), `"volume": N` or
+`"chunks": [...]` (a volume of a set: which volume packs it, or its pieces), with the set described by
+the top-level `"volume_set"`. See `Placement` and `VolumeSet`.
 
 `iter_members` is the one place that names and orders the file members: the writer, the verifier and
 the importers all walk it.
@@ -18,10 +25,12 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
+from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any, NamedTuple, Protocol, cast
 
@@ -224,23 +233,167 @@ class IndexedRepo:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """One piece of a content larger than a volume: which volume packs it, its size and its own sha256."""
+
+    volume: int
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"volume": self.volume, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a content (by sha256) is when the bundle does not simply pack it: the default, no field set,
+    is a plain bundle's "packed here".
+
+    `in_target`: a delta left it out; the target must already hold it. `volume`: the volume of the set that
+    packs it whole. `chunks`: its pieces in order (a content larger than a volume), each in some volume.
+    """
+
+    in_target: bool = False
+    volume: int | None = None
+    chunks: tuple[Chunk, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        if self.in_target:
+            return {"in_target": True}
+        if self.chunks:
+            return {"chunks": [c.to_json() for c in self.chunks]}
+        if self.volume is not None:
+            return {"volume": self.volume}
+        return {}
+
+    @cached_property
+    def offsets(self) -> tuple[int, ...]:
+        """Where each chunk starts in the content."""
+        return tuple(accumulate((c.size for c in self.chunks[:-1]), initial=0)) if self.chunks else ()
+
+    def volumes(self) -> list[int]:
+        """The volumes this content needs (none for a plain bundle's or the target's)."""
+        if self.chunks:
+            return sorted({c.volume for c in self.chunks})
+        return [self.volume] if self.volume is not None else []
+
+
+PACKED_HERE = Placement()
+IN_TARGET = Placement(in_target=True)
+
+
+@dataclass(frozen=True)
+class VolumeSet:
+    """The set a volume belongs to: `id` (the sha256 of the description every volume shares), this volume's
+    number (1-based) and every volume's file name, in order."""
+
+    id: str
+    volume: int
+    names: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "volume": self.volume, "names": list(self.names)}
+
+    def name(self, volume: int) -> str:
+        return self.names[volume - 1]
+
+    @classmethod
+    def from_json(cls, data: Any) -> VolumeSet:
+        what = "volume_set"
+        set_id = _field(data, "id", str, what)
+        if not is_sha256(set_id):
+            raise _bad(f"invalid volume set id {set_id!r}")
+        names = _field(data, "names", list, what)
+        for name in names:
+            if not isinstance(name, str) or "/" in name or not is_safe_relpath(name):
+                raise _bad(f"invalid volume name {name!r}")
+        if not names or len(set(names)) != len(names):
+            raise _bad("the volume names are empty or repeated")
+        volume = _field(data, "volume", int, what)
+        if not 1 <= volume <= len(names):
+            raise _bad(f"volume {volume} is not one of the set's {len(names)}")
+        return cls(set_id, volume, tuple(names))
+
+
+def _placement_from_json(data: dict[str, Any], record: FileRecord, volumes: VolumeSet | None) -> Placement:
+    what = f"file {record.path!r}"
+    given = [k for k in ("in_target", "volume", "chunks") if k in data]
+    if len(given) > 1:
+        raise _bad(f"{what} has more than one of {', '.join(given)}")
+    if not given:
+        if volumes is not None:
+            raise _bad(f"{what} says neither which volume packs it nor that the target holds it")
+        return PACKED_HERE
+    if given == ["in_target"]:
+        if data["in_target"] is not True:
+            raise _bad(f"{what}: 'in_target' must be true when present")
+        return IN_TARGET
+    if volumes is None:
+        raise _bad(f"{what} names a volume, but the bundle is not a volume of a set")
+    count = len(volumes.names)
+    if given == ["volume"]:
+        volume = _field(data, "volume", int, what)
+        if not 1 <= volume <= count:
+            raise _bad(f"{what} is in volume {volume}, not one of the set's {count}")
+        return Placement(volume=volume)
+    pieces = _field(data, "chunks", list, what)
+    chunks = []
+    for piece in pieces:
+        volume = _field(piece, "volume", int, f"{what} chunk")
+        size = _field(piece, "size", int, f"{what} chunk")
+        sha = _field(piece, "sha256", str, f"{what} chunk")
+        if not 1 <= volume <= count or size <= 0 or not is_sha256(sha):
+            raise _bad(f"{what} has an invalid chunk {piece!r}")
+        chunks.append(Chunk(volume, size, sha))
+    if not chunks or sum(c.size for c in chunks) != record.size:
+        raise _bad(f"{what}: its chunks do not add up to its {record.size} bytes")
+    return Placement(chunks=tuple(chunks))
+
+
+@dataclass(frozen=True)
 class BundleIndex:
-    """The parsed, validated `MIRROR-BUNDLE.json`."""
+    """The parsed, validated `MIRROR-BUNDLE.json`.
+
+    `placements` maps a content's sha256 to where it is, for content the bundle does not pack itself (a
+    delta's `in_target`, a volume set's volumes); `volume_set` is set on a volume of a set.
+    """
 
     created: str
     repos: tuple[IndexedRepo, ...]
     tool_version: str = __version__
     tool: str = "mirror"
+    placements: Mapping[str, Placement] = field(default_factory=dict)
+    volume_set: VolumeSet | None = None
+
+    def placement(self, sha256: str) -> Placement:
+        return self.placements.get(sha256, PACKED_HERE)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "tool": self.tool,
             "tool_version": self.tool_version,
             "created": self.created,
-            "repos": [r.to_json() for r in self.repos],
         }
+        if self.volume_set is not None:  # written only for volumes: plain bundles stay byte-identical
+            data["volume_set"] = self.volume_set.to_json()
+        repos = []
+        for repo in self.repos:
+            entry = repo.to_json()
+            for commit in entry["commits"]:
+                for f in commit["files"]:
+                    f.update(self.placement(f["sha256"]).to_json())
+            repos.append(entry)
+        data["repos"] = repos
+        return data
+
+    def set_id(self) -> str:
+        """The id of the volume set this index describes: the sha256 of the index with the volume's own
+        number and the id itself left out, so every volume of one export computes the same."""
+        assert self.volume_set is not None
+        blank = replace(self, volume_set=VolumeSet("", 0, self.volume_set.names))
+        return hashlib.sha256(blank.to_bytes()).hexdigest()
 
     def to_bytes(self) -> bytes:
         return (json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n").encode("utf-8")
@@ -263,12 +416,25 @@ class BundleIndex:
         repos = tuple(IndexedRepo.from_json(r) for r in _field(data, "repos", list, "index"))
         if len({r.key for r in repos}) != len(repos):
             raise _bad("a repo is listed twice")
+        volume_set = VolumeSet.from_json(data["volume_set"]) if "volume_set" in data else None
+        placements: dict[str, Placement] = {}
+        for repo in data["repos"]:  # the same objects IndexedRepo.from_json checked above
+            for commit in repo["commits"]:
+                for f in commit["files"]:
+                    record = FileRecord.from_json(f)
+                    placement = _placement_from_json(f, record, volume_set)
+                    if placements.setdefault(record.sha256, placement) != placement:
+                        raise _bad(f"files with the content {record.sha256} are placed differently")
         index = cls(
             created=created,
             repos=tuple(sorted(repos, key=lambda r: r.key)),
             tool_version=_field(data, "tool_version", str, "index"),
             tool=_field(data, "tool", str, "index"),
+            placements={sha: p for sha, p in sorted(placements.items()) if p != PACKED_HERE},
+            volume_set=volume_set,
         )
+        if volume_set is not None and index.set_id() != volume_set.id:
+            raise _bad("the volume set id does not match the index (a damaged or altered volume)")
         names = [m.name for m in iter_members(index)]
         if len(set(names)) != len(names):
             raise _bad("two files share a member name (a model and a dataset with the same id and commit?)")
@@ -276,36 +442,69 @@ class BundleIndex:
 
 
 class BundleMember(NamedTuple):
-    """A file member, as `iter_members` names and orders it."""
+    """A file member, as `iter_members` names and orders it.
+
+    A chunk member (`chunk` is its number in the placement's chunks, from 0) carries one piece of `file`'s
+    content (`size` and `sha256` are the piece's); `file`, `repo` and `commit` are then the first file with
+    that content.
+    """
 
     name: str
     file: FileRecord
     repo: IndexedRepo
     commit: IndexedCommit
     link_to: str | None  # the earlier member that carries the same content, if any
+    size: int
+    sha256: str
+    chunk: int | None = None
 
 
 def member_name(source: str, repo_id: str, commit: str, path: str) -> str:
     return f"repos/{source}/{repo_id}/{commit}/{path}"
 
 
+def chunk_name(sha256: str, number: int, count: int) -> str:
+    """`chunks/<sha256>/001`: numbered from 1, zero-padded so that `cat chunks/<sha256>/*` joins them."""
+    return f"chunks/{sha256}/{number + 1:0{max(3, len(str(count)))}d}"
+
+
 def iter_members(index: BundleIndex) -> Iterator[BundleMember]:
-    """The file members in archive order (sorted by name); repeated content links to its first member."""
-    found = [
-        (member_name(repo.source, repo.repo_id, c.commit, f.path), f, repo, c)
-        for repo in index.repos
-        for c in repo.commits
-        for f in c.files
-    ]
+    """The file members in archive order (sorted by name); repeated content links to its first member.
+
+    Only what this bundle packs: not content a delta leaves in the target, nor what other volumes pack.
+    """
+    this = index.volume_set.volume if index.volume_set is not None else None
+    found: list[BundleMember] = []
+    chunked: set[str] = set()
+    for repo in index.repos:
+        for c in repo.commits:
+            for f in c.files:
+                placement = index.placement(f.sha256)
+                if placement.chunks:
+                    if f.sha256 in chunked:
+                        continue
+                    chunked.add(f.sha256)
+                    count = len(placement.chunks)
+                    found += [
+                        BundleMember(chunk_name(f.sha256, i, count), f, repo, c, None, p.size, p.sha256, i)
+                        for i, p in enumerate(placement.chunks)
+                        if p.volume == this
+                    ]
+                elif not placement.in_target and placement.volume == this:
+                    name = member_name(repo.source, repo.repo_id, c.commit, f.path)
+                    found.append(BundleMember(name, f, repo, c, None, f.size, f.sha256))
     first: dict[str, str] = {}
-    for name, f, repo, c in sorted(found, key=lambda m: m[0]):
-        link = first.setdefault(f.sha256, name)
-        yield BundleMember(name, f, repo, c, None if link == name else link)
+    for m in sorted(found, key=lambda m: m.name):
+        if m.chunk is not None:
+            yield m
+            continue
+        link = first.setdefault(m.sha256, m.name)
+        yield m._replace(link_to=None if link == m.name else link)
 
 
 def sums_text(index: BundleIndex) -> bytes:
     """SHA256SUMS: one `sha256sum -c` line per file member, in member order."""
-    return "".join(f"{m.file.sha256}  {m.name}\n" for m in iter_members(index)).encode("utf-8")
+    return "".join(f"{m.sha256}  {m.name}\n" for m in iter_members(index)).encode("utf-8")
 
 
 def describe_index(index: BundleIndex) -> dict[str, Any]:
@@ -328,7 +527,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
             }
         )
     members = list(iter_members(index))
-    return {
+    data: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "tool": index.tool,
@@ -336,9 +535,18 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
         "created": index.created,
         "repos": repos,
         "files": len(members),
-        "total_bytes": sum(m.file.size for m in members),
-        "unique_bytes": sum(m.file.size for m in members if m.link_to is None),
+        "total_bytes": sum(m.size for m in members),
+        "unique_bytes": sum(m.size for m in members if m.link_to is None),
     }
+    # Only for deltas and volumes, so a plain bundle's description is as it always was.
+    if index.volume_set is not None:
+        data["volume_set"] = index.volume_set.to_json()
+    elsewhere = [
+        f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
+    ]
+    if elsewhere:
+        data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
+    return data
 
 
 def _iso(ts: int) -> str:
@@ -488,12 +696,18 @@ class BundleSummary:
 
 
 def build_index(
-    store: Store, selection: Iterable[RepoSelection], *, created: int | None = None
+    store: Store,
+    selection: Iterable[RepoSelection],
+    *,
+    created: int | None = None,
+    have: Mapping[str, int] | None = None,
 ) -> BundleIndex:
     """The index of a bundle holding `selection`, validated as a reader would.
 
     `created` (unix seconds; the CLI passes SOURCE_DATE_EPOCH) defaults to the newest sync of what is
-    selected, never the clock, so the same store gives the same bundle.
+    selected, never the clock, so the same store gives the same bundle. `have` (sha256 -> size: what the
+    far side already holds, from `mirror inventory` or earlier bundles) makes a delta: files with that
+    content are described but marked `in_target` instead of packed.
     """
     repos = []
     stamps: list[str] = []
@@ -524,7 +738,16 @@ def build_index(
         raise MirrorError(
             f"invalid bundle creation time {created} (want unix seconds, e.g. SOURCE_DATE_EPOCH)"
         )
-    index = BundleIndex(created=_iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)))
+    placements = {
+        f.sha256: IN_TARGET
+        for repo in repos
+        for c in repo.commits
+        for f in c.files
+        if have is not None and have.get(f.sha256) == f.size
+    }
+    index = BundleIndex(
+        created=_iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)), placements=placements
+    )
     # Never write what a reader would refuse.
     return BundleIndex.from_json(index.to_json())
 
@@ -586,16 +809,41 @@ def write_bundle(
     level: int = 3,
     threads: int = -1,
     created: int | None = None,
+    have: Mapping[str, int] | None = None,
     progress: Progress | None = None,
 ) -> BundleSummary:
     """Pack `selection` into `out` (a `.tar.zst`) and write `out.sha256` beside it.
 
-    The bundle is written under a temp name and renamed into place, so `out` is a whole bundle or absent.
-    Every blob is re-hashed as it is packed: a damaged store fails the export instead of the import.
+    With `have` (see `build_index`), content the far side holds is described but not packed (a delta).
     `progress` gets the bytes of each file member as it is packed (hardlinked ones at once).
     """
+    index = build_index(store, selection, created=created, have=have)
+    return write_archive(store, index, Path(out), level=level, threads=threads, progress=progress)
+
+
+def chunk_offset(index: BundleIndex, member: BundleMember) -> int:
+    """Where a chunk member's bytes start in its file's content."""
+    assert member.chunk is not None
+    return index.placement(member.file.sha256).offsets[member.chunk]
+
+
+def write_archive(
+    store: Store,
+    index: BundleIndex,
+    out: Path,
+    *,
+    level: int = 3,
+    threads: int = -1,
+    progress: Progress | None = None,
+    limit: int | None = None,
+) -> BundleSummary:
+    """Write the bundle (or volume) `index` describes to `out`, and `out.sha256` beside it.
+
+    The bundle is written under a temp name and renamed into place, so `out` is a whole bundle or absent.
+    Every blob is re-hashed as it is packed: a damaged store fails the export instead of the import.
+    `limit` (a volume's size) is checked against the result before it takes `out`'s name.
+    """
     out = Path(out)
-    index = build_index(store, selection, created=created)
     mtime = _parse_iso(index.created) or 0
     members = list(iter_members(index))
     for m in members:
@@ -626,28 +874,18 @@ def write_bundle(
                 for m in members:
                     if m.link_to is not None:
                         tar.addfile(_tarinfo(m.name, mtime, link_to=m.link_to))
-                        if progress is not None and m.file.size:
-                            progress(m.file.size)
+                        if progress is not None and m.size:
+                            progress(m.size)
                         continue
-                    with open(store.blob_path(m.file.sha256), "rb", buffering=CHUNK) as blob:
-                        reader = _BlobReader(blob, progress)
-                        try:
-                            tar.addfile(_tarinfo(m.name, mtime, m.file.size), reader)
-                        except OSError as e:
-                            if reader.size >= m.file.size:
-                                raise  # the output failed, not the blob
-                            raise IntegrityError(
-                                f"store blob {m.file.sha256} shrank while packing; run `mirror verify`"
-                            ) from e
-                    if reader.sha256.hexdigest() != m.file.sha256:
-                        raise IntegrityError(
-                            f"store blob {m.file.sha256} ({m.repo.key} {m.file.path}) does not match its "
-                            "hash; "
-                            "run `mirror verify` and `mirror sync` to repair the store"
-                        )
+                    _pack_member(store, index, tar, m, mtime, progress)
             raw.flush()
             os.fsync(raw.fileno())
         digest = sink.sha256.hexdigest()
+        if limit is not None and sink.size > limit:
+            raise MirrorError(
+                f"{out.name} came out at {sink.size} bytes, over the volume size {limit}; this is a bug in "
+                "mirror's volume planning, please report it (export with a smaller --split meanwhile)"
+            )
         side = out.with_name(out.name + ".sha256")
         side.unlink(missing_ok=True)  # a stale digest must not sit beside the new bundle
         os.replace(tmp, out)
@@ -661,9 +899,38 @@ def write_bundle(
         sha256=digest,
         size=sink.size,
         files=len(members),
-        unique_bytes=sum(m.file.size for m in members if m.link_to is None),
+        unique_bytes=sum(m.size for m in members if m.link_to is None),
         repos=len(index.repos),
     )
+
+
+def _pack_member(
+    store: Store,
+    index: BundleIndex,
+    tar: tarfile.TarFile,
+    m: BundleMember,
+    mtime: int,
+    progress: Progress | None,
+) -> None:
+    """Add one member with data (a whole file, or one chunk of it) from its store blob, checking its hash."""
+    with open(store.blob_path(m.file.sha256), "rb", buffering=CHUNK) as blob:
+        if m.chunk is not None:
+            blob.seek(chunk_offset(index, m))
+        reader = _BlobReader(blob, progress)
+        try:
+            tar.addfile(_tarinfo(m.name, mtime, m.size), reader)
+        except OSError as e:
+            if reader.size >= m.size:
+                raise  # the output failed, not the blob
+            raise IntegrityError(
+                f"store blob {m.file.sha256} shrank while packing; run `mirror verify`"
+            ) from e
+    if reader.sha256.hexdigest() != m.sha256:
+        what = "" if m.chunk is None else f" chunk {m.chunk + 1}"
+        raise IntegrityError(
+            f"store blob {m.file.sha256}{what} ({m.repo.key} {m.file.path}) does not match its hash; "
+            "run `mirror verify` and `mirror sync` to repair the store"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -829,7 +1096,7 @@ class BundleFile:
         if self._read:
             raise RuntimeError(f"{self.member.name} was already read")
         self._read = True
-        name, record = self.member.name, self.member.file
+        name, member = self.member.name, self.member
         if self.link_to is not None:
             if self._failed_link is not None:
                 raise IntegrityError(
@@ -837,12 +1104,12 @@ class BundleFile:
                 )
             self.verified = True
             return
-        if self._info.size != record.size:  # files() refuses these before yielding them
+        if self._info.size != member.size:  # files() refuses these before yielding them
             raise RuntimeError(f"{name}: size not checked")
         digest = self._reader._copy(self._info, sink)
-        if digest != record.sha256:
+        if digest != member.sha256:
             raise IntegrityError(
-                f"{self._reader.path}: {name}: sha256 {digest} does not match the index ({record.sha256}); "
+                f"{self._reader.path}: {name}: sha256 {digest} does not match the index ({member.sha256}); "
                 "the bundle was damaged, copy or export it again"
             )
         self.verified = True
@@ -1012,15 +1279,15 @@ class BundleReader:
                 raise IntegrityError(
                     f"{where} is a hardlink to {target!r}, not an earlier member; refusing it"
                 )
-            if expected[target].file.sha256 != member.file.sha256:
+            if expected[target].sha256 != member.sha256:
                 raise IntegrityError(f"{where} is a hardlink to {target!r}, which holds other content")
         elif info.type not in _REGULAR:
             raise IntegrityError(
                 f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it"
             )
-        elif info.size != member.file.size:
+        elif info.size != member.size:
             raise IntegrityError(
-                f"{where} holds {info.size} bytes but the index says {member.file.size}; refusing it unread "
+                f"{where} holds {info.size} bytes but the index says {member.size}; refusing it unread "
                 "(the bundle is corrupt or crafted, export it again)"
             )
         return member
@@ -1114,18 +1381,25 @@ def verify_bundle(bundle: Path, progress: Progress | None = None) -> BundleIndex
 
 __all__ = [
     "INDEX_NAME",
+    "IN_TARGET",
+    "PACKED_HERE",
     "SUMS_NAME",
     "BundleFile",
     "BundleIndex",
     "BundleMember",
     "BundleReader",
     "BundleSummary",
+    "Chunk",
     "IndexedCommit",
     "IndexedRepo",
     "ModelSpecLike",
+    "Placement",
     "RepoSelection",
+    "VolumeSet",
     "build_index",
     "check_side_file",
+    "chunk_name",
+    "chunk_offset",
     "describe_index",
     "iter_members",
     "member_name",
@@ -1135,5 +1409,6 @@ __all__ = [
     "select_specs",
     "sums_text",
     "verify_bundle",
+    "write_archive",
     "write_bundle",
 ]

@@ -328,6 +328,30 @@ def gc(
     help="zstd worker threads (-1: one per core). The bundle's bytes do not depend on it.",
 )
 @click.option(
+    "--have",
+    "have_files",
+    multiple=True,
+    metavar="FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A `mirror inventory` file from the far side (repeatable): pack only content it lacks (a delta); "
+    "the index still describes every file.",
+)
+@click.option(
+    "--since",
+    "since_bundles",
+    multiple=True,
+    metavar="BUNDLE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="An earlier bundle, or any volume of an earlier set (repeatable): what it packed counts as held "
+    "by the far side (a delta). Only its index is read.",
+)
+@click.option(
+    "--split",
+    metavar="SIZE",
+    help="Write self-contained volumes OUT.001.tar.zst, OUT.002.tar.zst, ... of at most SIZE each "
+    "(K, M, G, T: powers of 1024, as GNU split; KB, MB, GB, TB: powers of 1000).",
+)
+@click.option(
     "--sign",
     "sign_key",
     metavar="KEY",
@@ -353,6 +377,9 @@ def export_cmd(
     store: Path | None,
     level: int,
     threads: int,
+    have_files: Sequence[Path],
+    since_bundles: Sequence[Path],
+    split: str | None,
     sign_key: Path | None,
     sequence: int | None,
     expires: str | None,
@@ -362,12 +389,17 @@ def export_cmd(
 
     Writes OUT.tar.zst and OUT.tar.zst.sha256 beside it. The same store content and options give a
     byte-identical bundle; its creation time is SOURCE_DATE_EPOCH when set, else the newest sync.
-    With --sign, also OUT.tar.zst.sig (the bundle itself stays byte-identical).
+    With --have/--since, a delta: content the far side holds is described, not packed. With --split,
+    volumes OUT.001.tar.zst ... that are each a bundle of their own. With --sign, also a .sig beside each
+    (the bundles themselves stay byte-identical).
     """
-    from mirror.bundle import select_all, select_specs, write_bundle
+    from mirror.bundle import build_index, iter_members, select_all, select_specs, write_archive
+    from mirror.inventory import had_by_bundles, read_have
     from mirror.manifest import load_manifests
     from mirror.signing import load_private_key, parse_duration, sign_bundle, signature_path
+    from mirror.sizes import parse_size
     from mirror.store import Store
+    from mirror.volumes import write_volumes
 
     if sign_key is None and (sequence is not None or expires is not None):
         raise click.UsageError("--sequence and --expires need --sign KEY")
@@ -375,7 +407,17 @@ def export_cmd(
         lifetime = parse_duration(expires) if expires is not None else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--expires") from None
+    try:
+        limit = parse_size(split) if split is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--split") from None
     private_key = load_private_key(sign_key) if sign_key is not None else None
+    have: dict[str, int] | None = None
+    if have_files or since_bundles:
+        have = {}
+        for have_file in have_files:
+            have.update(read_have(have_file))
+        have.update(had_by_bundles(since_bundles))
     cfg = settings(store)
     st = Store(cfg.store)
     if manifests:
@@ -385,35 +427,49 @@ def export_cmd(
     if not selection:
         raise MirrorError(f"the store {cfg.store} holds nothing to export; run `mirror sync MANIFEST` first")
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
+    index = build_index(st, selection, created=int(epoch) if epoch else None, have=have)
+    if limit is None:
+        signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
     sink = progress()
-    sink.start(sum(s.size for sel in selection for s in sel.snapshots), "export")
+    sink.start(sum(m.size for m in iter_members(index)), "export")
     try:
-        summary = write_bundle(
-            st,
-            selection,
-            output,
-            level=level,
-            threads=threads,
-            created=int(epoch) if epoch else None,
-            progress=sink.update,
-        )
+        if limit is None:
+            summaries = [write_archive(st, index, output, level=level, threads=threads, progress=sink.update)]
+        else:
+            summaries = write_volumes(
+                st, index, output, limit, level=level, threads=threads, progress=sink.update
+            )
     finally:
         sink.close()
-    data = summary.to_json()
-    lines = [
-        f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
-        f"sha256 {summary.sha256}",
+    data: dict[str, Any] = summaries[0].to_json() if limit is None else {"volumes": []}
+    lines = []
+    elsewhere = [
+        f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
     ]
-    if private_key is not None:
-        signed = sign_bundle(
-            output,
-            private_key,
-            sequence=sequence,
-            expires=int(time.time()) + lifetime if lifetime is not None else None,
+    if have is not None:
+        data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
+    # Every volume of a set is signed with the same sequence and expiry: they are one export.
+    now = int(time.time())
+    sequence = now if sequence is None and private_key is not None else sequence
+    expiry = now + lifetime if lifetime is not None else None
+    for summary in summaries:
+        entry = summary.to_json()
+        lines += [
+            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
+            f"sha256 {summary.sha256}",
+        ]
+        if private_key is not None:
+            signed = sign_bundle(summary.path, private_key, sequence=sequence, expires=expiry)
+            entry["signature"] = signed.to_json()
+            lines.append(f"signed {signed.path} ({signed.describe()})")
+        if limit is None:
+            data.update(entry)
+        else:
+            data["volumes"].append(entry)
+    if have is not None:
+        lines.append(
+            f"delta: {len(elsewhere)} files ({human_size(sum(f.size for f in elsewhere))}) left to the far side"
         )
-        data["signature"] = signed.to_json()
-        lines.append(f"signed {signed.path} ({signed.describe()})")
     emit(data, as_json, lines)
 
 
@@ -473,10 +529,14 @@ def import_cmd(
 
     Nothing of a bundle is published until every one of its members is verified (a damaged or hostile
     bundle leaves the target as it was, exit 4), and not without room for it; models already in the target
-    that a bundle does not name are never touched. With --trust, a bundle is accepted only if its .sig
+    that a bundle does not name are never touched. Volumes of a set (export --split) are taken together, in
+    any order: repos whose files are all at hand are published, the others are named with the volumes they
+    still need (exit 3); a damaged volume is named and not used (exit 4). A delta (export --have/--since)
+    takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
+    published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     """
-    from mirror.importers import import_bundle
+    from mirror.importers import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
 
     trust = TrustPolicy(tuple(load_public_key(k) for k in trust_keys), required=require_signature)
@@ -485,22 +545,96 @@ def import_cmd(
         if layout == "dir":
             raise click.UsageError("--layout dir needs --target DIR")
         target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    units = group_bundles(bundles)
     reports = []
-    for bundle in bundles:
+    errors: list[MirrorError] = []
+    for unit in units:
         sink = progress()
-        sink.start(bundle.stat().st_size, f"import {bundle.name}")
+        sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
         try:
             reports.append(
-                import_bundle(
-                    bundle, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks
-                )
+                import_unit(unit, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks)
             )
+        except MirrorError as e:
+            if len(units) == 1:
+                raise
+            errors.append(e)  # each bundle or set is one unit: the others still import
         finally:
             sink.close()
+    data: dict[str, Any] = {
+        "target": str(target),
+        "layout": layout,
+        "bundles": [r.to_json() for r in reports],
+    }
+    if errors:
+        data["errors"] = [str(error) for error in errors]
+    emit(data, as_json, [line for r in reports for line in r.lines()])
+    for error in errors:
+        click.echo(f"mirror: error: {error}", err=True)
+    codes = [r.exit_code for r in reports] + [error.exit_code for error in errors]
+    if any(codes):
+        # Damage wins; otherwise what failed alone keeps its code, and failures beside successes are partial.
+        raise SystemExit(4 if 4 in codes else codes[0] if len(set(codes)) == 1 else 3)
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.option(
+    "--layout",
+    type=click.Choice(["hf", "modelscope", "dir"]),
+    default="hf",
+    show_default=True,
+    help="The layout of the target, as `mirror import` wrote it (or the hub clients filled it).",
+)
+@click.option(
+    "--target",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The tree to list (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
+    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="have.json to write (carry it to the connected side, for export --have).",
+)
+@json_option
+@output_options
+def inventory(layout: str, target: Path | None, output: Path, as_json: bool) -> None:
+    """List what this (air-gapped) machine already holds: every content by sha256 and size, and its repos'
+    revisions and commits, as a small JSON file for `mirror export --have`.
+
+    sha256s come from the receipts `mirror import` left and from LFS blob names; other files (ordinary HF
+    blobs, ModelScope's own downloads) are hashed. An absent target holds nothing.
+    """
+    from mirror.fsutil import atomic_write_bytes
+    from mirror.inventory import take_inventory
+
+    if target is None:
+        if layout == "dir":
+            raise click.UsageError("--layout dir needs --target DIR")
+        target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    held, stats = take_inventory(layout, target, progress=progress())
+    atomic_write_bytes(output, held.to_bytes())
+    total = sum(held.blobs.values())
     emit(
-        {"target": str(target), "layout": layout, "bundles": [r.to_json() for r in reports]},
+        {
+            "output": str(output),
+            "target": str(target),
+            "layout": layout,
+            "blobs": len(held.blobs),
+            "bytes": total,
+            "repos": len(held.repos),
+            "files": stats.files,
+            "hashed_files": stats.hashed,
+            "hashed_bytes": stats.hashed_bytes,
+        },
         as_json,
-        [line for r in reports for line in r.lines()],
+        [
+            f"wrote {output}: {len(held.blobs)} contents ({human_size(total)}) of {len(held.repos)} repos in "
+            f"{target}; hashed {stats.hashed} of {stats.files} files ({human_size(stats.hashed_bytes)})"
+        ],
     )
 
 
@@ -627,6 +761,14 @@ def describe_bundle(data: dict[str, Any]) -> list[str]:
             lines.append(f"  {rev['name']} -> {rev['commit']}")
         for c in repo["commits"]:
             lines.append(f"  {c['commit']}: {c['files']} files, {human_size(c['bytes'])}")
+    if "volume_set" in data:
+        names = data["volume_set"]["names"]
+        lines.append(f"volume {data['volume_set']['volume']} of {len(names)}: {', '.join(names)}")
+    if "in_target" in data:
+        elsewhere = data["in_target"]
+        lines.append(
+            f"delta: {elsewhere['files']} files ({human_size(elsewhere['bytes'])}) are left to the target"
+        )
     lines.append(f"total {human_size(data['total_bytes'])}, unique {human_size(data['unique_bytes'])}")
     return lines
 

@@ -11,6 +11,12 @@ instead of written again, so importing the same bundle twice writes nothing, and
 target is found and replaced by the bundle's. Before anything is written, the bytes the import will add
 are checked against the free space of the target's file system.
 
+Deltas and volume sets (DESIGN: bundle index `in_target`, `volume`, `chunks`): an import unit is one
+bundle or the volumes given of one set (`group_bundles`). Content that nothing given carries is taken from
+anywhere in the target (`held.TargetContent`), hashed first. A repo is published only when every one of
+its files is at hand; the others are reported (`MissingRepo`) and left as they were. Of a set, a damaged
+volume is dropped whole, and the rest still count.
+
 Adding a layout is one module with a `Layout` subclass, and one line in `LAYOUTS`.
 """
 
@@ -18,18 +24,30 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.bundle import BundleFile, BundleIndex, IndexedRepo, Progress, iter_members, open_bundle
+from mirror.bundle import (
+    BundleFile,
+    BundleIndex,
+    IndexedRepo,
+    Progress,
+    chunk_offset,
+    open_bundle,
+    read_index,
+)
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.importers.dir import DirLayout
+from mirror.importers.held import TargetContent
 from mirror.importers.hf import HfLayout
 from mirror.importers.layout import (
     HashCache,
     ImportReport,
     Layout,
+    MissingFile,
+    MissingRepo,
     Publication,
     RepoReport,
     Staging,
@@ -41,7 +59,6 @@ from mirror.importers.layout import (
 from mirror.importers.modelscope import ModelScopeLayout
 from mirror.signing import TrustPolicy, check_trust  # signed bundles (issue 5 item 7)
 from mirror.snapshot import FileRecord
-from mirror.store import RepoKey
 
 LAYOUTS: dict[str, Callable[..., Layout]] = {
     "hf": HfLayout,
@@ -72,14 +89,21 @@ def make_layout(layout: str, target: Path, *, symlinks: bool = True) -> Layout:
 
 
 def receipt_for(
-    bundle: Path, sha256: str, index: BundleIndex, repo: IndexedRepo, layout: Layout
+    bundle: Path,
+    sha256: str,
+    index: BundleIndex,
+    repo: IndexedRepo,
+    layout: Layout,
+    volumes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """What an import records about a repo: which bundle, which revisions, which files with their hashes
-    (what `mirror verify --target` checks the tree against)."""
+    """What an import records about a repo: which bundle (or volumes of a set, and the set's id as
+    `bundle_sha256`), which revisions, which files with their hashes (what `mirror verify --target` checks the
+    tree against)."""
     return {
         "layout": layout.name,
         "symlinks": layout.symlinks,
         "bundle": bundle.name,
+        **({"volumes": list(volumes)} if volumes else {}),
         "bundle_sha256": sha256,
         "bundle_created": index.created,
         "bundle_tool_version": index.tool_version,
@@ -99,6 +123,69 @@ def receipt_for(
     }
 
 
+@dataclass(frozen=True)
+class ImportUnit:
+    """What one import takes as a whole: a bundle, or the volumes given of one set (in volume order).
+
+    `error` is set for a bundle whose index cannot be read (it is refused, and named, when imported).
+    """
+
+    volumes: tuple[tuple[Path, BundleIndex], ...]
+    error: MirrorError | None = None
+    path: Path | None = None
+
+    @property
+    def index(self) -> BundleIndex:
+        return self.volumes[0][1]
+
+    @property
+    def label(self) -> str:
+        """The bundle's name; for a set, its name without the volume number (`models.tar.zst`)."""
+        if not self.volumes:
+            return self.path.name if self.path is not None else "?"
+        path, index = self.volumes[0]
+        if index.volume_set is None:
+            return path.name
+        return set_label(index.volume_set.names[0])
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p, _ in self.volumes] or ([self.path] if self.path is not None else [])
+
+
+def set_label(first_volume: str) -> str:
+    """`models.001.tar.zst` -> `models.tar.zst`."""
+    head, suffix, _ = first_volume.rpartition(".tar.zst")
+    base, dot, number = head.rpartition(".")
+    return f"{base}{suffix}" if dot and number.isdigit() else first_volume
+
+
+def _volume_number(volume: tuple[Path, BundleIndex]) -> int:
+    return volume[1].volume_set.volume if volume[1].volume_set is not None else 0
+
+
+def group_bundles(bundles: Iterable[Path]) -> list[ImportUnit]:
+    """The import units of the bundles given (in the order first met): each plain bundle alone, the volumes
+    of one set together whatever their order (a volume given twice counts once). Only indexes are read."""
+    units: list[ImportUnit] = []
+    sets: dict[str, int] = {}
+    for path in map(Path, bundles):
+        try:
+            index = read_index(path)
+        except MirrorError as e:
+            units.append(ImportUnit((), error=e, path=path))
+            continue
+        if index.volume_set is None:
+            units.append(ImportUnit(((path, index),)))
+            continue
+        at = sets.setdefault(index.volume_set.id, len(units))
+        if at == len(units):
+            units.append(ImportUnit(((path, index),)))
+        elif all(_volume_number(v) != index.volume_set.volume for v in units[at].volumes):
+            units[at] = ImportUnit(tuple(sorted((*units[at].volumes, (path, index)), key=_volume_number)))
+    return units
+
+
 def import_bundle(
     bundle: Path,
     layout: str,
@@ -108,78 +195,322 @@ def import_bundle(
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
 ) -> ImportReport:
-    """Verify all of `bundle` while streaming it once; only then publish its repos into `target`.
+    """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
+    (unit,) = group_bundles([bundle])
+    return import_unit(unit, layout, target, progress=progress, trust=trust, symlinks=symlinks)
 
-    A damaged or hostile bundle publishes nothing and leaves the target as it was (IntegrityError, or
-    BundleImportError naming every member whose content did not match). Repos in the target the bundle
-    does not name are never touched. `progress` gets the compressed bytes read (the bundle's size is the
-    total). `symlinks=False` (`--no-symlinks`) makes the hf layout write real files in snapshots/.
+
+def import_unit(
+    unit: ImportUnit,
+    layout: str,
+    target: Path,
+    *,
+    progress: Progress | None = None,
+    trust: TrustPolicy | None = None,
+    symlinks: bool = True,
+) -> ImportReport:
+    """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
+
+    A plain bundle or a delta is one unit: if any member is damaged or hostile, nothing of it is published
+    and the target is left as it was (IntegrityError, or BundleImportError naming every member whose
+    content did not match). Of a volume set, a damaged volume is dropped whole and named in the report,
+    and the others still count. Each repo whose every file is at hand (verified from what was given, or,
+    for content a delta or a volume not given leaves out, found anywhere in the target and hashed) is
+    published; the others are left as they were and reported missing, with their files and the volumes
+    still needed (`ImportReport.exit_code`: 3, or 4 when a volume or a file of the target was damaged).
+    Repos in the target the bundle does not name are never touched. `progress` gets the compressed bytes
+    read (the volumes' sizes are the total). `symlinks=False` (`--no-symlinks`) makes the hf layout write
+    real files in snapshots/.
     """
-    bundle = Path(bundle)
+    if unit.error is not None:
+        raise unit.error
     target = Path(target)
     writer = make_layout(layout, target, symlinks=symlinks)
+    index = unit.index
+    volume_set = index.volume_set
+    given = {_volume_number(v) for v in unit.volumes}
     hashes = HashCache()
+    files_of: dict[str, FileRecord] = {}
+    for repo in index.repos:
+        for f in _files(repo):
+            files_of.setdefault(f.sha256, f)
+
+    def carried(sha: str) -> bool:
+        """Whether what was given carries this content (else it must come from the target)."""
+        placement = index.placement(sha)
+        return not placement.in_target and all(v in given for v in placement.volumes())
+
     try:
-        with open_bundle(bundle, progress) as reader:
-            index = reader.index
-            # Signed bundles (mirror.signing): refuse an unsigned, untrusted, altered, expired or rolled-back
-            # bundle before anything is written.
-            accepted = check_trust(trust, bundle, index, writer.name, target)
-            writer.check(index)
-            candidates: dict[str, list[Path]] = {}
+        # Signed bundles (mirror.signing): refuse an unsigned, untrusted, altered, expired or rolled-back
+        # bundle (any volume of a set) before anything is written.
+        accepted = [check_trust(trust, path, ix, writer.name, target) for path, ix in unit.volumes]
+        writer.check(index)
+        candidates: dict[str, list[Path]] = {}
+        for repo in index.repos:
+            for sha, size, path in writer.candidates(repo):
+                if _is_file_of_size(path, size):
+                    candidates.setdefault(sha, []).append(path)
+        # At most what the given bundles carry is written (less if some repos turn out incomplete).
+        check_space(Path(unit.label), target, index, candidates, {sha for sha in files_of if carried(sha)})
+        with Staging() as staging:
+            folders = {}
+            home: dict[str, Path] = {}  # sha256 -> the staging folder its content goes in
             for repo in index.repos:
-                for sha, size, path in writer.candidates(repo):
-                    if _is_file_of_size(path, size):
-                        candidates.setdefault(sha, []).append(path)
-            check_space(bundle, target, index, candidates)
-            with Staging() as staging:
-                folders = {}
-                for repo in index.repos:
-                    for parent in writer.staging_parents(repo):
-                        staging.make_dirs(parent)
-                    folders[repo.key] = staging.folder(writer.staging_root(repo))
-                content: dict[RepoKey, dict[str, Path]] = {key: {} for key in folders}
-                verified: dict[str, Path] = {}  # member name -> its staged content
-                failed: dict[str, str] = {}  # member name -> why
+                for parent in writer.staging_parents(repo):
+                    staging.make_dirs(parent)
+                folders[repo.key] = staging.folder(writer.staging_root(repo))
+                for f in _files(repo):
+                    home.setdefault(f.sha256, folders[repo.key])
+            pool: dict[str, Path] = {}  # sha256 -> its verified content, in staging
+            corrupt: dict[str, list[str]] = {}
+            outside = [sha for sha in files_of if not carried(sha)]
+            if outside:
+                # Content nothing given carries (a delta's `in_target`, a volume not given), from the target.
+                finder = TargetContent(writer)
+                for sha in outside:
+                    f = files_of[sha]
+                    found = candidates.get(sha, []) + finder.candidates(sha, f.size, f.etag)
+                    if _take_from_target(dict.fromkeys(found), home[sha] / sha, f, hashes):
+                        pool[sha] = home[sha] / sha
+                        checkpoint()
+                    elif bad := finder.damaged(sha, f.size, f.etag, hashes):
+                        corrupt[sha] = bad
+            possible = [
+                r for r in index.repos if all(f.sha256 in pool or carried(f.sha256) for f in _files(r))
+            ]
+            wanted = {f.sha256 for repo in possible for f in _files(repo)} - set(pool)
+            stream = _Stream(index, pool, home, wanted, candidates, hashes)
+            damaged: list[str] = []
+            bad_volumes: set[int] = set()
+            for path, volume in unit.volumes:
+                failed = stream.volume(path, volume, progress)
+                if failed and volume_set is None:
+                    reasons = list(dict.fromkeys(failed.values()))
+                    more = f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
+                    raise BundleImportError(
+                        f"{path.name}: {len(failed)} member(s) failed verification, so nothing of the bundle "
+                        f"was imported ({target} is unchanged): " + "; ".join(reasons[:5]) + more,
+                        ImportReport(path, stream.sha256, writer.name, target, ()),
+                    )
+                if failed:
+                    bad_volumes.add(_volume_number((path, volume)))
+                    reasons = list(dict.fromkeys(failed.values()))  # a broken stream is named once
+                    more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+                    damaged.append(
+                        f"{path.name} is damaged and none of it was used (copy it again): "
+                        + "; ".join(reasons[:3])
+                        + more
+                    )
+            damaged += stream.join_chunks()
+            sha256 = volume_set.id if volume_set is not None else stream.sha256
+            complete = [r for r in index.repos if all(f.sha256 in pool for f in _files(r))]
+            missing = tuple(
+                _missing(repo, index, pool, corrupt, stream.unjoined, given - bad_volumes, bad_volumes)
+                for repo in index.repos
+                if repo not in complete
+            )
+            bundle = unit.volumes[0][0].with_name(unit.label)
+            names = tuple(p.name for p, _ in unit.volumes) if volume_set is not None else ()
+            stamp = Stamp(index.created, sha256)
+            reports = []
+            if complete:
+                staging.publishing = True  # from here on the target changes
+            for repo in complete:
+                pub = Publication(
+                    repo=repo,
+                    content={f.sha256: pool[f.sha256] for f in _files(repo)},
+                    scratch=folders[repo.key],
+                    receipt=receipt_for(bundle, sha256, index, repo, writer, names),
+                    stamp=stamp,
+                    hashes=hashes,
+                )
+                reports.append(writer.publish(pub))
+                staging.sweep(writer.staging_root(repo))
+            staging.changed = not all(r.already_present for r in reports)
+    except OSError as e:
+        raise MirrorError(f"importing {unit.label} into {target} failed: {e}") from e
+    report = ImportReport(
+        bundle=bundle,
+        sha256=sha256,
+        layout=writer.name,
+        target=target,
+        repos=tuple(reports),
+        missing=missing,
+        damaged=tuple(damaged),
+        corrupt=tuple(
+            f"{path} does not hold the content {sha} its name or receipt says (wanted for "
+            f"{files_of[sha].path}); `mirror verify --target` checks the whole target"
+            for sha, paths in sorted(corrupt.items())
+            for path in paths
+        ),
+        volumes=names,
+    )
+    if reports:  # mirror.signing: remember the sequence of what was published
+        for acceptance in accepted:
+            if acceptance is not None:
+                acceptance.record()
+    return report
+
+
+def _files(repo: IndexedRepo) -> Iterator[FileRecord]:
+    return (f for c in repo.commits for f in c.files)
+
+
+class _Stream:
+    """Streams the bundles of one import unit into staging, content by content (see `import_unit`): each
+    content once, named by its sha256, in the staging folder of the first repo that has it."""
+
+    def __init__(
+        self,
+        index: BundleIndex,
+        pool: dict[str, Path],
+        home: dict[str, Path],
+        wanted: set[str],
+        candidates: dict[str, list[Path]],
+        hashes: HashCache,
+    ) -> None:
+        self.index = index
+        self.pool = pool
+        self.home = home
+        self.wanted = wanted
+        self.candidates = candidates
+        self.hashes = hashes
+        self.parts: dict[str, Path] = {}  # sha256 -> the file its chunks are written into
+        self.received: dict[str, set[int]] = {}  # sha256 -> the numbers of its chunks verified so far
+        self.unjoined: set[str] = set()  # contents whose verified chunks do not join to their sha256
+        self.sha256 = ""  # the last bundle's own digest
+
+    def volume(self, path: Path, index: BundleIndex, progress: Progress | None) -> dict[str, str]:
+        """Stream one bundle or volume; the members that failed (name -> why; "" for the archive itself).
+
+        A structural fault of a plain bundle is raised (it is refused whole). What a volume with any failure
+        contributed is taken back: a damaged volume is not used at all.
+        """
+        contributed: list[tuple[str, int | None]] = []
+        failed: dict[str, str] = {}
+        self.sha256 = ""
+        try:
+            with open_bundle(path, progress) as reader:
+                if reader.index != index:
+                    raise IntegrityError(f"{path}: changed while it was being read; copy it again")
                 for file in reader.files():
-                    key = file.member.repo.key
                     try:
-                        _receive(file, folders[key], content[key], verified, candidates, hashes)
+                        self._receive(file, contributed)
                     except IntegrityError as e:
                         failed[file.member.name] = str(e)
                     checkpoint()
-                sha256 = reader.sha256 or ""
-                if failed:
-                    reasons = list(failed.values())
-                    more = f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
-                    raise BundleImportError(
-                        f"{bundle.name}: {len(failed)} member(s) failed verification, so nothing of the bundle "
-                        f"was imported ({target} is unchanged): " + "; ".join(reasons[:5]) + more,
-                        ImportReport(bundle, sha256, writer.name, target, ()),
-                    )
-                stamp = Stamp(index.created, sha256)
-                staging.publishing = True  # from here on the target changes
-                reports = []
-                for repo in index.repos:
-                    pub = Publication(
-                        repo=repo,
-                        content=content[repo.key],
-                        scratch=folders[repo.key],
-                        receipt=receipt_for(bundle, sha256, index, repo, writer),
-                        stamp=stamp,
-                        hashes=hashes,
-                    )
-                    reports.append(writer.publish(pub))
-                    staging.sweep(writer.staging_root(repo))
-                staging.changed = not all(r.already_present for r in reports)
-    except OSError as e:
-        raise MirrorError(f"importing {bundle.name} into {target} failed: {e}") from e
-    report = ImportReport(
-        bundle=bundle, sha256=sha256, layout=writer.name, target=target, repos=tuple(reports)
-    )
-    if accepted is not None and reports:  # mirror.signing: remember the sequence of what was published
-        accepted.record()
-    return report
+                self.sha256 = reader.sha256 or ""
+        except IntegrityError as e:
+            if index.volume_set is None:
+                raise
+            failed[""] = str(e)
+        if failed:
+            for sha, chunk in contributed:
+                if chunk is None:
+                    staged = self.pool.pop(sha, None)
+                    if staged is not None:
+                        staged.unlink(missing_ok=True)
+                else:
+                    self.received[sha].discard(chunk)
+        return failed
+
+    def _receive(self, file: BundleFile, contributed: list[tuple[str, int | None]]) -> None:
+        """Verify one member into staging: a whole content under its sha256 (once), a chunk at its offset."""
+        member = file.member
+        sha = member.file.sha256
+        if sha not in self.wanted or sha in self.pool or file.link_to is not None:
+            # No repo that can be completed needs it, or a repeat of verified content (a hardlink raises if
+            # the member it links to failed): verify only.
+            file.read()
+            return
+        if member.chunk is not None:
+            part = self.parts.get(sha)
+            if part is None:
+                part = self.parts[sha] = self.home[sha] / f"{sha}.chunks"
+                part.touch()
+            with open(part, "r+b") as out:
+                out.seek(chunk_offset(self.index, member))
+                file.read(out.write)
+            checkpoint()
+            self.received.setdefault(sha, set()).add(member.chunk)
+            contributed.append((sha, member.chunk))
+            return
+        dest = self.home[sha] / sha
+        if _adopt(self.candidates.get(sha, ()), dest, member.file, self.hashes):
+            file.read()  # the target already holds it: the bundle's bytes are checked all the same
+        else:
+            part = dest.with_name(f"{sha}.part")
+            try:
+                with open(part, "wb") as out:
+                    file.read(out.write)
+                checkpoint()
+                os.replace(part, dest)
+            finally:
+                part.unlink(missing_ok=True)
+            self.hashes.remember(dest, sha)
+        self.pool[sha] = dest
+        contributed.append((sha, None))
+
+    def join_chunks(self) -> list[str]:
+        """Put in the pool each content whose every chunk arrived, once it is checked whole against its
+        sha256; a message for each that does not match (volumes of different exports, or crafted ones)."""
+        problems = []
+        for sha, part in sorted(self.parts.items()):
+            count = len(self.index.placement(sha).chunks)
+            if self.received.get(sha) != set(range(count)):
+                continue
+            if self.hashes.sha256(part) != sha:
+                self.unjoined.add(sha)
+                problems.append(
+                    f"content {sha}, joined from its {count} verified chunks, does not match its sha256; export "
+                    "the volumes again"
+                )
+                continue
+            dest = self.home[sha] / sha
+            os.replace(part, dest)
+            self.hashes.remember(dest, sha)
+            self.pool[sha] = dest
+            checkpoint()
+        return problems
+
+
+def _missing(
+    repo: IndexedRepo,
+    index: BundleIndex,
+    pool: dict[str, Path],
+    corrupt: dict[str, list[str]],
+    unjoined: set[str],
+    streamed: set[int],
+    bad_volumes: set[int],
+) -> MissingRepo:
+    """Which files of a repo are not at hand, and why; the volumes still needed. (Files the bundles carry
+    and verified, but that were not staged because the repo lacks others, are at hand.)"""
+    volume_set = index.volume_set
+    files = []
+    needed: set[int] = set()
+    for c in repo.commits:
+        for f in c.files:
+            if f.sha256 in pool:
+                continue
+            placement = index.placement(f.sha256)
+            lacking = [v for v in placement.volumes() if v not in streamed]
+            if volume_set is not None and lacking:
+                needed.update(lacking)
+                why = "in " + ", ".join(
+                    f"{volume_set.name(v)} ({'damaged' if v in bad_volumes else 'not given'})"
+                    for v in lacking
+                )
+            elif f.sha256 in unjoined:
+                why = "its verified chunks do not join to its sha256"
+            elif f.sha256 in corrupt:
+                why = f"the target's copy is damaged ({', '.join(corrupt[f.sha256])})"
+            elif placement.in_target:
+                why = "not in the target, which this delta expects to hold it"
+            else:
+                continue  # carried and verified
+            files.append(MissingFile(c.commit, f.path, f.size, f.sha256, why))
+    names = tuple(volume_set.name(v) for v in sorted(needed)) if volume_set is not None else ()
+    return MissingRepo(repo.key, repo.revisions, tuple(files), names)
 
 
 def _is_file_of_size(path: Path, size: int) -> bool:
@@ -197,22 +528,34 @@ def free_space(target: Path) -> tuple[Path, int]:
     return probe, shutil.disk_usage(probe).free
 
 
-def bytes_to_add(index: BundleIndex, candidates: dict[str, list[Path]]) -> tuple[int, int]:
+def bytes_to_add(
+    index: BundleIndex, candidates: dict[str, list[Path]], wanted: set[str] | None = None
+) -> tuple[int, int]:
     """(bytes, files) of content the target does not hold yet: each new content is written once (repos and
     revisions share it by hardlink). A file already there with the right size counts as held; if its
-    content turns out wrong, the import writes the bundle's copy instead."""
+    content turns out wrong, the import writes the bundle's copy instead. `wanted`: only this content will
+    be written (default: everything the index describes)."""
     new: dict[str, int] = {}
     records = 0
-    for m in iter_members(index):
-        records += 1
-        if m.file.sha256 not in candidates:
-            new[m.file.sha256] = m.file.size
+    for repo in index.repos:
+        for f in _files(repo):
+            if wanted is not None and f.sha256 not in wanted:
+                continue
+            records += 1
+            if f.sha256 not in candidates:
+                new[f.sha256] = f.size
     return sum(new.values()) + BLOCK * (len(new) + records) + OVERHEAD, len(new)
 
 
-def check_space(bundle: Path, target: Path, index: BundleIndex, candidates: dict[str, list[Path]]) -> None:
+def check_space(
+    bundle: Path,
+    target: Path,
+    index: BundleIndex,
+    candidates: dict[str, list[Path]],
+    wanted: set[str] | None = None,
+) -> None:
     """MirrorError (exit 1), before anything is written, when the target's file system is too full."""
-    need, files = bytes_to_add(index, candidates)
+    need, files = bytes_to_add(index, candidates, wanted)
     where, free = free_space(target)
     if need > free:
         raise MirrorError(
@@ -220,43 +563,6 @@ def check_space(bundle: Path, target: Path, index: BundleIndex, candidates: dict
             f"({files} new files) and {where} has {human_bytes(free)} free; nothing was written. Free some "
             "space, or import into another --target"
         )
-
-
-def _receive(
-    file: BundleFile,
-    staging: Path,
-    content: dict[str, Path],
-    verified: dict[str, Path],
-    candidates: dict[str, list[Path]],
-    hashes: HashCache,
-) -> None:
-    """Verify one member into the repo's staging folder (content named by sha256, each once per repo)."""
-    record = file.member.file
-    sha = record.sha256
-    if file.link_to is not None:
-        file.read()  # raises if the linked member failed
-        if sha not in content:
-            dest = staging / sha
-            link_or_copy(verified[file.link_to], dest)
-            content[sha] = dest
-    elif sha in content:
-        file.read()  # the same content again in this repo: verify it, keep the first copy
-    else:
-        dest = staging / sha
-        if _adopt(candidates.get(sha, ()), dest, record, hashes):
-            file.read()  # the target already holds it: the bundle's bytes are checked all the same
-        else:
-            part = staging / f"{sha}.part"
-            try:
-                with open(part, "wb") as out:
-                    file.read(out.write)
-                checkpoint()
-                os.replace(part, dest)
-            finally:
-                part.unlink(missing_ok=True)
-            hashes.remember(dest, sha)
-        content[sha] = dest
-    verified[file.member.name] = content[sha]
 
 
 def _adopt(paths: Iterable[Path], dest: Path, record: FileRecord, hashes: HashCache) -> bool:
@@ -275,13 +581,35 @@ def _adopt(paths: Iterable[Path], dest: Path, record: FileRecord, hashes: HashCa
     return False
 
 
+def _take_from_target(paths: Iterable[Path], dest: Path, record: FileRecord, hashes: HashCache) -> bool:
+    """Put into dest, for content no bundle given carries, the first of paths that holds it: checked by
+    hashing in place (so a wrong candidate is never copied), then hardlinked (else copied) and checked again
+    (free for a hardlink: the same inode)."""
+    for path in paths:
+        if not hashes.holds(path, record.size, record.sha256):
+            continue
+        try:
+            link_or_copy(path, dest)
+        except OSError:
+            dest.unlink(missing_ok=True)
+            continue
+        if hashes.holds(dest, record.size, record.sha256):
+            return True
+        dest.unlink()
+    return False
+
+
 __all__ = [
     "LAYOUTS",
     "BundleImportError",
     "ImportReport",
+    "ImportUnit",
     "Layout",
+    "MissingRepo",
     "RepoReport",
+    "group_bundles",
     "import_bundle",
+    "import_unit",
     "make_layout",
     "receipt_for",
 ]

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from mirror.bundle import BundleIndex, IndexedRepo
@@ -33,6 +34,7 @@ from mirror.errors import MirrorError
 from mirror.importers.layout import (
     ExpectedFile,
     HashCache,
+    HeldRepo,
     Layout,
     Publication,
     RepoReport,
@@ -40,8 +42,9 @@ from mirror.importers.layout import (
     link_or_copy,
     read_json_record,
     receipt_files,
+    regular_files,
 )
-from mirror.paths import check_relpath, join_inside
+from mirror.paths import check_relpath, is_commit, join_inside
 from mirror.snapshot import FileRecord
 from mirror.store import RepoKey
 
@@ -203,6 +206,46 @@ class DirLayout(Layout):
             except (OSError, ValueError, KeyError, TypeError, MirrorError) as e:
                 problems.append(f"{receipt}: unreadable receipt ({e})")
         return files, problems
+
+    def _receipts(self) -> Iterator[dict[str, Any]]:
+        for receipt in self.receipt_paths():
+            data = read_json_record(receipt)
+            if data:
+                yield data
+
+    def content_files(self) -> Iterator[tuple[Path, str | None]]:
+        # Only the folders mirror wrote (a dir target may hold anything else besides).
+        folders = set()
+        for data in self._receipts():
+            try:
+                folders.add(join_inside(self.target, check_relpath(str(data.get("folder")))))
+            except MirrorError:
+                continue
+        for folder in sorted(folders):
+            yield from ((f, None) for f in regular_files(folder))
+
+    def held_repos(self) -> list[HeldRepo]:
+        revisions: dict[tuple[str, str], dict[str, str | None]] = {}
+        for data in self._receipts():
+            repo_type, repo_id = data.get("repo_type"), data.get("repo_id")
+            revision, commit = data.get("revision"), data.get("commit")
+            if isinstance(repo_type, str) and isinstance(repo_id, str) and isinstance(revision, str):
+                revisions.setdefault((repo_type, repo_id), {})[revision] = (
+                    commit if isinstance(commit, str) and is_commit(commit) else None
+                )
+        self._add_unrecorded(revisions)
+        return [
+            HeldRepo(
+                repo_type,
+                repo_id,
+                tuple(sorted(revs.items())),
+                tuple(sorted({c for c in revs.values() if c is not None})),
+            )
+            for (repo_type, repo_id), revs in sorted(revisions.items())
+        ]
+
+    def _add_unrecorded(self, revisions: dict[tuple[str, str], dict[str, str | None]]) -> None:
+        """Revision folders the layout's own tools wrote, without a receipt (none in a dir target)."""
 
 
 def _holds(folder: Path, files: tuple[FileRecord, ...], hashes: HashCache) -> bool:

@@ -49,17 +49,20 @@ from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.importers.layout import (
     ExpectedFile,
+    HeldRepo,
     Layout,
     Publication,
     RepoReport,
     Stamp,
     checkpoint,
+    entries,
     json_bytes,
     link_or_copy,
     read_json_record,
     receipt_files,
+    regular_files,
 )
-from mirror.paths import is_commit, join_inside
+from mirror.paths import is_commit, is_sha256, join_inside
 from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -200,14 +203,53 @@ class HfLayout(Layout):
             kept=tuple(kept),
         )
 
+    def _repo_dirs(self) -> list[Path]:
+        try:
+            return sorted(
+                p for p in self.target.iterdir() if "--" in p.name and p.is_dir() and not p.is_symlink()
+            )
+        except OSError:
+            return []
+
+    def content_files(self) -> Iterator[tuple[Path, str | None]]:
+        for repo_dir in self._repo_dirs():
+            # blobs/<etag>: an LFS blob is named by its sha256; an ordinary one by its git sha1, which says
+            # nothing of its sha256. Partial downloads (<etag>.incomplete) are not content.
+            for blob in regular_files(repo_dir / "blobs", recursive=False):
+                if is_sha256(blob.name):
+                    yield blob, blob.name
+                elif is_commit(blob.name):  # 40 hex digits, as a git sha1
+                    yield blob, None
+            # Real files in snapshots/: a --no-symlinks import, or huggingface_hub without symlinks.
+            yield from ((f, None) for f in regular_files(repo_dir / "snapshots", recursive=True))
+
+    def held_repos(self) -> list[HeldRepo]:
+        found = []
+        for repo_dir in self._repo_dirs():
+            kind, _, rest = repo_dir.name.partition("--")
+            repo_type = REPO_FOLDER_TYPES.get(kind)
+            if repo_type is None:
+                continue
+            refs_dir = repo_dir / "refs"
+            revisions = []
+            for ref in regular_files(refs_dir, recursive=True):
+                try:
+                    commit = ref.read_text(encoding="utf-8").strip()
+                except (OSError, UnicodeDecodeError):
+                    continue
+                if is_commit(commit):
+                    revisions.append((ref.relative_to(refs_dir).as_posix(), commit))
+            snaps = repo_dir / "snapshots"
+            commits = sorted(p.name for p in entries(snaps) if is_commit(p.name) and p.is_dir())
+            found.append(
+                HeldRepo(repo_type, rest.replace("--", "/"), tuple(sorted(revisions)), tuple(commits))
+            )
+        return found
+
     def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
         files: list[ExpectedFile] = []
         problems: list[str] = []
-        try:
-            repo_dirs = sorted(p for p in self.target.iterdir() if "--" in p.name and p.is_dir())
-        except OSError:
-            return files, problems
-        for repo_dir in repo_dirs:
+        for repo_dir in self._repo_dirs():
             for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
                 try:
                     for commit, path, size, sha256 in receipt_files(receipt):
@@ -355,6 +397,9 @@ class HfLayout(Layout):
             kept.append("refs/main")
             return False
         return self.write_if_changed(ref, commit.encode(), scratch)
+
+
+REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
 def _refuse_folder(path: Path) -> None:

@@ -92,26 +92,124 @@ class RepoReport:
 
 
 @dataclass(frozen=True)
+class MissingFile:
+    """A file of a repo an import could not complete: where its content was to come from, and why it did not."""
+
+    commit: str
+    path: str
+    size: int
+    sha256: str
+    why: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
+class MissingRepo:
+    """A repo left unpublished (as it was in the target) because some of its content is not at hand."""
+
+    repo: RepoKey
+    revisions: tuple[tuple[str, str], ...]
+    files: tuple[MissingFile, ...]
+    volumes: tuple[str, ...]  # the volumes of the set still needed (not given, or damaged)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo": str(self.repo),
+            "source": self.repo.source,
+            "repo_type": self.repo.repo_type,
+            "repo_id": self.repo.repo_id,
+            "revisions": [{"name": n, "commit": c} for n, c in self.revisions],
+            "needs_volumes": list(self.volumes),
+            "missing_files": [f.to_json() for f in self.files],
+        }
+
+    def lines(self, most: int = 20) -> list[str]:
+        revs = ", ".join(f"{n} -> {c[:12]}" for n, c in self.revisions)
+        needs = f"; needs {', '.join(self.volumes)}" if self.volumes else ""
+        count = f"{len(self.files)} file{'' if len(self.files) == 1 else 's'}"
+        out = [f"MISSING   {self.repo} ({revs}): not imported, {count} not at hand{needs}"]
+        out += [f"            {f.commit[:12]} {f.path}: {f.why}" for f in self.files[:most]]
+        if len(self.files) > most:
+            out.append(f"            and {len(self.files) - most} more (--json lists them all)")
+        return out
+
+
+@dataclass(frozen=True)
 class ImportReport:
-    """What one bundle's import did: its digest and, per repo, what was published."""
+    """What one import did (one bundle, or the volumes given of one set): its digest (a set's id) and, per
+    repo, what was published; the repos left out for want of content, damaged volumes, and content the
+    target should have held but holds damaged."""
 
     bundle: Path
     sha256: str
     layout: str
     target: Path
     repos: tuple[RepoReport, ...]
+    missing: tuple[MissingRepo, ...] = ()
+    damaged: tuple[str, ...] = ()  # one message per damaged volume, naming it
+    corrupt: tuple[str, ...] = ()  # one message per file of the target whose content is not what it should be
+    volumes: tuple[str, ...] = ()  # the volumes imported (a volume set)
+
+    @property
+    def exit_code(self) -> int:
+        """4 if anything was damaged, 3 if repos were left out for want of content, else 0."""
+        if self.damaged or self.corrupt:
+            return 4
+        return 3 if self.missing else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "bundle": str(self.bundle),
             "sha256": self.sha256,
             "layout": self.layout,
             "target": str(self.target),
             "repos": [r.to_json() for r in self.repos],
         }
+        if self.volumes:
+            data["volumes"] = list(self.volumes)
+        if self.missing or self.damaged or self.corrupt:
+            data["missing"] = [m.to_json() for m in self.missing]
+            data["damaged"] = list(self.damaged)
+            data["corrupt"] = list(self.corrupt)
+        return data
 
     def lines(self) -> list[str]:
-        return [f"{self.bundle.name} (sha256 {self.sha256})"] + [f"  {r.line()}" for r in self.repos]
+        if self.volumes:
+            head = f"{self.bundle.name}: volumes {', '.join(self.volumes)} (set {self.sha256[:16]})"
+        else:
+            head = f"{self.bundle.name} (sha256 {self.sha256})"
+        out = [head] + [f"  {r.line()}" for r in self.repos]
+        out += [f"  DAMAGED   {d}" for d in self.damaged]
+        out += [f"  CORRUPT   {c}" for c in self.corrupt]
+        out += [f"  {line}" for m in self.missing for line in m.lines()]
+        return out
+
+
+@dataclass(frozen=True)
+class HeldRepo:
+    """A repo a target holds, as far as its layout says: revision names -> commits (None where the layout
+    does not record the commit) and the commits it has snapshots of."""
+
+    repo_type: str
+    repo_id: str
+    revisions: tuple[tuple[str, str | None], ...]
+    commits: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_type": self.repo_type,
+            "repo_id": self.repo_id,
+            "revisions": dict(self.revisions),
+            "commits": list(self.commits),
+        }
 
 
 @dataclass(frozen=True)
@@ -219,6 +317,16 @@ class Layout(ABC):
     def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
         """Every file the receipts in the target say an import wrote, and the receipts that are unreadable."""
 
+    @abstractmethod
+    def content_files(self) -> Iterator[tuple[Path, str | None]]:
+        """Every regular file in the target that may hold a repo file's content (`mirror inventory`, and
+        content a delta expects the target to hold, in any of its repos), with the sha256 its name gives
+        (an LFS blob of the hf layout), if any. Symlinks are not followed."""
+
+    @abstractmethod
+    def held_repos(self) -> list[HeldRepo]:
+        """The repos the target holds, their revisions and commits (`mirror inventory`)."""
+
     # -- helpers for publish: every write into the target goes through these ------------------------------
 
     def place(self, src: Path, dest: Path, scratch: Path) -> bool:
@@ -304,6 +412,26 @@ class Layout(ABC):
             raise MirrorError(
                 f"{path} would be written outside {self.target} (through {parent}); refusing it"
             )
+
+
+def entries(folder: Path) -> list[Path]:
+    """The entries of a folder, sorted; none if it is absent or unreadable."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def regular_files(folder: Path, *, recursive: bool = True) -> Iterator[Path]:
+    """The regular files in folder (and its subfolders), sorted; symlinks are neither yielded nor followed."""
+    for entry in entries(folder):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            if recursive:
+                yield from regular_files(entry)
+        elif entry.is_file():
+            yield entry
 
 
 def link_or_copy(src: Path, dest: Path) -> bool:

@@ -32,6 +32,7 @@ from urllib.parse import quote
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.importers.dir import DirLayout, Placement
+from mirror.importers.layout import regular_files
 from mirror.store import RepoKey
 
 # repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).
@@ -92,6 +93,33 @@ class ModelScopeLayout(DirLayout):
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         return self.repo_dir(repo)
+
+    def _repo_dirs(self) -> Iterator[tuple[str, Path]]:
+        for repo_type, segment in TYPE_FOLDERS.items():
+            base = self.target / segment
+            try:
+                entries = sorted(base.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if "--" in entry.name and entry.is_dir() and not entry.is_symlink():
+                    yield repo_type, entry
+
+    def content_files(self) -> Iterator[tuple[Path, str | None]]:
+        # Every snapshot folder: what mirror imported, and what modelscope downloaded itself.
+        for _, repo_dir in self._repo_dirs():
+            yield from ((f, None) for f in regular_files(repo_dir / "snapshots"))
+
+    def _add_unrecorded(self, revisions: dict[tuple[str, str], dict[str, str | None]]) -> None:
+        # modelscope's own downloads: snapshots/<revision>/, with no record of the commit.
+        for repo_type, repo_dir in self._repo_dirs():
+            revs = revisions.setdefault((repo_type, repo_dir.name.replace("--", "/", 1)), {})
+            snaps = repo_dir / "snapshots"
+            for folder in sorted(snaps.iterdir()) if snaps.is_dir() else ():
+                if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith("."):
+                    revs.setdefault(folder.name, None)
+            if not revs:
+                del revisions[repo_type, repo_dir.name.replace("--", "/", 1)]
 
     def check(self, index: BundleIndex) -> None:
         folders: dict[Path, RepoKey] = {}

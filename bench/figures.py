@@ -1,0 +1,404 @@
+"""The figures of `make bench`: each runs the installed `mirror` and its peer side by side, as child
+processes against the loopback hub in this process, and becomes one or two rows of the table.
+
+Runs alternate mirror / peer and every run gets a fresh target (store, cache, import folder). Every run
+is warm-cache (dropping the page cache needs root): right before each run its inputs are read once, as
+this machine pages out file data left idle for about a minute, and `os.sync()` flushes the previous
+run's writes so their writeback does not land in this run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.data import Dataset, Model, Scale
+from bench.measure import BenchError, Run, run
+from mirror.store import Store
+from tests.hub import Fault, HubFile, LoopbackHub
+from tests.roundtrip import PROJECT, fresh_env, mirror_command
+
+RATE_LIMIT = 25e6  # bytes/s per connection in figure 2, as a CDN or a long link caps one connection
+LATENCY = 0.02  # seconds added to each API request in figure 3c: a hub a few network hops away
+MB = 1e6
+
+
+@dataclass
+class Row:
+    """One line of the table. Text cells are what is printed; `data` keeps the raw samples for JSON."""
+
+    id: str
+    figure: str
+    target: str
+    runs: str = ""
+    mirror: str = ""
+    peer: str = ""
+    ratio: str = ""
+    met: bool | None = None
+    cpu: str = ""  # CPU seconds, mirror / peer
+    rss: str = ""  # peak RSS, mirror / peer
+    error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "figure": self.figure,
+            "target": self.target,
+            "runs": self.runs,
+            "mirror": self.mirror,
+            "peer": self.peer,
+            "ratio": self.ratio,
+            "met": self.met,
+            "cpu": self.cpu,
+            "peak_rss": self.rss,
+            "error": self.error,
+            "data": self.data,
+        }
+
+
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / MB:.1f} MB"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def warm(paths: Iterable[Path]) -> None:
+    """Read files (folders: every file under them) once, so a run finds them in the page cache."""
+    for path in paths:
+        for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if f.is_file():
+                with open(f, "rb", buffering=0) as src:
+                    while src.read(8 << 20):
+                        pass
+
+
+@dataclass
+class Pair:
+    """The runs of mirror and of its peer for one figure."""
+
+    mirror: list[Run] = field(default_factory=list)
+    peer: list[Run] = field(default_factory=list)
+
+    def fill(self, row: Row, *, limit: float) -> Row:
+        """A time row: medians, mirror / peer ratio against `limit`, CPU and peak RSS of both sides."""
+        m, p = median(r.seconds for r in self.mirror), median(r.seconds for r in self.peer)
+        n_m, n_p = len(self.mirror), len(self.peer)
+        row.runs = str(n_m) if n_m == n_p else f"{n_m} (peer {n_p})"
+        row.mirror, row.peer = f"{m:.2f} s", f"{p:.2f} s"
+        row.ratio = f"{m / p:.2f}"
+        row.met = m / p <= limit
+        cpu_m, cpu_p = median(r.cpu for r in self.mirror), median(r.cpu for r in self.peer)
+        row.cpu = f"{cpu_m:.1f} s / {cpu_p:.1f} s"
+        rss_m, rss_p = median(r.peak_rss for r in self.mirror), median(r.peak_rss for r in self.peer)
+        row.rss = f"{rss_m / MB:.0f} MB / {rss_p / MB:.0f} MB"
+        row.data = {
+            "time_ratio": m / p,
+            "mirror_seconds": [r.seconds for r in self.mirror],
+            "peer_seconds": [r.seconds for r in self.peer],
+            "mirror_cpu_seconds": [r.cpu for r in self.mirror],
+            "peer_cpu_seconds": [r.cpu for r in self.peer],
+            "mirror_peak_rss": [r.peak_rss for r in self.mirror],
+            "peer_peak_rss": [r.peak_rss for r in self.peer],
+        }
+        return row
+
+
+class Bench:
+    """The work dir, the data, the hub and the runs of one `make bench`."""
+
+    def __init__(
+        self, scale: Scale, work: Path, data: Dataset, hub: LoopbackHub, say: Callable[[str], None]
+    ) -> None:
+        self.scale = scale
+        self.data = data
+        self.hub = hub
+        self.say = say
+        self.runs_dir = work / "runs"  # stores, caches, bundles, import targets: remade by every bench
+        self.logs = work / "logs"
+        for d in (self.runs_dir, self.logs):
+            _remove(d)
+            d.mkdir(parents=True)
+        self.manifest_dir = work / "manifests"
+        self.manifests = {m.repo_id: self._manifest(m.repo_id, [m.repo_id]) for m in data.models}
+        self.small_manifest = self._manifest("small", [repo for repo, _ in data.small])
+        self.main_store = self.runs_dir / "store-main"  # the last store of figure 1, exported later
+        self.bundles = self.runs_dir / "bundles"
+        self.bundles.mkdir()
+
+    # ---- plumbing -------------------------------------------------------------------------------
+
+    def _manifest(self, name: str, repos: list[str]) -> Path:
+        path = self.manifest_dir / f"{name.split('/')[-1]}.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("version: 1\nmodels:\n" + "".join(f"  - repo: {r}\n" for r in repos))
+        return path
+
+    def measure(self, label: str, cmd: Sequence[str], log: str, inputs: Sequence[Path] = ()) -> Run:
+        warm(inputs)
+        os.sync()  # the previous run's dirty pages are written back now, not during this run
+        env = fresh_env(
+            self.runs_dir / "homes" / log,
+            HF_ENDPOINT=self.hub.url,
+            HF_HUB_DISABLE_PROGRESS_BARS="1",
+            HF_HUB_ETAG_TIMEOUT="60",
+        )
+        result = run(label, cmd, env=env, log=self.logs / f"{log}.log", cwd=PROJECT)
+        self.say(
+            f"  {label}: {result.seconds:.2f} s, CPU {result.cpu:.2f} s, peak RSS {result.peak_rss / MB:.0f} MB"
+        )
+        return result
+
+    def mirror(self, label: str, args: Sequence[str], log: str, inputs: Sequence[Path] = ()) -> Run:
+        return self.measure(label, [*mirror_command(), *args, "--no-progress"], log, inputs)
+
+    def snapshot_download(self, label: str, repos: Sequence[str], cache: Path, log: str) -> Run:
+        inputs = [m.folder for m in self.data.models if m.repo_id in repos]
+        cmd = [sys.executable, "-m", "bench.peer", "--cache-dir", str(cache), *repos]
+        return self.measure(label, cmd, log, inputs)
+
+    def shell(self, label: str, script: str, log: str, inputs: Sequence[Path] = ()) -> Run:
+        return self.measure(label, ["bash", "-c", f"set -euo pipefail; {script}"], log, inputs)
+
+    def sync(self, model: Model, store: Path, label: str, log: str) -> Run:
+        args = ["sync", str(self.manifests[model.repo_id]), "--store", str(store)]
+        return self.mirror(label, args, log, [model.folder])
+
+    def export(self, model: Model, out: Path, label: str, log: str) -> Run:
+        _remove(out)
+        _remove(out.with_name(out.name + ".sha256"))
+        store = Store(self.main_store)
+        blobs = [
+            store.blob_path(self.hub.file_info(model.repo_id, p).sha256)
+            for p in self.hub.list_files(model.repo_id)
+        ]
+        args = ["export", str(self.manifests[model.repo_id]), "--store", str(self.main_store), "-o", str(out)]
+        return self.mirror(label, args, log, blobs)
+
+    def import_(self, bundle: Path, target: Path, label: str, log: str) -> Run:
+        return self.mirror(label, ["import", str(bundle), "--target", str(target)], log, [bundle])
+
+    # ---- figure 1: sync of the 2 GB model ---------------------------------------------------
+
+    def sync_two_gb(self) -> Row:
+        model = self.data.two_gb
+        row = Row(
+            "1",
+            f"sync of {gigabytes(model.size)} (4 large files + {self.scale.small_files} small), loopback hub",
+            "time ratio ≤ 1.0",
+        )
+        pair = Pair()
+        for i in range(self.scale.runs):
+            store = self.runs_dir / "store-sync"
+            pair.mirror.append(self.sync(model, store, f"mirror sync run {i + 1}", "1-mirror"))
+            if i < self.scale.runs - 1:
+                _remove(store)
+            else:
+                store.rename(self.main_store)
+            cache = self.runs_dir / "hf-cache"
+            pair.peer.append(
+                self.snapshot_download(f"snapshot_download run {i + 1}", [model.repo_id], cache, "1-peer")
+            )
+            _remove(cache)
+        return pair.fill(row, limit=1.0)
+
+    # ---- figure 2: one 1 GB file over rate-limited connections ------------------------------
+
+    def sync_rate_limited(self) -> Row:
+        model = self.data.one_gb
+        row = Row(
+            "2",
+            f"sync of one {gigabytes(model.size)} file, hub capped at {RATE_LIMIT / MB:.0f} MB/s per connection",
+            "≥ 4× faster",
+        )
+        pair = Pair()
+        self.hub.rate_limit_per_connection = RATE_LIMIT
+        try:
+            for i in range(self.scale.runs):
+                store = self.runs_dir / "store-limited"
+                pair.mirror.append(self.sync(model, store, f"mirror sync run {i + 1}", "2-mirror"))
+                _remove(store)
+                cache = self.runs_dir / "hf-cache"
+                pair.peer.append(
+                    self.snapshot_download(f"snapshot_download run {i + 1}", [model.repo_id], cache, "2-peer")
+                )
+                _remove(cache)
+        finally:
+            self.hub.rate_limit_per_connection = None
+        pair.fill(row, limit=1.0)
+        speedup = median(r.seconds for r in pair.peer) / median(r.seconds for r in pair.mirror)
+        row.ratio = f"{speedup:.2f}× faster"
+        row.met = speedup >= 4.0
+        row.data["speedup"] = speedup
+        return row
+
+    # ---- figure 3: no-op re-sync of many small repos ----------------------------------------
+
+    def noop_resync(self) -> list[Row]:
+        repos = [repo for repo, _ in self.data.small]
+        n = len(repos)
+        time_row = Row("3", f"no-op re-sync of {n} small repos", "time ratio ≤ 0.5")
+        req_row = Row("3b", "hub requests per repo revision in that no-op re-sync", "≤ 1")
+        slow_row = Row(
+            "3c",
+            f"the same, {LATENCY * 1000:.0f} ms added to each hub API request (a hub across a network)",
+            "≤ 0.5",
+        )
+        store, cache = self.runs_dir / "store-small", self.runs_dir / "hf-cache-small"
+        args = ["sync", str(self.small_manifest), "--store", str(store)]
+        self.mirror("mirror sync (first run, not counted)", args, "3-mirror-first")
+        self.snapshot_download(
+            "snapshot_download loop (first run, not counted)", repos, cache, "3-peer-first"
+        )
+        pair, mirror_req, peer_req = Pair(), [], []
+        for i in range(self.scale.runs):
+            before = len(self.hub.requests)
+            pair.mirror.append(self.mirror(f"mirror sync re-run {i + 1}", args, "3-mirror"))
+            mirror_req.append((len(self.hub.requests) - before) / n)
+            before = len(self.hub.requests)
+            pair.peer.append(
+                self.snapshot_download(f"snapshot_download loop re-run {i + 1}", repos, cache, "3-peer")
+            )
+            peer_req.append((len(self.hub.requests) - before) / n)
+        pair.fill(time_row, limit=0.5)
+        req_row.runs = time_row.runs
+        req_row.mirror, req_row.peer = f"{median(mirror_req):.2f}", f"{median(peer_req):.2f}"
+        req_row.ratio = f"{median(mirror_req) / median(peer_req):.2f}"
+        req_row.met = max(mirror_req) <= 1.0
+        req_row.data = {"mirror_requests_per_revision": mirror_req, "peer_requests_per_revision": peer_req}
+        slow = Pair()
+        latency = self.hub.add_fault(Fault("delay", match="/api/", times=None, delay=LATENCY))
+        try:
+            for i in range(self.scale.runs):
+                slow.mirror.append(self.mirror(f"mirror sync re-run {i + 1}, +latency", args, "3c-mirror"))
+                slow.peer.append(
+                    self.snapshot_download(
+                        f"snapshot_download loop re-run {i + 1}, +latency", repos, cache, "3c-peer"
+                    )
+                )
+        finally:
+            latency.times = 0  # used up: the hub answers at once again
+        slow.fill(slow_row, limit=0.5)
+        return [time_row, req_row, slow_row]
+
+    # ---- figures 4 and 5: export and import of the 2 GB model -------------------------------
+
+    def export_two_gb(self) -> list[Row]:
+        model = self.data.two_gb
+        time_row = Row(
+            "4", f"export of {gigabytes(model.size)} of bf16 safetensors (+ small files)", "time ratio ≤ 1.0"
+        )
+        size_row = Row("4b", "bundle size of that export", "≤ 1.0×")
+        pair, mirror_sizes, peer_sizes = Pair(), [], []
+        out, peer_out = self.bundles / "two-gb.tar.zst", self.bundles / "two-gb-peer.tar.zst"
+        for i in range(self.scale.runs):
+            pair.mirror.append(self.export(model, out, f"mirror export run {i + 1}", "4-mirror"))
+            mirror_sizes.append(out.stat().st_size)
+            _remove(peer_out)
+            script = f"tar -cf - -C {model.folder} . | zstd -T0 -3 -q -o {peer_out}"
+            pair.peer.append(self.shell(f"tar | zstd -T0 -3 run {i + 1}", script, "4-peer", [model.folder]))
+            peer_sizes.append(peer_out.stat().st_size)
+            _remove(peer_out)
+        pair.fill(time_row, limit=1.0)
+        m, p = median(mirror_sizes), median(peer_sizes)
+        size_row.runs = time_row.runs
+        size_row.mirror, size_row.peer = gigabytes(m), gigabytes(p)
+        size_row.ratio = f"{m / p:.4f}"
+        size_row.met = m / p <= 1.0
+        size_row.data = {"mirror_bytes": mirror_sizes, "peer_bytes": peer_sizes, "source_bytes": model.size}
+        return [time_row, size_row]
+
+    def import_two_gb(self) -> Row:
+        bundle = self.bundles / "two-gb.tar.zst"
+        if not bundle.exists():
+            raise BenchError("import: figure 4 made no bundle to import (run figure 4 too)")
+        row = Row(
+            "5", "import with full verification of that bundle, into a fresh HF cache", "time ratio ≤ 1.2"
+        )
+        pair = Pair()
+        for i in range(self.scale.runs):
+            target = self.runs_dir / "import"
+            pair.mirror.append(self.import_(bundle, target, f"mirror import run {i + 1}", "5-mirror"))
+            _remove(target)
+            target.mkdir()
+            script = f"zstd -d -q -c {bundle} | tar -xf - -C {target}"
+            pair.peer.append(self.shell(f"zstd -d | tar -x run {i + 1}", script, "5-peer", [bundle]))
+            _remove(target)
+        return pair.fill(row, limit=1.2)
+
+    # ---- figure 6: memory of export and import, 1 GB vs 4 GB model --------------------------
+
+    def memory(self) -> list[Row]:
+        small, big = self.data.one_gb, self.data.four_gb
+        # The 4 GB model shares the 2 GB model's shards and the 1 GB file: the main store (figure 1's)
+        # fetches only what it lacks. Not measured.
+        if not self.main_store.exists():
+            self.sync(self.data.two_gb, self.main_store, "mirror sync two-gb (setup, not counted)", "6-setup")
+        for model in (small, big):
+            self.sync(model, self.main_store, f"mirror sync {model.repo_id} (setup, not counted)", "6-setup")
+        sizes = f"{gigabytes(small.size)} vs {gigabytes(big.size)} model"
+        target = "≤ 200 MB; 4 GB ≤ 1.1× 1 GB"
+        rows = {
+            "export": Row("6a", f"peak RSS of export, {sizes}", target),
+            "import": Row("6b", f"peak RSS of import, {sizes}", target),
+        }
+        runs: dict[tuple[str, str], list[Run]] = {}
+        for model in (small, big):
+            name = model.repo_id.split("/")[1]
+            out = self.bundles / f"{name}.tar.zst"
+            for i in range(self.scale.runs):
+                r = self.export(model, out, f"mirror export {name} run {i + 1}", "6-export")
+                runs.setdefault(("export", name), []).append(r)
+            for i in range(self.scale.runs):
+                target_dir = self.runs_dir / f"import-{name}"
+                r = self.import_(out, target_dir, f"mirror import {name} run {i + 1}", "6-import")
+                _remove(target_dir)
+                runs.setdefault(("import", name), []).append(r)
+            _remove(out)
+        s, b = small.repo_id.split("/")[1], big.repo_id.split("/")[1]
+        for what, row in rows.items():
+            lo, hi = median(r.peak_rss for r in runs[(what, s)]), median(r.peak_rss for r in runs[(what, b)])
+            row.runs = str(self.scale.runs)
+            row.mirror = f"{lo / MB:.0f} MB → {hi / MB:.0f} MB"
+            row.peer = "—"
+            row.ratio = f"{hi / lo:.2f}"
+            row.met = hi <= 200 * MB and hi / lo <= 1.1
+            row.cpu = f"{median(r.cpu for r in runs[(what, s)]):.1f} s → {median(r.cpu for r in runs[(what, b)]):.1f} s"
+            row.rss = row.mirror
+            row.data = {
+                "peak_rss_small": [r.peak_rss for r in runs[(what, s)]],
+                "peak_rss_big": [r.peak_rss for r in runs[(what, b)]],
+                "seconds_small": [r.seconds for r in runs[(what, s)]],
+                "seconds_big": [r.seconds for r in runs[(what, b)]],
+                "cpu_seconds_small": [r.cpu for r in runs[(what, s)]],
+                "cpu_seconds_big": [r.cpu for r in runs[(what, b)]],
+                "small_bytes": small.size,
+                "big_bytes": big.size,
+            }
+        return list(rows.values())
+
+
+def start_hub(data: Dataset) -> LoopbackHub:
+    """The loopback hub with every benchmark repo, files streamed from the generated folders."""
+    hub = LoopbackHub().start()
+    for model in data.models:
+        files = [HubFile(p.relative_to(model.folder).as_posix(), source=p) for p in model.files()]
+        hub.add_commit(model.repo_id, files)
+    for repo, content in data.small:
+        hub.add_commit(repo, content)
+    return hub

@@ -1,0 +1,104 @@
+"""`make bench`: generate the data once, serve it from the loopback hub, run every figure, print the table.
+
+`python -m bench [--workdir DIR] [--quick] [--runs N] [--only 1,3,...]`. Writes DIR/results.md and
+DIR/results.json besides printing the table; exits 1 if a figure could not be measured (a command
+failed), never because a target was missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bench.data import FULL, QUICK, ensure_data
+from bench.figures import Bench, Row, start_hub
+from bench.measure import BenchError
+from bench.report import machine, markdown
+from tests.roundtrip import PROJECT
+
+ROWS = {"1": ["1"], "2": ["2"], "3": ["3", "3b", "3c"], "4": ["4", "4b"], "5": ["5"], "6": ["6a", "6b"]}
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--workdir", type=Path, default=PROJECT / "bench-work", help="data and runs (default: bench-work/)"
+    )
+    parser.add_argument("--quick", action="store_true", help="small data, one run each: a smoke run")
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per figure and side (default: 3; quick: 1)"
+    )
+    parser.add_argument("--only", default=",".join(ROWS), help="figures to run, e.g. 1,4,5 (5 needs 4)")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    scale = QUICK if args.quick else FULL
+    if args.runs is not None:
+        scale = replace(scale, runs=max(1, args.runs))
+    only = {f.strip() for f in args.only.split(",") if f.strip()}
+    if only - set(ROWS):
+        parser.error(f"--only: no figure {', '.join(sorted(only - set(ROWS)))} (figures: {', '.join(ROWS)})")
+    work: Path = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+
+    t = time.perf_counter()
+    data = ensure_data(scale, work / f"data-{scale.name}", _say)
+    _say(f"bench: data ready in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    hub = start_hub(data)
+    _say(f"bench: loopback hub at {hub.url} ready in {time.perf_counter() - t:.1f} s (it hashes every file)")
+    rows: list[Row] = []
+    try:
+        bench = Bench(scale, work, data, hub, _say)
+        steps: list[tuple[str, str, Callable[[], Row | list[Row]]]] = [
+            ("1", "sync of the 2 GB model", bench.sync_two_gb),
+            ("2", "sync of the 1 GB file, rate-limited hub", bench.sync_rate_limited),
+            ("3", "no-op re-sync of many small repos", bench.noop_resync),
+            ("4", "export of the 2 GB model", bench.export_two_gb),
+            ("5", "import of that bundle", bench.import_two_gb),
+            ("6", "peak RSS of export and import, 1 GB vs 4 GB", bench.memory),
+        ]
+        for key, title, step in steps:
+            if key not in only:
+                continue
+            _say(f"bench: figure {key}, {title}")
+            t = time.perf_counter()
+            try:
+                made = step()
+                rows.extend(made if isinstance(made, list) else [made])
+            except BenchError as e:
+                _say(f"bench: figure {key} failed: {e}")
+                rows.extend(Row(row_id, title, "", error=str(e)) for row_id in ROWS[key])
+            _say(f"bench: figure {key} took {time.perf_counter() - t:.1f} s")
+    finally:
+        hub.stop()
+
+    wall = time.perf_counter() - start
+    given = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench " + " ".join(given) if given else "make bench"
+    info = machine()
+    info["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    text = markdown(rows, info, wall, command)
+    if scale.runs != FULL.runs or scale.name != FULL.name:
+        text += f"\nScale: {scale.name}, {scale.runs} run(s) per side."
+    print(text, flush=True)
+    (work / "results.md").write_text(text + "\n")
+    results = {
+        "scale": scale.name,
+        "runs": scale.runs,
+        "wall_seconds": wall,
+        "machine": info,
+        "rows": [r.to_json() for r in rows],
+    }
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if any(r.error for r in rows) else 0

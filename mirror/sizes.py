@@ -1,0 +1,51 @@
+"""Sizes on the command line, as GNU `split` reads them: K, M, G, T are powers of 1024; KB, MB, GB, TB of 1000.
+
+A CLI contract (DESIGN.md): `--split 25G` is 25 GiB, `--split 25GB` is 25 * 10^9 bytes. A plain number is
+bytes; `KiB`-style suffixes and a trailing `B` after a binary unit (`25GiB`) are accepted too, lower case
+as well.
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "m": 1 << 20,
+    "g": 1 << 30,
+    "t": 1 << 40,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+_SIZE = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes for `25G`, `700M`, `4700MB`, `1048576`; ValueError saying what is accepted."""
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(
+            f"invalid size {text!r}: want a whole number with an optional unit, K, M, G, T (powers of 1024, "
+            "as GNU split) or KB, MB, GB, TB (powers of 1000), e.g. 25G"
+        )
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def format_size(n: int) -> str:
+    """The shortest exact form parse_size reads back: 25G, 4700MB, 1000."""
+    for suffix, unit in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    for suffix, unit in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)

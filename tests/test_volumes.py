@@ -1,0 +1,452 @@
+"""Self-contained volumes (`export --split`): sizes, packing, each volume a bundle of its own, and imports of
+any subset of volumes in any order, with missing and damaged volumes named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from mirror.bundle import BundleIndex, build_index, iter_members, read_index, select_all, verify_bundle
+from mirror.errors import IntegrityError
+from mirror.importers import group_bundles, import_bundle, import_unit
+from mirror.sizes import format_size, parse_size
+from mirror.store import Store
+from mirror.volumes import compressed_bound, tar_capacity, volume_names, write_volumes
+from tests.conftest import put_repo
+from tests.roundtrip import fresh_env, run_mirror
+
+SPLIT = "100K"
+LIMIT = 100 << 10
+
+
+# -- sizes (a CLI contract: GNU split's units) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("25G", 25 << 30),
+        ("25GB", 25 * 10**9),
+        ("100K", 100 << 10),
+        ("100KB", 100_000),
+        ("4700MB", 4_700_000_000),
+        ("64M", 64 << 20),
+        ("1T", 1 << 40),
+        ("1TB", 10**12),
+        ("1048576", 1 << 20),
+        ("25g", 25 << 30),
+        ("25GiB", 25 << 30),
+    ],
+)
+def test_sizes_read_as_gnu_split_does(text: str, size: int) -> None:
+    assert parse_size(text) == size
+    assert parse_size(format_size(size)) == size
+
+
+@pytest.mark.parametrize("text", ["", "G", "25X", "-1G", "1.5G", "25 G B", "0x10"])
+def test_bad_sizes_are_refused_with_the_units(text: str) -> None:
+    with pytest.raises(ValueError, match="powers of 1024"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 100_000, 1 << 20, 3 << 20])
+def test_the_compressed_bound_holds_for_incompressible_data(n: int) -> None:
+    data = random.Random(n).randbytes(n)
+    for level in (1, 3, 19):
+        compressed = zstandard.ZstdCompressor(level=level, threads=2, write_checksum=True).compress(data)
+        assert len(compressed) <= compressed_bound(n)
+    assert compressed_bound(tar_capacity(LIMIT)) <= LIMIT < compressed_bound(tar_capacity(LIMIT) + 10240)
+
+
+def test_volume_names() -> None:
+    assert volume_names(Path("x/models.tar.zst"), 2) == ["models.001.tar.zst", "models.002.tar.zst"]
+    assert volume_names(Path("models"), 1000)[-1] == "models.1000.tar.zst"
+    assert volume_names(Path("models"), 1000)[0] == "models.0001.tar.zst"
+
+
+# -- a store whose export needs several volumes and a chunked file ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitStore:
+    store: Store
+    root: Path
+    repos: list[str]
+
+
+@pytest.fixture
+def split_store(tmp_path: Path, isolated_home: Path) -> SplitStore:
+    rng = random.Random(6)
+    store = Store(tmp_path / "store")
+    put_repo(  # a weights file over two volumes large: cut into chunks
+        store, "org/big", {"main": {"model.safetensors": rng.randbytes(260_000), "config.json": b"{}\n"}}
+    )
+    shared = rng.randbytes(30_000)
+    put_repo(store, "org/mid", {"main": {"model.safetensors": rng.randbytes(50_000), "vocab.txt": shared}})
+    put_repo(  # shares a file with org/mid (one content, packed once); two revisions
+        store,
+        "org/tune",
+        {
+            "main": {"vocab.txt": shared, "model.safetensors": rng.randbytes(45_000)},
+            "v1": {"vocab.txt": shared, "notes.md": b"# v1\n" * 100},
+        },
+    )
+    put_repo(
+        store, "gpt2", {"main": {"config.json": b'{"model_type": "gpt2"}\n', "merges.txt": b"a b\n" * 5000}}
+    )
+    return SplitStore(store, tmp_path, ["org/big", "org/mid", "org/tune", "gpt2"])
+
+
+def export_split(fx: SplitStore, out: Path, *extra: str, split: str = SPLIT) -> list[Path]:
+    env = fresh_env(fx.root / "home")
+    run_mirror("export", "--store", str(fx.store.root), "-o", str(out), "--split", split, *extra, env=env)
+    return sorted(out.parent.glob(out.name.replace(".tar.zst", ".[0-9][0-9][0-9].tar.zst")))
+
+
+def tree(root: Path) -> dict[str, Any]:
+    """What two imports that should agree must agree on: every entry, links by target, files by content;
+    mirror's own records (receipts name the bundle) left out."""
+    out: dict[str, Any] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if ".mirror" in rel.split("/"):
+            continue
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_file():
+            out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+        else:
+            out[rel] = ("dir",)
+    return out
+
+
+def needs(index: BundleIndex, repo_id: str) -> set[int]:
+    repo = next(r for r in index.repos if r.repo_id == repo_id)
+    return {v for c in repo.commits for f in c.files for v in index.placement(f.sha256).volumes()}
+
+
+def published(cache: Path) -> set[str]:
+    return {
+        p.name.split("--", 1)[1].replace("--", "/") for p in cache.glob("models--*") if (p / "refs").exists()
+    }
+
+
+@pytest.fixture
+def volumes(split_store: SplitStore) -> Iterator[list[Path]]:
+    yield export_split(split_store, split_store.root / "out" / "models.tar.zst")
+
+
+def test_split_export_done_when(split_store: SplitStore, volumes: list[Path], tmp_path: Path) -> None:
+    """The issue's done-when: several volumes and a chunked file; each volume passes `tar --zstd -t` and its
+    own `sha256sum -c`; reverse order imports; all but one publishes the complete repos and names the
+    missing volume (exit 3); a flipped byte names the volume and the others import."""
+    env = fresh_env(tmp_path / "home")
+    assert [v.name for v in volumes] == [f"models.{i:03d}.tar.zst" for i in range(1, len(volumes) + 1)]
+    assert len(volumes) >= 4
+    index = read_index(volumes[0])
+    chunked = {sha for sha, p in index.placements.items() if p.chunks}
+    assert chunked and all(len(index.placements[sha].chunks) >= 2 for sha in chunked)
+    for volume in volumes:
+        assert volume.stat().st_size <= LIMIT
+        listed = subprocess.run(["tar", "--zstd", "-tf", str(volume)], capture_output=True, text=True)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines()[:2] == ["MIRROR-BUNDLE.json", "SHA256SUMS"]
+        out = tmp_path / "x" / volume.name
+        out.mkdir(parents=True)
+        subprocess.run(["tar", "--zstd", "-xf", str(volume)], cwd=out, check=True)
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+        assert check.returncode == 0 and ": OK" in check.stdout, check.stdout + check.stderr
+        side = subprocess.run(
+            ["sha256sum", "-c", volume.name + ".sha256"], cwd=volume.parent, capture_output=True, text=True
+        )
+        assert side.returncode == 0, side.stdout + side.stderr
+        # Each volume's index describes the whole set, and names this volume.
+        own = read_index(volume)
+        assert own.volume_set is not None and own.volume_set.id == index.volume_set.id  # type: ignore[union-attr]
+        assert own.volume_set.names == tuple(v.name for v in volumes)
+    assert any(m.chunk is not None for v in volumes for m in iter_members(read_index(v)))
+    # Joining the chunks of an extracted volume set gives the file back (no mirror needed).
+    for sha in chunked:
+        joined = b"".join(p.read_bytes() for p in sorted((tmp_path / "x").glob(f"*/chunks/{sha}/*")))
+        assert hashlib.sha256(joined).hexdigest() == sha
+
+    # The reference: the same store as one plain bundle.
+    plain = tmp_path / "plain.tar.zst"
+    run_mirror("export", "--store", str(split_store.store.root), "-o", str(plain), env=env)
+    reference = tmp_path / "reference"
+    run_mirror("import", str(plain), "--target", str(reference), env=env)
+
+    whole = tmp_path / "whole"
+    proc = run_mirror("import", *map(str, reversed(volumes)), "--target", str(whole), env=env)
+    assert tree(whole) == tree(reference)
+    assert "models.tar.zst" in proc.stdout
+
+    # All but one volume: the repos that do not need it are published, the others named with it.
+    missing = next(
+        v for v in range(1, len(volumes) + 1) if any(v not in needs(index, r) for r in split_store.repos)
+    )
+    partial = tmp_path / "partial"
+    given = [str(p) for i, p in enumerate(volumes, 1) if i != missing]
+    proc = run_mirror("import", *given, "--target", str(partial), "--json", env=env, check=False)
+    assert proc.returncode == 3, proc.stderr
+    complete = {r for r in split_store.repos if missing not in needs(index, r)}
+    assert published(partial) == complete and complete != set(split_store.repos)
+    report = json.loads(proc.stdout)["bundles"][0]
+    assert {m["repo_id"] for m in report["missing"]} == set(split_store.repos) - complete
+    assert all(m["needs_volumes"] == [volumes[missing - 1].name] for m in report["missing"])
+    human = run_mirror("import", *given, "--target", str(tmp_path / "partial2"), env=env, check=False)
+    assert f"needs {volumes[missing - 1].name}" in human.stdout and "(not given)" in human.stdout
+    for repo_id in complete:
+        folder = "models--" + repo_id.replace("/", "--")
+        assert tree(partial / folder) == tree(reference / folder)
+    # The missing volume later, with the ones its repos need: now everything is there.
+    run_mirror("import", *map(str, volumes), "--target", str(partial), env=env)
+    assert tree(partial) == tree(reference)
+
+    # A flipped byte in one volume: it is named, and every repo that does not need it still imports.
+    damaged_dir = tmp_path / "damaged"
+    shutil.copytree(volumes[0].parent, damaged_dir)
+    victim = damaged_dir / volumes[missing - 1].name
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    victim.write_bytes(bytes(data))
+    target = tmp_path / "after-damage"
+    proc = run_mirror(
+        "import",
+        *map(str, sorted(damaged_dir.glob("*.tar.zst"))),
+        "--target",
+        str(target),
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"DAMAGED   {victim.name}" in proc.stdout and f"({victim.name} (damaged)" not in proc.stdout
+    assert published(target) == complete
+    assert f"in {victim.name} (damaged)" in proc.stdout
+
+
+def test_volumes_are_reproducible_and_independent_of_threads(split_store: SplitStore, tmp_path: Path) -> None:
+    first = export_split(split_store, tmp_path / "a" / "m.tar.zst", "--threads", "1")
+    second = export_split(split_store, tmp_path / "b" / "m.tar.zst", "--threads", "4")
+    assert [p.name for p in first] == [p.name for p in second]
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    # Another level gives other bytes, and still volumes that fit.
+    strong = export_split(split_store, tmp_path / "c" / "m.tar.zst", "--level", "19")
+    assert [p.read_bytes() for p in strong] != [p.read_bytes() for p in first]
+    assert all(p.stat().st_size <= LIMIT for p in strong)
+
+
+@pytest.mark.parametrize("split", ["64K", "150K", "1000KB", "1M"])
+def test_every_volume_fits_and_the_set_imports(split_store: SplitStore, tmp_path: Path, split: str) -> None:
+    volumes = export_split(split_store, tmp_path / "out" / "m.tar.zst", split=split)
+    for volume in volumes:
+        assert volume.stat().st_size <= parse_size(split)
+        verify_bundle(volume)
+    (unit,) = group_bundles(volumes)
+    report = import_unit(unit, "hf", tmp_path / "cache")
+    assert report.exit_code == 0 and len(report.repos) == len(split_store.repos)
+
+
+def test_a_split_too_small_for_the_index_is_a_usage_error(split_store: SplitStore, tmp_path: Path) -> None:
+    env = fresh_env(tmp_path / "home")
+    out = tmp_path / "out" / "m.tar.zst"
+    proc = run_mirror(
+        "export",
+        "--store",
+        str(split_store.store.root),
+        "-o",
+        str(out),
+        "--split",
+        "8K",
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--split 8K is too small" in proc.stderr
+    bad = run_mirror(
+        "export",
+        "--store",
+        str(split_store.store.root),
+        "-o",
+        str(out),
+        "--split",
+        "25Q",
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 2 and "powers of 1024" in bad.stderr
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+
+
+def test_a_new_export_removes_the_volumes_of_an_older_set(split_store: SplitStore, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "m.tar.zst"
+    many = export_split(split_store, out)
+    keep = out.with_name("m.2026.tar.zst")  # not a volume: a bundle someone named by year
+    keep.write_bytes(b"not mirror's")
+    one = export_split(split_store, out, split="10M")
+    assert len(many) > 1 and [p.name for p in one] == ["m.001.tar.zst"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "m.001.tar.zst",
+        "m.001.tar.zst.sha256",
+        keep.name,
+    ]
+
+
+def test_volumes_are_signed_each_and_imported_with_trust(split_store: SplitStore, tmp_path: Path) -> None:
+    env = fresh_env(tmp_path / "home")
+    run_mirror("keygen", "-o", str(tmp_path / "site"), env=env)
+    volumes = export_split(split_store, tmp_path / "out" / "m.tar.zst", "--sign", str(tmp_path / "site.key"))
+    sigs = [json.loads(Path(f"{v}.sig").read_text())["statement"] for v in volumes]
+    assert len({s["sequence"] for s in sigs}) == 1 and len({s["index_sha256"] for s in sigs}) == len(volumes)
+    cache = tmp_path / "cache"
+    run_mirror(
+        "import", *map(str, volumes), "--target", str(cache), "--trust", str(tmp_path / "site.pub"), env=env
+    )
+    assert published(cache) == set(split_store.repos)
+    Path(f"{volumes[-1]}.sig").unlink()
+    refused = run_mirror(
+        "import", *map(str, volumes), "--target", str(tmp_path / "c2"), "--trust", str(tmp_path / "site.pub"),
+        env=env, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 4 and "is not signed" in refused.stderr
+    assert not (tmp_path / "c2").exists()
+
+
+def test_inspect_and_verify_a_volume(volumes: list[Path], tmp_path: Path) -> None:
+    env = fresh_env(tmp_path / "home")
+    data = json.loads(run_mirror("inspect", str(volumes[1]), "--json", env=env).stdout)
+    assert data["volume_set"]["volume"] == 2 and data["volume_set"]["names"] == [v.name for v in volumes]
+    assert "volume 2 of" in run_mirror("inspect", str(volumes[1]), env=env).stdout
+    run_mirror("verify", *map(str, volumes), env=env)
+
+
+def test_the_dir_layout_takes_volumes_and_a_volume_given_twice_counts_once(
+    volumes: list[Path], tmp_path: Path
+) -> None:
+    (unit,) = group_bundles([*volumes, volumes[0], Path(str(volumes[1]))])
+    assert [p.name for p in unit.paths] == [v.name for v in volumes]
+    report = import_unit(unit, "dir", tmp_path / "dir")
+    assert report.exit_code == 0 and len(report.repos) == 4
+    assert (tmp_path / "dir" / "org" / "big" / "model.safetensors").stat().st_size == 260_000
+    assert (tmp_path / "dir" / "org" / "tune@v1" / "notes.md").read_bytes() == b"# v1\n" * 100
+
+
+# -- the index: what a volume says must hold together -----------------------------------------------------
+
+
+def _edit(index: BundleIndex, edit: Any) -> dict[str, Any]:
+    data = index.to_json()
+    edit(data)
+    return data
+
+
+def test_inconsistent_volume_indexes_are_refused(split_store: SplitStore, tmp_path: Path) -> None:
+    base = build_index(split_store.store, select_all(split_store.store))
+    (summary, *_) = write_volumes(split_store.store, base, tmp_path / "m.tar.zst", LIMIT)
+    index = read_index(summary.path)
+    big = next(r for r in index.to_json()["repos"] if r["repo_id"] == "org/big")
+    weights = next(f for f in big["commits"][0]["files"] if "chunks" in f)
+
+    def find(data: dict[str, Any]) -> dict[str, Any]:
+        repo = next(r for r in data["repos"] if r["repo_id"] == "org/big")
+        return next(f for f in repo["commits"][0]["files"] if f["path"] == weights["path"])  # type: ignore[no-any-return]
+
+    cases = {
+        "chunks that do not add up": lambda d: find(d)["chunks"][0].update(
+            size=find(d)["chunks"][0]["size"] + 1
+        ),
+        "a volume out of range": lambda d: find(d)["chunks"][0].update(volume=99),
+        "two placements": lambda d: find(d).update(volume=1),
+        "no placement in a set": lambda d: find(d).pop("chunks"),
+        "another set's id": lambda d: d["volume_set"].update(id="0" * 64),
+        "this volume out of range": lambda d: d["volume_set"].update(volume=0),
+        "in_target false": lambda d: (find(d).pop("chunks"), find(d).update(in_target=False)),
+    }
+    for what, edit in cases.items():
+        with pytest.raises(IntegrityError):
+            BundleIndex.from_json(_edit(index, edit))
+            pytest.fail(what)
+    plain = _edit(index, lambda d: d.pop("volume_set"))
+    with pytest.raises(IntegrityError, match="not a volume of a set"):
+        BundleIndex.from_json(plain)
+
+
+def test_a_volume_of_one_set_never_completes_another(split_store: SplitStore, tmp_path: Path) -> None:
+    first = export_split(split_store, tmp_path / "a" / "m.tar.zst")
+    put_repo(split_store.store, "org/late", {"main": {"x.bin": b"late" * 100}})
+    second = export_split(split_store, tmp_path / "b" / "m.tar.zst")
+    units = group_bundles([first[0], *second[1:]])
+    assert len(units) == 2  # two sets: never mixed
+    report = import_unit(units[1], "hf", tmp_path / "cache")
+    assert report.exit_code == 3 and report.missing
+    assert all(second[0].name in m.volumes for m in report.missing)
+
+
+def test_an_unreadable_volume_is_named_and_the_rest_import(volumes: list[Path], tmp_path: Path) -> None:
+    env = fresh_env(tmp_path / "home")
+    copy = tmp_path / "copy"
+    shutil.copytree(volumes[0].parent, copy)
+    broken = copy / volumes[0].name
+    broken.write_bytes(broken.read_bytes()[:100])  # its index is gone
+    proc = run_mirror(
+        "import",
+        *map(str, sorted(copy.glob("*.tar.zst"))),
+        "--target",
+        str(tmp_path / "cache"),
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 4
+    assert volumes[0].name in proc.stderr and f"needs {volumes[0].name}" in proc.stdout
+
+
+def test_import_bundle_takes_one_volume(volumes: list[Path], tmp_path: Path) -> None:
+    report = import_bundle(volumes[-1], "hf", tmp_path / "cache")
+    assert report.exit_code == 3 and report.volumes == (volumes[-1].name,)
+
+
+def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_completes(
+    volumes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from mirror.importers import layout as layout_module
+    from tests.test_import_safety import check_hf_tree
+
+    index = read_index(volumes[0])
+    reference = tmp_path / "reference"
+    monkeypatch.setenv(layout_module.KILL_AFTER_ENV, str(1 << 40))
+    monkeypatch.setattr(layout_module, "_steps", 0)
+    import_unit(group_bundles(volumes)[0], "hf", reference)
+    total = layout_module._steps
+    monkeypatch.delenv(layout_module.KILL_AFTER_ENV)
+    assert total > 20
+    for step in range(1, total + 1, 3):
+        target = tmp_path / f"t{step}"
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 0
+            try:
+                os.environ[layout_module.KILL_AFTER_ENV] = str(step)
+                layout_module._steps = 0
+                import_unit(group_bundles(list(reversed(volumes)))[0], "hf", target)
+            except BaseException:  # noqa: BLE001 - reported to the parent as exit 1
+                code = 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, step
+        check_hf_tree(target, index)
+        import_unit(group_bundles(volumes)[0], "hf", target)  # the rerun
+        assert tree(target) == tree(reference), f"killed at step {step} of {total}"
+        assert not list(target.rglob(".mirror/tmp/*")), "a rerun sweeps what the killed import left"
