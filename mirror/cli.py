@@ -128,10 +128,10 @@ def cli() -> None:
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
 @click.option(
     "--segments",
-    default=4,
+    default=8,
     show_default=True,
     type=click.IntRange(1, 16),
-    help="Ranged connections per large file (files of 32 MiB and more); 1 fetches each file in one stream.",
+    help="Ranged connections per large file (files of 32 MiB and more, in 16 MiB pieces); 1: one stream.",
 )
 @click.option(
     "--wait",

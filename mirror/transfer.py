@@ -8,10 +8,12 @@ its contiguous prefix grows, so hashing overlaps the transfer. A server that ign
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,9 +60,9 @@ class Fetched:
     git_sha1: str | None
 
 
-SEGMENT_SIZE = 16 << 20  # a file is split in segments of at least this size...
-SEGMENTS = 4  # ...over at most this many connections
-STATE_EVERY = 4 << 20  # how often (bytes) a segment records its progress for a later run
+PIECE_SIZE = 16 << 20  # a large file is fetched in pieces of this size, handed out in file order...
+SEGMENTS = 8  # ...to at most this many connections at once
+SAVE_EVERY = 1.0  # seconds between records of the pieces' progress, for a later run
 
 
 class RangeIgnored(Exception):
@@ -78,7 +80,7 @@ def download(
 ) -> Fetched:
     """Fetch a file into the store and return its hashes; a mismatch is never stored."""
     policy = policy or RetryPolicy()
-    count = min(segments, expected.size // SEGMENT_SIZE)
+    count = min(segments, expected.size // PIECE_SIZE)
     if count > 1:
         try:
             return with_retries(
@@ -185,22 +187,27 @@ def _segment_files(store: Store, expected: Expected) -> tuple[Path, Path]:
     return data, data.with_name(data.name + ".json")
 
 
-def _bounds(size: int, count: int) -> list[tuple[int, int]]:
-    step = -(-size // count)
-    return [(start, min(start + step, size)) for start in range(0, size, step)]
+def _pieces(size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + PIECE_SIZE, size)) for start in range(0, size, PIECE_SIZE)]
 
 
 class _Segments:
-    """Progress of a segmented download, shared by the segment threads and the hashing thread."""
+    """Progress of a segmented download, shared by the connection threads and the hashing thread.
 
-    def __init__(self, data: Path, state: Path, size: int, count: int) -> None:
+    The file is cut in fixed pieces; each connection takes the next piece not yet done, in file order, so
+    the contiguous prefix (what can be hashed) grows as fast as the pieces arrive.
+    """
+
+    def __init__(self, data: Path, state: Path, size: int) -> None:
         self.data, self.state, self.size = data, state, size
-        self.bounds = _bounds(size, count)
+        self.bounds = _pieces(size)
         self.done = [0] * len(self.bounds)
         self.cond = threading.Condition()
         self._saving = threading.Lock()
+        self._saved_at = 0.0
         self.failed: BaseException | None = None
         self.finished = 0
+        self._next = 0
         try:
             saved = json.loads(state.read_text())
             same_plan = saved["size"] == size and [tuple(b) for b in saved["bounds"]] == self.bounds
@@ -213,6 +220,17 @@ class _Segments:
             with open(data, "wb") as f:
                 f.truncate(size)
 
+    def take(self) -> int | None:
+        """The next piece that still misses bytes, or None when every piece is taken."""
+        with self.cond:
+            while self._next < len(self.bounds):
+                index = self._next
+                self._next += 1
+                start, end = self.bounds[index]
+                if start + self.done[index] < end:
+                    return index
+            return None
+
     def frontier(self) -> int:
         """How many bytes from the start are all present."""
         for (start, end), done in zip(self.bounds, self.done, strict=True):
@@ -220,8 +238,13 @@ class _Segments:
                 return start + done
         return self.size
 
-    def save(self) -> None:
-        with self._saving:  # segment threads save in turn: one temp name, one record
+    def save(self, *, force: bool = False) -> None:
+        """Record the progress for a later run, at most once a second unless forced."""
+        with self._saving:  # connection threads save in turn: one temp name, one record
+            now = time.monotonic()
+            if not force and now - self._saved_at < SAVE_EVERY:
+                return
+            self._saved_at = now
             with self.cond:
                 record = {"size": self.size, "bounds": self.bounds, "done": list(self.done)}
             tmp = self.state.with_name(self.state.name + ".tmp")
@@ -238,13 +261,13 @@ def _download_segmented(
     progress: Callable[[int], None] | None,
 ) -> Fetched:
     data, state = _segment_files(store, expected)
-    segs = _Segments(data, state, expected.size, count)
+    segs = _Segments(data, state, expected.size)
     fd = os.open(data, os.O_RDWR)
     try:
-        with ThreadPoolExecutor(max_workers=len(segs.bounds)) as pool:
-            for index in range(len(segs.bounds)):
-                pool.submit(_run_segment, segs, index, fd, request, expected, policy, progress)
-            hasher = _hash_in_order(segs, fd, expected)
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            for _ in range(count):
+                pool.submit(_run_connection, segs, fd, request, expected, policy, progress)
+            hasher = _hash_in_order(segs, fd, expected, count)
     finally:
         os.close(fd)
         if segs.failed is None:
@@ -259,47 +282,49 @@ def _download_segmented(
     return Fetched(hasher.sha256, hasher.git_sha1)
 
 
-def _hash_in_order(segs: _Segments, fd: int, expected: Expected) -> Hasher:
+def _hash_in_order(segs: _Segments, fd: int, expected: Expected, connections: int) -> Hasher:
     """Hash the file front to back as its contiguous prefix grows (the bytes are still in the page cache)."""
     hasher = expected.hasher()
     while hasher.size < segs.size:
         with segs.cond:
-            while segs.frontier() <= hasher.size and segs.failed is None and segs.finished < len(segs.bounds):
+            while segs.frontier() <= hasher.size and segs.failed is None and segs.finished < connections:
                 segs.cond.wait()
             if segs.failed is not None:
                 raise segs.failed
             frontier = segs.frontier()
             if frontier <= hasher.size:
-                raise RetryableError(f"{expected.label}: segments ended before the file was complete")
+                raise RetryableError(f"{expected.label}: the connections ended before the file was complete")
         while hasher.size < frontier:
             hasher.update(os.pread(fd, min(CHUNK, frontier - hasher.size), hasher.size))
     return hasher
 
 
-def _run_segment(
+def _run_connection(
     segs: _Segments,
-    index: int,
     fd: int,
     request: FileRequest,
     expected: Expected,
     policy: RetryPolicy,
     progress: Callable[[int], None] | None,
 ) -> None:
-    label = f"{expected.label} (segment {index + 1}/{len(segs.bounds)})"
+    """One connection: fetch pieces in file order until none is left (or another connection failed)."""
     try:
-        with_retries(lambda: _fetch_segment(segs, index, fd, request, label, progress), policy, label)
+        while segs.failed is None and (index := segs.take()) is not None:
+            label = f"{expected.label} (piece {index + 1}/{len(segs.bounds)})"
+            fetch = functools.partial(_fetch_piece, segs, index, fd, request, label, progress)
+            with_retries(fetch, policy, label)
     except BaseException as e:  # noqa: BLE001 - handed to the hashing thread, which raises it
         with segs.cond:
             segs.failed = segs.failed or e
             segs.cond.notify_all()
     finally:
-        segs.save()
+        segs.save(force=True)
         with segs.cond:
             segs.finished += 1
             segs.cond.notify_all()
 
 
-def _fetch_segment(
+def _fetch_piece(
     segs: _Segments,
     index: int,
     fd: int,
@@ -315,7 +340,6 @@ def _fetch_segment(
     if pos >= end:
         return
     headers = {**request.headers, "Accept-Encoding": "identity", "Range": f"bytes={pos}-{end - 1}"}
-    unsaved = 0
     try:
         with get_session().stream("GET", request.url, headers=headers) as response:
             if response.status_code == 200:
@@ -330,20 +354,17 @@ def _fetch_segment(
                 raise RangeIgnored(label)
             for chunk in response.iter_bytes():
                 if segs.failed is not None:
-                    return  # another segment failed for good: stop early, keep what we have
+                    return  # another connection failed for good: stop early, keep what we have
                 if pos + len(chunk) > end:
                     raise RetryableError(f"{label}: the server sent more than the range asked")
                 os.pwrite(fd, chunk, pos)
                 pos += len(chunk)
-                unsaved += len(chunk)
                 with segs.cond:
                     segs.done[index] = pos - start
                     segs.cond.notify_all()
                 if progress is not None:
                     progress(len(chunk))
-                if unsaved >= STATE_EVERY:
-                    segs.save()
-                    unsaved = 0
+                segs.save()
     except httpx2.TransportError as e:
         raise RetryableError(f"{label}: connection failed at byte {pos}: {type(e).__name__}") from None
     if pos < end:

@@ -14,13 +14,13 @@ from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
-from mirror.transfer import SEGMENT_SIZE
+from mirror.transfer import PIECE_SIZE
 from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
 
-SIZE = 4 * SEGMENT_SIZE  # four segments
+SIZE = 4 * PIECE_SIZE  # four pieces
 WEIGHTS = os.urandom(1 << 20) * (SIZE >> 20)
 MANIFEST = "version: 1\nmodels:\n  - repo: org/big\n"
 
@@ -53,7 +53,7 @@ def test_large_file_comes_over_several_ranged_connections(tmp_path: Path) -> Non
         assert sync_big(store, hub).exit_code == 0
         gets = weight_gets(hub)
     assert sorted(r for r, _, _ in gets) == sorted(
-        f"bytes={i * SEGMENT_SIZE}-{(i + 1) * SEGMENT_SIZE - 1}" for i in range(4)
+        f"bytes={i * PIECE_SIZE}-{(i + 1) * PIECE_SIZE - 1}" for i in range(4)
     )
     assert {status for _, status, _ in gets} == {206}
     assert store.blob_path(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
@@ -64,15 +64,13 @@ def test_a_cut_segment_resumes_alone(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     with LoopbackHub() as hub:
         serve(hub)
-        hub.add_fault(
-            Fault("cut", match="model.safetensors", at_byte=SEGMENT_SIZE // 2, times=1, method="GET")
-        )
+        hub.add_fault(Fault("cut", match="model.safetensors", at_byte=PIECE_SIZE // 2, times=1, method="GET"))
         assert sync_big(store, hub).exit_code == 0
         gets = weight_gets(hub)
     assert len(gets) == 5
     retried = gets[-1][0]
     start = int(retried[6:].split("-")[0])
-    assert start % SEGMENT_SIZE != 0  # it picked up inside its segment, not at the segment's start
+    assert start % PIECE_SIZE != 0  # it picked up inside its segment, not at the segment's start
     assert sum(sent for _, _, sent in gets) < 1.2 * SIZE
     assert verify_store(store).ok
 
@@ -124,8 +122,23 @@ def test_killed_segmented_download_resumes_each_segment(tmp_path: Path) -> None:
         gets = weight_gets(hub)
     resumed = gets[4:]
     starts = sorted(int(r[6:].split("-")[0]) for r, _, _ in resumed)
-    expected = sorted(i * SEGMENT_SIZE + d for i, d in enumerate(done_before) if d < SEGMENT_SIZE)
+    expected = sorted(i * PIECE_SIZE + d for i, d in enumerate(done_before) if d < PIECE_SIZE)
     assert starts == expected
-    assert sum(1 for s in starts if s % SEGMENT_SIZE) >= 2  # at least two segments resumed mid-way
+    assert sum(1 for s in starts if s % PIECE_SIZE) >= 2  # at least two segments resumed mid-way
     assert sum(sent for _, _, sent in gets) < 1.2 * SIZE
     assert run_mirror("verify", "--store", str(tmp_path / "store"), env=env).returncode == 0
+
+
+def test_fewer_connections_than_pieces_take_the_pieces_in_file_order(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with LoopbackHub() as hub:
+        serve(hub)
+        settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+        targets = plan_targets(parse_manifest(MANIFEST).models)
+        assert sync(store, targets, default_source_factory(settings), policy=FAST, segments=2).exit_code == 0
+        gets = weight_gets(hub)
+        connections = {r.connection for r in hub.downloads() if "model.safetensors" in r.path}
+    starts = [int(r[6:].split("-")[0]) // PIECE_SIZE for r, _, _ in gets]
+    assert sorted(starts[:2]) == [0, 1] and sorted(starts[2:]) == [2, 3]  # handed out front to back
+    assert len(connections) == 2  # two connections, each reused for a second piece
+    assert store.blob_path(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
