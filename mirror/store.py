@@ -109,6 +109,8 @@ class Store:
         key = RepoKey(snap.source, snap.repo_type, snap.repo_id)
         old = self.read_snapshot(key, snap.commit)
         merged = old.merged(snap) if old is not None else snap
+        if old is not None and (old.files, old.complete) == (merged.files, merged.complete):
+            return old  # nothing new: an unchanged manifest rewrites no record
         atomic_write_json(
             self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json()
         )
@@ -138,9 +140,18 @@ class Store:
         return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
 
     def set_refs(self, key: RepoKey, refs: dict[str, str], synced_at: str) -> None:
-        """Point revision names at commits (the other names of the repo are kept)."""
+        """Point revision names at commits (the other names of the repo are kept). A name already at its
+        commit keeps the time it got there."""
         current = self.read_refs(key)
-        current.update({name: Ref(check_commit(commit), synced_at) for name, commit in refs.items()})
+        if all(name in current and current[name].commit == commit for name, commit in refs.items()):
+            return
+        current.update(
+            {
+                name: Ref(check_commit(commit), synced_at)
+                for name, commit in refs.items()
+                if name not in current or current[name].commit != commit
+            }
+        )
         data = {name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())}
         atomic_write_json(self._repo_dir(key) / "refs.json", data)
 

@@ -202,6 +202,8 @@ def sync(
     policy = policy or RetryPolicy()
     progress = progress or NullProgress()
     report = SyncReport([ItemResult(t) for t in targets])
+    for target in targets:
+        sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         remotes = list(pool.map(lambda t: _resolve(t, sources, policy), targets))
         known = Known(store)

@@ -107,12 +107,15 @@ def test_unchanged_manifest_costs_one_request_per_revision(hub: LoopbackHub, sto
     hub.add_tag("org/nested", "v1.0")
     manifest = "version: 1\nmodels:\n  - repo: org/nested\n    revisions: [main, v1.0]\n"
     assert run(store, hub, manifest).exit_code == 0
+    records = sorted((store.root / "repos").rglob("*.json"))
+    written = {p: p.stat().st_mtime_ns for p in records}
     hub.clear_requests()
     report = run(store, hub, manifest)
     assert report.exit_code == 0
     assert hub.downloads() == []
     assert len(hub.requests) == 2
     assert all(i.downloaded == 0 for i in report.items)
+    assert {p: p.stat().st_mtime_ns for p in records} == written  # nothing rewritten either
 
 
 def test_moved_branch_fetches_only_changed_files(hub: LoopbackHub, store: Store) -> None:
