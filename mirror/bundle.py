@@ -20,11 +20,12 @@ the importers all walk it.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import queue
 import re
 import tarfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -752,13 +753,32 @@ def build_index(
     return BundleIndex.from_json(index.to_json())
 
 
+# The blobs are read and hashed in a thread of their own (`_BlobReader`) while the main thread feeds zstd,
+# whose worker threads compress, and hashes and writes what they give back; hashlib, zstd and file I/O
+# release the GIL, so on 2 cores these overlap. Blob data moves in blocks of _BLOCK, _QUEUE buffers used in
+# turn: large enough that a hand-off costs nothing, few enough to keep memory flat. The output stays on the
+# main thread: handing zstd's pieces to another thread cost more (page faults, wake-ups) than hashing them.
+_BLOCK = 1 << 20
+_QUEUE = 4
+# Smaller pieces of the tar stream (headers, padding, small files) are gathered up to this before zstd gets them.
+_GATHER = 1 << 20
+# How often the output written so far is handed to the disk while the bundle is written, so that the final
+# fsync has little left to do.
+_WRITEBACK_SECONDS = 0.25
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 class _HashingWriter:
-    """Passes the compressed bytes to the file, hashing and counting them."""
+    """Passes the compressed bytes to the file, hashing and counting them, while a thread syncs the file as
+    it grows. Use as a context manager: leaving it stops that thread."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._done = threading.Event()
+        self._syncer = threading.Thread(target=self._sync_often, name="mirror-bundle-sync", daemon=True)
+        self._syncer.start()
 
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
@@ -769,23 +789,154 @@ class _HashingWriter:
     def flush(self) -> None:
         self._raw.flush()
 
+    def __enter__(self) -> _HashingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._syncer.join()
+
+    def _sync_often(self) -> None:
+        fd = self._raw.fileno()
+        while not self._done.wait(_WRITEBACK_SECONDS):
+            try:
+                _datasync(fd)
+            except OSError:
+                return  # the final fsync reports it
+
 
 class _BlobReader:
-    """Reads a store blob for tarfile, hashing it and reporting progress as it goes."""
+    """Reads the data members' store blobs in archive order, from a thread of its own, in large blocks, and
+    checks each member's bytes against its hash (a damaged store fails the export, not the import).
 
-    def __init__(self, raw: IO[bytes], progress: Progress | None) -> None:
-        self._raw = raw
-        self._progress = progress
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+    `blocks()` gives the next member's bytes: its blocks must be taken in order, whole. The blocks are views
+    of a few buffers used in turn (no allocation, so no page faults, per block): each is valid until the next
+    one is asked for. Use as a context manager: leaving it stops the thread.
+    """
 
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.sha256.update(data)
-        self.size += len(data)
-        if self._progress is not None and data:
-            self._progress(len(data))
-        return data
+    def __init__(self, store: Store, index: BundleIndex, members: Iterable[BundleMember]) -> None:
+        self._store = store
+        self._index = index
+        self._members = [m for m in members if m.link_to is None]
+        self._full: queue.Queue[memoryview | BaseException | None] = queue.Queue()
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(_QUEUE):
+            self._free.put(bytearray(_BLOCK))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read_all, name="mirror-bundle-read", daemon=True)
+        self._thread.start()
+
+    def blocks(self) -> Iterator[memoryview]:
+        """The next member's bytes."""
+        while (item := self._full.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            self._free.put(cast(bytearray, item.obj))
+
+    def __enter__(self) -> _BlobReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _buffer(self) -> bytearray | None:
+        """A free buffer, once there is one; None once stopped."""
+        while not self._stop.is_set():
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _read_all(self) -> None:
+        for m in self._members:
+            failure: BaseException | None
+            try:
+                failure = self._read(m)
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+                failure = e
+            self._full.put(failure)
+            if failure is not None:
+                return
+
+    def _read(self, m: BundleMember) -> IntegrityError | None:
+        """Put `m`'s blocks on the queue; what is wrong with them, if anything."""
+        sha256 = hashlib.sha256()
+        left = m.size
+        with open(self._store.blob_path(m.file.sha256), "rb", buffering=0) as blob:
+            if m.chunk is not None:
+                blob.seek(chunk_offset(self._index, m))
+            while left:
+                if (buf := self._buffer()) is None:
+                    return None
+                view = memoryview(buf)[: min(_BLOCK, left)]
+                n = blob.readinto(view)
+                if not n:
+                    return IntegrityError(
+                        f"store blob {m.file.sha256} shrank while packing; run `mirror verify`"
+                    )
+                sha256.update(view[:n])
+                left -= n
+                self._full.put(view[:n])
+        if sha256.hexdigest() != m.sha256:
+            what = "" if m.chunk is None else f" chunk {m.chunk + 1}"
+            return IntegrityError(
+                f"store blob {m.file.sha256}{what} ({m.repo.key} {m.file.path}) does not match its hash; "
+                "run `mirror verify` and `mirror sync` to repair the store"
+            )
+        return None
+
+
+class _TarWriter:
+    """Writes a tar stream byte for byte as `tarfile.open(mode="w|", format=PAX_FORMAT)` would, into a zstd
+    stream writer, in large pieces instead of tarfile's 10 KiB records."""
+
+    def __init__(self, zw: zstandard.ZstdCompressionWriter) -> None:
+        self._zw = zw
+        self._gathered = bytearray()
+        self.offset = 0
+
+    def member(
+        self,
+        info: tarfile.TarInfo,
+        blocks: Iterable[bytes | memoryview] = (),
+        progress: Progress | None = None,
+    ) -> None:
+        """Add a member: its header, then its data (`info.size` bytes in `blocks`), padded to a tar block."""
+        self._write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        size = 0
+        for data in blocks:
+            self._write(data)
+            size += len(data)
+            if progress is not None:
+                progress(len(data))
+        if size != info.size:  # a bug, never the store: the reader gives each member's size
+            raise MirrorError(f"{info.name}: {size} bytes packed for {info.size}")
+        if size % tarfile.BLOCKSIZE:
+            self._write(tarfile.NUL * (tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE))
+
+    def close(self) -> None:
+        """End the archive (two zero blocks, zero-filled to a whole record) and the zstd frame."""
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        if self.offset % tarfile.RECORDSIZE:
+            self._write(tarfile.NUL * (tarfile.RECORDSIZE - self.offset % tarfile.RECORDSIZE))
+        self._zw.write(self._gathered)
+        self._zw.flush(zstandard.FLUSH_FRAME)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.offset += len(data)
+        if len(data) >= _GATHER:
+            if self._gathered:
+                self._zw.write(self._gathered)
+                self._gathered.clear()
+            self._zw.write(data)
+            return
+        self._gathered += data
+        if len(self._gathered) >= _GATHER:
+            self._zw.write(self._gathered)  # zstd has taken all of it when write returns
+            self._gathered.clear()
 
 
 def _tarinfo(name: str, mtime: int, size: int = 0, link_to: str | None = None) -> tarfile.TarInfo:
@@ -860,24 +1011,23 @@ def write_archive(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as raw:
-            sink = _HashingWriter(raw)
-            with (
-                cctx.stream_writer(cast(IO[bytes], sink), closefd=False) as zw,  # only write/flush are used
-                # tarfile's default 16 KiB copy buffer: its stream writer re-slices its whole buffer per
-                # 10 KiB record, so larger copies get slower; blobs are still read from disk in 1 MiB.
-                tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
+            # zstd frames the data the same however the input is cut (as tarfile's 10 KiB records before),
+            # so bundles stay byte-identical to those of earlier versions.
+            with _HashingWriter(raw) as sink, _BlobReader(store, index, members) as blobs:
+                # zstd uses only the sink's write and flush
+                tar = _TarWriter(cctx.stream_writer(cast(IO[bytes], sink), closefd=False))
                 index_bytes = index.to_bytes()
-                tar.addfile(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), io.BytesIO(index_bytes))
+                tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), [index_bytes])
                 sums = sums_text(index)
-                tar.addfile(_tarinfo(SUMS_NAME, mtime, len(sums)), io.BytesIO(sums))
+                tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), [sums])
                 for m in members:
                     if m.link_to is not None:
-                        tar.addfile(_tarinfo(m.name, mtime, link_to=m.link_to))
+                        tar.member(_tarinfo(m.name, mtime, link_to=m.link_to))
                         if progress is not None and m.size:
                             progress(m.size)
                         continue
-                    _pack_member(store, index, tar, m, mtime, progress)
+                    tar.member(_tarinfo(m.name, mtime, m.size), blobs.blocks(), progress)
+                tar.close()
             raw.flush()
             os.fsync(raw.fileno())
         digest = sink.sha256.hexdigest()
@@ -902,35 +1052,6 @@ def write_archive(
         unique_bytes=sum(m.size for m in members if m.link_to is None),
         repos=len(index.repos),
     )
-
-
-def _pack_member(
-    store: Store,
-    index: BundleIndex,
-    tar: tarfile.TarFile,
-    m: BundleMember,
-    mtime: int,
-    progress: Progress | None,
-) -> None:
-    """Add one member with data (a whole file, or one chunk of it) from its store blob, checking its hash."""
-    with open(store.blob_path(m.file.sha256), "rb", buffering=CHUNK) as blob:
-        if m.chunk is not None:
-            blob.seek(chunk_offset(index, m))
-        reader = _BlobReader(blob, progress)
-        try:
-            tar.addfile(_tarinfo(m.name, mtime, m.size), reader)
-        except OSError as e:
-            if reader.size >= m.size:
-                raise  # the output failed, not the blob
-            raise IntegrityError(
-                f"store blob {m.file.sha256} shrank while packing; run `mirror verify`"
-            ) from e
-    if reader.sha256.hexdigest() != m.sha256:
-        what = "" if m.chunk is None else f" chunk {m.chunk + 1}"
-        raise IntegrityError(
-            f"store blob {m.file.sha256}{what} ({m.repo.key} {m.file.path}) does not match its hash; "
-            "run `mirror verify` and `mirror sync` to repair the store"
-        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1046,27 +1167,165 @@ class _FrameWalker:
                 self._state, self._need = "magic", 4
 
 
-class _RawReader:
-    """Reads the bundle file for the decompressor, hashing it, following its frames, reporting progress."""
+# Reading is three threads: one reads the bundle file and decompresses it, one hashes the compressed bytes,
+# and the caller's parses the tar stream and hashes and writes the members' data. zstd, hashlib and file I/O
+# release the GIL, so on two cores they overlap. The decompressed stream moves in blocks of _INFLATE, at most
+# _AHEAD of them in flight per queue: memory stays flat whatever the bundle holds.
+_INFLATE = 4 << 20
+_FIRST_INFLATE = 16 << 10
+_AHEAD = 4
 
-    def __init__(self, raw: IO[bytes], progress: Progress | None) -> None:
+
+def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
+    """Put item on a bounded queue unless stop is set first (the reader went away); whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _RawReader:
+    """Reads the bundle file for the decompressor, following its frames; a thread of its own hashes it."""
+
+    def __init__(self, raw: IO[bytes], stop: threading.Event) -> None:
         self._raw = raw
-        self._progress = progress
-        self.sha256 = hashlib.sha256()
+        self._stop = stop
+        self._sha256 = hashlib.sha256()
+        self._pending: queue.Queue[bytes | None] = queue.Queue(_AHEAD)
+        self._hasher = threading.Thread(target=self._hash, name="mirror-bundle-hash", daemon=True)
+        self._hasher.start()
+        self._joined = False
         self.walker = _FrameWalker()
         self.size = 0
         self.eof = False
 
     def read(self, n: int = -1) -> bytes:
+        if self._stop.is_set():
+            return b""  # the reader went away: end the decompressor's pass
         data = self._raw.read(n)
         self.eof = not data and n != 0
         if data:
-            self.sha256.update(data)
+            _put(self._pending, data, self._stop)
             self.walker.feed(data)
             self.size += len(data)
-            if self._progress is not None:
-                self._progress(len(data))
         return data
+
+    def _hash(self) -> None:
+        while (data := self._pending.get()) is not None:
+            self._sha256.update(data)
+
+    def close(self) -> None:
+        """Stop the hashing thread (once it has hashed what it was given)."""
+        if not self._joined:
+            self._joined = True
+            self._pending.put(None)  # never blocks for long: the hasher only ever takes
+            self._hasher.join()
+
+    def hexdigest(self) -> str:
+        """The sha256 of every byte read; only once nothing more will be read."""
+        self.close()
+        return self._sha256.hexdigest()
+
+
+class _Inflater:
+    """The decompressed tar stream, produced ahead by a thread of its own, for one consumer.
+
+    For tarfile (which parses the headers) it is a file that only moves forward: `read`, `tell` and `seek`
+    ahead. `take` hands out a member's data as views of the decompressed blocks, without copying them.
+    `progress` gets the compressed bytes as the blocks they became are taken.
+    """
+
+    def __init__(self, raw: _RawReader, stop: threading.Event, progress: Progress | None) -> None:
+        self._raw = raw
+        self._stop = stop
+        self._progress = progress
+        self._blocks: queue.Queue[tuple[bytes, int] | BaseException] = queue.Queue(_AHEAD)
+        self._view = memoryview(b"")  # what is left of the current block
+        self._pos = 0
+        self._reported = 0
+        self._end: BaseException | None = None  # what ended the stream, once it has
+        self._ended = False
+        self._thread = threading.Thread(target=self._inflate, name="mirror-bundle-inflate", daemon=True)
+        self._thread.start()
+
+    def _inflate(self) -> None:
+        raw = self._raw
+        item: tuple[bytes, int] | BaseException
+        try:
+            stream = zstandard.ZstdDecompressor().stream_reader(
+                cast(IO[bytes], raw), read_size=CHUNK, read_across_frames=True, closefd=False
+            )
+            # A fault raised while a block is decompressed loses the whole block (the zstd checksum is checked
+            # at the frame's end, so a tiny bundle is one block): blocks start small and grow, so that the
+            # index and whatever else comes well before a fault still reaches the reader (read_index works
+            # on a bundle damaged further on, and the members before a fault are judged on their own).
+            size = _FIRST_INFLATE
+            while data := stream.read(size):
+                if not _put(self._blocks, (data, raw.size), self._stop):
+                    return
+                size = min(2 * size, _INFLATE)
+            while raw.read(CHUNK):  # whatever follows the last frame still counts in the bundle's sha256
+                pass
+            item = (b"", raw.size)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            item = e
+        _put(self._blocks, item, self._stop)
+
+    def close(self) -> None:
+        """Stop the thread; the stream is unusable after."""
+        self._stop.set()
+        while True:  # free the thread if it waits for room, and the blocks' memory
+            try:
+                self._blocks.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+    def _next_block(self) -> bool:
+        if self._ended:
+            if self._end is not None:
+                raise self._end
+            return False
+        item = self._blocks.get()
+        if isinstance(item, BaseException):
+            self._ended, self._end = True, item
+            raise item
+        data, raw_size = item
+        if self._progress is not None and raw_size > self._reported:
+            self._progress(raw_size - self._reported)
+        self._reported = raw_size
+        self._view = memoryview(data)
+        self._ended = not data
+        return bool(data)
+
+    def take(self, n: int) -> Iterator[memoryview]:
+        """The next n bytes, as views of the blocks in order; fewer only where the stream ends."""
+        while n > 0:
+            if not self._view and not self._next_block():
+                return
+            view = self._view[:n]
+            self._view = self._view[len(view) :]
+            self._pos += len(view)
+            n -= len(view)
+            yield view
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise ValueError("the bundle stream is read in bounded pieces")
+        return b"".join(self.take(n))
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self._pos:
+            raise ValueError("the bundle stream only moves forward")
+        for _ in self.take(pos - self._pos):
+            pass
+        return self._pos
 
 
 class BundleFile:
@@ -1087,11 +1346,13 @@ class BundleFile:
         """For a hardlink member: the earlier member whose (verified) content this one repeats."""
         return self._info.linkname if self._info.islnk() else None
 
-    def read(self, sink: Callable[[bytes], object] | None = None) -> None:
+    def read(self, sink: Callable[[memoryview], object] | None = None) -> None:
         """Stream the member's bytes to `sink` (exactly the size the index gives) and check their sha256.
 
-        Raises IntegrityError naming the member on a mismatch (the bytes already given to `sink` must then
-        be discarded). A hardlink member has no bytes: it verifies when the member it links to did.
+        The pieces are views of the decompressed stream, in blocks of up to a few MiB: write or copy them,
+        they stay valid (nothing reuses their memory). Raises IntegrityError naming the member on a mismatch
+        (the bytes already given to `sink` must then be discarded). A hardlink member has no bytes: it
+        verifies when the member it links to did.
         """
         if self._read:
             raise RuntimeError(f"{self.member.name} was already read")
@@ -1118,7 +1379,7 @@ class BundleFile:
 class BundleReader:
     """One pass over a bundle: the index on open, then the file members through `files()`."""
 
-    def __init__(self, path: Path, raw: _RawReader, stream: IO[bytes]) -> None:
+    def __init__(self, path: Path, raw: _RawReader, stream: _Inflater) -> None:
         self.path = path
         self._raw = raw
         self._stream = stream
@@ -1126,8 +1387,10 @@ class BundleReader:
         self._started = False
         self.sha256: str | None = None  # the archive's own digest, once files() has run to its end
         with self._archive_errors():
+            # tarfile parses the headers (through _GuardedTarInfo) from the forward-only stream; the members'
+            # data, the bulk of the bytes, is taken from the stream directly (see _take), not through tarfile.
             self._tar = tarfile.open(  # noqa: SIM115 - lives as long as the reader
-                fileobj=stream, mode="r|", tarinfo=_GuardedTarInfo
+                fileobj=cast(IO[bytes], stream), mode="r:", tarinfo=_GuardedTarInfo
             )
         self.index = self._read_index()
 
@@ -1153,31 +1416,30 @@ class BundleReader:
         with self._archive_errors():
             return self._tar.next()
 
-    def _copy(self, info: tarfile.TarInfo, sink: Callable[[bytes], object] | None) -> str:
-        """Pass the current member's bytes to sink in chunks (never more than its size); their sha256."""
-        digest = hashlib.sha256()
+    def _take(self, info: tarfile.TarInfo) -> Iterator[memoryview]:
+        """The current member's data: exactly its size, as views of the decompressed stream."""
+        if self._stream.tell() != info.offset_data:
+            raise RuntimeError(f"{info.name}: members are read in archive order, before the next one")
         remaining = info.size
+        for view in self._stream.take(remaining):
+            remaining -= len(view)
+            yield view
+        if remaining:
+            raise EOFError(f"archive ends inside {info.name}")
+
+    def _copy(self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None) -> str:
+        """Pass the current member's bytes to sink in pieces (never more than its size); their sha256."""
+        digest = hashlib.sha256()
         with self._archive_errors():
-            data = self._tar.extractfile(info)
-            assert data is not None  # a regular member always has a file object
-            while remaining:
-                chunk = data.read(min(CHUNK, remaining))
-                if not chunk:
-                    raise EOFError(f"archive ends inside {info.name}")
-                remaining -= len(chunk)
-                digest.update(chunk)
+            for view in self._take(info):
+                digest.update(view)
                 if sink is not None:
-                    sink(chunk)
+                    sink(view)
         return digest.hexdigest()
 
     def _read_small(self, info: tarfile.TarInfo) -> bytes:
         with self._archive_errors():
-            data = self._tar.extractfile(info)
-            assert data is not None
-            content = data.read(info.size)
-            if len(content) != info.size:
-                raise EOFError(f"archive ends inside {info.name}")
-            return content
+            return b"".join(self._take(info))
 
     def _read_index(self) -> BundleIndex:
         info = self._next()
@@ -1309,17 +1571,14 @@ class BundleReader:
                 junk += len(chunk) - chunk.count(0)
                 if junk or trailing > _MAX_TRAILING:
                     break
-            while self._stream.read(CHUNK):
-                pass
-            while self._raw.read(CHUNK):
-                pass
-        if junk or trailing > _MAX_TRAILING:
+        if junk or trailing > _MAX_TRAILING:  # refused without decompressing the rest: it could be any size
             raise IntegrityError(f"{self.path}: data after the end of the archive; refusing it")
+        # The stream has ended: the inflating thread has read the whole file and is done.
         if not self._raw.walker.complete:
             raise IntegrityError(
                 f"{self.path}: the zstd stream is cut off; the bundle is truncated, copy it again"
             )
-        self.sha256 = self._raw.sha256.hexdigest()
+        self.sha256 = self._raw.hexdigest()
         check_side_file(self.path, self.sha256)
 
 
@@ -1351,18 +1610,20 @@ def open_bundle(bundle: Path, progress: Progress | None = None) -> Iterator[Bund
     """
     bundle = Path(bundle)
     try:
-        f = open(bundle, "rb")  # noqa: SIM115 - closed by the with below
+        f = open(bundle, "rb", buffering=0)  # noqa: SIM115 - closed by the with below; read in CHUNKs
     except OSError as e:
         raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
     with f:
-        raw = _RawReader(f, progress)
-        stream = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], raw),
-            read_across_frames=True,
-            closefd=False,  # only read is used
-        )
-        with stream:
-            yield BundleReader(bundle, raw, stream)
+        stop = threading.Event()
+        raw = _RawReader(f, stop)
+        try:
+            stream = _Inflater(raw, stop, progress)
+            try:
+                yield BundleReader(bundle, raw, stream)
+            finally:
+                stream.close()  # before the file closes: its thread reads the file
+        finally:
+            raw.close()
 
 
 def read_index(bundle: Path) -> BundleIndex:

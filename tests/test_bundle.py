@@ -8,21 +8,25 @@ import json
 import random
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
 
+import mirror.bundle as bundle_module
 from mirror.bundle import (
     INDEX_NAME,
     SUMS_NAME,
     BundleIndex,
+    _tarinfo,
     describe_index,
     iter_members,
     read_index,
     select_all,
     select_specs,
+    sums_text,
     verify_bundle,
     write_bundle,
 )
@@ -292,6 +296,82 @@ def test_damaged_store_never_leaves_a_bundle(sample_store: SampleStore, tmp_path
     with pytest.raises(MirrorError, match="lacks"):
         write_bundle(st, select_all(st), out / "b.tar.zst")
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def tarfile_bundle(store: Store, index: BundleIndex, mtime: int) -> bytes:
+    """The bundle as the first writer made it, with tarfile and a zstd stream writer: the reference bytes."""
+    out = io.BytesIO()
+    cctx = zstandard.ZstdCompressor(level=3, threads=1, write_checksum=True)
+    with (
+        cctx.stream_writer(out, closefd=False) as zw,
+        tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        index_bytes = index.to_bytes()
+        tar.addfile(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), io.BytesIO(index_bytes))
+        sums = sums_text(index)
+        tar.addfile(_tarinfo(SUMS_NAME, mtime, len(sums)), io.BytesIO(sums))
+        for m in iter_members(index):
+            if m.link_to is not None:
+                tar.addfile(_tarinfo(m.name, mtime, link_to=m.link_to))
+            else:
+                tar.addfile(
+                    _tarinfo(m.name, mtime, m.size), io.BytesIO(store.blob_path(m.sha256).read_bytes())
+                )
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("block", [4096, 1000, 4 << 20])
+def test_writer_gives_the_bytes_tarfile_gave(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    # Blobs of several blocks, odd sizes, many small files (gathered into one compressor call), a long
+    # name (pax header) and repeated content (hardlinks): byte for byte the bundle the tarfile writer made.
+    monkeypatch.setattr(bundle_module, "_BLOCK", block)
+    monkeypatch.setattr(bundle_module, "_GATHER", 3000)
+    rng = random.Random(3)
+    files = {f"small/{i:03d}.txt": rng.randbytes(rng.randint(0, 700)) for i in range(60)}
+    files |= {"model.safetensors": rng.randbytes(50_001), "x" * 120 + "/long.bin": rng.randbytes(9_999)}
+    files["copy.safetensors"] = files["model.safetensors"]
+    st = Store(tmp_path / "store")
+    put_repo(st, "org/mixed", {"main": files})
+    summary = write_bundle(st, select_all(st), tmp_path / "b.tar.zst", created=1700000000)
+    index = read_index(summary.path)
+    assert summary.path.read_bytes() == tarfile_bundle(st, index, 1700000000)
+    assert summary.sha256 == hashlib.sha256(summary.path.read_bytes()).hexdigest()
+
+
+def test_a_blob_that_shrank_fails_the_export(
+    sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    st = sample_store.store
+    monkeypatch.setattr(Store, "has_blob", lambda *_: True)  # it shrinks after the export checked the store
+    sha = hashlib.sha256(TINY_V1["model.safetensors"]).hexdigest()
+    blob = st.blob_path(sha)
+    blob.chmod(0o644)
+    blob.write_bytes(TINY_V1["model.safetensors"][:-10])
+    with pytest.raises(IntegrityError, match="shrank"):
+        write_bundle(st, select_all(st), tmp_path / "out" / "b.tar.zst")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert [t.name for t in threading.enumerate() if t.name.startswith("mirror-bundle")] == []
+
+
+def test_a_failing_output_fails_the_export_and_stops_every_thread(
+    sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle_module, "_BLOCK", 64)  # many blocks, so the reader is mid-blob when it stops
+    real = bundle_module._TarWriter._write
+
+    def full_disk(self: Any, data: bytes) -> None:
+        if self.offset > 4096:  # past the index and SHA256SUMS: a file member is being packed
+            raise OSError(28, "No space left on device")
+        real(self, data)
+
+    monkeypatch.setattr(bundle_module._TarWriter, "_write", full_disk)
+    st = sample_store.store
+    with pytest.raises(MirrorError, match="No space left"):
+        write_bundle(st, select_all(st), tmp_path / "out" / "b.tar.zst")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert [t.name for t in threading.enumerate() if t.name.startswith("mirror-bundle")] == []
 
 
 # -- verification ----------------------------------------------------------------------------------
