@@ -1,0 +1,82 @@
+"""The bundle reader's pipeline: decompression in a thread of its own, member data handed out as views of
+large blocks, and the threads gone whenever the reader is left (hostile input is tests/test_hostile.py's)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from mirror.bundle import _INFLATE, open_bundle, read_index, select_all, verify_bundle, write_bundle
+from mirror.errors import IntegrityError
+from mirror.store import Store
+from tests.conftest import put_repo
+
+
+def reader_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("mirror-bundle")]
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """A bundle whose large file spans several decompressed blocks, between small files."""
+    rng = random.Random(7)
+    files = {
+        "a.json": b"{}",
+        "model.safetensors": rng.randbytes(3 * _INFLATE + 12_345),
+        "z/small.bin": rng.randbytes(777),
+        "z/copy.bin": rng.randbytes(777 * 2),
+    }
+    work = tmp_path_factory.mktemp("read")
+    store = Store(work / "store")
+    put_repo(store, "org/big", {"main": files})
+    return write_bundle(store, select_all(store), work / "big.tar.zst").path, files
+
+
+def test_members_arrive_whole_and_in_order(big: tuple[Path, dict[str, bytes]]) -> None:
+    bundle, files = big
+    got: dict[str, bytes] = {}
+    with open_bundle(bundle) as reader:
+        for file in reader.files():
+            content = bytearray()
+            file.read(content.extend)
+            got[file.member.file.path] = bytes(content)
+        assert reader.sha256 == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert got == files
+    assert reader_threads() == []
+
+
+def test_progress_counts_the_compressed_bytes(big: tuple[Path, dict[str, bytes]]) -> None:
+    bundle, _ = big
+    seen: list[int] = []
+    verify_bundle(bundle, progress=seen.append)
+    assert sum(seen) == bundle.stat().st_size and len(seen) > 1
+
+
+def test_threads_stop_when_the_reader_is_left_early(big: tuple[Path, dict[str, bytes]]) -> None:
+    bundle, _ = big
+    assert read_index(bundle).repos[0].repo_id == "org/big"
+    assert reader_threads() == []
+    with pytest.raises(KeyError), open_bundle(bundle) as reader:
+        for file in reader.files():
+            file.read()
+            raise KeyError("the caller fails mid-stream")
+    assert reader_threads() == []
+
+
+def test_index_is_read_from_a_bundle_damaged_further_on(tmp_path: Path) -> None:
+    # Smaller than one full block: the fault must not take the index down with it.
+    store = Store(tmp_path / "store")
+    put_repo(store, "org/small", {"main": {"model.safetensors": random.Random(8).randbytes(200_000)}})
+    bundle = write_bundle(store, select_all(store), tmp_path / "small.tar.zst").path
+    data = bytearray(bundle.read_bytes())
+    data[-2] ^= 0x10  # the zstd frame checksum, checked only once the whole frame is decompressed
+    damaged = tmp_path / "damaged.tar.zst"
+    damaged.write_bytes(bytes(data))
+    assert read_index(damaged) == read_index(bundle)
+    with pytest.raises(IntegrityError, match=r"damaged\.tar\.zst"):
+        verify_bundle(damaged)
+    assert reader_threads() == []
