@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ def sync(
     policy = policy or RetryPolicy()
     progress = progress or NullProgress()
     report = SyncReport([ItemResult(t) for t in targets])
+    budget = threading.Semaphore(segments)  # ranged connections shared by the large files in flight
     for target in targets:
         sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -233,7 +235,7 @@ def sync(
                 zip(
                     fetches,
                     pool.map(
-                        lambda fetch: _fetch(store, sources, fetch, policy, progress, segments),
+                        lambda fetch: _fetch(store, sources, fetch, policy, progress, segments, budget),
                         fetches.values(),
                     ),
                     strict=True,
@@ -300,6 +302,7 @@ def _fetch(
     policy: RetryPolicy,
     progress: ProgressSink,
     segments: int,
+    budget: threading.Semaphore,
 ) -> Fetched | MirrorError:
     key = fetch.target.key
     try:
@@ -307,7 +310,13 @@ def _fetch(
             key.repo_id, key.repo_type, fetch.commit, fetch.file.path
         )
         return download(
-            store, request, fetch.expected, policy=policy, progress=progress.update, segments=segments
+            store,
+            request,
+            fetch.expected,
+            policy=policy,
+            progress=progress.update,
+            segments=segments,
+            budget=budget,
         )
     except MirrorError as e:
         log.error("%s", e)

@@ -99,14 +99,21 @@ def download(
     policy: RetryPolicy | None = None,
     progress: Callable[[int], None] | None = None,
     segments: int = SEGMENTS,
+    budget: threading.Semaphore | None = None,
 ) -> Fetched:
-    """Fetch a file into the store and return its hashes; a mismatch is never stored."""
+    """Fetch a file into the store and return its hashes; a mismatch is never stored.
+
+    `budget` bounds the ranged connections of all the large files fetched at once (one shared by a sync):
+    a lone large file gets them all, several share them, so the machine is not drowned in connections.
+    """
     policy = policy or RetryPolicy()
     count = min(segments, expected.size // PIECE_SIZE)
     if count > 1:
         try:
             return with_retries(
-                lambda: _download_segmented(store, request, expected, count, policy, progress),
+                lambda: _download_segmented(
+                    store, request, expected, count, policy, progress, budget or threading.Semaphore(count)
+                ),
                 policy,
                 expected.label,
             )
@@ -285,6 +292,7 @@ def _download_segmented(
     count: int,
     policy: RetryPolicy,
     progress: Callable[[int], None] | None,
+    budget: threading.Semaphore,
 ) -> Fetched:
     data, state = _segment_files(store, expected)
     segs = _Segments(data, state, expected.size)
@@ -292,7 +300,7 @@ def _download_segmented(
     try:
         with ThreadPoolExecutor(max_workers=count) as pool:
             for _ in range(count):
-                pool.submit(_run_connection, segs, fd, request, expected, policy, progress)
+                pool.submit(_run_connection, segs, fd, request, expected, policy, progress, budget)
             hasher = _hash_in_order(segs, fd, expected, count)
     finally:
         os.close(fd)
@@ -335,13 +343,18 @@ def _run_connection(
     expected: Expected,
     policy: RetryPolicy,
     progress: Callable[[int], None] | None,
+    budget: threading.Semaphore,
 ) -> None:
     """One connection: fetch pieces in file order until none is left (or another connection failed)."""
     try:
-        while segs.failed is None and (index := segs.take()) is not None:
-            label = f"{expected.label} (piece {index + 1}/{len(segs.bounds)})"
-            fetch = functools.partial(_fetch_piece, segs, index, fd, request, label, progress)
-            with_retries(fetch, policy, label)
+        while segs.failed is None:
+            with budget:  # take a piece only once a connection is free: pieces stay in file order
+                index = segs.take()
+                if index is None:
+                    break
+                label = f"{expected.label} (piece {index + 1}/{len(segs.bounds)})"
+                fetch = functools.partial(_fetch_piece, segs, index, fd, request, label, progress)
+                with_retries(fetch, policy, label)
     except BaseException as e:  # noqa: BLE001 - handed to the hashing thread, which raises it
         with segs.cond:
             segs.failed = segs.failed or e
