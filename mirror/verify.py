@@ -3,7 +3,7 @@ import wrote (`--target`: every file its receipts list)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,7 @@ class StoreCheck:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "ok": self.ok,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "snapshots": self.snapshots,
-            "problems": self.problems,
-        }
+        return {**asdict(self), "ok": self.ok}
 
 
 def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreCheck:
@@ -83,14 +76,7 @@ class TargetCheck:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "layout": self.layout,
-            "ok": self.ok,
-            "files": self.files,
-            "bytes": self.bytes,
-            "problems": self.problems,
-        }
+        return {**asdict(self), "ok": self.ok}
 
 
 def verify_target(layout: str, target: Path, progress: ProgressSink | None = None) -> TargetCheck:
