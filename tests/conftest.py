@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -14,6 +14,15 @@ import pytest
 from mirror.hashing import git_blob_sha1
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import RepoKey, Store
+from tests.hub import LoopbackHub
+
+
+@pytest.fixture
+def hub() -> Iterator[LoopbackHub]:
+    """A loopback hub on 127.0.0.1 for one test."""
+    with LoopbackHub() as h:
+        yield h
+
 
 # ==================================================================================================
 # Bundle and import fixtures (tests/test_bundle.py, tests/test_import.py)

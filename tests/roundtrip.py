@@ -3,11 +3,13 @@ the model loaded offline in a new process. Shared by the end-to-end tests and `m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 CLOSED_PORT_ENDPOINT = "http://127.0.0.1:9"  # discard port: nothing listens, any request fails at once
@@ -78,3 +80,20 @@ def python_offline(code: str, env: dict[str, str]) -> str:
     if proc.returncode != 0:
         raise AssertionError(f"offline snippet failed:\n{proc.stderr[-4000:]}")
     return proc.stdout
+
+
+def tree_contents(root: Path) -> dict[str, Any]:
+    """What two imports that should agree must agree on: every entry, links by target, files by content;
+    mirror's own records (receipts name the bundle) left out."""
+    out: dict[str, Any] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if ".mirror" in rel.split("/"):
+            continue
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_file():
+            out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
+        else:
+            out[rel] = ("dir",)
+    return out

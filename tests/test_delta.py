@@ -28,25 +28,9 @@ from tests.roundtrip import (
     offline_env,
     python_offline,
     run_mirror,
+    tree_contents,
 )
 from tests.test_roundtrip import tar_members
-
-
-def tree(root: Path) -> dict[str, Any]:
-    """Every entry by kind and content (links by target), mirror's own records left out."""
-    out: dict[str, Any] = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if ".mirror" in rel.split("/"):
-            continue
-        if p.is_symlink():
-            out[rel] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
-        else:
-            out[rel] = ("dir",)
-    return out
-
 
 # -- the done-when: a branch moves upstream, the far side gets only what changed --------------------------
 
@@ -129,7 +113,7 @@ def test_a_delta_from_the_far_side_inventory_done_when(moved: Moved, tmp_path: P
     reference = tmp_path / "reference"
     run_mirror("import", str(full), "--target", str(reference), env=moved.env)
     folder = f"models--{MINILM.replace('/', '--')}"
-    got, want = tree(moved.air_cache / folder), tree(reference / folder)
+    got, want = tree_contents(moved.air_cache / folder), tree_contents(reference / folder)
     assert {k: got.get(k) for k in want} == want
     # Beside it, only the old revision the first bundle brought (its snapshot and the blobs it alone uses).
     old_blobs = {

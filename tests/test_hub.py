@@ -17,7 +17,6 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +58,6 @@ class ClientRun:
     returncode: int
     result: Any
     stderr: str
-
-
-@pytest.fixture
-def hub() -> Iterator[LoopbackHub]:
-    with LoopbackHub() as h:
-        yield h
 
 
 def client_env(hub: LoopbackHub, tmp_path: Path) -> dict[str, str]:

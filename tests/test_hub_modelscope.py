@@ -16,12 +16,9 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.hub import Fault, LoopbackHub
 
@@ -74,12 +71,6 @@ class ClientRun:
     returncode: int
     result: Any
     stderr: str
-
-
-@pytest.fixture
-def hub() -> Iterator[LoopbackHub]:
-    with LoopbackHub() as h:
-        yield h
 
 
 def ms_env(endpoint: str, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ NESTED = {
     "tokenizer/deep/merges.txt": b"a b\n",
     "onnx/model.onnx": b"onnx-bytes" * 100,
 }
-
-
-@pytest.fixture
-def hub() -> Iterator[LoopbackHub]:
-    with LoopbackHub() as h:
-        yield h
 
 
 @pytest.fixture

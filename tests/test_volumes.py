@@ -24,7 +24,7 @@ from mirror.sizes import format_size, parse_size
 from mirror.store import Store
 from mirror.volumes import compressed_bound, tar_capacity, volume_names, write_volumes
 from tests.conftest import put_repo
-from tests.roundtrip import fresh_env, run_mirror
+from tests.roundtrip import fresh_env, run_mirror, tree_contents
 
 SPLIT = "100K"
 LIMIT = 100 << 10
@@ -114,23 +114,6 @@ def export_split(fx: SplitStore, out: Path, *extra: str, split: str = SPLIT) -> 
     return sorted(out.parent.glob(out.name.replace(".tar.zst", ".[0-9][0-9][0-9].tar.zst")))
 
 
-def tree(root: Path) -> dict[str, Any]:
-    """What two imports that should agree must agree on: every entry, links by target, files by content;
-    mirror's own records (receipts name the bundle) left out."""
-    out: dict[str, Any] = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if ".mirror" in rel.split("/"):
-            continue
-        if p.is_symlink():
-            out[rel] = ("link", os.readlink(p))
-        elif p.is_file():
-            out[rel] = ("file", hashlib.sha256(p.read_bytes()).hexdigest())
-        else:
-            out[rel] = ("dir",)
-    return out
-
-
 def needs(index: BundleIndex, repo_id: str) -> set[int]:
     repo = next(r for r in index.repos if r.repo_id == repo_id)
     return {v for c in repo.commits for f in c.files for v in index.placement(f.sha256).volumes()}
@@ -189,7 +172,7 @@ def test_split_export_done_when(split_store: SplitStore, volumes: list[Path], tm
 
     whole = tmp_path / "whole"
     proc = run_mirror("import", *map(str, reversed(volumes)), "--target", str(whole), env=env)
-    assert tree(whole) == tree(reference)
+    assert tree_contents(whole) == tree_contents(reference)
     assert "models.tar.zst" in proc.stdout
 
     # All but one volume: the repos that do not need it are published, the others named with it.
@@ -209,10 +192,10 @@ def test_split_export_done_when(split_store: SplitStore, volumes: list[Path], tm
     assert f"needs {volumes[missing - 1].name}" in human.stdout and "(not given)" in human.stdout
     for repo_id in complete:
         folder = "models--" + repo_id.replace("/", "--")
-        assert tree(partial / folder) == tree(reference / folder)
+        assert tree_contents(partial / folder) == tree_contents(reference / folder)
     # The missing volume later, with the ones its repos need: now everything is there.
     run_mirror("import", *map(str, volumes), "--target", str(partial), env=env)
-    assert tree(partial) == tree(reference)
+    assert tree_contents(partial) == tree_contents(reference)
 
     # A flipped byte in one volume: it is named, and every repo that does not need it still imports.
     damaged_dir = tmp_path / "damaged"
@@ -448,5 +431,5 @@ def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_comple
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, step
         check_hf_tree(target, index)
         import_unit(group_bundles(volumes)[0], "hf", target)  # the rerun
-        assert tree(target) == tree(reference), f"killed at step {step} of {total}"
+        assert tree_contents(target) == tree_contents(reference), f"killed at step {step} of {total}"
         assert not list(target.rglob(".mirror/tmp/*")), "a rerun sweeps what the killed import left"

@@ -55,6 +55,7 @@ from mirror.importers.layout import (
     RepoReport,
     Stamp,
     checkpoint,
+    claim_folder,
     entries,
     json_bytes,
     link_or_copy,
@@ -117,15 +118,14 @@ class HfLayout(Layout):
     def check(self, index: BundleIndex) -> None:
         owners: dict[Path, RepoKey] = {}
         for repo in index.repos:
-            folder = self.repo_dir(repo)
-            if folder in owners:
-                raise MirrorError(
-                    f"{owners[folder]} and {repo.key} would share {folder} in the hf layout; give one of "
-                    "them another id with `hf_id:` in the manifest, or import one of them with --layout dir"
-                )
-            owners[folder] = repo.key
-            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-                raise MirrorError(f"{folder} exists and is not a folder; move it away and import again")
+            claim_folder(
+                owners,
+                self.repo_dir(repo),
+                repo.key,
+                "hf",
+                "give one of them another id with `hf_id:` in the manifest, or import one of them with "
+                "--layout dir",
+            )
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         # Inside the repo folder, where scan_cache_dir only reads snapshots/ and refs/.

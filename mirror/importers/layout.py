@@ -68,12 +68,8 @@ class RepoReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "repo": str(self.repo),
-            "source": self.repo.source,
-            "repo_type": self.repo.repo_type,
-            "repo_id": self.repo.repo_id,
+            **repo_json(self.repo, self.revisions),
             "path": str(self.path),
-            "revisions": [{"name": n, "commit": c} for n, c in self.revisions],
             "files_written": self.files_written,
             "bytes_written": self.bytes_written,
             "already_present": self.already_present,
@@ -122,11 +118,7 @@ class MissingRepo:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "repo": str(self.repo),
-            "source": self.repo.source,
-            "repo_type": self.repo.repo_type,
-            "repo_id": self.repo.repo_id,
-            "revisions": [{"name": n, "commit": c} for n, c in self.revisions],
+            **repo_json(self.repo, self.revisions),
             "needs_volumes": list(self.volumes),
             "missing_files": [f.to_json() for f in self.files],
         }
@@ -432,6 +424,26 @@ def regular_files(folder: Path, *, recursive: bool = True) -> Iterator[Path]:
                 yield from regular_files(entry)
         elif entry.is_file():
             yield entry
+
+
+def repo_json(repo: RepoKey, revisions: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """How every import report names a repo and its revisions."""
+    return {
+        "repo": str(repo),
+        "source": repo.source,
+        "repo_type": repo.repo_type,
+        "repo_id": repo.repo_id,
+        "revisions": [{"name": n, "commit": c} for n, c in revisions],
+    }
+
+
+def claim_folder(owners: dict[Path, RepoKey], folder: Path, key: RepoKey, layout: str, remedy: str) -> None:
+    """Refuse, before writing, two repos of one bundle in one folder, or a folder that is not a folder."""
+    if folder in owners:
+        raise MirrorError(f"{owners[folder]} and {key} would share {folder} in the {layout} layout; {remedy}")
+    owners[folder] = key
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise MirrorError(f"{folder} exists and is not a folder; move it away and import again")
 
 
 def link_or_copy(src: Path, dest: Path) -> bool:

@@ -32,7 +32,7 @@ from urllib.parse import quote
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.importers.dir import DirLayout, Placement
-from mirror.importers.layout import regular_files
+from mirror.importers.layout import claim_folder, regular_files
 from mirror.store import RepoKey
 
 # repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).
@@ -134,15 +134,13 @@ class ModelScopeLayout(DirLayout):
                     f"{repo.key}: the ModelScope cache names repos <owner>/<name>, and {repo.repo_id!r} has "
                     "no owner; import it with --layout hf or --layout dir"
                 )
-            folder = self.repo_dir(repo)
-            if folder in folders:
-                raise MirrorError(
-                    f"{folders[folder]} and {repo.key} would share {folder} in the modelscope layout; "
-                    "import one of them with --layout dir, or into another --target"
-                )
-            folders[folder] = repo.key
-            if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-                raise MirrorError(f"{folder} exists and is not a folder; move it away and import again")
+            claim_folder(
+                folders,
+                self.repo_dir(repo),
+                repo.key,
+                "modelscope",
+                "import one of them with --layout dir, or into another --target",
+            )
             for legacy in legacy_folders(self.target, repo.repo_type, repo.repo_id):
                 if _non_empty_dir(legacy):
                     raise MirrorError(
