@@ -319,7 +319,12 @@ def gc(
     help="OUT.tar.zst to write.",
 )
 @store_option
-@click.option("--level", default=3, show_default=True, type=click.IntRange(1, 22), help="zstd level.")
+@click.option(
+    "--level",
+    type=click.IntRange(1, 22),
+    help="zstd level for everything. Default: 1 for model weights (.safetensors, .bin, ...: level 1 packs "
+    "them smallest and fastest), 3 for the rest.",
+)
 @click.option(
     "--threads",
     default=-1,
@@ -375,7 +380,7 @@ def export_cmd(
     manifests: Sequence[str],
     output: Path,
     store: Path | None,
-    level: int,
+    level: int | None,
     threads: int,
     have_files: Sequence[Path],
     since_bundles: Sequence[Path],

@@ -36,6 +36,7 @@ from mirror.bundle import (
     write_archive,
 )
 from mirror.errors import IntegrityError, MirrorError, UsageError
+from mirror.frames import stream_bound
 from mirror.hashing import CHUNK
 from mirror.sizes import format_size
 from mirror.store import Store
@@ -55,18 +56,12 @@ def volume_names(out: Path, count: int) -> list[str]:
     return [f"{base}.{i:0{width}d}{SUFFIX}" for i in range(1, count + 1)]
 
 
-def compressed_bound(n: int) -> int:
-    """The most zstd can turn n bytes into (ZSTD_COMPRESSBOUND), plus its frame header and checksum."""
-    small = ((128 << 10) - n) >> 11 if n < (128 << 10) else 0
-    return n + (n >> 8) + small + 64
-
-
 def tar_capacity(limit: int) -> int:
     """The largest tar stream (a whole number of tar records) whose compressed form fits in limit bytes."""
     lo, hi = 0, limit // RECORD
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if compressed_bound(mid * RECORD) <= limit:
+        if stream_bound(mid * RECORD) <= limit:
             lo = mid
         else:
             hi = mid - 1
@@ -232,7 +227,7 @@ def write_volumes(
     out: Path,
     limit: int,
     *,
-    level: int = 3,
+    level: int | None = None,
     threads: int = -1,
     progress: Progress | None = None,
 ) -> list[BundleSummary]:
@@ -285,4 +280,4 @@ def _remove_stale(out: Path, indexes: list[BundleIndex]) -> None:
                 path.with_name(path.name + extra).unlink(missing_ok=True)
 
 
-__all__ = ["compressed_bound", "plan_volumes", "tar_capacity", "volume_names", "write_volumes"]
+__all__ = ["plan_volumes", "tar_capacity", "volume_names", "write_volumes"]

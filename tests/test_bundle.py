@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import random
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 import zstandard
 
 import mirror.bundle as bundle_module
+import mirror.frames as frames_module
 from mirror.bundle import (
     INDEX_NAME,
     SUMS_NAME,
@@ -31,6 +33,7 @@ from mirror.bundle import (
     write_bundle,
 )
 from mirror.errors import IntegrityError, MirrorError
+from mirror.frames import FrameWalker
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, put_repo
@@ -298,14 +301,10 @@ def test_damaged_store_never_leaves_a_bundle(sample_store: SampleStore, tmp_path
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def tarfile_bundle(store: Store, index: BundleIndex, mtime: int) -> bytes:
-    """The bundle as the first writer made it, with tarfile and a zstd stream writer: the reference bytes."""
+def tarfile_stream(store: Store, index: BundleIndex, mtime: int) -> bytes:
+    """The bundle's tar stream as the first writer made it, with tarfile: the reference bytes."""
     out = io.BytesIO()
-    cctx = zstandard.ZstdCompressor(level=3, threads=1, write_checksum=True)
-    with (
-        cctx.stream_writer(out, closefd=False) as zw,
-        tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-    ):
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         index_bytes = index.to_bytes()
         tar.addfile(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), io.BytesIO(index_bytes))
         sums = sums_text(index)
@@ -320,14 +319,23 @@ def tarfile_bundle(store: Store, index: BundleIndex, mtime: int) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("block", [4096, 1000, 4 << 20])
-def test_writer_gives_the_bytes_tarfile_gave(
-    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch, block: int
+def zstd_frames(data: bytes) -> list[bytes]:
+    """A zstd stream cut into its frames."""
+    walker = FrameWalker()
+    walker.feed(data)
+    starts = [0, *(end for end, _ in walker.ends)]
+    assert walker.complete and starts[-1] == len(data)
+    return [data[a:b] for a, b in itertools.pairwise(starts)]
+
+
+@pytest.mark.parametrize("frame", [4096, 1 << 20])
+def test_writer_gives_the_tar_stream_tarfile_gave(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch, frame: int
 ) -> None:
-    # Blobs of several blocks, odd sizes, many small files (gathered into one compressor call), a long
-    # name (pax header) and repeated content (hardlinks): byte for byte the bundle the tarfile writer made.
-    monkeypatch.setattr(bundle_module, "_BLOCK", block)
-    monkeypatch.setattr(bundle_module, "_GATHER", 3000)
+    # Blobs of several frames, odd sizes, many small files (gathered into frames), a long name (pax header)
+    # and repeated content (hardlinks): byte for byte the tar stream the tarfile writer made, in frames.
+    monkeypatch.setattr(frames_module, "FRAME", frame)
+    monkeypatch.setattr(bundle_module, "_BLOCK", frame)
     rng = random.Random(3)
     files = {f"small/{i:03d}.txt": rng.randbytes(rng.randint(0, 700)) for i in range(60)}
     files |= {"model.safetensors": rng.randbytes(50_001), "x" * 120 + "/long.bin": rng.randbytes(9_999)}
@@ -335,9 +343,14 @@ def test_writer_gives_the_bytes_tarfile_gave(
     st = Store(tmp_path / "store")
     put_repo(st, "org/mixed", {"main": files})
     summary = write_bundle(st, select_all(st), tmp_path / "b.tar.zst", created=1700000000)
+    compressed = summary.path.read_bytes()
     index = read_index(summary.path)
-    assert summary.path.read_bytes() == tarfile_bundle(st, index, 1700000000)
-    assert summary.sha256 == hashlib.sha256(summary.path.read_bytes()).hexdigest()
+    frames = zstd_frames(compressed)
+    tar = b"".join(zstandard.ZstdDecompressor().decompress(f) for f in frames)
+    assert tar == tarfile_stream(st, index, 1700000000)
+    assert len(frames) > 1 if frame == 4096 else len(frames) == 1
+    assert all(len(zstandard.ZstdDecompressor().decompress(f)) <= frame for f in frames)
+    assert summary.sha256 == hashlib.sha256(compressed).hexdigest()
 
 
 def test_a_blob_that_shrank_fails_the_export(
@@ -358,15 +371,17 @@ def test_a_blob_that_shrank_fails_the_export(
 def test_a_failing_output_fails_the_export_and_stops_every_thread(
     sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bundle_module, "_BLOCK", 64)  # many blocks, so the reader is mid-blob when it stops
-    real = bundle_module._TarWriter._write
+    # Frames of a few bytes, so the reader is mid-blob and workers are busy when the output fails.
+    monkeypatch.setattr(frames_module, "FRAME", 64)
+    monkeypatch.setattr(bundle_module, "_BLOCK", 64)
+    real = bundle_module._HashingWriter.write
 
-    def full_disk(self: Any, data: bytes) -> None:
-        if self.offset > 4096:  # past the index and SHA256SUMS: a file member is being packed
+    def full_disk(self: Any, data: bytes) -> int:
+        if self.size > 4096:  # past the index and SHA256SUMS: a file member is being packed
             raise OSError(28, "No space left on device")
-        real(self, data)
+        return real(self, data)
 
-    monkeypatch.setattr(bundle_module._TarWriter, "_write", full_disk)
+    monkeypatch.setattr(bundle_module._HashingWriter, "write", full_disk)
     st = sample_store.store
     with pytest.raises(MirrorError, match="No space left"):
         write_bundle(st, select_all(st), tmp_path / "out" / "b.tar.zst")

@@ -16,7 +16,7 @@ import pytest
 import zstandard
 from huggingface_hub import scan_cache_dir
 
-from mirror.bundle import read_index, select_all, select_specs, write_bundle
+from mirror.bundle import open_bundle, read_index, select_all, select_specs, write_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.importers import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
@@ -190,7 +190,8 @@ def test_hf_layout_files(bundle: Path, tmp_path: Path, sample_store: SampleStore
     (receipt,) = (repo / ".mirror" / "receipts").iterdir()
     data = json.loads(receipt.read_text())
     assert data["bundle"] == bundle.name
-    assert data["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    with open_bundle(bundle) as reader:  # the bundle's id: the sha256 of its index
+        assert data["bundle_id"] == hashlib.sha256(reader.index_bytes).hexdigest()
     assert [r["name"] for r in data["revisions"]] == ["main", "v1.0"]
     assert scan_cache_dir(cache).warnings == []
     assert leftovers(cache) == []

@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 import zstandard
 
+from mirror import frames as frames_module
 from mirror.bundle import BundleIndex, build_index, iter_members, read_index, select_all, verify_bundle
 from mirror.errors import IntegrityError
+from mirror.frames import FrameWriter, compressed_bound, stream_bound
 from mirror.importers import group_bundles, import_bundle, import_unit
 from mirror.sizes import format_size, parse_size
 from mirror.store import Store
-from mirror.volumes import compressed_bound, tar_capacity, volume_names, write_volumes
+from mirror.volumes import tar_capacity, volume_names, write_volumes
 from tests.conftest import put_repo
 from tests.roundtrip import fresh_env, run_mirror, tree_contents
 
@@ -64,9 +66,31 @@ def test_bad_sizes_are_refused_with_the_units(text: str) -> None:
 def test_the_compressed_bound_holds_for_incompressible_data(n: int) -> None:
     data = random.Random(n).randbytes(n)
     for level in (1, 3, 19):
-        compressed = zstandard.ZstdCompressor(level=level, threads=2, write_checksum=True).compress(data)
+        compressed = zstandard.ZstdCompressor(level=level, write_checksum=True).compress(data)
         assert len(compressed) <= compressed_bound(n)
-    assert compressed_bound(tar_capacity(LIMIT)) <= LIMIT < compressed_bound(tar_capacity(LIMIT) + 10240)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_stream_bound_holds_for_frames_of_incompressible_data(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small frames, so the stream is many frames: pieces gathered and large pieces framed on their own, mixed.
+    monkeypatch.setattr(frames_module, "FRAME", 4096)
+    rng = random.Random(seed)
+    out = bytearray()
+    total = 0
+    with FrameWriter(out.extend, 3, 2) as writer:
+        for _ in range(200):
+            piece = rng.randbytes(rng.choice([0, 1, 100, 511, 4095, 4096]))
+            total += len(piece)
+            if len(piece) >= 4096 and rng.random() < 0.7:
+                writer.frame(memoryview(piece), rng.choice([1, 3]))
+            else:
+                writer.write(piece)
+        writer.close()
+    assert len(out) <= stream_bound(total)
+    assert zstandard.ZstdDecompressor().stream_reader(bytes(out), read_across_frames=True).read() is not None
+    assert stream_bound(tar_capacity(LIMIT)) <= LIMIT < stream_bound(tar_capacity(LIMIT) + 10240)
 
 
 def test_volume_names() -> None:

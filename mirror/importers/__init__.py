@@ -90,21 +90,21 @@ def make_layout(layout: str, target: Path, *, symlinks: bool = True) -> Layout:
 
 def receipt_for(
     bundle: Path,
-    sha256: str,
+    bundle_id: str,
     index: BundleIndex,
     repo: IndexedRepo,
     layout: Layout,
     volumes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """What an import records about a repo: which bundle (or volumes of a set, and the set's id as
-    `bundle_sha256`), which revisions, which files with their hashes (what `mirror verify --target` checks the
+    """What an import records about a repo: which bundle (or volumes of a set) with its id (the sha256 of
+    its index; a set's id), which revisions, which files with their hashes (what `mirror verify --target` checks the
     tree against)."""
     return {
         "layout": layout.name,
         "symlinks": layout.symlinks,
         "bundle": bundle.name,
         **({"volumes": list(volumes)} if volumes else {}),
-        "bundle_sha256": sha256,
+        "bundle_id": bundle_id,
         "bundle_created": index.created,
         "bundle_tool_version": index.tool_version,
         "source": repo.source,
@@ -290,7 +290,7 @@ def import_unit(
                     raise BundleImportError(
                         f"{path.name}: {len(failed)} member(s) failed verification, so nothing of the bundle "
                         f"was imported ({target} is unchanged): " + "; ".join(reasons[:5]) + more,
-                        ImportReport(path, stream.sha256, writer.name, target, ()),
+                        ImportReport(path, stream.bundle_id, writer.name, target, ()),
                     )
                 if failed:
                     bad_volumes.add(_volume_number((path, volume)))
@@ -302,7 +302,7 @@ def import_unit(
                         + more
                     )
             damaged += stream.join_chunks()
-            sha256 = volume_set.id if volume_set is not None else stream.sha256
+            bundle_id = volume_set.id if volume_set is not None else stream.bundle_id
             complete = [r for r in index.repos if all(f.sha256 in pool for f in _files(r))]
             missing = tuple(
                 _missing(repo, index, pool, corrupt, stream.unjoined, given - bad_volumes, bad_volumes)
@@ -311,7 +311,7 @@ def import_unit(
             )
             bundle = unit.volumes[0][0].with_name(unit.label)
             names = tuple(p.name for p, _ in unit.volumes) if volume_set is not None else ()
-            stamp = Stamp(index.created, sha256)
+            stamp = Stamp(index.created, bundle_id)
             reports = []
             if complete:
                 staging.publishing = True  # from here on the target changes
@@ -320,7 +320,7 @@ def import_unit(
                     repo=repo,
                     content={f.sha256: pool[f.sha256] for f in _files(repo)},
                     scratch=folders[repo.key],
-                    receipt=receipt_for(bundle, sha256, index, repo, writer, names),
+                    receipt=receipt_for(bundle, bundle_id, index, repo, writer, names),
                     stamp=stamp,
                     hashes=hashes,
                 )
@@ -331,7 +331,7 @@ def import_unit(
         raise MirrorError(f"importing {unit.label} into {target} failed: {e}") from e
     report = ImportReport(
         bundle=bundle,
-        sha256=sha256,
+        bundle_id=bundle_id,
         layout=writer.name,
         target=target,
         repos=tuple(reports),
@@ -378,7 +378,7 @@ class _Stream:
         self.parts: dict[str, Path] = {}  # sha256 -> the file its chunks are written into
         self.received: dict[str, set[int]] = {}  # sha256 -> the numbers of its chunks verified so far
         self.unjoined: set[str] = set()  # contents whose verified chunks do not join to their sha256
-        self.sha256 = ""  # the last bundle's own digest
+        self.bundle_id = ""  # the last bundle's id: the sha256 of its index
 
     def volume(self, path: Path, index: BundleIndex, progress: Progress | None) -> dict[str, str]:
         """Stream one bundle or volume; the members that failed (name -> why; "" for the archive itself).
@@ -388,9 +388,11 @@ class _Stream:
         """
         contributed: list[tuple[str, int | None]] = []
         failed: dict[str, str] = {}
-        self.sha256 = ""
+        self.bundle_id = ""
         try:
-            with open_bundle(path, progress) as reader:
+            # The archive's own digest is not computed: every byte of every file is checked against the
+            # index, and zstd's frame checksums cover the rest (the `.sha256` is for the transfer).
+            with open_bundle(path, progress, archive_digest=False) as reader:
                 if reader.index != index:
                     raise IntegrityError(f"{path}: changed while it was being read; copy it again")
                 for file in reader.files():
@@ -399,7 +401,7 @@ class _Stream:
                     except IntegrityError as e:
                         failed[file.member.name] = str(e)
                     checkpoint()
-                self.sha256 = reader.sha256 or ""
+                self.bundle_id = reader.index_sha256
         except IntegrityError as e:
             if index.volume_set is None:
                 raise

@@ -183,9 +183,9 @@ class HfLayout(Layout):
                     scratch,
                     only_if_absent=True,
                 )
-        sha = str(pub.receipt.get("bundle_sha256", "unknown"))
+        bundle_id = str(pub.receipt.get("bundle_id", "unknown"))
         self.write_if_changed(
-            repo_dir / ".mirror" / "receipts" / f"{sha}.json", json_bytes(pub.receipt), scratch
+            repo_dir / ".mirror" / "receipts" / f"{bundle_id}.json", json_bytes(pub.receipt), scratch
         )
         # Refs last: a branch or tag name resolves only once everything it points at is in place.
         ref_changes, kept = self._write_refs(repo_dir, repo, pub.stamp, scratch)
@@ -358,7 +358,7 @@ class HfLayout(Layout):
                 updated[name] = {
                     "commit": commit,
                     "bundle_created": stamp.created,
-                    "bundle_sha256": stamp.sha256,
+                    "bundle_id": stamp.bundle_id,
                 }
             writes.append((name, commit))
         # Recorded before the refs are written: a kill in between leaves a record the rerun makes true.

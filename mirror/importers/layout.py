@@ -141,7 +141,7 @@ class ImportReport:
     target should have held but holds damaged."""
 
     bundle: Path
-    sha256: str
+    bundle_id: str  # the sha256 of its index (of a volume set: the set's id)
     layout: str
     target: Path
     repos: tuple[RepoReport, ...]
@@ -160,7 +160,7 @@ class ImportReport:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "bundle": str(self.bundle),
-            "sha256": self.sha256,
+            "bundle_id": self.bundle_id,
             "layout": self.layout,
             "target": str(self.target),
             "repos": [r.to_json() for r in self.repos],
@@ -175,9 +175,9 @@ class ImportReport:
 
     def lines(self) -> list[str]:
         if self.volumes:
-            head = f"{self.bundle.name}: volumes {', '.join(self.volumes)} (set {self.sha256[:16]})"
+            head = f"{self.bundle.name}: volumes {', '.join(self.volumes)} (set {self.bundle_id[:16]})"
         else:
-            head = f"{self.bundle.name} (sha256 {self.sha256})"
+            head = f"{self.bundle.name} (bundle id {self.bundle_id[:16]})"
         out = [head] + [f"  {r.line()}" for r in self.repos]
         out += [f"  DAMAGED   {d}" for d in self.damaged]
         out += [f"  CORRUPT   {c}" for c in self.corrupt]
@@ -248,7 +248,7 @@ class Stamp:
     """Which bundle a publish comes from; a newer `created` wins over an older one whatever the order."""
 
     created: str
-    sha256: str
+    bundle_id: str  # the sha256 of its index (of a volume set: the set's id)
 
     def older_than(self, record: Any) -> bool:
         """Whether a record (a dict with `bundle_created`) was written by a strictly newer bundle."""

@@ -1,0 +1,437 @@
+"""zstd frames: a stream compressed as independent frames on worker threads, and read back the same way.
+
+A bundle's tar stream is cut into zstd frames of at most FRAME bytes each (RFC 8878). Any zstd reader takes
+a sequence of frames as one stream (`zstd -d`, `tar --zstd`, python's zstandard), and independent frames let
+both sides use every core: zstd's own worker threads only help compression, while one frame always
+decompresses on one core. Frames are compressed and decompressed in pools of threads (zstd releases the
+GIL), with buffers used in turn, and come out in order; memory stays flat whatever the stream holds.
+
+`FrameWriter` makes such a stream; `FrameReader` reads any zstd stream: frames up to MAX_WHOLE are
+decompressed whole on the workers, longer ones (a bundle made by another tool, or by mirror before 0.2) and
+damaged ones are streamed on the reading thread, in blocks that start small (whatever precedes a fault
+still comes out).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, NamedTuple, cast
+
+import zstandard
+
+from mirror.errors import IntegrityError
+
+FRAME = 8 << 20  # the most stream bytes one frame holds
+MAX_WHOLE = 32 << 20  # a frame this long at most (compressed, and decompressed) is decompressed whole
+_READ = 4 << 20  # the compressed stream is read in pieces of this
+_FIRST_INFLATE = 16 << 10  # a streamed frame comes out in blocks of this, doubling up to FRAME
+ZSTD_MAGIC = 0xFD2FB528
+
+
+def compressed_bound(n: int) -> int:
+    """The most zstd turns n bytes into (ZSTD_COMPRESSBOUND), plus a frame header and checksum."""
+    small = ((128 << 10) - n) >> 11 if n < (128 << 10) else 0
+    return n + (n >> 8) + small + 64
+
+
+def stream_bound(n: int) -> int:
+    """The most n bytes of stream compress to as `FrameWriter` frames them, each frame with the overhead
+    `compressed_bound` allows for: full frames of gathered bytes, a large piece's frames (at most two per
+    FRAME bytes it holds), and the gathered bytes cut short before each large piece and at the end."""
+    frames = 4 * -(-n // FRAME) + 2
+    return n + (n >> 8) + frames * (64 + 64)
+
+
+def workers_for(threads: int) -> int:
+    """Worker threads for a `--threads` value: -1 (or 0) is one per core."""
+    return threads if threads > 0 else max(1, os.cpu_count() or 1)
+
+
+def _put(q: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put item on a bounded queue unless stop is set first; whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _spare_buffer(spare: queue.SimpleQueue[bytearray], size: int) -> bytearray:
+    """A buffer given back earlier, if one holds size bytes, else a new one (of at least a frame)."""
+    try:
+        buffer = spare.get_nowait()
+    except queue.Empty:
+        return bytearray(max(size, FRAME))
+    return buffer if len(buffer) >= size else bytearray(max(size, FRAME))
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+
+
+class FrameWriter:
+    """Compresses a stream into zstd frames on `workers` threads; gives the frames to `sink` in order.
+
+    `write` gathers small pieces at the default level, cut into frames of FRAME bytes. `frame` makes frames
+    of a large piece directly from the caller's buffer (no copy), at a level of its own, after whatever was
+    gathered: `release` is called once the buffer is no longer needed. The frames depend only on the data,
+    the levels and where `frame` was called, never on the number of workers: the stream is reproducible.
+    Use as a context manager: `close` ends the stream; leaving on an error stops the workers.
+    """
+
+    def __init__(self, sink: Callable[[memoryview], object], level: int, workers: int) -> None:
+        self._sink = sink
+        self._level = level
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="mirror-bundle-zstd")
+        self._limit = max(1, workers) + 2  # frames in flight: each worker busy, the next ones queued
+        self._pending: deque[Future[tuple[bytearray, int]]] = deque()
+        self._gathered = bytearray()
+        self._local = threading.local()
+        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self.offset = 0  # stream bytes taken so far
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.offset += len(data)
+        self._gathered += data
+        while len(self._gathered) >= FRAME:
+            self._submit(bytes(self._gathered[:FRAME]), self._level, None)
+            del self._gathered[:FRAME]
+
+    def frame(self, data: memoryview, level: int, release: Callable[[], None] | None = None) -> None:
+        """`data` (at most FRAME bytes) as a frame of its own, at `level`."""
+        if len(data) > FRAME:
+            raise ValueError(f"a frame holds at most {FRAME} bytes")
+        self._flush()
+        self.offset += len(data)
+        self._submit(data, level, release)
+
+    def close(self) -> None:
+        """Compress what is gathered, give every frame to the sink, stop the workers."""
+        self._flush()
+        while self._pending:
+            self._write_oldest()
+        self._pool.shutdown()
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+    def _flush(self) -> None:
+        if self._gathered:
+            self._submit(bytes(self._gathered), self._level, None)
+            self._gathered.clear()
+
+    def _submit(self, data: bytes | memoryview, level: int, release: Callable[[], None] | None) -> None:
+        self._pending.append(self._pool.submit(self._compress, data, level, release))
+        while len(self._pending) > self._limit:
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        out, n = self._pending.popleft().result()
+        self._sink(memoryview(out)[:n])
+        self._spare.put(out)
+
+    def _compress(
+        self, data: bytes | memoryview, level: int, release: Callable[[], None] | None
+    ) -> tuple[bytearray, int]:
+        try:
+            contexts: dict[int, zstandard.ZstdCompressor] = self._local.__dict__.setdefault("contexts", {})
+            cctx = contexts.get(level)
+            if cctx is None:
+                cctx = contexts[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+            out = _spare_buffer(self._spare, compressed_bound(FRAME))  # a frame always fits
+            view, n = memoryview(out), 0
+            reader = cctx.stream_reader(data, size=len(data))
+            while k := reader.readinto(view[n:]):
+                n += k
+            return out, n
+        finally:
+            if release is not None:
+                release()
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+
+
+class FrameWalker:
+    """Follows zstd frame boundaries through the compressed bytes (RFC 8878, headers only).
+
+    `ends` collects (offset just past the frame, skippable) for each frame completed, for the reader to
+    take. The decompressor reports a stream cut off mid-frame as a normal end of data, so `complete` is
+    how a truncated stream is told apart from a whole one.
+    """
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._buf = bytearray()
+        self._skip = 0
+        self._checksum = False
+        self._skippable = False
+        self.pos = 0
+        self.frames = 0
+        self.ends: list[tuple[int, bool]] = []
+
+    @property
+    def complete(self) -> bool:
+        return self.frames > 0 and self._state == "magic" and not self._buf and not self._skip
+
+    def feed(self, data: bytes | memoryview) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                if not self._skip and self._state == "end":
+                    self._end(self.pos + pos)
+                continue
+            step = min(self._need - len(self._buf), end - pos)
+            self._buf += data[pos : pos + step]
+            pos += step
+            if len(self._buf) == self._need:
+                header = bytes(self._buf)
+                self._buf.clear()
+                self._advance(header)
+                if self._state == "end" and not self._skip:
+                    self._end(self.pos + pos)
+        self.pos += end
+
+    def _end(self, offset: int) -> None:
+        self.frames += 1
+        self.ends.append((offset, self._skippable))
+        self._state, self._need = "magic", 4
+
+    def _advance(self, header: bytes) -> None:
+        if self._state == "magic":
+            magic = int.from_bytes(header, "little")
+            self._skippable = magic & 0xFFFFFFF0 == 0x184D2A50
+            if magic == ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif self._skippable:
+                self._state, self._need = "skippable", 4
+            else:
+                raise IntegrityError("not a zstd stream (bad frame magic)")
+        elif self._state == "skippable":
+            self._skip = int.from_bytes(header, "little")
+            self._state = "end"
+        elif self._state == "descriptor":
+            d = header[0]
+            if d & 0x08:
+                raise IntegrityError("corrupt zstd frame header")
+            single_segment = bool(d & 0x20)
+            fcs = (1 if single_segment else 0, 2, 4, 8)[d >> 6]
+            self._skip = (0 if single_segment else 1) + (0, 1, 2, 4)[d & 3] + fcs
+            self._checksum = bool(d & 0x04)
+            self._state, self._need = "block", 3
+        else:  # block header
+            value = int.from_bytes(header, "little")
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise IntegrityError("corrupt zstd block header")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._skip += 4 if self._checksum else 0
+                self._state = "end"
+
+
+class Block(NamedTuple):
+    """A piece of the decompressed stream, and how far the compressed stream had been read for it."""
+
+    data: memoryview
+    read_to: int
+    buffer: bytearray | None  # for `FrameReader.recycle` once data is used
+
+
+class _Whole(NamedTuple):
+    data: bytes | memoryview  # a whole frame
+    end: int
+
+
+class _Part(NamedTuple):
+    data: bytes | memoryview  # a piece of a long frame (or of one cut off by the end of the stream)
+    end: int
+    last: bool
+
+
+def _join(pieces: list[memoryview]) -> bytes | memoryview:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+class FrameReader:
+    """The decompressed stream of `read` (a file's read), as `Block`s in order, from `blocks()`.
+
+    `read` is called from the thread that runs `blocks()`; `walker` must be fed every byte `read` returns
+    (the caller's reader does it, so that whatever reads the file keeps one account of it). Up to `workers`
+    frames are decompressed at once. Give each block's buffer back through `recycle` once its data is used;
+    `close` (or `stop` set) ends the work.
+    """
+
+    def __init__(
+        self, read: Callable[[int], bytes], walker: FrameWalker, workers: int, stop: threading.Event
+    ) -> None:
+        self._read = read
+        self._walker = walker
+        self._stop = stop
+        self._workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mirror-bundle-unzstd")
+        self._local = threading.local()
+        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+
+    def recycle(self, buffer: bytearray) -> None:
+        self._spare.put(buffer)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def blocks(self) -> Iterator[Block]:
+        pending: deque[tuple[Future[Block], _Whole]] = deque()
+        pieces = self._pieces()
+        try:
+            for piece in pieces:
+                if isinstance(piece, _Whole) and self._whole_size(piece) is not None:
+                    pending.append((self._pool.submit(self._decompress, piece), piece))
+                    while len(pending) > self._workers:
+                        yield from self._finish(*pending.popleft())
+                    continue
+                while pending:  # a fault reading on comes after the frames read before it
+                    yield from self._finish(*pending.popleft())
+                if isinstance(piece, BaseException):
+                    raise piece
+                if isinstance(piece, _Whole):
+                    yield from self._stream(iter([piece.data]))
+                elif piece.data:  # a long frame: streamed, its next pieces taken as the decompressor asks
+                    yield from self._stream(self._rest_of_frame(piece, pieces))
+            while pending:
+                yield from self._finish(*pending.popleft())
+        finally:
+            for future, _ in pending:
+                future.cancel()
+
+    @staticmethod
+    def _rest_of_frame(
+        first: _Part, pieces: Iterator[_Whole | _Part | BaseException]
+    ) -> Iterator[bytes | memoryview]:
+        yield first.data
+        last = first.last
+        while not last:
+            piece = next(pieces, None)
+            if piece is None:
+                return  # cut off
+            if isinstance(piece, BaseException):
+                raise piece
+            assert isinstance(piece, _Part)
+            yield piece.data
+            last = piece.last
+
+    def _pieces(self) -> Iterator[_Whole | _Part | BaseException]:
+        """The compressed stream cut at frame boundaries: whole frames up to MAX_WHOLE, longer ones (or a
+        last one cut off) in parts. Skippable frames are left out. A fault reading comes as the last item."""
+        try:
+            yield from self._cut()
+        except (IntegrityError, OSError) as e:
+            yield e
+
+    def _cut(self) -> Iterator[_Whole | _Part]:
+        walker = self._walker
+        frame: list[memoryview] = []
+        size = 0  # bytes in frame
+        parted = False  # the current frame goes out in parts
+        while not self._stop.is_set() and (data := self._read(_READ)):
+            view, at = memoryview(data), walker.pos - len(data)
+            ends, walker.ends = walker.ends, []
+            for end, skippable in ends:
+                frame.append(view[: end - at])
+                view, at = view[end - at :], end
+                if parted:
+                    yield _Part(_join(frame), end, True)
+                elif not skippable:
+                    yield _Whole(_join(frame), end)
+                frame, size, parted = [], 0, False
+            if view:
+                frame.append(view)
+                size += len(view)
+                if parted or size > MAX_WHOLE:
+                    yield _Part(_join(frame), at + len(view), False)
+                    frame, size, parted = [], 0, True
+        if frame:  # cut off inside a frame: what it holds so far is decompressed, the caller judges the end
+            yield _Part(_join(frame), walker.pos, True)
+
+    @staticmethod
+    def _whole_size(piece: _Whole) -> int | None:
+        """The frame's decompressed size when it says and it is small enough to decompress whole."""
+        try:
+            size = zstandard.get_frame_parameters(piece.data).content_size
+        except zstandard.ZstdError:
+            return None  # streamed, which reports the fault
+        return size if size <= MAX_WHOLE else None  # CONTENTSIZE_UNKNOWN is 2**64 - 1
+
+    def _decompress(self, piece: _Whole) -> Block:
+        dctx = self._local.__dict__.get("dctx")
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        size = zstandard.get_frame_parameters(piece.data).content_size
+        out = _spare_buffer(self._spare, size)
+        view, n = memoryview(out)[:size], 0
+        reader = dctx.stream_reader(piece.data, read_across_frames=False)
+        while n < size and (k := reader.readinto(view[n:])):
+            n += k
+        if n != size or reader.read(1):  # the read also checks the frame's checksum
+            raise zstandard.ZstdError("the frame's content does not have the size its header gives")
+        return Block(view, piece.end, out)
+
+    def _finish(self, future: Future[Block], piece: _Whole) -> Iterator[Block]:
+        try:
+            block = future.result()
+        except zstandard.ZstdError:
+            # Stream the damaged frame instead: the bytes before the fault come out, then the fault.
+            yield from self._stream(iter([piece.data]))
+            raise IntegrityError("a zstd frame decompressed differently twice") from None
+        yield block
+
+    def _stream(self, parts: Iterator[bytes | memoryview]) -> Iterator[Block]:
+        """Decompress one frame from its parts on this thread, in blocks that grow from small to FRAME."""
+        stream = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], _Parts(parts)), read_size=_READ, read_across_frames=False, closefd=False
+        )
+        size = _FIRST_INFLATE
+        while not self._stop.is_set() and (data := stream.read(size)):
+            yield Block(memoryview(data), self._walker.pos, None)
+            size = min(2 * size, FRAME)
+
+
+class _Parts:
+    """A file reading the parts of one frame, in turn."""
+
+    def __init__(self, parts: Iterator[bytes | memoryview]) -> None:
+        self._parts = parts
+
+    def read(self, n: int = -1) -> bytes | memoryview:
+        return next(self._parts, b"")
+
+
+__all__ = [
+    "FRAME",
+    "MAX_WHOLE",
+    "Block",
+    "FrameReader",
+    "FrameWalker",
+    "FrameWriter",
+    "compressed_bound",
+    "stream_bound",
+    "workers_for",
+]
