@@ -40,7 +40,7 @@ import zstandard
 
 from mirror import __version__
 from mirror.errors import IntegrityError, MirrorError
-from mirror.frames import FRAME, Block, FrameReader, FrameWalker, FrameWriter, workers_for
+from mirror.frames import FRAME, Block, Buffer, FrameReader, FrameWalker, FrameWriter, workers_for
 from mirror.fsutil import atomic_write_bytes, temp_sibling
 from mirror.hashing import CHUNK
 from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_safe_relpath, is_sha256
@@ -1213,7 +1213,7 @@ class _Inflater:
         self._blocks: queue.Queue[Block | BaseException] = queue.Queue(_AHEAD)
         self._frames = FrameReader(raw.read, raw.walker, workers_for(-1), stop)
         self._view = memoryview(b"")  # what is left of the current block
-        self._buffer: bytearray | None = None  # the current block's, to recycle once it is used
+        self._buffer: Buffer | None = None  # the current block's, to recycle once it is used
         self._pos = 0
         self._reported = 0
         self._end: BaseException | None = None  # what ended the stream, once it has

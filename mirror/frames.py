@@ -7,13 +7,14 @@ decompresses on one core. Frames are compressed and decompressed in pools of thr
 GIL), with buffers used in turn, and come out in order; memory stays flat whatever the stream holds.
 
 `FrameWriter` makes such a stream; `FrameReader` reads any zstd stream: frames up to MAX_WHOLE are
-decompressed whole on the workers, longer ones (a bundle made by another tool, or by mirror before 0.2) and
+decompressed whole on the workers, longer ones (a bundle made by another tool, or by an earlier mirror) and
 damaged ones are streamed on the reading thread, in blocks that start small (whatever precedes a fault
 still comes out).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import queue
 import threading
@@ -26,11 +27,12 @@ import zstandard
 
 from mirror.errors import IntegrityError
 
-FRAME = 8 << 20  # the most stream bytes one frame holds
+FRAME = 4 << 20  # the most stream bytes one frame holds
 MAX_WHOLE = 32 << 20  # a frame this long at most (compressed, and decompressed) is decompressed whole
 _READ = 4 << 20  # the compressed stream is read in pieces of this
 _FIRST_INFLATE = 16 << 10  # a streamed frame comes out in blocks of this, doubling up to FRAME
 ZSTD_MAGIC = 0xFD2FB528
+Buffer = mmap.mmap  # what frames are compressed and decompressed into
 
 
 def compressed_bound(n: int) -> int:
@@ -63,13 +65,14 @@ def _put(q: queue.Queue[object], item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _spare_buffer(spare: queue.SimpleQueue[bytearray], size: int) -> bytearray:
-    """A buffer given back earlier, if one holds size bytes, else a new one (of at least a frame)."""
+def _spare_buffer(spare: queue.SimpleQueue[Buffer], size: int) -> Buffer:
+    """A buffer given back earlier, if one holds size bytes, else a new one (of at least a frame): an
+    anonymous mmap, so its bytes start on a page (see fsutil.BulkWriter)."""
     try:
         buffer = spare.get_nowait()
     except queue.Empty:
-        return bytearray(max(size, FRAME))
-    return buffer if len(buffer) >= size else bytearray(max(size, FRAME))
+        return mmap.mmap(-1, max(size, FRAME))
+    return buffer if len(buffer) >= size else mmap.mmap(-1, max(size, FRAME))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -92,10 +95,10 @@ class FrameWriter:
         self._level = level
         self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="mirror-bundle-zstd")
         self._limit = max(1, workers) + 2  # frames in flight: each worker busy, the next ones queued
-        self._pending: deque[Future[tuple[bytearray, int]]] = deque()
+        self._pending: deque[Future[tuple[Buffer, int]]] = deque()
         self._gathered = bytearray()
         self._local = threading.local()
-        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
         self.offset = 0  # stream bytes taken so far
 
     def write(self, data: bytes | memoryview) -> None:
@@ -145,7 +148,7 @@ class FrameWriter:
 
     def _compress(
         self, data: bytes | memoryview, level: int, release: Callable[[], None] | None
-    ) -> tuple[bytearray, int]:
+    ) -> tuple[Buffer, int]:
         try:
             contexts: dict[int, zstandard.ZstdCompressor] = self._local.__dict__.setdefault("contexts", {})
             cctx = contexts.get(level)
@@ -254,7 +257,7 @@ class Block(NamedTuple):
 
     data: memoryview
     read_to: int
-    buffer: bytearray | None  # for `FrameReader.recycle` once data is used
+    buffer: Buffer | None  # for `FrameReader.recycle` once data is used
 
 
 class _Whole(NamedTuple):
@@ -290,9 +293,9 @@ class FrameReader:
         self._workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mirror-bundle-unzstd")
         self._local = threading.local()
-        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
 
-    def recycle(self, buffer: bytearray) -> None:
+    def recycle(self, buffer: Buffer) -> None:
         self._spare.put(buffer)
 
     def close(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import uuid
@@ -34,3 +37,71 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+# Large writes that bypass the page cache (O_DIRECT): the data goes from our buffer to the disk, with no copy
+# into the cache (for a bulk import, that copy is as costly as decompressing) and without pushing what
+# the machine has cached out for files nobody reads now. A piece qualifies when it is at least
+# _DIRECT_LEAST bytes, a whole number of _ALIGN-byte blocks, at an offset of the file and an address in
+# memory that are multiples of _ALIGN; every other piece, and any file system that refuses O_DIRECT, goes
+# through the cache as usual.
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_ALIGN = 4096
+_DIRECT_LEAST = 1 << 20
+
+
+def _address(view: memoryview) -> int | None:
+    """Where a writable buffer's bytes start in memory; None for one that is read-only."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    except (TypeError, ValueError):
+        return None
+
+
+class BulkWriter:
+    """Writes bytes in order into a file from `offset` (the file is created if need be, and emptied first
+    with `truncate`), large aligned pieces directly to the disk (see above). Use as a context manager;
+    `write` takes any buffer (a view of a page-aligned one, such as an mmap, for the direct path)."""
+
+    def __init__(self, path: Path, offset: int = 0, *, truncate: bool = True) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
+        self._pos = os.lseek(self._fd, offset, os.SEEK_SET)
+        self._can_direct = bool(_O_DIRECT)
+        self._direct = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        direct = (
+            self._can_direct
+            and len(view) >= _DIRECT_LEAST
+            and not len(view) % _ALIGN
+            and not self._pos % _ALIGN
+            and (_address(view) or 1) % _ALIGN == 0
+        )
+        try:
+            self._write(view, direct)
+        except OSError as e:
+            if not direct or e.errno != errno.EINVAL:
+                raise
+            self._can_direct = False  # the file system does not take O_DIRECT: through the cache from now on
+            self._write(view, False)
+        return len(view)
+
+    def _write(self, view: memoryview, direct: bool) -> None:
+        if direct != self._direct:
+            flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags | _O_DIRECT if direct else flags & ~_O_DIRECT)
+            self._direct = direct
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._fd, view[done:], self._pos + done)
+        self._pos += done
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> BulkWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

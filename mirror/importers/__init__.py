@@ -39,6 +39,7 @@ from mirror.bundle import (
     read_index,
 )
 from mirror.errors import IntegrityError, MirrorError, UsageError
+from mirror.fsutil import BulkWriter
 from mirror.importers.dir import DirLayout
 from mirror.importers.held import TargetContent
 from mirror.importers.hf import HfLayout
@@ -430,8 +431,7 @@ class _Stream:
             if part is None:
                 part = self.parts[sha] = self.home[sha] / f"{sha}.chunks"
                 part.touch()
-            with open(part, "r+b") as out:
-                out.seek(chunk_offset(self.index, member))
+            with BulkWriter(part, chunk_offset(self.index, member), truncate=False) as out:
                 file.read(out.write)
             checkpoint()
             self.received.setdefault(sha, set()).add(member.chunk)
@@ -443,7 +443,7 @@ class _Stream:
         else:
             part = dest.with_name(f"{sha}.part")
             try:
-                with open(part, "wb") as out:
+                with BulkWriter(part) as out:
                     file.read(out.write)
                 checkpoint()
                 os.replace(part, dest)
