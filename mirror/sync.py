@@ -24,7 +24,7 @@ from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
-from mirror.store import RepoKey, Store, utc_now
+from mirror.store import Ref, RepoKey, Store, utc_now
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
 log = logging.getLogger("mirror")
@@ -207,16 +207,16 @@ def sync(
     for target in targets:
         sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        remotes = list(pool.map(lambda t: _resolve(t, sources, policy), targets))
+        resolved = list(pool.map(lambda t: _resolve(store, t, sources, policy), targets))
         known = Known(store)
         fetches: dict[str, Fetch] = {}
         wanted: dict[int, list[RemoteFile]] = {}
-        for index, (item, remote) in enumerate(zip(report.items, remotes, strict=True)):
-            if isinstance(remote, MirrorError):
-                item.error = remote
+        for index, (item, answer) in enumerate(zip(report.items, resolved, strict=True)):
+            if isinstance(answer, MirrorError):
+                item.error = answer
                 continue
+            remote, prior = answer.remote, answer.prior
             item.commit = remote.commit
-            prior = store.read_snapshot(item.target.key, remote.commit)
             if prior is not None:
                 known.add(prior)
             wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
@@ -244,7 +244,7 @@ def sync(
         finally:
             progress.close()
         for index, files in wanted.items():
-            _record(store, report.items[index], remotes[index], files, fetches, results, known)
+            _record(store, report.items[index], resolved[index], files, fetches, results, known)
     return report
 
 
@@ -258,22 +258,52 @@ def check_free_space(store: Store, needed: int) -> None:
         )
 
 
-def _resolve(target: Target, sources: SourceFactory, policy: RetryPolicy) -> RemoteSnapshot | MirrorError:
+@dataclass(frozen=True)
+class Resolved:
+    """A target's revision as the hub has it now, with what the store recorded of it (read once)."""
+
+    remote: RemoteSnapshot
+    prior: Snapshot | None  # the store's record of remote.commit
+    refs: dict[str, Ref]  # the store's revision names of the repo
+
+
+def _resolve(
+    store: Store, target: Target, sources: SourceFactory, policy: RetryPolicy
+) -> Resolved | MirrorError:
     source = sources(target.specs[0])
-    revision = target.pinned_commit or target.revision
     try:
-        remote = with_retries(
-            lambda: source.resolve(target.key.repo_id, target.key.repo_type, revision), policy, str(target)
-        )
-        check_commit(remote.commit)
-        for f in remote.files:
-            check_relpath(f.path, f"file path from {target}")
+        resolved = with_retries(lambda: _listing(store, target, source), policy, str(target))
         if target.pinned_commit is not None:
-            _check_pins(target, remote)
-        return remote
+            _check_pins(target, resolved.remote)
+        return resolved
     except MirrorError as e:
         log.error("%s", e)
         return e
+
+
+def _listing(store: Store, target: Target, source: Source) -> Resolved:
+    """The listing of the target's revision, checked, and the store's records of it.
+
+    A revision synced before mostly names the same commit still: one light request says which, and a
+    complete record of that commit in the store is its listing (a commit's files never change), so an
+    unchanged revision costs that one request. Otherwise (first sync, a moved revision, a record of only
+    some files) the hub's full listing is asked for.
+    """
+    key, revision = target.key, target.pinned_commit or target.revision
+    refs = store.read_refs(key)
+    if target.revision in refs:
+        commit = source.commit_of(key.repo_id, key.repo_type, revision)
+        if commit is not None:
+            check_commit(commit)
+            prior = store.read_snapshot(key, commit)
+            if prior is not None and prior.complete:
+                files = tuple(RemoteFile(f.path, f.size, f.oid, f.lfs, f.sha256) for f in prior.files)
+                return Resolved(RemoteSnapshot(commit, files), prior, refs)
+    remote = source.resolve(key.repo_id, key.repo_type, revision)
+    check_commit(remote.commit)
+    for f in remote.files:
+        check_relpath(f.path, f"file path from {target}")
+    return Resolved(remote, store.read_snapshot(key, remote.commit), refs)
 
 
 def _check_pins(target: Target, remote: RemoteSnapshot) -> None:
@@ -326,13 +356,14 @@ def _fetch(
 def _record(
     store: Store,
     item: ItemResult,
-    remote: RemoteSnapshot | MirrorError,
+    resolved: Resolved | MirrorError,
     files: list[RemoteFile],
     fetches: dict[str, Fetch],
     results: dict[str, Fetched | MirrorError],
     known: Known,
 ) -> None:
-    assert isinstance(remote, RemoteSnapshot)
+    assert isinstance(resolved, Resolved)
+    remote = resolved.remote
     records: list[FileRecord] = []
     for f in files:
         key = Fetch(item.target, remote.commit, f).expected.key
@@ -362,6 +393,11 @@ def _record(
         complete=len(files) == len(remote.files),
         synced_at=utc_now(),
     )
+    prior, ref = resolved.prior, resolved.refs.get(item.target.revision)
+    if prior is not None and ref is not None and ref.commit == remote.commit:
+        merged = prior.merged(snap)
+        if (merged.files, merged.complete) == (prior.files, prior.complete):
+            return  # an unchanged revision: the store says all of it already (read under this run's lock)
     store.write_snapshot(snap)
     store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
 

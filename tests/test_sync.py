@@ -107,8 +107,29 @@ def test_unchanged_manifest_costs_one_request_per_revision(hub: LoopbackHub, sto
     assert report.exit_code == 0
     assert hub.downloads() == []
     assert len(hub.requests) == 2
+    # the light request snapshot_download makes (the commit only): the store has that commit's listing
+    assert all("/revision/" in r.path and "blobs" not in r.path for r in hub.requests)
     assert all(i.downloaded == 0 for i in report.items)
     assert {p: p.stat().st_mtime_ns for p in records} == written  # nothing rewritten either
+
+
+def test_first_sync_asks_for_the_full_listing_at_once(hub: LoopbackHub, store: Store) -> None:
+    add_nested(hub)
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    metadata = [r.path for r in hub.requests if r.path.startswith("/api/")]
+    assert len(metadata) == 1 and "blobs=true" in metadata[0].lower()
+
+
+def test_a_partial_record_is_not_taken_for_the_listing(hub: LoopbackHub, store: Store) -> None:
+    # The first sync took only config.json: the store's record of the commit is not the whole listing, so
+    # widening the filter must ask the hub for every file again.
+    add_nested(hub)
+    narrow = "version: 1\nmodels:\n  - repo: org/nested\n    include: [config.json]\n"
+    assert run(store, hub, narrow).exit_code == 0
+    hub.clear_requests()
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    assert "model.safetensors" in {r.path.rsplit("/", 1)[1] for r in hub.downloads()}
+    assert any("blobs=true" in r.path.lower() for r in hub.requests)
 
 
 def test_moved_branch_fetches_only_changed_files(hub: LoopbackHub, store: Store) -> None:
@@ -119,6 +140,8 @@ def test_moved_branch_fetches_only_changed_files(hub: LoopbackHub, store: Store)
     hub.clear_requests()
     assert run(store, hub, manifest).exit_code == 0
     assert [r.path.rsplit("/", 1)[1] for r in hub.downloads()] == ["config.json"]
+    metadata = [r.path for r in hub.requests if r.path.startswith("/api/")]
+    assert len(metadata) == 2 and "blobs=true" in metadata[1].lower()  # the commit moved: then the listing
 
 
 def test_corrupted_body_is_retried_and_never_stored(hub: LoopbackHub, store: Store) -> None:

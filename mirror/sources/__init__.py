@@ -44,6 +44,11 @@ class Source(Protocol):
         """One metadata request: the commit a revision names and every file there."""
         ...
 
+    def commit_of(self, repo_id: str, repo_type: str, revision: str) -> str | None:
+        """The commit a revision names, by a request lighter than `resolve` (a no-op sync's only one);
+        None where the hub has no such request, and `resolve` is asked instead."""
+        ...
+
     def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
         """Where to GET a file of a commit, with the headers (auth) it needs."""
         ...

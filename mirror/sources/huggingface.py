@@ -1,8 +1,13 @@
-"""The Hugging Face Hub source, on huggingface_hub's own API client."""
+"""The Hugging Face Hub source, on huggingface_hub's own HTTP session, headers and error mapping.
+
+The two metadata requests are the ones huggingface_hub's `HfApi.model_info` (`dataset_info`) makes,
+sent through the same session; not importing `HfApi` itself keeps a cron run's start short.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from mirror.errors import HubError, NotFoundError, RetryableError
 from mirror.retry import RETRY_STATUS, retry_after_seconds
@@ -13,40 +18,72 @@ class HuggingFaceSource:
     name = "huggingface"
 
     def __init__(self, endpoint: str, token: str | None) -> None:
-        from huggingface_hub import HfApi
+        from huggingface_hub.utils._headers import build_hf_headers
+        from huggingface_hub.utils._http import get_session
 
+        get_session()  # imported and made here, once: imports are slow in threads
         self.endpoint = endpoint.rstrip("/")
         self._token = token
-        self._api = HfApi(endpoint=self.endpoint, token=token)
+        self._headers = build_hf_headers(token=token, library_name="mirror")
 
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
-        where = f"{repo_type} {repo_id} at revision {revision!r} on {self.endpoint}"
-        try:
-            fetch_info = self._api.dataset_info if repo_type == "dataset" else self._api.model_info
-            info = fetch_info(repo_id, revision=revision, files_metadata=True)
-        except Exception as e:  # noqa: BLE001 - translated into one of our errors below
-            raise translate_error(e, where) from None
-        if not info.sha:
-            raise HubError(f"{where}: the hub did not say which commit this is")
-        files = tuple(
-            RemoteFile(
-                path=s.rfilename,
-                size=int(s.lfs.size if s.lfs else (s.size or 0)),
-                oid=s.blob_id,
-                lfs=s.lfs is not None,
-                sha256=s.lfs.sha256 if s.lfs else None,
+        info = self._info(repo_id, repo_type, revision, blobs=True)
+        files = []
+        for s in _list(info.get("siblings")):
+            lfs = s.get("lfs") if isinstance(s.get("lfs"), dict) else None
+            files.append(
+                RemoteFile(
+                    path=str(s.get("rfilename", "")),
+                    size=int((lfs or s).get("size") or 0),
+                    oid=s.get("blobId"),
+                    lfs=lfs is not None,
+                    sha256=lfs.get("sha256") if lfs else None,
+                )
             )
-            for s in (info.siblings or [])
-        )
-        return RemoteSnapshot(commit=info.sha, files=files)
+        return RemoteSnapshot(commit=self._sha(info, repo_id, repo_type, revision), files=tuple(files))
+
+    def commit_of(self, repo_id: str, repo_type: str, revision: str) -> str | None:
+        """The commit `revision` names, from the light request `snapshot_download` makes (no file metadata)."""
+        return self._sha(self._info(repo_id, repo_type, revision, blobs=False), repo_id, repo_type, revision)
 
     def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
         from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils._headers import build_hf_headers
 
         url = hf_hub_url(repo_id, path, repo_type=repo_type, revision=commit, endpoint=self.endpoint)
-        headers = build_hf_headers(token=self._token, library_name="mirror")
-        return FileRequest(url=url, headers=headers)
+        return FileRequest(url=url, headers=dict(self._headers))
+
+    def _info(self, repo_id: str, repo_type: str, revision: str, *, blobs: bool) -> dict[str, Any]:
+        """`GET /api/{models,datasets}/{repo}/revision/{revision}[?blobs=true]`, as HfApi sends it."""
+        from huggingface_hub.utils._http import get_session, hf_raise_for_status
+
+        where = _where(repo_id, repo_type, revision, self.endpoint)
+        url = f"{self.endpoint}/api/{repo_type}s/{repo_id}/revision/{quote(revision, safe='')}"
+        try:
+            response = get_session().get(
+                url, headers=self._headers, params={"blobs": True} if blobs else None
+            )
+            hf_raise_for_status(response)
+            data = response.json()
+        except Exception as e:  # noqa: BLE001 - translated into one of our errors below
+            raise translate_error(e, where) from None
+        if not isinstance(data, dict):
+            raise HubError(f"{where}: the hub answered something other than a repo's info")
+        return data
+
+    def _sha(self, info: dict[str, Any], repo_id: str, repo_type: str, revision: str) -> str:
+        sha = info.get("sha")
+        if not isinstance(sha, str) or not sha:
+            where = _where(repo_id, repo_type, revision, self.endpoint)
+            raise HubError(f"{where}: the hub did not say which commit this is")
+        return sha
+
+
+def _where(repo_id: str, repo_type: str, revision: str, endpoint: str) -> str:
+    return f"{repo_type} {repo_id} at revision {revision!r} on {endpoint}"
+
+
+def _list(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def translate_error(error: Exception, where: str) -> Exception:
@@ -79,4 +116,6 @@ def translate_error(error: Exception, where: str) -> Exception:
         return HubError(f"{where}: the hub answered HTTP {status}")
     if isinstance(error, httpx2.TransportError):
         return RetryableError(f"{where}: connection failed: {type(error).__name__}")
+    if isinstance(error, ValueError):  # the body is not JSON
+        return HubError(f"{where}: the hub's answer is not JSON ({error})")
     return HubError(f"{where}: {type(error).__name__}: {error}")

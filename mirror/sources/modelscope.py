@@ -39,6 +39,9 @@ class ModelScopeSource:
             raise UsageError(f"{repo_id}: ModelScope repo ids are owner/name")
         return f"{self.endpoint}/api/v1/models/{quote(owner, safe='')}/{quote(name, safe='')}"
 
+    def commit_of(self, repo_id: str, repo_type: str, revision: str) -> str | None:
+        return None  # the files API lists the files with the commit: `resolve` is the one request
+
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
         import httpx2
         from huggingface_hub import get_session
