@@ -16,13 +16,12 @@ from typing import Any
 import pytest
 import zstandard
 
-import mirror.bundle as bundle_module
+import mirror.bundle.writer as writer_module
 import mirror.frames as frames_module
 from mirror.bundle import (
     INDEX_NAME,
     SUMS_NAME,
     BundleIndex,
-    _tarinfo,
     describe_index,
     iter_members,
     read_index,
@@ -32,6 +31,7 @@ from mirror.bundle import (
     verify_bundle,
     write_bundle,
 )
+from mirror.bundle.writer import _tarinfo
 from mirror.errors import IntegrityError, MirrorError
 from mirror.frames import FrameWalker
 from mirror.manifest import ModelSpec
@@ -335,7 +335,7 @@ def test_writer_gives_the_tar_stream_tarfile_gave(
     # Blobs of several frames, odd sizes, many small files (gathered into frames), a long name (pax header)
     # and repeated content (hardlinks): byte for byte the tar stream the tarfile writer made, in frames.
     monkeypatch.setattr(frames_module, "FRAME", frame)
-    monkeypatch.setattr(bundle_module, "_BLOCK", frame)
+    monkeypatch.setattr(writer_module, "_BLOCK", frame)
     rng = random.Random(3)
     files = {f"small/{i:03d}.txt": rng.randbytes(rng.randint(0, 700)) for i in range(60)}
     files |= {"model.safetensors": rng.randbytes(50_001), "x" * 120 + "/long.bin": rng.randbytes(9_999)}
@@ -373,15 +373,15 @@ def test_a_failing_output_fails_the_export_and_stops_every_thread(
 ) -> None:
     # Frames of a few bytes, so the reader is mid-blob and workers are busy when the output fails.
     monkeypatch.setattr(frames_module, "FRAME", 64)
-    monkeypatch.setattr(bundle_module, "_BLOCK", 64)
-    real = bundle_module._HashingWriter.write
+    monkeypatch.setattr(writer_module, "_BLOCK", 64)
+    real = writer_module._HashingWriter.write
 
     def full_disk(self: Any, data: bytes) -> int:
         if self.size > 4096:  # past the index and SHA256SUMS: a file member is being packed
             raise OSError(28, "No space left on device")
         return real(self, data)
 
-    monkeypatch.setattr(bundle_module._HashingWriter, "write", full_disk)
+    monkeypatch.setattr(writer_module._HashingWriter, "write", full_disk)
     st = sample_store.store
     with pytest.raises(MirrorError, match="No space left"):
         write_bundle(st, select_all(st), tmp_path / "out" / "b.tar.zst")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mirror.bundle import _INFLATE, open_bundle, read_index, select_all, verify_bundle, write_bundle
+from mirror.bundle import open_bundle, read_index, select_all, verify_bundle, write_bundle
+from mirror.bundle.reader import _INFLATE
 from mirror.errors import IntegrityError
 from mirror.store import Store
 from tests.conftest import put_repo

@@ -1,0 +1,84 @@
+"""Bundle v1: write, read and verify the checksummed `.tar.zst` that carries repos across the air gap.
+
+A bundle is a plain zstd-compressed POSIX tar (DESIGN.md, "Bundle v1"):
+
+    MIRROR-BUNDLE.json                          the index: repos, revisions -> commit, files with hashes
+    SHA256SUMS                                  `sha256sum -c` lines for every file member below
+    chunks/<sha256>/<NNN>                       pieces of a file larger than a volume (volumes only)
+    repos/<source>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a tar hardlink
+
+The index always describes every file of every repo revision. Two optional additions (absent from a
+plain bundle, which stays byte-identical) say where a file's content is when the bundle does not pack it
+itself, per file: `"in_target": true` (a delta: the target must already hold it), `"volume": N` or
+`"chunks": [...]` (a volume of a set: which volume packs it, or its pieces), with the set described by
+the top-level `"volume_set"`. See `Placement` and `VolumeSet`.
+
+`iter_members` is the one place that names and orders the file members: the writer, the verifier and
+the importers all walk it.
+"""
+
+from mirror.bundle.index import (
+    IN_TARGET,
+    INDEX_NAME,
+    PACKED_HERE,
+    SUMS_NAME,
+    BundleIndex,
+    BundleMember,
+    Chunk,
+    IndexedCommit,
+    IndexedRepo,
+    Placement,
+    VolumeSet,
+    chunk_name,
+    chunk_offset,
+    describe_index,
+    iter_members,
+    member_name,
+    sums_text,
+)
+from mirror.bundle.index import MAX_INDEX_SIZE as MAX_INDEX_SIZE  # public but not in __all__: mirror.signing
+from mirror.bundle.index import Progress as Progress  # public but not in __all__: volumes, importers
+from mirror.bundle.reader import (
+    BundleFile,
+    BundleReader,
+    check_side_file,
+    open_bundle,
+    read_index,
+    verify_bundle,
+)
+from mirror.bundle.selection import ModelSpecLike, RepoSelection, build_index, select_all, select_specs
+from mirror.bundle.writer import BundleSummary, write_archive, write_bundle
+
+__all__ = [
+    "INDEX_NAME",
+    "IN_TARGET",
+    "PACKED_HERE",
+    "SUMS_NAME",
+    "BundleFile",
+    "BundleIndex",
+    "BundleMember",
+    "BundleReader",
+    "BundleSummary",
+    "Chunk",
+    "IndexedCommit",
+    "IndexedRepo",
+    "ModelSpecLike",
+    "Placement",
+    "RepoSelection",
+    "VolumeSet",
+    "build_index",
+    "check_side_file",
+    "chunk_name",
+    "chunk_offset",
+    "describe_index",
+    "iter_members",
+    "member_name",
+    "open_bundle",
+    "read_index",
+    "select_all",
+    "select_specs",
+    "sums_text",
+    "verify_bundle",
+    "write_archive",
+    "write_bundle",
+]

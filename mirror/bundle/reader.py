@@ -1,0 +1,589 @@
+"""Reading a bundle: `open_bundle` streams it once, reading and validating the index on open, then checks
+every file member against the index as it passes (`BundleReader.files`, `BundleFile.read`), refusing a
+damaged, truncated or hostile archive without trusting its tar headers; `read_index` and `verify_bundle`
+are built on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import tarfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
+
+from mirror.bundle.index import (
+    INDEX_NAME,
+    MAX_INDEX_SIZE,
+    SUMS_NAME,
+    BundleIndex,
+    BundleMember,
+    Progress,
+    iter_members,
+    sums_text,
+)
+from mirror.errors import IntegrityError, MirrorError
+from mirror.frames import FRAME, Block, Buffer, FrameReader, FrameWalker, workers_for
+from mirror.hashing import CHUNK
+from mirror.paths import is_safe_relpath, is_sha256
+
+# After the tar's end-of-archive blocks only zero padding may follow; a little more than one tar record.
+_MAX_TRAILING = 1 << 20
+# tarfile reads a pax or GNU long-name header's data whole into memory: a crafted 10 GB one would exhaust it.
+# mirror writes pax headers only for long paths (at most 4096 bytes each), so this is ample.
+MAX_EXTENDED_HEADER = 64 << 10
+_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
+
+
+_KINDS = {
+    tarfile.SYMTYPE: "a symlink",
+    tarfile.LNKTYPE: "a hardlink",
+    tarfile.CHRTYPE: "a character device",
+    tarfile.BLKTYPE: "a block device",
+    tarfile.FIFOTYPE: "a fifo",
+    tarfile.DIRTYPE: "a directory",
+    tarfile.CONTTYPE: "a contiguous file",
+}
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    return _KINDS.get(info.type, f"of tar type {info.type!r}")
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses, before tarfile reads their data, the headers mirror never writes or that
+    tarfile would read whole into memory: oversized pax or GNU long-name headers, global pax headers and
+    sparse files (whose maps tarfile also reads whole)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+            if not 0 <= self.size <= MAX_EXTENDED_HEADER:
+                raise IntegrityError(
+                    f"tar header {self.name!r} announces a {self.size}-byte extended header "
+                    f"(limit {MAX_EXTENDED_HEADER}); refusing it"
+                )
+        elif self.type in (tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_SPARSE):
+            raise IntegrityError(
+                f"tar header {self.name!r} of type {self.type!r} is not used by mirror; refusing it"
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
+
+    def _refuse_sparse(self, *args: object) -> None:
+        raise IntegrityError(f"tar header {self.name!r} describes a sparse file; refusing it")
+
+    # Called from _proc_pax on the member a pax header describes, before its sparse map is read.
+    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
+
+
+# Reading is several threads: one reads the bundle file and hands its zstd frames to a pool that decompresses
+# them (see FrameReader), one hashes the compressed bytes, and the caller's parses the tar stream and hashes
+# and writes the members' data. zstd, hashlib and file I/O release the GIL, so on two cores they overlap.
+# The decompressed stream moves in blocks of up to a frame, at most _AHEAD of them waiting: memory stays flat
+# whatever the bundle holds.
+_INFLATE = FRAME
+_AHEAD = 4
+
+
+def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
+    """Put item on a bounded queue unless stop is set first (the reader went away); whether it was put."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _RawReader:
+    """Reads the bundle file for the decompressor, following its frames; with `digest`, a thread of its own
+    hashes it."""
+
+    def __init__(self, raw: IO[bytes], stop: threading.Event, digest: bool) -> None:
+        self._raw = raw
+        self._stop = stop
+        self._sha256 = hashlib.sha256()
+        self._pending: queue.Queue[bytes | None] = queue.Queue(_AHEAD)
+        self._hasher: threading.Thread | None = None
+        if digest:
+            self._hasher = threading.Thread(target=self._hash, name="mirror-bundle-hash", daemon=True)
+            self._hasher.start()
+        self.walker = FrameWalker()
+        self.size = 0
+        self.eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self._stop.is_set():
+            return b""  # the reader went away: end the decompressor's pass
+        data = self._raw.read(n)
+        self.eof = not data and n != 0
+        if data:
+            if self._hasher is not None:
+                _put(self._pending, data, self._stop)
+            self.walker.feed(data)
+            self.size += len(data)
+        return data
+
+    def _hash(self) -> None:
+        while (data := self._pending.get()) is not None:
+            self._sha256.update(data)
+
+    def close(self) -> None:
+        """Stop the hashing thread (once it has hashed what it was given)."""
+        if self._hasher is not None and self._hasher.is_alive():
+            self._pending.put(None)  # never blocks for long: the hasher only ever takes
+            self._hasher.join()
+
+    def hexdigest(self) -> str | None:
+        """The sha256 of every byte read (None without `digest`); only once nothing more will be read."""
+        if self._hasher is None:
+            return None
+        self.close()
+        return self._sha256.hexdigest()
+
+
+def _copied(views: Iterable[memoryview]) -> bytes:
+    """The bytes of views of the decompressed stream, each copied before the next is taken (taking a
+    block gives the one before back for reuse)."""
+    out = bytearray()
+    for view in views:
+        out += view
+    return bytes(out)
+
+
+class _Inflater:
+    """The decompressed tar stream, produced ahead by a thread of its own, for one consumer.
+
+    For tarfile (which parses the headers) it is a file that only moves forward: `read`, `tell` and `seek`
+    ahead. `take` hands out a member's data as views of the decompressed blocks, without copying them.
+    `progress` gets the compressed bytes as the blocks they became are taken.
+    """
+
+    def __init__(self, raw: _RawReader, stop: threading.Event, progress: Progress | None) -> None:
+        self._raw = raw
+        self._stop = stop
+        self._progress = progress
+        self._blocks: queue.Queue[Block | BaseException] = queue.Queue(_AHEAD)
+        self._frames = FrameReader(raw.read, raw.walker, workers_for(-1), stop)
+        self._view = memoryview(b"")  # what is left of the current block
+        self._buffer: Buffer | None = None  # the current block's, to recycle once it is used
+        self._pos = 0
+        self._reported = 0
+        self._end: BaseException | None = None  # what ended the stream, once it has
+        self._ended = False
+        self._thread = threading.Thread(target=self._inflate, name="mirror-bundle-inflate", daemon=True)
+        self._thread.start()
+
+    def _inflate(self) -> None:
+        raw = self._raw
+        item: Block | BaseException
+        try:
+            for block in self._frames.blocks():
+                if not _put(self._blocks, block, self._stop):
+                    return
+            while raw.read(CHUNK):  # whatever follows the last frame still counts in the bundle's sha256
+                pass
+            item = Block(memoryview(b""), raw.size, None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            item = e
+        finally:
+            self._frames.close()
+        _put(self._blocks, item, self._stop)
+
+    def close(self) -> None:
+        """Stop the thread; the stream is unusable after."""
+        self._stop.set()
+        while True:  # free the thread if it waits for room, and the blocks' memory
+            try:
+                self._blocks.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+    def _next_block(self) -> bool:
+        if self._ended:
+            if self._end is not None:
+                raise self._end
+            return False
+        item = self._blocks.get()
+        if isinstance(item, BaseException):
+            self._ended, self._end = True, item
+            raise item
+        if self._buffer is not None:  # the block before is used: the frame reader may fill its buffer again
+            self._frames.recycle(self._buffer)
+        data, raw_size, self._buffer = item
+        if self._progress is not None and raw_size > self._reported:
+            self._progress(raw_size - self._reported)
+            self._reported = raw_size
+        self._view = data
+        self._ended = not data
+        return bool(data)
+
+    def take(self, n: int) -> Iterator[memoryview]:
+        """The next n bytes, as views of the blocks in order; fewer only where the stream ends."""
+        while n > 0:
+            if not self._view and not self._next_block():
+                return
+            view = self._view[:n]
+            self._view = self._view[len(view) :]
+            self._pos += len(view)
+            n -= len(view)
+            yield view
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            raise ValueError("the bundle stream is read in bounded pieces")
+        return _copied(self.take(n))
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence != 0 or pos < self._pos:
+            raise ValueError("the bundle stream only moves forward")
+        for _ in self.take(pos - self._pos):
+            pass
+        return self._pos
+
+
+class BundleFile:
+    """A file member met while streaming a bundle; `read` checks it against the index."""
+
+    def __init__(
+        self, reader: BundleReader, member: BundleMember, info: tarfile.TarInfo, failed_link: str | None
+    ) -> None:
+        self.member = member
+        self._reader = reader
+        self._info = info
+        self._failed_link = failed_link
+        self._read = False
+        self.verified = False
+
+    @property
+    def link_to(self) -> str | None:
+        """For a hardlink member: the earlier member whose (verified) content this one repeats."""
+        return self._info.linkname if self._info.islnk() else None
+
+    def read(self, sink: Callable[[memoryview], object] | None = None) -> None:
+        """Stream the member's bytes to `sink` (exactly the size the index gives) and check their sha256.
+
+        The pieces are views of the decompressed stream, in blocks of up to a frame: write or copy them before
+        `sink` returns, their memory is used again for the blocks to come. Raises IntegrityError naming the member on a mismatch
+        (the bytes already given to `sink` must then be discarded). A hardlink member has no bytes: it
+        verifies when the member it links to did.
+        """
+        if self._read:
+            raise RuntimeError(f"{self.member.name} was already read")
+        self._read = True
+        name, member = self.member.name, self.member
+        if self.link_to is not None:
+            if self._failed_link is not None:
+                raise IntegrityError(
+                    f"{self._reader.path}: {name}: links to {self._failed_link}, which failed verification"
+                )
+            self.verified = True
+            return
+        if self._info.size != member.size:  # files() refuses these before yielding them
+            raise RuntimeError(f"{name}: size not checked")
+        digest = self._reader._copy(self._info, sink)
+        if digest != member.sha256:
+            raise IntegrityError(
+                f"{self._reader.path}: {name}: sha256 {digest} does not match the index ({member.sha256}); "
+                "the bundle was damaged, copy or export it again"
+            )
+        self.verified = True
+
+
+class BundleReader:
+    """One pass over a bundle: the index on open, then the file members through `files()`."""
+
+    def __init__(self, path: Path, raw: _RawReader, stream: _Inflater) -> None:
+        self.path = path
+        self._raw = raw
+        self._stream = stream
+        self._broken: IntegrityError | None = None
+        self._started = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="mirror-bundle-write")
+        self.sha256: str | None = (
+            None  # the archive's own digest (if asked for), once files() has run to its end
+        )
+        with self._archive_errors():
+            # tarfile parses the headers (through _GuardedTarInfo) from the forward-only stream; the members'
+            # data, the bulk of the bytes, is taken from the stream directly (see _take), not through tarfile.
+            self._tar = tarfile.open(  # noqa: SIM115 - lives as long as the reader
+                fileobj=cast(IO[bytes], stream), mode="r:", tarinfo=_GuardedTarInfo
+            )
+        self.index = self._read_index()
+
+    @cached_property
+    def index_sha256(self) -> str:
+        """The sha256 of the index's bytes: what names the bundle (and what a signature pins)."""
+        return hashlib.sha256(self.index_bytes).hexdigest()
+
+    def close(self) -> None:
+        self._writer.shutdown()
+
+    @contextmanager
+    def _archive_errors(self) -> Iterator[None]:
+        """Turn whatever a damaged stream raises into one IntegrityError; the stream is unusable after."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            yield
+        except IntegrityError as e:
+            self._broken = IntegrityError(f"{self.path}: corrupt bundle: {e}; copy or export it again")
+            raise self._broken from None
+        except (tarfile.TarError, zstandard.ZstdError, EOFError) as e:
+            if self._raw.eof and not self._raw.walker.complete:
+                why = "the zstd stream is cut off; the bundle is truncated"
+            else:
+                why = f"corrupt or truncated bundle ({e})"
+            self._broken = IntegrityError(f"{self.path}: {why}; copy or export it again")
+            raise self._broken from e
+
+    def _next(self) -> tarfile.TarInfo | None:
+        with self._archive_errors():
+            return self._tar.next()
+
+    def _take(self, info: tarfile.TarInfo) -> Iterator[memoryview]:
+        """The current member's data: exactly its size, as views of the decompressed stream."""
+        if self._stream.tell() != info.offset_data:
+            raise RuntimeError(f"{info.name}: members are read in archive order, before the next one")
+        remaining = info.size
+        for view in self._stream.take(remaining):
+            remaining -= len(view)
+            yield view
+        if remaining:
+            raise EOFError(f"archive ends inside {info.name}")
+
+    def _copy(self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None) -> str:
+        """Pass the current member's bytes to sink in pieces (never more than its size); their sha256."""
+        digest = hashlib.sha256()
+        with self._archive_errors():
+            for view in self._take(info):
+                # The sink writes on a thread of its own while this one hashes: both are done with the view
+                # before the next is taken (which hands the view's memory back to the decompressor).
+                written = self._writer.submit(sink, view) if sink is not None else None
+                digest.update(view)
+                if written is not None:
+                    written.result()
+        return digest.hexdigest()
+
+    def _read_small(self, info: tarfile.TarInfo) -> bytes:
+        with self._archive_errors():
+            return _copied(self._take(info))
+
+    def _read_index(self) -> BundleIndex:
+        info = self._next()
+        if info is None or info.name != INDEX_NAME or info.type not in _REGULAR:
+            raise IntegrityError(f"{self.path}: not a mirror bundle (its first member is not {INDEX_NAME})")
+        if info.size > MAX_INDEX_SIZE:
+            raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
+        self.index_bytes = self._read_small(info)  # exactly what a signature pins
+        try:
+            data = json.loads(self.index_bytes.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise IntegrityError(f"{self.path}: {INDEX_NAME}: unreadable bundle index: {e}") from None
+        try:
+            return BundleIndex.from_json(data)
+        except IntegrityError as e:
+            raise IntegrityError(f"{self.path}: {INDEX_NAME}: {e}") from None
+
+    def files(self) -> Iterator[BundleFile]:
+        """The file members in archive order, each checked against the index.
+
+        Raises IntegrityError for anything structural, from the tar header alone (an unsafe path, a member
+        the index does not name, a duplicate, a link to a member not met before, a special file, a size the
+        index disagrees with), or for a truncated or damaged stream or a `.sha256` side file that disagrees.
+        A content mismatch (right size, wrong sha256) is raised by `BundleFile.read`, and the stream goes on:
+        reading on is bounded by the index, and names every damaged member.
+        """
+        if self._started:
+            raise RuntimeError("a bundle is streamed once")
+        self._started = True
+        expected_sums = sums_text(self.index)
+        info = self._next()
+        if (
+            info is None
+            or info.name != SUMS_NAME
+            or info.type not in _REGULAR
+            or info.size != len(expected_sums)
+        ):
+            raise IntegrityError(
+                f"{self.path}: the second member must be {SUMS_NAME} listing the index's files"
+            )
+        if self._read_small(info) != expected_sums:
+            raise IntegrityError(f"{self.path}: {SUMS_NAME} disagrees with the bundle index")
+        expected = {m.name: m for m in iter_members(self.index)}
+        seen: dict[str, bool] = {}  # member name -> verified
+        while (info := self._next()) is not None:
+            name = info.name
+            member = self._check_member(info, expected, seen)
+            failed_link = None
+            if info.islnk():
+                failed_link = None if seen[info.linkname] else info.linkname
+            seen[name] = False
+            file = BundleFile(self, member, info, failed_link)
+            yield file
+            if self._broken is not None:
+                raise self._broken
+            seen[name] = file.verified
+        missing = [name for name in expected if name not in seen]
+        if missing:
+            position = {name: i for i, name in enumerate(expected)}
+            last_seen = max((position[name] for name in seen), default=-1)
+            if self._more_data():  # tarfile ends the archive at a header whose checksum fails
+                why = "a damaged tar header ends the archive early"
+            elif position[missing[0]] < last_seen:
+                why = "the bundle is incomplete"
+            else:
+                why = "the bundle is truncated"
+            raise IntegrityError(
+                f"{self.path}: the archive lacks {missing[0]!r} ({len(missing)} member(s) missing): {why}; "
+                "copy or export it again"
+            )
+        self._finish()
+
+    def _check_member(
+        self, info: tarfile.TarInfo, expected: dict[str, BundleMember], seen: dict[str, bool]
+    ) -> BundleMember:
+        """The index entry of a member met in the stream; IntegrityError naming it and why it is refused.
+
+        Everything here is decided from the tar header alone, before a byte of the member's data is read:
+        a member larger than the index says is refused unread (no decompression bomb).
+        """
+        name = info.name
+        where = f"{self.path}: member {name!r}"
+        if not is_safe_relpath(name):
+            raise IntegrityError(
+                f"{where}: an absolute or `..` path would leave the archive root; refusing it"
+            )
+        member = expected.get(name)
+        if member is None:
+            raise IntegrityError(f"{where} is not in the bundle index; refusing it")
+        if name in seen:
+            raise IntegrityError(f"{where} appears twice; refusing it")
+        if info.islnk():
+            target = info.linkname
+            if not is_safe_relpath(target):
+                raise IntegrityError(
+                    f"{where} is a hardlink to {target!r}, outside the archive root; refusing it"
+                )
+            if target not in seen:
+                raise IntegrityError(
+                    f"{where} is a hardlink to {target!r}, not an earlier member; refusing it"
+                )
+            if expected[target].sha256 != member.sha256:
+                raise IntegrityError(f"{where} is a hardlink to {target!r}, which holds other content")
+        elif info.type not in _REGULAR:
+            raise IntegrityError(
+                f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it"
+            )
+        elif info.size != member.size:
+            raise IntegrityError(
+                f"{where} holds {info.size} bytes but the index says {member.size}; refusing it unread "
+                "(the bundle is corrupt or crafted, export it again)"
+            )
+        return member
+
+    def _more_data(self) -> bool:
+        """Whether anything but zeros follows where tarfile stopped (read at most one chunk)."""
+        with self._archive_errors():
+            rest = self._tar.fileobj
+            assert rest is not None
+            return bool(rest.read(CHUNK).strip(b"\0"))
+
+    def _finish(self) -> None:
+        trailing = junk = 0
+        with self._archive_errors():
+            rest = self._tar.fileobj
+            assert rest is not None
+            while chunk := rest.read(CHUNK):
+                trailing += len(chunk)
+                junk += len(chunk) - chunk.count(0)
+                if junk or trailing > _MAX_TRAILING:
+                    break
+        if junk or trailing > _MAX_TRAILING:  # refused without decompressing the rest: it could be any size
+            raise IntegrityError(f"{self.path}: data after the end of the archive; refusing it")
+        # The stream has ended: the inflating thread has read the whole file and is done.
+        if not self._raw.walker.complete:
+            raise IntegrityError(
+                f"{self.path}: the zstd stream is cut off; the bundle is truncated, copy it again"
+            )
+        self.sha256 = self._raw.hexdigest()
+        if self.sha256 is not None:
+            check_side_file(self.path, self.sha256)
+
+
+def check_side_file(bundle: Path, sha256: str) -> None:
+    """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest."""
+    side = bundle.with_name(bundle.name + ".sha256")
+    try:
+        with open(side, "rb") as f:
+            text = f.read(4096).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise MirrorError(f"cannot read {side}: {e}") from None
+    fields = text.split()
+    if not fields or not is_sha256(fields[0].lower()):
+        raise IntegrityError(f"{side} is not a sha256sum line; remove it or copy it again")
+    if fields[0].lower() != sha256:
+        raise IntegrityError(
+            f"{bundle}: sha256 {sha256} does not match {side.name} ({fields[0]}); "
+            "the bundle changed in transfer, copy it again"
+        )
+
+
+@contextmanager
+def open_bundle(
+    bundle: Path, progress: Progress | None = None, *, archive_digest: bool = True
+) -> Iterator[BundleReader]:
+    """Open a bundle for one streaming pass; the index is read and validated on open.
+
+    `progress` gets the compressed bytes as they are read, so the bundle's file size is the total. With
+    `archive_digest`, the whole file is hashed too: `reader.sha256` once the members are read, checked
+    against a `.sha256` beside the bundle.
+    """
+    bundle = Path(bundle)
+    try:
+        f = open(bundle, "rb", buffering=0)  # noqa: SIM115 - closed by the with below; read in CHUNKs
+    except OSError as e:
+        raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
+    with f:
+        stop = threading.Event()
+        raw = _RawReader(f, stop, archive_digest)
+        try:
+            stream = _Inflater(raw, stop, progress)
+            try:
+                reader = BundleReader(bundle, raw, stream)
+                try:
+                    yield reader
+                finally:
+                    reader.close()
+            finally:
+                stream.close()  # before the file closes: its thread reads the file
+        finally:
+            raw.close()
+
+
+def read_index(bundle: Path) -> BundleIndex:
+    """The bundle's validated index; reads only the first member."""
+    with open_bundle(bundle) as reader:
+        return reader.index
+
+
+def verify_bundle(bundle: Path, progress: Progress | None = None) -> BundleIndex:
+    """Stream the whole bundle and check every member against the index; IntegrityError on the first fault."""
+    with open_bundle(bundle, progress) as reader:
+        for file in reader.files():
+            file.read()
+        return reader.index

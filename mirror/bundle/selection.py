@@ -1,0 +1,204 @@
+"""Selection: what of the store goes into a bundle (every repo, or the revisions and files manifest specs
+name), and `build_index`, which turns a selection into the validated index a bundle is written from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from mirror.bundle.index import (
+    DEFAULT_BRANCHES,
+    IN_TARGET,
+    BundleIndex,
+    IndexedCommit,
+    IndexedRepo,
+    _iso,
+    _parse_iso,
+)
+from mirror.errors import MirrorError
+from mirror.paths import is_commit
+from mirror.snapshot import Snapshot
+from mirror.store import RepoKey, Store
+
+
+class ModelSpecLike(Protocol):
+    """What selection needs of a manifest entry (mirror.manifest.ModelSpec)."""
+
+    @property
+    def repo(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def repo_type(self) -> str: ...
+
+    @property
+    def revisions(self) -> tuple[str, ...]: ...
+
+    @property
+    def hf_id(self) -> str | None: ...
+
+    def wants(self, path: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class RepoSelection:
+    """A repo to pack: revision names -> commits in order, and each commit's (possibly filtered) files.
+
+    A snapshot whose files a filter thinned out has `complete=False`. `hf_id` is the manifest's `hf_id:`
+    (the repo's id in the Hugging Face cache, for repos from another hub), None when it has none.
+    """
+
+    key: RepoKey
+    revisions: tuple[tuple[str, str], ...]
+    snapshots: tuple[Snapshot, ...]
+    hf_id: str | None = None
+
+
+def _order_refs(names: Iterable[str]) -> list[str]:
+    names = set(names)
+    return [b for b in DEFAULT_BRANCHES if b in names] + sorted(names - set(DEFAULT_BRANCHES))
+
+
+def _missing_snapshot(key: RepoKey, name: str, commit: str) -> MirrorError:
+    return MirrorError(
+        f"{key}: revision {name} points at commit {commit}, but the store has no record of its files; "
+        "run `mirror sync` again or `mirror verify` to check the store"
+    )
+
+
+def select_all(store: Store) -> list[RepoSelection]:
+    """Every repo of the store, every revision name it synced (main/master first), every file."""
+    selection = []
+    for key in store.repos():
+        refs = store.read_refs(key)
+        if not refs:
+            continue
+        revisions = tuple((name, refs[name].commit) for name in _order_refs(refs))
+        snapshots = []
+        for commit in sorted({c for _, c in revisions}):
+            snap = store.read_snapshot(key, commit)
+            if snap is None:
+                raise _missing_snapshot(key, next(n for n, c in revisions if c == commit), commit)
+            snapshots.append(snap)
+        selection.append(RepoSelection(key, revisions, tuple(snapshots)))
+    return selection
+
+
+def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelection]:
+    """The revisions the specs name, as the store resolved them, with each spec's file filter applied.
+
+    Several specs for one repo are merged: their revisions in order of first mention, and a commit keeps
+    every file that any spec naming it wants.
+    """
+    revisions: dict[RepoKey, dict[str, str]] = {}
+    wanted: dict[RepoKey, dict[str, set[str]]] = {}
+    snaps: dict[RepoKey, dict[str, Snapshot]] = {}
+    hf_ids: dict[RepoKey, str] = {}
+    for spec in specs:
+        key = RepoKey(spec.source, spec.repo_type, spec.repo)
+        hf_id = spec.hf_id
+        if hf_id is not None and hf_ids.setdefault(key, hf_id) != hf_id:
+            raise MirrorError(
+                f"{key}: the manifests give it two hf_id values ({hf_ids[key]} and {hf_id}); keep one"
+            )
+        refs = store.read_refs(key)
+        for name in spec.revisions:
+            if name in refs:
+                commit = refs[name].commit
+            elif is_commit(name) and store.read_snapshot(key, name) is not None:
+                commit = name
+            else:
+                raise MirrorError(
+                    f"{key}: revision {name} was never synced into the store {store.root}; "
+                    "run `mirror sync` with a manifest that names it first"
+                )
+            repo_snaps = snaps.setdefault(key, {})
+            if commit not in repo_snaps:
+                snap = store.read_snapshot(key, commit)
+                if snap is None:
+                    raise _missing_snapshot(key, name, commit)
+                repo_snaps[commit] = snap
+            revisions.setdefault(key, {}).setdefault(name, commit)
+            paths = wanted.setdefault(key, {}).setdefault(commit, set())
+            paths.update(f.path for f in repo_snaps[commit].files if spec.wants(f.path))
+    selection = []
+    for key in sorted(revisions):
+        snapshots = []
+        for commit, snap in sorted(snaps[key].items()):
+            files = tuple(f for f in snap.files if f.path in wanted[key][commit])
+            snapshots.append(
+                Snapshot(
+                    source=snap.source,
+                    repo_type=snap.repo_type,
+                    repo_id=snap.repo_id,
+                    commit=snap.commit,
+                    files=files,
+                    complete=snap.complete and len(files) == len(snap.files),
+                    synced_at=snap.synced_at,
+                )
+            )
+        selection.append(
+            RepoSelection(key, tuple(revisions[key].items()), tuple(snapshots), hf_id=hf_ids.get(key))
+        )
+    return selection
+
+
+def build_index(
+    store: Store,
+    selection: Iterable[RepoSelection],
+    *,
+    created: int | None = None,
+    have: Mapping[str, int] | None = None,
+) -> BundleIndex:
+    """The index of a bundle holding `selection`, validated as a reader would.
+
+    `created` (unix seconds; the CLI passes SOURCE_DATE_EPOCH) defaults to the newest sync of what is
+    selected, never the clock, so the same store gives the same bundle. `have` (sha256 -> size: what the
+    far side already holds, from `mirror inventory` or earlier bundles) makes a delta: files with that
+    content are described but marked `in_target` instead of packed.
+    """
+    repos = []
+    stamps: list[str] = []
+    for sel in selection:
+        if len({s.commit for s in sel.snapshots}) != len(sel.snapshots):
+            raise MirrorError(f"{sel.key}: the selection lists a commit twice")
+        repos.append(
+            IndexedRepo(
+                source=sel.key.source,
+                repo_type=sel.key.repo_type,
+                repo_id=sel.key.repo_id,
+                revisions=sel.revisions,
+                hf_id=sel.hf_id,
+                commits=tuple(
+                    IndexedCommit(s.commit, s.complete, tuple(sorted(s.files, key=lambda f: f.path)))
+                    for s in sorted(sel.snapshots, key=lambda s: s.commit)
+                ),
+            )
+        )
+        refs = store.read_refs(sel.key)
+        stamps += [s.synced_at for s in sel.snapshots]
+        stamps += [refs[name].synced_at for name, _ in sel.revisions if name in refs]
+    if not repos:
+        raise MirrorError("nothing to pack: the selection is empty; run `mirror sync MANIFEST` first")
+    if created is None:
+        created = max((t for t in map(_parse_iso, stamps) if t is not None), default=0)
+    if not 0 <= created < 253402300800:  # up to 9999-12-31, what the ISO form can say
+        raise MirrorError(
+            f"invalid bundle creation time {created} (want unix seconds, e.g. SOURCE_DATE_EPOCH)"
+        )
+    placements = {
+        f.sha256: IN_TARGET
+        for repo in repos
+        for c in repo.commits
+        for f in c.files
+        if have is not None and have.get(f.sha256) == f.size
+    }
+    index = BundleIndex(
+        created=_iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)), placements=placements
+    )
+    # Never write what a reader would refuse.
+    return BundleIndex.from_json(index.to_json())
