@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
@@ -398,13 +397,11 @@ def export_cmd(
     volumes OUT.001.tar.zst ... that are each a bundle of their own. With --sign, also a .sig beside each
     (the bundles themselves stay byte-identical).
     """
-    from mirror.bundle import build_index, iter_members, select_all, select_specs, write_archive
-    from mirror.inventory import had_by_bundles, read_have
+    from mirror.export import Signer, export, far_side_holds
     from mirror.manifest import load_manifests
-    from mirror.signing import load_private_key, parse_duration, sign_bundle, signature_path
+    from mirror.signing import load_private_key, parse_duration
     from mirror.sizes import parse_size
     from mirror.store import Store
-    from mirror.volumes import write_volumes
 
     if sign_key is None and (sequence is not None or expires is not None):
         raise click.UsageError("--sequence and --expires need --sign KEY")
@@ -416,62 +413,39 @@ def export_cmd(
         limit = parse_size(split) if split is not None else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--split") from None
-    private_key = load_private_key(sign_key) if sign_key is not None else None
-    have: dict[str, int] | None = None
-    if have_files or since_bundles:
-        have = {}
-        for have_file in have_files:
-            have.update(read_have(have_file))
-        have.update(had_by_bundles(since_bundles))
-    cfg = settings(store)
-    st = Store(cfg.store)
-    if manifests:
-        selection = select_specs(st, [s for m in load_manifests(manifests) for s in m.models])
-    else:
-        selection = select_all(st)
-    if not selection:
-        raise MirrorError(f"the store {cfg.store} holds nothing to export; run `mirror sync MANIFEST` first")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    index = build_index(st, selection, created=int(epoch) if epoch else None, have=have)
-    if limit is None:
-        signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
-    sink = progress()
-    sink.start(sum(m.size for m in iter_members(index)), "export")
-    try:
-        if limit is None:
-            summaries = [write_archive(st, index, output, level=level, threads=threads, progress=sink.update)]
-        else:
-            summaries = write_volumes(
-                st, index, output, limit, level=level, threads=threads, progress=sink.update
-            )
-    finally:
-        sink.close()
-    data: dict[str, Any] = summaries[0].to_json() if limit is None else {"volumes": []}
+    signer = Signer(load_private_key(sign_key), sequence, lifetime) if sign_key is not None else None
+    have = far_side_holds(have_files, since_bundles)
+    specs = [s for m in load_manifests(manifests) for s in m.models] if manifests else None
+    result = export(
+        Store(settings(store).store),
+        specs,
+        output,
+        level=level,
+        threads=threads,
+        have=have,
+        split=limit,
+        signer=signer,
+        progress=progress(),
+    )
+    data: dict[str, Any] = {} if not result.volumes else {"volumes": []}
     lines = []
-    elsewhere = [
-        f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
-    ]
-    if have is not None:
-        data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
-    # Every volume of a set is signed with the same sequence and expiry: they are one export.
-    now = int(time.time())
-    sequence = now if sequence is None and private_key is not None else sequence
-    expiry = now + lifetime if lifetime is not None else None
-    for summary in summaries:
+    for bundle in result.bundles:
+        summary, signed = bundle.summary, bundle.signature
         entry = summary.to_json()
         lines += [
             f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
             f"sha256 {summary.sha256}",
         ]
-        if private_key is not None:
-            signed = sign_bundle(summary.path, private_key, sequence=sequence, expires=expiry)
+        if signed is not None:
             entry["signature"] = signed.to_json()
             lines.append(f"signed {signed.path} ({signed.describe()})")
-        if limit is None:
-            data.update(entry)
-        else:
+        if result.volumes:
             data["volumes"].append(entry)
-    if have is not None:
+        else:
+            data.update(entry)
+    if result.delta:
+        elsewhere = result.left_to_target
+        data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
         lines.append(
             f"delta: {len(elsewhere)} files ({human_size(sum(f.size for f in elsewhere))}) left to the far side"
         )

@@ -1,0 +1,131 @@
+"""`mirror export` in one call: choose what of the store to pack, describe it in an index (a delta when
+told what the far side holds), write it as one bundle or as volumes, and sign each one.
+
+The CLI parses the options and prints the result; everything between is here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mirror.bundle import (
+    BundleIndex,
+    BundleSummary,
+    ModelSpecLike,
+    build_index,
+    iter_members,
+    select_all,
+    select_specs,
+    write_archive,
+)
+from mirror.errors import MirrorError
+from mirror.inventory import had_by_bundles, read_have
+from mirror.progress import NullProgress, ProgressSink
+from mirror.signing import Signed, sign_bundle, signature_path
+from mirror.snapshot import FileRecord
+from mirror.store import Store
+from mirror.volumes import write_volumes
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Signer:
+    """How to sign what an export writes: every bundle (or volume) with `key`, the same sequence and
+    expiry for all of them (they are one export)."""
+
+    key: Ed25519PrivateKey
+    sequence: int | None = None  # default: the signing time in unix seconds
+    lifetime: int | None = None  # seconds from signing to expiry; None: never expires
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One bundle (or volume) written, and its signature when signed."""
+
+    summary: BundleSummary
+    signature: Signed | None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    index: BundleIndex
+    bundles: tuple[Exported, ...]
+    volumes: bool  # written as volumes (`--split`)
+    delta: bool  # told what the far side holds (`--have`/`--since`)
+
+    @property
+    def left_to_target(self) -> list[FileRecord]:
+        """The files a delta does not carry: the far side holds their content."""
+        index = self.index
+        return [
+            f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
+        ]
+
+
+def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[Path]) -> dict[str, int] | None:
+    """What the far side holds (sha256 -> size), from `mirror inventory` files and earlier bundles; None
+    when neither is given (a full export)."""
+    have_files, since_bundles = list(have_files), list(since_bundles)
+    if not have_files and not since_bundles:
+        return None
+    have: dict[str, int] = {}
+    for have_file in have_files:
+        have.update(read_have(have_file))
+    have.update(had_by_bundles(since_bundles))
+    return have
+
+
+def export(
+    store: Store,
+    specs: Sequence[ModelSpecLike] | None,
+    output: Path,
+    *,
+    level: int | None = None,
+    threads: int = -1,
+    have: Mapping[str, int] | None = None,
+    split: int | None = None,
+    signer: Signer | None = None,
+    progress: ProgressSink | None = None,
+) -> ExportResult:
+    """Pack what `specs` name (None: the whole store) into `output`, or into volumes of at most `split`
+    bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is SOURCE_DATE_EPOCH when set, else the newest sync (see `build_index`)."""
+    selection = select_specs(store, specs) if specs is not None else select_all(store)
+    if not selection:
+        raise MirrorError(f"the store {store.root} holds nothing to export; run `mirror sync MANIFEST` first")
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    index = build_index(store, selection, created=int(epoch) if epoch else None, have=have)
+    if split is None:
+        signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
+    progress = progress or NullProgress()
+    progress.start(sum(m.size for m in iter_members(index)), "export")
+    try:
+        if split is None:
+            summaries = [
+                write_archive(store, index, output, level=level, threads=threads, progress=progress.update)
+            ]
+        else:
+            summaries = write_volumes(
+                store, index, output, split, level=level, threads=threads, progress=progress.update
+            )
+    finally:
+        progress.close()
+    now = int(time.time())
+    bundles = []
+    for summary in summaries:
+        signed = None
+        if signer is not None:
+            sequence = now if signer.sequence is None else signer.sequence
+            expires = now + signer.lifetime if signer.lifetime is not None else None
+            signed = sign_bundle(summary.path, signer.key, sequence=sequence, expires=expires)
+        bundles.append(Exported(summary, signed))
+    return ExportResult(index, tuple(bundles), volumes=split is not None, delta=have is not None)
+
+
+__all__ = ["ExportResult", "Exported", "Signer", "export", "far_side_holds"]
