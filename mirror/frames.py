@@ -28,7 +28,7 @@ import zstandard
 from mirror.errors import IntegrityError
 
 FRAME = 4 << 20  # the most stream bytes one frame holds
-MAX_WHOLE = 32 << 20  # a frame this long at most (compressed, and decompressed) is decompressed whole
+MAX_WHOLE = 2 * FRAME  # a frame this long at most (compressed, and decompressed) is decompressed whole
 _READ = 4 << 20  # the compressed stream is read in pieces of this
 _FIRST_INFLATE = 16 << 10  # a streamed frame comes out in blocks of this, doubling up to FRAME
 ZSTD_MAGIC = 0xFD2FB528
@@ -52,17 +52,6 @@ def stream_bound(n: int) -> int:
 def workers_for(threads: int) -> int:
     """Worker threads for a `--threads` value: -1 (or 0) is one per core."""
     return threads if threads > 0 else max(1, os.cpu_count() or 1)
-
-
-def _put(q: queue.Queue[object], item: object, stop: threading.Event) -> bool:
-    """Put item on a bounded queue unless stop is set first; whether it was put."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def _spare_buffer(spare: queue.SimpleQueue[Buffer], size: int) -> Buffer:
@@ -159,6 +148,8 @@ class FrameWriter:
             reader = cctx.stream_reader(data, size=len(data))
             while k := reader.readinto(view[n:]):
                 n += k
+            if reader.read(1):  # never: compressed_bound is the most a frame can take
+                raise RuntimeError("a zstd frame outgrew compressed_bound")
             return out, n
         finally:
             if release is not None:
