@@ -97,6 +97,10 @@ class BulkWriter:
             done += os.pwrite(self._fd, view[done:], self._pos + done)
         self._pos += done
 
+    def sync(self) -> None:
+        """fsync: what went through the cache, and the file's size and times, reach the disk too."""
+        os.fsync(self._fd)
+
     def close(self) -> None:
         os.close(self._fd)
 

@@ -6,6 +6,7 @@ and writes `OUT.sha256` beside it; `write_bundle` indexes a selection and writes
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import queue
 import tarfile
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from mirror.bundle.index import (
     INDEX_NAME,
@@ -30,7 +31,7 @@ from mirror.bundle.index import (
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.errors import IntegrityError, MirrorError
 from mirror.frames import FRAME, FrameWriter, workers_for
-from mirror.fsutil import atomic_write_bytes, temp_sibling
+from mirror.fsutil import BulkWriter, atomic_write_bytes, temp_sibling
 from mirror.store import Store
 
 
@@ -78,47 +79,39 @@ WEIGHTS_SUFFIXES = (
     ".gguf",
     ".npy",
 )
-# How often the output written so far is handed to the disk while the bundle is written, so that the final
-# fsync has little left to do.
-_WRITEBACK_SECONDS = 0.25
-_datasync = getattr(os, "fdatasync", os.fsync)
+# The bundle's bytes are written in aligned pieces of this, past the page cache (see fsutil.BulkWriter).
+_STAGE = 4 << 20
 
 
 class _HashingWriter:
-    """Passes the compressed bytes to the file, hashing and counting them, while a thread syncs the file as
-    it grows. Use as a context manager: leaving it stops that thread."""
+    """Takes the compressed bytes in order, hashing and counting them, and writes them in aligned pieces of
+    _STAGE bytes, past the page cache; `close` writes the last, shorter one."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
+    def __init__(self, out: BulkWriter) -> None:
+        self._out = out
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self._done = threading.Event()
-        self._syncer = threading.Thread(target=self._sync_often, name="mirror-bundle-sync", daemon=True)
-        self._syncer.start()
+        self._stage = memoryview(mmap.mmap(-1, _STAGE))  # page-aligned
+        self._used = 0
 
     def write(self, data: bytes | memoryview) -> int:
         self.sha256.update(data)
         self.size += len(data)
-        self._raw.write(data)
+        view = memoryview(data).cast("B")
+        while view:
+            n = min(len(view), _STAGE - self._used)
+            self._stage[self._used : self._used + n] = view[:n]
+            self._used += n
+            view = view[n:]
+            if self._used == _STAGE:
+                self._out.write(self._stage)
+                self._used = 0
         return len(data)
 
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def __enter__(self) -> _HashingWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._syncer.join()
-
-    def _sync_often(self) -> None:
-        fd = self._raw.fileno()
-        while not self._done.wait(_WRITEBACK_SECONDS):
-            try:
-                _datasync(fd)
-            except OSError:
-                return  # the final fsync reports it
+    def close(self) -> None:
+        if self._used:
+            self._out.write(self._stage[: self._used])
+            self._used = 0
 
 
 class _BlobReader:
@@ -323,9 +316,9 @@ def write_archive(
     tmp = temp_sibling(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as raw:
+        with BulkWriter(tmp) as raw:
+            sink = _HashingWriter(raw)
             with (
-                _HashingWriter(raw) as sink,
                 # a buffer per frame in flight (see FrameWriter), one being read, one ready
                 _BlobReader(store, index, members, workers + 4) as blobs,
                 FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
@@ -346,8 +339,8 @@ def write_archive(
                         _tarinfo(m.name, mtime, m.size), blobs=blobs, level=level_here, progress=progress
                     )
                 tar.close()
-            raw.flush()
-            os.fsync(raw.fileno())
+            sink.close()
+            raw.sync()
         digest = sink.sha256.hexdigest()
         if limit is not None and sink.size > limit:
             raise MirrorError(
