@@ -88,6 +88,8 @@ class FrameWriter:
         self._gathered = bytearray()
         self._local = threading.local()
         self._spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
+        for _ in range(self._limit + 1):  # one per frame in flight, one being written: memory is set here
+            self._spare.put(mmap.mmap(-1, compressed_bound(FRAME)))
         self.offset = 0  # stream bytes taken so far
 
     def write(self, data: bytes | memoryview) -> None:

@@ -336,6 +336,7 @@ def test_writer_gives_the_tar_stream_tarfile_gave(
     # and repeated content (hardlinks): byte for byte the tar stream the tarfile writer made, in frames.
     monkeypatch.setattr(frames_module, "FRAME", frame)
     monkeypatch.setattr(writer_module, "_BLOCK", frame)
+    monkeypatch.setattr(writer_module, "_STAGE", frame)  # the output staged and written in many pieces
     rng = random.Random(3)
     files = {f"small/{i:03d}.txt": rng.randbytes(rng.randint(0, 700)) for i in range(60)}
     files |= {"model.safetensors": rng.randbytes(50_001), "x" * 120 + "/long.bin": rng.randbytes(9_999)}
