@@ -64,7 +64,8 @@ class BulkWriter:
     `write` takes any buffer (a view of a page-aligned one, such as an mmap, for the direct path)."""
 
     def __init__(self, path: Path, offset: int = 0, *, truncate: bool = True) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0), 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        self._fd = os.open(path, flags, 0o666)  # the umask decides, as with open()
         self._pos = os.lseek(self._fd, offset, os.SEEK_SET)
         self._can_direct = bool(_O_DIRECT)
         self._direct = False

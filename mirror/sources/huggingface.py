@@ -23,7 +23,6 @@ class HuggingFaceSource:
 
         get_session()  # imported and made here, once: imports are slow in threads
         self.endpoint = endpoint.rstrip("/")
-        self._token = token
         self._headers = build_hf_headers(token=token, library_name="mirror")
 
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
