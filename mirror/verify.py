@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mirror.errors import MirrorError
 from mirror.hashing import file_sha256
@@ -14,20 +14,26 @@ from mirror.progress import NullProgress, ProgressSink
 from mirror.store import Store
 
 
-@dataclass
-class StoreCheck:
-    store: str
-    blobs: int = 0
-    bytes: int = 0
-    snapshots: int = 0
-    problems: list[str] = field(default_factory=list)
+class _Verdict:
+    """What both checks report besides their counts: the problems found, and whether there are none."""
+
+    problems: list[str]
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        return {**asdict(cast(Any, self)), "ok": self.ok}
+
+
+@dataclass
+class StoreCheck(_Verdict):
+    store: str
+    blobs: int = 0
+    bytes: int = 0
+    snapshots: int = 0
+    problems: list[str] = field(default_factory=list)
 
 
 def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreCheck:
@@ -62,7 +68,7 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
 
 
 @dataclass
-class TargetCheck:
+class TargetCheck(_Verdict):
     """`mirror verify --target`: an imported tree re-hashed against the receipts its imports left."""
 
     target: str
@@ -70,13 +76,6 @@ class TargetCheck:
     files: int = 0
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
 
 
 def verify_target(layout: str, target: Path, progress: ProgressSink | None = None) -> TargetCheck:
