@@ -299,8 +299,8 @@ class FrameReader:
         pieces = self._pieces()
         try:
             for piece in pieces:
-                if isinstance(piece, _Whole) and self._whole_size(piece) is not None:
-                    pending.append((self._pool.submit(self._decompress, piece), piece))
+                if isinstance(piece, _Whole) and (size := self._whole_size(piece)) is not None:
+                    pending.append((self._pool.submit(self._decompress, piece, size), piece))
                     while len(pending) > self._workers:
                         yield from self._finish(*pending.popleft())
                     continue
@@ -376,11 +376,11 @@ class FrameReader:
             return None  # streamed, which reports the fault
         return size if size <= MAX_WHOLE else None  # CONTENTSIZE_UNKNOWN is 2**64 - 1
 
-    def _decompress(self, piece: _Whole) -> Block:
+    def _decompress(self, piece: _Whole, size: int) -> Block:
+        """The whole frame, which says it holds `size` bytes."""
         dctx = self._local.__dict__.get("dctx")
         if dctx is None:
             dctx = self._local.dctx = zstandard.ZstdDecompressor()
-        size = zstandard.get_frame_parameters(piece.data).content_size
         out = _spare_buffer(self._spare, size)
         view, n = memoryview(out)[:size], 0
         reader = dctx.stream_reader(piece.data, read_across_frames=False)

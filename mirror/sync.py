@@ -24,7 +24,7 @@ from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
-from mirror.store import Ref, RepoKey, Store, utc_now
+from mirror.store import RepoKey, Store, utc_now
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
 log = logging.getLogger("mirror")
@@ -264,7 +264,6 @@ class Resolved:
 
     remote: RemoteSnapshot
     prior: Snapshot | None  # the store's record of remote.commit
-    refs: dict[str, Ref]  # the store's revision names of the repo
 
 
 def _resolve(
@@ -290,20 +289,19 @@ def _listing(store: Store, target: Target, source: Source) -> Resolved:
     some files) the hub's full listing is asked for.
     """
     key, revision = target.key, target.pinned_commit or target.revision
-    refs = store.read_refs(key)
-    if target.revision in refs:
+    if target.revision in store.read_refs(key):
         commit = source.commit_of(key.repo_id, key.repo_type, revision)
         if commit is not None:
             check_commit(commit)
             prior = store.read_snapshot(key, commit)
             if prior is not None and prior.complete:
                 files = tuple(RemoteFile(f.path, f.size, f.oid, f.lfs, f.sha256) for f in prior.files)
-                return Resolved(RemoteSnapshot(commit, files), prior, refs)
+                return Resolved(RemoteSnapshot(commit, files), prior)
     remote = source.resolve(key.repo_id, key.repo_type, revision)
     check_commit(remote.commit)
     for f in remote.files:
         check_relpath(f.path, f"file path from {target}")
-    return Resolved(remote, store.read_snapshot(key, remote.commit), refs)
+    return Resolved(remote, store.read_snapshot(key, remote.commit))
 
 
 def _check_pins(target: Target, remote: RemoteSnapshot) -> None:
@@ -393,11 +391,6 @@ def _record(
         complete=len(files) == len(remote.files),
         synced_at=utc_now(),
     )
-    prior, ref = resolved.prior, resolved.refs.get(item.target.revision)
-    if prior is not None and ref is not None and ref.commit == remote.commit:
-        merged = prior.merged(snap)
-        if (merged.files, merged.complete) == (prior.files, prior.complete):
-            return  # an unchanged revision: the store says all of it already (read under this run's lock)
     store.write_snapshot(snap)
     store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
 

@@ -82,6 +82,21 @@ def python_offline(code: str, env: dict[str, str]) -> str:
     return proc.stdout
 
 
+# The start of the scripts tests run in a fresh interpreter (`python -c`) to load what an import wrote:
+# the imports they all use and `tree(folder)`, every file under a folder by its sha256.
+SCRIPT_HEAD = r"""
+import hashlib, json, os, sys
+
+def tree(folder):
+    out = {}
+    for root, _, names in os.walk(folder):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+"""
+
+
 def tree_contents(root: Path) -> dict[str, Any]:
     """What two imports that should agree must agree on: every entry, links by target, files by content;
     mirror's own records (receipts name the bundle) left out."""

@@ -22,18 +22,12 @@ from mirror.importers import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, env_for_subprocess, put_repo
+from tests.roundtrip import SCRIPT_HEAD
 
-OFFLINE_CHECK = r"""
-import hashlib, json, os, sys
+OFFLINE_CHECK = (
+    SCRIPT_HEAD
+    + r"""
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
-
-def tree(folder):
-    out = {}
-    for root, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(root, n)
-            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return out
 
 result = {"config": open(hf_hub_download("org/tiny", "config.json"), "rb").read().decode()}
 result["config_v1"] = open(hf_hub_download("org/tiny", "config.json", revision="v1.0"), "rb").read().decode()
@@ -49,6 +43,7 @@ result["repos"] = {
 }
 print(json.dumps(result))
 """
+)
 
 
 def sha_tree(files: dict[str, bytes]) -> dict[str, str]:

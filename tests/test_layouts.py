@@ -24,6 +24,7 @@ from mirror.importers import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, SyntheticRepo, env_for_subprocess, put_repo
+from tests.roundtrip import SCRIPT_HEAD
 from tests.test_import import corrupt_member, leftovers, state
 
 CLOSED_PORT = "http://127.0.0.1:9"
@@ -41,17 +42,10 @@ MS_V1 = {
     "config.json": b'{"model_type": "bert", "hidden_size": 16}\n',
 }
 
-MS_READ = r"""
-import hashlib, json, os, sys
+MS_READ = (
+    SCRIPT_HEAD
+    + r"""
 from modelscope import snapshot_download
-
-def tree(folder):
-    out = {}
-    for root, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(root, n)
-            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return out
 
 results = []
 for repo_id, kwargs in json.loads(sys.argv[1]):
@@ -62,18 +56,12 @@ for repo_id, kwargs in json.loads(sys.argv[1]):
         results.append({"error": f"{type(e).__name__}: {e}"})
 print(json.dumps(results))
 """
+)
 
-HF_READ = r"""
-import hashlib, json, os, sys
+HF_READ = (
+    SCRIPT_HEAD
+    + r"""
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
-
-def tree(folder):
-    out = {}
-    for root, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(root, n)
-            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return out
 
 ask = json.loads(sys.argv[1])
 result = {"snapshots": [], "files": []}
@@ -92,6 +80,7 @@ result["repos"] = {
 }
 print(json.dumps(result))
 """
+)
 
 
 def sha_tree(files: dict[str, bytes]) -> dict[str, str]:
