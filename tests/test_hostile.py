@@ -422,26 +422,24 @@ DAMAGE = st.one_of(
 )
 
 
-@settings(
+# 60 damages per test, the same every run (derandomized, no example database): a failure reproduces.
+DAMAGE_RUNS = settings(
     max_examples=60,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+
+
+@DAMAGE_RUNS
 @given(data=DAMAGE)
 def test_random_damage_never_imports_other_content(fx: Fixture, tmp_path: Path, data: Any) -> None:
     """Bytes of the bundle file flipped or cut (what a bad disk or transfer does)."""
     check_damage(fx, tmp_path, damage(fx.good.read_bytes(), data), compare_to=fx.good.read_bytes())
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@DAMAGE_RUNS
 @given(data=DAMAGE)
 def test_random_damage_inside_the_tar_never_imports_other_content(
     fx: Fixture, tmp_path: Path, data: Any
