@@ -380,8 +380,8 @@ def test_too_little_space_is_a_clear_error_and_nothing_is_written(
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "not enough space" in err and "1.0 MiB free" in err and "nothing was written" in err
-    assert list(parent.iterdir()) == []
-    assert asked == [parent]  # the file system the target will be on
+    assert list(parent.iterdir()) == []  # the target the import lock made is gone again
+    assert asked == [parent / "hub"]  # the file system the target is on (made for the import lock)
 
 
 def test_space_check_counts_only_what_the_target_lacks(

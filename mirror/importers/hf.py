@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
-from mirror.errors import MirrorError
+from mirror.errors import IntegrityError, MirrorError
 from mirror.importers.layout import (
     ExpectedFile,
     HeldRepo,
@@ -54,6 +54,7 @@ from mirror.importers.layout import (
     Publication,
     RepoReport,
     Stamp,
+    Use,
     checkpoint,
     claim_folder,
     entries,
@@ -63,7 +64,7 @@ from mirror.importers.layout import (
     receipt_files,
     regular_files,
 )
-from mirror.paths import is_commit, is_sha256, join_inside
+from mirror.paths import is_commit, is_sha256, join_inside, name_problem
 from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -126,6 +127,33 @@ class HfLayout(Layout):
                 "give one of them another id with `hf_id:` in the manifest, or import one of them with "
                 "--layout dir",
             )
+
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        repo_dir = self.repo_dir(repo)
+        yield Use(self.target / "CACHEDIR.TAG", "entry")
+        yield Use(repo_dir, "dir")
+        for folder in (".mirror", ".mirror/tmp", ".mirror/receipts", "blobs", "snapshots", "refs", "trees"):
+            yield Use(repo_dir / folder, "dir")
+        for record in ("refs.json", "implied-main.json"):
+            yield Use(repo_dir / ".mirror" / record, "file")
+        yield from (Use(r, "file") for r in entries(repo_dir / ".mirror" / "receipts"))
+        staged = self.staging_root(repo) / ("0" * 32)
+        for commit in repo.commits:
+            snapshot = repo_dir / "snapshots" / commit.commit
+            yield Use(snapshot, "dir")
+            yield Use(repo_dir / "trees" / f"{commit.commit}.json", "file")
+            for f in commit.files:
+                yield Use(repo_dir / "blobs" / f.etag, "file")
+                yield Use(join_inside(snapshot, f.path), "entry", named=snapshot)
+                yield Use(join_inside(staged / f"snapshot-{commit.commit}", f.path), "staged")
+                if self.symlinks and (problem := name_problem(snapshot_link(f.path, f.etag))) is not None:
+                    raise IntegrityError(
+                        f"{repo.key}: {f.path} cannot be linked to its blob in the hf layout ({problem}); "
+                        "nothing was imported (import it with --no-symlinks or --layout dir)"
+                    )
+        names = [name for name, _ in repo.revisions if not is_commit(name)]
+        for name in names + (["main"] if implied_main(repo) is not None else []):
+            yield Use(join_inside(repo_dir / "refs", name), "file", named=repo_dir / "refs")
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         # Inside the repo folder, where scan_cache_dir only reads snapshots/ and refs/.
