@@ -77,12 +77,12 @@ def name_problem(path: str, room: int = 0) -> str | None:
     PATH_MAX - 1 - room), or None. The one check of what the file system allows, for bundles and targets."""
     data = path.encode("utf-8", "surrogateescape")
     if len(data) + room >= PATH_MAX:
-        return f"the path is {len(data)} bytes long (at most {PATH_MAX - 1 - room} fit)"
+        return f"the path is too long: {len(data)} bytes (at most {PATH_MAX - 1 - room} fit)"
     longest = max(data.split(b"/"), key=len)
     if len(longest) > NAME_MAX:
         return (
-            f"the name {longest[:32].decode('utf-8', 'replace')}... is {len(longest)} bytes long (the file "
-            f"system allows {NAME_MAX})"
+            f"the name {longest[:32].decode('utf-8', 'replace')}... is too long: {len(longest)} bytes (the "
+            f"file system allows {NAME_MAX})"
         )
     return None
 

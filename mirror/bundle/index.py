@@ -73,8 +73,8 @@ def _check_publishable(name: str, what: str) -> None:
     problem = name_problem(name, PATH_ROOM)
     if problem is not None:
         raise IntegrityError(
-            f"the bundle cannot be imported: {what} is too long to be a file name ({problem}, with "
-            f"{PATH_ROOM} bytes kept for the target and the layout's folders)"
+            f"the bundle cannot be imported: {what} cannot be a file name ({problem}, with {PATH_ROOM} "
+            "bytes kept for the target and the layout's folders)"
         )
 
 

@@ -23,6 +23,14 @@ renamed in whole; an existing one is mended link by link), then trees/, the rece
 ref is moved only by a bundle at least as new (by creation time) as the one that last set it, so several
 bundles give the same tree in any order.
 
+A cache used both ways: huggingface_hub moves refs/<name> itself when it downloads online. A ref whose
+commit is not the one `.mirror/refs.json` says mirror wrote there (or that has no record) was moved by
+something else, and is taken as at least as new as any bundle: it is kept (reported as kept), unless its
+commit is one the bundle itself lists for the repo (under this or another revision name), which the
+bundle's sync saw and still pointed this name away from; then the bundle moves it. A newer bundle thus
+does not move a ref huggingface_hub moved to a commit the bundle does not know: remove that ref (or
+`hf cache rm` the revision) to take the bundle's.
+
 Repos from another hub (ModelScope) go in the same way, under their repo id or the bundle's `hf_id` for
 them: their commit names the snapshot, each revision name gets its ref (`refs/master`), blobs are named
 by the same etags (the git sha1 of ordinary files, the sha256 of LFS ones).
@@ -374,11 +382,19 @@ class HfLayout(Layout):
         updated = dict(record)
         kept: list[str] = []
         writes: list[tuple[str, str]] = []
+        described = {c.commit for c in repo.commits}
         for name, commit in repo.revisions:
             if is_commit(name):
                 continue
             previous = record.get(name)
-            if stamp.older_than(previous):
+            current = _read_ref(join_inside(repo_dir / "refs", name))
+            mine = current is None or (isinstance(previous, dict) and previous.get("commit") == current)
+            if not mine and current != commit and current not in described:
+                # Moved by huggingface_hub (or anything but mirror) to a commit this bundle knows nothing
+                # of: taken as at least as new as the bundle, whatever its age.
+                kept.append(f"refs/{name}")
+                continue
+            if stamp.older_than(previous) and mine:
                 if isinstance(previous, dict) and previous.get("commit") != commit:
                     kept.append(f"refs/{name}")
                     continue
@@ -428,6 +444,14 @@ class HfLayout(Layout):
 
 
 REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def _read_ref(ref: Path) -> str | None:
+    """The commit a ref file names (None if there is none; its text as it is if it is no commit)."""
+    try:
+        return ref.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
 
 
 def _refuse_folder(path: Path) -> None:

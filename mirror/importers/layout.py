@@ -57,7 +57,8 @@ def checkpoint() -> None:
 class RepoReport:
     """What an import did to one repo. `already_present`: nothing in the target changed.
 
-    `kept` names the refs or folders left as a newer bundle wrote them (an older bundle never moves them).
+    `kept` names the refs or folders left as they were because they are newer than this bundle (a newer
+    bundle wrote them, or huggingface_hub moved a ref online).
     """
 
     repo: RepoKey
@@ -80,7 +81,7 @@ class RepoReport:
 
     def line(self) -> str:
         revs = ", ".join(f"{n} -> {c[:12]}" for n, c in self.revisions)
-        kept = f"; kept {', '.join(self.kept)} from a newer bundle" if self.kept else ""
+        kept = f"; kept {', '.join(self.kept)} as newer than this bundle" if self.kept else ""
         if self.already_present:
             return f"present   {self.repo} ({revs}) at {self.path}{kept}"
         return (
@@ -646,8 +647,12 @@ class Staging:
         """Hold folder (made if absent, and removed again on close like every folder staging made) locked
         until close, waiting up to `wait` seconds for another holder (then `busy()` is raised)."""
         while True:
-            self.make_dirs(folder)
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            with suppress(FileExistsError):  # another import made it meanwhile
+                self.make_dirs(folder)
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue  # another import removed the folder it had made: make it again
             try:
                 flock_wait(fd, wait, busy)
                 held = os.fstat(fd)
