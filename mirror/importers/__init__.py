@@ -272,8 +272,8 @@ def _import_locked(
         # Signed bundles (mirror.signing): refuse an unsigned, untrusted, altered, expired or rolled-back
         # bundle (any volume of a set) before anything is written.
         accepted = [check_trust(trust, path, ix, writer.name, target) for path, ix in unit.volumes]
-        check_uses(target, (use for repo in index.repos for use in writer.uses(repo)))
         writer.check(index)
+        check_uses(target, (use for repo in index.repos for use in writer.uses(repo)))
         candidates: dict[str, list[Path]] = {}
         for repo in index.repos:
             for sha, size, path in writer.candidates(repo):

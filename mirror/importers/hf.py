@@ -383,12 +383,18 @@ class HfLayout(Layout):
         kept: list[str] = []
         writes: list[tuple[str, str]] = []
         described = {c.commit for c in repo.commits}
+        implied = read_json_record(repo_dir / ".mirror" / "implied-main.json").get("commits")
+        implied_main_commits = {str(c) for c in implied} if isinstance(implied, list) else set()
         for name, commit in repo.revisions:
             if is_commit(name):
                 continue
             previous = record.get(name)
             current = _read_ref(join_inside(repo_dir / "refs", name))
-            mine = current is None or (isinstance(previous, dict) and previous.get("commit") == current)
+            mine = (
+                current is None
+                or (isinstance(previous, dict) and previous.get("commit") == current)
+                or (name == "main" and current in implied_main_commits)  # mirror pointed it there
+            )
             if not mine and current != commit and current not in described:
                 # Moved by huggingface_hub (or anything but mirror) to a commit this bundle knows nothing
                 # of: taken as at least as new as the bundle, whatever its age.
@@ -405,12 +411,13 @@ class HfLayout(Layout):
                     "bundle_id": stamp.bundle_id,
                 }
             writes.append((name, commit))
-        # Recorded before the refs are written: a kill in between leaves a record the rerun makes true.
-        if updated != record:
-            self.write_if_changed(record_path, json_bytes(updated), scratch)
         changed = False
         for name, commit in writes:
             changed |= self.write_if_changed(join_inside(repo_dir / "refs", name), commit.encode(), scratch)
+        # Recorded after the refs: a kill in between leaves refs at this bundle's commits that the record does
+        # not claim yet, which an older bundle keeps (they are not its commits) and the rerun records.
+        if updated != record:
+            self.write_if_changed(record_path, json_bytes(updated), scratch)
         return changed, kept
 
     def _point_implied_main(
