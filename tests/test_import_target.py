@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from tests.conftest import put_repo
 from tests.hub import LoopbackHub
+from tests.roundtrip import fresh_env, mirror_command
 from tests.test_hub import run_client
 
 OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": b"old weights" * 300, "sub/x.txt": b"x"}
@@ -88,7 +90,8 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 LAYOUTS = [("hf", []), ("hf", ["--no-symlinks"]), ("modelscope", []), ("dir", [])]
 HF_REPO = "models--org--tiny"
 MS_REPO = "models/org--tiny"
-# Where each layout writes for itself, relative to the target (`{c}`: the commit of main in the new bundle).
+# Where each layout writes for itself, relative to the target (`{c}`: the commit of main in the new bundle,
+# `{e}`: the blob name of one of its files).
 PLACES = {
     "hf": [
         HF_REPO,
@@ -96,6 +99,10 @@ PLACES = {
         f"{HF_REPO}/.mirror/tmp",
         f"{HF_REPO}/.mirror/receipts",
         f"{HF_REPO}/.mirror/refs.json",
+        f"{HF_REPO}/.mirror/implied-main.json",
+        f"{HF_REPO}/.mirror/receipts/planted.json",
+        f"{HF_REPO}/blobs/{{e}}",
+        f"{HF_REPO}/trees/{{c}}.json",
         f"{HF_REPO}/blobs",
         f"{HF_REPO}/snapshots",
         f"{HF_REPO}/snapshots/{{c}}",
@@ -110,6 +117,7 @@ PLACES = {
         f"{MS_REPO}/.mirror",
         f"{MS_REPO}/.mirror/tmp",
         f"{MS_REPO}/.mirror/receipts",
+        f"{MS_REPO}/.mirror/receipts/main.json",
         f"{MS_REPO}/snapshots",
         f"{MS_REPO}/snapshots/main",
     ],
@@ -159,13 +167,15 @@ def test_a_link_or_file_planted_where_the_import_writes_is_refused_before_anythi
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    commit = read_index(bundles.new).repos[0].revisions[0][1]
+    repo = read_index(bundles.new).repos[0]
+    commit = repo.revisions[0][1]
+    etag = repo.commits[0].files[0].etag
     outside = outside_folder(tmp_path)
     before_outside = tree_state(outside)
     places = PLACES["hf" if layout == "hf" else layout]
     for i, rel in enumerate(places):
-        rel = rel.format(c=commit)
-        if what == "file" and rel.endswith(("refs.json", "/main", ".json")):
+        rel = rel.format(c=commit, e=etag)
+        if what == "file" and rel.endswith(("/main", ".json", etag)):
             continue  # a file is what belongs there
         for fresh in (True, False):
             target = tmp_path / f"t-{i}-{fresh}"
@@ -396,6 +406,30 @@ def test_concurrent_imports_of_an_older_and_a_newer_bundle_end_with_the_newer(
         else:
             folder = target / (f"{MS_REPO}/snapshots/main" if layout == "modelscope" else "org/tiny")
             assert (folder / "config.json").read_bytes() == NEW["config.json"]
+
+
+def test_installed_mirror_imports_started_together_end_with_the_newer(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    """Real processes: both start while the target is held, so both wait, then race for it."""
+    target = tmp_path / "hf"
+    env = fresh_env(tmp_path / "home")
+    with held(target):
+        procs = [
+            subprocess.Popen(
+                [*mirror_command(), "import", str(b), "--target", str(target), "--wait", "600", "-q"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for b in (bundles.old, bundles.new)
+        ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert (target / HF_REPO / "refs" / "main").read_text() == read_index(bundles.new).repos[0].revisions[0][
+        1
+    ]
 
 
 # -- a cache huggingface_hub also writes online ------------------------------------------------------------

@@ -692,9 +692,9 @@ class Staging:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 try:
-                    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+                    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
                 except OSError:
-                    continue
+                    continue  # gone, or replaced by a link meanwhile
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
