@@ -522,6 +522,7 @@ def import_cmd(
     takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
     published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
+    One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
     from mirror.importers import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import IntegrityError, LockedError, MirrorError
@@ -281,7 +281,7 @@ class Use:
     target (exit 4); anywhere else it is something in the way of the import's own folders (exit 1)."""
 
     path: Path
-    kind: str
+    kind: Literal["dir", "file", "entry", "staged"]
     named: Path | None = None
 
 
