@@ -493,6 +493,13 @@ def export_cmd(
     help="hf layout: real files in snapshots/ (hardlinks where possible, else copies), as huggingface_hub "
     "writes under HF_HUB_DISABLE_SYMLINKS, for file systems without symlinks.",
 )
+@click.option(
+    "--wait",
+    default=0.0,
+    metavar="SECONDS",
+    type=click.FloatRange(0),
+    help="Wait up to SECONDS for another import into the same target (default: fail at once, exit 75).",
+)
 @json_option
 @output_options
 def import_cmd(
@@ -502,6 +509,7 @@ def import_cmd(
     trust_keys: Sequence[Path],
     require_signature: bool,
     no_symlinks: bool,
+    wait: float,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
@@ -514,6 +522,7 @@ def import_cmd(
     takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
     published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
+    One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
     from mirror.importers import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
@@ -532,7 +541,15 @@ def import_cmd(
         sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
         try:
             reports.append(
-                import_unit(unit, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks)
+                import_unit(
+                    unit,
+                    layout,
+                    target,
+                    progress=sink.update,
+                    trust=trust,
+                    symlinks=not no_symlinks,
+                    wait=wait,
+                )
             )
         except MirrorError as e:
             if len(units) == 1:

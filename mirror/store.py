@@ -11,12 +11,9 @@ Layout under the store root (guidance, not a contract):
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mirror.errors import IntegrityError, LockedError
-from mirror.fsutil import atomic_write_json, read_json
+from mirror.fsutil import atomic_write_json, flock_wait, read_json
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
 
@@ -197,21 +194,15 @@ class Store:
         path = self.root / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = path.read_text(errors="replace").strip() or "unknown holder"
-                        raise LockedError(
-                            f"another mirror run holds the store lock {path} ({holder}); "
-                            "try again later or pass --wait SECONDS"
-                        ) from None
-                    time.sleep(0.2)
+
+            def busy() -> LockedError:
+                holder = path.read_text(errors="replace").strip() or "unknown holder"
+                return LockedError(
+                    f"another mirror run holds the store lock {path} ({holder}); "
+                    "try again later or pass --wait SECONDS"
+                )
+
+            flock_wait(fd, wait, busy)
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode())
             yield

@@ -18,7 +18,16 @@ from typing import Any, NamedTuple
 
 from mirror import __version__
 from mirror.errors import IntegrityError
-from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_safe_relpath, is_sha256
+from mirror.paths import (
+    check_commit,
+    check_relpath,
+    check_repo_id,
+    is_commit,
+    is_safe_relpath,
+    is_sha256,
+    name_problem,
+    nested_names,
+)
 from mirror.snapshot import FileRecord
 from mirror.store import RepoKey
 
@@ -27,6 +36,9 @@ SUMS_NAME = "SHA256SUMS"
 FORMAT = "mirror-bundle"
 FORMAT_VERSION = 1
 MAX_INDEX_SIZE = 64 << 20
+# Of PATH_MAX, what a name in a bundle leaves for the target's own path and the folders a layout puts
+# around it (the longest: the hf layout's `models--<org>--<name>/.mirror/tmp/<id>/snapshot-<commit>/`).
+PATH_ROOM = 512
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCHES = ("main", "master")
 
@@ -53,6 +65,17 @@ def _field(data: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any
 def _check_name(value: str, what: str) -> str:
     """A relative path (file path or revision name) that is also safe inside SHA256SUMS and tar headers."""
     return check_relpath(value, what)
+
+
+def _check_publishable(name: str, what: str) -> None:
+    """A name every layout can write below a target: each part within NAME_MAX bytes, and the whole
+    leaving PATH_ROOM bytes of PATH_MAX for the target and the layout's own folders around it."""
+    problem = name_problem(name, PATH_ROOM)
+    if problem is not None:
+        raise IntegrityError(
+            f"the bundle cannot be imported: {what} cannot be a file name ({problem}, with {PATH_ROOM} "
+            "bytes kept for the target and the layout's folders)"
+        )
 
 
 def _file_from_json(data: Any) -> FileRecord:
@@ -92,11 +115,11 @@ class IndexedCommit:
         paths = {f.path for f in files}
         if len(paths) != len(files):
             raise _bad(f"commit {commit} lists a path twice")
-        for f in files:
-            parts = f.path.split("/")
-            # A file that is also a folder of another file cannot exist on disk.
-            if any("/".join(parts[:i]) in paths for i in range(1, len(parts))):
-                raise _bad(f"commit {commit}: {f.path!r} lies inside another file")
+        # A file that is also a folder of another file cannot exist on disk.
+        for folder, path in nested_names(paths):
+            raise _bad(f"commit {commit}: {path!r} lies inside another file, {folder!r}")
+        for path in sorted(paths):
+            _check_publishable(path, f"commit {commit}: file {path!r}")
         return cls(commit=commit, complete=complete, files=tuple(sorted(files, key=lambda f: f.path)))
 
 
@@ -166,6 +189,11 @@ class IndexedRepo:
             revisions.append((name, commit))
         if not revisions:
             raise _bad(f"{repo_id} has no revision")
+        # refs/<name> (and modelscope's snapshots/<name>): `v` and `v/x` cannot both be there, as in git.
+        for folder, name in nested_names(n for n, _ in revisions):
+            raise _bad(f"{repo_id} revision {name!r} lies inside revision {folder!r}")
+        for name, _ in revisions:
+            _check_publishable(name, f"{repo_id} revision {name!r}")
         if known - {c for _, c in revisions}:
             raise _bad(f"{repo_id} holds a commit no revision names")
         return cls(

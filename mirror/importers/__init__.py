@@ -38,7 +38,7 @@ from mirror.bundle import (
     open_bundle,
     read_index,
 )
-from mirror.errors import IntegrityError, MirrorError, UsageError
+from mirror.errors import IntegrityError, LockedError, MirrorError, UsageError
 from mirror.fsutil import BulkWriter
 from mirror.importers.dir import DirLayout
 from mirror.importers.held import TargetContent
@@ -53,6 +53,7 @@ from mirror.importers.layout import (
     RepoReport,
     Staging,
     Stamp,
+    check_uses,
     checkpoint,
     human_bytes,
     link_or_copy,
@@ -195,10 +196,11 @@ def import_bundle(
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
+    wait: float = 0.0,
 ) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
-    return import_unit(unit, layout, target, progress=progress, trust=trust, symlinks=symlinks)
+    return import_unit(unit, layout, target, progress=progress, trust=trust, symlinks=symlinks, wait=wait)
 
 
 def import_unit(
@@ -209,6 +211,7 @@ def import_unit(
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
+    wait: float = 0.0,
 ) -> ImportReport:
     """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
 
@@ -222,10 +225,34 @@ def import_unit(
     Repos in the target the bundle does not name are never touched. `progress` gets the compressed bytes
     read (the volumes' sizes are the total). `symlinks=False` (`--no-symlinks`) makes the hf layout write
     real files in snapshots/.
+
+    One import at a time per target: another one into it makes this wait up to `wait` seconds, then raise
+    LockedError (exit 75). Before anything is written, every path the import will use in the target is
+    checked (`check_uses`): a symlink or a file in the way of it is refused, and nothing is written.
     """
     if unit.error is not None:
         raise unit.error
     target = Path(target)
+
+    def busy() -> LockedError:
+        return LockedError(
+            f"another mirror import is writing into {target}; try again later or pass --wait SECONDS"
+        )
+
+    with Staging() as guard:
+        guard.lock(target, wait, busy)
+        return _import_locked(unit, layout, target, progress, trust, symlinks)
+
+
+def _import_locked(
+    unit: ImportUnit,
+    layout: str,
+    target: Path,
+    progress: Progress | None,
+    trust: TrustPolicy | None,
+    symlinks: bool,
+) -> ImportReport:
+    """`import_unit`, once it holds the target's lock."""
     writer = make_layout(layout, target, symlinks=symlinks)
     index = unit.index
     volume_set = index.volume_set
@@ -246,6 +273,7 @@ def import_unit(
         # bundle (any volume of a set) before anything is written.
         accepted = [check_trust(trust, path, ix, writer.name, target) for path, ix in unit.volumes]
         writer.check(index)
+        check_uses(target, (use for repo in index.repos for use in writer.uses(repo)))
         candidates: dict[str, list[Path]] = {}
         for repo in index.repos:
             for sha, size, path in writer.candidates(repo):

@@ -38,6 +38,7 @@ from mirror.importers.layout import (
     Layout,
     Publication,
     RepoReport,
+    Use,
     json_bytes,
     link_or_copy,
     read_json_record,
@@ -96,6 +97,20 @@ class DirLayout(Layout):
     def repo_path(self, repo: IndexedRepo) -> Path:
         """The folder a report names for the repo."""
         return join_inside(self.target, repo.repo_id)
+
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        root = self.staging_root(repo)
+        yield Use(root.parent, "dir")
+        yield Use(root, "dir")
+        built = root / ("0" * 32) / ("0" * 39)  # folder-<uuid> in a staging folder
+        for p in self.placements(repo):
+            receipt = self.receipt_path(p.root, p.name)
+            yield Use(receipt.parent, "dir")
+            yield Use(receipt, "file")
+            yield Use(p.path, "dir", named=p.root)
+            for f in repo.commit(p.commit).files:
+                yield Use(join_inside(p.path, f.path), "staged")
+                yield Use(join_inside(built, f.path), "staged")
 
     # -- shared by every plain-folder layout --------------------------------------------------------------
 

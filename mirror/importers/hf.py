@@ -23,6 +23,14 @@ renamed in whole; an existing one is mended link by link), then trees/, the rece
 ref is moved only by a bundle at least as new (by creation time) as the one that last set it, so several
 bundles give the same tree in any order.
 
+A cache used both ways: huggingface_hub moves refs/<name> itself when it downloads online. A ref whose
+commit is not the one `.mirror/refs.json` says mirror wrote there (or that has no record) was moved by
+something else, and is taken as at least as new as any bundle: it is kept (reported as kept), unless its
+commit is one the bundle itself lists for the repo (under this or another revision name), which the
+bundle's sync saw and still pointed this name away from; then the bundle moves it. A newer bundle thus
+does not move a ref huggingface_hub moved to a commit the bundle does not know: remove that ref (or
+`hf cache rm` the revision) to take the bundle's.
+
 Repos from another hub (ModelScope) go in the same way, under their repo id or the bundle's `hf_id` for
 them: their commit names the snapshot, each revision name gets its ref (`refs/master`), blobs are named
 by the same etags (the git sha1 of ordinary files, the sha256 of LFS ones).
@@ -46,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
-from mirror.errors import MirrorError
+from mirror.errors import IntegrityError, MirrorError
 from mirror.importers.layout import (
     ExpectedFile,
     HeldRepo,
@@ -54,6 +62,7 @@ from mirror.importers.layout import (
     Publication,
     RepoReport,
     Stamp,
+    Use,
     checkpoint,
     claim_folder,
     entries,
@@ -63,7 +72,7 @@ from mirror.importers.layout import (
     receipt_files,
     regular_files,
 )
-from mirror.paths import is_commit, is_sha256, join_inside
+from mirror.paths import is_commit, is_sha256, join_inside, name_problem
 from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -126,6 +135,33 @@ class HfLayout(Layout):
                 "give one of them another id with `hf_id:` in the manifest, or import one of them with "
                 "--layout dir",
             )
+
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        repo_dir = self.repo_dir(repo)
+        yield Use(self.target / "CACHEDIR.TAG", "entry")
+        yield Use(repo_dir, "dir")
+        for folder in (".mirror", ".mirror/tmp", ".mirror/receipts", "blobs", "snapshots", "refs", "trees"):
+            yield Use(repo_dir / folder, "dir")
+        for record in ("refs.json", "implied-main.json"):
+            yield Use(repo_dir / ".mirror" / record, "file")
+        yield from (Use(r, "file") for r in entries(repo_dir / ".mirror" / "receipts"))
+        staged = self.staging_root(repo) / ("0" * 32)
+        for commit in repo.commits:
+            snapshot = repo_dir / "snapshots" / commit.commit
+            yield Use(snapshot, "dir")
+            yield Use(repo_dir / "trees" / f"{commit.commit}.json", "file")
+            for f in commit.files:
+                yield Use(repo_dir / "blobs" / f.etag, "file")
+                yield Use(join_inside(snapshot, f.path), "entry", named=snapshot)
+                yield Use(join_inside(staged / f"snapshot-{commit.commit}", f.path), "staged")
+                if self.symlinks and (problem := name_problem(snapshot_link(f.path, f.etag))) is not None:
+                    raise IntegrityError(
+                        f"{repo.key}: {f.path} cannot be linked to its blob in the hf layout ({problem}); "
+                        "nothing was imported (import it with --no-symlinks or --layout dir)"
+                    )
+        names = [name for name, _ in repo.revisions if not is_commit(name)]
+        for name in names + (["main"] if implied_main(repo) is not None else []):
+            yield Use(join_inside(repo_dir / "refs", name), "file", named=repo_dir / "refs")
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         # Inside the repo folder, where scan_cache_dir only reads snapshots/ and refs/.
@@ -346,11 +382,25 @@ class HfLayout(Layout):
         updated = dict(record)
         kept: list[str] = []
         writes: list[tuple[str, str]] = []
+        described = {c.commit for c in repo.commits}
+        implied = read_json_record(repo_dir / ".mirror" / "implied-main.json").get("commits")
+        implied_main_commits = {str(c) for c in implied} if isinstance(implied, list) else set()
         for name, commit in repo.revisions:
             if is_commit(name):
                 continue
             previous = record.get(name)
-            if stamp.older_than(previous):
+            current = _read_ref(join_inside(repo_dir / "refs", name))
+            mine = (
+                current is None
+                or (isinstance(previous, dict) and previous.get("commit") == current)
+                or (name == "main" and current in implied_main_commits)  # mirror pointed it there
+            )
+            if not mine and current != commit and current not in described:
+                # Moved by huggingface_hub (or anything but mirror) to a commit this bundle knows nothing
+                # of: taken as at least as new as the bundle, whatever its age.
+                kept.append(f"refs/{name}")
+                continue
+            if stamp.older_than(previous) and mine:
                 if isinstance(previous, dict) and previous.get("commit") != commit:
                     kept.append(f"refs/{name}")
                     continue
@@ -361,12 +411,13 @@ class HfLayout(Layout):
                     "bundle_id": stamp.bundle_id,
                 }
             writes.append((name, commit))
-        # Recorded before the refs are written: a kill in between leaves a record the rerun makes true.
-        if updated != record:
-            self.write_if_changed(record_path, json_bytes(updated), scratch)
         changed = False
         for name, commit in writes:
             changed |= self.write_if_changed(join_inside(repo_dir / "refs", name), commit.encode(), scratch)
+        # Recorded after the refs: a kill in between leaves refs at this bundle's commits that the record does
+        # not claim yet, which an older bundle keeps (they are not its commits) and the rerun records.
+        if updated != record:
+            self.write_if_changed(record_path, json_bytes(updated), scratch)
         return changed, kept
 
     def _point_implied_main(
@@ -400,6 +451,14 @@ class HfLayout(Layout):
 
 
 REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def _read_ref(ref: Path) -> str | None:
+    """The commit a ref file names (None if there is none; its text as it is if it is no commit)."""
+    try:
+        return ref.read_text(encoding="utf-8", errors="replace").strip()
+    except FileNotFoundError:
+        return None
 
 
 def _refuse_folder(path: Path) -> None:
