@@ -468,8 +468,9 @@ def export_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="Where to write (hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, "
+    "else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope "
+    "default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "--trust",
@@ -568,8 +569,8 @@ def import_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The tree to list (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="The tree to list (hf default: where huggingface_hub looks, as for import; modelscope default: "
+    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "-o",
