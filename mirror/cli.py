@@ -20,7 +20,7 @@ import click
 from mirror import __version__
 from mirror.errors import MirrorError
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
-from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
 
 if TYPE_CHECKING:
     from mirror.sync import ItemResult
@@ -491,8 +491,16 @@ def export_cmd(
 @click.option(
     "--no-symlinks",
     is_flag=True,
-    help="hf layout: real files in snapshots/ (hardlinks where possible, else copies), as huggingface_hub "
-    "writes under HF_HUB_DISABLE_SYMLINKS, for file systems without symlinks.",
+    help="hf layout: real files in snapshots/, each its own copy, and no blobs/, as huggingface_hub writes "
+    "under HF_HUB_DISABLE_SYMLINKS (set to 1, ON, YES or TRUE, it implies this option), for file systems "
+    "without symlinks.",
+)
+@click.option(
+    "--link-shared",
+    is_flag=True,
+    help="Hardlink files of equal content across repos (and across revisions with --no-symlinks) to save "
+    "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
+    "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
 )
 @json_option
 @output_options
@@ -503,6 +511,7 @@ def import_cmd(
     trust_keys: Sequence[Path],
     require_signature: bool,
     no_symlinks: bool,
+    link_shared: bool,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
@@ -525,6 +534,7 @@ def import_cmd(
         if layout == "dir":
             raise click.UsageError("--layout dir needs --target DIR")
         target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    symlinks = not (no_symlinks or hf_symlinks_disabled(os.environ))
     units = group_bundles(bundles)
     reports = []
     errors: list[MirrorError] = []
@@ -533,7 +543,15 @@ def import_cmd(
         sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
         try:
             reports.append(
-                import_unit(unit, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks)
+                import_unit(
+                    unit,
+                    layout,
+                    target,
+                    progress=sink.update,
+                    trust=trust,
+                    symlinks=symlinks,
+                    link_shared=link_shared,
+                )
             )
         except MirrorError as e:
             if len(units) == 1:

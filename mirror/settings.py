@@ -56,6 +56,12 @@ def hf_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(expand(env.get("HF_HUB_CACHE", legacy), env))
 
 
+def hf_symlinks_disabled(env: Mapping[str, str]) -> bool:
+    """Whether huggingface_hub would write no symlinks into its cache: HF_HUB_DISABLE_SYMLINKS set to 1, ON,
+    YES or TRUE, any case (its constants._is_true)."""
+    return env.get("HF_HUB_DISABLE_SYMLINKS", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
     """Where modelscope (1.40, through modelscope_hub's HubConfig) looks: `$MODELSCOPE_CACHE` when set and
     not empty, else the legacy `$MS_CACHE_HOME` (which modelscope 1.40 itself cannot use: it fails with a

@@ -261,9 +261,12 @@ def family(tmp_path: Path, isolated_home: Path) -> Family:
     return Family(store, tmp_path, base_bundle, weights)
 
 
-def test_a_delta_takes_content_from_another_repo_of_the_target(family: Family, tmp_path: Path) -> None:
+@pytest.mark.parametrize("link_shared", [False, True])
+def test_a_delta_takes_content_from_another_repo_of_the_target(
+    family: Family, tmp_path: Path, link_shared: bool
+) -> None:
     for layout in ("hf", "dir", "modelscope"):
-        target = tmp_path / layout
+        target = tmp_path / f"{layout}-{link_shared}"
         import_bundle(family.base_bundle, layout, target)
         have, _ = take_inventory(layout, target)
         delta = write_bundle(
@@ -271,7 +274,7 @@ def test_a_delta_takes_content_from_another_repo_of_the_target(family: Family, t
         )
         packed = {m.file.path for m in iter_members(read_index(delta.path))}
         assert packed == {"config.json"}  # the fine-tune's config; the weights and org/base stay
-        report = import_bundle(delta.path, layout, target)
+        report = import_bundle(delta.path, layout, target, link_shared=link_shared)
         assert report.exit_code == 0 and len(report.repos) == 2
         folder = {
             "hf": "models--org--{}/snapshots",
@@ -282,7 +285,8 @@ def test_a_delta_takes_content_from_another_repo_of_the_target(family: Family, t
             next((target / folder[layout].format(r)).rglob("model.safetensors")) for r in ("base", "tune")
         )
         assert tune.read_bytes() == family.weights
-        assert tune.samefile(base)  # org/base's copy, hashed then hardlinked: not written again
+        # org/base's copy, hashed, then copied (each repo its own file), or hardlinked with --link-shared
+        assert tune.samefile(base) == link_shared
 
 
 def test_content_damaged_in_the_target_is_named_and_the_repo_not_published(

@@ -39,6 +39,7 @@ from mirror.importers.layout import (
     Publication,
     RepoReport,
     json_bytes,
+    link_if_private,
     link_or_copy,
     read_json_record,
     receipt_files,
@@ -145,11 +146,23 @@ class DirLayout(Layout):
                 if not path.is_symlink():
                     yield f.sha256, f.size, path
 
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        # A repo's revisions share a content (hardlinks, as the hf cache's share a blob); repos never do.
+        seen: set[str] = set()
+        for p in self.placements(repo):
+            for f in repo.commit(p.commit).files:
+                if f.sha256 not in seen:
+                    seen.add(f.sha256)
+                    yield f.sha256, f.size, join_inside(p.path, f.path)
+
     def publish(self, pub: Publication) -> RepoReport:
         repo, scratch = pub.repo, pub.scratch
         changed = False
         files_written = bytes_written = 0
         kept: list[str] = []
+        ours: dict[
+            str, Path
+        ] = {}  # sha256 -> a file this publish wrote for the repo, that its revisions share
         for p in self.placements(repo):
             receipt_path = self.receipt_path(p.root, p.name)
             previous = read_json_record(receipt_path)
@@ -174,9 +187,15 @@ class DirLayout(Layout):
                 for f in files:
                     dest = join_inside(built, f.path)
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    # Hardlinks share one copy of a file between revisions (and with other repos).
-                    link_or_copy(pub.content[f.sha256], dest)
+                    # One copy of a content shared by the repo's revisions, by hardlink; never with other
+                    # repos, unless --link-shared (link_if_private).
+                    if f.sha256 in ours:
+                        link_or_copy(ours[f.sha256], dest)
+                    else:
+                        link_if_private(pub.content[f.sha256], dest, shared=self.link_shared)
                 self.swap_in(built, p.path, scratch)
+                for f in files:
+                    ours.setdefault(f.sha256, join_inside(p.path, f.path))
                 files_written += len(files)
                 bytes_written += sum(f.size for f in files)
                 changed = True
