@@ -7,15 +7,28 @@ The real huggingface_hub and modelscope answer in subprocesses, with the environ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
+from click.testing import CliRunner
+from huggingface_hub import scan_cache_dir
 
-from mirror.settings import hf_cache_dir, modelscope_cache_dir
+from mirror import importers
+from mirror.bundle import read_index, select_all, write_bundle
+from mirror.cli import cli
+from mirror.errors import MirrorError
+from mirror.importers import import_bundle, make_layout
+from mirror.manifest import parse_manifest
+from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+from mirror.store import Store
+from mirror.sync import default_source_factory, plan_targets, sync
+from tests.hub import HubFile, LoopbackHub
 
 # -- where the caches are ---------------------------------------------------------------------------------
 
@@ -145,10 +158,6 @@ def test_modelscope_legacy_ms_cache_home_is_honoured_though_modelscope_fails_on_
 def test_inventory_and_verify_default_to_the_clients_cache(
     layout: str, env: dict[str, str | None], where: str, isolated_home: Path, tmp_path: Path
 ) -> None:
-    from click.testing import CliRunner
-
-    from mirror.cli import cli
-
     target = isolated_home / where
     sample = target / ("models--org--x" if layout == "hf" else "models/org--x") / "snapshots" / "c"
     sample.mkdir(parents=True)
@@ -162,3 +171,230 @@ def test_inventory_and_verify_default_to_the_clients_cache(
     assert json.loads(got.stdout)["repos"] == 1
     got = runner.invoke(cli, ["verify", "--layout", layout, "--json"], env=env)
     assert f"{target} holds no receipt" in str(got.exception)  # that tree was read, and found not imported
+
+
+# -- HF_HUB_DISABLE_SYMLINKS: what huggingface_hub writes ------------------------------------------------
+
+WEIGHTS = bytes(range(256)) * 1024  # 256 KiB, an LFS file shared by both repos and both revisions
+TWIN_OLD = {
+    "config.json": b'{"v": 1}',
+    "model.safetensors": WEIGHTS,
+    "same/a.txt": b"twice\n",
+    "b.txt": b"twice\n",
+}
+TWIN_NEW = {**TWIN_OLD, "config.json": b'{"v": 2}', "extra/c.txt": b"new\n"}
+OTHER = {"config.json": b'{"v": 1}', "weights/model.safetensors": WEIGHTS}
+
+HF_DOWNLOAD = r"""
+import json, sys
+from huggingface_hub import snapshot_download
+for repo_id, revision in json.loads(sys.argv[1]):
+    snapshot_download(repo_id, revision=revision)
+"""
+
+
+def _hub_files(files: dict[str, bytes]) -> list[HubFile]:
+    return [HubFile(path, data=data, lfs=path.endswith(".safetensors")) for path, data in files.items()]
+
+
+@pytest.fixture
+def twins(hub: LoopbackHub, tmp_path: Path) -> Path:
+    """Two repos on the loopback hub sharing content across repos, revisions and paths; synced and exported."""
+    hub.add_commit("org/twin", _hub_files(TWIN_OLD), tags=["v1.0"])
+    hub.add_commit("org/twin", _hub_files(TWIN_NEW))
+    hub.add_commit("org/other", _hub_files(OTHER))
+    store = Store(tmp_path / "store")
+    manifest = "version: 1\nmodels:\n  - repo: org/twin\n    revisions: [main, v1.0]\n  - repo: org/other\n"
+    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    result = sync(
+        store, plan_targets(parse_manifest(manifest, "m.yml").models), default_source_factory(settings)
+    )
+    assert result.exit_code == 0
+    return write_bundle(store, select_all(store), tmp_path / "twins.tar.zst").path
+
+
+def describe(cache: Path) -> dict[str, Any]:
+    """What the clients see of an HF cache: every entry of every repo folder (a symlink's target, a file's
+    content and link count), mirror's own `.mirror/` and the cache's `.locks/` left out."""
+    tree: dict[str, Any] = {}
+    for repo in sorted(p for p in cache.iterdir() if p.name.startswith("models--")):
+        for path in sorted(repo.rglob("*")):
+            rel = path.relative_to(cache).as_posix()
+            if "/.mirror" in rel:
+                continue
+            if path.is_symlink():
+                tree[rel] = f"-> {os.readlink(path)}"
+            elif path.is_file():
+                tree[rel] = (hashlib.sha256(path.read_bytes()).hexdigest()[:12], path.stat().st_nlink)
+            elif not any(path.iterdir()):
+                tree[rel] = "empty folder"
+    return tree
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "TRUE", "On"])
+def test_hf_hub_disable_symlinks_writes_what_huggingface_hub_writes(
+    twins: Path, hub: LoopbackHub, tmp_path: Path, isolated_home: Path, value: str
+) -> None:
+    theirs = tmp_path / "theirs"
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_CACHE": str(theirs),
+        "HF_HUB_DISABLE_SYMLINKS": value,
+        "HF_HUB_DISABLE_SYMLINKS_WARNING": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    asks = [["org/twin", "v1.0"], ["org/twin", "main"], ["org/other", "main"]]
+    proc = subprocess.run(
+        [sys.executable, "-c", HF_DOWNLOAD, json.dumps(asks)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = tmp_path / "ours"
+    got = CliRunner().invoke(
+        cli, ["import", str(twins), "--target", str(ours), "-q"], env={"HF_HUB_DISABLE_SYMLINKS": value}
+    )
+    assert got.exit_code == 0, got.output
+    mine, real = describe(ours), describe(theirs)
+    # mirror leaves no empty blobs/ folder where huggingface_hub moved every blob out into snapshots/.
+    assert {k: v for k, v in real.items() if v != "empty folder" or not k.endswith("/blobs")} == mine
+    assert all(v[1] == 1 for v in mine.values() if isinstance(v, tuple))  # no file shares an inode
+
+
+# -- repos as independent as the clients keep them ---------------------------------------------------------
+
+REPO_FOLDERS = {
+    "hf": ("models--org--twin", "models--org--other"),
+    "dir": ("org/twin", "org/other"),
+    "modelscope": ("models/org--twin", "models/org--other"),
+}
+
+
+def inodes(target: Path, layout: str) -> dict[tuple[int, int], set[str]]:
+    """(dev, inode) -> the published paths holding it (mirror's .mirror/ left out), relative to target."""
+    found: dict[tuple[int, int], set[str]] = {}
+    for path in target.rglob("*"):
+        rel = path.relative_to(target).as_posix()
+        if "/.mirror" in f"/{rel}" or path.is_symlink() or not path.is_file():
+            continue
+        st = path.stat()
+        found.setdefault((st.st_dev, st.st_ino), set()).add(rel)
+    return found
+
+
+def repo_of(rel: str, layout: str) -> str:
+    for folder in REPO_FOLDERS[layout]:
+        if rel == folder or rel.startswith(folder + "/") or rel.startswith(folder + "@"):
+            return folder
+    return rel  # a file of the target's own (CACHEDIR.TAG)
+
+
+LAYOUTS = [("hf", True), ("hf", False), ("dir", True), ("modelscope", True)]
+
+
+@pytest.mark.parametrize(("layout", "symlinks"), LAYOUTS, ids=["hf", "hf-no-symlinks", "dir", "modelscope"])
+@pytest.mark.parametrize("how", ["fresh", "twice", "one-repo-first"])
+def test_no_published_file_is_shared_across_repos(
+    twins: Path, tmp_path: Path, layout: str, symlinks: bool, how: str
+) -> None:
+    target = tmp_path / "t"
+    if how == "one-repo-first":
+        only = write_bundle(
+            Store(tmp_path / "store"),
+            [s for s in select_all(Store(tmp_path / "store")) if s.key.repo_id == "org/other"],
+            tmp_path / "other.tar.zst",
+        ).path
+        import_bundle(only, layout, target, symlinks=symlinks)
+    import_bundle(twins, layout, target, symlinks=symlinks)
+    if how == "twice":
+        import_bundle(twins, layout, target, symlinks=symlinks)
+    found = inodes(target, layout)
+    shared = {k: v for k, v in found.items() if len({repo_of(r, layout) for r in v}) > 1}
+    assert shared == {}
+    if layout == "hf" and not symlinks:
+        assert all(len(v) == 1 for v in found.values()), found  # no link between revisions either
+    # Editing one repo's copy in place (through its snapshot link, for hf) leaves the other repo's alone.
+    twin_w = next((target / REPO_FOLDERS[layout][0]).rglob("model.safetensors")).resolve()
+    os.chmod(twin_w, 0o644)
+    with open(twin_w, "r+b") as f:
+        f.write(b"EDITED")
+    assert next((target / REPO_FOLDERS[layout][1]).rglob("model.safetensors")).read_bytes() == WEIGHTS
+
+
+def _inode_sizes(root: Path, *, content: bool = False) -> dict[tuple[int, int], int]:
+    """(dev, inode) -> size of every file under root; with content, only what snapshots/ hold (the files
+    scan_cache_dir counts)."""
+    sizes = {}
+    for path in root.rglob("*"):
+        if content and "/snapshots/" not in path.as_posix():
+            continue
+        if path.is_file() and (content or not path.is_symlink()):
+            st = path.stat()
+            sizes[st.st_dev, st.st_ino] = st.st_size
+    return sizes
+
+
+@pytest.mark.parametrize("symlinks", [True, False], ids=["hf", "hf-no-symlinks"])
+@pytest.mark.parametrize("victim", ["org/other@main", "org/twin@v1.0", "org/twin@main"])
+def test_delete_revisions_frees_what_it_reports(
+    twins: Path, tmp_path: Path, symlinks: bool, victim: str
+) -> None:
+    cache = tmp_path / "hub"
+    import_bundle(twins, "hf", cache, symlinks=symlinks)
+    repo_id, revision = victim.split("@")
+    commit = (cache / f"models--{repo_id.replace('/', '--')}" / "refs" / revision).read_text()
+    info = scan_cache_dir(cache)
+    assert info.warnings == []
+    strategy = info.delete_revisions(commit)
+    before = _inode_sizes(cache, content=True)
+    strategy.execute()
+    after = _inode_sizes(cache)
+    freed = sum(size for key, size in before.items() if key not in after)
+    assert strategy.expected_freed_size > 0 and freed == strategy.expected_freed_size
+
+
+def test_link_shared_shares_content_across_repos_and_revisions(twins: Path, tmp_path: Path) -> None:
+    for layout, symlinks in LAYOUTS:
+        target = tmp_path / f"{layout}-{symlinks}"
+        got = CliRunner().invoke(
+            cli,
+            ["import", str(twins), "--target", str(target), "--layout", layout, "--link-shared", "-q"]
+            + ([] if symlinks else ["--no-symlinks"]),
+        )
+        assert got.exit_code == 0, got.output
+        weights = {
+            k for k, v in inodes(target, layout).items() if (target / min(v)).stat().st_size == len(WEIGHTS)
+        }
+        assert len(weights) == 1, (layout, symlinks)  # one inode for both repos (and every revision)
+
+
+class Usage(NamedTuple):
+    total: int
+    used: int
+    free: int
+
+
+@pytest.mark.parametrize(("layout", "symlinks"), LAYOUTS, ids=["hf", "hf-no-symlinks", "dir", "modelscope"])
+def test_space_check_counts_each_repos_copy(
+    twins: Path, tmp_path: Path, layout: str, symlinks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = read_index(twins)
+    writer = make_layout(layout, tmp_path / "t", symlinks=symlinks)
+    need, _ = importers.bytes_to_add(index, {}, None, writer)
+    shared, _ = importers.bytes_to_add(index, {}, None, make_layout(layout, tmp_path / "t", link_shared=True))
+    # The weights: one copy per repo (and, --no-symlinks, per revision); once with --link-shared.
+    copies = 3 if not symlinks else 2
+    assert need - shared >= (copies - 1) * len(WEIGHTS)
+    # Room for one copy of the weights but not for each repo's: refused, nothing written; fits when shared.
+    free = shared + len(WEIGHTS) // 2
+    monkeypatch.setattr(importers.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, free))
+    with pytest.raises(MirrorError, match="not enough space"):
+        import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks)
+    assert not (tmp_path / "t").exists()
+    import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks, link_shared=True)
+    # Everything is held now: a re-import needs nothing new, even with each repo its own copy.
+    assert importers.bytes_to_add(index, {}, None, writer)[1] == 0
