@@ -58,6 +58,8 @@ class Placement:
     name: str
     revision: str
     commit: str
+    # An alias the layout adds (modelscope's `master`): never written over a folder mirror did not write.
+    implied: bool = False
 
     @property
     def path(self) -> Path:
@@ -102,8 +104,10 @@ class DirLayout(Layout):
 
     def check(self, index: BundleIndex) -> None:
         owners: dict[tuple[Path, str], RepoKey] = {}
+        implied: dict[tuple[Path, str], bool] = {}
         for repo in index.repos:
             for p in self.placements(repo):
+                implied[p.root, p.name] = p.implied
                 if (p.root, p.name) in owners:
                     raise MirrorError(
                         f"{owners[p.root, p.name]} and {repo.key} would share the folder {self._show(p.path)}; "
@@ -120,15 +124,20 @@ class DirLayout(Layout):
                         f"{self._show(join_inside(root, parent))}; import it into another --target"
                     )
             path = join_inside(root, name)
-            if (
-                (path.exists() or path.is_symlink())
-                and not self.receipt_path(root, name).exists()
-                and not _empty_dir(path)
-            ):
+            if self._foreign(root, name) and not implied[root, name]:
                 # Replacing it would delete what someone else put there (or another model nested in it).
                 raise MirrorError(
                     f"{path} exists but was not written by mirror import; move it away and import again"
                 )
+
+    def _foreign(self, root: Path, name: str) -> bool:
+        """Whether the folder `name` under root holds something mirror did not write."""
+        path = join_inside(root, name)
+        return (
+            (path.exists() or path.is_symlink())
+            and not self.receipt_path(root, name).exists()
+            and not _empty_dir(path)
+        )
 
     def _show(self, path: Path) -> str:
         try:
@@ -160,10 +169,11 @@ class DirLayout(Layout):
         changed = False
         files_written = bytes_written = 0
         kept: list[str] = []
-        ours: dict[
-            str, Path
-        ] = {}  # sha256 -> a file this publish wrote for the repo, that its revisions share
+        # sha256 -> a file this publish wrote for the repo, that its other revisions share
+        ours: dict[str, Path] = {}
         for p in self.placements(repo):
+            if p.implied and self._foreign(p.root, p.name):
+                continue  # the layout's own tools wrote that one (modelscope's real `master`): keep it
             receipt_path = self.receipt_path(p.root, p.name)
             previous = read_json_record(receipt_path)
             newer = pub.stamp.older_than(previous)
