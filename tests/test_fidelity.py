@@ -28,6 +28,7 @@ from mirror.manifest import parse_manifest
 from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
 from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
+from tests.conftest import put_repo
 from tests.hub import HubFile, LoopbackHub
 
 # -- where the caches are ---------------------------------------------------------------------------------
@@ -398,3 +399,107 @@ def test_space_check_counts_each_repos_copy(
     import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks, link_shared=True)
     # Everything is held now: a re-import needs nothing new, even with each repo its own copy.
     assert importers.bytes_to_add(index, {}, None, writer)[1] == 0
+
+
+# -- Hugging Face repos in the ModelScope cache, as modelscope would have downloaded them ------------------
+
+MS_OWN = """
+snapshot_download("org/tiny-bert", revision="master")
+out("done")
+"""
+
+MS_OFFLINE = """
+import torch
+from modelscope import AutoModel
+ids = torch.tensor([[1, 5, 9, 2]])
+def run(model):
+    with torch.no_grad():
+        return model.eval()(ids).last_hidden_state.flatten().tolist()
+out({
+    "master": snapshot_download("org/tiny-bert", revision="master", local_files_only=True),
+    "default": snapshot_download("org/tiny-bert", local_files_only=True),
+    "main": snapshot_download("org/tiny-bert", revision="main", local_files_only=True),
+    "tree": tree(snapshot_download("org/tiny-bert", revision="master", local_files_only=True)),
+    "auto": run(AutoModel.from_pretrained("org/tiny-bert", local_files_only=True)),
+    "original": run(AutoModel.from_pretrained(sys.argv[1])),
+})
+"""
+
+
+def test_hf_repo_in_modelscope_layout_is_what_modelscope_downloads_and_loads(
+    hub: LoopbackHub, tmp_path: Path, isolated_home: Path
+) -> None:
+    from tests.test_hub_modelscope import ms_env, run_client
+    from tests.test_import_safety import TINY_BERT
+
+    folder = tmp_path / "tiny-bert"
+    subprocess.run([sys.executable, "-c", TINY_BERT, str(folder)], check=True, timeout=300)
+    hub.add_commit("org/tiny-bert", _hub_files({p.name: p.read_bytes() for p in folder.iterdir()}))
+    store = Store(tmp_path / "store")
+    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    manifest = "version: 1\nmodels:\n  - repo: org/tiny-bert\n"
+    assert (
+        sync(
+            store, plan_targets(parse_manifest(manifest, "m.yml").models), default_source_factory(settings)
+        ).exit_code
+        == 0
+    )
+    bundle = write_bundle(store, select_all(store), tmp_path / "bert.tar.zst").path
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    import_bundle(bundle, "modelscope", ours)
+
+    # modelscope's own download of the same repo, from the loopback hub's ModelScope API.
+    own = run_client(MS_OWN, ms_env(hub.modelscope_url, tmp_path, MODELSCOPE_CACHE=str(theirs)))
+    assert own.returncode == 0, own.stderr[-3000:]
+    hub.clear_requests()
+    code = MS_OFFLINE.replace("sys.argv[1]", repr(str(folder)))
+    offline = run_client(
+        code, ms_env("http://127.0.0.1:9", tmp_path, MODELSCOPE_CACHE=str(ours)), timeout=300
+    )
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert hub.requests == []
+    res = offline.result
+    snapshots = ours / "models" / "org--tiny-bert" / "snapshots"
+    assert res["master"] == res["default"] == str(snapshots / "master")
+    assert res["main"] == str(snapshots / "main")
+    assert res["auto"] == res["original"]
+    # The same folder names and files as modelscope's own tree: snapshots/master with the plain files, and
+    # nothing else in the repo folder but mirror's receipts (no .mdl, .msc or ._____temp).
+    theirs_master = theirs / "models" / "org--tiny-bert" / "snapshots" / "master"
+    assert res["tree"] == {p.name: p.read_bytes().hex() for p in theirs_master.iterdir()}
+    assert sorted(os.listdir(theirs / "models" / "org--tiny-bert")) == ["snapshots"]
+    assert sorted(os.listdir(ours / "models" / "org--tiny-bert")) == [".mirror", "snapshots"]
+    assert not [p for p in ours.rglob("*") if p.name.startswith((".mdl", ".msc", "._____temp"))]
+
+    # Into the cache modelscope filled itself: its own master is kept as it is, main is added beside it.
+    before = {p.name: p.stat().st_ino for p in theirs_master.iterdir()}
+    report = import_bundle(bundle, "modelscope", theirs)
+    assert report.exit_code == 0
+    assert {p.name: p.stat().st_ino for p in theirs_master.iterdir()} == before
+    assert (theirs / "models" / "org--tiny-bert" / "snapshots" / "main" / "config.json").is_file()
+
+
+def _ms_snapshots(
+    tmp_path: Path, revisions: dict[str, dict[str, bytes]], source: str = "huggingface"
+) -> Path:
+    store = Store(tmp_path / "s")
+    put_repo(store, "org/m", revisions, source=source)
+    cache = tmp_path / "ms"
+    import_bundle(write_bundle(store, select_all(store), tmp_path / "m.tar.zst").path, "modelscope", cache)
+    return cache / "models" / "org--m" / "snapshots"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_implied_master_is_main_else_the_first_revision_and_never_a_real_master(tmp_path: Path) -> None:
+    main, v1, real = {"a.txt": b"main"}, {"a.txt": b"v1"}, {"a.txt": b"real master"}
+    snaps = _ms_snapshots(tmp_path / "1", {"v1.0": v1, "main": main})  # main, though listed second
+    assert _files(snaps / "master") == main and _files(snaps / "v1.0") == v1
+    snaps = _ms_snapshots(tmp_path / "2", {"v1.0": v1})  # no main: the first revision
+    assert _files(snaps / "master") == v1
+    snaps = _ms_snapshots(tmp_path / "3", {"main": main, "master": real})  # a branch named master: its own
+    assert _files(snaps / "master") == real and _files(snaps / "main") == main
+    snaps = _ms_snapshots(tmp_path / "4", {"main": main}, source="modelscope")  # ModelScope's own repo
+    assert sorted(p.name for p in snaps.iterdir()) == ["main"]
