@@ -208,7 +208,9 @@ def test_inventory_of_the_other_layouts(tmp_path: Path, isolated_home: Path) -> 
         held, stats = take_inventory(layout, target)
         assert dict(held.blobs) == want and stats.hashed == 0  # receipts say it all
         (repo,) = held.repos
-        assert repo.repo_id == "org/a" and {n for n, _ in repo.revisions} == {"main", "v1"}
+        # modelscope: also the HF repo's `master`, main's alias (what modelscope reads by default).
+        names = {"main", "v1"} | ({"master"} if layout == "modelscope" else set())
+        assert repo.repo_id == "org/a" and {n for n, _ in repo.revisions} == names
     # What modelscope downloads itself (no receipt) is hashed, its revision listed without a commit.
     own = tmp_path / "modelscope" / "models" / "org--own" / "snapshots" / "master"
     own.mkdir(parents=True)
