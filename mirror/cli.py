@@ -534,7 +534,8 @@ def import_cmd(
         if layout == "dir":
             raise click.UsageError("--layout dir needs --target DIR")
         target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
-    symlinks = not (no_symlinks or hf_symlinks_disabled(os.environ))
+    # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
+    symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
     reports = []
     errors: list[MirrorError] = []

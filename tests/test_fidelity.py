@@ -503,3 +503,23 @@ def test_implied_master_is_main_else_the_first_revision_and_never_a_real_master(
     assert _files(snaps / "master") == real and _files(snaps / "main") == main
     snaps = _ms_snapshots(tmp_path / "4", {"main": main}, source="modelscope")  # ModelScope's own repo
     assert sorted(p.name for p in snaps.iterdir()) == ["main"]
+
+
+def test_import_inventory_and_verify_share_the_default_hf_cache(tmp_path: Path, isolated_home: Path) -> None:
+    store = Store(tmp_path / "store")
+    put_repo(store, "org/m", {"main": {"config.json": b"{}", "w.bin": b"w" * 1000}})
+    bundle = write_bundle(store, select_all(store), tmp_path / "m.tar.zst").path
+    env: dict[str, str | None] = {
+        "HF_HUB_CACHE": None,
+        "HUGGINGFACE_HUB_CACHE": "~/legacy/$SUB",
+        "SUB": "hub",
+    }
+    runner = CliRunner()
+    got = runner.invoke(cli, ["import", str(bundle), "--json"], env=env)
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.stdout)["target"] == str(isolated_home / "legacy" / "hub")
+    assert (isolated_home / "legacy" / "hub" / "models--org--m" / "refs" / "main").is_file()
+    got = runner.invoke(cli, ["verify", "--layout", "hf", "--json"], env=env)
+    assert got.exit_code == 0, got.output
+    got = runner.invoke(cli, ["inventory", "-o", str(tmp_path / "have.json"), "--json"], env=env)
+    assert got.exit_code == 0 and json.loads(got.stdout)["repos"] == 1

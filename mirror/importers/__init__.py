@@ -8,7 +8,9 @@ moment leaves each repo in its old state or its new one, and running the import 
 
 Content the target already holds (in the repos the bundle names) is hashed and hardlinked into staging
 instead of written again, so importing the same bundle twice writes nothing, and a damaged copy in the
-target is found and replaced by the bundle's. Before anything is written, the bytes the import will add
+target is found and replaced by the bundle's. What is published never shares an inode across repos (nor
+across revisions in --no-symlinks trees) unless `link_shared`: content staged once is copied for each
+further repo (`layout.link_if_private`). Before anything is written, the bytes the import will add
 are checked against the free space of the target's file system.
 
 Deltas and volume sets (DESIGN: bundle index `in_target`, `volume`, `chunks`): an import unit is one
@@ -257,7 +259,8 @@ def import_unit(
             for sha, size, path in writer.candidates(repo):
                 if _is_file_of_size(path, size):
                     candidates.setdefault(sha, []).append(path)
-        # At most what the given bundles carry is written (less if some repos turn out incomplete).
+        # At most what the given bundles carry is written (less if some repos turn out incomplete), and
+        # each repo's own copy of what several repos share (unless --link-shared).
         check_space(
             Path(unit.label), target, index, candidates, {sha for sha in files_of if carried(sha)}, writer
         )
