@@ -20,7 +20,7 @@ import click
 from mirror import __version__
 from mirror.errors import MirrorError
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
-from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
 
 if TYPE_CHECKING:
     from mirror.sync import ItemResult
@@ -468,8 +468,9 @@ def export_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="Where to write (hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, "
+    "else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope "
+    "default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "--trust",
@@ -490,8 +491,16 @@ def export_cmd(
 @click.option(
     "--no-symlinks",
     is_flag=True,
-    help="hf layout: real files in snapshots/ (hardlinks where possible, else copies), as huggingface_hub "
-    "writes under HF_HUB_DISABLE_SYMLINKS, for file systems without symlinks.",
+    help="hf layout: real files in snapshots/, each its own copy, and no blobs/, as huggingface_hub writes "
+    "under HF_HUB_DISABLE_SYMLINKS (set to 1, ON, YES or TRUE, it implies this option), for file systems "
+    "without symlinks.",
+)
+@click.option(
+    "--link-shared",
+    is_flag=True,
+    help="Hardlink files of equal content across repos (and across revisions with --no-symlinks) to save "
+    "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
+    "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
 )
 @click.option(
     "--wait",
@@ -510,6 +519,7 @@ def import_cmd(
     require_signature: bool,
     no_symlinks: bool,
     wait: float,
+    link_shared: bool,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
@@ -533,6 +543,8 @@ def import_cmd(
         if layout == "dir":
             raise click.UsageError("--layout dir needs --target DIR")
         target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
+    symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
     reports = []
     errors: list[MirrorError] = []
@@ -547,7 +559,8 @@ def import_cmd(
                     target,
                     progress=sink.update,
                     trust=trust,
-                    symlinks=not no_symlinks,
+                    symlinks=symlinks,
+                    link_shared=link_shared,
                     wait=wait,
                 )
             )
@@ -585,8 +598,8 @@ def import_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The tree to list (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="The tree to list (hf default: where huggingface_hub looks, as for import; modelscope default: "
+    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "-o",

@@ -8,7 +8,9 @@ moment leaves each repo in its old state or its new one, and running the import 
 
 Content the target already holds (in the repos the bundle names) is hashed and hardlinked into staging
 instead of written again, so importing the same bundle twice writes nothing, and a damaged copy in the
-target is found and replaced by the bundle's. Before anything is written, the bytes the import will add
+target is found and replaced by the bundle's. What is published never shares an inode across repos (nor
+across revisions in --no-symlinks trees) unless `link_shared`: content staged once is copied for each
+further repo (`layout.link_if_private`). Before anything is written, the bytes the import will add
 are checked against the free space of the target's file system.
 
 Deltas and volume sets (DESIGN: bundle index `in_target`, `volume`, `chunks`): an import unit is one
@@ -82,12 +84,12 @@ class BundleImportError(IntegrityError):
         self.report = report
 
 
-def make_layout(layout: str, target: Path, *, symlinks: bool = True) -> Layout:
+def make_layout(layout: str, target: Path, *, symlinks: bool = True, link_shared: bool = False) -> Layout:
     try:
         factory = LAYOUTS[layout]
     except KeyError:
         raise UsageError(f"unknown layout {layout!r}; choose one of {', '.join(sorted(LAYOUTS))}") from None
-    return factory(Path(target), symlinks=symlinks)
+    return factory(Path(target), symlinks=symlinks, link_shared=link_shared)
 
 
 def receipt_for(
@@ -196,11 +198,21 @@ def import_bundle(
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
+    link_shared: bool = False,
     wait: float = 0.0,
 ) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
-    return import_unit(unit, layout, target, progress=progress, trust=trust, symlinks=symlinks, wait=wait)
+    return import_unit(
+        unit,
+        layout,
+        target,
+        progress=progress,
+        trust=trust,
+        symlinks=symlinks,
+        link_shared=link_shared,
+        wait=wait,
+    )
 
 
 def import_unit(
@@ -211,6 +223,7 @@ def import_unit(
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
+    link_shared: bool = False,
     wait: float = 0.0,
 ) -> ImportReport:
     """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
@@ -224,7 +237,9 @@ def import_unit(
     still needed (`ImportReport.exit_code`: 3, or 4 when a volume or a file of the target was damaged).
     Repos in the target the bundle does not name are never touched. `progress` gets the compressed bytes
     read (the volumes' sizes are the total). `symlinks=False` (`--no-symlinks`) makes the hf layout write
-    real files in snapshots/.
+    real files in snapshots/. Each repo gets its own copy of every file (revisions of one repo share a
+    content, as the layout's own tools share it); `link_shared=True` (`--link-shared`) hardlinks equal files
+    across repos (and --no-symlinks revisions) instead.
 
     One import at a time per target: another one into it makes this wait up to `wait` seconds, then raise
     LockedError (exit 75). Before anything is written, every path the import will use in the target is
@@ -241,7 +256,7 @@ def import_unit(
 
     with Staging() as guard:
         guard.lock(target, wait, busy)
-        return _import_locked(unit, layout, target, progress, trust, symlinks)
+        return _import_locked(unit, layout, target, progress, trust, symlinks, link_shared)
 
 
 def _import_locked(
@@ -251,9 +266,10 @@ def _import_locked(
     progress: Progress | None,
     trust: TrustPolicy | None,
     symlinks: bool,
+    link_shared: bool,
 ) -> ImportReport:
     """`import_unit`, once it holds the target's lock."""
-    writer = make_layout(layout, target, symlinks=symlinks)
+    writer = make_layout(layout, target, symlinks=symlinks, link_shared=link_shared)
     index = unit.index
     volume_set = index.volume_set
     given = {_volume_number(v) for v in unit.volumes}
@@ -279,8 +295,11 @@ def _import_locked(
             for sha, size, path in writer.candidates(repo):
                 if _is_file_of_size(path, size):
                     candidates.setdefault(sha, []).append(path)
-        # At most what the given bundles carry is written (less if some repos turn out incomplete).
-        check_space(Path(unit.label), target, index, candidates, {sha for sha in files_of if carried(sha)})
+        # At most what the given bundles carry is written (less if some repos turn out incomplete), and
+        # each repo's own copy of what several repos share (unless --link-shared).
+        check_space(
+            Path(unit.label), target, index, candidates, {sha for sha in files_of if carried(sha)}, writer
+        )
         with Staging() as staging:
             folders = {}
             home: dict[str, Path] = {}  # sha256 -> the staging folder its content goes in
@@ -559,12 +578,28 @@ def free_space(target: Path) -> tuple[Path, int]:
 
 
 def bytes_to_add(
-    index: BundleIndex, candidates: dict[str, list[Path]], wanted: set[str] | None = None
+    index: BundleIndex,
+    candidates: dict[str, list[Path]],
+    wanted: set[str] | None = None,
+    writer: Layout | None = None,
 ) -> tuple[int, int]:
-    """(bytes, files) of content the target does not hold yet: each new content is written once (repos and
-    revisions share it by hardlink). A file already there with the right size counts as held; if its
-    content turns out wrong, the import writes the bundle's copy instead. `wanted`: only this content will
-    be written (default: everything the index describes)."""
+    """(bytes, files) of content the target does not hold yet. A file already there with the right size
+    counts as held; if its content turns out wrong, the import writes the bundle's copy instead.
+
+    With a `writer` that keeps repos apart (the default), each copy the layout keeps of a content
+    (`Layout.copies`: per repo, and per file in --no-symlinks trees) counts, wherever its content comes
+    from. Otherwise (`--link-shared`, or no writer) each new content is written once, repos and revisions
+    sharing it by hardlink, and `wanted` limits it to the content that will be written (default: everything
+    the index describes)."""
+    if writer is not None and not writer.link_shared:
+        sizes = [
+            size
+            for repo in index.repos
+            for _, size, path in writer.copies(repo)
+            if not _is_file_of_size(path, size)
+        ]
+        records = sum(1 for repo in index.repos for _ in _files(repo))
+        return sum(sizes) + BLOCK * (len(sizes) + records) + OVERHEAD, len(sizes)
     new: dict[str, int] = {}
     records = 0
     for repo in index.repos:
@@ -583,9 +618,10 @@ def check_space(
     index: BundleIndex,
     candidates: dict[str, list[Path]],
     wanted: set[str] | None = None,
+    writer: Layout | None = None,
 ) -> None:
     """MirrorError (exit 1), before anything is written, when the target's file system is too full."""
-    need, files = bytes_to_add(index, candidates, wanted)
+    need, files = bytes_to_add(index, candidates, wanted, writer)
     where, free = free_space(target)
     if need > free:
         raise MirrorError(

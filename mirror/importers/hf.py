@@ -12,10 +12,11 @@ models--org--name/
     .mirror/tmp/<id>/               staging during an import (and temp names for every atomic write)
 
 With `symlinks=False` (`--no-symlinks`, what huggingface_hub does under HF_HUB_DISABLE_SYMLINKS or on a
-file system without symlinks), snapshots/<commit>/<path> are real files: hardlinks of blobs/<etag> where
-the file system has hardlinks, else copies (and then, as huggingface_hub does, no blobs/ at all, so the
-content is held once). huggingface_hub finds a snapshot file by its path and never follows it to blobs/,
-so the repo loads offline by repo id the same way.
+file system without symlinks), snapshots/<commit>/<path> are real files, each its own copy, and nothing
+goes in blobs/: what huggingface_hub's `_create_symlink` leaves then (it moves each new blob into the
+snapshot, and copies one already there), so `delete_revisions` frees what it reports. huggingface_hub
+finds a snapshot file by its path and never follows it to blobs/, so the repo loads offline by repo id the
+same way. (`--link-shared` hardlinks equal files instead, across revisions and repos.)
 
 Publishing order, so a SIGKILL at any moment leaves no snapshot pointing at a missing or unverified
 blob: a commit's blobs first (each renamed in whole), then its snapshot folder (built in staging and
@@ -48,7 +49,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from mirror.importers.layout import (
     claim_folder,
     entries,
     json_bytes,
-    link_or_copy,
+    link_if_private,
     read_json_record,
     receipt_files,
     regular_files,
@@ -116,10 +116,6 @@ def tree_json(commit: IndexedCommit) -> bytes:
 
 class HfLayout(Layout):
     name = "hf"
-
-    def __init__(self, target: Path, *, symlinks: bool = True) -> None:
-        super().__init__(target, symlinks=symlinks)
-        self._hardlinks: bool | None = None
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
         return self.target / repo_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
@@ -180,6 +176,17 @@ class HfLayout(Layout):
                 if not snap.is_symlink():  # a real file: a --no-symlinks import, or such a download
                     yield f.sha256, f.size, snap
 
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        repo_dir = self.repo_dir(repo)
+        blobs: set[str] = set()
+        for commit in repo.commits:
+            for f in commit.files:
+                if not self.symlinks:
+                    yield f.sha256, f.size, join_inside(repo_dir / "snapshots" / commit.commit, f.path)
+                elif f.etag not in blobs:
+                    blobs.add(f.etag)
+                    yield f.sha256, f.size, repo_dir / "blobs" / f.etag
+
     def publish(self, pub: Publication) -> RepoReport:
         repo, scratch = pub.repo, pub.scratch
         repo_dir = self.repo_dir(repo)
@@ -188,10 +195,9 @@ class HfLayout(Layout):
         )
         changed = False
         files_written = bytes_written = 0
-        keep_blobs = self.symlinks or self._can_hardlink(scratch)
         placed: set[str] = set()
         for commit in repo.commits:
-            if keep_blobs:
+            if self.symlinks:
                 for f in commit.files:
                     if f.etag in placed:
                         continue
@@ -208,9 +214,8 @@ class HfLayout(Layout):
                 written = self._file_snapshot(repo_dir, commit, pub)
                 if written:
                     changed = True
-                    if not keep_blobs:
-                        files_written += len(written)
-                        bytes_written += sum(f.size for f in written)
+                    files_written += len(written)
+                    bytes_written += sum(f.size for f in written)
             if commit.complete:
                 # A listing already there is as true as ours (a commit never changes): keep it.
                 changed |= self.write_if_changed(
@@ -297,20 +302,6 @@ class HfLayout(Layout):
 
     # -- the steps of publish -------------------------------------------------------------------------------
 
-    def _can_hardlink(self, scratch: Path) -> bool:
-        if self._hardlinks is None:
-            probe = scratch / f"probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            try:
-                os.link(probe, probe.with_suffix(".link"))
-                self._hardlinks = True
-            except OSError:
-                self._hardlinks = False
-            finally:
-                probe.with_suffix(".link").unlink(missing_ok=True)
-                probe.unlink()
-        return self._hardlinks
-
     def _link_snapshot(self, repo_dir: Path, commit: IndexedCommit, scratch: Path) -> bool:
         """Point snapshots/<commit>/ at the blobs; whether anything changed.
 
@@ -339,7 +330,7 @@ class HfLayout(Layout):
         return changed
 
     def _file_snapshot(self, repo_dir: Path, commit: IndexedCommit, pub: Publication) -> list[Any]:
-        """snapshots/<commit>/ as real files (hardlinks of the blobs where possible); the files written."""
+        """snapshots/<commit>/ as real files, each its own copy (`link_if_private`); the files written."""
         folder = repo_dir / "snapshots" / commit.commit
         if not (folder.exists() or folder.is_symlink()):
             built = pub.scratch / f"snapshot-{commit.commit}"
@@ -347,7 +338,7 @@ class HfLayout(Layout):
             for f in commit.files:
                 dest = join_inside(built, f.path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(pub.content[f.sha256], dest)
+                link_if_private(pub.content[f.sha256], dest, shared=self.link_shared)
             if self._rename_new(built, folder):
                 return list(commit.files)
         written = []

@@ -354,9 +354,12 @@ class Layout(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, target: Path, *, symlinks: bool = True) -> None:
+    def __init__(self, target: Path, *, symlinks: bool = True, link_shared: bool = False) -> None:
         self.target = Path(target)
         self.symlinks = symlinks
+        # --link-shared: published files of equal content may share one inode across repos (and, in
+        # --no-symlinks trees, across revisions); by default they never do (see `link_if_private`).
+        self.link_shared = link_shared
 
     def check(self, index: BundleIndex) -> None:  # noqa: B027 - optional hook, most layouts need none
         """Refuse, before anything is written, a bundle this layout cannot hold (raise MirrorError)."""
@@ -380,6 +383,11 @@ class Layout(ABC):
         Only the repo's own folders are looked at (models the bundle does not name are never touched); the
         importer hashes a candidate before it uses it, instead of writing the bundle's copy again.
         """
+
+    @abstractmethod
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        """(sha256, size, path) of each file of the published repo that holds a copy of its own (for the
+        space check): one per content where the layout shares it within the repo, else one per file."""
 
     @abstractmethod
     def publish(self, pub: Publication) -> RepoReport:
@@ -407,7 +415,7 @@ class Layout(ABC):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = scratch / uuid.uuid4().hex
         try:
-            linked = link_or_copy(src, tmp)
+            linked = link_if_private(src, tmp, shared=self.link_shared)
             checkpoint()
             os.replace(tmp, dest)
         finally:
@@ -534,6 +542,20 @@ def link_or_copy(src: Path, dest: Path) -> bool:
     except OSError:
         shutil.copyfile(src, dest)
         return False
+
+
+def link_if_private(src: Path, dest: Path, *, shared: bool) -> bool:
+    """dest with src's content, for a published tree; whether it is a hardlink.
+
+    A hardlink only while src is nothing but a staging name (its first use: no published file shares its
+    inode yet), or with `shared` (--link-shared); else a copy. So, by default, a content staged once serves
+    many repos (or --no-symlinks revisions) and each gets its own file, as the hub clients keep them:
+    editing one in place never changes another, and deleting one frees its space.
+    """
+    if shared or os.stat(src).st_nlink == 1:
+        return link_or_copy(src, dest)
+    shutil.copyfile(src, dest)
+    return False
 
 
 _RENAME_EXCHANGE = 2
