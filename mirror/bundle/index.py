@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from mirror import __version__
 from mirror.errors import IntegrityError
 from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_safe_relpath, is_sha256
-from mirror.snapshot import FileRecord
+from mirror.snapshot import FileRecord, ListedFile, check_listing, listing_from_json
 from mirror.store import RepoKey
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
@@ -71,18 +71,26 @@ def _file_from_json(data: Any) -> FileRecord:
 
 @dataclass(frozen=True)
 class IndexedCommit:
-    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there."""
+    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there.
+
+    `listing` (optional, only on a commit that is not complete) is the commit's complete listing, for the
+    HF cache's trees/<commit>.json; bundles without it are read as before (no trees/ for such a commit).
+    """
 
     commit: str
     complete: bool
     files: tuple[FileRecord, ...]
+    listing: tuple[ListedFile, ...] | None = None
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        return {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+        data = {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+        if self.listing is not None:  # written only when set: other bundles stay byte-identical
+            data["listing"] = [e.to_json() for e in self.listing]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> IndexedCommit:
@@ -97,7 +105,21 @@ class IndexedCommit:
             # A file that is also a folder of another file cannot exist on disk.
             if any("/".join(parts[:i]) in paths for i in range(1, len(parts))):
                 raise _bad(f"commit {commit}: {f.path!r} lies inside another file")
-        return cls(commit=commit, complete=complete, files=tuple(sorted(files, key=lambda f: f.path)))
+        listing = None
+        if "listing" in data:
+            if complete:
+                raise _bad(f"commit {commit} is complete but carries a listing")
+            try:
+                listing = listing_from_json(data["listing"])
+                check_listing(files, listing, f"commit {commit}")
+            except IntegrityError as e:
+                raise _bad(str(e)) from None
+        return cls(
+            commit=commit,
+            complete=complete,
+            files=tuple(sorted(files, key=lambda f: f.path)),
+            listing=listing,
+        )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ CACHEDIR.TAG
 models--org--name/
     blobs/<etag>                    sha256 for LFS files, the git blob sha1 otherwise
     snapshots/<commit>/<path>       relative symlinks to ../../blobs/<etag>
-    trees/<commit>.json             only for a commit whose every file is in the bundle
+    trees/<commit>.json             the commit's complete listing (for a filtered commit, when the bundle has it)
     refs/<revision>                 the commit, no newline; written last
     .mirror/receipts/<bundle sha256>.json   what mirror imported (scan_cache_dir never looks here)
     .mirror/refs.json               which bundle (and how new) last set each ref
@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from mirror.importers.layout import (
     regular_files,
 )
 from mirror.paths import is_commit, is_sha256, join_inside
+from mirror.snapshot import ListedFile
 from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -93,13 +94,13 @@ def snapshot_link(path: str, etag: str) -> str:
     return "../" * (path.count("/") + 2) + f"blobs/{etag}"
 
 
-def tree_json(commit: IndexedCommit) -> bytes:
+def tree_json(listing: Iterable[ListedFile]) -> bytes:
     """trees/<commit>.json byte for byte as huggingface_hub's write_tree_cache writes it."""
     files: dict[str, dict[str, Any]] = {}
-    for f in sorted(commit.files, key=lambda f: f.path):
+    for f in sorted(listing, key=lambda f: f.path):
         entry: dict[str, Any] = {"size": f.size, "blob_id": f.oid}
-        if f.lfs:
-            entry["lfs_sha256"] = f.sha256
+        if f.lfs_sha256 is not None:
+            entry["lfs_sha256"] = f.lfs_sha256
             entry["lfs_size"] = f.size
         files[f.path] = entry
     return json.dumps({"format_version": TREE_FORMAT_VERSION, "files": files}, indent=1).encode("utf-8")
@@ -175,11 +176,13 @@ class HfLayout(Layout):
                     if not keep_blobs:
                         files_written += len(written)
                         bytes_written += sum(f.size for f in written)
-            if commit.complete:
-                # A listing already there is as true as ours (a commit never changes): keep it.
+            # The commit's complete listing, also for a filtered one (as snapshot_download(allow_patterns=)
+            # writes it); none when the bundle lacks it. One already there is as true as ours: keep it.
+            listing = [ListedFile.of(f) for f in commit.files] if commit.complete else commit.listing
+            if listing is not None:
                 changed |= self.write_if_changed(
                     repo_dir / "trees" / f"{commit.commit}.json",
-                    tree_json(commit),
+                    tree_json(listing),
                     scratch,
                     only_if_absent=True,
                 )
