@@ -253,14 +253,25 @@ class HfLayout(Layout):
         files: list[ExpectedFile] = []
         problems: list[str] = []
         for repo_dir in self._repo_dirs():
+            removed = _removed_commits(repo_dir)
             for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
                 try:
                     for commit, path, size, sha256 in receipt_files(receipt):
+                        if commit in removed:
+                            continue
                         snap = join_inside(repo_dir / "snapshots" / commit, path)
                         files.append(ExpectedFile(snap, size, sha256))
                 except (OSError, ValueError) as e:
                     problems.append(f"{receipt}: unreadable receipt ({e})")
         return files, problems
+
+    def removed_revisions(self) -> list[str]:
+        return [
+            f"{repo_dir.name}: revision {commit} was removed from the cache (as `hf cache rm` or "
+            "scan_cache_dir().delete_revisions() do); not checked"
+            for repo_dir in self._repo_dirs()
+            for commit in sorted(_removed_commits(repo_dir))
+        ]
 
     # -- the steps of publish -------------------------------------------------------------------------------
 
@@ -403,6 +414,26 @@ class HfLayout(Layout):
 
 
 REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def _removed_commits(repo_dir: Path) -> set[str]:
+    """The commits the receipts list that huggingface_hub's cache tools removed: `delete_revisions` (which
+    `hf cache rm` runs) deletes a revision's whole snapshots/<commit>/ and every ref naming it (and the blobs
+    nothing else uses). A commit that lost its folder but that a ref still names was damaged, not removed."""
+    receipted: set[str] = set()
+    for receipt in (repo_dir / ".mirror" / "receipts").glob("*.json"):
+        try:
+            receipted.update(commit for commit, *_ in receipt_files(receipt))
+        except (OSError, ValueError):
+            continue  # expected_files reports it
+    gone = {c for c in receipted if not os.path.lexists(repo_dir / "snapshots" / c)}
+    if gone:
+        for ref in regular_files(repo_dir / "refs", recursive=True):
+            try:
+                gone.discard(ref.read_text(encoding="utf-8").strip())
+            except (OSError, UnicodeDecodeError):
+                continue
+    return gone
 
 
 def _refuse_folder(path: Path) -> None:

@@ -309,6 +309,11 @@ class Layout(ABC):
     def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
         """Every file the receipts in the target say an import wrote, and the receipts that are unreadable."""
 
+    def removed_revisions(self) -> list[str]:
+        """The imported revisions the user removed with the layout's own tools (not damage: `mirror verify
+        --target` reports them and checks them no more); none unless the layout's tools can remove one."""
+        return []
+
     @abstractmethod
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
         """Every regular file in the target that may hold a repo file's content (`mirror inventory`, and
