@@ -466,6 +466,30 @@ def _reference(split_store: SplitStore, tmp_path: Path, layout: str) -> Path:
     return reference
 
 
+def test_the_modelscope_layout_takes_a_set_one_volume_per_run(
+    split_store: SplitStore, tmp_path: Path
+) -> None:
+    """The modelscope layout keeps per repo too; a repo not complete yet has no snapshots/ it could load."""
+    manifest = tmp_path / "org.yml"
+    manifest.write_text(
+        "version: 1\nmodels:\n  - repo: org/big\n  - repo: org/mid\n  - repo: org/tune\n"
+        "    revisions: [main, v1]\n"
+    )
+    volumes = export_split(split_store, tmp_path / "out" / "org.tar.zst", str(manifest))
+    assert len(volumes) >= 3
+    reference = tmp_path / "reference"
+    import_unit(group_bundles(volumes)[0], "modelscope", reference)
+    target = tmp_path / "target"
+    for number, volume in enumerate(volumes, 1):
+        report = import_bundle(volume, "modelscope", target)
+        assert bool(report.kept) == (number < len(volumes))
+        for m in report.missing:
+            folder = target / "models" / m.repo.repo_id.replace("/", "--")
+            assert not (folder / "snapshots").exists() or any((folder / "snapshots").iterdir())
+    assert report.exit_code == 0
+    assert tree_contents(target) == tree_contents(reference) and _kept(target) == []
+
+
 def _kept(target: Path) -> list[Path]:
     return sorted(p for p in target.rglob("*") if ".mirror/kept" in p.as_posix() and p.is_file())
 
