@@ -234,3 +234,29 @@ def test_a_hostile_listing_is_refused(sample_store: SampleStore, tmp_path: Path,
     BundleIndex.from_json(index.to_json())  # untouched, it reads back
     with pytest.raises(IntegrityError):
         BundleIndex.from_json(_tampered(index, change))
+
+
+def test_a_filtered_modelscope_sync_keeps_no_listing_and_writes_no_tree(
+    hub: LoopbackHub, tmp_path: Path, isolated_home: Path
+) -> None:
+    """ModelScope lists no git blob ids, which trees/<commit>.json needs for the files not fetched: its
+    filtered commits get no listing, and their HF-cache import no trees/ (offline clients take the folder
+    as complete, as before)."""
+    commit = hub.add_commit("owner/model", FILES, branch="master")
+    store = Store(tmp_path / "store")
+    manifest = (
+        "version: 1\nmodels:\n  - repo: owner/model\n    source: modelscope\n    revisions: [master]\n"
+        '    include: ["*.json"]\n'
+    )
+    settings = Settings.from_env(store.root, {"MODELSCOPE_ENDPOINT": hub.url})
+    report = sync(
+        store, plan_targets(parse_manifest(manifest, "m.yml").models), default_source_factory(settings)
+    )
+    assert report.exit_code == 0, report.to_json()
+    (snap,) = store.snapshots(RepoKey("modelscope", "model", "owner/model"))
+    assert not snap.complete and snap.listing is None
+    cache = tmp_path / "hub-cache"
+    import_bundle(write_bundle(store, select_all(store), tmp_path / "ms.tar.zst").path, "hf", cache)
+    repo = cache / "models--owner--model"
+    assert sorted(p.name for p in (repo / "snapshots" / commit).iterdir()) == ["config.json", "sub"]
+    assert not (repo / "trees").exists()
