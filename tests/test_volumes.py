@@ -523,6 +523,16 @@ def test_volumes_imported_one_run_at_a_time_complete_the_repos(
             assert any(f"still needed: {', '.join(sorted(still))}" in k for k in report.kept)
             assert any(line.startswith("  KEPT      ") for line in report.lines())
             assert "kept" in report.to_json()
+            # Swept once used: only what a repo not published yet needs stays.
+            published_now = {r.repo.repo_id for r in report.repos}
+            needed = {
+                f.sha256
+                for r in index.repos
+                if r.repo_id not in published_now
+                for c in r.commits
+                for f in c.files
+            }
+            assert {p.name.split(".")[0] for p in _kept(target)} <= needed
     assert report.exit_code == 0 and not report.kept and "kept" not in report.to_json()
     assert done == set(split_store.repos)
     assert tree_contents(target) == tree_contents(reference)
