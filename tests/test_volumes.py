@@ -652,3 +652,29 @@ def test_a_killed_run_leaves_kept_state_usable_or_swept(
         assert report.exit_code == 0, f"killed at step {step} of {total}: {report.lines()}"
         assert tree_contents(target) == tree_contents(reference), f"killed at step {step} of {total}"
         assert _kept(target) == []
+
+
+@pytest.mark.parametrize("where", [".mirror/kept", "kept-set", ".mirror"])
+def test_a_link_planted_where_a_set_is_kept_is_refused(
+    volumes: list[Path], tmp_path: Path, where: str
+) -> None:
+    from mirror.errors import MirrorError
+
+    index = read_index(volumes[0])
+    assert index.volume_set is not None
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    target = tmp_path / "target"
+    repo_dir = target / "models--org--big"
+    (repo_dir / "snapshots").mkdir(parents=True)
+    link = {
+        ".mirror/kept": repo_dir / ".mirror" / "kept",
+        "kept-set": repo_dir / ".mirror" / "kept" / index.volume_set.id,
+        ".mirror": repo_dir / ".mirror",
+    }[where]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside)
+    with pytest.raises(MirrorError, match="link or a file"):
+        import_bundle(volumes[0], "hf", target)
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.txt"]

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mirror.bundle import BundleIndex, IndexedRepo
+from mirror.errors import MirrorError
 from mirror.fsutil import atomic_write_bytes
 from mirror.hashing import CHUNK
 from mirror.importers.layout import HashCache, Layout, entries, human_bytes, remove_empty
@@ -53,11 +54,20 @@ class KeptSet:
         return sorted({self.folder(r) for r in self.index.repos})
 
     def load(self) -> None:
-        """Take in what earlier imports kept, each content and chunk re-hashed; remove the rest."""
+        """Take in what earlier imports kept, each content and chunk re-hashed; remove the rest.
+
+        MirrorError (before anything is written) when a kept folder, or a folder on the way to it from the
+        layout's `.mirror/`, is a link or not a folder: nothing is ever kept or swept through a link."""
         for folder in self.folders():
-            if not folder.is_dir() or folder.is_symlink():
+            for step in (folder.parent.parent, folder.parent, folder):
+                if step.is_symlink() or (step.exists() and not step.is_dir()):
+                    raise MirrorError(
+                        f"{step} is a link or a file where mirror keeps a volume set's verified content; "
+                        "remove it and import again"
+                    )
+            if not folder.is_dir():
                 continue
-            self.writer.check_inside(folder / "kept")  # never through a link planted on the way
+            self.writer.check_inside(folder / "kept")  # the folders above it in the target, too
             for entry in entries(folder):
                 name = entry.name
                 sha = name.removesuffix(CHUNKS).removesuffix(RECEIVED)
