@@ -728,7 +728,7 @@ def verify(
         emit(
             [checked.to_json()],
             as_json,
-            [f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
+            [*checked.removed, f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
         )
         return
     if bundles:

@@ -106,7 +106,11 @@ class Store:
         key = RepoKey(snap.source, snap.repo_type, snap.repo_id)
         old = self.read_snapshot(key, snap.commit)
         merged = old.merged(snap) if old is not None else snap
-        if old is not None and (old.files, old.complete) == (merged.files, merged.complete):
+        if old is not None and (old.files, old.complete, old.listing) == (
+            merged.files,
+            merged.complete,
+            merged.listing,
+        ):
             return old  # nothing new: an unchanged manifest rewrites no record
         atomic_write_json(
             self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json()

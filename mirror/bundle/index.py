@@ -28,7 +28,7 @@ from mirror.paths import (
     name_problem,
     nested_names,
 )
-from mirror.snapshot import FileRecord
+from mirror.snapshot import FileRecord, ListedFile, check_listing, listing_from_json
 from mirror.store import RepoKey
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
@@ -94,18 +94,26 @@ def _file_from_json(data: Any) -> FileRecord:
 
 @dataclass(frozen=True)
 class IndexedCommit:
-    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there."""
+    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there.
+
+    `listing` (optional, only on a commit that is not complete) is the commit's complete listing, for the
+    HF cache's trees/<commit>.json; bundles without it are read as before (no trees/ for such a commit).
+    """
 
     commit: str
     complete: bool
     files: tuple[FileRecord, ...]
+    listing: tuple[ListedFile, ...] | None = None
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        return {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+        data = {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+        if self.listing is not None:  # written only when set: other bundles stay byte-identical
+            data["listing"] = [e.to_json() for e in self.listing]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> IndexedCommit:
@@ -120,7 +128,21 @@ class IndexedCommit:
             raise _bad(f"commit {commit}: {path!r} lies inside another file, {folder!r}")
         for path in sorted(paths):
             _check_publishable(path, f"commit {commit}: file {path!r}")
-        return cls(commit=commit, complete=complete, files=tuple(sorted(files, key=lambda f: f.path)))
+        listing = None
+        if "listing" in data:
+            if complete:
+                raise _bad(f"commit {commit} is complete but carries a listing")
+            try:
+                listing = listing_from_json(data["listing"])
+                check_listing(files, listing, f"commit {commit}")
+            except IntegrityError as e:
+                raise _bad(str(e)) from None
+        return cls(
+            commit=commit,
+            complete=complete,
+            files=tuple(sorted(files, key=lambda f: f.path)),
+            listing=listing,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ Deltas and volume sets (DESIGN: bundle index `in_target`, `volume`, `chunks`): a
 bundle or the volumes given of one set (`group_bundles`). Content that nothing given carries is taken from
 anywhere in the target (`held.TargetContent`), hashed first. A repo is published only when every one of
 its files is at hand; the others are reported (`MissingRepo`) and left as they were. Of a set, a damaged
-volume is dropped whole, and the rest still count.
+volume is dropped whole, and the rest still count; what a set's import verified for repos it could not
+complete is kept in the target for the next volumes, given in later runs (`kept.KeptSet`).
 
 Adding a layout is one module with a `Layout` subclass, and one line in `LAYOUTS`.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ from mirror.fsutil import BulkWriter
 from mirror.importers.dir import DirLayout
 from mirror.importers.held import TargetContent
 from mirror.importers.hf import HfLayout
+from mirror.importers.kept import KeptSet
 from mirror.importers.layout import (
     HashCache,
     ImportReport,
@@ -279,9 +282,14 @@ def _import_locked(
         for f in _files(repo):
             files_of.setdefault(f.sha256, f)
 
+    kept_chunks: dict[str, set[int]] = {}  # of a volume set: the chunks earlier imports kept (kept.py)
+
     def carried(sha: str) -> bool:
         """Whether what was given carries this content (else it must come from the target)."""
         placement = index.placement(sha)
+        if placement.chunks:
+            got = kept_chunks.get(sha, set())
+            return all(c.volume in given or i in got for i, c in enumerate(placement.chunks))
         return not placement.in_target and all(v in given for v in placement.volumes())
 
     try:
@@ -290,6 +298,10 @@ def _import_locked(
         accepted = [check_trust(trust, path, ix, writer.name, target) for path, ix in unit.volumes]
         writer.check(index)
         check_uses(target, (use for repo in index.repos for use in writer.uses(repo)))
+        kept = KeptSet(writer, index, hashes) if volume_set is not None else None
+        if kept is not None:  # what earlier imports of this set verified, checked again
+            kept.load()
+            kept_chunks.update(kept.received)
         candidates: dict[str, list[Path]] = {}
         for repo in index.repos:
             for sha, size, path in writer.candidates(repo):
@@ -298,7 +310,12 @@ def _import_locked(
         # At most what the given bundles carry is written (less if some repos turn out incomplete), and
         # each repo's own copy of what several repos share (unless --link-shared).
         check_space(
-            Path(unit.label), target, index, candidates, {sha for sha in files_of if carried(sha)}, writer
+            Path(unit.label),
+            target,
+            index,
+            candidates,
+            {sha for sha in files_of if carried(sha) and not (kept and sha in kept.whole)},
+            writer,
         )
         with Staging() as staging:
             folders = {}
@@ -307,11 +324,15 @@ def _import_locked(
                 for parent in writer.staging_parents(repo):
                     staging.make_dirs(parent)
                 folders[repo.key] = staging.folder(writer.staging_root(repo))
+                if kept is not None:  # a set's content waits in its kept area, for later imports too
+                    staging.make_dirs(kept.folder(repo))
                 for f in _files(repo):
-                    home.setdefault(f.sha256, folders[repo.key])
-            pool: dict[str, Path] = {}  # sha256 -> its verified content, in staging
+                    home.setdefault(f.sha256, kept.folder(repo) if kept else folders[repo.key])
+            if kept is not None:
+                staging.kept = kept.protected(kept.folders())
+            pool: dict[str, Path] = dict(kept.whole) if kept else {}  # sha256 -> verified content
             corrupt: dict[str, list[str]] = {}
-            outside = [sha for sha in files_of if not carried(sha)]
+            outside = [sha for sha in files_of if not carried(sha) and sha not in pool]
             if outside:
                 # Content nothing given carries (a delta's `in_target`, a volume not given), from the target.
                 finder = TargetContent(writer)
@@ -327,7 +348,9 @@ def _import_locked(
                 r for r in index.repos if all(f.sha256 in pool or carried(f.sha256) for f in _files(r))
             ]
             wanted = {f.sha256 for repo in possible for f in _files(repo)} - set(pool)
-            stream = _Stream(index, pool, home, wanted, candidates, hashes)
+            if kept is not None:  # what repos not complete yet need is kept for the next volumes
+                wanted = set(files_of) - set(pool)
+            stream = _Stream(index, pool, home, wanted, candidates, hashes, kept)
             damaged: list[str] = []
             bad_volumes: set[int] = set()
             for path, volume in unit.volumes:
@@ -353,7 +376,16 @@ def _import_locked(
             bundle_id = volume_set.id if volume_set is not None else stream.bundle_id
             complete = [r for r in index.repos if all(f.sha256 in pool for f in _files(r))]
             missing = tuple(
-                _missing(repo, index, pool, corrupt, stream.unjoined, given - bad_volumes, bad_volumes)
+                _missing(
+                    repo,
+                    index,
+                    pool,
+                    corrupt,
+                    stream.unjoined,
+                    given - bad_volumes,
+                    bad_volumes,
+                    stream.received,
+                )
                 for repo in index.repos
                 if repo not in complete
             )
@@ -375,6 +407,11 @@ def _import_locked(
                 reports.append(writer.publish(pub))
                 staging.sweep(writer.staging_root(repo))
             staging.changed = not all(r.already_present for r in reports)
+            kept_lines: list[str] = []
+            if kept is not None:  # swept of what the published repos used; all of it once the set is done
+                left = kept.sweep({f.sha256 for r in index.repos if r not in complete for f in _files(r)})
+                staging.kept = kept.protected(left)
+                kept_lines = kept.describe(left, (v for m in missing for v in m.volumes))
     except OSError as e:
         raise MirrorError(f"importing {unit.label} into {target} failed: {e}") from e
     report = ImportReport(
@@ -392,6 +429,7 @@ def _import_locked(
             for path in paths
         ),
         volumes=names,
+        kept=tuple(kept_lines),
     )
     if reports:  # mirror.signing: remember the sequence of what was published
         for acceptance in accepted:
@@ -416,6 +454,7 @@ class _Stream:
         wanted: set[str],
         candidates: dict[str, list[Path]],
         hashes: HashCache,
+        kept: KeptSet | None = None,
     ) -> None:
         self.index = index
         self.pool = pool
@@ -423,8 +462,9 @@ class _Stream:
         self.wanted = wanted
         self.candidates = candidates
         self.hashes = hashes
-        self.parts: dict[str, Path] = {}  # sha256 -> the file its chunks are written into
-        self.received: dict[str, set[int]] = {}  # sha256 -> the numbers of its chunks verified so far
+        self.kept = kept  # a volume set's: chunks are recorded there as they arrive, and were loaded from it
+        self.parts: dict[str, Path] = kept.parts if kept else {}  # sha256 -> the file its chunks are in
+        self.received: dict[str, set[int]] = kept.received if kept else {}  # sha256 -> its verified chunks
         self.unjoined: set[str] = set()  # contents whose verified chunks do not join to their sha256
         self.bundle_id = ""  # the last bundle's id: the sha256 of its index
 
@@ -462,6 +502,8 @@ class _Stream:
                         staged.unlink(missing_ok=True)
                 else:
                     self.received[sha].discard(chunk)
+                    if self.kept is not None:
+                        self.kept.record(sha, self.received[sha])
         return failed
 
     def _receive(self, file: BundleFile, contributed: list[tuple[str, int | None]]) -> None:
@@ -474,6 +516,9 @@ class _Stream:
             file.read()
             return
         if member.chunk is not None:
+            if member.chunk in self.received.get(sha, ()):
+                file.read()  # kept from an earlier volume given (or import): its bytes stay as verified
+                return
             part = self.parts.get(sha)
             if part is None:
                 part = self.parts[sha] = self.home[sha] / f"{sha}.chunks"
@@ -482,13 +527,15 @@ class _Stream:
                 file.read(out.write)
             checkpoint()
             self.received.setdefault(sha, set()).add(member.chunk)
+            if self.kept is not None:  # recorded only once written whole and verified
+                self.kept.record(sha, self.received[sha])
             contributed.append((sha, member.chunk))
             return
         dest = self.home[sha] / sha
         if _adopt(self.candidates.get(sha, ()), dest, member.file, self.hashes):
             file.read()  # the target already holds it: the bundle's bytes are checked all the same
         else:
-            part = dest.with_name(f"{sha}.part")
+            part = dest.with_name(f"{sha}.{uuid.uuid4().hex[:12]}.part")  # unique: staging may be kept
             try:
                 with BulkWriter(part) as out:
                     file.read(out.write)
@@ -510,6 +557,8 @@ class _Stream:
                 continue
             if self.hashes.sha256(part) != sha:
                 self.unjoined.add(sha)
+                if self.kept is not None:  # asked for again
+                    self.kept.drop_chunks(sha)
                 problems.append(
                     f"content {sha}, joined from its {count} verified chunks, does not match its sha256; export "
                     "the volumes again"
@@ -519,6 +568,8 @@ class _Stream:
             os.replace(part, dest)
             self.hashes.remember(dest, sha)
             self.pool[sha] = dest
+            if self.kept is not None:
+                self.kept.drop_chunks(sha)  # its record goes: the whole content is kept from now on
             checkpoint()
         return problems
 
@@ -531,6 +582,7 @@ def _missing(
     unjoined: set[str],
     streamed: set[int],
     bad_volumes: set[int],
+    received: dict[str, set[int]],
 ) -> MissingRepo:
     """Which files of a repo are not at hand, and why; the volumes still needed. (Files the bundles carry
     and verified, but that were not staged because the repo lacks others, are at hand.)"""
@@ -542,7 +594,9 @@ def _missing(
             if f.sha256 in pool:
                 continue
             placement = index.placement(f.sha256)
-            lacking = [v for v in placement.volumes() if v not in streamed]
+            got = received.get(f.sha256, set())  # chunks at hand: this import's and those kept before
+            needs = sorted({c.volume for i, c in enumerate(placement.chunks) if i not in got})
+            lacking = [v for v in (needs if placement.chunks else placement.volumes()) if v not in streamed]
             if volume_set is not None and lacking:
                 needed.update(lacking)
                 why = "in " + ", ".join(

@@ -4,7 +4,7 @@ CACHEDIR.TAG
 models--org--name/
     blobs/<etag>                    sha256 for LFS files, the git blob sha1 otherwise
     snapshots/<commit>/<path>       relative symlinks to ../../blobs/<etag>
-    trees/<commit>.json             only for a commit whose every file is in the bundle
+    trees/<commit>.json             the commit's complete listing (for a filtered commit, when the bundle has it)
     refs/<revision>                 the commit, no newline; written last
     .mirror/receipts/<bundle sha256>.json   what mirror imported (scan_cache_dir never looks here)
     .mirror/refs.json               which bundle (and how new) last set each ref
@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ from mirror.importers.layout import (
     regular_files,
 )
 from mirror.paths import is_commit, is_sha256, join_inside, name_problem
+from mirror.snapshot import ListedFile
 from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -102,13 +103,13 @@ def snapshot_link(path: str, etag: str) -> str:
     return "../" * (path.count("/") + 2) + f"blobs/{etag}"
 
 
-def tree_json(commit: IndexedCommit) -> bytes:
+def tree_json(listing: Iterable[ListedFile]) -> bytes:
     """trees/<commit>.json byte for byte as huggingface_hub's write_tree_cache writes it."""
     files: dict[str, dict[str, Any]] = {}
-    for f in sorted(commit.files, key=lambda f: f.path):
+    for f in sorted(listing, key=lambda f: f.path):
         entry: dict[str, Any] = {"size": f.size, "blob_id": f.oid}
-        if f.lfs:
-            entry["lfs_sha256"] = f.sha256
+        if f.lfs_sha256 is not None:
+            entry["lfs_sha256"] = f.lfs_sha256
             entry["lfs_size"] = f.size
         files[f.path] = entry
     return json.dumps({"format_version": TREE_FORMAT_VERSION, "files": files}, indent=1).encode("utf-8")
@@ -216,11 +217,13 @@ class HfLayout(Layout):
                     changed = True
                     files_written += len(written)
                     bytes_written += sum(f.size for f in written)
-            if commit.complete:
-                # A listing already there is as true as ours (a commit never changes): keep it.
+            # The commit's complete listing, also for a filtered one (as snapshot_download(allow_patterns=)
+            # writes it); none when the bundle lacks it. One already there is as true as ours: keep it.
+            listing = [ListedFile.of(f) for f in commit.files] if commit.complete else commit.listing
+            if listing is not None:
                 changed |= self.write_if_changed(
                     repo_dir / "trees" / f"{commit.commit}.json",
-                    tree_json(commit),
+                    tree_json(listing),
                     scratch,
                     only_if_absent=True,
                 )
@@ -291,14 +294,25 @@ class HfLayout(Layout):
         files: list[ExpectedFile] = []
         problems: list[str] = []
         for repo_dir in self._repo_dirs():
+            removed = _removed_commits(repo_dir)
             for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
                 try:
                     for commit, path, size, sha256 in receipt_files(receipt):
+                        if commit in removed:
+                            continue
                         snap = join_inside(repo_dir / "snapshots" / commit, path)
                         files.append(ExpectedFile(snap, size, sha256))
                 except (OSError, ValueError) as e:
                     problems.append(f"{receipt}: unreadable receipt ({e})")
         return files, problems
+
+    def removed_revisions(self) -> list[str]:
+        return [
+            f"{repo_dir.name}: revision {commit} was removed from the cache (as `hf cache rm` or "
+            "scan_cache_dir().delete_revisions() do); not checked"
+            for repo_dir in self._repo_dirs()
+            for commit in sorted(_removed_commits(repo_dir))
+        ]
 
     # -- the steps of publish -------------------------------------------------------------------------------
 
@@ -450,6 +464,23 @@ def _read_ref(ref: Path) -> str | None:
         return ref.read_text(encoding="utf-8", errors="replace").strip()
     except FileNotFoundError:
         return None
+
+
+def _removed_commits(repo_dir: Path) -> set[str]:
+    """The commits the receipts list that huggingface_hub's cache tools removed: `delete_revisions` (which
+    `hf cache rm` runs) deletes a revision's whole snapshots/<commit>/ and every ref naming it (and the blobs
+    nothing else uses). A commit that lost its folder but that a ref still names was damaged, not removed."""
+    receipted: set[str] = set()
+    for receipt in (repo_dir / ".mirror" / "receipts").glob("*.json"):
+        try:
+            receipted.update(commit for commit, *_ in receipt_files(receipt))
+        except (OSError, ValueError):
+            continue  # expected_files reports it
+    gone = {c for c in receipted if not os.path.lexists(repo_dir / "snapshots" / c)}
+    if gone:
+        for ref in regular_files(repo_dir / "refs", recursive=True):
+            gone.discard(_read_ref(ref) or "")
+    return gone
 
 
 def _refuse_folder(path: Path) -> None:

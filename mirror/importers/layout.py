@@ -152,6 +152,7 @@ class ImportReport:
     damaged: tuple[str, ...] = ()  # one message per damaged volume, naming it
     corrupt: tuple[str, ...] = ()  # one message per file of the target whose content is not what it should be
     volumes: tuple[str, ...] = ()  # the volumes imported (a volume set)
+    kept: tuple[str, ...] = ()  # what of a volume set is kept in the target for its next volumes (kept.py)
 
     @property
     def exit_code(self) -> int:
@@ -174,6 +175,8 @@ class ImportReport:
             data["missing"] = [m.to_json() for m in self.missing]
             data["damaged"] = list(self.damaged)
             data["corrupt"] = list(self.corrupt)
+        if self.kept:
+            data["kept"] = list(self.kept)
         return data
 
     def lines(self) -> list[str]:
@@ -185,6 +188,7 @@ class ImportReport:
         out += [f"  DAMAGED   {d}" for d in self.damaged]
         out += [f"  CORRUPT   {c}" for c in self.corrupt]
         out += [f"  {line}" for m in self.missing for line in m.lines()]
+        out += [f"  KEPT      {k}" for k in self.kept]
         return out
 
 
@@ -396,6 +400,11 @@ class Layout(ABC):
     @abstractmethod
     def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
         """Every file the receipts in the target say an import wrote, and the receipts that are unreadable."""
+
+    def removed_revisions(self) -> list[str]:
+        """The imported revisions the user removed with the layout's own tools (not damage: `mirror verify
+        --target` reports them and checks them no more); none unless the layout's tools can remove one."""
+        return []
 
     @abstractmethod
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
@@ -640,6 +649,7 @@ class Staging:
         self.publishing = False  # set once publishing starts: the target may change from then on
         self.changed = True  # after publishing: whether anything in the target changed
         self._lock: int | None = None
+        self.kept: list[Path] = []  # folders left in place (a volume set's kept staging, see kept.py)
 
     def __enter__(self) -> Staging:
         return self
@@ -733,11 +743,12 @@ class Staging:
             shutil.rmtree(path, ignore_errors=True)
             os.close(fd)
         self._folders.clear()
+        created = [f for f in reversed(self._created) if not any(f == k or f in k.parents for k in self.kept)]
         if self.publishing:
             # Folders publishing left empty go, and staging roots a killed import left behind.
-            remove_empty(*reversed(self._created), *self._roots)
+            remove_empty(*created, *self._roots)
         else:
-            for folder in reversed(self._created):
+            for folder in created:
                 with suppress(OSError):
                     shutil.rmtree(folder) if _only_folders(folder) else folder.rmdir()
         if not (self.publishing and self.changed):
