@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from mirror import __version__
-from mirror.errors import MirrorError
+from mirror.errors import DamagedBlobError, MirrorError
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
 
@@ -416,17 +417,24 @@ def export_cmd(
     signer = Signer(load_private_key(sign_key), sequence, lifetime) if sign_key is not None else None
     have = far_side_holds(have_files, since_bundles)
     specs = [s for m in load_manifests(manifests) for s in m.models] if manifests else None
-    result = export(
-        Store(settings(store).store),
-        specs,
-        output,
-        level=level,
-        threads=threads,
-        have=have,
-        split=limit,
-        signer=signer,
-        progress=progress(),
-    )
+    try:
+        result = export(
+            Store(settings(store).store),
+            specs,
+            output,
+            level=level,
+            threads=threads,
+            have=have,
+            split=limit,
+            signer=signer,
+            progress=progress(),
+        )
+    except DamagedBlobError as e:
+        if not manifests:
+            raise  # no manifest at hand: the error names the revisions to sync
+        # a sync of the same manifests needs the blob, finds it in doubt and fetches it again
+        command = shlex.join(["mirror", "sync", *manifests, *(["--store", str(store)] if store else [])])
+        raise DamagedBlobError(e.detail, e.revisions, command) from None
     data: dict[str, Any] = {} if not result.volumes else {"volumes": []}
     lines = []
     for bundle in result.bundles:

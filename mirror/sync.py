@@ -222,7 +222,7 @@ def sync(
             wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
             for f in wanted[index]:
                 sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
-                if sha is None or not store.has_blob(sha, f.size):
+                if sha is None or not _held(store, item.target, f, sha):
                     fetch = Fetch(item.target, remote.commit, f)
                     fetches.setdefault(fetch.expected.key, fetch)
         total = sum(fetch.file.size for fetch in fetches.values())
@@ -246,6 +246,21 @@ def sync(
         for index, files in wanted.items():
             _record(store, report.items[index], resolved[index], files, fetches, results, known)
     return report
+
+
+def _held(store: Store, target: Target, f: RemoteFile, sha256: str) -> bool:
+    """Whether the store's copy of a file can be used; a damaged one is said and fetched again (see the
+    store's docstring for how cheaply it is judged)."""
+    damage = store.blob_damage(sha256, f.size)
+    if damage is not None and damage != "missing":
+        log.warning(
+            "%s: %s: the store's blob %s is damaged (%s); fetching it again",
+            target,
+            f.path,
+            store.blob_path(sha256),
+            damage,
+        )
+    return damage is None
 
 
 def check_free_space(store: Store, needed: int) -> None:
