@@ -11,6 +11,7 @@ from typing import Any
 from mirror.errors import ManifestError
 from mirror.fsutil import atomic_write_json
 from mirror.paths import is_commit, is_repo_id, is_safe_relpath, is_sha256
+from mirror.settings import endpoint_problem
 
 LOCK_VERSION = 1
 
@@ -89,6 +90,8 @@ def _parse_entry(entry: Any, where: str, key: str) -> LockedRevision:
         raise ManifestError(f"malformed entry ({e})", file=where, key=key) from None
     if not is_repo_id(locked.repo) or not is_commit(locked.commit):
         raise ManifestError(f"bad repo id or commit in {locked.repo}@{locked.commit}", file=where, key=key)
+    if locked.endpoint is not None and (problem := endpoint_problem(str(locked.endpoint))):
+        raise ManifestError(problem, file=where, key=f"{key}.endpoint")
     for f in files:
         if not is_safe_relpath(f.path) or not is_sha256(f.sha256) or f.size < 0:
             raise ManifestError(f"bad file entry {f.path!r}", file=where, key=f"{key}.files")

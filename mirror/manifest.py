@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mirror.errors import ManifestError
+from mirror.settings import endpoint_problem
 
 SOURCES = ("huggingface", "modelscope")
 DEFAULT_REVISION = {"huggingface": "main", "modelscope": "master"}
@@ -184,23 +184,6 @@ def _glob_problem(pattern: str) -> str | None:
         return f"pattern {pattern!r} has an empty or '.' segment and would match nothing"
     if _unbalanced_bracket(pattern):
         return f"pattern {pattern!r} has a '[' without a closing ']'"
-    return None
-
-
-def _endpoint_problem(url: str) -> str | None:
-    if any(c.isspace() for c in url):
-        return f"endpoint {url!r} contains whitespace"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"endpoint {url!r} must be an http:// or https:// URL with a host"
-    if parts.username is not None or parts.password is not None:
-        return "endpoint must not contain credentials; put the token in the variable named by token_env"
-    if parts.query or parts.fragment:
-        return f"endpoint {url!r} must not have a query or fragment"
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return f"endpoint {url!r} has an invalid port"
     return None
 
 
@@ -452,7 +435,7 @@ class _Parser:
         if name == "token_env" and not _ENV_NAME.fullmatch(text):
             return f"{text!r} is not an environment variable name; give the variable's name (e.g. HF_TOKEN)"
         if name == "endpoint":
-            return _endpoint_problem(text)
+            return endpoint_problem(text)
         if name in ("repo", "hf_id"):
             return _repo_problem(text)
         return None
