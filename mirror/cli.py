@@ -434,7 +434,7 @@ def export_cmd(
             raise  # no manifest at hand: the error names the revisions to sync
         # a sync of the same manifests needs the blob, finds it in doubt and fetches it again
         command = shlex.join(["mirror", "sync", *manifests, *(["--store", str(store)] if store else [])])
-        raise DamagedBlobError(e.detail, e.revisions, command) from None
+        raise DamagedBlobError(e.detail, e.revisions, command, e.unmarked) from None
     data: dict[str, Any] = {} if not result.volumes else {"volumes": []}
     lines = []
     for bundle in result.bundles:
@@ -686,7 +686,7 @@ def verify(
     bundles: Sequence[Path], store: Path | None, target: Path | None, layout: str | None, as_json: bool
 ) -> None:
     """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
-    not match."""
+    not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
     from mirror.store import Store
     from mirror.verify import verify_store, verify_target
 

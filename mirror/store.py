@@ -17,6 +17,7 @@ mark the damaged ones under doubt/, and a sync re-hashes a marked blob before it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -107,7 +108,11 @@ class Store:
     def damaged(self, sha256: str, found: str) -> DamagedBlobError:
         """The error for a blob found damaged (`found`: what it is instead), naming the files that use it;
         the blob is put in doubt, so the next sync that needs it hashes it and fetches it again."""
-        self.doubt_blob(sha256)
+        try:
+            self.doubt_blob(sha256)
+            unmarked = None
+        except OSError as e:  # a store this user may only read: still name the damage
+            unmarked = e.strerror or str(e)
         uses = self.blob_uses().get(sha256, [])
         sizes = sorted({size for _, _, size in uses})
         expected = f"sha256 {sha256}" + "".join(f", {size} bytes" for size in sizes)
@@ -115,6 +120,7 @@ class Store:
         return DamagedBlobError(
             f"store blob {self.blob_path(sha256)} is damaged: expected {expected}, found {found} (used by {where})",
             tuple(sorted({revision for revision, _, _ in uses})),
+            unmarked=unmarked,
         )
 
     def blob_uses(self) -> dict[str, list[tuple[str, str, int]]]:
@@ -145,7 +151,8 @@ class Store:
         return self._doubt_path(sha256).exists()
 
     def lift_doubt(self, sha256: str) -> None:
-        self._doubt_path(sha256).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            self._doubt_path(sha256).unlink()
 
     def temp_path(self, name: str) -> Path:
         """A path under tmp/ for a download in progress; callers pick stable names so a later run can resume."""

@@ -183,6 +183,19 @@ def test_verify_names_a_damaged_blob_no_snapshot_uses(tmp_path: Path) -> None:
     assert report.blobs == [sha] and not store.blob_path(sha).exists() and verify_store(store).ok
 
 
+def test_a_store_where_no_mark_can_be_made_still_names_the_damage(hub: LoopbackHub, tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    add_repos(hub)
+    assert run(store, hub, MANIFEST).exit_code == 0
+    (store.root / "doubt").write_bytes(b"not a folder")
+    flip(store.blob_path(SHA_WEIGHTS))
+    (problem,) = verify_store(store).problems
+    assert str(store.blob_path(SHA_WEIGHTS)) in problem
+    assert "could not be marked for a fresh download" in problem and "delete it first" in problem
+    store.blob_path(SHA_WEIGHTS).unlink()  # as told
+    assert run(store, hub, MANIFEST).exit_code == 0 and intact(store, SHA_WEIGHTS, WEIGHTS)
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit:
         main(list(args))
