@@ -77,21 +77,23 @@ class TokenHint:
     sent: bool
     named: bool = False  # `var` is a manifest's token_env
 
-    def access_denied(self, where: str, status: int | str) -> NotFoundError:
-        """The one message for a 401/403, on a listing or a file download alike."""
+    def todo(self) -> str:
+        """What to do with the token for a repo that is private or gated."""
         if self.sent:
-            todo = (
+            return (
                 f"the token from {self.var} was sent and refused: set {self.var} to a token that may read "
                 "this repo (for a gated repo, accept its terms on the hub with that account)"
             )
-        else:
-            other = "" if self.named else " (or name another variable with the manifest's token_env:)"
-            todo = f"no token was sent: set {self.var}{other} to a token that may read it"
+        other = "" if self.named else " (or name another variable with the manifest's token_env:)"
+        return f"no token was sent: set {self.var}{other} to a token that may read it"
+
+    def access_denied(self, where: str, status: int | str) -> NotFoundError:
+        """The one message for a 401/403, on a listing or a file download alike."""
         # a hub answers 401 to an anonymous request for a repo that does not exist, too
         what = (
             "private or gated" if status == 403 else "private or gated, or does not exist (check the repo id)"
         )
-        return NotFoundError(f"{where}: access denied (HTTP {status}); the repo is {what}: {todo}")
+        return NotFoundError(f"{where}: access denied (HTTP {status}); the repo is {what}: {self.todo()}")
 
 
 def check_status(status: int, retry_after: str | None, where: str, token: TokenHint) -> None:

@@ -105,21 +105,24 @@ class Store:
         self.lift_doubt(sha256)
         return None
 
-    def damaged(self, sha256: str, found: str) -> DamagedBlobError:
-        """The error for a blob found damaged (`found`: what it is instead), naming the files that use it;
-        the blob is put in doubt, so the next sync that needs it hashes it and fetches it again."""
+    def damaged(
+        self, sha256: str, found: str, uses: dict[str, list[tuple[str, str, int]]] | None = None
+    ) -> DamagedBlobError:
+        """The error for a blob found damaged (`found`: what it is instead), naming the files that use it
+        (from `uses`, else from `blob_uses`); the blob is put in doubt, so the next sync that needs it hashes
+        it and fetches it again."""
         try:
             self.doubt_blob(sha256)
             unmarked = None
         except OSError as e:  # a store this user may only read: still name the damage
             unmarked = e.strerror or str(e)
-        uses = self.blob_uses().get(sha256, [])
-        sizes = sorted({size for _, _, size in uses})
+        users = (self.blob_uses() if uses is None else uses).get(sha256, [])
+        sizes = sorted({size for _, _, size in users})
         expected = f"sha256 {sha256}" + "".join(f", {size} bytes" for size in sizes)
-        where = "; ".join(f"{revision} {path}" for revision, path, _ in uses) or "no snapshot"
+        where = "; ".join(f"{revision} {path}" for revision, path, _ in users) or "no snapshot"
         return DamagedBlobError(
             f"store blob {self.blob_path(sha256)} is damaged: expected {expected}, found {found} (used by {where})",
-            tuple(sorted({revision for revision, _, _ in uses})),
+            tuple(sorted({revision for revision, _, _ in users})),
             unmarked=unmarked,
         )
 

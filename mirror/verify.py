@@ -45,6 +45,14 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
     check = StoreCheck(store=str(store.root))
     blobs = list(store.iter_blobs())
     damaged: set[str] = set()
+    uses: dict[str, list[tuple[str, str, int]]] = {}
+
+    def name_damage(sha256: str, found: str) -> None:
+        if not uses:  # read every record once, at the first damage
+            uses.update(store.blob_uses())
+        damaged.add(sha256)
+        check.problems.append(str(store.damaged(sha256, found, uses)))
+
     progress.start(sum(p.lstat().st_size for _, p in blobs), "verify")
     try:
         for name, path in blobs:
@@ -59,8 +67,7 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
                 actual = file_sha256(path)
                 found = None if actual == name else f"{size} bytes hashing to {actual}"
             if found is not None:
-                damaged.add(name)
-                check.problems.append(str(store.damaged(name, found)))
+                name_damage(name, found)
             progress.update(size)
     finally:
         progress.close()
@@ -77,8 +84,7 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
                         "sync` with a manifest that names it to fetch it again"
                     )
                 elif found is not None:
-                    damaged.add(f.sha256)
-                    check.problems.append(str(store.damaged(f.sha256, found)))
+                    name_damage(f.sha256, found)
         for name, ref in store.read_refs(key).items():
             if store.read_snapshot(key, ref.commit) is None:
                 check.problems.append(f"{key}: revision {name} points at {ref.commit}, which has no snapshot")

@@ -89,6 +89,17 @@ def test_a_401_on_the_listing_says_what_to_do_with_the_token(
     assert hub.downloads() == []  # it failed on the metadata request
 
 
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [({}, "no token was sent: set HF_TOKEN"), ({"HF_TOKEN": "t"}, "the token from HF_TOKEN was sent")],
+)
+def test_a_404_repo_not_found_says_the_same_about_the_token(
+    hub: LoopbackHub, tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    message = error_of(run(tmp_path, hub, "version: 1\nmodels:\n  - repo: org/private-or-missing\n", **env))
+    assert "repo not found (check the repo id; if it is private or gated: " in message and says in message
+
+
 @pytest.mark.parametrize("status", [401, 403])
 @pytest.mark.parametrize(
     ("manifest", "metadata"), [(HF, "/api/models/org/a/revision/"), (MS, "/repo/files")], ids=["hf", "ms"]
@@ -156,6 +167,7 @@ def test_a_manifest_or_lock_file_endpoint_without_a_scheme_is_a_usage_error(
     manifest.write_text(f"{HF}    endpoint: '{value}'\n")
     code, err = cli(capsys, "sync", str(manifest), "--store", str(tmp_path / "store"))
     assert code == 2 and "m.yml:4" in err and "endpoint" in err and "http:// or https://" in err
+    assert "://" in value or f"write https://{value}" in err
     lock = tmp_path / "m.lock"
     commit = hub.add_commit("org/a", FILES)
     lock.write_text(

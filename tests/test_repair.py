@@ -80,13 +80,18 @@ def folder(path: Path) -> None:
     (path / "inside").write_bytes(b"x")
 
 
+def fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
 def flip(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     _writable(path).write_bytes(bytes(data))
 
 
-CHEAP = [truncate, empty, grow, link_to_a_good_copy, dangling_link, folder]
+CHEAP = [truncate, empty, grow, link_to_a_good_copy, dangling_link, folder, fifo]
 
 
 def fetched(hub: LoopbackHub, name: str) -> int:

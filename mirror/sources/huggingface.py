@@ -106,8 +106,7 @@ def translate_error(error: Exception, where: str, token_hint: TokenHint) -> Exce
         return NotFoundError(f"{where}: the repo is gated; accept its terms on the hub and set HF_TOKEN")
     if isinstance(error, RepositoryNotFoundError):
         return NotFoundError(
-            f"{where}: repo not found (check the repo id; if it is private or gated, set HF_TOKEN "
-            "or the manifest's token_env)"
+            f"{where}: repo not found (check the repo id; if it is private or gated: {token_hint.todo()})"
         )
     if isinstance(error, RevisionNotFoundError):
         return NotFoundError(f"{where}: revision not found (check the branch, tag or commit)")
