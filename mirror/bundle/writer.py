@@ -195,10 +195,10 @@ class _BlobReader:
                 left -= n
                 self._full.put(view[:n])
         if sha256.hexdigest() != m.sha256:
-            what = "content" if m.chunk is None else f"chunk {m.chunk + 1}"
-            return self._store.damaged(
-                m.file.sha256, f"{what} hashing to {sha256.hexdigest()} (where {m.sha256} was expected)"
-            )
+            found = f"content hashing to {sha256.hexdigest()}"
+            if m.chunk is not None:
+                found = f"chunk {m.chunk + 1} hashing to {sha256.hexdigest()}, not {m.sha256}"
+            return self._store.damaged(m.file.sha256, found)
         return None
 
 
