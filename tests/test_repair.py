@@ -64,11 +64,24 @@ def grow(path: Path) -> None:
         f.write(b"tail")
 
 
+def outside(blob: Path) -> Path:
+    """A folder beside the store (blobs/sha256/ab/<sha> -> the store's parent)."""
+    folder = blob.parents[4] / "outside"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def link_to_a_good_copy(path: Path) -> None:
-    good = path.parent.parent.parent.parent / "elsewhere"
+    good = outside(path) / "good-copy"
     good.write_bytes(path.read_bytes())
     path.unlink()
     path.symlink_to(good)
+
+
+def link_to_a_folder_outside(path: Path) -> None:
+    (outside(path) / "keep.txt").write_bytes(b"not the store's")
+    path.unlink()
+    path.symlink_to(outside(path))
 
 
 def dangling_link(path: Path) -> None:
@@ -93,7 +106,7 @@ def flip(path: Path) -> None:
     _writable(path).write_bytes(bytes(data))
 
 
-CHEAP = [truncate, empty, grow, link_to_a_good_copy, dangling_link, folder, fifo]
+CHEAP = [truncate, empty, grow, link_to_a_good_copy, link_to_a_folder_outside, dangling_link, folder, fifo]
 
 
 def fetched(hub: LoopbackHub, name: str) -> int:
@@ -118,6 +131,7 @@ def test_a_sync_fetches_again_a_blob_a_look_shows_damaged(
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
     damage(store.blob_path(sha))
+    beside = {p: p.read_bytes() for p in tmp_path.glob("outside/*")}
     assert not verify_store(store).ok
     hub.clear_requests()
     report = run(store, hub, MANIFEST)
@@ -128,6 +142,7 @@ def test_a_sync_fetches_again_a_blob_a_look_shows_damaged(
     hub.clear_requests()
     assert run(store, hub, MANIFEST).exit_code == 0
     assert hub.downloads() == []  # repaired for good: the next sync fetches nothing
+    assert {p: p.read_bytes() for p in tmp_path.glob("outside/*")} == beside  # a link is never followed
 
 
 def test_flipped_bytes_are_found_by_verify_and_fetched_by_the_next_sync(
