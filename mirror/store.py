@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import socket
 import time
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.errors import IntegrityError, LockedError
-from mirror.fsutil import atomic_write_json, read_json
+from mirror.fsutil import atomic_write_json
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
 
@@ -118,12 +118,8 @@ class Store:
 
     def read_snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
         path = self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json"
-        try:
-            return Snapshot.from_json(read_json(path))
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as e:
-            raise IntegrityError(f"corrupt snapshot record {path}: {e}") from None
+        data = read_json_bounded(path, RECORD, IntegrityError, missing_ok=True)
+        return None if data is None else Snapshot.from_json(data)
 
     def snapshots(self, key: RepoKey) -> list[Snapshot]:
         folder = self._repo_dir(key) / "snapshots"
@@ -133,9 +129,8 @@ class Store:
         return [s for s in found if s is not None]
 
     def read_refs(self, key: RepoKey) -> dict[str, Ref]:
-        try:
-            data = read_json(self._repo_dir(key) / "refs.json")
-        except FileNotFoundError:
+        data = read_json_bounded(self._repo_dir(key) / "refs.json", RECORD, IntegrityError, missing_ok=True)
+        if data is None:
             return {}
         return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
 

@@ -17,6 +17,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from mirror import __version__
+from mirror.bounded import INDEX
 from mirror.errors import IntegrityError
 from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_safe_relpath, is_sha256
 from mirror.snapshot import FileRecord
@@ -26,7 +27,7 @@ INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
 FORMAT = "mirror-bundle"
 FORMAT_VERSION = 1
-MAX_INDEX_SIZE = 64 << 20
+MAX_INDEX_SIZE = INDEX.size
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCHES = ("main", "master")
 

@@ -7,7 +7,6 @@ are built on it.
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import tarfile
 import threading
@@ -20,6 +19,7 @@ from typing import IO, Any, cast
 
 import zstandard
 
+from mirror.bounded import INDEX, SHA256_LINE, open_regular, parse_json, read_bounded
 from mirror.bundle.index import (
     INDEX_NAME,
     MAX_INDEX_SIZE,
@@ -389,8 +389,8 @@ class BundleReader:
             raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
         self.index_bytes = self._read_small(info)  # exactly what a signature pins
         try:
-            data = json.loads(self.index_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+            data = parse_json(self.index_bytes, INDEX)
+        except ValueError as e:
             raise IntegrityError(f"{self.path}: {INDEX_NAME}: unreadable bundle index: {e}") from None
         try:
             return BundleIndex.from_json(data)
@@ -526,14 +526,10 @@ class BundleReader:
 def check_side_file(bundle: Path, sha256: str) -> None:
     """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest."""
     side = bundle.with_name(bundle.name + ".sha256")
-    try:
-        with open(side, "rb") as f:
-            text = f.read(4096).decode("utf-8", "replace")
-    except FileNotFoundError:
+    data = read_bounded(side, SHA256_LINE, IntegrityError, missing_ok=True)
+    if data is None:
         return
-    except OSError as e:
-        raise MirrorError(f"cannot read {side}: {e}") from None
-    fields = text.split()
+    fields = data.decode("utf-8", "replace").split()
     if not fields or not is_sha256(fields[0].lower()):
         raise IntegrityError(f"{side} is not a sha256sum line; remove it or copy it again")
     if fields[0].lower() != sha256:
@@ -555,10 +551,10 @@ def open_bundle(
     """
     bundle = Path(bundle)
     try:
-        f = open(bundle, "rb", buffering=0)  # noqa: SIM115 - closed by the with below; read in CHUNKs
+        fd = open_regular(bundle, IntegrityError, "bundle")
     except OSError as e:
         raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
-    with f:
+    with open(fd, "rb", buffering=0) as f:  # read in CHUNKs
         stop = threading.Event()
         raw = _RawReader(f, stop, archive_digest)
         try:

@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mirror.bounded import REF, read_bounded
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.importers.layout import (
@@ -234,8 +235,8 @@ class HfLayout(Layout):
             revisions = []
             for ref in regular_files(refs_dir, recursive=True):
                 try:
-                    commit = ref.read_text(encoding="utf-8").strip()
-                except (OSError, UnicodeDecodeError):
+                    commit = read_bounded(ref, REF, MirrorError).decode("utf-8").strip()
+                except (MirrorError, UnicodeDecodeError):
                     continue
                 if is_commit(commit):
                     revisions.append((ref.relative_to(refs_dir).as_posix(), commit))
@@ -380,10 +381,9 @@ class HfLayout(Layout):
         commits = record.get("commits")
         ours = {str(c) for c in commits} if isinstance(commits, list) else set()
         try:
-            current: str | None = ref.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            current = None
-        except (OSError, UnicodeDecodeError):
+            raw = read_bounded(ref, REF, MirrorError, missing_ok=True)
+            current = None if raw is None else raw.decode("utf-8").strip()
+        except (MirrorError, UnicodeDecodeError):
             return False  # something else is there: leave it alone
         if current is not None and current not in ours:
             return False
