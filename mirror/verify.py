@@ -37,10 +37,17 @@ class StoreCheck(_Verdict):
 
 
 def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreCheck:
-    """Every blob's content matches its name; every file a snapshot lists is held with its size."""
+    """Every blob's content matches its name; every file a snapshot lists is held with its size.
+    MirrorError (exit 1) when the store does not exist or holds nothing: there is nothing to vouch for."""
     progress = progress or NullProgress()
     check = StoreCheck(store=str(store.root))
+    if not store.root.is_dir():
+        raise MirrorError(
+            f"the store {store.root} does not exist: nothing to verify (is --store or $MIRROR_STORE right?)"
+        )
     blobs = list(store.iter_blobs())
+    if not blobs and not store.repos():
+        raise MirrorError(f"the store {store.root} holds nothing: nothing to verify (sync something first)")
     progress.start(sum(p.stat().st_size for _, p in blobs), "verify")
     try:
         for name, path in blobs:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any, cast
@@ -315,6 +316,7 @@ class BundleReader:
         self.sha256: str | None = (
             None  # the archive's own digest (if asked for), once files() has run to its end
         )
+        self.transfer_checked = False  # whether a .sha256 beside the bundle confirmed that digest
         with self._archive_errors():
             # tarfile parses the headers (through _GuardedTarInfo) from the forward-only stream; the members'
             # data, the bulk of the bytes, is taken from the stream directly (see _take), not through tarfile.
@@ -520,15 +522,15 @@ class BundleReader:
             )
         self.sha256 = self._raw.hexdigest()
         if self.sha256 is not None:
-            check_side_file(self.path, self.sha256)
+            self.transfer_checked = check_side_file(self.path, self.sha256)
 
 
-def check_side_file(bundle: Path, sha256: str) -> None:
-    """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest."""
+def check_side_file(bundle: Path, sha256: str) -> bool:
+    """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest; whether one was there."""
     side = bundle.with_name(bundle.name + ".sha256")
     data = read_bounded(side, SHA256_LINE, IntegrityError, missing_ok=True)
     if data is None:
-        return
+        return False
     fields = data.decode("utf-8", "replace").split()
     if not fields or not is_sha256(fields[0].lower()):
         raise IntegrityError(f"{side} is not a sha256sum line; remove it or copy it again")
@@ -537,6 +539,7 @@ def check_side_file(bundle: Path, sha256: str) -> None:
             f"{bundle}: sha256 {sha256} does not match {side.name} ({fields[0]}); "
             "the bundle changed in transfer, copy it again"
         )
+    return True
 
 
 @contextmanager
@@ -577,9 +580,20 @@ def read_index(bundle: Path) -> BundleIndex:
         return reader.index
 
 
-def verify_bundle(bundle: Path, progress: Progress | None = None) -> BundleIndex:
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """What `verify_bundle` found: the index, the archive's sha256, and whether a `.sha256` beside the
+    bundle confirmed it (without one, the transfer digest was not checked)."""
+
+    index: BundleIndex
+    sha256: str
+    transfer_checked: bool
+
+
+def verify_bundle(bundle: Path, progress: Progress | None = None) -> VerifiedBundle:
     """Stream the whole bundle and check every member against the index; IntegrityError on the first fault."""
     with open_bundle(bundle, progress) as reader:
         for file in reader.files():
             file.read()
-        return reader.index
+        assert reader.sha256 is not None
+        return VerifiedBundle(reader.index, reader.sha256, reader.transfer_checked)
