@@ -805,7 +805,12 @@ def fail(
 ) -> NoReturn:
     """End the run on a failure: the human message on stderr (`shown`, else one line), with --json also
     `{"error": {"exit_code", "type", "message"}}` on stdout; exit `code`."""
-    for line in (shown if shown is not None else f"mirror: error: {message}").splitlines():
+    # The message is escaped whole first: a CR or LF in a name it holds must not start a line of its own.
+    if shown is None:
+        lines = [f"mirror: error: {message}"]
+    else:
+        lines = shown.replace(message, printable(message)).rstrip("\n").split("\n")
+    for line in lines:
         click.echo(printable(line), err=True)
     if wants_json(args):
         error = {"exit_code": code, "type": kind or ERROR_TYPES.get(code, "failure"), "message": message}
