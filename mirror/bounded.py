@@ -36,6 +36,7 @@ class Bound:
 MANIFEST = Bound("manifest", 1 << 20, depth=16, values=1 << 18)
 LOCK_FILE = Bound("lock file", 256 << 20, depth=16)
 INDEX = Bound("bundle index", 64 << 20, depth=16)
+SUMS = Bound("SHA256SUMS", INDEX.size)  # a bundle's second member: a line per member the index names
 SIGNATURE = Bound("signature", 64 << 10, depth=8)
 SHA256_LINE = Bound("sha256 file", 8 << 10)
 KEY = Bound("key file", 64 << 10)

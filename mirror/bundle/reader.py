@@ -20,7 +20,7 @@ from typing import IO, Any, cast
 
 import zstandard
 
-from mirror.bounded import INDEX, SHA256_LINE, open_regular, parse_json, read_bounded
+from mirror.bounded import INDEX, SHA256_LINE, SUMS, open_regular, parse_json, read_bounded
 from mirror.bundle.index import (
     INDEX_NAME,
     MAX_INDEX_SIZE,
@@ -32,7 +32,7 @@ from mirror.bundle.index import (
     sums_text,
 )
 from mirror.errors import IntegrityError, MirrorError
-from mirror.frames import FRAME, Block, Buffer, FrameReader, FrameWalker, workers_for
+from mirror.frames import FRAME, Block, Buffer, FrameError, FrameReader, FrameWalker, workers_for
 from mirror.hashing import CHUNK
 from mirror.paths import is_safe_relpath, is_sha256
 
@@ -340,6 +340,11 @@ class BundleReader:
             raise self._broken
         try:
             yield
+        except FrameError as e:
+            self._broken = IntegrityError(
+                f"{self.path}: {e}; it holds {self._covered(e)}; copy or export it again"
+            )
+            raise self._broken from None
         except IntegrityError as e:
             self._broken = IntegrityError(f"{self.path}: corrupt bundle: {e}; copy or export it again")
             raise self._broken from None
@@ -350,6 +355,19 @@ class BundleReader:
                 why = f"corrupt or truncated bundle ({e})"
             self._broken = IntegrityError(f"{self.path}: {why}; copy or export it again")
             raise self._broken from e
+
+    def _covered(self, frame: FrameError) -> str:
+        """Name the members whose bytes (header, data, padding) a damaged frame holds, by where mirror
+        writes them; a frame whose header does not say its size holds at most FRAME bytes."""
+        start = frame.stream_offset
+        end = start + (frame.stream_size if frame.stream_size is not None else FRAME)
+        index = getattr(self, "index", None)
+        if index is None:  # the index itself was not read: nothing else can be placed
+            return f"stream bytes {start}-{end}, where the bundle index {INDEX_NAME} is"
+        names = [name for at, until, name in _layout(self.index_bytes, index) if at < end and until > start]
+        shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        what = f"member(s) {shown}" if names else "no member (the end of the archive)"
+        return f"stream bytes {start}-{end}: {what}"
 
     def _next(self) -> tarfile.TarInfo | None:
         with self._archive_errors():
@@ -413,17 +431,18 @@ class BundleReader:
         self._started = True
         expected_sums = sums_text(self.index)
         info = self._next()
-        if (
-            info is None
-            or info.name != SUMS_NAME
-            or info.type not in _REGULAR
-            or info.size != len(expected_sums)
-        ):
+        if info is None or info.name != SUMS_NAME or info.type not in _REGULAR:
             raise IntegrityError(
                 f"{self.path}: the second member must be {SUMS_NAME} listing the index's files"
             )
-        if self._read_small(info) != expected_sums:
-            raise IntegrityError(f"{self.path}: {SUMS_NAME} disagrees with the bundle index")
+        if info.size > SUMS.size:
+            raise IntegrityError(f"{self.path}: refusing a {info.size}-byte {SUMS_NAME} (limit {SUMS.size})")
+        sums = self._read_small(info)
+        if sums != expected_sums:
+            raise IntegrityError(
+                f"{self.path}: {SUMS_NAME} disagrees with the bundle index: "
+                f"{_sums_disagreement(expected_sums, sums)}; the bundle is corrupt or crafted, copy or export it again"
+            )
         expected = {m.name: m for m in iter_members(self.index)}
         seen: dict[str, bool] = {}  # member name -> verified
         while (info := self._next()) is not None:
@@ -523,6 +542,59 @@ class BundleReader:
         self.sha256 = self._raw.hexdigest()
         if self.sha256 is not None:
             self.transfer_checked = check_side_file(self.path, self.sha256)
+
+
+def _sums_disagreement(expected: bytes, actual: bytes) -> str:
+    """Which entries of SHA256SUMS differ from what the index implies, and how: missing, extra, another
+    sha256, or a line not of the form `<sha256>  <path>`."""
+    want, _ = _sums_entries(expected)
+    have, malformed = _sums_entries(actual)
+    problems = [f"line {n} {line!r} is not '<sha256>  <path>'" for n, line in malformed]
+    problems += [f"{name!r} is missing" for name in want if name not in have]
+    problems += [f"{name!r} is extra (not in the index)" for name in have if name not in want]
+    problems += [
+        f"{name!r} has sha256 {have[name]} where the index says {digest}"
+        for name, digest in want.items()
+        if name in have and have[name] != digest
+    ]
+    if not problems:  # the same entries: in another order, repeated, or spaced otherwise
+        problems = ["its entries are those of the index, but not in the order and form mirror writes"]
+    more = f", and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return ", ".join(problems[:5]) + more
+
+
+def _sums_entries(text: bytes) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """path -> sha256 of each `<sha256>  <path>` line, and the (line number, line) of any other."""
+    entries: dict[str, str] = {}
+    malformed: list[tuple[int, str]] = []
+    lines = text.decode("utf-8", "replace").split("\n")
+    for n, line in enumerate(lines[:-1] if lines[-1] == "" else lines, 1):
+        digest, sep, name = line.partition("  ")
+        if sep and is_sha256(digest):
+            entries[name] = digest
+        else:
+            malformed.append((n, line))
+    return entries, malformed
+
+
+def _layout(index_bytes: bytes, index: BundleIndex) -> Iterator[tuple[int, int, str]]:
+    """(start, end, name) of each member in the tar stream as mirror writes it: its header (pax where the
+    name needs one), its data, padding to a block."""
+    pos = 0
+    members: list[tuple[str, int, str | None]] = [
+        (INDEX_NAME, len(index_bytes), None),
+        (SUMS_NAME, len(sums_text(index)), None),
+    ]
+    members += [(m.name, 0 if m.link_to else m.size, m.link_to) for m in iter_members(index)]
+    for name, size, link in members:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        if link is not None:
+            info.type, info.linkname = tarfile.LNKTYPE, link
+        end = pos + len(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        end += size + -size % tarfile.BLOCKSIZE
+        yield pos, end, name
+        pos = end
 
 
 def check_side_file(bundle: Path, sha256: str) -> bool:
