@@ -304,3 +304,34 @@ def test_store_record_refused_names_it(tmp_path: Path) -> None:
 
     with pytest.raises(IntegrityError, match=str(record)):
         store.read_snapshot(repo.key, record.stem)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_records_beside_an_import_and_the_trust_state_are_bounded(tmp_path: Path, case: str) -> None:
+    """A `.mirror/*.json` record counts as absent (the import then decides as for none); the trust state,
+    whose loss would forget an accepted sequence, is refused naming it. Neither blocks or grows memory."""
+    from mirror.errors import MirrorError
+    from mirror.importers.layout import read_json_record
+    from mirror.signing import read_sequence
+
+    record = tmp_path / "implied-main.json"
+    plant(record, case, bounded.RECORD)
+    assert read_json_record(record) == {}
+    state = tmp_path / "trust.json"
+    plant(state, case, bounded.RECORD)
+    with pytest.raises(MirrorError, match=str(state)):
+        read_sequence(state)
+
+
+@pytest.mark.parametrize("case", ["fifo", "devzero", "dir", "huge"])
+def test_a_ref_file_of_a_cache_is_bounded(tmp_path: Path, case: str) -> None:
+    """An hf cache ref that is not a small regular file names no commit (inventory lists no revision)."""
+    from mirror.importers import make_layout
+
+    cache = tmp_path / "hub"
+    snapshots = cache / "models--org--x" / "snapshots" / ("a" * 40)
+    snapshots.mkdir(parents=True)
+    (cache / "models--org--x" / "refs").mkdir()
+    plant(cache / "models--org--x" / "refs" / "main", case, bounded.REF)
+    (repo,) = make_layout("hf", cache).held_repos()
+    assert repo.revisions == ()
