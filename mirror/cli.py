@@ -23,7 +23,7 @@ from mirror import __version__
 from mirror.errors import MirrorError
 from mirror.printable import printable
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
-from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
 
 if TYPE_CHECKING:
     from mirror.sync import ItemResult
@@ -488,8 +488,9 @@ def export_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="Where to write (hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, "
+    "else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope "
+    "default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "--trust",
@@ -510,8 +511,23 @@ def export_cmd(
 @click.option(
     "--no-symlinks",
     is_flag=True,
-    help="hf layout: real files in snapshots/ (hardlinks where possible, else copies), as huggingface_hub "
-    "writes under HF_HUB_DISABLE_SYMLINKS, for file systems without symlinks.",
+    help="hf layout: real files in snapshots/, each its own copy, and no blobs/, as huggingface_hub writes "
+    "under HF_HUB_DISABLE_SYMLINKS (set to 1, ON, YES or TRUE, it implies this option), for file systems "
+    "without symlinks.",
+)
+@click.option(
+    "--link-shared",
+    is_flag=True,
+    help="Hardlink files of equal content across repos (and across revisions with --no-symlinks) to save "
+    "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
+    "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
+)
+@click.option(
+    "--wait",
+    default=0.0,
+    metavar="SECONDS",
+    type=click.FloatRange(0),
+    help="Wait up to SECONDS for another import into the same target (default: fail at once, exit 75).",
 )
 @json_option
 @output_options
@@ -522,6 +538,8 @@ def import_cmd(
     trust_keys: Sequence[Path],
     require_signature: bool,
     no_symlinks: bool,
+    wait: float,
+    link_shared: bool,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
@@ -534,6 +552,7 @@ def import_cmd(
     takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
     published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
+    One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
     from mirror.importers import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
@@ -544,6 +563,8 @@ def import_cmd(
         if layout == "dir":
             raise click.UsageError("--layout dir needs --target DIR")
         target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
+    symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
     reports = []
     errors: list[MirrorError] = []
@@ -552,7 +573,16 @@ def import_cmd(
         sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
         try:
             reports.append(
-                import_unit(unit, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks)
+                import_unit(
+                    unit,
+                    layout,
+                    target,
+                    progress=sink.update,
+                    trust=trust,
+                    symlinks=symlinks,
+                    link_shared=link_shared,
+                    wait=wait,
+                )
             )
         except MirrorError as e:
             if len(units) == 1:
@@ -588,8 +618,8 @@ def import_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The tree to list (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="The tree to list (hf default: where huggingface_hub looks, as for import; modelscope default: "
+    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "-o",
@@ -718,7 +748,7 @@ def verify(
         emit(
             [checked.to_json()],
             as_json,
-            [f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
+            [*checked.removed, f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
         )
         return
     if bundles:

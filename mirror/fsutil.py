@@ -7,9 +7,28 @@ import errno
 import fcntl
 import json
 import os
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from mirror.errors import LockedError
+
+
+def flock_wait(fd: int, wait: float, busy: Callable[[], LockedError]) -> None:
+    """Take an exclusive flock on fd, waiting up to `wait` seconds for its holder; then raise `busy()`."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                raise busy() from None
+            time.sleep(0.2)
 
 
 def temp_sibling(path: Path) -> Path:

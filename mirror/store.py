@@ -11,11 +11,8 @@ Layout under the store root (guidance, not a contract):
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from pathlib import Path
 
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.errors import IntegrityError, LockedError
-from mirror.fsutil import atomic_write_json
+from mirror.fsutil import atomic_write_json, flock_wait
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
 
@@ -109,7 +106,11 @@ class Store:
         key = RepoKey(snap.source, snap.repo_type, snap.repo_id)
         old = self.read_snapshot(key, snap.commit)
         merged = old.merged(snap) if old is not None else snap
-        if old is not None and (old.files, old.complete) == (merged.files, merged.complete):
+        if old is not None and (old.files, old.complete, old.listing) == (
+            merged.files,
+            merged.complete,
+            merged.listing,
+        ):
             return old  # nothing new: an unchanged manifest rewrites no record
         atomic_write_json(
             self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json()
@@ -192,21 +193,15 @@ class Store:
         path = self.root / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = path.read_text(errors="replace").strip() or "unknown holder"
-                        raise LockedError(
-                            f"another mirror run holds the store lock {path} ({holder}); "
-                            "try again later or pass --wait SECONDS"
-                        ) from None
-                    time.sleep(0.2)
+
+            def busy() -> LockedError:
+                holder = path.read_text(errors="replace").strip() or "unknown holder"
+                return LockedError(
+                    f"another mirror run holds the store lock {path} ({holder}); "
+                    "try again later or pass --wait SECONDS"
+                )
+
+            flock_wait(fd, wait, busy)
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode())
             yield
