@@ -3,14 +3,20 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
+# torch is a test dependency only. PyTorch's CPU index first (no multi-GB CUDA build); where it offers no
+# wheel for this platform, or cannot be reached, PyPI's build (CUDA on Linux x86_64, CPU elsewhere).
+TORCH ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install demo test lint format bench clean
 
 $(BIN)/mirror: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install --retries 1 --timeout 30 --index-url $(TORCH_CPU_INDEX) torch==$(TORCH) \
+	  || $(PY) -m pip install torch==$(TORCH)
 	$(PY) -m pip install -e '.[test]'
+	$(PY) -c 'import torch; print("make install: torch", torch.__version__, "(CUDA " + torch.version.cuda + " build)" if torch.version.cuda else "(CPU build)")'
 	touch $@
 
 install: $(BIN)/mirror  ## create .venv with mirror and the test tools (torch CPU included)

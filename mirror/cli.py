@@ -6,22 +6,25 @@ progress bars go to stderr.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from mirror import __version__
 from mirror.errors import DamagedBlobError, MirrorError
+from mirror.printable import printable
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
-from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
+from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
 
 if TYPE_CHECKING:
     from mirror.sync import ItemResult
@@ -73,7 +76,7 @@ def output_options(fn: F) -> F:
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
     logger = logging.getLogger("mirror")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
@@ -81,6 +84,16 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with untrusted text escaped (see mirror.printable); a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(map(printable, super().formatException(ei).splitlines()))
 
 
 def progress() -> ProgressSink:
@@ -93,12 +106,18 @@ def settings(store: Path | None) -> Settings:
 
 
 def emit(data: Any, as_json: bool, lines: Iterable[str]) -> None:
-    """Print a result: JSON for machines, else the human lines."""
+    """Print a result: JSON for machines, else the human lines (untrusted text escaped: see printable)."""
     if as_json:
+        # ensure_ascii (the default) writes control characters and lone surrogates as \u escapes.
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
+
+
+def print_error(message: str) -> None:
+    """The one-line human message of a failure, on stderr."""
+    click.echo(printable(f"mirror: error: {message}"), err=True)
 
 
 def human_size(n: float) -> str:
@@ -294,7 +313,8 @@ def gc(
     st = Store(settings(store).store)
     specs = [s for m in load_manifests(manifests) for s in m.models] if manifests or locks else None
     locked = [rev for lock in locks for rev in read_lock(lock)]
-    with st.lock():
+    # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
+    with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
         result = collect_garbage(st, plan_keep(st, specs, locked), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     emit(
@@ -476,8 +496,9 @@ def export_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where to write (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="Where to write (hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, "
+    "else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope "
+    "default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "--trust",
@@ -498,8 +519,23 @@ def export_cmd(
 @click.option(
     "--no-symlinks",
     is_flag=True,
-    help="hf layout: real files in snapshots/ (hardlinks where possible, else copies), as huggingface_hub "
-    "writes under HF_HUB_DISABLE_SYMLINKS, for file systems without symlinks.",
+    help="hf layout: real files in snapshots/, each its own copy, and no blobs/, as huggingface_hub writes "
+    "under HF_HUB_DISABLE_SYMLINKS (set to 1, ON, YES or TRUE, it implies this option), for file systems "
+    "without symlinks.",
+)
+@click.option(
+    "--link-shared",
+    is_flag=True,
+    help="Hardlink files of equal content across repos (and across revisions with --no-symlinks) to save "
+    "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
+    "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
+)
+@click.option(
+    "--wait",
+    default=0.0,
+    metavar="SECONDS",
+    type=click.FloatRange(0),
+    help="Wait up to SECONDS for another import into the same target (default: fail at once, exit 75).",
 )
 @json_option
 @output_options
@@ -510,6 +546,8 @@ def import_cmd(
     trust_keys: Sequence[Path],
     require_signature: bool,
     no_symlinks: bool,
+    wait: float,
+    link_shared: bool,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
@@ -522,6 +560,7 @@ def import_cmd(
     takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
     published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
+    One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
     from mirror.importers import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
@@ -532,6 +571,8 @@ def import_cmd(
         if layout == "dir":
             raise click.UsageError("--layout dir needs --target DIR")
         target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
+    # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
+    symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
     reports = []
     errors: list[MirrorError] = []
@@ -540,7 +581,16 @@ def import_cmd(
         sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
         try:
             reports.append(
-                import_unit(unit, layout, target, progress=sink.update, trust=trust, symlinks=not no_symlinks)
+                import_unit(
+                    unit,
+                    layout,
+                    target,
+                    progress=sink.update,
+                    trust=trust,
+                    symlinks=symlinks,
+                    link_shared=link_shared,
+                    wait=wait,
+                )
             )
         except MirrorError as e:
             if len(units) == 1:
@@ -557,7 +607,7 @@ def import_cmd(
         data["errors"] = [str(error) for error in errors]
     emit(data, as_json, [line for r in reports for line in r.lines()])
     for error in errors:
-        click.echo(f"mirror: error: {error}", err=True)
+        print_error(str(error))
     codes = [r.exit_code for r in reports] + [error.exit_code for error in errors]
     if any(codes):
         # Damage wins; otherwise what failed alone keeps its code, and failures beside successes are partial.
@@ -576,8 +626,8 @@ def import_cmd(
     "--target",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The tree to list (hf default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub; "
-    "modelscope default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
+    help="The tree to list (hf default: where huggingface_hub looks, as for import; modelscope default: "
+    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
 )
 @click.option(
     "-o",
@@ -706,7 +756,7 @@ def verify(
         emit(
             [checked.to_json()],
             as_json,
-            [f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
+            [*checked.removed, f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
         )
         return
     if bundles:
@@ -716,17 +766,36 @@ def verify(
         for bundle in bundles:
             sink.start(bundle.stat().st_size, f"verify {bundle.name}")
             try:
-                index = verify_bundle(bundle, progress=sink.update)
+                verified = verify_bundle(bundle, progress=sink.update)
             finally:
                 sink.close()
-            results.append({"bundle": str(bundle), "ok": True, "repos": len(index.repos)})
+            results.append(
+                {
+                    "bundle": str(bundle),
+                    "ok": True,
+                    "repos": len(verified.index.repos),
+                    "sha256": verified.sha256,
+                    "transfer_checked": verified.transfer_checked,
+                }
+            )
     else:
         result = verify_store(Store(settings(store).store), progress=progress())
         results.append(result.to_json())
         if not result.ok:
             emit(results, as_json, result.problems)
             raise SystemExit(4)
-    emit(results, as_json, [f"ok  {r.get('bundle') or r.get('store')}" for r in results])
+    emit(results, as_json, map(describe_verified, results))
+
+
+def describe_verified(result: dict[str, Any]) -> str:
+    if "bundle" not in result:
+        return f"ok  {result['store']}"
+    if result["transfer_checked"]:
+        return f"ok  {result['bundle']} (sha256 {result['sha256']}, as its .sha256 says)"
+    return (
+        f"ok  {result['bundle']} (sha256 {result['sha256']}; no .sha256 beside it: the transfer digest was "
+        "not checked, compare it with the one written on export)"
+    )
 
 
 def describe_item(item: ItemResult) -> str:
@@ -760,29 +829,61 @@ def describe_bundle(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# What --json names each failure, by exit code; see README "Exit codes".
+ERROR_TYPES = {1: "failure", 2: "usage", 3: "partial", 4: "integrity", 75: "locked", 130: "interrupted"}
+
+
+def wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for --json (an option before any `--`), also when it fails to parse."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def fail(
+    args: Sequence[str], code: int, message: str, *, kind: str | None = None, shown: str | None = None
+) -> NoReturn:
+    """End the run on a failure: the human message on stderr (`shown`, else one line), with --json also
+    `{"error": {"exit_code", "type", "message"}}` on stdout; exit `code`."""
+    # The message is escaped whole first: a CR or LF in a name it holds must not start a line of its own.
+    if shown is None:
+        lines = [f"mirror: error: {message}"]
+    else:
+        lines = shown.replace(message, printable(message)).rstrip("\n").split("\n")
+    for line in lines:
+        click.echo(printable(line), err=True)
+    if wants_json(args):
+        error = {"exit_code": code, "type": kind or ERROR_TYPES.get(code, "failure"), "message": message}
+        click.echo(json.dumps({"error": error}, indent=2))
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: the one place where errors become messages and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rc = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
+        rc = cli.main(args=args, prog_name="mirror", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        fail(args, 130, "aborted", shown="aborted")
     except click.ClickException as e:
-        e.show()
-        sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
+        shown = io.StringIO()
+        e.show(file=shown)
+        fail(args, 2 if e.exit_code in (1, 2) else e.exit_code, e.format_message(), shown=shown.getvalue())
     except MirrorError as e:
         if log.isEnabledFor(logging.DEBUG):
             log.exception("details")
-        click.echo(f"mirror: error: {e}", err=True)
-        sys.exit(e.exit_code)
+        fail(args, e.exit_code, str(e))
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        fail(args, 130, "interrupted", shown="interrupted")
     except SystemExit:
         raise
     except Exception as e:
         if log.isEnabledFor(logging.DEBUG):
             log.exception("unexpected error")
-        click.echo(f"mirror: unexpected error: {type(e).__name__}: {e} (run with -vv for details)", err=True)
-        sys.exit(1)
+        message = f"{type(e).__name__}: {e}"
+        fail(
+            args,
+            1,
+            message,
+            kind="unexpected",
+            shown=f"mirror: unexpected error: {message} (run with -vv for details)",
+        )
     sys.exit(rc if isinstance(rc, int) else 0)

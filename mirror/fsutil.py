@@ -7,9 +7,28 @@ import errno
 import fcntl
 import json
 import os
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from mirror.errors import LockedError
+
+
+def flock_wait(fd: int, wait: float, busy: Callable[[], LockedError]) -> None:
+    """Take an exclusive flock on fd, waiting up to `wait` seconds for its holder; then raise `busy()`."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                raise busy() from None
+            time.sleep(0.2)
 
 
 def temp_sibling(path: Path) -> Path:
@@ -32,11 +51,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 # Large writes that bypass the page cache (O_DIRECT): the data goes from our buffer to the disk, with no copy

@@ -22,6 +22,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from mirror.bounded import MANIFEST, compose_yaml, read_bounded
 from mirror.errors import ManifestError
 from mirror.settings import endpoint_problem
 
@@ -81,10 +82,7 @@ def describe(spec: ModelSpec) -> str:
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate one manifest file."""
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ManifestError(f"cannot read manifest: {exc.strerror or exc}", file=name) from exc
+    data = read_bounded(Path(path), MANIFEST, ManifestError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -252,7 +250,7 @@ class _Parser:
 
     def parse(self, text: str) -> Manifest:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose_yaml(text, MANIFEST)
         except yaml.reader.ReaderError as exc:
             line = text.count("\n", 0, exc.position) + 1
             code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)

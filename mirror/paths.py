@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from mirror.errors import IntegrityError
@@ -12,6 +13,8 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH_BYTES = 4096
+NAME_MAX = 255  # bytes in one name (a path component) on Linux file systems
+PATH_MAX = 4096  # bytes in a path the kernel takes, with its terminating NUL
 
 
 def is_safe_relpath(path: str) -> bool:
@@ -67,3 +70,30 @@ def check_commit(value: str) -> str:
 def join_inside(root: Path, relpath: str) -> Path:
     """root/relpath, after checking relpath cannot leave root."""
     return root.joinpath(*check_relpath(relpath).split("/"))
+
+
+def name_problem(path: str, room: int = 0) -> str | None:
+    """Why path cannot exist on a Linux file system (a name over NAME_MAX bytes, or the whole path over
+    PATH_MAX - 1 - room), or None. The one check of what the file system allows, for bundles and targets."""
+    data = path.encode("utf-8", "surrogateescape")
+    if len(data) + room >= PATH_MAX:
+        return f"the path is too long: {len(data)} bytes (at most {PATH_MAX - 1 - room} fit)"
+    longest = max(data.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return (
+            f"the name {longest[:32].decode('utf-8', 'replace')}... is too long: {len(longest)} bytes (the "
+            f"file system allows {NAME_MAX})"
+        )
+    return None
+
+
+def nested_names(names: Iterable[str]) -> list[tuple[str, str]]:
+    """(folder, name) for each relative path that lies inside another of the names (`v` and `v/x`): both
+    cannot exist on disk, one a file and the other a folder."""
+    known = set(names)
+    return [
+        (folder, name)
+        for name in sorted(known)
+        for folder in ("/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1))
+        if folder in known
+    ]

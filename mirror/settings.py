@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pwd
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,18 +76,69 @@ def default_store(env: Mapping[str, str]) -> Path:
 
 
 def hf_cache_dir(env: Mapping[str, str]) -> Path:
-    """Where huggingface_hub looks: HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    if env.get("HF_HUB_CACHE"):
-        return Path(os.path.expandvars(env["HF_HUB_CACHE"])).expanduser()
-    if env.get("HF_HOME"):
-        return Path(os.path.expandvars(env["HF_HOME"])).expanduser() / "hub"
-    cache_home = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".cache")
-    return Path(cache_home) / "huggingface" / "hub"
+    """Where huggingface_hub looks (its constants.py, step by step): `$HF_HUB_CACHE`, else the legacy
+    `$HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+    `~/.cache/huggingface/hub`; `~` and `$VAR` expanded (in that order) in the first two and in HF_HOME's
+    value. A variable set but empty is taken as given, as huggingface_hub takes it (so `HF_HUB_CACHE=`
+    is the current folder); a relative path stays relative to the current folder."""
+    default_home = os.path.join(expanduser("~", env), ".cache")
+    hf_home = expand(
+        env.get("HF_HOME", os.path.join(env.get("XDG_CACHE_HOME", default_home), "huggingface")), env
+    )
+    legacy = env.get("HUGGINGFACE_HUB_CACHE", os.path.join(hf_home, "hub"))
+    return Path(expand(env.get("HF_HUB_CACHE", legacy), env))
+
+
+def hf_symlinks_disabled(env: Mapping[str, str]) -> bool:
+    """Whether huggingface_hub would write no symlinks into its cache: HF_HUB_DISABLE_SYMLINKS set to 1, ON,
+    YES or TRUE, any case (its constants._is_true)."""
+    return env.get("HF_HUB_DISABLE_SYMLINKS", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
-    """Where modelscope (1.40, through modelscope_hub's config) looks: MODELSCOPE_CACHE, else
-    ~/.cache/modelscope. (DESIGN.md says ~/.cache/modelscope/hub, which the client does not read.)"""
-    if env.get("MODELSCOPE_CACHE"):
-        return Path(env["MODELSCOPE_CACHE"]).expanduser()
-    return Path(env.get("HOME", "~")).expanduser() / ".cache" / "modelscope"
+    """Where modelscope (1.40, through modelscope_hub's HubConfig) looks: `$MODELSCOPE_CACHE` when set and
+    not empty, else the legacy `$MS_CACHE_HOME` (which modelscope 1.40 itself cannot use: it fails with a
+    TypeError), else `~/.cache/modelscope`; `~` expanded, `$VAR` not. (DESIGN.md says
+    ~/.cache/modelscope/hub, which the client does not read.)"""
+    value = (
+        env.get("MODELSCOPE_CACHE") or env.get("MS_CACHE_HOME") or os.path.join("~", ".cache", "modelscope")
+    )
+    return Path(expanduser(value, env))
+
+
+def expand(path: str, env: Mapping[str, str]) -> str:
+    """os.path.expandvars(os.path.expanduser(path)), with env in place of os.environ."""
+    return expandvars(expanduser(path, env), env)
+
+
+def expanduser(path: str, env: Mapping[str, str]) -> str:
+    """posixpath.expanduser with env's HOME (when HOME is unset: the password database's)."""
+    if not path.startswith("~"):
+        return path
+    end = path.find("/", 1)
+    end = len(path) if end < 0 else end
+    try:
+        if end == 1:
+            home = env["HOME"] if "HOME" in env else pwd.getpwuid(os.getuid()).pw_dir
+        else:
+            home = pwd.getpwnam(path[1:end]).pw_dir
+    except KeyError:
+        return path
+    return (home.rstrip("/") + path[end:]) or "/"
+
+
+_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})", re.ASCII)
+
+
+def expandvars(path: str, env: Mapping[str, str]) -> str:
+    """posixpath.expandvars with env: `$NAME` and `${NAME}` replaced when set, left as they are otherwise."""
+    start = 0
+    while match := _VARIABLE.search(path, start):
+        name = match.group(1)
+        name = name[1:-1] if name.startswith("{") else name
+        if name in env:
+            head, tail = path[: match.start()] + env[name], path[match.end() :]
+            path, start = head + tail, len(head)
+        else:
+            start = match.end()
+    return path

@@ -18,22 +18,19 @@ mark the damaged ones under doubt/, and a sync re-hashes a marked blob before it
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import os
 import shutil
 import socket
 import stat
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.errors import DamagedBlobError, IntegrityError, LockedError
-from mirror.fsutil import atomic_write_json, read_json
+from mirror.fsutil import atomic_write_json, flock_wait
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
@@ -201,7 +198,11 @@ class Store:
         key = RepoKey(snap.source, snap.repo_type, snap.repo_id)
         old = self.read_snapshot(key, snap.commit)
         merged = old.merged(snap) if old is not None else snap
-        if old is not None and (old.files, old.complete) == (merged.files, merged.complete):
+        if old is not None and (old.files, old.complete, old.listing) == (
+            merged.files,
+            merged.complete,
+            merged.listing,
+        ):
             return old  # nothing new: an unchanged manifest rewrites no record
         atomic_write_json(
             self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json()
@@ -210,12 +211,8 @@ class Store:
 
     def read_snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
         path = self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json"
-        try:
-            return Snapshot.from_json(read_json(path))
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as e:
-            raise IntegrityError(f"corrupt snapshot record {path}: {e}") from None
+        data = read_json_bounded(path, RECORD, IntegrityError, missing_ok=True)
+        return None if data is None else Snapshot.from_json(data)
 
     def snapshots(self, key: RepoKey) -> list[Snapshot]:
         folder = self._repo_dir(key) / "snapshots"
@@ -225,9 +222,8 @@ class Store:
         return [s for s in found if s is not None]
 
     def read_refs(self, key: RepoKey) -> dict[str, Ref]:
-        try:
-            data = read_json(self._repo_dir(key) / "refs.json")
-        except FileNotFoundError:
+        data = read_json_bounded(self._repo_dir(key) / "refs.json", RECORD, IntegrityError, missing_ok=True)
+        if data is None:
             return {}
         return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
 
@@ -293,21 +289,15 @@ class Store:
         path = self.root / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() >= deadline:
-                        holder = path.read_text(errors="replace").strip() or "unknown holder"
-                        raise LockedError(
-                            f"another mirror run holds the store lock {path} ({holder}); "
-                            "try again later or pass --wait SECONDS"
-                        ) from None
-                    time.sleep(0.2)
+
+            def busy() -> LockedError:
+                holder = path.read_text(errors="replace").strip() or "unknown holder"
+                return LockedError(
+                    f"another mirror run holds the store lock {path} ({holder}); "
+                    "try again later or pass --wait SECONDS"
+                )
+
+            flock_wait(fd, wait, busy)
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode())
             yield

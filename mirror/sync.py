@@ -18,11 +18,11 @@ from mirror.errors import IntegrityError, MirrorError, NotFoundError
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.manifest import ModelSpec
-from mirror.paths import check_commit, check_relpath
+from mirror.paths import check_commit, check_relpath, is_commit, is_sha256
 from mirror.progress import NullProgress, ProgressSink
 from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
-from mirror.snapshot import FileRecord, Snapshot
+from mirror.snapshot import FileRecord, ListedFile, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
 from mirror.store import RepoKey, Store, utc_now
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
@@ -408,9 +408,23 @@ def _record(
         files=tuple(records),
         complete=len(files) == len(remote.files),
         synced_at=utc_now(),
+        listing=remote_listing(remote) if len(files) != len(remote.files) else None,
     )
     store.write_snapshot(snap)
     store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
+
+
+def remote_listing(remote: RemoteSnapshot) -> tuple[ListedFile, ...] | None:
+    """The complete listing a filtered sync keeps beside its files, for the HF cache's trees/<commit>.json;
+    None when the hub does not give every file's git id (ModelScope), which that listing needs."""
+    if not all(is_commit(f.oid or "") and (not f.lfs or is_sha256(f.sha256 or "")) for f in remote.files):
+        return None
+    return tuple(
+        sorted(
+            (ListedFile(f.path, f.size, str(f.oid), f.sha256 if f.lfs else None) for f in remote.files),
+            key=lambda e: e.path,
+        )
+    )
 
 
 class Known:

@@ -40,10 +40,17 @@ class StoreCheck(_Verdict):
 def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreCheck:
     """Every blob's content matches its name; every file a snapshot lists is held with its size. A damaged
     blob is named with the files that use it and put in doubt, so the next sync that needs it fetches it
-    again (see `Store.damaged`)."""
+    again (see `Store.damaged`).
+    MirrorError (exit 1) when the store does not exist or holds nothing: there is nothing to vouch for."""
     progress = progress or NullProgress()
     check = StoreCheck(store=str(store.root))
+    if not store.root.is_dir():
+        raise MirrorError(
+            f"the store {store.root} does not exist: nothing to verify (is --store or $MIRROR_STORE right?)"
+        )
     blobs = list(store.iter_blobs())
+    if not blobs and not store.repos():
+        raise MirrorError(f"the store {store.root} holds nothing: nothing to verify (sync something first)")
     damaged: set[str] = set()
     uses: dict[str, list[tuple[str, str, int]]] = {}
 
@@ -100,18 +107,22 @@ class TargetCheck(_Verdict):
     files: int = 0
     bytes: int = 0
     problems: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # revisions the user removed with the clients' tools
 
 
 def verify_target(layout: str, target: Path, progress: ProgressSink | None = None) -> TargetCheck:
     """Re-hash, offline, every file the receipts in `target` say an import wrote; name each one that
-    changed or went missing. MirrorError (exit 1) when the target holds no receipt at all."""
+    changed or went missing. A revision the user removed with the layout's own tools is reported apart,
+    not as a problem. MirrorError (exit 1) when the target holds no receipt at all."""
     from mirror.importers import make_layout
 
     progress = progress or NullProgress()
     writer = make_layout(layout, target)
     expected, problems = writer.expected_files()
-    check = TargetCheck(target=str(target), layout=layout, problems=list(problems))
-    if not expected and not problems:
+    check = TargetCheck(
+        target=str(target), layout=layout, problems=list(problems), removed=writer.removed_revisions()
+    )
+    if not expected and not problems and not check.removed:
         raise MirrorError(
             f"{target} holds no receipt of `mirror import --layout {layout}`: nothing to verify "
             "(is it the right --target and --layout?)"

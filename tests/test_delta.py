@@ -208,7 +208,9 @@ def test_inventory_of_the_other_layouts(tmp_path: Path, isolated_home: Path) -> 
         held, stats = take_inventory(layout, target)
         assert dict(held.blobs) == want and stats.hashed == 0  # receipts say it all
         (repo,) = held.repos
-        assert repo.repo_id == "org/a" and {n for n, _ in repo.revisions} == {"main", "v1"}
+        # modelscope: also the HF repo's `master`, main's alias (what modelscope reads by default).
+        names = {"main", "v1"} | ({"master"} if layout == "modelscope" else set())
+        assert repo.repo_id == "org/a" and {n for n, _ in repo.revisions} == names
     # What modelscope downloads itself (no receipt) is hashed, its revision listed without a commit.
     own = tmp_path / "modelscope" / "models" / "org--own" / "snapshots" / "master"
     own.mkdir(parents=True)
@@ -261,9 +263,12 @@ def family(tmp_path: Path, isolated_home: Path) -> Family:
     return Family(store, tmp_path, base_bundle, weights)
 
 
-def test_a_delta_takes_content_from_another_repo_of_the_target(family: Family, tmp_path: Path) -> None:
+@pytest.mark.parametrize("link_shared", [False, True])
+def test_a_delta_takes_content_from_another_repo_of_the_target(
+    family: Family, tmp_path: Path, link_shared: bool
+) -> None:
     for layout in ("hf", "dir", "modelscope"):
-        target = tmp_path / layout
+        target = tmp_path / f"{layout}-{link_shared}"
         import_bundle(family.base_bundle, layout, target)
         have, _ = take_inventory(layout, target)
         delta = write_bundle(
@@ -271,7 +276,7 @@ def test_a_delta_takes_content_from_another_repo_of_the_target(family: Family, t
         )
         packed = {m.file.path for m in iter_members(read_index(delta.path))}
         assert packed == {"config.json"}  # the fine-tune's config; the weights and org/base stay
-        report = import_bundle(delta.path, layout, target)
+        report = import_bundle(delta.path, layout, target, link_shared=link_shared)
         assert report.exit_code == 0 and len(report.repos) == 2
         folder = {
             "hf": "models--org--{}/snapshots",
@@ -282,7 +287,8 @@ def test_a_delta_takes_content_from_another_repo_of_the_target(family: Family, t
             next((target / folder[layout].format(r)).rglob("model.safetensors")) for r in ("base", "tune")
         )
         assert tune.read_bytes() == family.weights
-        assert tune.samefile(base)  # org/base's copy, hashed then hardlinked: not written again
+        # org/base's copy, hashed, then copied (each repo its own file), or hardlinked with --link-shared
+        assert tune.samefile(base) == link_shared
 
 
 def test_content_damaged_in_the_target_is_named_and_the_repo_not_published(

@@ -192,7 +192,7 @@ def test_hf_layout_files(bundle: Path, tmp_path: Path, sample_store: SampleStore
     assert leftovers(cache) == []
 
 
-def test_hf_filtered_commit_has_no_tree_listing(
+def test_hf_filtered_commit_has_its_complete_tree_listing(
     sample_store: SampleStore, tmp_path: Path, isolated_home: Path
 ) -> None:
     spec = ModelSpec(repo="org/tiny", source="huggingface", revisions=("main",), include=("*.json",))
@@ -200,10 +200,13 @@ def test_hf_filtered_commit_has_no_tree_listing(
     cache = tmp_path / "hub"
     import_bundle(out.path, "hf", cache)
     repo = cache / "models--org--tiny"
-    assert not (repo / "trees").exists()
+    assert len(list((repo / "trees").iterdir())) == 1  # as snapshot_download(allow_patterns=...) leaves it
     script = (
-        "import json, os\nfrom huggingface_hub import snapshot_download\n"
-        "p = snapshot_download('org/tiny', revision='main')\nprint(json.dumps(sorted(os.listdir(p))))\n"
+        "import json, os\nfrom huggingface_hub import snapshot_download, errors\n"
+        "try:\n    snapshot_download('org/tiny', revision='main')\n"
+        "except errors.IncompleteSnapshotError:\n    pass\nelse:\n    raise SystemExit('complete?')\n"
+        "p = snapshot_download('org/tiny', revision='main', allow_patterns=['*.json'])\n"
+        "print(json.dumps(sorted(os.listdir(p))))\n"
     )
     env = env_for_subprocess(
         isolated_home, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_ENDPOINT="http://127.0.0.1:9"

@@ -438,7 +438,8 @@ def test_hf_repos_into_modelscope_layout_load_offline(
         sha_tree(TINY_MAIN),
         sha_tree({"data/train.csv": b"a,b\n1,2\n"}),
     ]
-    assert Path(results[3]["path"]) == cache / "datasets" / "org--data" / "snapshots" / "main"
+    # An HF repo's main is also ModelScope's default revision, master: the folder modelscope reads first.
+    assert Path(results[3]["path"]) == cache / "datasets" / "org--data" / "snapshots" / "master"
 
 
 def test_modelscope_layout_refuses_a_short_id_before_writing(

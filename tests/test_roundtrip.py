@@ -186,15 +186,19 @@ def test_revisions_short_ids_and_filters_round_trip(tmp_path: Path) -> None:
     out = json.loads(
         python_offline(
             "import json, os\n"
-            "from huggingface_hub import snapshot_download, hf_hub_download, scan_cache_dir\n"
-            "res = {rev: snapshot_download('org/nested', revision=rev, local_files_only=True) for rev in ('main', 'v1.0')}\n"
+            "from huggingface_hub import snapshot_download, hf_hub_download, scan_cache_dir, errors\n"
+            "skip = ['*.msgpack', 'onnx/*']  # the manifest's filter: as on a cache snapshot_download filtered\n"
+            "res = {rev: snapshot_download('org/nested', revision=rev, local_files_only=True, ignore_patterns=skip)\n"
+            "       for rev in ('main', 'v1.0')}\n"
+            "try:\n    snapshot_download('org/nested', local_files_only=True)\n"
+            "except errors.IncompleteSnapshotError:\n    res['incomplete'] = True\n"
             "res['gpt2'] = hf_hub_download('gpt2', 'tokenizer/nested/merges.txt')\n"
             "res['warnings'] = [str(w) for w in scan_cache_dir().warnings]\n"
             "print(json.dumps(res))\n",
             air,
         )
     )
-    assert out["warnings"] == []
+    assert out["warnings"] == [] and out["incomplete"]  # trees/ has each commit's complete listing
     assert Path(out["main"]).name == main and Path(out["v1.0"]).name == v1
     assert (Path(out["main"]) / "README.md").read_bytes() == b"second"
     assert not (Path(out["v1.0"]) / "README.md").exists()

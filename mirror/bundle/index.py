@@ -17,16 +17,29 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from mirror import __version__
+from mirror.bounded import INDEX
 from mirror.errors import IntegrityError
-from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_safe_relpath, is_sha256
-from mirror.snapshot import FileRecord
+from mirror.paths import (
+    check_commit,
+    check_relpath,
+    check_repo_id,
+    is_commit,
+    is_safe_relpath,
+    is_sha256,
+    name_problem,
+    nested_names,
+)
+from mirror.snapshot import FileRecord, ListedFile, check_listing, listing_from_json
 from mirror.store import RepoKey
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
 FORMAT = "mirror-bundle"
 FORMAT_VERSION = 1
-MAX_INDEX_SIZE = 64 << 20
+MAX_INDEX_SIZE = INDEX.size
+# Of PATH_MAX, what a name in a bundle leaves for the target's own path and the folders a layout puts
+# around it (the longest: the hf layout's `models--<org>--<name>/.mirror/tmp/<id>/snapshot-<commit>/`).
+PATH_ROOM = 512
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCHES = ("main", "master")
 
@@ -55,6 +68,17 @@ def _check_name(value: str, what: str) -> str:
     return check_relpath(value, what)
 
 
+def _check_publishable(name: str, what: str) -> None:
+    """A name every layout can write below a target: each part within NAME_MAX bytes, and the whole
+    leaving PATH_ROOM bytes of PATH_MAX for the target and the layout's own folders around it."""
+    problem = name_problem(name, PATH_ROOM)
+    if problem is not None:
+        raise IntegrityError(
+            f"the bundle cannot be imported: {what} cannot be a file name ({problem}, with {PATH_ROOM} "
+            "bytes kept for the target and the layout's folders)"
+        )
+
+
 def _file_from_json(data: Any) -> FileRecord:
     what = "file record"
     path = _field(data, "path", str, what)
@@ -71,18 +95,26 @@ def _file_from_json(data: Any) -> FileRecord:
 
 @dataclass(frozen=True)
 class IndexedCommit:
-    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there."""
+    """One commit of a repo in a bundle: its files, and whether they are every file upstream has there.
+
+    `listing` (optional, only on a commit that is not complete) is the commit's complete listing, for the
+    HF cache's trees/<commit>.json; bundles without it are read as before (no trees/ for such a commit).
+    """
 
     commit: str
     complete: bool
     files: tuple[FileRecord, ...]
+    listing: tuple[ListedFile, ...] | None = None
 
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        return {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+        data = {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
+        if self.listing is not None:  # written only when set: other bundles stay byte-identical
+            data["listing"] = [e.to_json() for e in self.listing]
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> IndexedCommit:
@@ -92,12 +124,26 @@ class IndexedCommit:
         paths = {f.path for f in files}
         if len(paths) != len(files):
             raise _bad(f"commit {commit} lists a path twice")
-        for f in files:
-            parts = f.path.split("/")
-            # A file that is also a folder of another file cannot exist on disk.
-            if any("/".join(parts[:i]) in paths for i in range(1, len(parts))):
-                raise _bad(f"commit {commit}: {f.path!r} lies inside another file")
-        return cls(commit=commit, complete=complete, files=tuple(sorted(files, key=lambda f: f.path)))
+        # A file that is also a folder of another file cannot exist on disk.
+        for folder, path in nested_names(paths):
+            raise _bad(f"commit {commit}: {path!r} lies inside another file, {folder!r}")
+        for path in sorted(paths):
+            _check_publishable(path, f"commit {commit}: file {path!r}")
+        listing = None
+        if "listing" in data:
+            if complete:
+                raise _bad(f"commit {commit} is complete but carries a listing")
+            try:
+                listing = listing_from_json(data["listing"])
+                check_listing(files, listing, f"commit {commit}")
+            except IntegrityError as e:
+                raise _bad(str(e)) from None
+        return cls(
+            commit=commit,
+            complete=complete,
+            files=tuple(sorted(files, key=lambda f: f.path)),
+            listing=listing,
+        )
 
 
 @dataclass(frozen=True)
@@ -166,6 +212,11 @@ class IndexedRepo:
             revisions.append((name, commit))
         if not revisions:
             raise _bad(f"{repo_id} has no revision")
+        # refs/<name> (and modelscope's snapshots/<name>): `v` and `v/x` cannot both be there, as in git.
+        for folder, name in nested_names(n for n, _ in revisions):
+            raise _bad(f"{repo_id} revision {name!r} lies inside revision {folder!r}")
+        for name, _ in revisions:
+            _check_publishable(name, f"{repo_id} revision {name!r}")
         if known - {c for _, c in revisions}:
             raise _bad(f"{repo_id} holds a commit no revision names")
         return cls(

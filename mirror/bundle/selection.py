@@ -139,6 +139,7 @@ def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelec
                     files=files,
                     complete=snap.complete and len(files) == len(snap.files),
                     synced_at=snap.synced_at,
+                    listing=snap.full_listing(),
                 )
             )
         selection.append(
@@ -174,7 +175,12 @@ def build_index(
                 revisions=sel.revisions,
                 hf_id=sel.hf_id,
                 commits=tuple(
-                    IndexedCommit(s.commit, s.complete, tuple(sorted(s.files, key=lambda f: f.path)))
+                    IndexedCommit(
+                        s.commit,
+                        s.complete,
+                        tuple(sorted(s.files, key=lambda f: f.path)),
+                        listing=None if s.complete else s.listing,
+                    )
                     for s in sorted(sel.snapshots, key=lambda s: s.commit)
                 ),
             )

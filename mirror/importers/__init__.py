@@ -8,14 +8,17 @@ moment leaves each repo in its old state or its new one, and running the import 
 
 Content the target already holds (in the repos the bundle names) is hashed and hardlinked into staging
 instead of written again, so importing the same bundle twice writes nothing, and a damaged copy in the
-target is found and replaced by the bundle's. Before anything is written, the bytes the import will add
+target is found and replaced by the bundle's. What is published never shares an inode across repos (nor
+across revisions in --no-symlinks trees) unless `link_shared`: content staged once is copied for each
+further repo (`layout.link_if_private`). Before anything is written, the bytes the import will add
 are checked against the free space of the target's file system.
 
 Deltas and volume sets (DESIGN: bundle index `in_target`, `volume`, `chunks`): an import unit is one
 bundle or the volumes given of one set (`group_bundles`). Content that nothing given carries is taken from
 anywhere in the target (`held.TargetContent`), hashed first. A repo is published only when every one of
 its files is at hand; the others are reported (`MissingRepo`) and left as they were. Of a set, a damaged
-volume is dropped whole, and the rest still count.
+volume is dropped whole, and the rest still count; what a set's import verified for repos it could not
+complete is kept in the target for the next volumes, given in later runs (`kept.KeptSet`).
 
 Adding a layout is one module with a `Layout` subclass, and one line in `LAYOUTS`.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +42,12 @@ from mirror.bundle import (
     open_bundle,
     read_index,
 )
-from mirror.errors import IntegrityError, MirrorError, UsageError
+from mirror.errors import IntegrityError, LockedError, MirrorError, UsageError
 from mirror.fsutil import BulkWriter
 from mirror.importers.dir import DirLayout
 from mirror.importers.held import TargetContent
 from mirror.importers.hf import HfLayout
+from mirror.importers.kept import KeptSet
 from mirror.importers.layout import (
     HashCache,
     ImportReport,
@@ -53,6 +58,7 @@ from mirror.importers.layout import (
     RepoReport,
     Staging,
     Stamp,
+    check_uses,
     checkpoint,
     human_bytes,
     link_or_copy,
@@ -81,12 +87,12 @@ class BundleImportError(IntegrityError):
         self.report = report
 
 
-def make_layout(layout: str, target: Path, *, symlinks: bool = True) -> Layout:
+def make_layout(layout: str, target: Path, *, symlinks: bool = True, link_shared: bool = False) -> Layout:
     try:
         factory = LAYOUTS[layout]
     except KeyError:
         raise UsageError(f"unknown layout {layout!r}; choose one of {', '.join(sorted(LAYOUTS))}") from None
-    return factory(Path(target), symlinks=symlinks)
+    return factory(Path(target), symlinks=symlinks, link_shared=link_shared)
 
 
 def receipt_for(
@@ -195,10 +201,21 @@ def import_bundle(
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
+    link_shared: bool = False,
+    wait: float = 0.0,
 ) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
-    return import_unit(unit, layout, target, progress=progress, trust=trust, symlinks=symlinks)
+    return import_unit(
+        unit,
+        layout,
+        target,
+        progress=progress,
+        trust=trust,
+        symlinks=symlinks,
+        link_shared=link_shared,
+        wait=wait,
+    )
 
 
 def import_unit(
@@ -209,6 +226,8 @@ def import_unit(
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
     symlinks: bool = True,
+    link_shared: bool = False,
+    wait: float = 0.0,
 ) -> ImportReport:
     """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
 
@@ -221,12 +240,39 @@ def import_unit(
     still needed (`ImportReport.exit_code`: 3, or 4 when a volume or a file of the target was damaged).
     Repos in the target the bundle does not name are never touched. `progress` gets the compressed bytes
     read (the volumes' sizes are the total). `symlinks=False` (`--no-symlinks`) makes the hf layout write
-    real files in snapshots/.
+    real files in snapshots/. Each repo gets its own copy of every file (revisions of one repo share a
+    content, as the layout's own tools share it); `link_shared=True` (`--link-shared`) hardlinks equal files
+    across repos (and --no-symlinks revisions) instead.
+
+    One import at a time per target: another one into it makes this wait up to `wait` seconds, then raise
+    LockedError (exit 75). Before anything is written, every path the import will use in the target is
+    checked (`check_uses`): a symlink or a file in the way of it is refused, and nothing is written.
     """
     if unit.error is not None:
         raise unit.error
     target = Path(target)
-    writer = make_layout(layout, target, symlinks=symlinks)
+
+    def busy() -> LockedError:
+        return LockedError(
+            f"another mirror import is writing into {target}; try again later or pass --wait SECONDS"
+        )
+
+    with Staging() as guard:
+        guard.lock(target, wait, busy)
+        return _import_locked(unit, layout, target, progress, trust, symlinks, link_shared)
+
+
+def _import_locked(
+    unit: ImportUnit,
+    layout: str,
+    target: Path,
+    progress: Progress | None,
+    trust: TrustPolicy | None,
+    symlinks: bool,
+    link_shared: bool,
+) -> ImportReport:
+    """`import_unit`, once it holds the target's lock."""
+    writer = make_layout(layout, target, symlinks=symlinks, link_shared=link_shared)
     index = unit.index
     volume_set = index.volume_set
     given = {_volume_number(v) for v in unit.volumes}
@@ -236,9 +282,14 @@ def import_unit(
         for f in _files(repo):
             files_of.setdefault(f.sha256, f)
 
+    kept_chunks: dict[str, set[int]] = {}  # of a volume set: the chunks earlier imports kept (kept.py)
+
     def carried(sha: str) -> bool:
         """Whether what was given carries this content (else it must come from the target)."""
         placement = index.placement(sha)
+        if placement.chunks:
+            got = kept_chunks.get(sha, set())
+            return all(c.volume in given or i in got for i, c in enumerate(placement.chunks))
         return not placement.in_target and all(v in given for v in placement.volumes())
 
     try:
@@ -246,13 +297,26 @@ def import_unit(
         # bundle (any volume of a set) before anything is written.
         accepted = [check_trust(trust, path, ix, writer.name, target) for path, ix in unit.volumes]
         writer.check(index)
+        check_uses(target, (use for repo in index.repos for use in writer.uses(repo)))
+        kept = KeptSet(writer, index, hashes) if volume_set is not None else None
+        if kept is not None:  # what earlier imports of this set verified, checked again
+            kept.load()
+            kept_chunks.update(kept.received)
         candidates: dict[str, list[Path]] = {}
         for repo in index.repos:
             for sha, size, path in writer.candidates(repo):
                 if _is_file_of_size(path, size):
                     candidates.setdefault(sha, []).append(path)
-        # At most what the given bundles carry is written (less if some repos turn out incomplete).
-        check_space(Path(unit.label), target, index, candidates, {sha for sha in files_of if carried(sha)})
+        # At most what the given bundles carry is written (less if some repos turn out incomplete), and
+        # each repo's own copy of what several repos share (unless --link-shared).
+        check_space(
+            Path(unit.label),
+            target,
+            index,
+            candidates,
+            {sha for sha in files_of if carried(sha) and not (kept and sha in kept.whole)},
+            writer,
+        )
         with Staging() as staging:
             folders = {}
             home: dict[str, Path] = {}  # sha256 -> the staging folder its content goes in
@@ -260,11 +324,15 @@ def import_unit(
                 for parent in writer.staging_parents(repo):
                     staging.make_dirs(parent)
                 folders[repo.key] = staging.folder(writer.staging_root(repo))
+                if kept is not None:  # a set's content waits in its kept area, for later imports too
+                    staging.make_dirs(kept.folder(repo))
                 for f in _files(repo):
-                    home.setdefault(f.sha256, folders[repo.key])
-            pool: dict[str, Path] = {}  # sha256 -> its verified content, in staging
+                    home.setdefault(f.sha256, kept.folder(repo) if kept else folders[repo.key])
+            if kept is not None:
+                staging.kept = kept.protected(kept.folders())
+            pool: dict[str, Path] = dict(kept.whole) if kept else {}  # sha256 -> verified content
             corrupt: dict[str, list[str]] = {}
-            outside = [sha for sha in files_of if not carried(sha)]
+            outside = [sha for sha in files_of if not carried(sha) and sha not in pool]
             if outside:
                 # Content nothing given carries (a delta's `in_target`, a volume not given), from the target.
                 finder = TargetContent(writer)
@@ -280,7 +348,9 @@ def import_unit(
                 r for r in index.repos if all(f.sha256 in pool or carried(f.sha256) for f in _files(r))
             ]
             wanted = {f.sha256 for repo in possible for f in _files(repo)} - set(pool)
-            stream = _Stream(index, pool, home, wanted, candidates, hashes)
+            if kept is not None:  # what repos not complete yet need is kept for the next volumes
+                wanted = set(files_of) - set(pool)
+            stream = _Stream(index, pool, home, wanted, candidates, hashes, kept)
             damaged: list[str] = []
             bad_volumes: set[int] = set()
             for path, volume in unit.volumes:
@@ -306,7 +376,16 @@ def import_unit(
             bundle_id = volume_set.id if volume_set is not None else stream.bundle_id
             complete = [r for r in index.repos if all(f.sha256 in pool for f in _files(r))]
             missing = tuple(
-                _missing(repo, index, pool, corrupt, stream.unjoined, given - bad_volumes, bad_volumes)
+                _missing(
+                    repo,
+                    index,
+                    pool,
+                    corrupt,
+                    stream.unjoined,
+                    given - bad_volumes,
+                    bad_volumes,
+                    stream.received,
+                )
                 for repo in index.repos
                 if repo not in complete
             )
@@ -328,6 +407,11 @@ def import_unit(
                 reports.append(writer.publish(pub))
                 staging.sweep(writer.staging_root(repo))
             staging.changed = not all(r.already_present for r in reports)
+            kept_lines: list[str] = []
+            if kept is not None:  # swept of what the published repos used; all of it once the set is done
+                left = kept.sweep({f.sha256 for r in index.repos if r not in complete for f in _files(r)})
+                staging.kept = kept.protected(left)
+                kept_lines = kept.describe(left, (v for m in missing for v in m.volumes))
     except OSError as e:
         raise MirrorError(f"importing {unit.label} into {target} failed: {e}") from e
     report = ImportReport(
@@ -345,6 +429,7 @@ def import_unit(
             for path in paths
         ),
         volumes=names,
+        kept=tuple(kept_lines),
     )
     if reports:  # mirror.signing: remember the sequence of what was published
         for acceptance in accepted:
@@ -369,6 +454,7 @@ class _Stream:
         wanted: set[str],
         candidates: dict[str, list[Path]],
         hashes: HashCache,
+        kept: KeptSet | None = None,
     ) -> None:
         self.index = index
         self.pool = pool
@@ -376,8 +462,9 @@ class _Stream:
         self.wanted = wanted
         self.candidates = candidates
         self.hashes = hashes
-        self.parts: dict[str, Path] = {}  # sha256 -> the file its chunks are written into
-        self.received: dict[str, set[int]] = {}  # sha256 -> the numbers of its chunks verified so far
+        self.kept = kept  # a volume set's: chunks are recorded there as they arrive, and were loaded from it
+        self.parts: dict[str, Path] = kept.parts if kept else {}  # sha256 -> the file its chunks are in
+        self.received: dict[str, set[int]] = kept.received if kept else {}  # sha256 -> its verified chunks
         self.unjoined: set[str] = set()  # contents whose verified chunks do not join to their sha256
         self.bundle_id = ""  # the last bundle's id: the sha256 of its index
 
@@ -415,6 +502,8 @@ class _Stream:
                         staged.unlink(missing_ok=True)
                 else:
                     self.received[sha].discard(chunk)
+                    if self.kept is not None:
+                        self.kept.record(sha, self.received[sha])
         return failed
 
     def _receive(self, file: BundleFile, contributed: list[tuple[str, int | None]]) -> None:
@@ -427,6 +516,9 @@ class _Stream:
             file.read()
             return
         if member.chunk is not None:
+            if member.chunk in self.received.get(sha, ()):
+                file.read()  # kept from an earlier volume given (or import): its bytes stay as verified
+                return
             part = self.parts.get(sha)
             if part is None:
                 part = self.parts[sha] = self.home[sha] / f"{sha}.chunks"
@@ -435,13 +527,15 @@ class _Stream:
                 file.read(out.write)
             checkpoint()
             self.received.setdefault(sha, set()).add(member.chunk)
+            if self.kept is not None:  # recorded only once written whole and verified
+                self.kept.record(sha, self.received[sha])
             contributed.append((sha, member.chunk))
             return
         dest = self.home[sha] / sha
         if _adopt(self.candidates.get(sha, ()), dest, member.file, self.hashes):
             file.read()  # the target already holds it: the bundle's bytes are checked all the same
         else:
-            part = dest.with_name(f"{sha}.part")
+            part = dest.with_name(f"{sha}.{uuid.uuid4().hex[:12]}.part")  # unique: staging may be kept
             try:
                 with BulkWriter(part) as out:
                     file.read(out.write)
@@ -463,6 +557,8 @@ class _Stream:
                 continue
             if self.hashes.sha256(part) != sha:
                 self.unjoined.add(sha)
+                if self.kept is not None:  # asked for again
+                    self.kept.drop_chunks(sha)
                 problems.append(
                     f"content {sha}, joined from its {count} verified chunks, does not match its sha256; export "
                     "the volumes again"
@@ -472,6 +568,8 @@ class _Stream:
             os.replace(part, dest)
             self.hashes.remember(dest, sha)
             self.pool[sha] = dest
+            if self.kept is not None:
+                self.kept.drop_chunks(sha)  # its record goes: the whole content is kept from now on
             checkpoint()
         return problems
 
@@ -484,6 +582,7 @@ def _missing(
     unjoined: set[str],
     streamed: set[int],
     bad_volumes: set[int],
+    received: dict[str, set[int]],
 ) -> MissingRepo:
     """Which files of a repo are not at hand, and why; the volumes still needed. (Files the bundles carry
     and verified, but that were not staged because the repo lacks others, are at hand.)"""
@@ -495,7 +594,9 @@ def _missing(
             if f.sha256 in pool:
                 continue
             placement = index.placement(f.sha256)
-            lacking = [v for v in placement.volumes() if v not in streamed]
+            got = received.get(f.sha256, set())  # chunks at hand: this import's and those kept before
+            needs = sorted({c.volume for i, c in enumerate(placement.chunks) if i not in got})
+            lacking = [v for v in (needs if placement.chunks else placement.volumes()) if v not in streamed]
             if volume_set is not None and lacking:
                 needed.update(lacking)
                 why = "in " + ", ".join(
@@ -531,12 +632,28 @@ def free_space(target: Path) -> tuple[Path, int]:
 
 
 def bytes_to_add(
-    index: BundleIndex, candidates: dict[str, list[Path]], wanted: set[str] | None = None
+    index: BundleIndex,
+    candidates: dict[str, list[Path]],
+    wanted: set[str] | None = None,
+    writer: Layout | None = None,
 ) -> tuple[int, int]:
-    """(bytes, files) of content the target does not hold yet: each new content is written once (repos and
-    revisions share it by hardlink). A file already there with the right size counts as held; if its
-    content turns out wrong, the import writes the bundle's copy instead. `wanted`: only this content will
-    be written (default: everything the index describes)."""
+    """(bytes, files) of content the target does not hold yet. A file already there with the right size
+    counts as held; if its content turns out wrong, the import writes the bundle's copy instead.
+
+    With a `writer` that keeps repos apart (the default), each copy the layout keeps of a content
+    (`Layout.copies`: per repo, and per file in --no-symlinks trees) counts, wherever its content comes
+    from. Otherwise (`--link-shared`, or no writer) each new content is written once, repos and revisions
+    sharing it by hardlink, and `wanted` limits it to the content that will be written (default: everything
+    the index describes)."""
+    if writer is not None and not writer.link_shared:
+        sizes = [
+            size
+            for repo in index.repos
+            for _, size, path in writer.copies(repo)
+            if not _is_file_of_size(path, size)
+        ]
+        records = sum(1 for repo in index.repos for _ in _files(repo))
+        return sum(sizes) + BLOCK * (len(sizes) + records) + OVERHEAD, len(sizes)
     new: dict[str, int] = {}
     records = 0
     for repo in index.repos:
@@ -555,9 +672,10 @@ def check_space(
     index: BundleIndex,
     candidates: dict[str, list[Path]],
     wanted: set[str] | None = None,
+    writer: Layout | None = None,
 ) -> None:
     """MirrorError (exit 1), before anything is written, when the target's file system is too full."""
-    need, files = bytes_to_add(index, candidates, wanted)
+    need, files = bytes_to_add(index, candidates, wanted, writer)
     where, free = free_space(target)
     if need > free:
         raise MirrorError(

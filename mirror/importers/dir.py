@@ -20,7 +20,6 @@ as new (by creation time) as the one that wrote it, so several bundles give the 
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.importers.layout import (
@@ -38,7 +38,9 @@ from mirror.importers.layout import (
     Layout,
     Publication,
     RepoReport,
+    Use,
     json_bytes,
+    link_if_private,
     link_or_copy,
     read_json_record,
     receipt_files,
@@ -57,6 +59,8 @@ class Placement:
     name: str
     revision: str
     commit: str
+    # An alias the layout adds (modelscope's `master`): never written over a folder mirror did not write.
+    implied: bool = False
 
     @property
     def path(self) -> Path:
@@ -97,12 +101,28 @@ class DirLayout(Layout):
         """The folder a report names for the repo."""
         return join_inside(self.target, repo.repo_id)
 
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        root = self.staging_root(repo)
+        yield Use(root.parent, "dir")
+        yield Use(root, "dir")
+        built = root / ("0" * 32) / ("0" * 39)  # folder-<uuid> in a staging folder
+        for p in self.placements(repo):
+            receipt = self.receipt_path(p.root, p.name)
+            yield Use(receipt.parent, "dir")
+            yield Use(receipt, "file")
+            yield Use(p.path, "dir", named=p.root)
+            for f in repo.commit(p.commit).files:
+                yield Use(join_inside(p.path, f.path), "staged")
+                yield Use(join_inside(built, f.path), "staged")
+
     # -- shared by every plain-folder layout --------------------------------------------------------------
 
     def check(self, index: BundleIndex) -> None:
         owners: dict[tuple[Path, str], RepoKey] = {}
+        implied: dict[tuple[Path, str], bool] = {}
         for repo in index.repos:
             for p in self.placements(repo):
+                implied[p.root, p.name] = p.implied
                 if (p.root, p.name) in owners:
                     raise MirrorError(
                         f"{owners[p.root, p.name]} and {repo.key} would share the folder {self._show(p.path)}; "
@@ -119,15 +139,20 @@ class DirLayout(Layout):
                         f"{self._show(join_inside(root, parent))}; import it into another --target"
                     )
             path = join_inside(root, name)
-            if (
-                (path.exists() or path.is_symlink())
-                and not self.receipt_path(root, name).exists()
-                and not _empty_dir(path)
-            ):
+            if self._foreign(root, name) and not implied[root, name]:
                 # Replacing it would delete what someone else put there (or another model nested in it).
                 raise MirrorError(
                     f"{path} exists but was not written by mirror import; move it away and import again"
                 )
+
+    def _foreign(self, root: Path, name: str) -> bool:
+        """Whether the folder `name` under root holds something mirror did not write."""
+        path = join_inside(root, name)
+        return (
+            (path.exists() or path.is_symlink())
+            and not self.receipt_path(root, name).exists()
+            and not _empty_dir(path)
+        )
 
     def _show(self, path: Path) -> str:
         try:
@@ -145,12 +170,25 @@ class DirLayout(Layout):
                 if not path.is_symlink():
                     yield f.sha256, f.size, path
 
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        # A repo's revisions share a content (hardlinks, as the hf cache's share a blob); repos never do.
+        seen: set[str] = set()
+        for p in self.placements(repo):
+            for f in repo.commit(p.commit).files:
+                if f.sha256 not in seen:
+                    seen.add(f.sha256)
+                    yield f.sha256, f.size, join_inside(p.path, f.path)
+
     def publish(self, pub: Publication) -> RepoReport:
         repo, scratch = pub.repo, pub.scratch
         changed = False
         files_written = bytes_written = 0
         kept: list[str] = []
+        # sha256 -> a file this publish wrote for the repo, that its other revisions share
+        ours: dict[str, Path] = {}
         for p in self.placements(repo):
+            if p.implied and self._foreign(p.root, p.name):
+                continue  # the layout's own tools wrote that one (modelscope's real `master`): keep it
             receipt_path = self.receipt_path(p.root, p.name)
             previous = read_json_record(receipt_path)
             newer = pub.stamp.older_than(previous)
@@ -174,9 +212,15 @@ class DirLayout(Layout):
                 for f in files:
                     dest = join_inside(built, f.path)
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    # Hardlinks share one copy of a file between revisions (and with other repos).
-                    link_or_copy(pub.content[f.sha256], dest)
+                    # One copy of a content shared by the repo's revisions, by hardlink; never with other
+                    # repos, unless --link-shared (link_if_private).
+                    if f.sha256 in ours:
+                        link_or_copy(ours[f.sha256], dest)
+                    else:
+                        link_if_private(pub.content[f.sha256], dest, shared=self.link_shared)
                 self.swap_in(built, p.path, scratch)
+                for f in files:
+                    ours.setdefault(f.sha256, join_inside(p.path, f.path))
                 files_written += len(files)
                 bytes_written += sum(f.size for f in files)
                 changed = True
@@ -195,7 +239,7 @@ class DirLayout(Layout):
         problems: list[str] = []
         for receipt in self.receipt_paths():
             try:
-                data = json.loads(receipt.read_text(encoding="utf-8"))
+                data = read_json_bounded(receipt, RECORD, MirrorError)
                 folder = join_inside(self.target, check_relpath(str(data["folder"])))
                 commit = data["commit"]
                 files += [

@@ -4,7 +4,7 @@ CACHEDIR.TAG
 models--org--name/
     blobs/<etag>                    sha256 for LFS files, the git blob sha1 otherwise
     snapshots/<commit>/<path>       relative symlinks to ../../blobs/<etag>
-    trees/<commit>.json             only for a commit whose every file is in the bundle
+    trees/<commit>.json             the commit's complete listing (for a filtered commit, when the bundle has it)
     refs/<revision>                 the commit, no newline; written last
     .mirror/receipts/<bundle sha256>.json   what mirror imported (scan_cache_dir never looks here)
     .mirror/refs.json               which bundle (and how new) last set each ref
@@ -12,16 +12,25 @@ models--org--name/
     .mirror/tmp/<id>/               staging during an import (and temp names for every atomic write)
 
 With `symlinks=False` (`--no-symlinks`, what huggingface_hub does under HF_HUB_DISABLE_SYMLINKS or on a
-file system without symlinks), snapshots/<commit>/<path> are real files: hardlinks of blobs/<etag> where
-the file system has hardlinks, else copies (and then, as huggingface_hub does, no blobs/ at all, so the
-content is held once). huggingface_hub finds a snapshot file by its path and never follows it to blobs/,
-so the repo loads offline by repo id the same way.
+file system without symlinks), snapshots/<commit>/<path> are real files, each its own copy, and nothing
+goes in blobs/: what huggingface_hub's `_create_symlink` leaves then (it moves each new blob into the
+snapshot, and copies one already there), so `delete_revisions` frees what it reports. huggingface_hub
+finds a snapshot file by its path and never follows it to blobs/, so the repo loads offline by repo id the
+same way. (`--link-shared` hardlinks equal files instead, across revisions and repos.)
 
 Publishing order, so a SIGKILL at any moment leaves no snapshot pointing at a missing or unverified
 blob: a commit's blobs first (each renamed in whole), then its snapshot folder (built in staging and
 renamed in whole; an existing one is mended link by link), then trees/, the receipt, and refs/ last. A
 ref is moved only by a bundle at least as new (by creation time) as the one that last set it, so several
 bundles give the same tree in any order.
+
+A cache used both ways: huggingface_hub moves refs/<name> itself when it downloads online. A ref whose
+commit is not the one `.mirror/refs.json` says mirror wrote there (or that has no record) was moved by
+something else, and is taken as at least as new as any bundle: it is kept (reported as kept), unless its
+commit is one the bundle itself lists for the repo (under this or another revision name), which the
+bundle's sync saw and still pointed this name away from; then the bundle moves it. A newer bundle thus
+does not move a ref huggingface_hub moved to a commit the bundle does not know: remove that ref (or
+`hf cache rm` the revision) to take the bundle's.
 
 Repos from another hub (ModelScope) go in the same way, under their repo id or the bundle's `hf_id` for
 them: their commit names the snapshot, each revision name gets its ref (`refs/master`), blobs are named
@@ -40,13 +49,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mirror.bounded import REF, read_bounded
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
-from mirror.errors import MirrorError
+from mirror.errors import IntegrityError, MirrorError
 from mirror.importers.layout import (
     ExpectedFile,
     HeldRepo,
@@ -54,16 +63,18 @@ from mirror.importers.layout import (
     Publication,
     RepoReport,
     Stamp,
+    Use,
     checkpoint,
     claim_folder,
     entries,
     json_bytes,
-    link_or_copy,
+    link_if_private,
     read_json_record,
     receipt_files,
     regular_files,
 )
-from mirror.paths import is_commit, is_sha256, join_inside
+from mirror.paths import is_commit, is_sha256, join_inside, name_problem
+from mirror.snapshot import ListedFile
 from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -93,13 +104,13 @@ def snapshot_link(path: str, etag: str) -> str:
     return "../" * (path.count("/") + 2) + f"blobs/{etag}"
 
 
-def tree_json(commit: IndexedCommit) -> bytes:
+def tree_json(listing: Iterable[ListedFile]) -> bytes:
     """trees/<commit>.json byte for byte as huggingface_hub's write_tree_cache writes it."""
     files: dict[str, dict[str, Any]] = {}
-    for f in sorted(commit.files, key=lambda f: f.path):
+    for f in sorted(listing, key=lambda f: f.path):
         entry: dict[str, Any] = {"size": f.size, "blob_id": f.oid}
-        if f.lfs:
-            entry["lfs_sha256"] = f.sha256
+        if f.lfs_sha256 is not None:
+            entry["lfs_sha256"] = f.lfs_sha256
             entry["lfs_size"] = f.size
         files[f.path] = entry
     return json.dumps({"format_version": TREE_FORMAT_VERSION, "files": files}, indent=1).encode("utf-8")
@@ -107,10 +118,6 @@ def tree_json(commit: IndexedCommit) -> bytes:
 
 class HfLayout(Layout):
     name = "hf"
-
-    def __init__(self, target: Path, *, symlinks: bool = True) -> None:
-        super().__init__(target, symlinks=symlinks)
-        self._hardlinks: bool | None = None
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
         return self.target / repo_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
@@ -126,6 +133,33 @@ class HfLayout(Layout):
                 "give one of them another id with `hf_id:` in the manifest, or import one of them with "
                 "--layout dir",
             )
+
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        repo_dir = self.repo_dir(repo)
+        yield Use(self.target / "CACHEDIR.TAG", "entry")
+        yield Use(repo_dir, "dir")
+        for folder in (".mirror", ".mirror/tmp", ".mirror/receipts", "blobs", "snapshots", "refs", "trees"):
+            yield Use(repo_dir / folder, "dir")
+        for record in ("refs.json", "implied-main.json"):
+            yield Use(repo_dir / ".mirror" / record, "file")
+        yield from (Use(r, "file") for r in entries(repo_dir / ".mirror" / "receipts"))
+        staged = self.staging_root(repo) / ("0" * 32)
+        for commit in repo.commits:
+            snapshot = repo_dir / "snapshots" / commit.commit
+            yield Use(snapshot, "dir")
+            yield Use(repo_dir / "trees" / f"{commit.commit}.json", "file")
+            for f in commit.files:
+                yield Use(repo_dir / "blobs" / f.etag, "file")
+                yield Use(join_inside(snapshot, f.path), "entry", named=snapshot)
+                yield Use(join_inside(staged / f"snapshot-{commit.commit}", f.path), "staged")
+                if self.symlinks and (problem := name_problem(snapshot_link(f.path, f.etag))) is not None:
+                    raise IntegrityError(
+                        f"{repo.key}: {f.path} cannot be linked to its blob in the hf layout ({problem}); "
+                        "nothing was imported (import it with --no-symlinks or --layout dir)"
+                    )
+        names = [name for name, _ in repo.revisions if not is_commit(name)]
+        for name in names + (["main"] if implied_main(repo) is not None else []):
+            yield Use(join_inside(repo_dir / "refs", name), "file", named=repo_dir / "refs")
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         # Inside the repo folder, where scan_cache_dir only reads snapshots/ and refs/.
@@ -144,6 +178,17 @@ class HfLayout(Layout):
                 if not snap.is_symlink():  # a real file: a --no-symlinks import, or such a download
                     yield f.sha256, f.size, snap
 
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        repo_dir = self.repo_dir(repo)
+        blobs: set[str] = set()
+        for commit in repo.commits:
+            for f in commit.files:
+                if not self.symlinks:
+                    yield f.sha256, f.size, join_inside(repo_dir / "snapshots" / commit.commit, f.path)
+                elif f.etag not in blobs:
+                    blobs.add(f.etag)
+                    yield f.sha256, f.size, repo_dir / "blobs" / f.etag
+
     def publish(self, pub: Publication) -> RepoReport:
         repo, scratch = pub.repo, pub.scratch
         repo_dir = self.repo_dir(repo)
@@ -152,10 +197,9 @@ class HfLayout(Layout):
         )
         changed = False
         files_written = bytes_written = 0
-        keep_blobs = self.symlinks or self._can_hardlink(scratch)
         placed: set[str] = set()
         for commit in repo.commits:
-            if keep_blobs:
+            if self.symlinks:
                 for f in commit.files:
                     if f.etag in placed:
                         continue
@@ -172,14 +216,15 @@ class HfLayout(Layout):
                 written = self._file_snapshot(repo_dir, commit, pub)
                 if written:
                     changed = True
-                    if not keep_blobs:
-                        files_written += len(written)
-                        bytes_written += sum(f.size for f in written)
-            if commit.complete:
-                # A listing already there is as true as ours (a commit never changes): keep it.
+                    files_written += len(written)
+                    bytes_written += sum(f.size for f in written)
+            # The commit's complete listing, also for a filtered one (as snapshot_download(allow_patterns=)
+            # writes it); none when the bundle lacks it. One already there is as true as ours: keep it.
+            listing = [ListedFile.of(f) for f in commit.files] if commit.complete else commit.listing
+            if listing is not None:
                 changed |= self.write_if_changed(
                     repo_dir / "trees" / f"{commit.commit}.json",
-                    tree_json(commit),
+                    tree_json(listing),
                     scratch,
                     only_if_absent=True,
                 )
@@ -234,8 +279,8 @@ class HfLayout(Layout):
             revisions = []
             for ref in regular_files(refs_dir, recursive=True):
                 try:
-                    commit = ref.read_text(encoding="utf-8").strip()
-                except (OSError, UnicodeDecodeError):
+                    commit = read_bounded(ref, REF, MirrorError).decode("utf-8").strip()
+                except (MirrorError, UnicodeDecodeError):
                     continue
                 if is_commit(commit):
                     revisions.append((ref.relative_to(refs_dir).as_posix(), commit))
@@ -250,30 +295,27 @@ class HfLayout(Layout):
         files: list[ExpectedFile] = []
         problems: list[str] = []
         for repo_dir in self._repo_dirs():
+            removed = _removed_commits(repo_dir)
             for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
                 try:
                     for commit, path, size, sha256 in receipt_files(receipt):
+                        if commit in removed:
+                            continue
                         snap = join_inside(repo_dir / "snapshots" / commit, path)
                         files.append(ExpectedFile(snap, size, sha256))
                 except (OSError, ValueError) as e:
                     problems.append(f"{receipt}: unreadable receipt ({e})")
         return files, problems
 
-    # -- the steps of publish -------------------------------------------------------------------------------
+    def removed_revisions(self) -> list[str]:
+        return [
+            f"{repo_dir.name}: revision {commit} was removed from the cache (as `hf cache rm` or "
+            "scan_cache_dir().delete_revisions() do); not checked"
+            for repo_dir in self._repo_dirs()
+            for commit in sorted(_removed_commits(repo_dir))
+        ]
 
-    def _can_hardlink(self, scratch: Path) -> bool:
-        if self._hardlinks is None:
-            probe = scratch / f"probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            try:
-                os.link(probe, probe.with_suffix(".link"))
-                self._hardlinks = True
-            except OSError:
-                self._hardlinks = False
-            finally:
-                probe.with_suffix(".link").unlink(missing_ok=True)
-                probe.unlink()
-        return self._hardlinks
+    # -- the steps of publish -------------------------------------------------------------------------------
 
     def _link_snapshot(self, repo_dir: Path, commit: IndexedCommit, scratch: Path) -> bool:
         """Point snapshots/<commit>/ at the blobs; whether anything changed.
@@ -303,7 +345,7 @@ class HfLayout(Layout):
         return changed
 
     def _file_snapshot(self, repo_dir: Path, commit: IndexedCommit, pub: Publication) -> list[Any]:
-        """snapshots/<commit>/ as real files (hardlinks of the blobs where possible); the files written."""
+        """snapshots/<commit>/ as real files, each its own copy (`link_if_private`); the files written."""
         folder = repo_dir / "snapshots" / commit.commit
         if not (folder.exists() or folder.is_symlink()):
             built = pub.scratch / f"snapshot-{commit.commit}"
@@ -311,7 +353,7 @@ class HfLayout(Layout):
             for f in commit.files:
                 dest = join_inside(built, f.path)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(pub.content[f.sha256], dest)
+                link_if_private(pub.content[f.sha256], dest, shared=self.link_shared)
             if self._rename_new(built, folder):
                 return list(commit.files)
         written = []
@@ -346,11 +388,25 @@ class HfLayout(Layout):
         updated = dict(record)
         kept: list[str] = []
         writes: list[tuple[str, str]] = []
+        described = {c.commit for c in repo.commits}
+        implied = read_json_record(repo_dir / ".mirror" / "implied-main.json").get("commits")
+        implied_main_commits = {str(c) for c in implied} if isinstance(implied, list) else set()
         for name, commit in repo.revisions:
             if is_commit(name):
                 continue
             previous = record.get(name)
-            if stamp.older_than(previous):
+            current = _read_ref(join_inside(repo_dir / "refs", name))
+            mine = (
+                current is None
+                or (isinstance(previous, dict) and previous.get("commit") == current)
+                or (name == "main" and current in implied_main_commits)  # mirror pointed it there
+            )
+            if not mine and current != commit and current not in described:
+                # Moved by huggingface_hub (or anything but mirror) to a commit this bundle knows nothing
+                # of: taken as at least as new as the bundle, whatever its age.
+                kept.append(f"refs/{name}")
+                continue
+            if stamp.older_than(previous) and mine:
                 if isinstance(previous, dict) and previous.get("commit") != commit:
                     kept.append(f"refs/{name}")
                     continue
@@ -361,12 +417,13 @@ class HfLayout(Layout):
                     "bundle_id": stamp.bundle_id,
                 }
             writes.append((name, commit))
-        # Recorded before the refs are written: a kill in between leaves a record the rerun makes true.
-        if updated != record:
-            self.write_if_changed(record_path, json_bytes(updated), scratch)
         changed = False
         for name, commit in writes:
             changed |= self.write_if_changed(join_inside(repo_dir / "refs", name), commit.encode(), scratch)
+        # Recorded after the refs: a kill in between leaves refs at this bundle's commits that the record does
+        # not claim yet, which an older bundle keeps (they are not its commits) and the rerun records.
+        if updated != record:
+            self.write_if_changed(record_path, json_bytes(updated), scratch)
         return changed, kept
 
     def _point_implied_main(
@@ -379,14 +436,9 @@ class HfLayout(Layout):
         record = read_json_record(record_path)
         commits = record.get("commits")
         ours = {str(c) for c in commits} if isinstance(commits, list) else set()
-        try:
-            current: str | None = ref.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            current = None
-        except (OSError, UnicodeDecodeError):
-            return False  # something else is there: leave it alone
+        current = _read_ref(ref)
         if current is not None and current not in ours:
-            return False
+            return False  # another commit, or something else is there: leave it alone
         newer = stamp.older_than(record)
         created = str(record.get("bundle_created", "")) if newer else stamp.created
         # Recorded before the ref is written, so a crash in between still leaves the ref known as ours.
@@ -400,6 +452,33 @@ class HfLayout(Layout):
 
 
 REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+
+
+def _read_ref(ref: Path) -> str | None:
+    """The commit a ref file names (None if there is none; its text as it is if it is no commit, "" if it
+    is no small regular file)."""
+    try:
+        raw = read_bounded(ref, REF, MirrorError, missing_ok=True)
+    except MirrorError:
+        return ""
+    return None if raw is None else raw.decode("utf-8", errors="replace").strip()
+
+
+def _removed_commits(repo_dir: Path) -> set[str]:
+    """The commits the receipts list that huggingface_hub's cache tools removed: `delete_revisions` (which
+    `hf cache rm` runs) deletes a revision's whole snapshots/<commit>/ and every ref naming it (and the blobs
+    nothing else uses). A commit that lost its folder but that a ref still names was damaged, not removed."""
+    receipted: set[str] = set()
+    for receipt in (repo_dir / ".mirror" / "receipts").glob("*.json"):
+        try:
+            receipted.update(commit for commit, *_ in receipt_files(receipt))
+        except (OSError, ValueError):
+            continue  # expected_files reports it
+    gone = {c for c in receipted if not os.path.lexists(repo_dir / "snapshots" / c)}
+    if gone:
+        for ref in regular_files(repo_dir / "refs", recursive=True):
+            gone.discard(_read_ref(ref) or "")
+    return gone
 
 
 def _refuse_folder(path: Path) -> None:

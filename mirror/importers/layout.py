@@ -22,18 +22,21 @@ import json
 import os
 import shutil
 import signal
+import stat
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
-from mirror.errors import IntegrityError, MirrorError
+from mirror.errors import IntegrityError, LockedError, MirrorError
+from mirror.fsutil import flock_wait
 from mirror.hashing import file_sha256
-from mirror.paths import check_commit, check_relpath, is_sha256
+from mirror.paths import check_commit, check_relpath, is_sha256, name_problem
 from mirror.store import RepoKey
 
 KILL_AFTER_ENV = "MIRROR_TEST_KILL_AFTER"
@@ -55,7 +58,8 @@ def checkpoint() -> None:
 class RepoReport:
     """What an import did to one repo. `already_present`: nothing in the target changed.
 
-    `kept` names the refs or folders left as a newer bundle wrote them (an older bundle never moves them).
+    `kept` names the refs or folders left as they were because they are newer than this bundle (a newer
+    bundle wrote them, or huggingface_hub moved a ref online).
     """
 
     repo: RepoKey
@@ -78,7 +82,7 @@ class RepoReport:
 
     def line(self) -> str:
         revs = ", ".join(f"{n} -> {c[:12]}" for n, c in self.revisions)
-        kept = f"; kept {', '.join(self.kept)} from a newer bundle" if self.kept else ""
+        kept = f"; kept {', '.join(self.kept)} as newer than this bundle" if self.kept else ""
         if self.already_present:
             return f"present   {self.repo} ({revs}) at {self.path}{kept}"
         return (
@@ -149,6 +153,7 @@ class ImportReport:
     damaged: tuple[str, ...] = ()  # one message per damaged volume, naming it
     corrupt: tuple[str, ...] = ()  # one message per file of the target whose content is not what it should be
     volumes: tuple[str, ...] = ()  # the volumes imported (a volume set)
+    kept: tuple[str, ...] = ()  # what of a volume set is kept in the target for its next volumes (kept.py)
 
     @property
     def exit_code(self) -> int:
@@ -171,6 +176,8 @@ class ImportReport:
             data["missing"] = [m.to_json() for m in self.missing]
             data["damaged"] = list(self.damaged)
             data["corrupt"] = list(self.corrupt)
+        if self.kept:
+            data["kept"] = list(self.kept)
         return data
 
     def lines(self) -> list[str]:
@@ -182,6 +189,7 @@ class ImportReport:
         out += [f"  DAMAGED   {d}" for d in self.damaged]
         out += [f"  CORRUPT   {c}" for c in self.corrupt]
         out += [f"  {line}" for m in self.missing for line in m.lines()]
+        out += [f"  KEPT      {k}" for k in self.kept]
         return out
 
 
@@ -268,6 +276,79 @@ class Publication:
     hashes: HashCache = field(default_factory=HashCache)
 
 
+@dataclass(frozen=True)
+class Use:
+    """A path an import creates, writes, renames or deletes in the target (`Layout.uses`), and what it
+    must be if it exists: `dir` a real folder; `file` a regular file (a record, a blob, a ref); `entry` a
+    file or a symlink, which the import replaces by a rename and never follows; `staged` a name the import
+    makes in staging (only its length is checked). Below `named` the names come from the bundle, so a file
+    where the bundle needs a folder there (or the reverse) means the bundle cannot be published into this
+    target (exit 4); anywhere else it is something in the way of the import's own folders (exit 1)."""
+
+    path: Path
+    kind: Literal["dir", "file", "entry", "staged"]
+    named: Path | None = None
+
+
+def check_uses(target: Path, uses: Iterable[Use]) -> None:
+    """Refuse, before anything is written, a target where something the import uses is a symlink (it would
+    act outside the target) or is not what it must be, or a name too long for the file system."""
+    target = Path(target)
+    checked: set[Path] = set()
+    for use in uses:
+        problem = name_problem(str(use.path))
+        if problem is not None:
+            raise IntegrityError(
+                f"{use.path} cannot be written: {problem}; nothing was imported (import into a shorter "
+                "--target, or another --layout)"
+            )
+        if use.kind == "staged":
+            continue
+        parts = use.path.relative_to(target).parts
+        probe = target
+        for i, part in enumerate(parts):
+            probe = probe / part
+            last = i == len(parts) - 1
+            if probe in checked and not last:
+                continue
+            try:
+                st = os.lstat(probe)
+            except FileNotFoundError:
+                break  # nothing below it exists either
+            checked.add(probe)
+            named = use.named is not None and use.named in probe.parents
+            if stat.S_ISLNK(st.st_mode):
+                if last and use.kind == "entry":
+                    continue
+                raise MirrorError(
+                    f"{probe} is a symlink (to {os.readlink(probe)}) where mirror import writes "
+                    f"{use.path.relative_to(target)}; it could lead outside {target}, so nothing was "
+                    "imported: move it away and import again"
+                )
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if (not last or use.kind == "dir") and not is_dir:
+                what = "a file" if stat.S_ISREG(st.st_mode) else "not a folder"
+                if named:
+                    raise IntegrityError(
+                        f"the bundle cannot be published into {target}: {probe} is {what}, and the bundle "
+                        f"needs a folder there (for {use.path.relative_to(target)}); nothing was imported"
+                    )
+                raise MirrorError(
+                    f"{probe} is {what} where mirror import needs a folder; nothing was imported: move it "
+                    "away and import again"
+                )
+            if last and use.kind != "dir" and is_dir:
+                if named:
+                    raise IntegrityError(
+                        f"the bundle cannot be published into {target}: {probe} is a folder, and the bundle "
+                        "has a file there; nothing was imported"
+                    )
+                raise MirrorError(
+                    f"{probe} is a folder where mirror import writes a file; nothing was imported: move it "
+                    "away and import again"
+                )
+
+
 class Layout(ABC):
     """A tree the hub clients load offline, written one repo at a time.
 
@@ -278,9 +359,12 @@ class Layout(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, target: Path, *, symlinks: bool = True) -> None:
+    def __init__(self, target: Path, *, symlinks: bool = True, link_shared: bool = False) -> None:
         self.target = Path(target)
         self.symlinks = symlinks
+        # --link-shared: published files of equal content may share one inode across repos (and, in
+        # --no-symlinks trees, across revisions); by default they never do (see `link_if_private`).
+        self.link_shared = link_shared
 
     def check(self, index: BundleIndex) -> None:  # noqa: B027 - optional hook, most layouts need none
         """Refuse, before anything is written, a bundle this layout cannot hold (raise MirrorError)."""
@@ -294,6 +378,10 @@ class Layout(ABC):
         return []
 
     @abstractmethod
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        """Every path publishing the repo may create, write, rename or delete (`check_uses`)."""
+
+    @abstractmethod
     def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
         """(sha256, size, path) of files already in the target that may hold content the repo needs.
 
@@ -302,12 +390,22 @@ class Layout(ABC):
         """
 
     @abstractmethod
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        """(sha256, size, path) of each file of the published repo that holds a copy of its own (for the
+        space check): one per content where the layout shares it within the repo, else one per file."""
+
+    @abstractmethod
     def publish(self, pub: Publication) -> RepoReport:
         """Make the repo visible, from `pub.content` (each sha256's verified, staged file)."""
 
     @abstractmethod
     def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
         """Every file the receipts in the target say an import wrote, and the receipts that are unreadable."""
+
+    def removed_revisions(self) -> list[str]:
+        """The imported revisions the user removed with the layout's own tools (not damage: `mirror verify
+        --target` reports them and checks them no more); none unless the layout's tools can remove one."""
+        return []
 
     @abstractmethod
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
@@ -327,7 +425,7 @@ class Layout(ABC):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = scratch / uuid.uuid4().hex
         try:
-            linked = link_or_copy(src, tmp)
+            linked = link_if_private(src, tmp, shared=self.link_shared)
             checkpoint()
             os.replace(tmp, dest)
         finally:
@@ -456,6 +554,20 @@ def link_or_copy(src: Path, dest: Path) -> bool:
         return False
 
 
+def link_if_private(src: Path, dest: Path, *, shared: bool) -> bool:
+    """dest with src's content, for a published tree; whether it is a hardlink.
+
+    A hardlink only while src is nothing but a staging name (its first use: no published file shares its
+    inode yet), or with `shared` (--link-shared); else a copy. So, by default, a content staged once serves
+    many repos (or --no-symlinks revisions) and each gets its own file, as the hub clients keep them:
+    editing one in place never changes another, and deleting one frees its space.
+    """
+    if shared or os.stat(src).st_nlink == 1:
+        return link_or_copy(src, dest)
+    shutil.copyfile(src, dest)
+    return False
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -485,7 +597,10 @@ def remove_path(path: Path) -> None:
 
 def receipt_files(receipt: Path) -> list[tuple[str, str, int, str]]:
     """(commit, path, size, sha256) of every file a receipt lists; ValueError if it is malformed."""
-    data = json.loads(receipt.read_text(encoding="utf-8"))
+    try:
+        data = read_json_bounded(receipt, RECORD, MirrorError)
+    except MirrorError as e:
+        raise ValueError(str(e)) from None
     found = []
     try:
         for c in data["commits"]:
@@ -507,8 +622,8 @@ def json_bytes(data: Any) -> bytes:
 def read_json_record(path: Path) -> dict[str, Any]:
     """A small JSON object mirror keeps beside what it wrote; empty when absent or unreadable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_bounded(path, RECORD, MirrorError)
+    except MirrorError:
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -537,6 +652,8 @@ class Staging:
         self._roots: list[Path] = []
         self.publishing = False  # set once publishing starts: the target may change from then on
         self.changed = True  # after publishing: whether anything in the target changed
+        self._lock: int | None = None
+        self.kept: list[Path] = []  # folders left in place (a volume set's kept staging, see kept.py)
 
     def __enter__(self) -> Staging:
         return self
@@ -561,6 +678,29 @@ class Staging:
         for folder in reversed(missing):
             folder.mkdir()
             self._created.append(folder)
+
+    def lock(self, folder: Path, wait: float, busy: Callable[[], LockedError]) -> None:
+        """Hold folder (made if absent, and removed again on close like every folder staging made) locked
+        until close, waiting up to `wait` seconds for another holder (then `busy()` is raised)."""
+        while True:
+            with suppress(FileExistsError):  # another import made it meanwhile
+                self.make_dirs(folder)
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue  # another import removed the folder it had made: make it again
+            try:
+                flock_wait(fd, wait, busy)
+                held = os.fstat(fd)
+                with suppress(FileNotFoundError):
+                    st = os.stat(folder)
+                    if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                        self._lock = fd
+                        return
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # its holder removed the folder it had made meanwhile: lock the new one
 
     def folder(self, root: Path) -> Path:
         """A new, locked staging folder under root."""
@@ -588,9 +728,9 @@ class Staging:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 try:
-                    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+                    fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
                 except OSError:
-                    continue
+                    continue  # gone, or replaced by a link meanwhile
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
@@ -607,11 +747,12 @@ class Staging:
             shutil.rmtree(path, ignore_errors=True)
             os.close(fd)
         self._folders.clear()
+        created = [f for f in reversed(self._created) if not any(f == k or f in k.parents for k in self.kept)]
         if self.publishing:
             # Folders publishing left empty go, and staging roots a killed import left behind.
-            remove_empty(*reversed(self._created), *self._roots)
+            remove_empty(*created, *self._roots)
         else:
-            for folder in reversed(self._created):
+            for folder in created:
                 with suppress(OSError):
                     shutil.rmtree(folder) if _only_folders(folder) else folder.rmdir()
         if not (self.publishing and self.changed):
@@ -623,6 +764,9 @@ class Staging:
         self._created.clear()
         self._touched.clear()
         self._roots.clear()
+        if self._lock is not None:
+            os.close(self._lock)  # last: the next import finds the target as this one leaves it
+            self._lock = None
 
 
 def _names(folder: Path) -> frozenset[str]:

@@ -8,7 +8,9 @@
     <cache>/datasets/<owner>--<name>/...            the same for dataset repos
 
 `modelscope.snapshot_download(id, revision=R, local_files_only=True)` returns `snapshots/R` when it is
-non-empty (with no revision: `master`, else `main`, else the only one). The cache is `$MODELSCOPE_CACHE`,
+non-empty (with no revision: `master`, else `main`, else the only one). A Hugging Face repo without a
+`master` also gets `snapshots/master` (its `main`; see `implied_master`), unless a folder mirror did not
+write is there already. The cache is `$MODELSCOPE_CACHE`,
 else `~/.cache/modelscope` (modelscope_hub's own default; the pre-1.38 SDK used `~/.cache/modelscope/hub`).
 
 Bookkeeping stays inside the repo folder, which modelscope only reads `snapshots/` of: at the cache's top
@@ -61,6 +63,19 @@ def legacy_folders(cache: Path, repo_type: str, repo_id: str) -> list[Path]:
     ]
 
 
+def implied_master(repo: IndexedRepo) -> str | None:
+    """The commit `snapshots/master` stands for when a Hugging Face repo has no `master`: its `main`'s, else
+    its first revision's.
+
+    ModelScope serves a Hugging Face repo's `main` as `master`, its default revision: modelscope's own
+    snapshot_download (and its AutoModel, which asks for `master` when given `main` or nothing) reads
+    `snapshots/master`, and that is the folder it would have downloaded itself.
+    """
+    if repo.source != "huggingface" or any(name == "master" for name, _ in repo.revisions):
+        return None
+    return dict(repo.revisions).get("main", repo.revisions[0][1])
+
+
 def _non_empty_dir(path: Path) -> bool:
     try:
         return path.is_dir() and any(path.iterdir())
@@ -78,7 +93,11 @@ class ModelScopeLayout(DirLayout):
         # Named by the revision as requested (a commit revision by the commit); `refs/pr/1` nests, as in
         # modelscope's own `snapshots / revision`.
         snapshots = self.repo_dir(repo) / "snapshots"
-        return [Placement(snapshots, name, name, commit) for name, commit in repo.revisions]
+        found = [Placement(snapshots, name, name, commit) for name, commit in repo.revisions]
+        master = implied_master(repo)
+        if master is not None:
+            found.append(Placement(snapshots, "master", "master", master, implied=True))
+        return found
 
     def receipt_path(self, root: Path, name: str) -> Path:
         return root.parent / ".mirror" / "receipts" / f"{quote(name, safe='')}.json"
