@@ -6,19 +6,23 @@ progress bars go to stderr.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from mirror import __version__
-from mirror.errors import MirrorError
+from mirror.errors import DamagedBlobError, MirrorError
+from mirror.printable import printable
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
 
@@ -72,7 +76,7 @@ def output_options(fn: F) -> F:
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
     logger = logging.getLogger("mirror")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
@@ -80,6 +84,16 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     if verbose < 2:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with untrusted text escaped (see mirror.printable); a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(map(printable, super().formatException(ei).splitlines()))
 
 
 def progress() -> ProgressSink:
@@ -92,12 +106,18 @@ def settings(store: Path | None) -> Settings:
 
 
 def emit(data: Any, as_json: bool, lines: Iterable[str]) -> None:
-    """Print a result: JSON for machines, else the human lines."""
+    """Print a result: JSON for machines, else the human lines (untrusted text escaped: see printable)."""
     if as_json:
+        # ensure_ascii (the default) writes control characters and lone surrogates as \u escapes.
         click.echo(json.dumps(data, indent=2, sort_keys=False))
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(printable(line))
+
+
+def print_error(message: str) -> None:
+    """The one-line human message of a failure, on stderr."""
+    click.echo(printable(f"mirror: error: {message}"), err=True)
 
 
 def human_size(n: float) -> str:
@@ -293,7 +313,8 @@ def gc(
     st = Store(settings(store).store)
     specs = [s for m in load_manifests(manifests) for s in m.models] if manifests or locks else None
     locked = [rev for lock in locks for rev in read_lock(lock)]
-    with st.lock():
+    # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
+    with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
         result = collect_garbage(st, plan_keep(st, specs, locked), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     emit(
@@ -416,17 +437,24 @@ def export_cmd(
     signer = Signer(load_private_key(sign_key), sequence, lifetime) if sign_key is not None else None
     have = far_side_holds(have_files, since_bundles)
     specs = [s for m in load_manifests(manifests) for s in m.models] if manifests else None
-    result = export(
-        Store(settings(store).store),
-        specs,
-        output,
-        level=level,
-        threads=threads,
-        have=have,
-        split=limit,
-        signer=signer,
-        progress=progress(),
-    )
+    try:
+        result = export(
+            Store(settings(store).store),
+            specs,
+            output,
+            level=level,
+            threads=threads,
+            have=have,
+            split=limit,
+            signer=signer,
+            progress=progress(),
+        )
+    except DamagedBlobError as e:
+        if not manifests:
+            raise  # no manifest at hand: the error names the revisions to sync
+        # a sync of the same manifests needs the blob, finds it in doubt and fetches it again
+        command = shlex.join(["mirror", "sync", *manifests, *(["--store", str(store)] if store else [])])
+        raise DamagedBlobError(e.detail, e.revisions, command, e.unmarked) from None
     data: dict[str, Any] = {} if not result.volumes else {"volumes": []}
     lines = []
     for bundle in result.bundles:
@@ -579,7 +607,7 @@ def import_cmd(
         data["errors"] = [str(error) for error in errors]
     emit(data, as_json, [line for r in reports for line in r.lines()])
     for error in errors:
-        click.echo(f"mirror: error: {error}", err=True)
+        print_error(str(error))
     codes = [r.exit_code for r in reports] + [error.exit_code for error in errors]
     if any(codes):
         # Damage wins; otherwise what failed alone keeps its code, and failures beside successes are partial.
@@ -708,7 +736,7 @@ def verify(
     bundles: Sequence[Path], store: Path | None, target: Path | None, layout: str | None, as_json: bool
 ) -> None:
     """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
-    not match."""
+    not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
     from mirror.store import Store
     from mirror.verify import verify_store, verify_target
 
@@ -738,17 +766,36 @@ def verify(
         for bundle in bundles:
             sink.start(bundle.stat().st_size, f"verify {bundle.name}")
             try:
-                index = verify_bundle(bundle, progress=sink.update)
+                verified = verify_bundle(bundle, progress=sink.update)
             finally:
                 sink.close()
-            results.append({"bundle": str(bundle), "ok": True, "repos": len(index.repos)})
+            results.append(
+                {
+                    "bundle": str(bundle),
+                    "ok": True,
+                    "repos": len(verified.index.repos),
+                    "sha256": verified.sha256,
+                    "transfer_checked": verified.transfer_checked,
+                }
+            )
     else:
         result = verify_store(Store(settings(store).store), progress=progress())
         results.append(result.to_json())
         if not result.ok:
             emit(results, as_json, result.problems)
             raise SystemExit(4)
-    emit(results, as_json, [f"ok  {r.get('bundle') or r.get('store')}" for r in results])
+    emit(results, as_json, map(describe_verified, results))
+
+
+def describe_verified(result: dict[str, Any]) -> str:
+    if "bundle" not in result:
+        return f"ok  {result['store']}"
+    if result["transfer_checked"]:
+        return f"ok  {result['bundle']} (sha256 {result['sha256']}, as its .sha256 says)"
+    return (
+        f"ok  {result['bundle']} (sha256 {result['sha256']}; no .sha256 beside it: the transfer digest was "
+        "not checked, compare it with the one written on export)"
+    )
 
 
 def describe_item(item: ItemResult) -> str:
@@ -782,29 +829,61 @@ def describe_bundle(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+# What --json names each failure, by exit code; see README "Exit codes".
+ERROR_TYPES = {1: "failure", 2: "usage", 3: "partial", 4: "integrity", 75: "locked", 130: "interrupted"}
+
+
+def wants_json(args: Sequence[str]) -> bool:
+    """Whether the command line asks for --json (an option before any `--`), also when it fails to parse."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def fail(
+    args: Sequence[str], code: int, message: str, *, kind: str | None = None, shown: str | None = None
+) -> NoReturn:
+    """End the run on a failure: the human message on stderr (`shown`, else one line), with --json also
+    `{"error": {"exit_code", "type", "message"}}` on stdout; exit `code`."""
+    # The message is escaped whole first: a CR or LF in a name it holds must not start a line of its own.
+    if shown is None:
+        lines = [f"mirror: error: {message}"]
+    else:
+        lines = shown.replace(message, printable(message)).rstrip("\n").split("\n")
+    for line in lines:
+        click.echo(printable(line), err=True)
+    if wants_json(args):
+        error = {"exit_code": code, "type": kind or ERROR_TYPES.get(code, "failure"), "message": message}
+        click.echo(json.dumps({"error": error}, indent=2))
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: the one place where errors become messages and exit codes."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rc = cli.main(args=argv, prog_name="mirror", standalone_mode=False)
+        rc = cli.main(args=args, prog_name="mirror", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
+        fail(args, 130, "aborted", shown="aborted")
     except click.ClickException as e:
-        e.show()
-        sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
+        shown = io.StringIO()
+        e.show(file=shown)
+        fail(args, 2 if e.exit_code in (1, 2) else e.exit_code, e.format_message(), shown=shown.getvalue())
     except MirrorError as e:
         if log.isEnabledFor(logging.DEBUG):
             log.exception("details")
-        click.echo(f"mirror: error: {e}", err=True)
-        sys.exit(e.exit_code)
+        fail(args, e.exit_code, str(e))
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        fail(args, 130, "interrupted", shown="interrupted")
     except SystemExit:
         raise
     except Exception as e:
         if log.isEnabledFor(logging.DEBUG):
             log.exception("unexpected error")
-        click.echo(f"mirror: unexpected error: {type(e).__name__}: {e} (run with -vv for details)", err=True)
-        sys.exit(1)
+        message = f"{type(e).__name__}: {e}"
+        fail(
+            args,
+            1,
+            message,
+            kind="unexpected",
+            shown=f"mirror: unexpected error: {message} (run with -vv for details)",
+        )
     sys.exit(rc if isinstance(rc, int) else 0)

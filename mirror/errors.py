@@ -54,6 +54,28 @@ class IntegrityError(MirrorError):
     exit_code = 4
 
 
+class DamagedBlobError(IntegrityError):
+    """A blob of the store is not what its name says (exit 4). It is marked in doubt, so the next sync that
+    needs it fetches it again: `repair` is that command when the caller knows it, else the revisions that
+    use the blob say which manifest to sync."""
+
+    def __init__(
+        self, detail: str, revisions: tuple[str, ...], repair: str | None = None, unmarked: str | None = None
+    ) -> None:
+        self.detail, self.revisions, self.repair, self.unmarked = detail, revisions, repair, unmarked
+        if unmarked is not None:  # then a sync would trust it (right size): it has to go first
+            mark = f"it could not be marked for a fresh download ({unmarked}), so delete it first"
+        else:
+            mark = "it is marked for a fresh download"
+        if repair is not None:
+            todo = f"run `{repair}` to fetch it again, then try again"
+        elif revisions:
+            todo = f"run `mirror sync` with a manifest that names {', '.join(revisions)} to fetch it again"
+        else:
+            todo = "no snapshot uses it: `mirror gc` removes it"
+        super().__init__(f"{detail}; {mark}: {todo}")
+
+
 class PartialError(MirrorError):
     """Some items failed; the rest were done (exit 3)."""
 

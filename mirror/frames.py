@@ -35,6 +35,28 @@ ZSTD_MAGIC = 0xFD2FB528
 Buffer = mmap.mmap  # what frames are compressed and decompressed into
 
 
+class FrameError(IntegrityError):
+    """A zstd frame that does not decompress (or whose header is damaged): where it starts in the compressed
+    stream (`offset`), where its content starts in the decompressed one (`stream_offset`), and how much its
+    header says it holds (`stream_size`, None when it cannot tell), so a reader can name what it covers."""
+
+    def __init__(self, why: str, offset: int, stream_offset: int, stream_size: int | None) -> None:
+        super().__init__(f"the zstd frame at byte {offset} is damaged ({why})")
+        self.why = why
+        self.offset = offset
+        self.stream_offset = stream_offset
+        self.stream_size = stream_size
+
+
+def _content_size(frame: bytes | memoryview) -> int | None:
+    """What a frame's header says it holds, if it says (and the header is readable)."""
+    try:
+        size = zstandard.get_frame_parameters(frame).content_size
+    except zstandard.ZstdError:
+        return None
+    return None if size == zstandard.CONTENTSIZE_UNKNOWN else size
+
+
 def compressed_bound(n: int) -> int:
     """The most zstd turns n bytes into (ZSTD_COMPRESSBOUND), plus a frame header and checksum."""
     small = ((128 << 10) - n) >> 11 if n < (128 << 10) else 0
@@ -180,13 +202,27 @@ class FrameWalker:
         self._skippable = False
         self.pos = 0
         self.frames = 0
+        self.frame_start = 0  # where the frame being walked starts
         self.ends: list[tuple[int, bool]] = []
+        self.fault: IntegrityError | None = None  # a damaged header met: nothing after it is walked
 
     @property
     def complete(self) -> bool:
-        return self.frames > 0 and self._state == "magic" and not self._buf and not self._skip
+        return (
+            self.frames > 0 and self._state == "magic" and not self._buf and not self._skip and not self.fault
+        )
 
     def feed(self, data: bytes | memoryview) -> None:
+        """Walk the next bytes; a damaged header is kept in `fault` (the frames ended before it stay in
+        `ends`, for the reader to take before it raises the fault)."""
+        if self.fault is None:
+            try:
+                self._feed(data)
+            except IntegrityError as e:
+                self.fault = e
+        self.pos += len(data)
+
+    def _feed(self, data: bytes | memoryview) -> None:
         pos, end = 0, len(data)
         while pos < end:
             if self._skip:
@@ -205,12 +241,12 @@ class FrameWalker:
                 self._advance(header)
                 if self._state == "end" and not self._skip:
                     self._end(self.pos + pos)
-        self.pos += end
 
     def _end(self, offset: int) -> None:
         self.frames += 1
         self.ends.append((offset, self._skippable))
         self._state, self._need = "magic", 4
+        self.frame_start = offset
 
     def _advance(self, header: bytes) -> None:
         if self._state == "magic":
@@ -287,6 +323,7 @@ class FrameReader:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="mirror-bundle-unzstd")
         self._local = threading.local()
         self._spare: queue.SimpleQueue[Buffer] = queue.SimpleQueue()
+        self._emitted = 0  # decompressed bytes given out so far: where the next frame's content starts
 
     def recycle(self, buffer: Buffer) -> None:
         self._spare.put(buffer)
@@ -306,12 +343,15 @@ class FrameReader:
                     continue
                 while pending:  # a fault reading on comes after the frames read before it
                     yield from self._finish(*pending.popleft())
+                if isinstance(piece, IntegrityError) and self._walker.frame_start:
+                    # A damaged frame header met by the walker (the first one's: not a zstd stream at all).
+                    raise FrameError(str(piece), self._walker.frame_start, self._emitted, None) from None
                 if isinstance(piece, BaseException):
                     raise piece
                 if isinstance(piece, _Whole):
-                    yield from self._stream(iter([piece.data]))
+                    yield from self._stream(iter([piece.data]), piece)
                 elif piece.data:  # a long frame: streamed, its next pieces taken as the decompressor asks
-                    yield from self._stream(self._rest_of_frame(piece, pieces))
+                    yield from self._stream(self._rest_of_frame(piece, pieces), piece)
             while pending:
                 yield from self._finish(*pending.popleft())
         finally:
@@ -364,6 +404,8 @@ class FrameReader:
                 if parted or size > MAX_WHOLE:
                     yield _Part(_join(frame), at + len(view), False)
                     frame, size, parted = [], 0, True
+            if walker.fault is not None:
+                raise walker.fault
         if frame:  # cut off inside a frame: what it holds so far is decompressed, the caller judges the end
             yield _Part(_join(frame), walker.pos, True)
 
@@ -395,19 +437,33 @@ class FrameReader:
             block = future.result()
         except zstandard.ZstdError:
             # Stream the damaged frame instead: the bytes before the fault come out, then the fault.
-            yield from self._stream(iter([piece.data]))
-            raise IntegrityError("a zstd frame decompressed differently twice") from None
+            start = self._emitted
+            yield from self._stream(iter([piece.data]), piece)
+            raise FrameError(
+                "it decompressed differently twice", _start(piece), start, _content_size(piece.data)
+            ) from None
+        self._emitted += len(block.data)
         yield block
 
-    def _stream(self, parts: Iterator[bytes | memoryview]) -> Iterator[Block]:
-        """Decompress one frame from its parts on this thread, in blocks that grow from small to FRAME."""
+    def _stream(self, parts: Iterator[bytes | memoryview], first: _Whole | _Part) -> Iterator[Block]:
+        """Decompress one frame (`first`, its first part) from its parts on this thread, in blocks that grow
+        from small to FRAME; FrameError if it does not decompress."""
         stream = zstandard.ZstdDecompressor().stream_reader(
             cast(IO[bytes], _Parts(parts)), read_size=_READ, read_across_frames=False, closefd=False
         )
-        size = _FIRST_INFLATE
-        while not self._stop.is_set() and (data := stream.read(size)):
-            yield Block(memoryview(data), self._walker.pos, None)
-            size = min(2 * size, FRAME)
+        start, size = self._emitted, _FIRST_INFLATE
+        try:
+            while not self._stop.is_set() and (data := stream.read(size)):
+                self._emitted += len(data)
+                yield Block(memoryview(data), self._walker.pos, None)
+                size = min(2 * size, FRAME)
+        except zstandard.ZstdError as e:
+            raise FrameError(str(e), _start(first), start, _content_size(first.data)) from None
+
+
+def _start(piece: _Whole | _Part) -> int:
+    """Where a frame starts in the compressed stream, from its first piece."""
+    return piece.end - len(piece.data)
 
 
 class _Parts:
@@ -424,6 +480,7 @@ __all__ = [
     "FRAME",
     "MAX_WHOLE",
     "Block",
+    "FrameError",
     "FrameReader",
     "FrameWalker",
     "FrameWriter",

@@ -53,11 +53,6 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 # Large writes that bypass the page cache (O_DIRECT): the data goes from our buffer to the disk, with no copy
 # into the cache (for a bulk import, that copy is as costly as decompressing) and without pushing what
 # the machine has cached out for files nobody reads now. A piece qualifies when it is at least

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,27 +54,53 @@ def plan_keep(
     return keep
 
 
-def collect_garbage(store: Store, keep: dict[RepoKey, dict[str, str]], *, dry_run: bool) -> GcReport:
-    """Drop refs, snapshots and blobs outside `keep`; with dry_run, only report them. Hold the store lock."""
+def _no_step() -> None:
+    pass
+
+
+def collect_garbage(
+    store: Store,
+    keep: dict[RepoKey, dict[str, str]],
+    *,
+    dry_run: bool,
+    step: Callable[[], None] = _no_step,
+) -> GcReport:
+    """Drop refs, snapshots and blobs outside `keep`; with dry_run, only report them. Hold the store lock.
+
+    Everything is planned first, then removed in the order that keeps the store whole at every moment,
+    so a gc killed anywhere leaves a store that `verify` and `export` accept (and a rerun finishes the
+    job): the refs first, then the snapshot records no kept ref points at, then the blobs no kept record
+    uses. `step` is called before each removal (a test kills the process there).
+    """
     report = GcReport(dry_run=dry_run)
     live_blobs: set[str] = set()
+    gone_refs: dict[RepoKey, list[str]] = {}
+    gone_snapshots: list[tuple[RepoKey, str]] = []
     for key in store.repos():
         kept = keep.get(key, {})
-        gone_refs = [name for name, ref in store.read_refs(key).items() if kept.get(name) != ref.commit]
-        report.refs += [f"{key}@{name}" for name in gone_refs]
+        names = [name for name, ref in store.read_refs(key).items() if kept.get(name) != ref.commit]
+        if names:
+            gone_refs[key] = names
+        report.refs += [f"{key}@{name}" for name in names]
         for snap in store.snapshots(key):
             if snap.commit in kept.values():
                 live_blobs.update(f.sha256 for f in snap.files)
-                continue
-            report.snapshots.append(f"{key}@{snap.commit}")
-            if not dry_run:
-                store.drop_snapshot(key, snap.commit)
-        if gone_refs and not dry_run:
-            store.drop_refs(key, gone_refs)
+            else:
+                gone_snapshots.append((key, snap.commit))
+                report.snapshots.append(f"{key}@{snap.commit}")
     for sha256, path in store.iter_blobs():
         if sha256 not in live_blobs:
             report.blobs.append(sha256)
-            report.bytes += path.stat().st_size
-            if not dry_run:
-                store.drop_blob(sha256)
+            report.bytes += path.lstat().st_size
+    if dry_run:
+        return report
+    for key, names in gone_refs.items():
+        step()
+        store.drop_refs(key, names)
+    for key, commit in gone_snapshots:
+        step()
+        store.drop_snapshot(key, commit)
+    for sha256 in report.blobs:
+        step()
+        store.drop_blob(sha256)
     return report

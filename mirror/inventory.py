@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mirror.bounded import HAVE, parse_json, read_bounded
 from mirror.bundle import read_index
-from mirror.errors import MirrorError, UsageError
+from mirror.errors import UsageError
 from mirror.importers import make_layout
 from mirror.importers.held import held_files
 from mirror.importers.layout import HeldRepo
@@ -35,7 +36,6 @@ from mirror.progress import NullProgress, ProgressSink
 
 FORMAT = "mirror-inventory"
 FORMAT_VERSION = 1
-MAX_SIZE = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -113,13 +113,7 @@ def _hash(path: Path, progress: ProgressSink) -> str:
 def read_have(path: Path) -> dict[str, int]:
     """sha256 -> size from a `mirror inventory` file; UsageError (exit 2) naming the file if it is not one."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SIZE + 1)
-        if len(raw) > MAX_SIZE:
-            raise UsageError(f"{path} is over {MAX_SIZE >> 20} MiB: not a `mirror inventory` file")
-        data = json.loads(raw)
-    except OSError as e:
-        raise MirrorError(f"cannot read {path}: {e.strerror or e}") from None
+        data = parse_json(read_bounded(path, HAVE, UsageError), HAVE)
     except ValueError as e:
         raise UsageError(f"{path} is not a `mirror inventory` file: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mirror.bounded import LOCK_FILE, parse_json, read_bounded
 from mirror.errors import ManifestError
 from mirror.fsutil import atomic_write_json
 from mirror.paths import is_commit, is_repo_id, is_safe_relpath, is_sha256
+from mirror.settings import endpoint_problem
 
 LOCK_VERSION = 1
 
@@ -53,12 +55,13 @@ def write_lock(path: Path, revisions: list[LockedRevision]) -> None:
 def read_lock(path: Path) -> list[LockedRevision]:
     """Parse and check a lock file; anything odd is a ManifestError naming the file and the entry."""
     where = str(path)
+    raw = read_bounded(Path(path), LOCK_FILE, ManifestError)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"cannot read lock file: {e}", file=where) from None
+        data = parse_json(raw, LOCK_FILE)
     except json.JSONDecodeError as e:
         raise ManifestError(f"not valid JSON: {e.msg}", file=where, line=e.lineno) from None
+    except ValueError as e:
+        raise ManifestError(f"not valid JSON: {e}", file=where) from None
     if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
         raise ManifestError(
             f"not a mirror lock file (want version {LOCK_VERSION})", file=where, key="version"
@@ -89,6 +92,8 @@ def _parse_entry(entry: Any, where: str, key: str) -> LockedRevision:
         raise ManifestError(f"malformed entry ({e})", file=where, key=key) from None
     if not is_repo_id(locked.repo) or not is_commit(locked.commit):
         raise ManifestError(f"bad repo id or commit in {locked.repo}@{locked.commit}", file=where, key=key)
+    if locked.endpoint is not None and (problem := endpoint_problem(str(locked.endpoint))):
+        raise ManifestError(problem, file=where, key=f"{key}.endpoint")
     for f in files:
         if not is_safe_relpath(f.path) or not is_sha256(f.sha256) or f.size < 0:
             raise ManifestError(f"bad file entry {f.path!r}", file=where, key=f"{key}.files")

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from mirror.bounded import MANIFEST, compose_yaml, read_bounded
 from mirror.errors import ManifestError
+from mirror.settings import endpoint_problem
 
 SOURCES = ("huggingface", "modelscope")
 DEFAULT_REVISION = {"huggingface": "main", "modelscope": "master"}
@@ -81,10 +82,7 @@ def describe(spec: ModelSpec) -> str:
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate one manifest file."""
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ManifestError(f"cannot read manifest: {exc.strerror or exc}", file=name) from exc
+    data = read_bounded(Path(path), MANIFEST, ManifestError)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -187,23 +185,6 @@ def _glob_problem(pattern: str) -> str | None:
     return None
 
 
-def _endpoint_problem(url: str) -> str | None:
-    if any(c.isspace() for c in url):
-        return f"endpoint {url!r} contains whitespace"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"endpoint {url!r} must be an http:// or https:// URL with a host"
-    if parts.username is not None or parts.password is not None:
-        return "endpoint must not contain credentials; put the token in the variable named by token_env"
-    if parts.query or parts.fragment:
-        return f"endpoint {url!r} must not have a query or fragment"
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return f"endpoint {url!r} has an invalid port"
-    return None
-
-
 def _closest(word: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
@@ -269,7 +250,7 @@ class _Parser:
 
     def parse(self, text: str) -> Manifest:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = compose_yaml(text, MANIFEST)
         except yaml.reader.ReaderError as exc:
             line = text.count("\n", 0, exc.position) + 1
             code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
@@ -452,7 +433,7 @@ class _Parser:
         if name == "token_env" and not _ENV_NAME.fullmatch(text):
             return f"{text!r} is not an environment variable name; give the variable's name (e.g. HF_TOKEN)"
         if name == "endpoint":
-            return _endpoint_problem(text)
+            return endpoint_problem(text)
         if name in ("repo", "hf_id"):
             return _repo_problem(text)
         return None

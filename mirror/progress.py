@@ -7,6 +7,8 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
+from mirror.printable import printable
+
 
 class ProgressSink(Protocol):
     def start(self, total: int, desc: str) -> None: ...
@@ -40,7 +42,7 @@ class BarProgress:
 
         self.close()
         self._bar = tqdm(
-            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=self._stream
+            total=total, desc=printable(desc), unit="B", unit_scale=True, unit_divisor=1024, file=self._stream
         )
 
     def update(self, n: int) -> None:

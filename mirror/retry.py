@@ -68,17 +68,42 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def check_status(status: int, retry_after: str | None, where: str, token_hint: str) -> None:
+@dataclass(frozen=True)
+class TokenHint:
+    """What a hub refusing access (401/403) should tell the user about the token: the variable it is read
+    from (a manifest's `token_env`, else the hub's usual one) and whether a token was sent. Never the token."""
+
+    var: str
+    sent: bool
+    named: bool = False  # `var` is a manifest's token_env
+
+    def todo(self) -> str:
+        """What to do with the token for a repo that is private or gated."""
+        if self.sent:
+            return (
+                f"the token from {self.var} was sent and refused: set {self.var} to a token that may read "
+                "this repo (for a gated repo, accept its terms on the hub with that account)"
+            )
+        other = "" if self.named else " (or name another variable with the manifest's token_env:)"
+        return f"no token was sent: set {self.var}{other} to a token that may read it"
+
+    def access_denied(self, where: str, status: int | str) -> NotFoundError:
+        """The one message for a 401/403, on a listing or a file download alike."""
+        # a hub answers 401 to an anonymous request for a repo that does not exist, too
+        what = (
+            "private or gated" if status == 403 else "private or gated, or does not exist (check the repo id)"
+        )
+        return NotFoundError(f"{where}: access denied (HTTP {status}); the repo is {what}: {self.todo()}")
+
+
+def check_status(status: int, retry_after: str | None, where: str, token: TokenHint) -> None:
     """Map a hub's HTTP status to our errors: retry 5xx/429, explain 401/403/404, pass 200."""
     if status == 200:
         return
     if status in RETRY_STATUS:
         raise RetryableError(f"{where}: the hub answered HTTP {status}", retry_after_seconds(retry_after))
     if status in (401, 403):
-        raise NotFoundError(
-            f"{where}: access denied (HTTP {status}); the repo is private or gated: set {token_hint} "
-            "(or the manifest's token_env) to a token that may read it"
-        )
+        raise token.access_denied(where, status)
     if status == 404:
         raise NotFoundError(f"{where}: not found on the hub (HTTP 404); check the repo id and revision")
     raise HubError(f"{where}: the hub answered HTTP {status}")

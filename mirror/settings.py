@@ -8,6 +8,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from mirror.errors import UsageError
 
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 MODELSCOPE_DEFAULT_ENDPOINT = "https://www.modelscope.cn"
@@ -33,6 +36,36 @@ class Settings:
     def token(self, token_env: str | None, default_env: str) -> str | None:
         """The token from the variable a manifest names, else the hub's usual one; never logged."""
         return self.env.get(token_env or default_env) or None
+
+
+def endpoint_problem(url: str) -> str | None:
+    """What is wrong with a hub endpoint (it must be an http:// or https:// URL with a host), or None."""
+    if any(c.isspace() for c in url):
+        return f"endpoint {url!r} contains whitespace"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        why = f"endpoint {url!r} must be an http:// or https:// URL with a host"
+        if url and "://" not in url:
+            return f"{why}; it has no scheme: write https://{url} (or http://{url})"
+        return f"{why}, such as {HF_DEFAULT_ENDPOINT}"
+    if parts.username is not None or parts.password is not None:
+        return "endpoint must not contain credentials; put the token in the variable named by token_env"
+    if parts.query or parts.fragment:
+        return f"endpoint {url!r} must not have a query or fragment"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"endpoint {url!r} has an invalid port"
+    return None
+
+
+def check_endpoint(url: str, origin: str) -> str:
+    """`url` without its trailing slash; UsageError (exit 2) naming `origin` (the variable or manifest key
+    it came from) when it is not an http(s) URL."""
+    problem = endpoint_problem(url)
+    if problem is not None:
+        raise UsageError(f"{origin}: {problem}")
+    return url.rstrip("/")
 
 
 def default_store(env: Mapping[str, str]) -> Path:

@@ -38,9 +38,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mirror.bounded import INDEX, KEY, RECORD, SIGNATURE, parse_json, read_bounded
 from mirror.bundle import MAX_INDEX_SIZE, BundleIndex, open_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
-from mirror.fsutil import atomic_write_bytes, atomic_write_json, read_json
+from mirror.fsutil import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger("mirror")
 
@@ -49,7 +50,6 @@ SIG_VERSION = 1
 SIG_SUFFIX = ".sig"
 KEY_ID_LENGTH = 32  # hex digits of sha256(raw public key): 128 bits
 MAX_SEQUENCE = (1 << 63) - 1
-MAX_SIG_SIZE = 64 << 10
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DURATION = re.compile(r"^([0-9]{1,12})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -134,8 +134,8 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM file `mirror keygen` wrote (UsageError if it is not one)."""
+    data = read_bounded(Path(path), KEY, UsageError)
     try:
-        data = Path(path).read_bytes()
         mode = Path(path).stat().st_mode
     except OSError as e:
         raise UsageError(f"cannot read the signing key {path}: {e.strerror or e}") from None
@@ -161,10 +161,7 @@ class TrustedKey:
 
 def load_public_key(path: Path) -> TrustedKey:
     """An Ed25519 public key from a PEM file (PREFIX.pub of `mirror keygen`)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise UsageError(f"cannot read the trusted key {path}: {e.strerror or e}") from None
+    data = read_bounded(Path(path), KEY, UsageError)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as e:
@@ -278,8 +275,8 @@ def read_index_bytes(bundle: Path) -> bytes:
 
 def parse_index_bytes(bundle: Path, data: bytes) -> BundleIndex:
     try:
-        return BundleIndex.from_json(json.loads(data.decode("utf-8")))
-    except (UnicodeDecodeError, ValueError) as e:
+        return BundleIndex.from_json(parse_json(data, INDEX))
+    except ValueError as e:
         raise IntegrityError(f"{bundle}: unreadable bundle index: {e}") from None
 
 
@@ -338,14 +335,9 @@ def read_signature(path: Path) -> tuple[Statement, bytes]:
             raise ValueError("a key appears twice")
         return dict(pairs)
 
+    raw = read_bounded(path, SIGNATURE, IntegrityError)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SIG_SIZE + 1)
-    except OSError as e:
-        raise MirrorError(f"cannot read the signature {path}: {e.strerror or e}") from None
-    try:
-        if len(raw) > MAX_SIG_SIZE:
-            raise ValueError(f"larger than {MAX_SIG_SIZE} bytes")
+        parse_json(raw, SIGNATURE)  # bounded depth before the duplicate-refusing parse
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
         if not isinstance(document, dict) or set(document) != {"signature", "statement"}:
             raise ValueError('want an object with exactly "signature" and "statement"')
@@ -436,10 +428,11 @@ def _locked(folder: Path) -> Iterator[None]:
 def read_sequence(state: Path) -> int | None:
     """The highest sequence accepted so far (None: nothing yet)."""
     try:
-        data = read_json(state)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
+        raw = read_bounded(state, RECORD, MirrorError, missing_ok=True)
+        if raw is None:
+            return None
+        data = parse_json(raw, RECORD)
+    except (MirrorError, ValueError) as e:
         raise MirrorError(
             f"the trust state {state} is unreadable ({e}); restore it, or remove it to forget which sequence "
             "was accepted from that key"

@@ -6,22 +6,32 @@ Layout under the store root (guidance, not a contract):
     repos/<source>/<type>/<org--name>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
     repos/<source>/<type>/<org--name>/refs.json        revision name -> commit, when synced
     tmp/                                               downloads in progress, never under a real name
+    doubt/<sha256>                                     blobs that hashing (verify, export) found damaged
     lock                                               one writer at a time
+
+How a sync judges a blob it already holds: cheaply, by one lstat (a regular file of the recorded size;
+a link, a folder, a truncated or emptied file is damaged and fetched again). Bytes flipped in place keep
+the size, so only hashing finds them: `mirror verify` and `mirror export` hash every blob they read and
+mark the damaged ones under doubt/, and a sync re-hashes a marked blob before it trusts it.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
+import shutil
 import socket
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mirror.errors import IntegrityError, LockedError
-from mirror.fsutil import atomic_write_json, flock_wait, read_json
+from mirror.bounded import RECORD, read_json_bounded
+from mirror.errors import DamagedBlobError, IntegrityError, LockedError
+from mirror.fsutil import atomic_write_json, flock_wait
+from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
 
@@ -60,11 +70,89 @@ class Store:
         return self.root / "blobs" / "sha256" / sha256[:2] / sha256
 
     def has_blob(self, sha256: str, size: int | None = None) -> bool:
+        """Held as the store writes it: a regular file (of `size` bytes when given). One lstat, no hashing."""
+        return self.blob_problem(sha256, size) is None
+
+    def blob_problem(self, sha256: str, size: int | None = None) -> str | None:
+        """What a look at a blob (no hashing) finds wrong with it: "missing", a link, a folder, a wrong size;
+        None when it is a regular file of `size` bytes."""
         try:
-            st = self.blob_path(sha256).stat()
-        except FileNotFoundError:
-            return False
-        return size is None or st.st_size == size
+            st = self.blob_path(sha256).lstat()
+        except (FileNotFoundError, NotADirectoryError):
+            return "missing"
+        if stat.S_ISLNK(st.st_mode):
+            return "a symbolic link, not a file"
+        if stat.S_ISDIR(st.st_mode):
+            return "a folder, not a file"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if size is not None and st.st_size != size:
+            return f"{st.st_size} bytes, not {size}"
+        return None
+
+    def blob_damage(self, sha256: str, size: int) -> str | None:
+        """What is wrong with a blob a sync is about to rely on: `blob_problem`, and for a blob in doubt its
+        content re-hashed (a doubt the hash disproves is lifted). None when it can be used as it is."""
+        problem = self.blob_problem(sha256, size)
+        if problem is not None or not self.in_doubt(sha256):
+            return problem
+        actual = file_sha256(self.blob_path(sha256))
+        if actual != sha256:
+            return f"its content hashes to {actual}"
+        self.lift_doubt(sha256)
+        return None
+
+    def damaged(
+        self, sha256: str, found: str, uses: dict[str, list[tuple[str, str, int]]] | None = None
+    ) -> DamagedBlobError:
+        """The error for a blob found damaged (`found`: what it is instead), naming the files that use it
+        (from `uses`, else from `blob_uses`); the blob is put in doubt, so the next sync that needs it hashes
+        it and fetches it again."""
+        try:
+            self.doubt_blob(sha256)
+            unmarked = None
+        except OSError as e:  # a store this user may only read: still name the damage
+            unmarked = e.strerror or str(e)
+        users = (self.blob_uses() if uses is None else uses).get(sha256, [])
+        sizes = sorted({size for _, _, size in users})
+        expected = f"sha256 {sha256}" + "".join(f", {size} bytes" for size in sizes)
+        where = "; ".join(f"{revision} {path}" for revision, path, _ in users) or "no snapshot"
+        return DamagedBlobError(
+            f"store blob {self.blob_path(sha256)} is damaged: expected {expected}, found {found} (used by {where})",
+            tuple(sorted({revision for revision, _, _ in users})),
+            unmarked=unmarked,
+        )
+
+    def blob_uses(self) -> dict[str, list[tuple[str, str, int]]]:
+        """sha256 -> (repo@revision, path, size) of every file a snapshot record lists; a commit no
+        revision names stands for itself."""
+        uses: dict[str, list[tuple[str, str, int]]] = {}
+        for key in self.repos():
+            names: dict[str, list[str]] = {}
+            for name, ref in sorted(self.read_refs(key).items()):
+                names.setdefault(ref.commit, []).append(name)
+            for snap in self.snapshots(key):
+                for name in names.get(snap.commit, [snap.commit]):
+                    for f in snap.files:
+                        uses.setdefault(f.sha256, []).append((f"{key}@{name}", f.path, f.size))
+        return uses
+
+    def _doubt_path(self, sha256: str) -> Path:
+        return self.root / "doubt" / self.blob_path(sha256).name  # blob_path checks the name
+
+    def doubt_blob(self, sha256: str) -> None:
+        """Mark a blob that hashing found damaged: the next sync that needs it re-hashes it and fetches it
+        again."""
+        path = self._doubt_path(sha256)
+        path.parent.mkdir(exist_ok=True)
+        path.touch()
+
+    def in_doubt(self, sha256: str) -> bool:
+        return self._doubt_path(sha256).exists()
+
+    def lift_doubt(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            self._doubt_path(sha256).unlink()
 
     def temp_path(self, name: str) -> Path:
         """A path under tmp/ for a download in progress; callers pick stable names so a later run can resume."""
@@ -73,23 +161,27 @@ class Store:
         return tmp / name
 
     def add_blob(self, temp: Path, sha256: str) -> Path:
-        """Move a verified temp file into place under its sha256 (a no-op if that content is already held)."""
+        """Move a verified temp file into place under its sha256 (a no-op if that content is already held,
+        intact as far as a look tells and not in doubt); a damaged blob under that name is replaced."""
         dest = self.blob_path(sha256)
-        if dest.exists():
+        if self.has_blob(sha256, temp.stat().st_size) and not self.in_doubt(sha256):
             temp.unlink(missing_ok=True)
             return dest
         dest.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(temp, 0o444)
+        if self.blob_problem(sha256) == "a folder, not a file":
+            shutil.rmtree(dest)  # os.replace cannot put a file over a folder; rmtree never follows links
         os.replace(temp, dest)
+        self.lift_doubt(sha256)
         return dest
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
         base = self.root / "blobs" / "sha256"
         if not base.is_dir():
             return
-        for sub in sorted(base.iterdir()):
+        for sub in sorted(p for p in base.iterdir() if p.is_dir()):
             for blob in sorted(sub.iterdir()):
                 yield blob.name, blob
 
@@ -119,12 +211,8 @@ class Store:
 
     def read_snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
         path = self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json"
-        try:
-            return Snapshot.from_json(read_json(path))
-        except FileNotFoundError:
-            return None
-        except json.JSONDecodeError as e:
-            raise IntegrityError(f"corrupt snapshot record {path}: {e}") from None
+        data = read_json_bounded(path, RECORD, IntegrityError, missing_ok=True)
+        return None if data is None else Snapshot.from_json(data)
 
     def snapshots(self, key: RepoKey) -> list[Snapshot]:
         folder = self._repo_dir(key) / "snapshots"
@@ -134,9 +222,8 @@ class Store:
         return [s for s in found if s is not None]
 
     def read_refs(self, key: RepoKey) -> dict[str, Ref]:
-        try:
-            data = read_json(self._repo_dir(key) / "refs.json")
-        except FileNotFoundError:
+        data = read_json_bounded(self._repo_dir(key) / "refs.json", RECORD, IntegrityError, missing_ok=True)
+        if data is None:
             return {}
         return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
 
@@ -173,7 +260,11 @@ class Store:
         (self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json").unlink(missing_ok=True)
 
     def drop_blob(self, sha256: str) -> None:
-        self.blob_path(sha256).unlink(missing_ok=True)
+        if self.blob_problem(sha256) == "a folder, not a file":
+            shutil.rmtree(self.blob_path(sha256))
+        else:
+            self.blob_path(sha256).unlink(missing_ok=True)
+        self.lift_doubt(sha256)
 
     def repos(self) -> list[RepoKey]:
         """Every repo the store has a record of, sorted."""

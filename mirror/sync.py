@@ -209,6 +209,7 @@ def sync(
     with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         resolved = list(pool.map(lambda t: _resolve(store, t, sources, policy), targets))
         known = Known(store)
+        judged: dict[str, bool] = {}  # sha256 -> whether the store's copy can be used
         fetches: dict[str, Fetch] = {}
         wanted: dict[int, list[RemoteFile]] = {}
         for index, (item, answer) in enumerate(zip(report.items, resolved, strict=True)):
@@ -222,7 +223,7 @@ def sync(
             wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
             for f in wanted[index]:
                 sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
-                if sha is None or not store.has_blob(sha, f.size):
+                if sha is None or not _held(store, item.target, f, sha, judged):
                     fetch = Fetch(item.target, remote.commit, f)
                     fetches.setdefault(fetch.expected.key, fetch)
         total = sum(fetch.file.size for fetch in fetches.values())
@@ -246,6 +247,23 @@ def sync(
         for index, files in wanted.items():
             _record(store, report.items[index], resolved[index], files, fetches, results, known)
     return report
+
+
+def _held(store: Store, target: Target, f: RemoteFile, sha256: str, judged: dict[str, bool]) -> bool:
+    """Whether the store's copy of a file can be used, judged once per sync; a damaged one is said and
+    fetched again (see the store's docstring for how cheaply it is judged)."""
+    if sha256 not in judged:
+        damage = store.blob_damage(sha256, f.size)
+        if damage is not None and damage != "missing":
+            log.warning(
+                "%s: %s: the store's blob %s is damaged (%s); fetching it again",
+                target,
+                f.path,
+                store.blob_path(sha256),
+                damage,
+            )
+        judged[sha256] = damage is None
+    return judged[sha256]
 
 
 def check_free_space(store: Store, needed: int) -> None:

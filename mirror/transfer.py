@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.errors import IntegrityError, RetryableError
+from mirror.bounded import RECORD, read_json_bounded
+from mirror.errors import IntegrityError, MirrorError, RetryableError
 from mirror.hashing import CHUNK, Hasher
 from mirror.retry import RetryPolicy, check_status, with_retries
 from mirror.sources import FileRequest
@@ -242,12 +243,12 @@ class _Segments:
         self.finished = 0
         self._next = 0
         try:
-            saved = json.loads(state.read_text())
+            saved = read_json_bounded(state, RECORD, MirrorError)
             same_plan = saved["size"] == size and [tuple(b) for b in saved["bounds"]] == self.bounds
             if same_plan and data.stat().st_size == size:
                 pairs = zip(saved["done"], self.bounds, strict=True)
                 self.done = [min(int(d), end - start) for d, (start, end) in pairs]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (MirrorError, OSError, ValueError, KeyError, TypeError):
             pass
         if not any(self.done):
             with open(data, "wb") as f:

@@ -10,6 +10,7 @@ from typing import Any, cast
 from mirror.errors import MirrorError
 from mirror.hashing import file_sha256
 from mirror.importers.layout import ExpectedFile
+from mirror.paths import is_sha256
 from mirror.progress import NullProgress, ProgressSink
 from mirror.store import Store
 
@@ -37,19 +38,43 @@ class StoreCheck(_Verdict):
 
 
 def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreCheck:
-    """Every blob's content matches its name; every file a snapshot lists is held with its size."""
+    """Every blob's content matches its name; every file a snapshot lists is held with its size. A damaged
+    blob is named with the files that use it and put in doubt, so the next sync that needs it fetches it
+    again (see `Store.damaged`).
+    MirrorError (exit 1) when the store does not exist or holds nothing: there is nothing to vouch for."""
     progress = progress or NullProgress()
     check = StoreCheck(store=str(store.root))
+    if not store.root.is_dir():
+        raise MirrorError(
+            f"the store {store.root} does not exist: nothing to verify (is --store or $MIRROR_STORE right?)"
+        )
     blobs = list(store.iter_blobs())
-    progress.start(sum(p.stat().st_size for _, p in blobs), "verify")
+    if not blobs and not store.repos():
+        raise MirrorError(f"the store {store.root} holds nothing: nothing to verify (sync something first)")
+    damaged: set[str] = set()
+    uses: dict[str, list[tuple[str, str, int]]] = {}
+
+    def name_damage(sha256: str, found: str) -> None:
+        if not uses:  # read every record once, at the first damage
+            uses.update(store.blob_uses())
+        damaged.add(sha256)
+        check.problems.append(str(store.damaged(sha256, found, uses)))
+
+    progress.start(sum(p.lstat().st_size for _, p in blobs), "verify")
     try:
         for name, path in blobs:
             check.blobs += 1
-            size = path.stat().st_size
+            if not is_sha256(name):
+                check.problems.append(f"blob {path}: not named by a sha256; `mirror gc` removes it")
+                continue
+            size = path.lstat().st_size
             check.bytes += size
-            actual = file_sha256(path)
-            if actual != name:
-                check.problems.append(f"blob {path}: content hashes to {actual}, not its name")
+            found = store.blob_problem(name)
+            if found is None:
+                actual = file_sha256(path)
+                found = None if actual == name else f"{size} bytes hashing to {actual}"
+            if found is not None:
+                name_damage(name, found)
             progress.update(size)
     finally:
         progress.close()
@@ -57,10 +82,16 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
         for snap in store.snapshots(key):
             check.snapshots += 1
             for f in snap.files:
-                if not store.has_blob(f.sha256, f.size):
+                if f.sha256 in damaged:
+                    continue
+                found = store.blob_problem(f.sha256, f.size)
+                if found == "missing":
                     check.problems.append(
-                        f"{key}@{snap.commit}: {f.path} ({f.sha256}) is missing from the store"
+                        f"{key}@{snap.commit}: {f.path} ({f.sha256}) is missing from the store; run `mirror "
+                        "sync` with a manifest that names it to fetch it again"
                     )
+                elif found is not None:
+                    name_damage(f.sha256, found)
         for name, ref in store.read_refs(key).items():
             if store.read_snapshot(key, ref.commit) is None:
                 check.problems.append(f"{key}: revision {name} points at {ref.commit}, which has no snapshot")

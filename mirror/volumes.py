@@ -35,7 +35,7 @@ from mirror.bundle import (
     read_index,
     write_archive,
 )
-from mirror.errors import IntegrityError, MirrorError, UsageError
+from mirror.errors import MirrorError, UsageError
 from mirror.frames import stream_bound
 from mirror.hashing import CHUNK
 from mirror.sizes import format_size
@@ -208,16 +208,13 @@ def _hash_chunks(store: Store, sha256: str, sizes: Iterable[int]) -> list[str]:
             while left:
                 data = blob.read(min(CHUNK, left))
                 if not data:
-                    raise IntegrityError(f"store blob {sha256} is shorter than recorded; run `mirror verify`")
+                    raise store.damaged(sha256, "fewer bytes than recorded")
                 piece.update(data)
                 whole.update(data)
                 left -= len(data)
             found.append(piece.hexdigest())
     if whole.hexdigest() != sha256:
-        raise IntegrityError(
-            f"store blob {sha256} does not match its hash; run `mirror verify` and `mirror sync` to repair "
-            "the store"
-        )
+        raise store.damaged(sha256, f"content hashing to {whole.hexdigest()}")
     return found
 
 
@@ -242,6 +239,8 @@ def write_volumes(
     chunk_hashes: dict[str, list[str]] = {}
     for sha, pieces in sorted(plan.chunks.items()):
         log.info("hashing %d chunks of %s", len(pieces), sha)
+        if (found := store.blob_problem(sha)) not in (None, "missing"):
+            raise store.damaged(sha, found)
         try:
             chunk_hashes[sha] = _hash_chunks(store, sha, (size for _, size in pieces))
         except FileNotFoundError:

@@ -307,7 +307,8 @@ FaultKind = Literal["status", "cut", "corrupt", "delay"]
 class Fault:
     """An injected failure.
 
-    kind: "status" answers `status` (with `Retry-After: retry_after` if set) instead of the real answer;
+    kind: "status" answers `status` (with `Retry-After: retry_after` if set; a 3xx redirects to the same
+    target) instead of the real answer;
     "cut" sends the real headers (full Content-Length) but closes the connection after `at_byte` body
     bytes (default: half); "corrupt" flips one body byte at `at_byte` (default: the middle) keeping
     length and headers; "delay" sleeps `delay` seconds before answering.
@@ -483,6 +484,8 @@ class _Handler(BaseHTTPRequestHandler):
             if status_faults:
                 f = status_faults[0]
                 extra = [] if f.retry_after is None else [("Retry-After", str(f.retry_after))]
+                if 300 <= f.status < 400:  # a redirect to the same target (once used up, it is served)
+                    extra.append(("Location", target))
                 resp = _error(f.status, None, f"injected fault: HTTP {f.status}", extra)
             else:
                 try:

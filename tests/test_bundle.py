@@ -395,7 +395,7 @@ def test_a_failing_output_fails_the_export_and_stops_every_thread(
 
 def test_verify_accepts_a_good_bundle(bundle: Path) -> None:
     seen: list[int] = []
-    index = verify_bundle(bundle, progress=seen.append)
+    index = verify_bundle(bundle, progress=seen.append).index
     assert [r.repo_id for r in index.repos] == ["org/data", "gpt2", "org/tiny"]  # by (source, type, id)
     assert sum(seen) == bundle.stat().st_size
 

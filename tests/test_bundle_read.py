@@ -81,3 +81,45 @@ def test_index_is_read_from_a_bundle_damaged_further_on(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match=r"damaged\.tar\.zst"):
         verify_bundle(damaged)
     assert reader_threads() == []
+
+
+def test_a_damaged_frame_is_named_with_the_members_it_holds(
+    big: tuple[Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    """A byte flipped inside each zstd frame in turn: the refusal names the frame's offset in the file and
+    every member whose bytes (header, data, padding) it holds, as the archive itself places them."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    from mirror.frames import FrameWalker
+
+    bundle, _ = big
+    data = bundle.read_bytes()
+    walker = FrameWalker()
+    walker.feed(data)
+    ends = [end for end, _ in walker.ends]
+    starts = [0, *ends[:-1]]
+    sizes = [
+        zstandard.get_frame_parameters(data[s:e]).content_size for s, e in zip(starts, ends, strict=True)
+    ]
+    stream = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(stream)) as tar:
+        spans = [(m.offset, m.offset_data + m.size + -m.size % 512, m.name) for m in tar.getmembers()]
+    assert len(starts) >= 3
+    at = 0
+    for n, (start, end, size) in enumerate(zip(starts, ends, sizes, strict=True)):
+        holds = [name for first, last, name in spans if first < at + size and last > at]
+        damaged = bytearray(data)
+        damaged[(start + end) // 2] ^= 0x01
+        bad = tmp_path / f"bad{n}.tar.zst"
+        bad.write_bytes(bytes(damaged))
+        with pytest.raises(IntegrityError) as info:
+            verify_bundle(bad)
+        message = str(info.value)
+        assert f"the zstd frame at byte {start} is damaged" in message, message
+        assert f"stream bytes {at}-{at + size}" in message, message
+        if n:  # the first frame holds the index: what it names cannot be trusted before it is read
+            assert holds and all(repr(name) in message for name in holds[:5]), (holds, message)
+        at += size

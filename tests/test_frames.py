@@ -20,7 +20,7 @@ import zstandard
 import mirror.frames as frames_module
 from mirror import fsutil
 from mirror.errors import IntegrityError
-from mirror.frames import FrameReader, FrameWalker, FrameWriter
+from mirror.frames import FrameError, FrameReader, FrameWalker, FrameWriter
 from mirror.fsutil import BulkWriter
 
 
@@ -127,12 +127,15 @@ def test_a_damaged_frame_gives_the_bytes_before_it_then_the_fault(small_frames: 
         return piece
 
     reader = FrameReader(read, w, 2, threading.Event())
-    with pytest.raises(zstandard.ZstdError):
+    with pytest.raises(FrameError) as info:
         for block in reader.blocks():
             got += block.data
     reader.close()
     expected = b"".join(p for _, p in pieces)
     assert len(got) >= 4 * small_frames and expected.startswith(bytes(got[: 4 * small_frames]))
+    # The fault says which frame: where it starts in the file, and where and how much of the stream it holds.
+    assert (info.value.offset, info.value.stream_offset) == (ends[3], 4 * small_frames)
+    assert info.value.stream_size == small_frames
 
 
 def test_a_stream_cut_inside_a_frame_ends_there(small_frames: int) -> None:

@@ -262,6 +262,23 @@ CASES: dict[str, tuple[Callable[[Good], bytes], str]] = {
         lambda g: z([g.ms[0], (g.ms[1][0], g.ms[1][1].replace(b"  ", b"  x", 1)), *g.ms[2:]]),
         SUMS_NAME,
     ),
+    # Which entry of SHA256SUMS, and how: missing, extra, another sha256, a line of another form.
+    "SHA256SUMS lacks an entry": (
+        lambda g: z([g.ms[0], (g.ms[1][0], _sums_without(g, "config.json")), *g.ms[2:]]),
+        "config.json' is missing",
+    ),
+    "SHA256SUMS has an extra entry": (
+        lambda g: z([g.ms[0], (g.ms[1][0], g.ms[1][1] + b"0" * 64 + b"  evil.py\n"), *g.ms[2:]]),
+        "'evil.py' is extra",
+    ),
+    "SHA256SUMS names another sha256": (
+        lambda g: z([g.ms[0], (g.ms[1][0], b"f" * 64 + g.ms[1][1][64:]), *g.ms[2:]]),
+        "has sha256 " + "f" * 64 + " where the index says",
+    ),
+    "SHA256SUMS has a line of another form": (
+        lambda g: z([g.ms[0], (g.ms[1][0], g.ms[1][1] + b"\x1b[2Jgarbage\n"), *g.ms[2:]]),
+        "is not '<sha256>  <path>'",
+    ),
     "bit flip in a file": (lambda g: g.flipped(g.offsets("sub/dir/w.bin")[1] + 7), "w.bin"),
     "bit flip in a tar header": (
         lambda g: g.flipped(g.offsets("model.safetensors")[0] + 20),
@@ -318,6 +335,14 @@ CASES: dict[str, tuple[Callable[[Good], bytes], str]] = {
         "bad.tar.zst",
     ),
 }
+
+
+def _sums_without(g: Good, path: str) -> bytes:
+    return b"".join(
+        line
+        for line in g.ms[1][1].splitlines(keepends=True)
+        if not line.endswith(b"/" + path.encode() + b"\n")
+    )
 
 
 def good_parts(fx: Fixture) -> Good:

@@ -479,7 +479,7 @@ def test_unreadable_and_non_utf8(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_manifest(missing)
     assert (info.value.file, info.value.line) == (str(missing), None)
-    assert "cannot read manifest" in str(info.value)
+    assert "cannot read the manifest" in str(info.value)
 
     err = load_bad(tmp_path, b"version: 1\nmodels:\n  - repo: caf\xe9\n")
     assert_error(err, tmp_path / "bad.yml", None, None, "not UTF-8")

@@ -41,6 +41,7 @@ from mirror.bundle.index import Progress as Progress  # public but not in __all_
 from mirror.bundle.reader import (
     BundleFile,
     BundleReader,
+    VerifiedBundle,
     check_side_file,
     open_bundle,
     read_index,
@@ -65,6 +66,7 @@ __all__ = [
     "ModelSpecLike",
     "Placement",
     "RepoSelection",
+    "VerifiedBundle",
     "VolumeSet",
     "build_index",
     "check_side_file",

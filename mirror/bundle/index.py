@@ -17,6 +17,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from mirror import __version__
+from mirror.bounded import INDEX
 from mirror.errors import IntegrityError
 from mirror.paths import (
     check_commit,
@@ -35,7 +36,7 @@ INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
 FORMAT = "mirror-bundle"
 FORMAT_VERSION = 1
-MAX_INDEX_SIZE = 64 << 20
+MAX_INDEX_SIZE = INDEX.size
 # Of PATH_MAX, what a name in a bundle leaves for the target's own path and the folders a layout puts
 # around it (the longest: the hf layout's `models--<org>--<name>/.mirror/tmp/<id>/snapshot-<commit>/`).
 PATH_ROOM = 512

@@ -7,19 +7,20 @@ are built on it.
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import tarfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import IO, Any, cast
 
 import zstandard
 
+from mirror.bounded import INDEX, SHA256_LINE, SUMS, open_regular, parse_json, read_bounded
 from mirror.bundle.index import (
     INDEX_NAME,
     MAX_INDEX_SIZE,
@@ -31,7 +32,7 @@ from mirror.bundle.index import (
     sums_text,
 )
 from mirror.errors import IntegrityError, MirrorError
-from mirror.frames import FRAME, Block, Buffer, FrameReader, FrameWalker, workers_for
+from mirror.frames import FRAME, Block, Buffer, FrameError, FrameReader, FrameWalker, workers_for
 from mirror.hashing import CHUNK
 from mirror.paths import is_safe_relpath, is_sha256
 
@@ -315,6 +316,7 @@ class BundleReader:
         self.sha256: str | None = (
             None  # the archive's own digest (if asked for), once files() has run to its end
         )
+        self.transfer_checked = False  # whether a .sha256 beside the bundle confirmed that digest
         with self._archive_errors():
             # tarfile parses the headers (through _GuardedTarInfo) from the forward-only stream; the members'
             # data, the bulk of the bytes, is taken from the stream directly (see _take), not through tarfile.
@@ -338,6 +340,11 @@ class BundleReader:
             raise self._broken
         try:
             yield
+        except FrameError as e:
+            self._broken = IntegrityError(
+                f"{self.path}: {e}; it holds {self._covered(e)}; copy or export it again"
+            )
+            raise self._broken from None
         except IntegrityError as e:
             self._broken = IntegrityError(f"{self.path}: corrupt bundle: {e}; copy or export it again")
             raise self._broken from None
@@ -348,6 +355,19 @@ class BundleReader:
                 why = f"corrupt or truncated bundle ({e})"
             self._broken = IntegrityError(f"{self.path}: {why}; copy or export it again")
             raise self._broken from e
+
+    def _covered(self, frame: FrameError) -> str:
+        """Name the members whose bytes (header, data, padding) a damaged frame holds, by where mirror
+        writes them; a frame whose header does not say its size holds at most FRAME bytes."""
+        start = frame.stream_offset
+        end = start + (frame.stream_size if frame.stream_size is not None else FRAME)
+        index = getattr(self, "index", None)
+        if index is None:  # the index itself was not read: nothing else can be placed
+            return f"stream bytes {start}-{end}, where the bundle index {INDEX_NAME} is"
+        names = [name for at, until, name in _layout(self.index_bytes, index) if at < end and until > start]
+        shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        what = f"member(s) {shown}" if names else "no member (the end of the archive)"
+        return f"stream bytes {start}-{end}: {what}"
 
     def _next(self) -> tarfile.TarInfo | None:
         with self._archive_errors():
@@ -389,8 +409,8 @@ class BundleReader:
             raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
         self.index_bytes = self._read_small(info)  # exactly what a signature pins
         try:
-            data = json.loads(self.index_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
+            data = parse_json(self.index_bytes, INDEX)
+        except ValueError as e:
             raise IntegrityError(f"{self.path}: {INDEX_NAME}: unreadable bundle index: {e}") from None
         try:
             return BundleIndex.from_json(data)
@@ -411,17 +431,18 @@ class BundleReader:
         self._started = True
         expected_sums = sums_text(self.index)
         info = self._next()
-        if (
-            info is None
-            or info.name != SUMS_NAME
-            or info.type not in _REGULAR
-            or info.size != len(expected_sums)
-        ):
+        if info is None or info.name != SUMS_NAME or info.type not in _REGULAR:
             raise IntegrityError(
                 f"{self.path}: the second member must be {SUMS_NAME} listing the index's files"
             )
-        if self._read_small(info) != expected_sums:
-            raise IntegrityError(f"{self.path}: {SUMS_NAME} disagrees with the bundle index")
+        if info.size > SUMS.size:
+            raise IntegrityError(f"{self.path}: refusing a {info.size}-byte {SUMS_NAME} (limit {SUMS.size})")
+        sums = self._read_small(info)
+        if sums != expected_sums:
+            raise IntegrityError(
+                f"{self.path}: {SUMS_NAME} disagrees with the bundle index: "
+                f"{_sums_disagreement(expected_sums, sums)}; the bundle is corrupt or crafted, copy or export it again"
+            )
         expected = {m.name: m for m in iter_members(self.index)}
         seen: dict[str, bool] = {}  # member name -> verified
         while (info := self._next()) is not None:
@@ -520,20 +541,69 @@ class BundleReader:
             )
         self.sha256 = self._raw.hexdigest()
         if self.sha256 is not None:
-            check_side_file(self.path, self.sha256)
+            self.transfer_checked = check_side_file(self.path, self.sha256)
 
 
-def check_side_file(bundle: Path, sha256: str) -> None:
-    """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest."""
+def _sums_disagreement(expected: bytes, actual: bytes) -> str:
+    """Which entries of SHA256SUMS differ from what the index implies, and how: missing, extra, another
+    sha256, or a line not of the form `<sha256>  <path>`."""
+    want, _ = _sums_entries(expected)
+    have, malformed = _sums_entries(actual)
+    problems = [f"line {n} {line!r} is not '<sha256>  <path>'" for n, line in malformed]
+    problems += [f"{name!r} is missing" for name in want if name not in have]
+    problems += [f"{name!r} is extra (not in the index)" for name in have if name not in want]
+    problems += [
+        f"{name!r} has sha256 {have[name]} where the index says {digest}"
+        for name, digest in want.items()
+        if name in have and have[name] != digest
+    ]
+    if not problems:  # the same entries: in another order, repeated, or spaced otherwise
+        problems = ["its entries are those of the index, but not in the order and form mirror writes"]
+    more = f", and {len(problems) - 5} more" if len(problems) > 5 else ""
+    return ", ".join(problems[:5]) + more
+
+
+def _sums_entries(text: bytes) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """path -> sha256 of each `<sha256>  <path>` line, and the (line number, line) of any other."""
+    entries: dict[str, str] = {}
+    malformed: list[tuple[int, str]] = []
+    lines = text.decode("utf-8", "replace").split("\n")
+    for n, line in enumerate(lines[:-1] if lines[-1] == "" else lines, 1):
+        digest, sep, name = line.partition("  ")
+        if sep and is_sha256(digest):
+            entries[name] = digest
+        else:
+            malformed.append((n, line))
+    return entries, malformed
+
+
+def _layout(index_bytes: bytes, index: BundleIndex) -> Iterator[tuple[int, int, str]]:
+    """(start, end, name) of each member in the tar stream as mirror writes it: its header (pax where the
+    name needs one), its data, padding to a block."""
+    pos = 0
+    members: list[tuple[str, int, str | None]] = [
+        (INDEX_NAME, len(index_bytes), None),
+        (SUMS_NAME, len(sums_text(index)), None),
+    ]
+    members += [(m.name, 0 if m.link_to else m.size, m.link_to) for m in iter_members(index)]
+    for name, size, link in members:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        if link is not None:
+            info.type, info.linkname = tarfile.LNKTYPE, link
+        end = pos + len(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        end += size + -size % tarfile.BLOCKSIZE
+        yield pos, end, name
+        pos = end
+
+
+def check_side_file(bundle: Path, sha256: str) -> bool:
+    """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest; whether one was there."""
     side = bundle.with_name(bundle.name + ".sha256")
-    try:
-        with open(side, "rb") as f:
-            text = f.read(4096).decode("utf-8", "replace")
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise MirrorError(f"cannot read {side}: {e}") from None
-    fields = text.split()
+    data = read_bounded(side, SHA256_LINE, IntegrityError, missing_ok=True)
+    if data is None:
+        return False
+    fields = data.decode("utf-8", "replace").split()
     if not fields or not is_sha256(fields[0].lower()):
         raise IntegrityError(f"{side} is not a sha256sum line; remove it or copy it again")
     if fields[0].lower() != sha256:
@@ -541,6 +611,7 @@ def check_side_file(bundle: Path, sha256: str) -> None:
             f"{bundle}: sha256 {sha256} does not match {side.name} ({fields[0]}); "
             "the bundle changed in transfer, copy it again"
         )
+    return True
 
 
 @contextmanager
@@ -555,10 +626,10 @@ def open_bundle(
     """
     bundle = Path(bundle)
     try:
-        f = open(bundle, "rb", buffering=0)  # noqa: SIM115 - closed by the with below; read in CHUNKs
+        fd = open_regular(bundle, IntegrityError, "bundle")
     except OSError as e:
         raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
-    with f:
+    with open(fd, "rb", buffering=0) as f:  # read in CHUNKs
         stop = threading.Event()
         raw = _RawReader(f, stop, archive_digest)
         try:
@@ -581,9 +652,20 @@ def read_index(bundle: Path) -> BundleIndex:
         return reader.index
 
 
-def verify_bundle(bundle: Path, progress: Progress | None = None) -> BundleIndex:
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """What `verify_bundle` found: the index, the archive's sha256, and whether a `.sha256` beside the
+    bundle confirmed it (without one, the transfer digest was not checked)."""
+
+    index: BundleIndex
+    sha256: str
+    transfer_checked: bool
+
+
+def verify_bundle(bundle: Path, progress: Progress | None = None) -> VerifiedBundle:
     """Stream the whole bundle and check every member against the index; IntegrityError on the first fault."""
     with open_bundle(bundle, progress) as reader:
         for file in reader.files():
             file.read()
-        return reader.index
+        assert reader.sha256 is not None
+        return VerifiedBundle(reader.index, reader.sha256, reader.transfer_checked)

@@ -188,18 +188,17 @@ class _BlobReader:
                 view = memoryview(buf)[: min(_BLOCK, left)]
                 n = blob.readinto(view)
                 if not n:
-                    return IntegrityError(
-                        f"store blob {m.file.sha256} shrank while packing; run `mirror verify`"
+                    return self._store.damaged(
+                        m.file.sha256, "fewer bytes than recorded (it shrank while packing)"
                     )
                 sha256.update(view[:n])
                 left -= n
                 self._full.put(view[:n])
         if sha256.hexdigest() != m.sha256:
-            what = "" if m.chunk is None else f" chunk {m.chunk + 1}"
-            return IntegrityError(
-                f"store blob {m.file.sha256}{what} ({m.repo.key} {m.file.path}) does not match its hash; "
-                "run `mirror verify` and `mirror sync` to repair the store"
-            )
+            found = f"content hashing to {sha256.hexdigest()}"
+            if m.chunk is not None:
+                found = f"chunk {m.chunk + 1} hashing to {sha256.hexdigest()}, not {m.sha256}"
+            return self._store.damaged(m.file.sha256, found)
         return None
 
 
@@ -308,6 +307,8 @@ def write_archive(
     members = list(iter_members(index))
     for m in members:
         if m.link_to is None and not store.has_blob(m.file.sha256, m.file.size):
+            if (found := store.blob_problem(m.file.sha256, m.file.size)) not in (None, "missing"):
+                raise store.damaged(m.file.sha256, found)
             raise MirrorError(
                 f"{m.repo.key}@{m.commit.commit}: the store lacks {m.file.path} ({m.file.sha256}); "
                 "run `mirror sync` again or `mirror verify` to check the store"

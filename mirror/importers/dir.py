@@ -20,7 +20,6 @@ as new (by creation time) as the one that wrote it, so several bundles give the 
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.importers.layout import (
@@ -239,7 +239,7 @@ class DirLayout(Layout):
         problems: list[str] = []
         for receipt in self.receipt_paths():
             try:
-                data = json.loads(receipt.read_text(encoding="utf-8"))
+                data = read_json_bounded(receipt, RECORD, MirrorError)
                 folder = join_inside(self.target, check_relpath(str(data["folder"])))
                 commit = data["commit"]
                 files += [

@@ -53,6 +53,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mirror.bounded import REF, read_bounded
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import IntegrityError, MirrorError
 from mirror.importers.layout import (
@@ -278,8 +279,8 @@ class HfLayout(Layout):
             revisions = []
             for ref in regular_files(refs_dir, recursive=True):
                 try:
-                    commit = ref.read_text(encoding="utf-8").strip()
-                except (OSError, UnicodeDecodeError):
+                    commit = read_bounded(ref, REF, MirrorError).decode("utf-8").strip()
+                except (MirrorError, UnicodeDecodeError):
                     continue
                 if is_commit(commit):
                     revisions.append((ref.relative_to(refs_dir).as_posix(), commit))
@@ -435,14 +436,9 @@ class HfLayout(Layout):
         record = read_json_record(record_path)
         commits = record.get("commits")
         ours = {str(c) for c in commits} if isinstance(commits, list) else set()
-        try:
-            current: str | None = ref.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            current = None
-        except (OSError, UnicodeDecodeError):
-            return False  # something else is there: leave it alone
+        current = _read_ref(ref)
         if current is not None and current not in ours:
-            return False
+            return False  # another commit, or something else is there: leave it alone
         newer = stamp.older_than(record)
         created = str(record.get("bundle_created", "")) if newer else stamp.created
         # Recorded before the ref is written, so a crash in between still leaves the ref known as ours.
@@ -459,11 +455,13 @@ REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"
 
 
 def _read_ref(ref: Path) -> str | None:
-    """The commit a ref file names (None if there is none; its text as it is if it is no commit)."""
+    """The commit a ref file names (None if there is none; its text as it is if it is no commit, "" if it
+    is no small regular file)."""
     try:
-        return ref.read_text(encoding="utf-8", errors="replace").strip()
-    except FileNotFoundError:
-        return None
+        raw = read_bounded(ref, REF, MirrorError, missing_ok=True)
+    except MirrorError:
+        return ""
+    return None if raw is None else raw.decode("utf-8", errors="replace").strip()
 
 
 def _removed_commits(repo_dir: Path) -> set[str]:

@@ -23,6 +23,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.fsutil import atomic_write_bytes
@@ -174,11 +175,9 @@ class KeptSet:
 def _record(part: Path) -> list[int]:
     path = part.with_name(part.name.removesuffix(CHUNKS) + RECEIVED)
     try:
-        if path.stat().st_size > 1 << 20:  # ours holds a few numbers; anything else is not trusted
-            return []
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return []
+        data = read_json_bounded(path, RECORD, MirrorError)
+    except MirrorError:
+        return []  # absent, unreadable or not ours: nothing of it is trusted
     return (
         [n for n in data if isinstance(n, int) and not isinstance(n, bool)] if isinstance(data, list) else []
     )

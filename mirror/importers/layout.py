@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import flock_wait
@@ -596,7 +597,10 @@ def remove_path(path: Path) -> None:
 
 def receipt_files(receipt: Path) -> list[tuple[str, str, int, str]]:
     """(commit, path, size, sha256) of every file a receipt lists; ValueError if it is malformed."""
-    data = json.loads(receipt.read_text(encoding="utf-8"))
+    try:
+        data = read_json_bounded(receipt, RECORD, MirrorError)
+    except MirrorError as e:
+        raise ValueError(str(e)) from None
     found = []
     try:
         for c in data["commits"]:
@@ -618,8 +622,8 @@ def json_bytes(data: Any) -> bytes:
 def read_json_record(path: Path) -> dict[str, Any]:
     """A small JSON object mirror keeps beside what it wrote; empty when absent or unreadable."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_bounded(path, RECORD, MirrorError)
+    except MirrorError:
         return {}
     return data if isinstance(data, dict) else {}
 

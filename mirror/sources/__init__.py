@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mirror.errors import UsageError
-from mirror.settings import Settings
+from mirror.retry import TokenHint
+from mirror.settings import Settings, check_endpoint
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class RemoteSnapshot:
 class FileRequest:
     url: str
     headers: dict[str, str] = field(repr=False)
-    token_hint: str = "HF_TOKEN"  # the variable to name when the hub says access denied
+    token_hint: TokenHint  # what to say when the hub denies access
 
 
 class Source(Protocol):
@@ -54,16 +55,26 @@ class Source(Protocol):
         ...
 
 
+_HUBS = {  # source -> the variables of its token and its endpoint
+    "huggingface": ("HF_TOKEN", "HF_ENDPOINT"),
+    "modelscope": ("MODELSCOPE_API_TOKEN", "MODELSCOPE_ENDPOINT"),
+}
+
+
 def open_source(name: str, settings: Settings, *, endpoint: str | None, token_env: str | None) -> Source:
+    """The source for a hub, at a manifest's `endpoint:` or the hub's variable; UsageError (exit 2) for an
+    endpoint that is not an http(s) URL, before any request."""
+    if name not in _HUBS:
+        raise UsageError(f"source {name!r} is not supported yet")
+    token_var, endpoint_var = _HUBS[name]
+    token = settings.token(token_env, token_var)
+    hint = TokenHint(token_env or token_var, sent=token is not None, named=token_env is not None)
+    default = settings.hf_endpoint if name == "huggingface" else settings.modelscope_endpoint
+    url = check_endpoint(endpoint or default, "the manifest's endpoint" if endpoint else endpoint_var)
     if name == "huggingface":
         from mirror.sources.huggingface import HuggingFaceSource
 
-        token = settings.token(token_env, "HF_TOKEN")
-        return HuggingFaceSource(endpoint or settings.hf_endpoint, token)
-    if name == "modelscope":
-        from mirror.sources.modelscope import ModelScopeSource
+        return HuggingFaceSource(url, token, hint)
+    from mirror.sources.modelscope import ModelScopeSource
 
-        return ModelScopeSource(
-            endpoint or settings.modelscope_endpoint, settings.token(token_env, "MODELSCOPE_API_TOKEN")
-        )
-    raise UsageError(f"source {name!r} is not supported yet")
+    return ModelScopeSource(url, token, hint)

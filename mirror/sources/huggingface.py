@@ -10,20 +10,21 @@ from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import HubError, NotFoundError, RetryableError
-from mirror.retry import RETRY_STATUS, retry_after_seconds
+from mirror.retry import RETRY_STATUS, TokenHint, retry_after_seconds
 from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
 
 
 class HuggingFaceSource:
     name = "huggingface"
 
-    def __init__(self, endpoint: str, token: str | None) -> None:
+    def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
         from huggingface_hub.utils._headers import build_hf_headers
         from huggingface_hub.utils._http import get_session
 
         get_session()  # imported and made here, once: imports are slow in threads
         self.endpoint = endpoint.rstrip("/")
         self._headers = build_hf_headers(token=token, library_name="mirror")
+        self._token_hint = token_hint
 
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
         info = self._info(repo_id, repo_type, revision, blobs=True)
@@ -49,7 +50,7 @@ class HuggingFaceSource:
         from huggingface_hub import hf_hub_url
 
         url = hf_hub_url(repo_id, path, repo_type=repo_type, revision=commit, endpoint=self.endpoint)
-        return FileRequest(url=url, headers=dict(self._headers))
+        return FileRequest(url=url, headers=dict(self._headers), token_hint=self._token_hint)
 
     def _info(self, repo_id: str, repo_type: str, revision: str, *, blobs: bool) -> dict[str, Any]:
         """`GET /api/{models,datasets}/{repo}/revision/{revision}[?blobs=true]`, as HfApi sends it."""
@@ -64,7 +65,7 @@ class HuggingFaceSource:
             hf_raise_for_status(response)
             data = response.json()
         except Exception as e:  # noqa: BLE001 - translated into one of our errors below
-            raise translate_error(e, where) from None
+            raise translate_error(e, where, self._token_hint) from None
         if not isinstance(data, dict):
             raise HubError(f"{where}: the hub answered something other than a repo's info")
         return data
@@ -85,8 +86,9 @@ def _list(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def translate_error(error: Exception, where: str) -> Exception:
-    """huggingface_hub's exceptions -> ours, with what to do next."""
+def translate_error(error: Exception, where: str, token_hint: TokenHint) -> Exception:
+    """huggingface_hub's exceptions -> ours, with what to do next. A 401/403 says what to do with the
+    token, whatever huggingface_hub made of it (it reads a 401 on a repo as "not found")."""
     import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -95,12 +97,16 @@ def translate_error(error: Exception, where: str) -> Exception:
         RevisionNotFoundError,
     )
 
+    denied = (
+        error.response.status_code if isinstance(error, HfHubHTTPError) and error.response is not None else 0
+    )
+    if denied in (401, 403):
+        return token_hint.access_denied(where, denied)
     if isinstance(error, GatedRepoError):
         return NotFoundError(f"{where}: the repo is gated; accept its terms on the hub and set HF_TOKEN")
     if isinstance(error, RepositoryNotFoundError):
         return NotFoundError(
-            f"{where}: repo not found (check the repo id; if it is private or gated, set HF_TOKEN "
-            "or the manifest's token_env)"
+            f"{where}: repo not found (check the repo id; if it is private or gated: {token_hint.todo()})"
         )
     if isinstance(error, RevisionNotFoundError):
         return NotFoundError(f"{where}: revision not found (check the branch, tag or commit)")

@@ -14,22 +14,22 @@ from urllib.parse import quote, quote_plus
 
 from mirror.errors import HubError, NotFoundError, RetryableError, UsageError
 from mirror.paths import is_commit
-from mirror.retry import check_status
+from mirror.retry import TokenHint, check_status
 from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
-
-TOKEN_VAR = "MODELSCOPE_API_TOKEN"
 
 
 class ModelScopeSource:
     name = "modelscope"
 
-    def __init__(self, endpoint: str, token: str | None) -> None:
+    def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._headers = {"User-Agent": "mirror"}
+        self._token_hint = token_hint
         if token:
-            # what modelscope's own client sends for MODELSCOPE_API_TOKEN
+            # The Bearer header modelscope_hub sends to these /api/v1 routes (`_LegacyApi._headers`), and only
+            # it: its session cookie `m_session_id` would travel in a `Cookie` header, which
+            # huggingface_hub's HF_DEBUG request log (our session's) prints, while it hides Authorization.
             self._headers["Authorization"] = f"Bearer {token}"
-            self._headers["Cookie"] = f"m_session_id={token}"
 
     def _repo_url(self, repo_id: str, repo_type: str) -> str:
         if repo_type != "model":
@@ -53,7 +53,7 @@ class ModelScopeSource:
             response = get_session().get(url, params=params, headers=self._headers)
         except httpx2.TransportError as e:
             raise RetryableError(f"{where}: connection failed: {type(e).__name__}") from None
-        check_status(response.status_code, response.headers.get("Retry-After"), where, TOKEN_VAR)
+        check_status(response.status_code, response.headers.get("Retry-After"), where, self._token_hint)
         try:
             payload: Any = response.json()
             entries = payload["Data"]["Files"]
@@ -80,4 +80,4 @@ class ModelScopeSource:
 
     def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
         url = f"{self._repo_url(repo_id, repo_type)}/repo?Revision={quote_plus(commit)}&FilePath={quote_plus(path)}"
-        return FileRequest(url=url, headers=dict(self._headers), token_hint=TOKEN_VAR)
+        return FileRequest(url=url, headers=dict(self._headers), token_hint=self._token_hint)
