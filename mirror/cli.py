@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from mirror import __version__
-from mirror.errors import MirrorError
-from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
+from mirror.errors import Interrupted, MirrorError
+from mirror.progress import VERBOSE, BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
 
 if TYPE_CHECKING:
@@ -52,8 +56,18 @@ def json_option(fn: F) -> F:
 def output_options(fn: F) -> F:
     """-v/-q/--no-progress, applied to logging once, before the command runs."""
 
-    @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug, tracebacks).")
-    @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")
+    @click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="More log lines on stderr (sync: each model revision's plan and outcome; -vv: debug, tracebacks).",
+    )
+    @click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Only errors on stderr, no progress bar; sync prints nothing at all when everything succeeded.",
+    )
     @click.option(
         "--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway)."
     )
@@ -61,6 +75,7 @@ def output_options(fn: F) -> F:
     def wrapper(*args: Any, verbose: int, quiet: bool, no_progress: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         ctx.meta["verbose"] = verbose
+        ctx.meta["quiet"] = quiet
         setup_logging(verbose, quiet)
         show = wants_bar(sys.stderr, quiet=quiet, no_progress=no_progress, env=os.environ)
         ctx.meta["progress"] = BarProgress(sys.stderr) if show else NullProgress()
@@ -70,7 +85,10 @@ def output_options(fn: F) -> F:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.addLevelName(VERBOSE, "VERBOSE")
+    level = (
+        logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else VERBOSE if verbose else logging.INFO
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
     logger = logging.getLogger("mirror")
@@ -122,7 +140,8 @@ def cli() -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+# not exists=True: a missing manifest is read, and reported in --report, as any other bad manifest
+@click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False))
 @store_option
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
 @click.option(
@@ -146,13 +165,14 @@ def cli() -> None:
 )
 @click.option(
     "--locked",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Sync exactly the commits and files a lock file recorded (instead of, or with, MANIFESTS).",
 )
 @click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the --json summary to this file (atomically), for monitoring.",
+    help="Also write the --json summary to this file (atomically), for monitoring: always, whatever ends the "
+    "run (a bad manifest, the lock held, Ctrl-C), with its exit_code and error.",
 )
 @click.option(
     "--retries",
@@ -188,7 +208,9 @@ def sync(
 
     Each revision is resolved to a commit, every file is checked against the hub's own hash while it
     streams (sha256 for LFS files, git blob sha1 for the others), and only what the store lacks is fetched.
-    Each model revision succeeds or fails on its own (exit 3 when some failed).
+    Each model revision succeeds or fails on its own (exit 3 when some failed), whatever its error, and a
+    hub listing that cannot be a real tree is refused. Ctrl-C (or SIGTERM) stops within about a second:
+    revisions complete by then are recorded, partial downloads are kept for the next run (exit 130).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
     from mirror.fsutil import atomic_write_json
@@ -199,30 +221,104 @@ def sync(
     from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
     from mirror.sync import sync as run_sync
 
-    if not manifests and locked is None:
-        raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
-    targets = plan_targets(spec for m in load_manifests(manifests) for spec in m.models)
-    if locked is not None:
-        targets += plan_locked(read_lock(locked))
-    cfg = settings(store)
-    result = run_sync(
-        Store(cfg.store),
-        targets,
-        default_source_factory(cfg),
-        workers=workers,
-        segments=segments,
-        policy=RetryPolicy(attempts=retries, total=retry_time),
-        progress=progress(),
-        wait=wait,
-    )
-    summary = result.to_json()
-    if report is not None:
-        atomic_write_json(report, summary)
-    if lock_file is not None:
-        write_lock(lock_file, locked_revisions(result))
-    emit(summary, as_json, map(describe_item, result.items))
+    with report_failure(report):
+        if not manifests and locked is None:
+            raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
+        targets = plan_targets(spec for m in load_manifests(manifests) for spec in m.models)
+        if locked is not None:
+            targets += plan_locked(read_lock(locked))
+        cfg = settings(store)
+        policy = RetryPolicy(attempts=retries, total=retry_time)
+        with stop_on_signals(policy.stop):
+            result = run_sync(
+                Store(cfg.store),
+                targets,
+                default_source_factory(cfg),
+                workers=workers,
+                segments=segments,
+                policy=policy,
+                progress=progress(),
+                wait=wait,
+            )
+        summary = result.to_json()
+        if report is not None:
+            atomic_write_json(report, summary)
+        if lock_file is not None:
+            write_lock(lock_file, locked_revisions(result))
+    quiet = click.get_current_context().meta.get("quiet", False)
+    emit(summary, as_json, map(describe_item, result.failed if quiet else result.items))
+    if policy.stop.is_set():
+        exit_leaving_stuck_transfers(result.exit_code or Interrupted.exit_code)
     if result.exit_code:
         raise SystemExit(result.exit_code)
+
+
+@contextmanager
+def report_failure(path: Path | None) -> Iterator[None]:
+    """`sync --report`: whatever ends the run early (a bad manifest or lock file, the store lock held,
+    Ctrl-C, a bug) is written to the report too, with its exit code and message, so that a monitor never
+    reads the success of an earlier run."""
+    try:
+        yield
+    except BaseException as e:
+        if path is not None and not isinstance(e, SystemExit):
+            from mirror.fsutil import atomic_write_json
+
+            code, message = failure_of(e)
+            try:
+                atomic_write_json(path, {"ok": False, "exit_code": code, "error": message, "items": []})
+            except OSError as write_error:
+                log.error("cannot write the report %s: %s", path, write_error)
+        raise
+
+
+def failure_of(error: BaseException) -> tuple[int, str]:
+    """The exit code and message `main` gives an exception."""
+    if isinstance(error, MirrorError):
+        return error.exit_code, str(error)
+    if isinstance(error, click.ClickException):
+        return 2 if error.exit_code in (1, 2) else error.exit_code, error.format_message()
+    if isinstance(error, KeyboardInterrupt | click.exceptions.Abort):
+        return Interrupted.exit_code, "interrupted"
+    return 1, f"unexpected error: {type(error).__name__}: {error}"
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM ask the run to stop: `stop` is set and the engine winds down, keeping
+    what is complete. A second signal stops at once (KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; the default ones stay
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.warning("%s: stopping; press Ctrl-C again to stop at once", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def exit_leaving_stuck_transfers(code: int) -> None:
+    """Exit after a stop. A transfer blocked in a read (a stalled hub) is not waited for: its bytes so far
+    are on disk for the next run, and interpreter shutdown would wait for its thread forever."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    deadline = time.monotonic() + 1.0
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()
+    ):
+        os._exit(code)
+    raise SystemExit(code)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)

@@ -64,3 +64,9 @@ class LockedError(MirrorError):
     """Another run holds the store lock (exit 75, EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+class Interrupted(MirrorError):
+    """A signal (Ctrl-C, SIGTERM) stopped the run; what was complete is kept (exit 128 + the signal: 130)."""
+
+    exit_code = 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from mirror.errors import IntegrityError
@@ -67,3 +68,43 @@ def check_commit(value: str) -> str:
 def join_inside(root: Path, relpath: str) -> Path:
     """root/relpath, after checking relpath cannot leave root."""
     return root.joinpath(*check_relpath(relpath).split("/"))
+
+
+MAX_NAME_BYTES = 255  # one name component, as ext4, xfs, btrfs and tar readers allow
+
+
+def tree_problems(paths: Iterable[str], limit: int = 10) -> list[str]:
+    """Why `paths` cannot all be files of one real folder tree (empty if they can): an unsafe name (see
+    is_safe_relpath) or a component over 255 bytes, a path listed twice, a path that is a file and also a
+    folder of another (`a` and `a/b`). Names that differ only in case are fine (a Linux tree holds both).
+    At most `limit` problems are named, so a hostile listing cannot make a huge message."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    safe: list[str] = []
+    for path in paths:
+        if not is_safe_relpath(path):
+            problems.append(f"unsafe name {path!r}")
+        elif any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in path.split("/")):
+            problems.append(f"a name longer than {MAX_NAME_BYTES} bytes in {path!r}")
+        elif path in seen:
+            problems.append(f"{path!r} listed twice")
+        else:
+            seen.add(path)
+            safe.append(path)
+    for path in safe:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in seen:
+                problems.append(f"{folder!r} is a file and also the folder of {path!r}")
+                break
+    if len(problems) > limit:
+        problems[limit:] = [f"and {len(problems) - limit} more"]
+    return problems
+
+
+def check_tree(paths: Iterable[str], what: str) -> None:
+    """Raise IntegrityError naming the paths when `paths` cannot be one real tree (see tree_problems)."""
+    problems = tree_problems(paths)
+    if problems:
+        raise IntegrityError(f"refusing {what}: it cannot be a real folder tree: {'; '.join(problems)}")

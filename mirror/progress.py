@@ -7,6 +7,9 @@ import threading
 from collections.abc import Mapping
 from typing import IO, Any, Protocol
 
+# The log level of -v, between INFO (the default) and DEBUG (-vv): each model revision's plan and outcome.
+VERBOSE = 15
+
 
 class ProgressSink(Protocol):
     def start(self, total: int, desc: str) -> None: ...

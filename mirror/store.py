@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mirror.errors import IntegrityError, LockedError
+from mirror.errors import IntegrityError, Interrupted, LockedError
 from mirror.fsutil import atomic_write_json, read_json
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
@@ -191,8 +192,9 @@ class Store:
 
     # lock ------------------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, wait: float = 0.0) -> Iterator[None]:
-        """Hold the store's writer lock; another holder makes this raise LockedError (after `wait` seconds)."""
+    def lock(self, wait: float = 0.0, stop: threading.Event | None = None) -> Iterator[None]:
+        """Hold the store's writer lock; another holder makes this raise LockedError (after `wait` seconds,
+        or Interrupted as soon as `stop` is set)."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -211,7 +213,8 @@ class Store:
                             f"another mirror run holds the store lock {path} ({holder}); "
                             "try again later or pass --wait SECONDS"
                         ) from None
-                    time.sleep(0.2)
+                    if (stop or threading.Event()).wait(0.2):
+                        raise Interrupted(f"interrupted while waiting for the store lock {path}") from None
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode())
             yield
