@@ -35,7 +35,7 @@ log = logging.getLogger("mirror")
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok (also nothing to do), 1 failure, 2 bad usage or invalid manifest, "
     "3 partial (some items failed, the rest were done), 4 integrity (hash or size mismatch, corrupt or "
-    "hostile bundle), 75 another run holds the store lock."
+    "hostile bundle), 75 another run holds the store lock, 130 stopped by Ctrl-C or SIGTERM."
 )
 
 
@@ -248,7 +248,7 @@ def sync(
     quiet = click.get_current_context().meta.get("quiet", False)
     emit(summary, as_json, map(describe_item, result.failed if quiet else result.items))
     if policy.stop.is_set():
-        exit_leaving_stuck_transfers(result.exit_code or Interrupted.exit_code)
+        exit_leaving_stuck_transfers(result.exit_code)
     if result.exit_code:
         raise SystemExit(result.exit_code)
 

@@ -277,19 +277,10 @@ def _run(
         if isinstance(answer, MirrorError):
             item.error = answer
             continue
-        remote, prior = answer.remote, answer.prior
-        item.commit = remote.commit
-        if prior is not None:
-            known.add(prior)
-        wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
-        needs[index] = set()
-        for f in wanted[index]:
-            sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
-            if sha is None or not store.has_blob(sha, f.size):
-                fetch = Fetch(item.target, remote.commit, f)
-                fetches.setdefault(fetch.expected.key, fetch)
-                needs[index].add(fetch.expected.key)
-        _log_plan(item, remote, wanted[index], needs[index], fetches)
+        try:
+            wanted[index], needs[index] = _plan(store, item, answer, known, fetches)
+        except Exception as e:  # noqa: BLE001 - a revision that cannot be planned (an odd store record) fails alone
+            item.error = _failed(e, str(item.target))
     total = sum(fetch.file.size for fetch in fetches.values())
     check_free_space(store, total)
     if fetches:
@@ -320,6 +311,26 @@ def _run(
                     record_when_complete(index)
     finally:
         progress.close()
+
+
+def _plan(
+    store: Store, item: ItemResult, answer: Resolved, known: Known, fetches: dict[str, Fetch]
+) -> tuple[list[RemoteFile], set[str]]:
+    """A revision's wanted files and the keys of those to download (added to `fetches`, one per content)."""
+    remote, prior = answer.remote, answer.prior
+    item.commit = remote.commit
+    if prior is not None:
+        known.add(prior)
+    wanted = [f for f in remote.files if item.target.wants(f.path)]
+    needs = set()
+    for f in wanted:
+        sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
+        if sha is None or not store.has_blob(sha, f.size):
+            fetch = Fetch(item.target, remote.commit, f)
+            fetches.setdefault(fetch.expected.key, fetch)
+            needs.add(fetch.expected.key)
+    _log_plan(item, remote, wanted, needs, fetches)
+    return wanted, needs
 
 
 def _completed(futures: dict[Future[Any], K], stop: threading.Event) -> Iterator[tuple[Future[Any], K]]:
