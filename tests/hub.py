@@ -355,7 +355,7 @@ class Fault:
 # ---- protocol faults: a hub (or a proxy) that breaks HTTP rather than the content -----------------------
 
 WIRE_FAULTS = ("redirect", "encoding", "body", "garbage", "stall")
-GARBAGE = b"\x16\x03\x01 this is not HTTP \xff\xfe\r\n\r\n"
+GARBAGE = b"\x00\xff this is neither HTTP nor TLS \xfe\r\n\r\n"
 
 
 def _wire_fault(faults: FaultPlan, method: str, target: str, resp: _Response) -> _Response:

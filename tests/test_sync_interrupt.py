@@ -71,10 +71,21 @@ def sync_in_thread(
     return thread, out
 
 
-def stop_and_join(policy: RetryPolicy, thread: threading.Thread, out: list[SyncReport]) -> SyncReport:
+def workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor") and t.is_alive()}
+
+
+def stop_and_join(
+    policy: RetryPolicy, thread: threading.Thread, out: list[SyncReport], *, stuck: bool = False
+) -> SyncReport:
+    """Stop the sync; it returns, and unless a transfer is `stuck` in a read, every worker of it ends too
+    (the stop reached whatever they were doing: nothing is left running behind the caller's back)."""
+    before = workers()
     policy.stop.set()
     thread.join(FAILSAFE)
     assert not thread.is_alive(), "the sync did not stop"
+    if not stuck:
+        eventually(lambda: not workers() & before, "the sync's workers end")
     (report,) = out
     return report
 
@@ -160,7 +171,7 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
     policy = RetryPolicy()
     thread, out = sync_in_thread(store, hub, policy)
     eventually(lambda: SMALL in store.repos() and body_started(hub), "org/small recorded, the body stalled")
-    assert_stopped_keeping_what_was_complete(store, stop_and_join(policy, thread, out))
+    assert_stopped_keeping_what_was_complete(store, stop_and_join(policy, thread, out, stuck=True))
 
 
 def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ exceptions in a source. The other revisions are synced and recorded; the failing
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -386,3 +387,20 @@ def test_other_commands_keep_working_after_a_hostile_listing(
             main(args)
         assert done.value.code == 0, (args, capsys.readouterr())
     assert "org/good" in capsys.readouterr().out
+
+
+def test_a_revision_the_store_cannot_plan_fails_alone(
+    hub: LoopbackHub, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve(hub)
+    unreadable = hashlib.sha256(BAD_FILES["sub/file.txt"]).hexdigest()
+    has_blob = Store.has_blob
+
+    def denied(self: Store, sha256: str, size: int | None = None) -> bool:
+        if sha256 == unreadable:  # a blob folder this user may not read
+            raise PermissionError(13, "Permission denied", str(self.blob_path(sha256)))
+        return has_blob(self, sha256, size)
+
+    monkeypatch.setattr(Store, "has_blob", denied)
+    error = assert_bad_fails_alone(store, run(store, hub, "    source: modelscope\n"), "modelscope")
+    assert "PermissionError" in error and unreadable in error
