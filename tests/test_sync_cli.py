@@ -89,6 +89,14 @@ def test_a_bad_lock_file_is_reported_with_exit_2(
     assert data["exit_code"] == 2 and "m.lock" in data["error"]
 
 
+def test_no_manifest_at_all_is_reported_with_exit_2(
+    hub: LoopbackHub, tmp_path: Path, report: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sync_main(["--store", str(tmp_path / "s"), "--report", str(report)], hub, monkeypatch) == 2
+    data = read(report)
+    assert data["exit_code"] == 2 and "MANIFEST" in data["error"]
+
+
 def test_the_store_lock_held_is_reported_with_exit_75(
     hub: LoopbackHub, tmp_path: Path, report: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
