@@ -67,6 +67,6 @@ class LockedError(MirrorError):
 
 
 class Interrupted(MirrorError):
-    """A signal (Ctrl-C, SIGTERM) stopped the run; what was complete is kept (exit 128 + the signal: 130)."""
+    """A signal (Ctrl-C or SIGTERM, one path) stopped the run; what was complete is kept (exit 130)."""
 
     exit_code = 130

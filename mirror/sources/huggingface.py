@@ -34,7 +34,9 @@ class HuggingFaceSource:
                 size = int((lfs or s).get("size") or 0)
             except (TypeError, ValueError):
                 where = _where(repo_id, repo_type, revision, self.endpoint)
-                raise HubError(f"{where}: the hub lists {s.get('rfilename')!r} with no valid size") from None
+                raise HubError(
+                    f"{where}: the hub lists {s.get('rfilename')!r:.80} with no valid size"
+                ) from None
             files.append(
                 RemoteFile(
                     path=str(s.get("rfilename", "")),
