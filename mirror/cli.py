@@ -11,9 +11,12 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -21,9 +24,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from mirror import __version__
-from mirror.errors import DamagedBlobError, MirrorError
+from mirror.errors import DamagedBlobError, Interrupted, MirrorError
 from mirror.printable import printable
-from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
+from mirror.progress import VERBOSE, BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
 
 if TYPE_CHECKING:
@@ -35,7 +38,7 @@ log = logging.getLogger("mirror")
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok (also nothing to do), 1 failure, 2 bad usage or invalid manifest, "
     "3 partial (some items failed, the rest were done), 4 integrity (hash or size mismatch, corrupt or "
-    "hostile bundle), 75 another run holds the store lock."
+    "hostile bundle), 75 another run holds the store lock, 130 stopped by Ctrl-C or SIGTERM."
 )
 
 
@@ -56,8 +59,18 @@ def json_option(fn: F) -> F:
 def output_options(fn: F) -> F:
     """-v/-q/--no-progress, applied to logging once, before the command runs."""
 
-    @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug, tracebacks).")
-    @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bar.")
+    @click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="More log lines on stderr (sync: each model revision's plan and outcome; -vv: debug, tracebacks).",
+    )
+    @click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Only errors on stderr, no progress bar; sync prints nothing at all when everything succeeded.",
+    )
     @click.option(
         "--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway)."
     )
@@ -65,6 +78,7 @@ def output_options(fn: F) -> F:
     def wrapper(*args: Any, verbose: int, quiet: bool, no_progress: bool, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
         ctx.meta["verbose"] = verbose
+        ctx.meta["quiet"] = quiet
         setup_logging(verbose, quiet)
         show = wants_bar(sys.stderr, quiet=quiet, no_progress=no_progress, env=os.environ)
         ctx.meta["progress"] = BarProgress(sys.stderr) if show else NullProgress()
@@ -74,7 +88,10 @@ def output_options(fn: F) -> F:
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.addLevelName(VERBOSE, "VERBOSE")
+    level = (
+        logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else VERBOSE if verbose else logging.INFO
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
     logger = logging.getLogger("mirror")
@@ -142,7 +159,8 @@ def cli() -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+# not exists=True: a missing manifest is read, and reported in --report, as any other bad manifest
+@click.argument("manifests", nargs=-1, type=click.Path(dir_okay=False))
 @store_option
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files in flight.")
 @click.option(
@@ -166,13 +184,14 @@ def cli() -> None:
 )
 @click.option(
     "--locked",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Sync exactly the commits and files a lock file recorded (instead of, or with, MANIFESTS).",
 )
 @click.option(
     "--report",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the --json summary to this file (atomically), for monitoring.",
+    help="Also write the --json summary to this file (atomically), for monitoring: always, whatever ends the "
+    "run (a bad manifest, the lock held, Ctrl-C), with its exit_code and error.",
 )
 @click.option(
     "--retries",
@@ -208,7 +227,9 @@ def sync(
 
     Each revision is resolved to a commit, every file is checked against the hub's own hash while it
     streams (sha256 for LFS files, git blob sha1 for the others), and only what the store lacks is fetched.
-    Each model revision succeeds or fails on its own (exit 3 when some failed).
+    Each model revision succeeds or fails on its own (exit 3 when some failed), whatever its error, and a
+    hub listing that cannot be a real tree is refused. Ctrl-C (or SIGTERM) stops within about a second:
+    revisions complete by then are recorded, partial downloads are kept for the next run (exit 130).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
     from mirror.fsutil import atomic_write_json
@@ -219,30 +240,106 @@ def sync(
     from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
     from mirror.sync import sync as run_sync
 
-    if not manifests and locked is None:
-        raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
-    targets = plan_targets(spec for m in load_manifests(manifests) for spec in m.models)
-    if locked is not None:
-        targets += plan_locked(read_lock(locked))
-    cfg = settings(store)
-    result = run_sync(
-        Store(cfg.store),
-        targets,
-        default_source_factory(cfg),
-        workers=workers,
-        segments=segments,
-        policy=RetryPolicy(attempts=retries, total=retry_time),
-        progress=progress(),
-        wait=wait,
-    )
-    summary = result.to_json()
-    if report is not None:
-        atomic_write_json(report, summary)
-    if lock_file is not None:
-        write_lock(lock_file, locked_revisions(result))
-    emit(summary, as_json, map(describe_item, result.items))
+    with report_failure(report):
+        if not manifests and locked is None:
+            raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
+        targets = plan_targets(spec for m in load_manifests(manifests) for spec in m.models)
+        if locked is not None:
+            targets += plan_locked(read_lock(locked))
+        cfg = settings(store)
+        policy = RetryPolicy(attempts=retries, total=retry_time)
+        with stop_on_signals(policy.stop):
+            result = run_sync(
+                Store(cfg.store),
+                targets,
+                default_source_factory(cfg),
+                workers=workers,
+                segments=segments,
+                policy=policy,
+                progress=progress(),
+                wait=wait,
+            )
+        summary = result.to_json()
+        if report is not None:
+            atomic_write_json(report, summary)
+        if lock_file is not None:
+            write_lock(lock_file, locked_revisions(result))
+    quiet = click.get_current_context().meta.get("quiet", False)
+    emit(summary, as_json, map(describe_item, result.failed if quiet else result.items))
+    if policy.stop.is_set():
+        exit_leaving_stuck_transfers(result.exit_code)
     if result.exit_code:
         raise SystemExit(result.exit_code)
+
+
+@contextmanager
+def report_failure(path: Path | None) -> Iterator[None]:
+    """`sync --report`: whatever ends the run early (a bad manifest or lock file, the store lock held,
+    Ctrl-C, a bug) is written to the report too, with its exit code and message, so that a monitor never
+    reads the success of an earlier run."""
+    try:
+        yield
+    except BaseException as e:
+        if path is not None and not isinstance(e, SystemExit):
+            from mirror.fsutil import atomic_write_json
+
+            code, message, _ = failure_of(e)
+            try:
+                atomic_write_json(path, {"ok": False, "exit_code": code, "error": message, "items": []})
+            except OSError as write_error:
+                log.error("cannot write the report %s: %s", path, write_error)
+        raise
+
+
+def failure_of(error: BaseException) -> tuple[int, str, str]:
+    """The exit code, message and kind (`--json`'s `type`) of the failure an exception ends a run with: the
+    one mapping `main`, `--json` errors and `sync --report` share."""
+    if isinstance(error, MirrorError):
+        return error.exit_code, str(error), ERROR_TYPES.get(error.exit_code, "failure")
+    if isinstance(error, click.ClickException):
+        code = 2 if error.exit_code in (1, 2) else error.exit_code
+        return code, error.format_message(), ERROR_TYPES.get(code, "failure")
+    if isinstance(error, KeyboardInterrupt | click.exceptions.Abort):
+        return Interrupted.exit_code, "interrupted", "interrupted"
+    return 1, f"unexpected error: {type(error).__name__}: {error}", "unexpected"
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM ask the run to stop: `stop` is set and the engine winds down, keeping
+    what is complete. A second signal stops at once (KeyboardInterrupt)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; the default ones stay
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.warning("%s: stopping; press Ctrl-C again to stop at once", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def exit_leaving_stuck_transfers(code: int) -> None:
+    """Exit after a stop. A transfer blocked in a read (a stalled hub) is not waited for: its bytes so far
+    are on disk for the next run, and interpreter shutdown would wait for its thread forever."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    deadline = time.monotonic() + 1.0
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(
+        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()
+    ):
+        os._exit(code)
+    raise SystemExit(code)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -861,29 +958,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rc = cli.main(args=args, prog_name="mirror", standalone_mode=False)
-    except click.exceptions.Abort:
-        fail(args, 130, "aborted", shown="aborted")
-    except click.ClickException as e:
-        shown = io.StringIO()
-        e.show(file=shown)
-        fail(args, 2 if e.exit_code in (1, 2) else e.exit_code, e.format_message(), shown=shown.getvalue())
-    except MirrorError as e:
-        if log.isEnabledFor(logging.DEBUG):
-            log.exception("details")
-        fail(args, e.exit_code, str(e))
-    except KeyboardInterrupt:
-        fail(args, 130, "interrupted", shown="interrupted")
     except SystemExit:
         raise
-    except Exception as e:
-        if log.isEnabledFor(logging.DEBUG):
-            log.exception("unexpected error")
-        message = f"{type(e).__name__}: {e}"
-        fail(
-            args,
-            1,
-            message,
-            kind="unexpected",
-            shown=f"mirror: unexpected error: {message} (run with -vv for details)",
-        )
+    except BaseException as e:  # the one boundary where every failure becomes an exit code
+        code, message, kind = failure_of(e)
+        shown = None
+        if isinstance(e, click.ClickException):
+            out = io.StringIO()
+            e.show(file=out)
+            shown = out.getvalue()
+        elif kind == "interrupted":
+            shown = message
+        elif log.isEnabledFor(logging.DEBUG):
+            log.exception("details")
+        if kind == "unexpected":
+            shown = f"mirror: {message} (run with -vv for details)"
+        fail(args, code, message, kind=kind, shown=shown)
     sys.exit(rc if isinstance(rc, int) else 0)

@@ -86,3 +86,9 @@ class LockedError(MirrorError):
     """Another run holds the store lock (exit 75, EX_TEMPFAIL)."""
 
     exit_code = 75
+
+
+class Interrupted(MirrorError):
+    """A signal (Ctrl-C or SIGTERM, one path) stopped the run; what was complete is kept (exit 130)."""
+
+    exit_code = 130

@@ -7,17 +7,25 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mirror.errors import LockedError
+from mirror.errors import LockedError, MirrorError
 
 
-def flock_wait(fd: int, wait: float, busy: Callable[[], LockedError]) -> None:
-    """Take an exclusive flock on fd, waiting up to `wait` seconds for its holder; then raise `busy()`."""
+def flock_wait(
+    fd: int,
+    wait: float,
+    busy: Callable[[], LockedError],
+    stop: threading.Event | None = None,
+    stopped: Callable[[], MirrorError] | None = None,
+) -> None:
+    """Take an exclusive flock on fd, waiting up to `wait` seconds for its holder; then raise `busy()`.
+    Once `stop` is set while waiting, raise `stopped()` at once."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -28,7 +36,8 @@ def flock_wait(fd: int, wait: float, busy: Callable[[], LockedError]) -> None:
                 raise
             if time.monotonic() >= deadline:
                 raise busy() from None
-            time.sleep(0.2)
+            if (stop or threading.Event()).wait(0.2) and stopped is not None:
+                raise stopped() from None
 
 
 def temp_sibling(path: Path) -> Path:

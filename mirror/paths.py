@@ -97,3 +97,36 @@ def nested_names(names: Iterable[str]) -> list[tuple[str, str]]:
         for folder in ("/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1))
         if folder in known
     ]
+
+
+def tree_problems(paths: Iterable[str], limit: int = 10) -> list[str]:
+    """Why `paths` cannot all be files of one real folder tree (empty if they can): an unsafe name (see
+    is_safe_relpath) or one the file system cannot hold (name_problem), a path listed twice, a path that is a file and also a
+    folder of another (`a` and `a/b`). Names that differ only in case are fine (a Linux tree holds both).
+    At most `limit` problems are named, so a hostile listing cannot make a huge message."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    safe: list[str] = []
+    for path in paths:
+        if not is_safe_relpath(path):
+            problems.append(f"unsafe name {path!r}")
+        elif (why := name_problem(path)) is not None:
+            problems.append(f"{path!r}: {why}")
+        elif path in seen:
+            problems.append(f"{path!r} listed twice")
+        else:
+            seen.add(path)
+            safe.append(path)
+    problems += [
+        f"{folder!r} is a file and also the folder of {path!r}" for folder, path in nested_names(safe)
+    ]
+    if len(problems) > limit:
+        problems[limit:] = [f"and {len(problems) - limit} more"]
+    return problems
+
+
+def check_tree(paths: Iterable[str], what: str) -> None:
+    """Raise IntegrityError naming the paths when `paths` cannot be one real tree (see tree_problems)."""
+    problems = tree_problems(paths)
+    if problems:
+        raise IntegrityError(f"refusing {what}: it cannot be a real folder tree: {'; '.join(problems)}")

@@ -9,6 +9,9 @@ from typing import IO, Any, Protocol
 
 from mirror.printable import printable
 
+# The log level of -v, between INFO (the default) and DEBUG (-vv): each model revision's plan and outcome.
+VERBOSE = 15
+
 
 class ProgressSink(Protocol):
     def start(self, total: int, desc: str) -> None: ...

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from mirror.errors import HubError, IntegrityError, NotFoundError, RetryableError
+from mirror.errors import HubError, IntegrityError, Interrupted, NotFoundError, RetryableError
 
 log = logging.getLogger("mirror")
 T = TypeVar("T")
@@ -20,13 +21,25 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Capped exponential backoff with jitter, bounded in attempts and in total time."""
+    """Capped exponential backoff with jitter, bounded in attempts and in total time; everything waiting or
+    streaming under it stops early once `stop` is set (Ctrl-C), raising Interrupted."""
 
     attempts: int = 5
     base: float = 0.5
     cap: float = 30.0
     total: float = 900.0
     integrity_attempts: int = 2
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    def check(self) -> None:
+        """Raise Interrupted once the run was asked to stop."""
+        if self.stop.is_set():
+            raise Interrupted("interrupted")
+
+    def sleep(self, seconds: float) -> None:
+        """time.sleep, cut short by a stop."""
+        if self.stop.wait(seconds):
+            raise Interrupted("interrupted")
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -40,6 +53,7 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, label: str) -> T:
     integrity_failures = 0
     attempt = 0
     while True:
+        policy.check()
         try:
             return fn()
         except IntegrityError as e:
@@ -56,7 +70,24 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, label: str) -> T:
         attempt += 1
         if time.monotonic() - started + wait > policy.total:
             raise HubError(f"{label}: giving up: retrying would pass the {policy.total:.0f}s retry time")
-        time.sleep(wait)
+        policy.sleep(wait)
+
+
+def request_error(error: Exception, where: str) -> HubError:
+    """The HTTP client's failure to get an answer, as ours: a dropped or refused connection (TLS errors
+    included) may pass and is retried; a redirect loop, a body that cannot be decoded (a Content-Encoding
+    that lies) or anything else the client refuses does not."""
+    import httpx2
+
+    if isinstance(error, httpx2.TransportError):
+        return RetryableError(f"{where}: connection failed: {type(error).__name__}: {error}")
+    if isinstance(error, httpx2.TooManyRedirects):
+        return HubError(f"{where}: the hub redirects in a loop ({error}); check the endpoint")
+    if isinstance(error, httpx2.DecodingError):
+        return HubError(
+            f"{where}: the hub's answer cannot be decoded ({error}); a proxy or its Content-Encoding lies"
+        )
+    return HubError(f"{where}: the request failed: {type(error).__name__}: {error}")
 
 
 def retry_after_seconds(value: str | None) -> float | None:

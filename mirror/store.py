@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import stat
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mirror.bounded import RECORD, read_json_bounded
-from mirror.errors import DamagedBlobError, IntegrityError, LockedError
+from mirror.errors import DamagedBlobError, IntegrityError, Interrupted, LockedError
 from mirror.fsutil import atomic_write_json, flock_wait
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_repo_id, is_sha256
@@ -283,8 +284,9 @@ class Store:
 
     # lock ------------------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, wait: float = 0.0) -> Iterator[None]:
-        """Hold the store's writer lock; another holder makes this raise LockedError (after `wait` seconds)."""
+    def lock(self, wait: float = 0.0, stop: threading.Event | None = None) -> Iterator[None]:
+        """Hold the store's writer lock; another holder makes this raise LockedError (after `wait` seconds,
+        or Interrupted as soon as `stop` is set)."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -297,7 +299,10 @@ class Store:
                     "try again later or pass --wait SECONDS"
                 )
 
-            flock_wait(fd, wait, busy)
+            def stopped() -> Interrupted:
+                return Interrupted(f"interrupted while waiting for the store lock {path}")
+
+            flock_wait(fd, wait, busy, stop, stopped)
             os.ftruncate(fd, 0)
             os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode())
             yield

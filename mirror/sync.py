@@ -1,35 +1,43 @@
 """`mirror sync`: plan what the manifests want against what the store holds, then fetch only what is missing.
 
-Each model revision succeeds or fails on its own: a failure keeps the revision's last good snapshot and does
-not stop the others.
+Each model revision succeeds or fails on its own: any error while fetching it (of the hub, of the network or
+an unexpected one) keeps the revision's last good snapshot and does not stop the others. Each revision is
+recorded as soon as its files are in, so a run that is stopped (Ctrl-C, SIGTERM) keeps every revision it
+completed, and its partial downloads for the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from mirror.errors import IntegrityError, MirrorError, NotFoundError
+from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.manifest import ModelSpec
-from mirror.paths import check_commit, check_relpath, is_commit, is_sha256
-from mirror.progress import NullProgress, ProgressSink
+from mirror.paths import check_commit, is_commit, is_sha256
+from mirror.progress import VERBOSE, NullProgress, ProgressSink
 from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
 from mirror.snapshot import FileRecord, ListedFile, Snapshot
-from mirror.sources import RemoteFile, RemoteSnapshot, Source, open_source
+from mirror.sources import RemoteFile, RemoteSnapshot, Source, check_listing, open_source
 from mirror.store import RepoKey, Store, utc_now
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
 log = logging.getLogger("mirror")
 
 SourceFactory = Callable[[ModelSpec], Source]
+K = TypeVar("K")
+
+POLL = 0.2  # seconds between the main thread's looks at the stop flag
+GRACE = 1.0  # seconds a stopped run still gives the transfers in flight to end and save their state
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class ItemResult:
     downloaded: int = 0
     bytes_downloaded: int = 0
     error: MirrorError | None = None
+    recorded: bool = False  # its snapshot and ref are in the store
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,16 +124,29 @@ class SyncReport:
         failed = self.failed
         if not failed:
             return 0
+        if any(isinstance(i.error, Interrupted) for i in failed):
+            return Interrupted.exit_code
         if len(failed) < len(self.items):
             return 3
         if any(isinstance(i.error, IntegrityError) for i in failed):
             return IntegrityError.exit_code
         return max(i.error.exit_code for i in failed if i.error is not None)
 
+    @property
+    def error(self) -> str | None:
+        """One line on what went wrong, for a monitor; None when nothing did."""
+        failed = self.failed
+        if not failed:
+            return None
+        if len(failed) == 1:
+            return str(failed[0].error)
+        return f"{len(failed)} of {len(self.items)} model revisions failed; the first: {failed[0].error}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": not self.failed,
             "exit_code": self.exit_code,
+            "error": self.error,
             "items": [i.to_json() for i in self.items],
         }
 
@@ -199,54 +221,164 @@ def sync(
     wait: float = 0.0,
     segments: int = SEGMENTS,
 ) -> SyncReport:
-    """Bring the store up to date with the targets; never raises for one item's failure."""
+    """Bring the store up to date with the targets; never raises for one item's failure.
+
+    Once `policy.stop` is set (Ctrl-C), the run ends within about a second, whatever is in flight: the
+    revisions complete by then are recorded, partial downloads stay in the store's tmp/ for the next run to
+    resume, and every other revision fails with Interrupted (exit 130).
+    """
     policy = policy or RetryPolicy()
     progress = progress or NullProgress()
     report = SyncReport([ItemResult(t) for t in targets])
-    budget = threading.Semaphore(segments)  # ranged connections shared by the large files in flight
     for target in targets:
-        sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
-    with store.lock(wait), ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        resolved = list(pool.map(lambda t: _resolve(store, t, sources, policy), targets))
-        known = Known(store)
-        judged: dict[str, bool] = {}  # sha256 -> whether the store's copy can be used
-        fetches: dict[str, Fetch] = {}
-        wanted: dict[int, list[RemoteFile]] = {}
-        for index, (item, answer) in enumerate(zip(report.items, resolved, strict=True)):
-            if isinstance(answer, MirrorError):
-                item.error = answer
-                continue
-            remote, prior = answer.remote, answer.prior
-            item.commit = remote.commit
-            if prior is not None:
-                known.add(prior)
-            wanted[index] = [f for f in remote.files if item.target.wants(f.path)]
-            for f in wanted[index]:
-                sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
-                if sha is None or not _held(store, item.target, f, sha, judged):
-                    fetch = Fetch(item.target, remote.commit, f)
-                    fetches.setdefault(fetch.expected.key, fetch)
-        total = sum(fetch.file.size for fetch in fetches.values())
-        check_free_space(store, total)
-        if fetches:
-            log.info("downloading %d files, %d bytes", len(fetches), total)
-        progress.start(total, "sync")
+        with contextlib.suppress(Exception):  # a source that cannot be made fails its revisions in _resolve
+            sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
+    with store.lock(wait, policy.stop):
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
         try:
-            results = dict(
-                zip(
-                    fetches,
-                    pool.map(
-                        lambda fetch: _fetch(store, sources, fetch, policy, progress, segments, budget),
-                        fetches.values(),
-                    ),
-                    strict=True,
-                )
-            )
+            _run(store, report, sources, pool, policy, progress, segments)
+        except KeyboardInterrupt:
+            policy.stop.set()  # the caller's own Ctrl-C: the transfers stop too
+            raise
         finally:
-            progress.close()
-        for index, files in wanted.items():
-            _record(store, report.items[index], resolved[index], files, fetches, results, known)
+            # A stopped run does not wait for a transfer blocked in a read: its bytes so far are on disk.
+            pool.shutdown(wait=not policy.stop.is_set(), cancel_futures=True)
+    if policy.stop.is_set():
+        for item in report.items:
+            if not item.recorded and (item.error is None or isinstance(item.error, Interrupted)):
+                item.error = Interrupted(
+                    f"{item.target}: interrupted before it was complete; its partial downloads are kept for "
+                    "the next run"
+                )
     return report
+
+
+def _run(
+    store: Store,
+    report: SyncReport,
+    sources: SourceFactory,
+    pool: ThreadPoolExecutor,
+    policy: RetryPolicy,
+    progress: ProgressSink,
+    segments: int,
+) -> None:
+    """Resolve every target, plan what is missing, fetch it, and record each revision once its files are in."""
+    budget = threading.Semaphore(segments)  # ranged connections shared by the large files in flight
+    resolving = {
+        pool.submit(_resolve, store, i.target, sources, policy): n for n, i in enumerate(report.items)
+    }
+    resolved = {n: future.result() for future, n in _completed(resolving, policy.stop)}
+    known = Known(store)
+    judged: dict[str, bool] = {}  # sha256 -> whether the store's copy can be used
+    fetches: dict[str, Fetch] = {}
+    wanted: dict[int, list[RemoteFile]] = {}
+    needs: dict[int, set[str]] = {}  # each revision's downloads still to come, by key
+    for index, answer in sorted(resolved.items()):
+        item = report.items[index]
+        if isinstance(answer, MirrorError):
+            item.error = answer
+            continue
+        try:
+            wanted[index], needs[index] = _plan(store, item, answer, known, fetches, judged)
+        except Exception as e:  # noqa: BLE001 - a revision that cannot be planned (an odd store record) fails alone
+            item.error = _failed(e, str(item.target))
+    total = sum(fetch.file.size for fetch in fetches.values())
+    check_free_space(store, total)
+    if fetches:
+        log.info("downloading %d files, %d bytes", len(fetches), total)
+    results: dict[str, Fetched | MirrorError] = {}
+
+    def record_when_complete(index: int) -> None:
+        if not needs[index]:
+            item = report.items[index]
+            try:
+                _record(store, item, resolved[index], wanted[index], fetches, results, known)
+            except Exception as e:  # noqa: BLE001 - a revision that cannot be recorded fails alone
+                item.error = _failed(e, str(item.target))
+
+    for index in wanted:
+        record_when_complete(index)
+    progress.start(total, "sync")
+    try:
+        running = {
+            pool.submit(_fetch, store, sources, fetch, policy, progress, segments, budget): key
+            for key, fetch in fetches.items()
+        }
+        for future, key in _completed(running, policy.stop):
+            results[key] = future.result()
+            for index, keys in needs.items():
+                if key in keys:
+                    keys.discard(key)
+                    record_when_complete(index)
+    finally:
+        progress.close()
+
+
+def _plan(
+    store: Store,
+    item: ItemResult,
+    answer: Resolved,
+    known: Known,
+    fetches: dict[str, Fetch],
+    judged: dict[str, bool],
+) -> tuple[list[RemoteFile], set[str]]:
+    """A revision's wanted files and the keys of those to download (added to `fetches`, one per content)."""
+    remote, prior = answer.remote, answer.prior
+    item.commit = remote.commit
+    if prior is not None:
+        known.add(prior)
+    wanted = [f for f in remote.files if item.target.wants(f.path)]
+    needs = set()
+    for f in wanted:
+        sha = item.target.pinned_sha256(f.path) or f.sha256 or known.sha256_of(f.oid)
+        if sha is None or not _held(store, item.target, f, sha, judged):
+            fetch = Fetch(item.target, remote.commit, f)
+            fetches.setdefault(fetch.expected.key, fetch)
+            needs.add(fetch.expected.key)
+    _log_plan(item, remote, wanted, needs, fetches)
+    return wanted, needs
+
+
+def _completed(futures: dict[Future[Any], K], stop: threading.Event) -> Iterator[tuple[Future[Any], K]]:
+    """(future, tag) as each future completes. Once `stop` is set, only those that complete within GRACE
+    seconds more: a transfer blocked in a read is not waited for."""
+    pending = set(futures)
+    deadline: float | None = None
+    while pending:
+        if deadline is None and stop.is_set():
+            deadline = time.monotonic() + GRACE
+        timeout = POLL if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future, futures[future]
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+
+
+def _log_plan(
+    item: ItemResult,
+    remote: RemoteSnapshot,
+    files: list[RemoteFile],
+    keys: set[str],
+    fetches: dict[str, Fetch],
+) -> None:
+    """-v: what a revision will fetch and what the store already holds of it."""
+    if not log.isEnabledFor(VERBOSE):
+        return
+    fetched = sum(fetches[k].file.size for k in keys)
+    held = [f for f in files if Fetch(item.target, remote.commit, f).expected.key not in keys]
+    log.log(
+        VERBOSE,
+        "%s: commit %s: %d of %d files wanted; %d to fetch (%d bytes), %d already in the store (%d bytes)",
+        item.target,
+        remote.commit,
+        len(files),
+        len(remote.files),
+        len(keys),
+        fetched,
+        len(held),
+        sum(f.size for f in held),
+    )
 
 
 def _held(store: Store, target: Target, f: RemoteFile, sha256: str, judged: dict[str, bool]) -> bool:
@@ -287,15 +419,26 @@ class Resolved:
 def _resolve(
     store: Store, target: Target, sources: SourceFactory, policy: RetryPolicy
 ) -> Resolved | MirrorError:
-    source = sources(target.specs[0])
     try:
+        source = sources(target.specs[0])
         resolved = with_retries(lambda: _listing(store, target, source), policy, str(target))
+        check_listing(resolved.remote, str(target))
         if target.pinned_commit is not None:
             _check_pins(target, resolved.remote)
         return resolved
-    except MirrorError as e:
-        log.error("%s", e)
-        return e
+    except Exception as e:  # noqa: BLE001 - whatever it is, it fails this revision alone
+        return _failed(e, str(target))
+
+
+def _failed(error: Exception, where: str) -> MirrorError:
+    """An error while fetching one revision, as the MirrorError that fails it: ours as they are, anything
+    else (a library's surprise, a bug) named by its type."""
+    if not isinstance(error, MirrorError):
+        log.debug("%s: unexpected error", where, exc_info=error)
+        error = MirrorError(f"{where}: unexpected {type(error).__name__}: {error}")
+    if not isinstance(error, Interrupted):
+        log.error("%s", error)
+    return error
 
 
 def _listing(store: Store, target: Target, source: Source) -> Resolved:
@@ -317,8 +460,6 @@ def _listing(store: Store, target: Target, source: Source) -> Resolved:
                 return Resolved(RemoteSnapshot(commit, files), prior)
     remote = source.resolve(key.repo_id, key.repo_type, revision)
     check_commit(remote.commit)
-    for f in remote.files:
-        check_relpath(f.path, f"file path from {target}")
     return Resolved(remote, store.read_snapshot(key, remote.commit))
 
 
@@ -364,9 +505,8 @@ def _fetch(
             segments=segments,
             budget=budget,
         )
-    except MirrorError as e:
-        log.error("%s", e)
-        return e
+    except Exception as e:  # noqa: BLE001 - whatever it is, it fails the revisions that want this file alone
+        return _failed(e, fetch.expected.label)
 
 
 def _record(
@@ -399,6 +539,7 @@ def _record(
         records.append(FileRecord(path=f.path, size=f.size, sha256=sha, oid=oid, lfs=f.lfs))
     item.records = tuple(records)
     if item.error is not None:
+        log.log(VERBOSE, "%s: not recorded: %s", item.target, item.error)
         return
     snap = Snapshot(
         source=item.target.key.source,
@@ -412,6 +553,16 @@ def _record(
     )
     store.write_snapshot(snap)
     store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
+    item.recorded = True
+    log.log(
+        VERBOSE,
+        "%s: recorded commit %s (%d files, %d downloaded, %d bytes)",
+        item.target,
+        remote.commit,
+        len(records),
+        item.downloaded,
+        item.bytes_downloaded,
+    )
 
 
 def remote_listing(remote: RemoteSnapshot) -> tuple[ListedFile, ...] | None:

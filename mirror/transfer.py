@@ -24,7 +24,7 @@ from typing import Any
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.errors import IntegrityError, MirrorError, RetryableError
 from mirror.hashing import CHUNK, Hasher
-from mirror.retry import RetryPolicy, check_status, with_retries
+from mirror.retry import RetryPolicy, check_status, request_error, with_retries
 from mirror.sources import FileRequest
 from mirror.store import Store
 
@@ -122,11 +122,17 @@ def download(
             log.info("%s: the server ignores Range; fetching it over one connection", expected.label)
             _segment_files(store, expected)[0].unlink(missing_ok=True)
             _segment_files(store, expected)[1].unlink(missing_ok=True)
-    return with_retries(lambda: _download_once(store, request, expected, progress), policy, expected.label)
+    return with_retries(
+        lambda: _download_once(store, request, expected, progress, policy), policy, expected.label
+    )
 
 
 def _download_once(
-    store: Store, request: FileRequest, expected: Expected, progress: Callable[[int], None] | None
+    store: Store,
+    request: FileRequest,
+    expected: Expected,
+    progress: Callable[[int], None] | None,
+    policy: RetryPolicy,
 ) -> Fetched:
     import httpx2
     from huggingface_hub import get_session
@@ -153,6 +159,7 @@ def _download_once(
             with open(temp, "ab" if have else "wb", buffering=CHUNK) as out:
                 writeback = Writeback(out.fileno(), have)
                 for chunk in response.iter_bytes():
+                    policy.check()  # a stop keeps the bytes so far: the next run resumes them
                     if hasher.size + len(chunk) > expected.size:
                         raise IntegrityError(
                             f"{expected.label}: the hub sent more than {expected.size} bytes"
@@ -164,10 +171,8 @@ def _download_once(
                     if writeback.due(hasher.size):
                         out.flush()
                         writeback.start(hasher.size)
-    except httpx2.TransportError as e:
-        raise RetryableError(
-            f"{expected.label}: connection failed after {hasher.size} bytes: {type(e).__name__}"
-        ) from None
+    except httpx2.HTTPError as e:
+        raise request_error(e, f"{expected.label} (after {hasher.size} bytes)") from None
     if hasher.size < expected.size:
         raise RetryableError(f"{expected.label}: body cut off at {hasher.size} of {expected.size} bytes")
     try:
@@ -354,7 +359,7 @@ def _run_connection(
                 if index is None:
                     break
                 label = f"{expected.label} (piece {index + 1}/{len(segs.bounds)})"
-                fetch = functools.partial(_fetch_piece, segs, index, fd, request, label, progress)
+                fetch = functools.partial(_fetch_piece, segs, index, fd, request, label, progress, policy)
                 with_retries(fetch, policy, label)
     except BaseException as e:  # noqa: BLE001 - handed to the hashing thread, which raises it
         with segs.cond:
@@ -374,6 +379,7 @@ def _fetch_piece(
     request: FileRequest,
     label: str,
     progress: Callable[[int], None] | None,
+    policy: RetryPolicy,
 ) -> None:
     import httpx2
     from huggingface_hub import get_session
@@ -398,6 +404,7 @@ def _fetch_piece(
             for chunk in response.iter_bytes():
                 if segs.failed is not None:
                     return  # another connection failed for good: stop early, keep what we have
+                policy.check()
                 if pos + len(chunk) > end:
                     raise RetryableError(f"{label}: the server sent more than the range asked")
                 os.pwrite(fd, chunk, pos)
@@ -408,7 +415,7 @@ def _fetch_piece(
                 if progress is not None:
                     progress(len(chunk))
                 segs.save()
-    except httpx2.TransportError as e:
-        raise RetryableError(f"{label}: connection failed at byte {pos}: {type(e).__name__}") from None
+    except httpx2.HTTPError as e:
+        raise request_error(e, f"{label} (at byte {pos})") from None
     if pos < end:
         raise RetryableError(f"{label}: cut off at byte {pos} of {end}")

@@ -300,7 +300,7 @@ class RecordedRequest:
     bytes_sent: int = 0  # body bytes actually written
 
 
-FaultKind = Literal["status", "cut", "corrupt", "delay"]
+FaultKind = Literal["status", "cut", "corrupt", "delay", "redirect", "encoding", "body", "garbage", "stall"]
 
 
 @dataclass
@@ -315,6 +315,13 @@ class Fault:
     match: substring of the request target (path + query), or a callable on it. `method`: only
     requests with this method (cut/corrupt only ever apply to 200/206 GET answers with a body).
     times: how many matching requests it applies to (None = unlimited). `hits` counts uses.
+    Protocol faults (see `_wire_fault`): "redirect" answers 302 to `location` (default: the request's own
+    target, a redirect loop); "encoding" sends the real answer labelled `Content-Encoding: encoding`
+    although it is not encoded; "body" replaces the body of a non-file answer with `body` (bytes, or a
+    function of the real body: non-UTF-8, the wrong shape, a hostile listing, a truncated one); "garbage"
+    writes `body` (default: bytes that are not HTTP) instead of an answer and closes the connection;
+    "stall" sends the headers and the body's first chunk reaching `at_byte` (default: the first), then
+    sends nothing for `delay` seconds (a hub that hangs mid-body).
     """
 
     kind: FaultKind
@@ -326,9 +333,12 @@ class Fault:
     delay: float = 0.0
     method: str | None = None
     hits: int = 0
+    location: str | None = None
+    encoding: str = "gzip"
+    body: bytes | Callable[[bytes], bytes] = b""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("status", "cut", "corrupt", "delay"):
+        if self.kind not in ("status", "cut", "corrupt", "delay", *WIRE_FAULTS):
             raise ValueError(f"unknown fault kind {self.kind!r}")
 
     @property
@@ -341,6 +351,69 @@ class Fault:
         if callable(self.match):
             return bool(self.match(target))
         return self.match in target
+
+
+# ---- protocol faults: a hub (or a proxy) that breaks HTTP rather than the content -----------------------
+
+WIRE_FAULTS = ("redirect", "encoding", "body", "garbage", "stall")
+GARBAGE = b"\x00\xff this is neither HTTP nor TLS \xfe\r\n\r\n"
+
+
+def _wire_fault(faults: FaultPlan, method: str, target: str, resp: _Response) -> _Response:
+    """The answer as the "redirect", "encoding" and "body" faults that match this request change it."""
+    for f in faults.take(method, target, ("redirect", "encoding", "body")):
+        if f.kind == "redirect":
+            resp = _Response(302, [("Location", f.location or target)])
+        elif f.kind == "encoding":
+            resp.headers.append(("Content-Encoding", f.encoding))
+        elif resp.file is None:
+            resp.body = f.body(resp.body) if callable(f.body) else f.body
+    return resp
+
+
+def _speak_garbage(handler: BaseHTTPRequestHandler, faults: FaultPlan, method: str, target: str) -> bool:
+    """A "garbage" fault: bytes that are not HTTP instead of the answer, then the connection closes."""
+    taken = faults.take(method, target, ("garbage",))
+    if not taken:
+        return False
+    body = taken[0].body
+    handler.wfile.write(body if isinstance(body, bytes) and body else GARBAGE)
+    handler.wfile.flush()
+    handler.close_connection = True
+    return True
+
+
+class GarbageServer:
+    """A port that answers every connection with bytes that are neither HTTP nor TLS, then closes it: as an
+    `http://` endpoint a server that speaks garbage, as an `https://` one a TLS handshake that fails."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.1)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="garbage-server", daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.sendall(GARBAGE)
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def url(self, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def __enter__(self) -> GarbageServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
 
 
 class FaultPlan:
@@ -480,6 +553,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._read_body()
             for f in hub.faults.take(method, target, ("delay",)):
                 time.sleep(f.delay)
+            if _speak_garbage(self, hub.faults, method, target):
+                return
             status_faults = hub.faults.take(method, target, ("status",))
             if status_faults:
                 f = status_faults[0]
@@ -492,9 +567,10 @@ class _Handler(BaseHTTPRequestHandler):
                     resp = hub._route(method, target, headers, body)
                 except Exception as e:  # noqa: BLE001 - a hub bug must answer 500, not hang the client
                     resp = _error(500, None, f"loopback hub error: {type(e).__name__}: {e}")
+            resp = _wire_fault(hub.faults, method, target, resp)
             body_faults: list[Fault] = []
             if method == "GET" and resp.status in (200, 206) and resp.body_length > 0:
-                body_faults = hub.faults.take(method, target, ("cut", "corrupt"))
+                body_faults = hub.faults.take(method, target, ("cut", "corrupt", "stall"))
             record.status = resp.status
             # Logged before the body goes out, so whoever got the answer also sees the record.
             hub._record(record)
@@ -523,6 +599,7 @@ class _Handler(BaseHTTPRequestHandler):
                 cut_at = at if cut_at is None else min(cut_at, at)
             elif f.kind == "corrupt":
                 corrupt_at.append(length // 2 if f.at_byte is None else min(max(f.at_byte, 0), length - 1))
+        stalls = [(f.at_byte or 0, f.delay) for f in faults if f.kind == "stall"]
         rate = self.hub.rate_limit_per_connection
         chunk_size = CHUNK_SIZE if not rate else max(1024, min(CHUNK_SIZE, int(rate / 20)))
         t0 = time.monotonic()
@@ -545,6 +622,10 @@ class _Handler(BaseHTTPRequestHandler):
             record.bytes_sent = sent + len(chunk)  # updated before the client can see the bytes
             self.wfile.write(chunk)
             sent += len(chunk)
+            for at, delay in [s for s in stalls if sent >= s[0]]:
+                self.wfile.flush()
+                stalls.remove((at, delay))
+                time.sleep(delay)
             if rate:
                 ahead = sent / rate - (time.monotonic() - t0)
                 if ahead > 0:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mirror.errors import UsageError
+from mirror.errors import HubError, UsageError
+from mirror.paths import check_commit, check_tree, is_commit, is_sha256
 from mirror.retry import TokenHint
 from mirror.settings import Settings, check_endpoint
 
@@ -29,6 +30,24 @@ class RemoteFile:
 class RemoteSnapshot:
     commit: str
     files: tuple[RemoteFile, ...]
+
+
+def check_listing(remote: RemoteSnapshot, where: str) -> RemoteSnapshot:
+    """A hub's listing, refused unless it can be a real tree (see paths.tree_problems) whose every file has a
+    size and a hash to check it against: one check for every hub, before anything of it is fetched or
+    recorded."""
+    check_commit(remote.commit)
+    check_tree((f.path for f in remote.files), f"the hub's listing of {where} at {remote.commit}")
+    for f in remote.files:
+        size_ok = isinstance(f.size, int) and not isinstance(f.size, bool) and f.size >= 0
+        oid_ok = f.oid is None or (isinstance(f.oid, str) and is_commit(f.oid))
+        sha_ok = f.sha256 is None or (isinstance(f.sha256, str) and is_sha256(f.sha256))
+        if not (size_ok and oid_ok and sha_ok) or (f.oid is None and f.sha256 is None):
+            raise HubError(
+                f"{where}: the hub lists {f.path!r} with size {f.size!r:.40}, git oid {f.oid!r:.80} and sha256 "
+                f"{f.sha256!r:.80}: not a size and a hash to check the file against"
+            )
+    return remote
 
 
 @dataclass(frozen=True)

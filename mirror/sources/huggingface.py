@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import HubError, NotFoundError, RetryableError
-from mirror.retry import RETRY_STATUS, TokenHint, retry_after_seconds
+from mirror.retry import RETRY_STATUS, TokenHint, request_error, retry_after_seconds
 from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
 
 
@@ -31,10 +31,17 @@ class HuggingFaceSource:
         files = []
         for s in _list(info.get("siblings")):
             lfs = s.get("lfs") if isinstance(s.get("lfs"), dict) else None
+            try:
+                size = int((lfs or s).get("size") or 0)
+            except (TypeError, ValueError):
+                where = _where(repo_id, repo_type, revision, self.endpoint)
+                raise HubError(
+                    f"{where}: the hub lists {s.get('rfilename')!r:.80} with no valid size"
+                ) from None
             files.append(
                 RemoteFile(
                     path=str(s.get("rfilename", "")),
-                    size=int((lfs or s).get("size") or 0),
+                    size=size,
                     oid=s.get("blobId"),
                     lfs=lfs is not None,
                     sha256=lfs.get("sha256") if lfs else None,
@@ -119,8 +126,8 @@ def translate_error(error: Exception, where: str, token_hint: TokenHint) -> Exce
             )
             return RetryableError(f"{where}: the hub answered HTTP {status}", retry_after)
         return HubError(f"{where}: the hub answered HTTP {status}")
-    if isinstance(error, httpx2.TransportError):
-        return RetryableError(f"{where}: connection failed: {type(error).__name__}")
+    if isinstance(error, httpx2.HTTPError):  # no answer: a connection, TLS, redirect or decoding failure
+        return request_error(error, where)
     if isinstance(error, ValueError):  # the body is not JSON
         return HubError(f"{where}: the hub's answer is not JSON ({error})")
     return HubError(f"{where}: {type(error).__name__}: {error}")

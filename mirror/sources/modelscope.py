@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from mirror.errors import HubError, NotFoundError, RetryableError, UsageError
+from mirror.errors import HubError, NotFoundError, UsageError
 from mirror.paths import is_commit
-from mirror.retry import TokenHint, check_status
+from mirror.retry import TokenHint, check_status, request_error
 from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
 
 
@@ -51,8 +51,8 @@ class ModelScopeSource:
         params = {"Revision": revision, "Recursive": "True"}
         try:
             response = get_session().get(url, params=params, headers=self._headers)
-        except httpx2.TransportError as e:
-            raise RetryableError(f"{where}: connection failed: {type(e).__name__}") from None
+        except httpx2.HTTPError as e:
+            raise request_error(e, where) from None
         check_status(response.status_code, response.headers.get("Retry-After"), where, self._token_hint)
         try:
             payload: Any = response.json()
@@ -61,18 +61,23 @@ class ModelScopeSource:
             raise HubError(f"{where}: the hub's file listing is not what ModelScope sends") from None
         if not payload.get("Success", True):
             raise NotFoundError(f"{where}: {payload.get('Message') or 'the hub refused the listing'}")
-        files = tuple(
-            RemoteFile(
-                path=str(e["Path"]),
-                size=int(e["Size"]),
-                oid=None,
-                lfs=bool(e.get("IsLFS")),
-                sha256=str(e["Sha256"]).lower(),
+        try:
+            blobs = [e for e in entries if e.get("Type") == "blob"]
+            files = tuple(
+                RemoteFile(
+                    path=str(e["Path"]),
+                    size=int(e["Size"]),
+                    oid=None,
+                    lfs=bool(e.get("IsLFS")),
+                    sha256=str(e["Sha256"]).lower(),
+                )
+                for e in blobs
             )
-            for e in entries
-            if e.get("Type") == "blob"
-        )
-        commits = {str(e.get("Revision", "")) for e in entries if e.get("Type") == "blob"}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise HubError(
+                f"{where}: an entry of the hub's file listing is not what ModelScope sends"
+            ) from None
+        commits = {str(e.get("Revision", "")) for e in blobs}
         commit = revision if is_commit(revision) else (commits.pop() if len(commits) == 1 else "")
         if not is_commit(commit):
             raise HubError(f"{where}: the listing does not name one commit for this revision")
