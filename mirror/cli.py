@@ -52,6 +52,17 @@ def store_option(fn: F) -> F:
     )(fn)
 
 
+def wait_option(what: str) -> Callable[[F], F]:
+    """--wait SECONDS, for a command that takes a lock another run may hold."""
+    return click.option(
+        "--wait",
+        default=0.0,
+        metavar="SECONDS",
+        type=click.FloatRange(0),
+        help=f"Wait up to SECONDS for {what} (default: fail at once, exit 75).",
+    )
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
 
@@ -170,13 +181,7 @@ def cli() -> None:
     type=click.IntRange(1, 16),
     help="Ranged connections per large file (files of 32 MiB and more, in 16 MiB pieces); 1: one stream.",
 )
-@click.option(
-    "--wait",
-    default=0.0,
-    metavar="SECONDS",
-    type=click.FloatRange(0),
-    help="Wait up to SECONDS for another run's store lock (default: fail at once, exit 75).",
-)
+@wait_option("another run's store lock")
 @click.option(
     "--lock-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -627,13 +632,7 @@ def export_cmd(
     "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
     "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
 )
-@click.option(
-    "--wait",
-    default=0.0,
-    metavar="SECONDS",
-    type=click.FloatRange(0),
-    help="Wait up to SECONDS for another import into the same target (default: fail at once, exit 75).",
-)
+@wait_option("another import into the same target")
 @json_option
 @output_options
 def import_cmd(

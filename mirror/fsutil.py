@@ -36,7 +36,9 @@ def flock_wait(
                 raise
             if time.monotonic() >= deadline:
                 raise busy() from None
-            if (stop or threading.Event()).wait(0.2) and stopped is not None:
+            if stop is None:
+                time.sleep(0.2)
+            elif stop.wait(0.2) and stopped is not None:
                 raise stopped() from None
 
 

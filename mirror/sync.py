@@ -8,7 +8,6 @@ completed, and its partial downloads for the next run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import threading
@@ -18,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError
+from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError, UsageError
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.manifest import ModelSpec
@@ -231,8 +230,12 @@ def sync(
     progress = progress or NullProgress()
     report = SyncReport([ItemResult(t) for t in targets])
     for target in targets:
-        with contextlib.suppress(Exception):  # a source that cannot be made fails its revisions in _resolve
+        try:
             sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
+        except UsageError:
+            raise  # a malformed endpoint is the user's to fix, before the store is touched (exit 2)
+        except Exception:  # noqa: BLE001 - a source that cannot be made fails its revisions in _resolve
+            continue
     with store.lock(wait, policy.stop):
         pool = ThreadPoolExecutor(max_workers=max(1, workers))
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+import signal
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -153,6 +154,23 @@ def sample_store(tmp_path: Path, isolated_home: Path) -> SampleStore:
         synced_at="2026-11-19T00:00:00Z",
     )
     return SampleStore(store, tiny, gpt2, data)
+
+
+def killed_in_child(action: Callable[[], object], what: str) -> bool:
+    """Run action in a forked child, which may SIGKILL itself (a kill hook); whether it was killed. An
+    exception in the child fails the test."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            action()
+        except BaseException:  # noqa: BLE001 - reported to the parent as exit 1
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1), f"{what} failed in the child"
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
 def env_for_subprocess(home: Path, **extra: str) -> dict[str, str]:

@@ -190,7 +190,9 @@ HF_DOWNLOAD = r"""
 import json, sys
 from huggingface_hub import snapshot_download
 for repo_id, revision in json.loads(sys.argv[1]):
-    snapshot_download(repo_id, revision=revision)
+    # One worker: with symlinks disabled, huggingface_hub's threads race on content a commit holds twice (one
+    # moves the blob into the snapshot while another copies it from blobs/), and the reference would flake.
+    snapshot_download(repo_id, revision=revision, max_workers=1)
 """
 
 

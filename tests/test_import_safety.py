@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ from mirror.cli import main
 from mirror.errors import MirrorError
 from mirror.importers import import_bundle
 from mirror.store import Store
-from tests.conftest import put_repo
+from tests.conftest import killed_in_child, put_repo
 from tests.roundtrip import fresh_env, offline_env, run_mirror
 
 OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": b"old weights" * 300}
@@ -145,22 +146,20 @@ def check_dir_tree(target: Path, *indexes: BundleIndex) -> None:
         )
 
 
+def import_killed_at(step: int, action: Callable[[], object]) -> bool:
+    """Run imports in a child process that SIGKILLs itself at its step-th step; whether it was killed."""
+
+    def child() -> None:
+        os.environ[layout_module.KILL_AFTER_ENV] = str(step)
+        layout_module._steps = 0
+        action()
+
+    return killed_in_child(child, "the import")
+
+
 def killed_at(step: int, bundle: Path, layout: str, target: Path, *, symlinks: bool = True) -> bool:
     """Run the import in a child process that SIGKILLs itself at its step-th step; whether it was killed."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
-        try:
-            os.environ[layout_module.KILL_AFTER_ENV] = str(step)
-            layout_module._steps = 0
-            import_bundle(bundle, layout, target, symlinks=symlinks)
-        except BaseException:  # noqa: BLE001 - reported to the parent as exit 1
-            code = 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1), "the import failed in the child"
-    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    return import_killed_at(step, lambda: import_bundle(bundle, layout, target, symlinks=symlinks))
 
 
 def count_steps(bundle: Path, layout: str, target: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:

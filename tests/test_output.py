@@ -193,7 +193,7 @@ def test_json_error_object_for_a_failure(
 def test_json_error_for_click_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     for args in (
         ["export", "--json", "--no-such-option"],
-        ["sync", "--json", "/nonexistent.yml"],
+        ["export", "--json", "/nonexistent.yml", "-o", "out.tar.zst"],
         ["verify", "--json", "--wat"],
     ):
         rc, out, err = run(args, capsys)

@@ -22,7 +22,7 @@ from mirror.hashing import file_sha256
 from mirror.manifest import parse_manifest
 from mirror.store import RepoKey, Store
 from mirror.verify import verify_store
-from tests.conftest import put_repo
+from tests.conftest import killed_in_child, put_repo
 from tests.hub import HubFile, LoopbackHub
 from tests.test_sync import WEIGHTS, run
 
@@ -195,6 +195,7 @@ def test_a_doubt_the_hash_disproves_is_lifted_without_a_download(hub: LoopbackHu
 
 def test_verify_names_a_damaged_blob_no_snapshot_uses(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
+    put_repo(store, "org/a", {"main": {"a.json": b"a"}})  # a store that holds something besides the orphan
     orphan = store.temp_path("orphan")
     orphan.write_bytes(b"orphan")
     sha = hashlib.sha256(b"orphan").hexdigest()
@@ -301,28 +302,20 @@ def state(root: Path) -> dict[str, bytes]:
 
 def gc_killed_at(step: int, store: Store) -> bool:
     """Run the gc in a child process that SIGKILLs itself before its step-th removal; whether it was."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 0
-        try:
-            steps = 0
+    steps = 0
 
-            def kill_at_step() -> None:
-                nonlocal steps
-                steps += 1
-                if steps == step:
-                    os.kill(os.getpid(), signal.SIGKILL)
+    def kill_at_step() -> None:
+        nonlocal steps
+        steps += 1
+        if steps == step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
-            keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").models)
-            with store.lock():
-                collect_garbage(store, keep, dry_run=False, step=kill_at_step)
-        except BaseException:  # noqa: BLE001 - reported to the parent as exit 1
-            code = 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1), "the gc failed in the child"
-    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    def child() -> None:
+        keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").models)
+        with store.lock():
+            collect_garbage(store, keep, dry_run=False, step=kill_at_step)
+
+    return killed_in_child(child, "the gc")
 
 
 def test_gc_killed_at_every_step_leaves_a_store_verify_and_export_accept(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def read(path: Path) -> dict[str, Any]:
         ("version: 1\nmodels:\n  - repo: org/a\n    colour: blue\n", "colour"),
         ("version: 1\nmodels:\n  - repo: ../../etc\n", "repo"),
         ("version: 1\nmodels: [\n", "m.yml"),
-        (None, "cannot read manifest"),  # no such file
+        (None, "cannot read the manifest"),  # no such file
         (b"\xff\xfe not utf-8", "UTF-8"),
     ],
 )

@@ -285,8 +285,8 @@ def test_a_plain_python_exception_in_a_source_fails_its_revision_alone(
         (["nul\x00byte"], ["'nul\\x00byte'"]),
         (["new\nline"], ["'new\\nline'"]),
         ([""], ["unsafe name ''"]),
-        (["ok/" + "n" * 256], ["longer than 255 bytes"]),
-        (["é" * 128], ["longer than 255 bytes"]),  # 256 bytes in UTF-8
+        (["ok/" + "n" * 256], ["is too long: 256 bytes"]),
+        (["é" * 128], ["is too long: 256 bytes"]),  # 256 bytes in UTF-8
         (["bad\ud800surrogate"], ["unsafe name"]),
     ],
 )
@@ -329,7 +329,7 @@ HOSTILE = [
     ("a backslash", [sibling("sub\\x")], "'sub\\\\x'"),
     ("a control character", [sibling("a\x1bb")], "'a\\x1bb'"),
     ("a NUL", [sibling("a\x00b")], "'a\\x00b'"),
-    ("a name over 255 bytes", [sibling("d/" + "x" * 300)], "longer than 255 bytes"),
+    ("a name over 255 bytes", [sibling("d/" + "x" * 300)], "is too long: 300 bytes"),
     ("an empty name", [sibling("")], "unsafe name ''"),
 ]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -422,10 +421,9 @@ def test_import_bundle_takes_one_volume(volumes: list[Path], tmp_path: Path) -> 
 def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_completes(
     volumes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import signal
 
     from mirror.importers import layout as layout_module
-    from tests.test_import_safety import check_hf_tree
+    from tests.test_import_safety import check_hf_tree, import_killed_at
 
     index = read_index(volumes[0])
     reference = tmp_path / "reference"
@@ -437,19 +435,9 @@ def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_comple
     assert total > 20
     for step in range(1, total + 1, 3):
         target = tmp_path / f"t{step}"
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            code = 0
-            try:
-                os.environ[layout_module.KILL_AFTER_ENV] = str(step)
-                layout_module._steps = 0
-                import_unit(group_bundles(list(reversed(volumes)))[0], "hf", target)
-            except BaseException:  # noqa: BLE001 - reported to the parent as exit 1
-                code = 1
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, step
+        assert import_killed_at(
+            step, lambda target=target: import_unit(group_bundles(list(reversed(volumes)))[0], "hf", target)
+        ), step
         check_hf_tree(target, index)
         import_unit(group_bundles(volumes)[0], "hf", target)  # the rerun
         assert tree_contents(target) == tree_contents(reference), f"killed at step {step} of {total}"
@@ -613,10 +601,9 @@ def test_a_killed_run_leaves_kept_state_usable_or_swept(
 ) -> None:
     """One volume per run, SIGKILLed at any step of any run: the tree is valid, and going on from the
     volume the killed run was importing (never an earlier one) completes every repo."""
-    import signal
 
     from mirror.importers import layout as layout_module
-    from tests.test_import_safety import check_hf_tree
+    from tests.test_import_safety import check_hf_tree, import_killed_at
 
     index = read_index(volumes[0])
     reference = tmp_path / "reference"
@@ -631,21 +618,13 @@ def test_a_killed_run_leaves_kept_state_usable_or_swept(
     for step in range(1, total + 1, 3):
         target = tmp_path / f"t{step}"
         at = tmp_path / f"at{step}"
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            code = 0
-            try:
-                os.environ[layout_module.KILL_AFTER_ENV] = str(step)
-                layout_module._steps = 0
-                for number, volume in enumerate(volumes):
-                    at.write_text(str(number))
-                    import_bundle(volume, "hf", target)
-            except BaseException:  # noqa: BLE001 - reported to the parent as exit 1
-                code = 1
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, step
+
+        def one_volume_per_run(target: Path = target, at: Path = at) -> None:
+            for number, volume in enumerate(volumes):
+                at.write_text(str(number))
+                import_bundle(volume, "hf", target)
+
+        assert import_killed_at(step, one_volume_per_run), step
         check_hf_tree(target, index)
         for volume in volumes[int(at.read_text()) :]:
             report = import_bundle(volume, "hf", target)
