@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -40,6 +41,14 @@ def flock_wait(
                 time.sleep(0.2)
             elif stop.wait(0.2) and stopped is not None:
                 raise stopped() from None
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a link (never what it points at) or a whole folder, whichever path is; absent is fine."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)  # rmtree never follows links inside the folder
 
 
 def temp_sibling(path: Path) -> Path:

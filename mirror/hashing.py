@@ -58,6 +58,24 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def range_sha256(path: Path, offset: int, size: int) -> str | None:
+    """sha256 of `size` bytes of a file from `offset`; None if the file is shorter or cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            left = size
+            while left:
+                data = f.read(min(CHUNK, left))
+                if not data:
+                    return None
+                digest.update(data)
+                left -= len(data)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
 def lfs_pointer_oid(sha256: str, size: int) -> str:
     """The git blob id of the LFS pointer git stores for a large file (what hub trees list as its oid)."""
     pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import stat
 import threading
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.errors import DamagedBlobError, IntegrityError, Interrupted, LockedError
-from mirror.fsutil import atomic_write_json, flock_wait
+from mirror.fsutil import atomic_write_json, flock_wait, remove_path
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_repo_id, is_sha256
 from mirror.snapshot import Snapshot
@@ -172,8 +171,8 @@ class Store:
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(temp, 0o444)
-        if self.blob_problem(sha256) == "a folder, not a file":
-            shutil.rmtree(dest)  # os.replace cannot put a file over a folder; rmtree never follows links
+        if dest.is_dir() and not dest.is_symlink():
+            remove_path(dest)  # os.replace cannot put a file over a folder
         os.replace(temp, dest)
         self.lift_doubt(sha256)
         return dest
@@ -261,10 +260,7 @@ class Store:
         (self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json").unlink(missing_ok=True)
 
     def drop_blob(self, sha256: str) -> None:
-        if self.blob_problem(sha256) == "a folder, not a file":
-            shutil.rmtree(self.blob_path(sha256))
-        else:
-            self.blob_path(sha256).unlink(missing_ok=True)
+        remove_path(self.blob_path(sha256))
         self.lift_doubt(sha256)
 
     def repos(self) -> list[RepoKey]:

@@ -17,7 +17,6 @@ the whole set's area once every repo of the set is published, is swept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -26,8 +25,8 @@ from pathlib import Path
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.fsutil import atomic_write_bytes
-from mirror.hashing import CHUNK
+from mirror.fsutil import atomic_write_bytes, remove_path
+from mirror.hashing import range_sha256
 from mirror.importers.layout import HashCache, Layout, entries, human_bytes, remove_empty
 
 CHUNKS = ".chunks"
@@ -74,7 +73,7 @@ class KeptSet:
                 sha = name.removesuffix(CHUNKS).removesuffix(RECEIVED)
                 placement = self.index.placement(sha) if sha in self.sizes else None
                 if placement is None or entry.is_symlink() or not entry.is_file():
-                    _remove(entry)
+                    remove_path(entry)
                 elif name == sha and self.hashes.holds(entry, self.sizes.get(sha, -1), sha):
                     self.whole.setdefault(sha, entry)
                 elif name == sha + CHUNKS and placement.chunks:
@@ -101,20 +100,7 @@ class KeptSet:
         if not 0 <= number < len(placement.chunks):
             return False
         chunk, offset = placement.chunks[number], placement.offsets[number]
-        digest = hashlib.sha256()
-        try:
-            with open(part, "rb") as f:
-                f.seek(offset)
-                left = chunk.size
-                while left:
-                    data = f.read(min(CHUNK, left))
-                    if not data:
-                        return False
-                    digest.update(data)
-                    left -= len(data)
-        except OSError:
-            return False
-        return digest.hexdigest() == chunk.sha256
+        return range_sha256(part, offset, chunk.size) == chunk.sha256
 
     def record(self, sha: str, received: Iterable[int]) -> None:
         """Say (atomically) which chunks of a content are written whole and verified."""
@@ -141,7 +127,7 @@ class KeptSet:
                 for entry in entries(folder):
                     sha = entry.name.removesuffix(CHUNKS).removesuffix(RECEIVED)
                     if sha not in needed:
-                        _remove(entry)
+                        remove_path(entry)
             if entries(folder):
                 left.append(folder)
             else:
@@ -181,10 +167,3 @@ def _record(part: Path) -> list[int]:
     return (
         [n for n in data if isinstance(n, int) and not isinstance(n, bool)] if isinstance(data, list) else []
     )
-
-
-def _remove(entry: Path) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry, ignore_errors=True)
-    else:
-        entry.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import IntegrityError, LockedError, MirrorError
-from mirror.fsutil import flock_wait
+from mirror.fsutil import flock_wait, remove_path
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_relpath, is_sha256, name_problem
 from mirror.store import RepoKey
@@ -586,13 +586,6 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), str(b))
-
-
-def remove_path(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def receipt_files(receipt: Path) -> list[tuple[str, str, int, str]]:
