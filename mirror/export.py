@@ -23,13 +23,13 @@ from mirror.bundle import (
     select_specs,
     write_archive,
 )
+from mirror.bundle.volumes import write_volumes
 from mirror.errors import MirrorError
 from mirror.inventory import had_by_bundles, read_have
 from mirror.progress import NullProgress, ProgressSink
 from mirror.signing import Signed, sign_bundle, signature_path
 from mirror.snapshot import FileRecord
 from mirror.store import Store
-from mirror.volumes import write_volumes
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -28,9 +28,9 @@ from typing import Any
 from mirror.bounded import HAVE, parse_json, read_bounded
 from mirror.bundle import read_index
 from mirror.errors import UsageError
-from mirror.importers import make_layout
-from mirror.importers.held import held_files
-from mirror.importers.layout import HeldRepo
+from mirror.layouts import make_layout
+from mirror.layouts.held import held_files
+from mirror.layouts.layout import HeldRepo
 from mirror.paths import is_sha256
 from mirror.progress import NullProgress, ProgressSink
 

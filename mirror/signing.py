@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mirror.bounded import INDEX, KEY, RECORD, SIGNATURE, parse_json, read_bounded
 from mirror.bundle import MAX_INDEX_SIZE, BundleIndex, open_bundle
+from mirror.clock import iso, parse_iso
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.fsutil import atomic_write_bytes, atomic_write_json
 
@@ -50,9 +50,6 @@ SIG_VERSION = 1
 SIG_SUFFIX = ".sig"
 KEY_ID_LENGTH = 32  # hex digits of sha256(raw public key): 128 bits
 MAX_SEQUENCE = (1 << 63) - 1
-_ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_DURATION = re.compile(r"^([0-9]{1,12})([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _KEY_ID = re.compile(rf"^[0-9a-f]{{{KEY_ID_LENGTH}}}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STATEMENT_KEYS = {"format", "format_version", "key_id", "index_sha256", "index_size", "sequence", "expires"}
@@ -238,27 +235,6 @@ class Statement:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime(_ISO_FORMAT)
-
-
-def parse_iso(value: str) -> int | None:
-    try:
-        return int(datetime.strptime(value, _ISO_FORMAT).replace(tzinfo=UTC).timestamp())
-    except (ValueError, OverflowError):
-        return None
-
-
-def parse_duration(text: str) -> int:
-    """`30d`, `12h`, `90m`, `3600s` -> seconds (ValueError otherwise)."""
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(
-            f"invalid duration {text!r}: want a positive number with a unit s, m, h or d (e.g. 30d)"
-        )
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def signature_path(bundle: Path) -> Path:
@@ -522,7 +498,6 @@ __all__ = [
     "keygen",
     "load_private_key",
     "load_public_key",
-    "parse_duration",
     "read_index_bytes",
     "read_sequence",
     "read_signature",

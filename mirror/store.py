@@ -22,39 +22,26 @@ import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mirror.bounded import RECORD, read_json_bounded
+from mirror.clock import iso
 from mirror.errors import DamagedBlobError, IntegrityError, Interrupted, LockedError
 from mirror.fsutil import atomic_write_json, flock_wait, remove_path
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_repo_id, is_sha256
+from mirror.repo import RepoKey as RepoKey
 from mirror.snapshot import Snapshot
-
-
-@dataclass(frozen=True, order=True)
-class RepoKey:
-    source: str
-    repo_type: str
-    repo_id: str
-
-    def __str__(self) -> str:
-        prefix = "" if self.repo_type == "model" else f"{self.repo_type}:"
-        return f"{self.source}:{prefix}{self.repo_id}"
 
 
 @dataclass(frozen=True)
 class Ref:
     commit: str
     synced_at: str
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Store:
@@ -300,7 +287,7 @@ class Store:
 
             flock_wait(fd, wait, busy, stop, stopped)
             os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode())
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {iso(time.time())}\n".encode())
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock

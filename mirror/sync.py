@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mirror.clock import iso
 from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError, UsageError
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
@@ -27,7 +28,7 @@ from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
 from mirror.snapshot import FileRecord, ListedFile, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, check_listing, open_source
-from mirror.store import RepoKey, Store, utc_now
+from mirror.store import RepoKey, Store
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
 log = logging.getLogger("mirror")
@@ -551,7 +552,7 @@ def _record(
         commit=remote.commit,
         files=tuple(records),
         complete=len(files) == len(remote.files),
-        synced_at=utc_now(),
+        synced_at=iso(time.time()),
         listing=remote_listing(remote) if len(files) != len(remote.files) else None,
     )
     store.write_snapshot(snap)

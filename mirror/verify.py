@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from mirror.errors import MirrorError
 from mirror.hashing import file_sha256
-from mirror.importers.layout import ExpectedFile
+from mirror.layouts.layout import ExpectedFile
 from mirror.paths import is_sha256
 from mirror.progress import NullProgress, ProgressSink
 from mirror.store import Store
@@ -114,7 +114,7 @@ def verify_target(layout: str, target: Path, progress: ProgressSink | None = Non
     """Re-hash, offline, every file the receipts in `target` say an import wrote; name each one that
     changed or went missing. A revision the user removed with the layout's own tools is reported apart,
     not as a problem. MirrorError (exit 1) when the target holds no receipt at all."""
-    from mirror.importers import make_layout
+    from mirror.layouts import make_layout
 
     progress = progress or NullProgress()
     writer = make_layout(layout, target)

@@ -311,7 +311,7 @@ def test_records_beside_an_import_and_the_trust_state_are_bounded(tmp_path: Path
     """A `.mirror/*.json` record counts as absent (the import then decides as for none); the trust state,
     whose loss would forget an accepted sequence, is refused naming it. Neither blocks or grows memory."""
     from mirror.errors import MirrorError
-    from mirror.importers.layout import read_json_record
+    from mirror.layouts.layout import read_json_record
     from mirror.signing import read_sequence
 
     record = tmp_path / "implied-main.json"
@@ -326,7 +326,7 @@ def test_records_beside_an_import_and_the_trust_state_are_bounded(tmp_path: Path
 @pytest.mark.parametrize("case", ["fifo", "devzero", "dir", "huge"])
 def test_a_ref_file_of_a_cache_is_bounded(tmp_path: Path, case: str) -> None:
     """An hf cache ref that is not a small regular file names no commit (inventory lists no revision)."""
-    from mirror.importers import make_layout
+    from mirror.layouts import make_layout
 
     cache = tmp_path / "hub"
     snapshots = cache / "models--org--x" / "snapshots" / ("a" * 40)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import zstandard
 
+import mirror.bundle.frames as frames_module
 import mirror.bundle.writer as writer_module
-import mirror.frames as frames_module
 from mirror.bundle import (
     INDEX_NAME,
     SUMS_NAME,
@@ -31,9 +31,9 @@ from mirror.bundle import (
     verify_bundle,
     write_bundle,
 )
+from mirror.bundle.frames import FrameWalker
 from mirror.bundle.writer import _tarinfo
 from mirror.errors import IntegrityError, MirrorError
-from mirror.frames import FrameWalker
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, put_repo

@@ -93,7 +93,7 @@ def test_a_damaged_frame_is_named_with_the_members_it_holds(
 
     import zstandard
 
-    from mirror.frames import FrameWalker
+    from mirror.bundle.frames import FrameWalker
 
     bundle, _ = big
     data = bundle.read_bytes()

@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner
 from huggingface_hub import scan_cache_dir
 
-from mirror import importers
+from mirror import layouts
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import cli
 from mirror.errors import MirrorError
-from mirror.importers import import_bundle, make_layout
+from mirror.layouts import import_bundle, make_layout
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
 from mirror.store import Store
@@ -387,20 +387,20 @@ def test_space_check_counts_each_repos_copy(
 ) -> None:
     index = read_index(twins)
     writer = make_layout(layout, tmp_path / "t", symlinks=symlinks)
-    need, _ = importers.bytes_to_add(index, {}, None, writer)
-    shared, _ = importers.bytes_to_add(index, {}, None, make_layout(layout, tmp_path / "t", link_shared=True))
+    need, _ = layouts.bytes_to_add(index, {}, None, writer)
+    shared, _ = layouts.bytes_to_add(index, {}, None, make_layout(layout, tmp_path / "t", link_shared=True))
     # The weights: one copy per repo (and, --no-symlinks, per revision); once with --link-shared.
     copies = 3 if not symlinks else 2
     assert need - shared >= (copies - 1) * len(WEIGHTS)
     # Room for one copy of the weights but not for each repo's: refused, nothing written; fits when shared.
     free = shared + len(WEIGHTS) // 2
-    monkeypatch.setattr(importers.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, free))
+    monkeypatch.setattr(layouts.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, free))
     with pytest.raises(MirrorError, match="not enough space"):
         import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks)
     assert not (tmp_path / "t").exists()
     import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks, link_shared=True)
     # Everything is held now: a re-import needs nothing new, even with each repo its own copy.
-    assert importers.bytes_to_add(index, {}, None, writer)[1] == 0
+    assert layouts.bytes_to_add(index, {}, None, writer)[1] == 0
 
 
 # -- Hugging Face repos in the ModelScope cache, as modelscope would have downloaded them ------------------

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
-import mirror.frames as frames_module
+import mirror.bundle.frames as frames_module
 from mirror import fsutil
+from mirror.bundle.frames import FrameError, FrameReader, FrameWalker, FrameWriter
 from mirror.errors import IntegrityError
-from mirror.frames import FrameError, FrameReader, FrameWalker, FrameWriter
 from mirror.fsutil import BulkWriter
 
 

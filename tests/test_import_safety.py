@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 import pytest
 from huggingface_hub import scan_cache_dir, snapshot_download, try_to_load_from_cache
 
-import mirror.importers as importers
-import mirror.importers.layout as layout_module
+import mirror.layouts as importers
+import mirror.layouts.layout as layout_module
 from mirror.bundle import BundleIndex, read_index, select_all, write_bundle
 from mirror.cli import main
 from mirror.errors import MirrorError
-from mirror.importers import import_bundle
+from mirror.layouts import import_bundle
 from mirror.store import Store
 from tests.conftest import killed_in_child, put_repo
 from tests.roundtrip import fresh_env, offline_env, run_mirror

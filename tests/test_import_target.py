@@ -22,8 +22,8 @@ import mirror.fsutil as fsutil
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import main
 from mirror.errors import LockedError
-from mirror.importers import import_bundle
-from mirror.importers.layout import Staging
+from mirror.layouts import import_bundle
+from mirror.layouts.layout import Staging
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import Store

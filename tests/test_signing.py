@@ -23,7 +23,7 @@ from huggingface_hub import scan_cache_dir
 from mirror.bundle import BundleIndex, read_index, select_all, write_bundle
 from mirror.cli import main
 from mirror.errors import IntegrityError, UsageError
-from mirror.importers import BundleImportError, import_bundle
+from mirror.layouts import BundleImportError, import_bundle
 from mirror.signing import (
     TrustedKey,
     TrustPolicy,
@@ -32,7 +32,6 @@ from mirror.signing import (
     keygen,
     load_private_key,
     load_public_key,
-    parse_duration,
     read_index_bytes,
     read_sequence,
     read_signature,
@@ -40,6 +39,7 @@ from mirror.signing import (
     signature_path,
     trust_dir,
 )
+from mirror.units import parse_duration
 from tests.conftest import SampleStore
 from tests.roundtrip import fresh_env, run_mirror
 

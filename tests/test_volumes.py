@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import zstandard
 
-from mirror import frames as frames_module
 from mirror.bundle import (
     BundleIndex,
     build_index,
@@ -26,12 +25,13 @@ from mirror.bundle import (
     verify_bundle,
     write_bundle,
 )
+from mirror.bundle import frames as frames_module
+from mirror.bundle.frames import FrameWriter, compressed_bound, stream_bound
+from mirror.bundle.volumes import tar_capacity, volume_names, write_volumes
 from mirror.errors import IntegrityError
-from mirror.frames import FrameWriter, compressed_bound, stream_bound
-from mirror.importers import group_bundles, import_bundle, import_unit
-from mirror.sizes import format_size, parse_size
+from mirror.layouts import group_bundles, import_bundle, import_unit
 from mirror.store import Store
-from mirror.volumes import tar_capacity, volume_names, write_volumes
+from mirror.units import format_size, parse_size
 from tests.conftest import put_repo
 from tests.roundtrip import fresh_env, run_mirror, tree_contents
 
@@ -422,7 +422,7 @@ def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_comple
     volumes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
 
-    from mirror.importers import layout as layout_module
+    from mirror.layouts import layout as layout_module
     from tests.test_import_safety import check_hf_tree, import_killed_at
 
     index = read_index(volumes[0])
@@ -602,7 +602,7 @@ def test_a_killed_run_leaves_kept_state_usable_or_swept(
     """One volume per run, SIGKILLed at any step of any run: the tree is valid, and going on from the
     volume the killed run was importing (never an earlier one) completes every repo."""
 
-    from mirror.importers import layout as layout_module
+    from mirror.layouts import layout as layout_module
     from tests.test_import_safety import check_hf_tree, import_killed_at
 
     index = read_index(volumes[0])

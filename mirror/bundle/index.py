@@ -11,13 +11,13 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import cached_property
 from itertools import accumulate
 from typing import Any, NamedTuple
 
 from mirror import __version__
 from mirror.bounded import INDEX
+from mirror.clock import parse_iso
 from mirror.errors import IntegrityError
 from mirror.paths import (
     check_commit,
@@ -45,7 +45,6 @@ DEFAULT_BRANCHES = ("main", "master")
 
 _SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
-_ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 Progress = Callable[[int], None]
 
@@ -408,7 +407,7 @@ class BundleIndex:
                 "upgrade mirror on this machine"
             )
         created = _field(data, "created", str, "index")
-        if _parse_iso(created) is None:
+        if parse_iso(created) is None:
             raise _bad(f"invalid creation time {created!r}")
         repos = tuple(IndexedRepo.from_json(r) for r in _field(data, "repos", list, "index"))
         if len({r.key for r in repos}) != len(repos):
@@ -550,14 +549,3 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
     if elsewhere:
         data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
     return data
-
-
-def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime(_ISO_FORMAT)
-
-
-def _parse_iso(value: str) -> int | None:
-    try:
-        return int(datetime.strptime(value, _ISO_FORMAT).replace(tzinfo=UTC).timestamp())
-    except ValueError:
-        return None

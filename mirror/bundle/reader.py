@@ -21,6 +21,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from mirror.bounded import INDEX, SHA256_LINE, SUMS, open_regular, parse_json, read_bounded
+from mirror.bundle.frames import FRAME, Block, Buffer, FrameError, FrameReader, FrameWalker, workers_for
 from mirror.bundle.index import (
     INDEX_NAME,
     MAX_INDEX_SIZE,
@@ -32,7 +33,6 @@ from mirror.bundle.index import (
     sums_text,
 )
 from mirror.errors import IntegrityError, MirrorError
-from mirror.frames import FRAME, Block, Buffer, FrameError, FrameReader, FrameWalker, workers_for
 from mirror.hashing import CHUNK
 from mirror.paths import is_safe_relpath, is_sha256
 

@@ -14,9 +14,8 @@ from mirror.bundle.index import (
     BundleIndex,
     IndexedCommit,
     IndexedRepo,
-    _iso,
-    _parse_iso,
 )
+from mirror.clock import iso, parse_iso
 from mirror.errors import MirrorError
 from mirror.paths import is_commit
 from mirror.snapshot import Snapshot
@@ -191,7 +190,7 @@ def build_index(
     if not repos:
         raise MirrorError("nothing to pack: the selection is empty; run `mirror sync MANIFEST` first")
     if created is None:
-        created = max((t for t in map(_parse_iso, stamps) if t is not None), default=0)
+        created = max((t for t in map(parse_iso, stamps) if t is not None), default=0)
     if not 0 <= created < 253402300800:  # up to 9999-12-31, what the ISO form can say
         raise MirrorError(
             f"invalid bundle creation time {created} (want unix seconds, e.g. SOURCE_DATE_EPOCH)"
@@ -204,7 +203,7 @@ def build_index(
         if have is not None and have.get(f.sha256) == f.size
     }
     index = BundleIndex(
-        created=_iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)), placements=placements
+        created=iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)), placements=placements
     )
     # Never write what a reader would refuse.
     return BundleIndex.from_json(index.to_json())

@@ -17,20 +17,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+from mirror.bundle.frames import FRAME, FrameWriter, workers_for
 from mirror.bundle.index import (
     INDEX_NAME,
     SUMS_NAME,
     BundleIndex,
     BundleMember,
     Progress,
-    _parse_iso,
     chunk_offset,
     iter_members,
     sums_text,
 )
 from mirror.bundle.selection import RepoSelection, build_index
+from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
-from mirror.frames import FRAME, FrameWriter, workers_for
 from mirror.fsutil import BulkWriter, atomic_write_bytes, temp_sibling
 from mirror.store import Store
 
@@ -303,7 +303,7 @@ def write_archive(
     `limit` (a volume's size) is checked against the result before it takes `out`'s name.
     """
     out = Path(out)
-    mtime = _parse_iso(index.created) or 0
+    mtime = parse_iso(index.created) or 0
     members = list(iter_members(index))
     for m in members:
         if m.link_to is None and not store.has_blob(m.file.sha256, m.file.size):

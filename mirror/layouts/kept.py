@@ -27,7 +27,7 @@ from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.fsutil import atomic_write_bytes, remove_path
 from mirror.hashing import range_sha256
-from mirror.importers.layout import HashCache, Layout, entries, human_bytes, remove_empty
+from mirror.layouts.layout import HashCache, Layout, entries, human_bytes, remove_empty
 
 CHUNKS = ".chunks"
 RECEIVED = ".received.json"

@@ -35,11 +35,11 @@ from mirror.bundle import (
     read_index,
     write_archive,
 )
+from mirror.bundle.frames import stream_bound
 from mirror.errors import MirrorError, UsageError
-from mirror.frames import stream_bound
 from mirror.hashing import CHUNK
-from mirror.sizes import format_size
 from mirror.store import Store
+from mirror.units import format_size
 
 log = logging.getLogger("mirror")
 

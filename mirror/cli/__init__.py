@@ -522,9 +522,9 @@ def export_cmd(
     """
     from mirror.export import Signer, export, far_side_holds
     from mirror.manifest import load_manifests
-    from mirror.signing import load_private_key, parse_duration
-    from mirror.sizes import parse_size
+    from mirror.signing import load_private_key
     from mirror.store import Store
+    from mirror.units import parse_duration, parse_size
 
     if sign_key is None and (sequence is not None or expires is not None):
         raise click.UsageError("--sequence and --expires need --sign KEY")
@@ -658,7 +658,7 @@ def import_cmd(
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
-    from mirror.importers import group_bundles, import_unit
+    from mirror.layouts import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
 
     trust = TrustPolicy(tuple(load_public_key(k) for k in trust_keys), required=require_signature)

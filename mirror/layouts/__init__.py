@@ -44,11 +44,11 @@ from mirror.bundle import (
 )
 from mirror.errors import IntegrityError, LockedError, MirrorError, UsageError
 from mirror.fsutil import BulkWriter
-from mirror.importers.dir import DirLayout
-from mirror.importers.held import TargetContent
-from mirror.importers.hf import HfLayout
-from mirror.importers.kept import KeptSet
-from mirror.importers.layout import (
+from mirror.layouts.dir import DirLayout
+from mirror.layouts.held import TargetContent
+from mirror.layouts.hf import HfLayout
+from mirror.layouts.kept import KeptSet
+from mirror.layouts.layout import (
     HashCache,
     ImportReport,
     Layout,
@@ -63,7 +63,7 @@ from mirror.importers.layout import (
     human_bytes,
     link_or_copy,
 )
-from mirror.importers.modelscope import ModelScopeLayout
+from mirror.layouts.modelscope import ModelScopeLayout
 from mirror.signing import TrustPolicy, check_trust  # signed bundles (issue 5 item 7)
 from mirror.snapshot import FileRecord
 

@@ -33,8 +33,8 @@ from urllib.parse import quote
 
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.importers.dir import DirLayout, Placement
-from mirror.importers.layout import claim_folder, regular_files
+from mirror.layouts.dir import DirLayout, Placement
+from mirror.layouts.layout import claim_folder, regular_files
 from mirror.store import RepoKey
 
 # repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).

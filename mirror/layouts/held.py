@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.importers.layout import HashCache, Layout
+from mirror.layouts.layout import HashCache, Layout
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from typing import Any
 from mirror.bounded import REF, read_bounded
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import IntegrityError, MirrorError
-from mirror.importers.layout import (
+from mirror.layouts.layout import (
     ExpectedFile,
     HeldRepo,
     Layout,

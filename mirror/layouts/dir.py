@@ -31,7 +31,7 @@ from urllib.parse import quote
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.importers.layout import (
+from mirror.layouts.layout import (
     ExpectedFile,
     HashCache,
     HeldRepo,

@@ -1,4 +1,6 @@
-"""Sizes on the command line, as GNU `split` reads them: K, M, G, T are powers of 1024; KB, MB, GB, TB of 1000.
+"""Sizes and durations on the command line.
+
+Sizes, as GNU `split` reads them: K, M, G, T are powers of 1024; KB, MB, GB, TB of 1000.
 
 A CLI contract (DESIGN.md): `--split 25G` is 25 GiB, `--split 25GB` is 25 * 10^9 bytes. A plain number is
 bytes; `KiB`-style suffixes and a trailing `B` after a binary unit (`25GiB`) are accepted too, lower case
@@ -49,3 +51,17 @@ def format_size(n: int) -> str:
         if n and n % unit == 0:
             return f"{n // unit}{suffix}"
     return str(n)
+
+
+_DURATION = re.compile(r"^([0-9]{1,12})([smhd])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`30d`, `12h`, `90m`, `3600s` -> seconds (ValueError otherwise)."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(
+            f"invalid duration {text!r}: want a positive number with a unit s, m, h or d (e.g. 30d)"
+        )
+    return int(match.group(1)) * _SECONDS[match.group(2)]
