@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.data import Dataset, Model, Scale
 from bench.measure import BenchError, Run, run
+from mirror.clock import SYSTEM
 from mirror.store import Store
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import PROJECT, fresh_env, mirror_command
@@ -182,7 +183,7 @@ class Bench:
     def export(self, model: Model, out: Path, label: str, log: str) -> Run:
         _remove(out)
         _remove(out.with_name(out.name + ".sha256"))
-        store = Store(self.main_store)
+        store = Store(self.main_store, clock=SYSTEM)
         blobs = [
             store.blob_path(self.hub.file_info(model.repo_id, p).sha256)
             for p in self.hub.list_files(model.repo_id)

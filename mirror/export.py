@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING
 from mirror.bundle import (
     BundleIndex,
     BundleSummary,
-    ModelSpecLike,
     build_index,
     iter_members,
     select_all,
-    select_specs,
+    select_requests,
     write_archive,
 )
 from mirror.bundle.volumes import write_volumes
 from mirror.errors import MirrorError
 from mirror.inventory import had_by_bundles, read_have
 from mirror.progress import NullProgress, ProgressSink
+from mirror.repo import RevisionRequest
 from mirror.signing import Signed, sign_bundle, signature_path
 from mirror.snapshot import FileRecord
 from mirror.store import Store
@@ -84,7 +84,7 @@ def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[Path]) ->
 
 def export(
     store: Store,
-    specs: Sequence[ModelSpecLike] | None,
+    requests: Sequence[RevisionRequest] | None,
     output: Path,
     *,
     level: int | None = None,
@@ -94,9 +94,9 @@ def export(
     signer: Signer | None = None,
     progress: ProgressSink | None = None,
 ) -> ExportResult:
-    """Pack what `specs` name (None: the whole store) into `output`, or into volumes of at most `split`
+    """Pack what `requests` name (None: the whole store) into `output`, or into volumes of at most `split`
     bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is SOURCE_DATE_EPOCH when set, else the newest sync (see `build_index`)."""
-    selection = select_specs(store, specs) if specs is not None else select_all(store)
+    selection = select_requests(store, requests) if requests is not None else select_all(store)
     if not selection:
         raise MirrorError(f"the store {store.root} holds nothing to export; run `mirror sync MANIFEST` first")
     epoch = os.environ.get("SOURCE_DATE_EPOCH")

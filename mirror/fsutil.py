@@ -9,25 +9,32 @@ import json
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mirror.clock import Clock
 from mirror.errors import LockedError, MirrorError
+
+LOCK_POLL = 0.2  # seconds between two tries of a lock another process holds
 
 
 def flock_wait(
     fd: int,
     wait: float,
     busy: Callable[[], LockedError],
+    *,
+    clock: Clock | None,
     stop: threading.Event | None = None,
     stopped: Callable[[], MirrorError] | None = None,
 ) -> None:
-    """Take an exclusive flock on fd, waiting up to `wait` seconds for its holder; then raise `busy()`.
-    Once `stop` is set while waiting, raise `stopped()` at once."""
-    deadline = time.monotonic() + wait
+    """Take an exclusive flock on fd, waiting up to `wait` seconds of `clock` for its holder; then raise
+    `busy()`. Once `stop` is set while waiting, raise `stopped()` at once. Only a wait needs a clock: with
+    `clock=None`, `wait` must be 0 (one try)."""
+    if clock is None and wait > 0:
+        raise ValueError("flock_wait: waiting for a lock needs a clock")
+    deadline = clock.monotonic() + wait if clock is not None else None
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -35,11 +42,9 @@ def flock_wait(
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            if time.monotonic() >= deadline:
+            if clock is None or deadline is None or clock.monotonic() >= deadline:
                 raise busy() from None
-            if stop is None:
-                time.sleep(0.2)
-            elif stop.wait(0.2) and stopped is not None:
+            if clock.sleep(LOCK_POLL, stop) and stopped is not None:
                 raise stopped() from None
 
 

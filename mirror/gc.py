@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.lockfile import LockedRevision
-from mirror.manifest import ModelSpec
 from mirror.paths import is_commit
-from mirror.store import RepoKey, Store
+from mirror.repo import RepoKey, RevisionRequest
+from mirror.store import Store
 
 
 @dataclass
@@ -31,26 +31,24 @@ class GcReport:
 
 
 def plan_keep(
-    store: Store, specs: Iterable[ModelSpec] | None, locks: Iterable[LockedRevision] = ()
+    store: Store, requests: Iterable[RevisionRequest] | None, locks: Iterable[LockedRevision] = ()
 ) -> dict[RepoKey, dict[str, str]]:
-    """repo -> {revision name: commit} to keep. With no specs and no locks, every ref the store holds."""
+    """repo -> {revision name: commit} to keep. With no requests (None) and no locks, every ref the store
+    holds."""
     keep: dict[RepoKey, dict[str, str]] = {}
-    if specs is None:
+    if requests is None:
         for key in store.repos():
             keep[key] = {name: ref.commit for name, ref in store.read_refs(key).items()}
         return keep
-    for spec in specs:
-        key = RepoKey(spec.source, spec.repo_type, spec.repo)
+    for request in requests:
+        key, revision = request.key, request.revision
         refs = store.read_refs(key)
-        for revision in spec.revisions:
-            if revision in refs:
-                keep.setdefault(key, {})[revision] = refs[revision].commit
-            elif is_commit(revision):
-                keep.setdefault(key, {})[revision] = revision
+        if revision in refs:
+            keep.setdefault(key, {})[revision] = refs[revision].commit
+        elif is_commit(revision):
+            keep.setdefault(key, {})[revision] = revision
     for locked in locks:
-        keep.setdefault(RepoKey(locked.source, locked.repo_type, locked.repo), {})[locked.revision] = (
-            locked.commit
-        )
+        keep.setdefault(locked.key, {})[locked.revision] = locked.commit
     return keep
 
 

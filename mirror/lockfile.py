@@ -1,5 +1,8 @@
 """Lock files: the exact commit and every file's sha256 for each model revision a sync resolved, so a later
-`mirror sync --locked` fetches exactly the same bytes."""
+`mirror sync --locked` fetches exactly the same bytes.
+
+Each entry names its repo with the fields every JSON output uses (`source`, `repo_type`, `repo_id`); lock
+files written before say `type` and `repo`, and are read as well."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import Any
 from mirror.bounded import LOCK_FILE, parse_json, read_bounded
 from mirror.errors import ManifestError
 from mirror.fsutil import atomic_write_json
-from mirror.paths import is_commit, is_repo_id, is_safe_relpath, is_sha256
+from mirror.paths import is_commit, is_safe_relpath, is_sha256
+from mirror.repo import RepoKey, RevisionRequest, is_repo_id
 from mirror.settings import endpoint_problem
 
 LOCK_VERSION = 1
@@ -26,23 +30,20 @@ class LockedFile:
 
 @dataclass(frozen=True)
 class LockedRevision:
-    source: str
-    repo_type: str
-    repo: str
+    key: RepoKey
     revision: str
     commit: str
     files: tuple[LockedFile, ...]
     endpoint: str | None = None
     token_env: str | None = None
 
+    @property
+    def request(self) -> RevisionRequest:
+        """The revision as a request, asked of the endpoint (and with the token) the sync that locked it used."""
+        return RevisionRequest(self.key, self.revision, endpoint=self.endpoint, token_env=self.token_env)
+
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "source": self.source,
-            "type": self.repo_type,
-            "repo": self.repo,
-            "revision": self.revision,
-            "commit": self.commit,
-        }
+        data: dict[str, Any] = {**self.key.to_json(), "revision": self.revision, "commit": self.commit}
         data.update({k: v for k, v in (("endpoint", self.endpoint), ("token_env", self.token_env)) if v})
         data["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
         return data
@@ -78,10 +79,13 @@ def _parse_entry(entry: Any, where: str, key: str) -> LockedRevision:
             LockedFile(path=str(f["path"]), size=int(f["size"]), sha256=str(f["sha256"]))
             for f in entry["files"]
         )
-        locked = LockedRevision(
+        repo = RepoKey(
             source=str(entry["source"]),
-            repo_type=str(entry.get("type", "model")),
-            repo=str(entry["repo"]),
+            repo_type=str(entry.get("repo_type", entry.get("type", "model"))),  # `type`: before repo_type
+            repo_id=str(entry["repo_id"] if "repo_id" in entry else entry["repo"]),  # `repo`: before repo_id
+        )
+        locked = LockedRevision(
+            key=repo,
             revision=str(entry["revision"]),
             commit=str(entry["commit"]),
             files=files,
@@ -90,8 +94,10 @@ def _parse_entry(entry: Any, where: str, key: str) -> LockedRevision:
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ManifestError(f"malformed entry ({e})", file=where, key=key) from None
-    if not is_repo_id(locked.repo) or not is_commit(locked.commit):
-        raise ManifestError(f"bad repo id or commit in {locked.repo}@{locked.commit}", file=where, key=key)
+    if not is_repo_id(locked.key.repo_id) or not is_commit(locked.commit):
+        raise ManifestError(
+            f"bad repo id or commit in {locked.key.repo_id}@{locked.commit}", file=where, key=key
+        )
     if locked.endpoint is not None and (problem := endpoint_problem(str(locked.endpoint))):
         raise ManifestError(problem, file=where, key=f"{key}.endpoint")
     for f in files:

@@ -1,4 +1,5 @@
-"""Manifest: parse and validate a v1 YAML manifest into typed, frozen model specs.
+"""Manifest: parse and validate a v1 YAML manifest into typed, frozen model specs, and the revision
+requests (`mirror.repo.RevisionRequest`) they make.
 
 Pure: no network, no printing. Every problem is a ManifestError naming the file, the 1-based line
 and the key path (``models[2].revisions``; list indices count from 0, as in jq).
@@ -14,7 +15,6 @@ import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,11 +24,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from mirror.bounded import MANIFEST, compose_yaml, read_bounded
 from mirror.errors import ManifestError
+from mirror.repo import HUBS, SOURCES, SYNC_REPO_TYPES, RepoKey, RevisionRequest, repo_id_problem, wants
 from mirror.settings import endpoint_problem
 
-SOURCES = ("huggingface", "modelscope")
-DEFAULT_REVISION = {"huggingface": "main", "modelscope": "master"}
-REPO_TYPES = ("model", "dataset")
 MANIFEST_VERSION = 1
 
 TOP_KEYS = ("version", "defaults", "models")
@@ -52,17 +50,28 @@ class ModelSpec:
     file: str = ""
     line: int = 0
 
-    def wants(self, path: str) -> bool:
-        """Whether a repo file passes the include/exclude filter.
+    @property
+    def key(self) -> RepoKey:
+        return RepoKey(self.source, self.repo_type, self.repo)
 
-        Patterns are matched with ``fnmatchcase`` against the whole repo path, with no special
-        meaning for "/": ``*`` matches across folders, so ``*.h5`` matches ``sub/x.h5`` and
-        ``onnx/*`` matches everything under ``onnx/``, while ``config.json`` matches only the
-        top-level file. An empty include wants everything; exclude always wins.
-        """
-        if self.include and not any(fnmatchcase(path, pattern) for pattern in self.include):
-            return False
-        return not any(fnmatchcase(path, pattern) for pattern in self.exclude)
+    def wants(self, path: str) -> bool:
+        """Whether a repo file passes the entry's include/exclude filter (see `mirror.repo.wants`)."""
+        return wants(path, self.include, self.exclude)
+
+    def requests(self) -> tuple[RevisionRequest, ...]:
+        """What the entry asks for: each of its revisions, with its filter, endpoint, token and hf_id."""
+        return tuple(
+            RevisionRequest(
+                self.key,
+                revision,
+                include=self.include,
+                exclude=self.exclude,
+                endpoint=self.endpoint,
+                token_env=self.token_env,
+                hf_id=self.hf_id,
+            )
+            for revision in self.revisions
+        )
 
 
 @dataclass(frozen=True)
@@ -72,11 +81,9 @@ class Manifest:
     path: str
     models: tuple[ModelSpec, ...]
 
-
-def describe(spec: ModelSpec) -> str:
-    """Name a spec for messages: ``huggingface:org/name``, ``dataset:huggingface:org/name``."""
-    name = f"{spec.source}:{spec.repo}"
-    return f"dataset:{name}" if spec.repo_type == "dataset" else name
+    def requests(self) -> list[RevisionRequest]:
+        """Every revision the manifest asks for, in the order written."""
+        return [request for spec in self.models for request in spec.requests()]
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -102,7 +109,6 @@ def parse_manifest(text: str, path: str = "<string>") -> Manifest:
 
 # --- value checks: each returns a problem to report, or None ------------------------------------
 
-_REPO_PART = re.compile(r"[A-Za-z0-9._-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Characters git forbids in ref names; no hub branch or tag can contain them.
 _REF_FORBIDDEN = set("~^:?*[\\")
@@ -111,23 +117,7 @@ _REF_FORBIDDEN = set("~^:?*[\\")
 def _repo_problem(repo: str) -> str | None:
     if "://" in repo or repo.startswith(("huggingface.co/", "modelscope.cn/")):
         return f"{repo!r} looks like a URL; write just the repo id, e.g. 'org/name'"
-    parts = repo.split("/")
-    if len(parts) > 2:
-        return f"{repo!r} has more than one '/'; a repo id is 'name' or 'org/name'"
-    for part in parts:
-        if not part:
-            return f"{repo!r} has an empty part; a repo id is 'name' or 'org/name'"
-        if len(part) > 96:
-            return f"{part[:20]!r}... is {len(part)} characters long; each part of a repo id has at most 96"
-        if not _REPO_PART.fullmatch(part):
-            return f"{repo!r} may only contain letters, digits, '.', '_' and '-' (and one '/')"
-        if part[0] in "-." or part[-1] in "-.":
-            return f"{repo!r}: a part of a repo id cannot start or end with '-' or '.'"
-        if "--" in part or ".." in part:
-            return f"{repo!r}: a repo id cannot contain '--' or '..'"
-    if repo.endswith(".git"):
-        return f"{repo!r}: a repo id cannot end in '.git'"
-    return None
+    return repo_id_problem(repo)
 
 
 def _revision_problem(rev: str) -> str | None:
@@ -301,7 +291,7 @@ class _Parser:
                 self.fail(
                     item,
                     f"models[{index}]",
-                    f"{describe(spec)} is already listed at line {first.line}; keep one entry and list every "
+                    f"{spec.key} is already listed at line {first.line}; keep one entry and list every "
                     "revision you want in its 'revisions:'",
                 )
             seen[identity] = spec
@@ -428,10 +418,12 @@ class _Parser:
     def scalar_problem(name: str, text: str) -> str | None:
         if name == "source" and text not in SOURCES:
             return f"unknown source {text!r}{_closest(text, SOURCES)}; use one of: {', '.join(SOURCES)}"
-        if name == "type" and text not in REPO_TYPES:
-            return f"unknown type {text!r}{_closest(text, REPO_TYPES)}; use one of: {', '.join(REPO_TYPES)}"
+        if name == "type" and text not in SYNC_REPO_TYPES:
+            types = SYNC_REPO_TYPES
+            return f"unknown type {text!r}{_closest(text, types)}; use one of: {', '.join(types)}"
         if name == "token_env" and not _ENV_NAME.fullmatch(text):
-            return f"{text!r} is not an environment variable name; give the variable's name (e.g. HF_TOKEN)"
+            example = HUBS["huggingface"].token_env
+            return f"{text!r} is not an environment variable name; give the variable's name (e.g. {example})"
         if name == "endpoint":
             return endpoint_problem(text)
         if name in ("repo", "hf_id"):
@@ -462,7 +454,7 @@ class _Parser:
 
         repo = str(own["repo"].value)
         source = text("source") or SOURCES[0]
-        repo_type = text("type") or REPO_TYPES[0]
+        repo_type = text("type") or SYNC_REPO_TYPES[0]
         if source == "modelscope" and "/" not in repo:
             self.fail(
                 own["repo"].node, own["repo"].key, f"ModelScope ids are always 'owner/name', got {repo!r}"
@@ -482,7 +474,7 @@ class _Parser:
         return ModelSpec(
             repo=repo,
             source=source,
-            revisions=sequence("revisions") or (DEFAULT_REVISION[source],),
+            revisions=sequence("revisions") or (HUBS[source].default_revision,),
             include=sequence("include") or (),
             exclude=sequence("exclude") or (),
             repo_type=repo_type,

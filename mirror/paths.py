@@ -8,9 +8,8 @@ from pathlib import Path
 
 from mirror.errors import IntegrityError
 
-_REPO_PART = re.compile(r"^[A-Za-z0-9._-]{1,96}$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_PATH_BYTES = 4096
 NAME_MAX = 255  # bytes in one name (a path component) on Linux file systems
@@ -36,29 +35,14 @@ def check_relpath(path: str, what: str = "path") -> str:
     return path
 
 
-def is_repo_id(repo_id: str) -> bool:
-    """`name` or `org/name` as the hubs allow them."""
-    parts = repo_id.split("/")
-    if len(parts) not in (1, 2):
-        return False
-    for part in parts:
-        if not _REPO_PART.match(part) or part[0] in "-." or part[-1] in "-." or ".." in part or "--" in part:
-            return False
-    return not repo_id.endswith(".git")
-
-
-def check_repo_id(repo_id: str) -> str:
-    if not is_repo_id(repo_id):
-        raise IntegrityError(f"refusing invalid repo id {repo_id!r}")
-    return repo_id
-
-
 def is_commit(value: str) -> bool:
-    return bool(_HEX40.match(value))
+    """A git commit or blob id: 40 lowercase hex digits."""
+    return bool(_HEX40.fullmatch(value))
 
 
 def is_sha256(value: str) -> bool:
-    return bool(_HEX64.match(value))
+    """A sha256 digest as mirror writes it everywhere: 64 lowercase hex digits."""
+    return bool(_HEX64.fullmatch(value))
 
 
 def check_commit(value: str) -> str:

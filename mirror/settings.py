@@ -11,16 +11,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
+from mirror.repo import HUBS
 
-HF_DEFAULT_ENDPOINT = "https://huggingface.co"
-MODELSCOPE_DEFAULT_ENDPOINT = "https://www.modelscope.cn"
+_HF, _MS = HUBS["huggingface"], HUBS["modelscope"]
 
 
 @dataclass(frozen=True)
 class Settings:
     store: Path
-    hf_endpoint: str = HF_DEFAULT_ENDPOINT
-    modelscope_endpoint: str = MODELSCOPE_DEFAULT_ENDPOINT
+    hf_endpoint: str = _HF.endpoint
+    modelscope_endpoint: str = _MS.endpoint
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -28,8 +28,8 @@ class Settings:
         env = dict(os.environ if env is None else env)
         return cls(
             store=Path(store) if store else default_store(env),
-            hf_endpoint=env.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/"),
-            modelscope_endpoint=env.get("MODELSCOPE_ENDPOINT", MODELSCOPE_DEFAULT_ENDPOINT).rstrip("/"),
+            hf_endpoint=env.get(_HF.endpoint_env, _HF.endpoint).rstrip("/"),
+            modelscope_endpoint=env.get(_MS.endpoint_env, _MS.endpoint).rstrip("/"),
             env=env,
         )
 
@@ -47,7 +47,7 @@ def endpoint_problem(url: str) -> str | None:
         why = f"endpoint {url!r} must be an http:// or https:// URL with a host"
         if url and "://" not in url:
             return f"{why}; it has no scheme: write https://{url} (or http://{url})"
-        return f"{why}, such as {HF_DEFAULT_ENDPOINT}"
+        return f"{why}, such as {_HF.endpoint}"
     if parts.username is not None or parts.password is not None:
         return "endpoint must not contain credentials; put the token in the variable named by token_env"
     if parts.query or parts.fragment:

@@ -42,6 +42,7 @@ from mirror.bundle import MAX_INDEX_SIZE, BundleIndex, open_bundle
 from mirror.clock import iso, parse_iso
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.fsutil import atomic_write_bytes, atomic_write_json
+from mirror.paths import is_sha256
 
 log = logging.getLogger("mirror")
 
@@ -51,7 +52,6 @@ SIG_SUFFIX = ".sig"
 KEY_ID_LENGTH = 32  # hex digits of sha256(raw public key): 128 bits
 MAX_SEQUENCE = (1 << 63) - 1
 _KEY_ID = re.compile(rf"^[0-9a-f]{{{KEY_ID_LENGTH}}}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STATEMENT_KEYS = {"format", "format_version", "key_id", "index_sha256", "index_size", "sequence", "expires"}
 
 
@@ -219,7 +219,7 @@ class Statement:
         )
         if not isinstance(kid, str) or not _KEY_ID.match(kid):
             raise ValueError(f"invalid key id {kid!r}")
-        if not isinstance(digest, str) or not _SHA256.match(digest):
+        if not isinstance(digest, str) or not is_sha256(digest):
             raise ValueError(f"invalid index_sha256 {digest!r}")
         if not _is_int(size) or not 0 < size <= MAX_INDEX_SIZE:
             raise ValueError(f"invalid index_size {size!r}")

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirror.errors import IntegrityError
-from mirror.paths import check_commit, check_relpath, check_repo_id, is_commit, is_sha256
+from mirror.paths import check_commit, check_relpath, is_commit, is_sha256
+from mirror.repo import check_repo_id
 
 
 @dataclass(frozen=True)

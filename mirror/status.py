@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirror.errors import MirrorError
-from mirror.manifest import ModelSpec
+from mirror.repo import RepoKey
 from mirror.retry import RetryPolicy, with_retries
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.sync import SourceFactory, Target, plan_targets
 
 
@@ -37,9 +37,7 @@ class RevisionStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.key.source,
-            "type": self.key.repo_type,
-            "repo": self.key.repo_id,
+            **self.key.to_json(),
             "revision": self.revision,
             "commit": self.commit,
             "synced_at": self.synced_at,
@@ -53,12 +51,7 @@ class RevisionStatus:
 
 def store_targets(store: Store) -> list[Target]:
     """Every revision the store holds, as targets (with the hubs' default endpoints and tokens)."""
-    specs = [
-        ModelSpec(repo=key.repo_id, source=key.source, repo_type=key.repo_type, revisions=tuple(sorted(refs)))
-        for key in store.repos()
-        if (refs := store.read_refs(key))
-    ]
-    return plan_targets(specs)
+    return plan_targets(store.requests())
 
 
 def revision_status(
@@ -88,7 +81,7 @@ def revision_status(
         source_for = upstream
 
         def check(row: RevisionStatus, target: Target) -> None:
-            source = source_for(target.specs[0])
+            source = source_for(target.requests[0])
             try:
                 remote = with_retries(
                     lambda: source.resolve(row.key.repo_id, row.key.repo_type, row.revision),

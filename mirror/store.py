@@ -22,19 +22,19 @@ import os
 import socket
 import stat
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirror.bounded import RECORD, read_json_bounded
-from mirror.clock import iso
+from mirror.clock import Clock
 from mirror.errors import DamagedBlobError, IntegrityError, Interrupted, LockedError
 from mirror.fsutil import atomic_write_json, flock_wait, remove_path
 from mirror.hashing import file_sha256
-from mirror.paths import check_commit, check_repo_id, is_sha256
-from mirror.repo import RepoKey as RepoKey
+from mirror.paths import check_commit, is_sha256
+from mirror.repo import RepoKey as RepoKey  # its home is mirror.repo; kept here for code not yet moved
+from mirror.repo import RevisionRequest, folder_name, repo_id_of_folder
 from mirror.snapshot import Snapshot
 
 
@@ -45,10 +45,12 @@ class Ref:
 
 
 class Store:
-    """A store rooted at a folder; created on first write."""
+    """A store rooted at a folder; created on first write. `clock` stamps the lock and what a sync records,
+    and times the wait for the lock."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, clock: Clock) -> None:
         self.root = Path(root)
+        self.clock = clock
 
     # blobs -----------------------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
@@ -174,11 +176,8 @@ class Store:
 
     # snapshots and refs ----------------------------------------------------------------------------
     def _repo_dir(self, key: RepoKey) -> Path:
-        # org/name -> org--name, as the HF cache does: `--` cannot occur in a repo id, so a short id can
-        # never collide with a folder of another repo's records.
-        return (
-            self.root / "repos" / key.source / key.repo_type / check_repo_id(key.repo_id).replace("/", "--")
-        )
+        # A short id can never collide with the folder of another repo's records (see folder_name).
+        return self.root / "repos" / key.source / key.repo_type / folder_name(key.repo_id)
 
     def write_snapshot(self, snap: Snapshot) -> Snapshot:
         """Record a commit's files, merged with what earlier syncs of the same commit recorded."""
@@ -261,9 +260,14 @@ class Store:
                 for repo_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
                     if (repo_dir / "refs.json").exists() or any((repo_dir / "snapshots").glob("*.json")):
                         found.append(
-                            RepoKey(source_dir.name, type_dir.name, repo_dir.name.replace("--", "/"))
+                            RepoKey(source_dir.name, type_dir.name, repo_id_of_folder(repo_dir.name))
                         )
         return found
+
+    def requests(self) -> list[RevisionRequest]:
+        """Every revision name the store holds, as a request for its whole repo (the hub's own endpoint and
+        token), sorted."""
+        return [RevisionRequest(key, name) for key in self.repos() for name in sorted(self.read_refs(key))]
 
     # lock ------------------------------------------------------------------------------------------
     @contextmanager
@@ -285,9 +289,11 @@ class Store:
             def stopped() -> Interrupted:
                 return Interrupted(f"interrupted while waiting for the store lock {path}")
 
-            flock_wait(fd, wait, busy, stop, stopped)
+            flock_wait(fd, wait, busy, clock=self.clock, stop=stop, stopped=stopped)
             os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {iso(time.time())}\n".encode())
+            os.write(
+                fd, f"pid {os.getpid()} on {socket.gethostname()} since {self.clock.now_iso()}\n".encode()
+            )
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock

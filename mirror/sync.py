@@ -17,23 +17,22 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mirror.clock import iso
 from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError, UsageError
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
-from mirror.manifest import ModelSpec
 from mirror.paths import check_commit, is_commit, is_sha256
 from mirror.progress import VERBOSE, NullProgress, ProgressSink
+from mirror.repo import RepoKey, RevisionRequest
 from mirror.retry import RetryPolicy, with_retries
 from mirror.settings import Settings
 from mirror.snapshot import FileRecord, ListedFile, Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot, Source, check_listing, open_source
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
 log = logging.getLogger("mirror")
 
-SourceFactory = Callable[[ModelSpec], Source]
+SourceFactory = Callable[[RevisionRequest], Source]
 K = TypeVar("K")
 
 POLL = 0.2  # seconds between the main thread's looks at the stop flag
@@ -42,21 +41,22 @@ GRACE = 1.0  # seconds a stopped run still gives the transfers in flight to end 
 
 @dataclass(frozen=True)
 class Target:
-    """One revision of one repo, with every manifest entry that asks for it (their filters are united).
+    """One revision of one repo, with every request for it (their filters are united; the first says where
+    to ask).
 
     A target from a lock file is pinned: exactly that commit, exactly those files with those sha256.
     """
 
     key: RepoKey
     revision: str
-    specs: tuple[ModelSpec, ...]
+    requests: tuple[RevisionRequest, ...]
     pinned_commit: str | None = None
     pinned: tuple[LockedFile, ...] = ()
 
     def wants(self, path: str) -> bool:
         if self.pinned_commit is not None:
             return any(f.path == path for f in self.pinned)
-        return any(spec.wants(path) for spec in self.specs)
+        return any(request.wants(path) for request in self.requests)
 
     def pinned_sha256(self, path: str) -> str | None:
         return next((f.sha256 for f in self.pinned if f.path == path), None)
@@ -98,9 +98,7 @@ class ItemResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.target.key.source,
-            "type": self.target.key.repo_type,
-            "repo": self.target.key.repo_id,
+            **self.target.key.to_json(),
             "revision": self.target.revision,
             "commit": self.commit,
             "status": "failed" if self.error else "ok",
@@ -151,45 +149,32 @@ class SyncReport:
         }
 
 
-def plan_targets(specs: Iterable[ModelSpec]) -> list[Target]:
-    """Every (repo, revision) the specs name, once, in the order first named."""
-    grouped: dict[tuple[RepoKey, str], list[ModelSpec]] = {}
-    for spec in specs:
-        key = RepoKey(spec.source, spec.repo_type, spec.repo)
-        for revision in spec.revisions:
-            grouped.setdefault((key, revision), []).append(spec)
+def plan_targets(requests: Iterable[RevisionRequest]) -> list[Target]:
+    """Every (repo, revision) the requests name, once, in the order first named."""
+    grouped: dict[tuple[RepoKey, str], list[RevisionRequest]] = {}
+    for request in requests:
+        grouped.setdefault((request.key, request.revision), []).append(request)
     return [Target(key, revision, tuple(group)) for (key, revision), group in grouped.items()]
 
 
 def plan_locked(locked: Iterable[LockedRevision]) -> list[Target]:
     """Targets that fetch exactly what a lock file recorded."""
-    targets = []
-    for rev in locked:
-        spec = ModelSpec(
-            repo=rev.repo,
-            source=rev.source,
-            revisions=(rev.commit,),
-            repo_type=rev.repo_type,
-            token_env=rev.token_env,
-            endpoint=rev.endpoint,
-        )
-        key = RepoKey(rev.source, rev.repo_type, rev.repo)
-        targets.append(Target(key, rev.revision, (spec,), pinned_commit=rev.commit, pinned=rev.files))
-    return targets
+    return [
+        Target(rev.key, rev.revision, (rev.request,), pinned_commit=rev.commit, pinned=rev.files)
+        for rev in locked
+    ]
 
 
 def locked_revisions(report: SyncReport) -> list[LockedRevision]:
     """What a lock file records of a sync: each successful revision's commit and files."""
     return [
         LockedRevision(
-            source=item.target.key.source,
-            repo_type=item.target.key.repo_type,
-            repo=item.target.key.repo_id,
+            key=item.target.key,
             revision=item.target.revision,
             commit=item.commit,
             files=tuple(LockedFile(f.path, f.size, f.sha256) for f in item.records),
-            endpoint=item.target.specs[0].endpoint,
-            token_env=item.target.specs[0].token_env,
+            endpoint=item.target.requests[0].endpoint,
+            token_env=item.target.requests[0].token_env,
         )
         for item in report.items
         if item.error is None and item.commit is not None
@@ -199,11 +184,11 @@ def locked_revisions(report: SyncReport) -> list[LockedRevision]:
 def default_source_factory(settings: Settings) -> SourceFactory:
     cache: dict[tuple[str, str | None, str | None], Source] = {}
 
-    def factory(spec: ModelSpec) -> Source:
-        cache_key = (spec.source, spec.endpoint, spec.token_env)
+    def factory(request: RevisionRequest) -> Source:
+        cache_key = (request.key.source, request.endpoint, request.token_env)
         if cache_key not in cache:
             cache[cache_key] = open_source(
-                spec.source, settings, endpoint=spec.endpoint, token_env=spec.token_env
+                request.key.source, settings, endpoint=request.endpoint, token_env=request.token_env
             )
         return cache[cache_key]
 
@@ -232,7 +217,9 @@ def sync(
     report = SyncReport([ItemResult(t) for t in targets])
     for target in targets:
         try:
-            sources(target.specs[0])  # make each hub's client once, here: its imports are slow under threads
+            sources(
+                target.requests[0]
+            )  # make each hub's client once, here: its imports are slow under threads
         except UsageError:
             raise  # a malformed endpoint is the user's to fix, before the store is touched (exit 2)
         except Exception:  # noqa: BLE001 - a source that cannot be made fails its revisions in _resolve
@@ -424,7 +411,7 @@ def _resolve(
     store: Store, target: Target, sources: SourceFactory, policy: RetryPolicy
 ) -> Resolved | MirrorError:
     try:
-        source = sources(target.specs[0])
+        source = sources(target.requests[0])
         resolved = with_retries(lambda: _listing(store, target, source), policy, str(target))
         check_listing(resolved.remote, str(target))
         if target.pinned_commit is not None:
@@ -497,7 +484,7 @@ def _fetch(
 ) -> Fetched | MirrorError:
     key = fetch.target.key
     try:
-        request = sources(fetch.target.specs[0]).file_request(
+        request = sources(fetch.target.requests[0]).file_request(
             key.repo_id, key.repo_type, fetch.commit, fetch.file.path
         )
         return download(
@@ -552,7 +539,7 @@ def _record(
         commit=remote.commit,
         files=tuple(records),
         complete=len(files) == len(remote.files),
-        synced_at=iso(time.time()),
+        synced_at=store.clock.now_iso(),
         listing=remote_listing(remote) if len(files) != len(remote.files) else None,
     )
     store.write_snapshot(snap)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from mirror.clock import SYSTEM
 from mirror.hashing import git_blob_sha1
+from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from tests.hub import LoopbackHub
 
 
@@ -138,7 +140,7 @@ TINY_MAIN = {
 
 @pytest.fixture
 def sample_store(tmp_path: Path, isolated_home: Path) -> SampleStore:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1}, synced_at="2026-11-20T10:00:00Z")
     gpt2 = put_repo(
         store,

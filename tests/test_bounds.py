@@ -23,6 +23,7 @@ import zstandard
 from mirror import bounded
 from mirror.bundle import INDEX_NAME, select_all, write_bundle
 from mirror.cli import main
+from mirror.clock import SYSTEM
 from mirror.signing import keygen
 from mirror.store import Store
 from tests.conftest import put_repo
@@ -71,7 +72,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, isolated_home: Path) -> World:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
     bundle = tmp_path / "b.tar.zst"
     write_bundle(store, select_all(store), bundle)
@@ -296,7 +297,7 @@ def test_the_depth_bound_counts_without_recursion() -> None:
 
 
 def test_store_record_refused_names_it(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     repo = put_repo(store, "org/r", {"main": {"a.txt": b"a"}})
     record = next((store.root / "repos").rglob("snapshots/*.json"))
     record.write_bytes(b"[" * 10_000)

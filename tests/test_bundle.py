@@ -26,13 +26,14 @@ from mirror.bundle import (
     iter_members,
     read_index,
     select_all,
-    select_specs,
+    select_requests,
     sums_text,
     verify_bundle,
     write_bundle,
 )
 from mirror.bundle.frames import FrameWalker
 from mirror.bundle.writer import _tarinfo
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError, MirrorError
 from mirror.manifest import ModelSpec
 from mirror.store import Store
@@ -208,7 +209,7 @@ def test_zstd_threads_do_not_change_the_bytes(tmp_path: Path, isolated_home: Pat
     rng = random.Random(7)
     words = [rng.randbytes(rng.randint(2, 8)).hex().encode() for _ in range(2000)]
     text = b" ".join(rng.choice(words) for _ in range(1_600_000))
-    st = Store(tmp_path / "store")
+    st = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(
         st, "org/big", {"main": {"model.safetensors": rng.randbytes(8 << 20) + text, "config.json": b"{}"}}
     )
@@ -230,7 +231,7 @@ def test_select_all_orders_default_branch_first(sample_store: SampleStore) -> No
     assert all(s.complete for s in sel["org/tiny"].snapshots)
 
 
-def test_select_specs_filters_and_marks_incomplete(sample_store: SampleStore) -> None:
+def test_select_requests_filters_and_marks_incomplete(sample_store: SampleStore) -> None:
     st = sample_store.store
     tiny = sample_store.tiny
     specs = [
@@ -238,7 +239,7 @@ def test_select_specs_filters_and_marks_incomplete(sample_store: SampleStore) ->
         ModelSpec(repo="org/tiny", source="huggingface", revisions=("v1.0", "main")),
         ModelSpec(repo="gpt2", source="huggingface", revisions=(sample_store.gpt2.commits["main"],)),
     ]
-    sel = {s.key.repo_id: s for s in select_specs(st, specs)}
+    sel = {s.key.repo_id: s for s in select_requests(st, [r for s in specs for r in s.requests()])}
     assert sel["org/tiny"].revisions == (("main", tiny.commits["main"]), ("v1.0", tiny.commits["v1.0"]))
     snaps = {s.commit: s for s in sel["org/tiny"].snapshots}
     # main is named by a filtered spec and an unfiltered one: merged, it keeps every file.
@@ -247,13 +248,11 @@ def test_select_specs_filters_and_marks_incomplete(sample_store: SampleStore) ->
     # A 40-hex revision selects that commit directly.
     assert sel["gpt2"].revisions == ((sample_store.gpt2.commits["main"],) * 2,)
 
-    filtered = select_specs(
+    filtered = select_requests(
         st,
-        [
-            ModelSpec(
-                repo="org/tiny", source="huggingface", revisions=("main",), exclude=("*.safetensors", "sub/*")
-            )
-        ],
+        ModelSpec(
+            repo="org/tiny", source="huggingface", revisions=("main",), exclude=("*.safetensors", "sub/*")
+        ).requests(),
     )
     (snap,) = filtered[0].snapshots
     assert not snap.complete
@@ -267,7 +266,9 @@ def test_select_specs_filters_and_marks_incomplete(sample_store: SampleStore) ->
 
 def test_filtered_bundle_index_says_incomplete(sample_store: SampleStore, tmp_path: Path) -> None:
     spec = ModelSpec(repo="org/tiny", source="huggingface", revisions=("main",), include=("*.json",))
-    out = write_bundle(sample_store.store, select_specs(sample_store.store, [spec]), tmp_path / "f.tar.zst")
+    out = write_bundle(
+        sample_store.store, select_requests(sample_store.store, spec.requests()), tmp_path / "f.tar.zst"
+    )
     (repo,) = read_index(out.path).repos
     (commit,) = repo.commits
     assert not commit.complete
@@ -278,10 +279,10 @@ def test_filtered_bundle_index_says_incomplete(sample_store: SampleStore, tmp_pa
 def test_unsynced_revision_is_an_error(sample_store: SampleStore) -> None:
     spec = ModelSpec(repo="org/tiny", source="huggingface", revisions=("v9.9",))
     with pytest.raises(MirrorError, match=r"org/tiny.*v9\.9.*mirror sync"):
-        select_specs(sample_store.store, [spec])
+        select_requests(sample_store.store, spec.requests())
     never = ModelSpec(repo="org/never", source="huggingface", revisions=("main",))
     with pytest.raises(MirrorError, match=r"org/never.*main.*mirror sync"):
-        select_specs(sample_store.store, [never])
+        select_requests(sample_store.store, never.requests())
 
 
 def test_damaged_store_never_leaves_a_bundle(sample_store: SampleStore, tmp_path: Path) -> None:
@@ -341,7 +342,7 @@ def test_writer_gives_the_tar_stream_tarfile_gave(
     files = {f"small/{i:03d}.txt": rng.randbytes(rng.randint(0, 700)) for i in range(60)}
     files |= {"model.safetensors": rng.randbytes(50_001), "x" * 120 + "/long.bin": rng.randbytes(9_999)}
     files["copy.safetensors"] = files["model.safetensors"]
-    st = Store(tmp_path / "store")
+    st = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(st, "org/mixed", {"main": files})
     summary = write_bundle(st, select_all(st), tmp_path / "b.tar.zst", created=1700000000)
     compressed = summary.path.read_bytes()

@@ -11,6 +11,7 @@ import pytest
 import zstandard
 
 from mirror.cli import main
+from mirror.clock import SYSTEM
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import Store
@@ -31,8 +32,10 @@ def run(tmp_path: Path, hub: LoopbackHub, manifest: str, **env: str) -> SyncRepo
     settings = Settings.from_env(
         tmp_path / "store", {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.modelscope_url, **env}
     )
-    targets = plan_targets(parse_manifest(manifest).models)
-    return sync(Store(tmp_path / "store"), targets, default_source_factory(settings), policy=FAST)
+    targets = plan_targets(parse_manifest(manifest).requests())
+    return sync(
+        Store(tmp_path / "store", clock=SYSTEM), targets, default_source_factory(settings), policy=FAST
+    )
 
 
 def error_of(report: SyncReport) -> str:

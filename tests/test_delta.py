@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mirror.bundle import IN_TARGET, build_index, iter_members, read_index, select_all, write_bundle
+from mirror.clock import SYSTEM
 from mirror.errors import UsageError
 from mirror.inventory import had_by_bundles, read_have, take_inventory
 from mirror.layouts import import_bundle
@@ -198,7 +199,7 @@ def test_inventory_of_a_cache_huggingface_hub_filled_itself(tmp_path: Path) -> N
 
 
 def test_inventory_of_the_other_layouts(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/a", {"main": {"w.bin": b"weights" * 100, "c.json": b"{}"}, "v1": {"c.json": b"{}"}})
     bundle = write_bundle(store, select_all(store), tmp_path / "b.tar.zst").path
     want = {hashlib.sha256(d).hexdigest(): len(d) for d in (b"weights" * 100, b"{}")}
@@ -255,7 +256,7 @@ class Family:
 @pytest.fixture
 def family(tmp_path: Path, isolated_home: Path) -> Family:
     """A base model, imported on the far side; a fine-tune that shares its weights, synced later."""
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     weights = os.urandom(300_000)
     put_repo(store, "org/base", {"main": {"model.safetensors": weights, "config.json": b'{"v": 1}'}})
     base_bundle = write_bundle(store, select_all(store), tmp_path / "base.tar.zst").path

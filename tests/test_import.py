@@ -16,7 +16,8 @@ import pytest
 import zstandard
 from huggingface_hub import scan_cache_dir
 
-from mirror.bundle import open_bundle, read_index, select_all, select_specs, write_bundle
+from mirror.bundle import open_bundle, read_index, select_all, select_requests, write_bundle
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.layouts import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
@@ -196,7 +197,9 @@ def test_hf_filtered_commit_has_its_complete_tree_listing(
     sample_store: SampleStore, tmp_path: Path, isolated_home: Path
 ) -> None:
     spec = ModelSpec(repo="org/tiny", source="huggingface", revisions=("main",), include=("*.json",))
-    out = write_bundle(sample_store.store, select_specs(sample_store.store, [spec]), tmp_path / "f.tar.zst")
+    out = write_bundle(
+        sample_store.store, select_requests(sample_store.store, spec.requests()), tmp_path / "f.tar.zst"
+    )
     cache = tmp_path / "hub"
     import_bundle(out.path, "hf", cache)
     repo = cache / "models--org--tiny"
@@ -219,7 +222,7 @@ def test_hf_filtered_commit_has_its_complete_tree_listing(
 
 
 def test_scan_cache_dir_tolerates_an_import_in_progress(tmp_path: Path, isolated_home: Path) -> None:
-    st = Store(tmp_path / "store")
+    st = Store(tmp_path / "store", clock=SYSTEM)
     # Incompressible, so the bundle is read in many pieces and progress fires while files are staged.
     put_repo(st, "org/big", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(2 << 20)}})
     bundle = write_bundle(st, select_all(st), tmp_path / "big.tar.zst").path
@@ -246,7 +249,7 @@ def test_reimport_changes_nothing(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_other_repos_in_the_target_are_untouched(bundle: Path, tmp_path: Path, isolated_home: Path) -> None:
-    other_store = Store(tmp_path / "other-store")
+    other_store = Store(tmp_path / "other-store", clock=SYSTEM)
     put_repo(other_store, "org/other", {"main": {"config.json": b"{}", "w.safetensors": b"w" * 100}})
     cache = tmp_path / "hub"
     import_bundle(
@@ -301,7 +304,7 @@ def test_truncated_bundle_publishes_nothing(bundle: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("layout", ["hf", "modelscope", "dir"])
 def test_bundle_cut_mid_stream_publishes_nothing(tmp_path: Path, isolated_home: Path, layout: str) -> None:
-    st = Store(tmp_path / "store")
+    st = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(st, "org/a", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)}})
     put_repo(st, "org/b", {"main": {"config.json": b"[]", "model.safetensors": os.urandom(1 << 20)}})
     data = write_bundle(st, select_all(st), tmp_path / "ab.tar.zst").path.read_bytes()

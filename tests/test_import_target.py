@@ -21,6 +21,7 @@ import mirror.bundle.index as index_module
 import mirror.fsutil as fsutil
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import main
+from mirror.clock import SYSTEM
 from mirror.errors import LockedError
 from mirror.layouts import import_bundle
 from mirror.layouts.layout import Staging
@@ -62,7 +63,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     work = tmp_path_factory.mktemp("target")
     paths = []
     for name, files, when in (("old", OLD, "2026-11-01T00:00:00Z"), ("new", NEW, "2026-11-20T00:00:00Z")):
-        store = Store(work / f"{name}-store")
+        store = Store(work / f"{name}-store", clock=SYSTEM)
         put_repo(store, "org/tiny", {"main": files}, synced_at=when)
         paths.append(write_bundle(store, select_all(store), work / f"{name}.tar.zst").path)
     return Bundles(*paths)
@@ -236,7 +237,7 @@ def unchecked_names() -> Iterator[None]:
 
 
 def bundle_of(tmp_path: Path, name: str, revisions: dict[str, dict[str, bytes]], when: str) -> Path:
-    store = Store(tmp_path / f"{name}-store")
+    store = Store(tmp_path / f"{name}-store", clock=SYSTEM)
     put_repo(store, "org/tiny", revisions, synced_at=when)
     with unchecked_names():
         return write_bundle(store, select_all(store), tmp_path / f"{name}.tar.zst").path
@@ -391,7 +392,7 @@ def test_concurrent_imports_of_an_older_and_a_newer_bundle_end_with_the_newer(
         def one(bundle: Path, barrier: threading.Barrier, target: Path, errors: list[BaseException]) -> None:
             barrier.wait()
             try:
-                import_bundle(bundle, layout, target, wait=120)
+                import_bundle(bundle, layout, target, wait=120, clock=SYSTEM)
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
@@ -436,11 +437,11 @@ def test_installed_mirror_imports_started_together_end_with_the_newer(
 
 
 def synced_bundle(hub: LoopbackHub, tmp_path: Path, name: str, revisions: list[str]) -> Path:
-    store = Store(tmp_path / f"store-{name}")
+    store = Store(tmp_path / f"store-{name}", clock=SYSTEM)
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     specs = parse_manifest(
         f"version: 1\nmodels:\n  - repo: org/tiny\n    revisions: [{', '.join(revisions)}]\n", "m.yml"
-    ).models
+    ).requests()
     result = sync(store, plan_targets(specs), default_source_factory(settings))
     assert result.exit_code == 0
     return write_bundle(store, select_all(store), tmp_path / f"{name}.tar.zst").path

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from mirror.bundle import BundleIndex, read_index, select_all, select_specs, write_bundle
+from mirror.bundle import BundleIndex, read_index, select_all, select_requests, write_bundle
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError, MirrorError
 from mirror.layouts import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
@@ -144,7 +145,7 @@ class MsBundle:
 
 
 def ms_store(tmp_path: Path) -> tuple[Store, SyntheticRepo]:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     repo = put_repo(store, MS_ID, {"master": MS_MASTER, "v1.0": MS_V1}, source="modelscope")
     return store, repo
 
@@ -154,7 +155,7 @@ def ms(tmp_path: Path, isolated_home: Path) -> MsBundle:
     """A ModelScope-sourced repo: master, the tag v1.0, and v1.0's commit named by itself."""
     store, repo = ms_store(tmp_path)
     spec = ModelSpec(repo=MS_ID, source="modelscope", revisions=("master", "v1.0", repo.commits["v1.0"]))
-    bundle = write_bundle(store, select_specs(store, [spec]), tmp_path / "ms.tar.zst").path
+    bundle = write_bundle(store, select_requests(store, spec.requests()), tmp_path / "ms.tar.zst").path
     return MsBundle(store, repo, bundle)
 
 
@@ -332,7 +333,7 @@ def test_modelscope_repo_into_hf_layout_loads_offline(
 def test_hf_id_names_the_repo_in_the_hf_cache(tmp_path: Path, isolated_home: Path) -> None:
     store, repo = ms_store(tmp_path)
     spec = ModelSpec(repo=MS_ID, source="modelscope", revisions=("master",), hf_id="hf-org/hf-name")
-    bundle = write_bundle(store, select_specs(store, [spec]), tmp_path / "b.tar.zst").path
+    bundle = write_bundle(store, select_requests(store, spec.requests()), tmp_path / "b.tar.zst").path
     (indexed,) = read_index(bundle).repos
     assert indexed.hf_id == "hf-org/hf-name"
     cache = tmp_path / "hub"
@@ -351,7 +352,7 @@ def test_hf_id_names_the_repo_in_the_hf_cache(tmp_path: Path, isolated_home: Pat
 
 
 def test_implied_main_never_moves_a_real_main(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     hf = put_repo(store, "org/same", {"main": {"config.json": b'{"from": "hf"}'}})
     ms = put_repo(
         store,
@@ -367,7 +368,9 @@ def test_implied_main_never_moves_a_real_main(tmp_path: Path, isolated_home: Pat
     ).path
     v2_first = write_bundle(
         store,
-        select_specs(store, [ModelSpec(repo="org/same", source="modelscope", revisions=("v2", "master"))]),
+        select_requests(
+            store, ModelSpec(repo="org/same", source="modelscope", revisions=("v2", "master")).requests()
+        ),
         tmp_path / "v2.tar.zst",
     ).path
 
@@ -396,7 +399,7 @@ def test_implied_main_never_moves_a_real_main(tmp_path: Path, isolated_home: Pat
 
 
 def test_a_modelscope_repo_with_its_own_main_gets_no_alias(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     ms = put_repo(
         store, "org/m", {"master": {"a.txt": b"master"}, "main": {"a.txt": b"main"}}, source="modelscope"
     )
@@ -456,7 +459,7 @@ def test_modelscope_layout_refuses_a_short_id_before_writing(
 
 
 def test_modelscope_layout_refuses_spaces(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/app", {"main": {"app.py": b"print()"}}, repo_type="space")
     bundle = write_bundle(store, select_all(store), tmp_path / "b.tar.zst").path
     with pytest.raises(MirrorError, match="not spaces"):
@@ -486,7 +489,7 @@ def test_hf_dataset_into_hf_layout_loads_offline(
 @pytest.fixture
 def both_hubs(tmp_path: Path, isolated_home: Path) -> tuple[Store, Path]:
     """One bundle holding org/same from the Hugging Face Hub and org/same from ModelScope."""
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/same", {"main": {"config.json": b'{"from": "hf"}'}})
     put_repo(store, "org/same", {"master": {"config.json": b'{"from": "ms"}'}}, source="modelscope")
     return store, write_bundle(store, select_all(store), tmp_path / "both.tar.zst").path
@@ -510,7 +513,9 @@ def test_hf_id_resolves_the_clash(both_hubs: tuple[Store, Path], tmp_path: Path,
         ModelSpec(repo="org/same", source="huggingface", revisions=("main",)),
         ModelSpec(repo="org/same", source="modelscope", revisions=("master",), hf_id="org/same-ms"),
     ]
-    bundle = write_bundle(store, select_specs(store, specs), tmp_path / "b.tar.zst").path
+    bundle = write_bundle(
+        store, select_requests(store, [r for s in specs for r in s.requests()]), tmp_path / "b.tar.zst"
+    ).path
     cache = tmp_path / "hub"
     import_bundle(bundle, "hf", cache)
     result = run_hf(
@@ -530,11 +535,15 @@ def test_hf_id_in_the_index(both_hubs: tuple[Store, Path], tmp_path: Path) -> No
     # Written only when set: a bundle without any hf_id has no such key.
     assert "hf_id" not in json.dumps(read_index(plain).to_json())
     with pytest.raises(MirrorError, match="two hf_id values"):
-        select_specs(
+        select_requests(
             store,
             [
-                ModelSpec(repo="org/same", source="modelscope", revisions=("master",), hf_id="a/b"),
-                ModelSpec(repo="org/same", source="modelscope", revisions=("master",), hf_id="a/c"),
+                *ModelSpec(
+                    repo="org/same", source="modelscope", revisions=("master",), hf_id="a/b"
+                ).requests(),
+                *ModelSpec(
+                    repo="org/same", source="modelscope", revisions=("master",), hf_id="a/c"
+                ).requests(),
             ],
         )
     assert all(s.hf_id is None for s in select_all(store))

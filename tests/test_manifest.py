@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 
 from mirror.errors import ManifestError
-from mirror.manifest import (
-    DEFAULT_REVISION,
-    Manifest,
-    ModelSpec,
-    describe,
-    load_manifest,
-    load_manifests,
-    parse_manifest,
-)
+from mirror.manifest import Manifest, ModelSpec, load_manifest, load_manifests, parse_manifest
+from mirror.repo import HUBS
 
 MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "manifests"
 
@@ -556,7 +549,10 @@ def test_default_revisions_per_source() -> None:
     assert (structbert.source, structbert.revisions) == ("modelscope", ("master",))
     assert structbert.hf_id == "iic/structbert-base"
     assert (imdb.repo_type, imdb.revisions) == ("dataset", ("main",))
-    assert DEFAULT_REVISION == {"huggingface": "main", "modelscope": "master"}
+    assert {name: hub.default_revision for name, hub in HUBS.items()} == {
+        "huggingface": "main",
+        "modelscope": "master",
+    }
 
 
 def test_defaults_source_and_revision_apply_to_every_model() -> None:
@@ -589,9 +585,9 @@ def test_same_repo_allowed_across_sources_types_and_manifests(tmp_path: Path) ->
         "  - {repo: org/name, source: modelscope}",
     )
     specs = parse_manifest(text).models
-    assert [describe(s) for s in specs] == [
+    assert [str(s.key) for s in specs] == [
         "huggingface:org/name",
-        "dataset:huggingface:org/name",
+        "huggingface:dataset:org/name",
         "modelscope:org/name",
     ]
     first, second = tmp_path / "a.yml", tmp_path / "b.yml"
@@ -669,7 +665,7 @@ def test_example_manifests_load(path: Path) -> None:
 
 
 def test_example_manifest_contents() -> None:
-    example = {describe(s): s for s in load_manifest(MANIFESTS_DIR / "example.yml").models}
+    example = {str(s.key): s for s in load_manifest(MANIFESTS_DIR / "example.yml").models}
     assert set(example) == {
         "huggingface:sentence-transformers/all-MiniLM-L6-v2",
         "huggingface:google-bert/bert-base-uncased",

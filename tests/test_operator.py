@@ -9,11 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
+from mirror.clock import SYSTEM
 from mirror.gc import collect_garbage, plan_keep
 from mirror.manifest import parse_manifest
+from mirror.repo import RepoKey
 from mirror.settings import Settings
 from mirror.status import revision_status, store_targets
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
@@ -26,12 +28,12 @@ BIG = os.urandom(1 << 20) * 24  # 24 MiB, an LFS file
 def sync_text(store: Store, hub: LoopbackHub, text: str):  # type: ignore[no-untyped-def]
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     return sync(
-        store, plan_targets(parse_manifest(text).models), default_source_factory(settings), policy=FAST
+        store, plan_targets(parse_manifest(text).requests()), default_source_factory(settings), policy=FAST
     )
 
 
 def test_status_and_gc(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     both = "version: 1\nmodels:\n  - repo: org/a\n  - repo: org/b\n"
     with LoopbackHub() as hub:
         a1 = hub.add_commit("org/a", {"config.json": b"a1", "shared.txt": b"shared"})
@@ -47,7 +49,7 @@ def test_status_and_gc(tmp_path: Path) -> None:
         assert sync_text(store, hub, both).exit_code == 0
 
     blob_a1 = store.blob_path(__import__("hashlib").sha256(b"a1").hexdigest())
-    keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").models)
+    keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").requests())
     dry = collect_garbage(store, keep, dry_run=True)
     # org/b goes (its ref and snapshot, and its config blob); org/a's old commit and config blob go too
     assert sorted(dry.refs) == ["huggingface:org/b@main"]
@@ -63,7 +65,7 @@ def test_status_and_gc(tmp_path: Path) -> None:
 
 
 def test_gc_without_arguments_keeps_every_revision(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         hub.add_commit("org/a", {"config.json": b"a1"})
         sync_text(store, hub, "version: 1\nmodels:\n  - repo: org/a\n")

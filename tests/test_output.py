@@ -15,6 +15,7 @@ import pytest
 
 from mirror.bundle import INDEX_NAME, select_all, write_bundle
 from mirror.cli import cli, main
+from mirror.clock import SYSTEM
 from mirror.printable import printable
 from mirror.store import Store
 from tests.conftest import put_repo
@@ -37,7 +38,7 @@ def assert_escaped(text: str) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path, isolated_home: Path) -> Store:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
     return store
 

@@ -16,11 +16,13 @@ import pytest
 
 from mirror import store as store_module
 from mirror.cli import main
+from mirror.clock import SYSTEM
 from mirror.export import export
 from mirror.gc import collect_garbage, plan_keep
 from mirror.hashing import file_sha256
 from mirror.manifest import parse_manifest
-from mirror.store import RepoKey, Store
+from mirror.repo import RepoKey
+from mirror.store import Store
 from mirror.verify import verify_store
 from tests.conftest import killed_in_child, put_repo
 from tests.hub import HubFile, LoopbackHub
@@ -127,7 +129,7 @@ def intact(store: Store, sha: str, data: bytes) -> bool:
 def test_a_sync_fetches_again_a_blob_a_look_shows_damaged(
     hub: LoopbackHub, tmp_path: Path, damage: Callable[[Path], None], name: str, sha: str, data: bytes
 ) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
     damage(store.blob_path(sha))
@@ -148,7 +150,7 @@ def test_a_sync_fetches_again_a_blob_a_look_shows_damaged(
 def test_flipped_bytes_are_found_by_verify_and_fetched_by_the_next_sync(
     hub: LoopbackHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
     flip(store.blob_path(SHA_WEIGHTS))
@@ -180,7 +182,7 @@ def test_flipped_bytes_are_found_by_verify_and_fetched_by_the_next_sync(
 
 
 def test_a_doubt_the_hash_disproves_is_lifted_without_a_download(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
     path = store.blob_path(SHA_WEIGHTS)
@@ -194,7 +196,7 @@ def test_a_doubt_the_hash_disproves_is_lifted_without_a_download(hub: LoopbackHu
 
 
 def test_verify_names_a_damaged_blob_no_snapshot_uses(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/a", {"main": {"a.json": b"a"}})  # a store that holds something besides the orphan
     orphan = store.temp_path("orphan")
     orphan.write_bytes(b"orphan")
@@ -211,7 +213,7 @@ def test_verify_names_a_damaged_blob_no_snapshot_uses(tmp_path: Path) -> None:
 
 
 def test_a_store_where_no_mark_can_be_made_still_names_the_damage(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
     (store.root / "doubt").write_bytes(b"not a folder")
@@ -246,7 +248,7 @@ def test_the_repair_advice_export_prints_works(
     Path("m.yml").write_text(MANIFEST)
     store = str(tmp_path / "the store")
     assert cli(capsys, "sync", "m.yml", "--store", store)[0] == 0
-    damage(Store(Path(store)).blob_path(SHA_WEIGHTS))
+    damage(Store(Path(store), clock=SYSTEM).blob_path(SHA_WEIGHTS))
     code, _, err = cli(capsys, "export", "m.yml", "--store", store, "-o", "out.tar.zst", *split)
     assert code == 4, err
     assert SHA_WEIGHTS in err and "huggingface:org/a@main model.safetensors" in err
@@ -269,7 +271,7 @@ def test_export_of_the_whole_store_names_the_revisions_to_sync(
     (tmp_path / "m.yml").write_text(MANIFEST)
     store = str(tmp_path / "store")
     assert cli(capsys, "sync", str(tmp_path / "m.yml"), "--store", store)[0] == 0
-    flip(Store(Path(store)).blob_path(SHA_CONFIG))
+    flip(Store(Path(store), clock=SYSTEM).blob_path(SHA_CONFIG))
     code, _, err = cli(capsys, "export", "--store", store, "-o", str(tmp_path / "out.tar.zst"))
     assert code == 4
     assert "a manifest that names huggingface:org/a@main, huggingface:org/b@main" in err
@@ -282,7 +284,7 @@ def test_export_of_the_whole_store_names_the_revisions_to_sync(
 
 def gc_store(root: Path) -> Store:
     """Three repos, two revisions of one, shared content: a gc keeping org/a@main drops some of each."""
-    store = Store(root)
+    store = Store(root, clock=SYSTEM)
     shared = b"shared weights" * 100
     put_repo(
         store, "org/a", {"main": {"w.bin": shared, "c.json": b"a2"}, "v1": {"w.bin": shared, "c.json": b"a1"}}
@@ -311,7 +313,7 @@ def gc_killed_at(step: int, store: Store) -> bool:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def child() -> None:
-        keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").models)
+        keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").requests())
         with store.lock():
             collect_garbage(store, keep, dry_run=False, step=kill_at_step)
 
@@ -319,7 +321,7 @@ def gc_killed_at(step: int, store: Store) -> bool:
 
 
 def test_gc_killed_at_every_step_leaves_a_store_verify_and_export_accept(tmp_path: Path) -> None:
-    keep_a = parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").models
+    keep_a = parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").requests()
     reference = gc_store(tmp_path / "reference")
     steps: list[str] = []
     done = collect_garbage(
@@ -350,7 +352,7 @@ def test_gc_removes_refs_before_records_and_records_before_blobs(tmp_path: Path)
         changed = sorted(p for p in now if p in before and now[p] != before[p] and p not in order)
         order.extend(gone + changed)
 
-    keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").models)
+    keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").requests())
     collect_garbage(store, keep, dry_run=False, step=record_removal)
     record_removal()
     kinds = [

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from mirror.clock import SYSTEM
 from mirror.hashing import lfs_pointer_oid
+from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 
 GIB = 1 << 30
@@ -58,7 +60,7 @@ def peak_rss_mb(args: list[str], env: dict[str, str]) -> float:
 
 
 def test_export_and_import_memory_stays_flat_for_a_multi_gb_model(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_big_model(store, 3 * GIB)
     env = fresh_env(tmp_path / "home")
     bundle = tmp_path / "big.tar.zst"
@@ -72,7 +74,7 @@ def test_export_and_import_memory_stays_flat_for_a_multi_gb_model(tmp_path: Path
 
 
 def test_two_exports_of_the_same_content_are_byte_identical(tmp_path: Path) -> None:
-    first_store = Store(tmp_path / "a" / "store")
+    first_store = Store(tmp_path / "a" / "store", clock=SYSTEM)
     put_big_model(first_store, 8 << 20)
     second_root = tmp_path / "b" / "elsewhere" / "store"
     shutil.copytree(first_store.root, second_root)

@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mirror.clock import SYSTEM
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import Store
@@ -34,7 +35,10 @@ def serve(hub: LoopbackHub) -> None:
 def sync_big(store: Store, hub: LoopbackHub):  # type: ignore[no-untyped-def]
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     return sync(
-        store, plan_targets(parse_manifest(MANIFEST).models), default_source_factory(settings), policy=FAST
+        store,
+        plan_targets(parse_manifest(MANIFEST).requests()),
+        default_source_factory(settings),
+        policy=FAST,
     )
 
 
@@ -47,7 +51,7 @@ def weight_gets(hub: LoopbackHub) -> list[tuple[str, int, int]]:
 
 
 def test_large_file_comes_over_several_ranged_connections(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         assert sync_big(store, hub).exit_code == 0
@@ -61,7 +65,7 @@ def test_large_file_comes_over_several_ranged_connections(tmp_path: Path) -> Non
 
 
 def test_a_cut_segment_resumes_alone(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         hub.add_fault(Fault("cut", match="model.safetensors", at_byte=PIECE_SIZE // 2, times=1, method="GET"))
@@ -76,7 +80,7 @@ def test_a_cut_segment_resumes_alone(tmp_path: Path) -> None:
 
 
 def test_a_corrupted_segment_is_never_stored(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         hub.add_fault(Fault("corrupt", match="model.safetensors", times=1, method="GET"))
@@ -86,7 +90,7 @@ def test_a_corrupted_segment_is_never_stored(tmp_path: Path) -> None:
 
 
 def test_server_ignoring_range_gets_one_stream(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         hub.ignore_range = True
@@ -130,11 +134,11 @@ def test_killed_segmented_download_resumes_each_segment(tmp_path: Path) -> None:
 
 
 def test_fewer_connections_than_pieces_take_the_pieces_in_file_order(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
-        targets = plan_targets(parse_manifest(MANIFEST).models)
+        targets = plan_targets(parse_manifest(MANIFEST).requests())
         assert sync(store, targets, default_source_factory(settings), policy=FAST, segments=2).exit_code == 0
         gets = weight_gets(hub)
     starts = [int(r[6:].split("-")[0]) // PIECE_SIZE for r, _, _ in gets]

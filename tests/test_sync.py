@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from mirror.clock import SYSTEM, Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.lockfile import read_lock, write_lock
 from mirror.manifest import parse_manifest
+from mirror.repo import RepoKey
 from mirror.settings import Settings
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets, sync
 from mirror.transfer import RetryPolicy
 from mirror.verify import verify_store
@@ -31,12 +33,12 @@ NESTED = {
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
+    return Store(tmp_path / "store", clock=SYSTEM)
 
 
 def run(store: Store, hub: LoopbackHub, manifest: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, **(env or {})})
-    specs = parse_manifest(manifest, "test.yml").models
+    specs = parse_manifest(manifest, "test.yml").requests()
     return sync(store, plan_targets(specs), default_source_factory(settings), policy=FAST)
 
 
@@ -64,6 +66,16 @@ def test_sync_verifies_and_records_every_file(hub: LoopbackHub, store: Store) ->
         assert store.blob_path(f.sha256).read_bytes() == data
     assert store.read_refs(RepoKey("huggingface", "model", "org/nested"))["main"].commit == commit
     assert verify_store(store).ok
+
+
+def test_a_sync_records_the_time_of_the_stores_clock(hub: LoopbackHub, tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", clock=Clock(time=lambda: 1_795_046_400.0))
+    commit = add_nested(hub)
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    key = RepoKey("huggingface", "model", "org/nested")
+    snap = store.read_snapshot(key, commit)
+    assert snap is not None and snap.synced_at == "2026-11-19T00:00:00Z"
+    assert store.read_refs(key)["main"].synced_at == "2026-11-19T00:00:00Z"
 
 
 def test_revisions_share_content_and_filters_apply(hub: LoopbackHub, store: Store) -> None:
@@ -239,7 +251,7 @@ def test_lock_file_reproduces_exact_commits_after_upstream_moved(
     lock = tmp_path / "m.lock"
     write_lock(lock, locked_revisions(first))
     hub.add_commit("org/nested", {"config.json": b'{"moved": true}'}, inherit=True)
-    fresh = Store(tmp_path / "other-store")
+    fresh = Store(tmp_path / "other-store", clock=SYSTEM)
     settings = Settings.from_env(fresh.root, {"HF_ENDPOINT": hub.url})
     report = sync(fresh, plan_locked(read_lock(lock)), default_source_factory(settings), policy=FAST)
     assert report.exit_code == 0, report.to_json()

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mirror.cli import cli, main
+from mirror.clock import SYSTEM
 from mirror.store import Store
 from tests.hub import Fault, LoopbackHub
 from tests.roundtrip import fresh_env, run_mirror
@@ -102,7 +103,7 @@ def test_the_store_lock_held_is_reported_with_exit_75(
 ) -> None:
     serve(hub)
     (tmp_path / "m.yml").write_text(MANIFEST)
-    store = Store(tmp_path / "s")
+    store = Store(tmp_path / "s", clock=SYSTEM)
     with store.lock():
         code = sync_main(
             [str(tmp_path / "m.yml"), "--store", str(store.root), "--report", str(report)], hub, monkeypatch
@@ -149,6 +150,9 @@ def test_every_finished_run_reports_its_exit_code_and_error(
     data = read(report)
     assert data["ok"] is True and data["exit_code"] == 0 and data["error"] is None
     assert [i["status"] for i in data["items"]] == ["ok"]
+    (item,) = data["items"]  # the repo named as every JSON output names one
+    assert (item["source"], item["repo_type"], item["repo_id"]) == ("huggingface", "model", "org/a")
+    assert "repo" not in item and "type" not in item
     assert not [p for p in report.parent.iterdir() if p.name.startswith(".")]  # no temp file left
 
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from mirror.clock import SYSTEM
 from mirror.errors import Interrupted
 from mirror.manifest import parse_manifest
+from mirror.repo import RepoKey
 from mirror.retry import RetryPolicy
 from mirror.settings import Settings
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.sync import SyncReport, default_source_factory, plan_targets, sync
 from mirror.transfer import PIECE_SIZE
 from mirror.verify import verify_store
@@ -61,7 +63,7 @@ def sync_in_thread(
     store: Store, hub: LoopbackHub, policy: RetryPolicy
 ) -> tuple[threading.Thread, list[SyncReport]]:
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
-    targets = plan_targets(parse_manifest(MANIFEST).models)
+    targets = plan_targets(parse_manifest(MANIFEST).requests())
     out: list[SyncReport] = []
     thread = threading.Thread(
         target=lambda: out.append(sync(store, targets, default_source_factory(settings), policy=policy)),
@@ -105,7 +107,7 @@ def resume(store: Store, hub: LoopbackHub) -> None:
     hub.faults.clear()
     before = len(big_gets(hub))
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
-    targets = plan_targets(parse_manifest(MANIFEST).models)
+    targets = plan_targets(parse_manifest(MANIFEST).requests())
     assert (
         sync(store, targets, default_source_factory(settings), policy=RetryPolicy(base=0.01)).exit_code == 0
     )
@@ -117,7 +119,7 @@ def resume(store: Store, hub: LoopbackHub) -> None:
 def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partial_file(
     hub: LoopbackHub, tmp_path: Path
 ) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.rate_limit_per_connection = 256 << 10  # 12 s for the big file
     policy = RetryPolicy()
@@ -133,7 +135,7 @@ def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partia
 
 
 def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub, big := os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20))
     hub.rate_limit_per_connection = 4 << 20
     policy = RetryPolicy()
@@ -150,7 +152,7 @@ def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub
 
 
 def test_a_stop_during_a_retry_backoff_does_not_sleep_it_out(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.add_fault(Fault("status", match="model.safetensors", status=503, retry_after=3600, times=None))
     policy = RetryPolicy(total=7200)
@@ -165,7 +167,7 @@ STALL = Fault(
 
 
 def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.add_fault(STALL)
     policy = RetryPolicy()
@@ -175,12 +177,12 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
 
 
 def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     policy = RetryPolicy()
     with store.lock():
         settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
-        targets = plan_targets(parse_manifest(MANIFEST).models)
+        targets = plan_targets(parse_manifest(MANIFEST).requests())
         threading.Timer(0.3, policy.stop.set).start()
         with pytest.raises(Interrupted, match="store lock"):
             sync(store, targets, default_source_factory(settings), policy=policy, wait=3600)
@@ -191,7 +193,7 @@ def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Pat
 def test_ctrl_c_stops_a_real_sync_and_the_next_run_resumes(tmp_path: Path, signum: int) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text(MANIFEST)
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     report = tmp_path / "report.json"
     with LoopbackHub() as hub:
         serve(hub)
@@ -239,11 +241,14 @@ def test_ctrl_c_ends_a_real_sync_even_while_the_hub_stalls(tmp_path: Path) -> No
             stderr=subprocess.PIPE,
         )
         try:
-            eventually(lambda: SMALL in Store(tmp_path / "store").repos() and body_started(hub), "the stall")
+            eventually(
+                lambda: SMALL in Store(tmp_path / "store", clock=SYSTEM).repos() and body_started(hub),
+                "the stall",
+            )
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=FAILSAFE)
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 130
-    assert SMALL in Store(tmp_path / "store").repos()
+    assert SMALL in Store(tmp_path / "store", clock=SYSTEM).repos()

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
-from mirror.manifest import ModelSpec, parse_manifest
+from mirror.manifest import parse_manifest
 from mirror.paths import tree_problems
+from mirror.repo import RepoKey, RevisionRequest
 from mirror.settings import Settings
 from mirror.sources import Source
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.sync import SourceFactory, SyncReport, default_source_factory, plan_targets, sync
 from mirror.verify import verify_store
 from tests.hub import Fault, GarbageServer, HubFile, LoopbackHub
@@ -30,7 +32,7 @@ BAD_FILES = {"config.json": b'{"bad": true}', "sub/file.txt": b"x" * 100}
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store")
+    return Store(tmp_path / "store", clock=SYSTEM)
 
 
 def serve(hub: LoopbackHub) -> None:
@@ -52,7 +54,7 @@ def run(
     sources = default_source_factory(settings)
     if factory is not None:
         sources = factory(sources)
-    return sync(store, plan_targets(parse_manifest(manifest).models), sources, policy=FAST)
+    return sync(store, plan_targets(parse_manifest(manifest).requests()), sources, policy=FAST)
 
 
 def assert_bad_fails_alone(store: Store, report: SyncReport, source: str = "huggingface") -> str:
@@ -256,10 +258,10 @@ def test_a_plain_python_exception_in_a_source_fails_its_revision_alone(
     serve(hub)
 
     def broken(real: SourceFactory) -> SourceFactory:
-        def factory(spec: ModelSpec) -> Source:
-            if where == "factory" and spec.repo == BAD:
+        def factory(request: RevisionRequest) -> Source:
+            if where == "factory" and request.key.repo_id == BAD:
                 raise KeyError("no client for this spec")
-            return Broken(real(spec), where)
+            return Broken(real(request), where)
 
         return factory
 
@@ -361,7 +363,7 @@ def test_a_hostile_modelscope_listing_fails_its_revision_alone(hub: LoopbackHub,
 def test_names_that_differ_only_in_case_are_synced(hub: LoopbackHub, store: Store) -> None:
     hub.add_commit("org/case", {"README.md": b"upper", "readme.md": b"lower", "Sub/a": b"1", "sub/a": b"2"})
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
-    targets = plan_targets(parse_manifest("version: 1\nmodels:\n  - repo: org/case\n").models)
+    targets = plan_targets(parse_manifest("version: 1\nmodels:\n  - repo: org/case\n").requests())
     report = sync(store, targets, default_source_factory(settings), policy=FAST)
     assert report.exit_code == 0 and len(report.items[0].records) == 4
 

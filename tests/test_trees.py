@@ -9,14 +9,16 @@ from typing import Any
 
 import pytest
 
-from mirror.bundle import read_index, select_all, select_specs, write_bundle
+from mirror.bundle import read_index, select_all, select_requests, write_bundle
 from mirror.bundle.index import BundleIndex
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
 from mirror.layouts import import_bundle
 from mirror.manifest import ModelSpec, parse_manifest
+from mirror.repo import RepoKey
 from mirror.settings import Settings
 from mirror.sources import RemoteFile, RemoteSnapshot
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, remote_listing, sync
 from mirror.transfer import RetryPolicy
 from tests.conftest import TINY_MAIN, SampleStore, put_repo
@@ -45,7 +47,7 @@ def _sync(store: Store, hub: LoopbackHub, filters: str) -> None:
     manifest = f"version: 1\nmodels:\n  - repo: org/tiny\n    {filters}\n"
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     report = sync(
-        store, plan_targets(parse_manifest(manifest, "m.yml").models), default_source_factory(settings)
+        store, plan_targets(parse_manifest(manifest, "m.yml").requests()), default_source_factory(settings)
     )
     assert report.exit_code == 0, report.to_json()
 
@@ -113,7 +115,7 @@ def test_filtered_import_matches_a_filtered_snapshot_download(
         ignore_patterns=ignore,
         token=False,
     )
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     _sync(store, hub, filters)
     bundle = write_bundle(store, select_all(store), tmp_path / "b.tar.zst").path
     ours = tmp_path / "ours"
@@ -130,7 +132,7 @@ def test_filtered_import_matches_a_filtered_snapshot_download(
 
 def test_the_listing_travels_through_store_and_index(hub: LoopbackHub, tmp_path: Path) -> None:
     hub.add_commit("org/tiny", [HubFile(p, data=d, lfs=p.endswith(".safetensors")) for p, d in FILES.items()])
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     _sync(store, hub, 'include: ["config.json"]')
     (snap,) = store.snapshots(KEY)
     assert not snap.complete and [f.path for f in snap.files] == ["config.json"]
@@ -164,7 +166,7 @@ def test_export_filter_of_a_complete_record_writes_the_listing(
 ) -> None:
     store = sample_store.store
     spec = ModelSpec(repo="org/tiny", source="huggingface", revisions=("main",), include=("*.json",))
-    bundle = write_bundle(store, select_specs(store, [spec]), tmp_path / "f.tar.zst").path
+    bundle = write_bundle(store, select_requests(store, spec.requests()), tmp_path / "f.tar.zst").path
     (commit,) = read_index(bundle).repos[0].commits
     assert not commit.complete and commit.listing is not None
     assert sorted(e.path for e in commit.listing) == sorted(TINY_MAIN)
@@ -179,7 +181,7 @@ def test_export_filter_of_a_complete_record_writes_the_listing(
 def test_a_partial_record_without_listing_writes_no_tree(tmp_path: Path, isolated_home: Path) -> None:
     """What older stores and bundles hold, and what a ModelScope source gives: no listing, no trees/."""
     for source in ("huggingface", "modelscope"):
-        store = Store(tmp_path / f"store-{source}")
+        store = Store(tmp_path / f"store-{source}", clock=SYSTEM)
         put_repo(store, "org/tiny", {"main": {"config.json": b"{}"}}, complete=False, source=source)
         bundle = write_bundle(store, select_all(store), tmp_path / f"{source}.tar.zst").path
         cache = tmp_path / f"hub-{source}"
@@ -229,7 +231,9 @@ def _tampered(index: BundleIndex, change: Any) -> dict[str, Any]:
 def test_a_hostile_listing_is_refused(sample_store: SampleStore, tmp_path: Path, change: Any) -> None:
     store = sample_store.store
     spec = ModelSpec(repo="org/tiny", source="huggingface", revisions=("main",), include=("*.json",))
-    index = read_index(write_bundle(store, select_specs(store, [spec]), tmp_path / "f.tar.zst").path)
+    index = read_index(
+        write_bundle(store, select_requests(store, spec.requests()), tmp_path / "f.tar.zst").path
+    )
     assert index.repos[0].commits[0].listing is not None
     BundleIndex.from_json(index.to_json())  # untouched, it reads back
     with pytest.raises(IntegrityError):
@@ -243,14 +247,14 @@ def test_a_filtered_modelscope_sync_keeps_no_listing_and_writes_no_tree(
     filtered commits get no listing, and their HF-cache import no trees/ (offline clients take the folder
     as complete, as before)."""
     commit = hub.add_commit("owner/model", FILES, branch="master")
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     manifest = (
         "version: 1\nmodels:\n  - repo: owner/model\n    source: modelscope\n    revisions: [master]\n"
         '    include: ["*.json"]\n'
     )
     settings = Settings.from_env(store.root, {"MODELSCOPE_ENDPOINT": hub.url})
     report = sync(
-        store, plan_targets(parse_manifest(manifest, "m.yml").models), default_source_factory(settings)
+        store, plan_targets(parse_manifest(manifest, "m.yml").requests()), default_source_factory(settings)
     )
     assert report.exit_code == 0, report.to_json()
     (snap,) = store.snapshots(RepoKey("modelscope", "model", "owner/model"))

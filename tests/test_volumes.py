@@ -28,6 +28,7 @@ from mirror.bundle import (
 from mirror.bundle import frames as frames_module
 from mirror.bundle.frames import FrameWriter, compressed_bound, stream_bound
 from mirror.bundle.volumes import tar_capacity, volume_names, write_volumes
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
 from mirror.layouts import group_bundles, import_bundle, import_unit
 from mirror.store import Store
@@ -119,7 +120,7 @@ class SplitStore:
 @pytest.fixture
 def split_store(tmp_path: Path, isolated_home: Path) -> SplitStore:
     rng = random.Random(6)
-    store = Store(tmp_path / "store")
+    store = Store(tmp_path / "store", clock=SYSTEM)
     put_repo(  # a weights file over two volumes large: cut into chunks
         store, "org/big", {"main": {"model.safetensors": rng.randbytes(260_000), "config.json": b"{}\n"}}
     )

@@ -47,7 +47,7 @@ from mirror.bundle.reader import (
     read_index,
     verify_bundle,
 )
-from mirror.bundle.selection import ModelSpecLike, RepoSelection, build_index, select_all, select_specs
+from mirror.bundle.selection import RepoSelection, build_index, select_all, select_requests
 from mirror.bundle.writer import BundleSummary, write_archive, write_bundle
 
 __all__ = [
@@ -63,7 +63,6 @@ __all__ = [
     "Chunk",
     "IndexedCommit",
     "IndexedRepo",
-    "ModelSpecLike",
     "Placement",
     "RepoSelection",
     "VerifiedBundle",
@@ -78,7 +77,7 @@ __all__ = [
     "open_bundle",
     "read_index",
     "select_all",
-    "select_specs",
+    "select_requests",
     "sums_text",
     "verify_bundle",
     "write_archive",

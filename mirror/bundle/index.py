@@ -22,15 +22,14 @@ from mirror.errors import IntegrityError
 from mirror.paths import (
     check_commit,
     check_relpath,
-    check_repo_id,
     is_commit,
     is_safe_relpath,
     is_sha256,
     name_problem,
     nested_names,
 )
+from mirror.repo import REPO_TYPES, RepoKey, check_repo_id
 from mirror.snapshot import FileRecord, ListedFile, check_listing, listing_from_json
-from mirror.store import RepoKey
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
@@ -40,11 +39,9 @@ MAX_INDEX_SIZE = INDEX.size
 # Of PATH_MAX, what a name in a bundle leaves for the target's own path and the folders a layout puts
 # around it (the longest: the hf layout's `models--<org>--<name>/.mirror/tmp/<id>/snapshot-<commit>/`).
 PATH_ROOM = 512
-REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCHES = ("main", "master")
 
 _SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-_OID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 Progress = Callable[[int], None]
 
@@ -87,7 +84,7 @@ def _file_from_json(data: Any) -> FileRecord:
     _field(data, "lfs", bool, f"file {path!r}")
     record = FileRecord.from_json(data)
     _check_name(record.path, "file path")
-    if not _OID.match(oid):
+    if not (is_commit(oid) or is_sha256(oid)):  # git's sha1 ids, or its sha256 ones
         raise _bad(f"file {path!r} has an invalid oid {oid!r}")
     return record
 
@@ -171,7 +168,7 @@ class IndexedRepo:
         raise KeyError(commit)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"source": self.source, "repo_type": self.repo_type, "repo_id": self.repo_id}
+        data: dict[str, Any] = self.key.to_json()
         if self.hf_id is not None:  # written only when set: bundles without it stay byte-identical
             data["hf_id"] = self.hf_id
         data["revisions"] = [{"name": name, "commit": commit} for name, commit in self.revisions]
@@ -515,9 +512,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
     for repo in index.repos:
         repos.append(
             {
-                "source": repo.source,
-                "repo_type": repo.repo_type,
-                "repo_id": repo.repo_id,
+                **repo.key.to_json(),
                 **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
                 "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
                 "commits": [

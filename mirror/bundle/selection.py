@@ -1,12 +1,11 @@
-"""Selection: what of the store goes into a bundle (every repo, or the revisions and files manifest specs
-name), and `build_index`, which turns a selection into the validated index a bundle is written from.
+"""Selection: what of the store goes into a bundle (every repo, or the revisions and files requests name),
+and `build_index`, which turns a selection into the validated index a bundle is written from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from mirror.bundle.index import (
     DEFAULT_BRANCHES,
@@ -18,29 +17,9 @@ from mirror.bundle.index import (
 from mirror.clock import iso, parse_iso
 from mirror.errors import MirrorError
 from mirror.paths import is_commit
+from mirror.repo import RepoKey, RevisionRequest
 from mirror.snapshot import Snapshot
-from mirror.store import RepoKey, Store
-
-
-class ModelSpecLike(Protocol):
-    """What selection needs of a manifest entry (mirror.manifest.ModelSpec)."""
-
-    @property
-    def repo(self) -> str: ...
-
-    @property
-    def source(self) -> str: ...
-
-    @property
-    def repo_type(self) -> str: ...
-
-    @property
-    def revisions(self) -> tuple[str, ...]: ...
-
-    @property
-    def hf_id(self) -> str | None: ...
-
-    def wants(self, path: str) -> bool: ...
+from mirror.store import Store
 
 
 @dataclass(frozen=True)
@@ -87,43 +66,41 @@ def select_all(store: Store) -> list[RepoSelection]:
     return selection
 
 
-def select_specs(store: Store, specs: Iterable[ModelSpecLike]) -> list[RepoSelection]:
-    """The revisions the specs name, as the store resolved them, with each spec's file filter applied.
+def select_requests(store: Store, requests: Iterable[RevisionRequest]) -> list[RepoSelection]:
+    """The revisions requested, as the store resolved them, with each request's file filter applied.
 
-    Several specs for one repo are merged: their revisions in order of first mention, and a commit keeps
-    every file that any spec naming it wants.
+    Several requests for one repo are merged: their revisions in order of first mention, and a commit keeps
+    every file that any request naming it wants.
     """
     revisions: dict[RepoKey, dict[str, str]] = {}
     wanted: dict[RepoKey, dict[str, set[str]]] = {}
     snaps: dict[RepoKey, dict[str, Snapshot]] = {}
     hf_ids: dict[RepoKey, str] = {}
-    for spec in specs:
-        key = RepoKey(spec.source, spec.repo_type, spec.repo)
-        hf_id = spec.hf_id
+    for request in requests:
+        key, name, hf_id = request.key, request.revision, request.hf_id
         if hf_id is not None and hf_ids.setdefault(key, hf_id) != hf_id:
             raise MirrorError(
                 f"{key}: the manifests give it two hf_id values ({hf_ids[key]} and {hf_id}); keep one"
             )
         refs = store.read_refs(key)
-        for name in spec.revisions:
-            if name in refs:
-                commit = refs[name].commit
-            elif is_commit(name) and store.read_snapshot(key, name) is not None:
-                commit = name
-            else:
-                raise MirrorError(
-                    f"{key}: revision {name} was never synced into the store {store.root}; "
-                    "run `mirror sync` with a manifest that names it first"
-                )
-            repo_snaps = snaps.setdefault(key, {})
-            if commit not in repo_snaps:
-                snap = store.read_snapshot(key, commit)
-                if snap is None:
-                    raise _missing_snapshot(key, name, commit)
-                repo_snaps[commit] = snap
-            revisions.setdefault(key, {}).setdefault(name, commit)
-            paths = wanted.setdefault(key, {}).setdefault(commit, set())
-            paths.update(f.path for f in repo_snaps[commit].files if spec.wants(f.path))
+        if name in refs:
+            commit = refs[name].commit
+        elif is_commit(name) and store.read_snapshot(key, name) is not None:
+            commit = name
+        else:
+            raise MirrorError(
+                f"{key}: revision {name} was never synced into the store {store.root}; "
+                "run `mirror sync` with a manifest that names it first"
+            )
+        repo_snaps = snaps.setdefault(key, {})
+        if commit not in repo_snaps:
+            snap = store.read_snapshot(key, commit)
+            if snap is None:
+                raise _missing_snapshot(key, name, commit)
+            repo_snaps[commit] = snap
+        revisions.setdefault(key, {}).setdefault(name, commit)
+        paths = wanted.setdefault(key, {}).setdefault(commit, set())
+        paths.update(f.path for f in repo_snaps[commit].files if request.wants(f.path))
     selection = []
     for key in sorted(revisions):
         snapshots = []

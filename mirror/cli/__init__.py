@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from mirror import __version__
+from mirror.clock import SYSTEM
 from mirror.errors import DamagedBlobError, Interrupted, MirrorError
 from mirror.printable import printable
 from mirror.progress import VERBOSE, BarProgress, NullProgress, ProgressSink, wants_bar
@@ -248,14 +249,14 @@ def sync(
     with report_failure(report):
         if not manifests and locked is None:
             raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
-        targets = plan_targets(spec for m in load_manifests(manifests) for spec in m.models)
+        targets = plan_targets(r for m in load_manifests(manifests) for r in m.requests())
         if locked is not None:
             targets += plan_locked(read_lock(locked))
         cfg = settings(store)
         policy = RetryPolicy(attempts=retries, total=retry_time)
         with stop_on_signals(policy.stop):
             result = run_sync(
-                Store(cfg.store),
+                Store(cfg.store, clock=SYSTEM),
                 targets,
                 default_source_factory(cfg),
                 workers=workers,
@@ -362,9 +363,9 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
     from mirror.sync import default_source_factory, plan_targets
 
     cfg = settings(store)
-    st = Store(cfg.store)
+    st = Store(cfg.store, clock=SYSTEM)
     targets = (
-        plan_targets(s for m in load_manifests(manifests) for s in m.models)
+        plan_targets(r for m in load_manifests(manifests) for r in m.requests())
         if manifests
         else store_targets(st)
     )
@@ -412,12 +413,12 @@ def gc(
     from mirror.manifest import load_manifests
     from mirror.store import Store
 
-    st = Store(settings(store).store)
-    specs = [s for m in load_manifests(manifests) for s in m.models] if manifests or locks else None
+    st = Store(settings(store).store, clock=SYSTEM)
+    requests = [r for m in load_manifests(manifests) for r in m.requests()] if manifests or locks else None
     locked = [rev for lock in locks for rev in read_lock(lock)]
     # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
     with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
-        result = collect_garbage(st, plan_keep(st, specs, locked), dry_run=dry_run)
+        result = collect_garbage(st, plan_keep(st, requests, locked), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     emit(
         result.to_json(),
@@ -538,11 +539,11 @@ def export_cmd(
         raise click.BadParameter(str(e), param_hint="--split") from None
     signer = Signer(load_private_key(sign_key), sequence, lifetime) if sign_key is not None else None
     have = far_side_holds(have_files, since_bundles)
-    specs = [s for m in load_manifests(manifests) for s in m.models] if manifests else None
+    requests = [r for m in load_manifests(manifests) for r in m.requests()] if manifests else None
     try:
         result = export(
-            Store(settings(store).store),
-            specs,
+            Store(settings(store).store, clock=SYSTEM),
+            requests,
             output,
             level=level,
             threads=threads,
@@ -686,6 +687,7 @@ def import_cmd(
                     symlinks=symlinks,
                     link_shared=link_shared,
                     wait=wait,
+                    clock=SYSTEM,
                 )
             )
         except MirrorError as e:
@@ -875,7 +877,7 @@ def verify(
                 }
             )
     else:
-        result = verify_store(Store(settings(store).store), progress=progress())
+        result = verify_store(Store(settings(store).store, clock=SYSTEM), progress=progress())
         results.append(result.to_json())
         if not result.ok:
             emit(results, as_json, result.problems)

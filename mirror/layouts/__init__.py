@@ -42,6 +42,7 @@ from mirror.bundle import (
     open_bundle,
     read_index,
 )
+from mirror.clock import Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError, UsageError
 from mirror.fsutil import BulkWriter
 from mirror.layouts.dir import DirLayout
@@ -114,9 +115,7 @@ def receipt_for(
         "bundle_id": bundle_id,
         "bundle_created": index.created,
         "bundle_tool_version": index.tool_version,
-        "source": repo.source,
-        "repo_type": repo.repo_type,
-        "repo_id": repo.repo_id,
+        **repo.key.to_json(),
         **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
         "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
         "commits": [
@@ -203,6 +202,7 @@ def import_bundle(
     symlinks: bool = True,
     link_shared: bool = False,
     wait: float = 0.0,
+    clock: Clock | None = None,
 ) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
@@ -215,6 +215,7 @@ def import_bundle(
         symlinks=symlinks,
         link_shared=link_shared,
         wait=wait,
+        clock=clock,
     )
 
 
@@ -228,6 +229,7 @@ def import_unit(
     symlinks: bool = True,
     link_shared: bool = False,
     wait: float = 0.0,
+    clock: Clock | None = None,
 ) -> ImportReport:
     """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
 
@@ -244,9 +246,10 @@ def import_unit(
     content, as the layout's own tools share it); `link_shared=True` (`--link-shared`) hardlinks equal files
     across repos (and --no-symlinks revisions) instead.
 
-    One import at a time per target: another one into it makes this wait up to `wait` seconds, then raise
-    LockedError (exit 75). Before anything is written, every path the import will use in the target is
-    checked (`check_uses`): a symlink or a file in the way of it is refused, and nothing is written.
+    One import at a time per target: another one into it makes this wait up to `wait` seconds of `clock`
+    (needed when `wait` is not 0), then raise LockedError (exit 75). Before anything is written, every path
+    the import will use in the target is checked (`check_uses`): a symlink or a file in the way of it is
+    refused, and nothing is written.
     """
     if unit.error is not None:
         raise unit.error
@@ -258,7 +261,7 @@ def import_unit(
         )
 
     with Staging() as guard:
-        guard.lock(target, wait, busy)
+        guard.lock(target, wait, busy, clock)
         return _import_locked(unit, layout, target, progress, trust, symlinks, link_shared)
 
 

@@ -74,8 +74,8 @@ from mirror.layouts.layout import (
     regular_files,
 )
 from mirror.paths import is_commit, is_sha256, join_inside, name_problem
+from mirror.repo import RepoKey, cache_folder_name, parse_cache_folder_name
 from mirror.snapshot import ListedFile
-from mirror.store import RepoKey
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
 CACHEDIR_TAG = (
@@ -92,11 +92,6 @@ def implied_main(repo: IndexedRepo) -> str | None:
     if repo.source == "huggingface" or any(name == "main" for name, _ in repo.revisions):
         return None
     return repo.revisions[0][1]
-
-
-def repo_folder_name(repo_type: str, repo_id: str) -> str:
-    """`models--org--name`, `datasets--org--name`, `models--gpt2` (huggingface_hub's repo_folder_name)."""
-    return "--".join([f"{repo_type}s", *repo_id.split("/")])
 
 
 def snapshot_link(path: str, etag: str) -> str:
@@ -120,7 +115,7 @@ class HfLayout(Layout):
     name = "hf"
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
-        return self.target / repo_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
+        return self.target / cache_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
 
     def check(self, index: BundleIndex) -> None:
         owners: dict[Path, RepoKey] = {}
@@ -271,10 +266,10 @@ class HfLayout(Layout):
     def held_repos(self) -> list[HeldRepo]:
         found = []
         for repo_dir in self._repo_dirs():
-            kind, _, rest = repo_dir.name.partition("--")
-            repo_type = REPO_FOLDER_TYPES.get(kind)
-            if repo_type is None:
+            parsed = parse_cache_folder_name(repo_dir.name)
+            if parsed is None:
                 continue
+            repo_type, repo_id = parsed
             refs_dir = repo_dir / "refs"
             revisions = []
             for ref in regular_files(refs_dir, recursive=True):
@@ -286,9 +281,7 @@ class HfLayout(Layout):
                     revisions.append((ref.relative_to(refs_dir).as_posix(), commit))
             snaps = repo_dir / "snapshots"
             commits = sorted(p.name for p in entries(snaps) if is_commit(p.name) and p.is_dir())
-            found.append(
-                HeldRepo(repo_type, rest.replace("--", "/"), tuple(sorted(revisions)), tuple(commits))
-            )
+            found.append(HeldRepo(repo_type, repo_id, tuple(sorted(revisions)), tuple(commits)))
         return found
 
     def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
@@ -449,9 +442,6 @@ class HfLayout(Layout):
             kept.append("refs/main")
             return False
         return self.write_if_changed(ref, commit.encode(), scratch)
-
-
-REPO_FOLDER_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
 def _read_ref(ref: Path) -> str | None:

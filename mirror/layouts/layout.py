@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
+from mirror.clock import Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import flock_wait, remove_path
 from mirror.hashing import file_sha256
@@ -528,9 +529,7 @@ def repo_json(repo: RepoKey, revisions: tuple[tuple[str, str], ...]) -> dict[str
     """How every import report names a repo and its revisions."""
     return {
         "repo": str(repo),
-        "source": repo.source,
-        "repo_type": repo.repo_type,
-        "repo_id": repo.repo_id,
+        **repo.to_json(),
         "revisions": [{"name": n, "commit": c} for n, c in revisions],
     }
 
@@ -672,9 +671,11 @@ class Staging:
             folder.mkdir()
             self._created.append(folder)
 
-    def lock(self, folder: Path, wait: float, busy: Callable[[], LockedError]) -> None:
+    def lock(
+        self, folder: Path, wait: float, busy: Callable[[], LockedError], clock: Clock | None = None
+    ) -> None:
         """Hold folder (made if absent, and removed again on close like every folder staging made) locked
-        until close, waiting up to `wait` seconds for another holder (then `busy()` is raised)."""
+        until close, waiting up to `wait` seconds of `clock` for another holder (then `busy()` is raised)."""
         while True:
             with suppress(FileExistsError):  # another import made it meanwhile
                 self.make_dirs(folder)
@@ -683,7 +684,7 @@ class Staging:
             except FileNotFoundError:
                 continue  # another import removed the folder it had made: make it again
             try:
-                flock_wait(fd, wait, busy)
+                flock_wait(fd, wait, busy, clock=clock)
                 held = os.fstat(fd)
                 with suppress(FileNotFoundError):
                     st = os.stat(folder)

@@ -35,7 +35,7 @@ from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
 from mirror.layouts.dir import DirLayout, Placement
 from mirror.layouts.layout import claim_folder, regular_files
-from mirror.store import RepoKey
+from mirror.repo import RepoKey, folder_name, repo_id_of_folder
 
 # repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).
 TYPE_FOLDERS = {"model": "models", "dataset": "datasets"}
@@ -43,7 +43,7 @@ TYPE_FOLDERS = {"model": "models", "dataset": "datasets"}
 
 def repo_folder(repo_type: str, repo_id: str) -> str:
     """`models/<owner>--<name>` (modelscope_hub _repo_cache_dir_path), relative to the cache."""
-    return f"{TYPE_FOLDERS[repo_type]}/{repo_id.replace('/', '--')}"
+    return f"{TYPE_FOLDERS[repo_type]}/{folder_name(repo_id)}"
 
 
 def legacy_folders(cache: Path, repo_type: str, repo_id: str) -> list[Path]:
@@ -132,13 +132,14 @@ class ModelScopeLayout(DirLayout):
     def _add_unrecorded(self, revisions: dict[tuple[str, str], dict[str, str | None]]) -> None:
         # modelscope's own downloads: snapshots/<revision>/, with no record of the commit.
         for repo_type, repo_dir in self._repo_dirs():
-            revs = revisions.setdefault((repo_type, repo_dir.name.replace("--", "/", 1)), {})
+            repo_id = repo_id_of_folder(repo_dir.name)
+            revs = revisions.setdefault((repo_type, repo_id), {})
             snaps = repo_dir / "snapshots"
             for folder in sorted(snaps.iterdir()) if snaps.is_dir() else ():
                 if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith("."):
                     revs.setdefault(folder.name, None)
             if not revs:
-                del revisions[repo_type, repo_dir.name.replace("--", "/", 1)]
+                del revisions[repo_type, repo_id]
 
     def check(self, index: BundleIndex) -> None:
         folders: dict[Path, RepoKey] = {}

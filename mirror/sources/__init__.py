@@ -10,6 +10,7 @@ from typing import Protocol
 
 from mirror.errors import HubError, UsageError
 from mirror.paths import check_commit, check_tree, is_commit, is_sha256
+from mirror.repo import HUBS
 from mirror.retry import TokenHint
 from mirror.settings import Settings, check_endpoint
 
@@ -74,18 +75,12 @@ class Source(Protocol):
         ...
 
 
-_HUBS = {  # source -> the variables of its token and its endpoint
-    "huggingface": ("HF_TOKEN", "HF_ENDPOINT"),
-    "modelscope": ("MODELSCOPE_API_TOKEN", "MODELSCOPE_ENDPOINT"),
-}
-
-
 def open_source(name: str, settings: Settings, *, endpoint: str | None, token_env: str | None) -> Source:
     """The source for a hub, at a manifest's `endpoint:` or the hub's variable; UsageError (exit 2) for an
     endpoint that is not an http(s) URL, before any request."""
-    if name not in _HUBS:
+    if name not in HUBS:
         raise UsageError(f"source {name!r} is not supported yet")
-    token_var, endpoint_var = _HUBS[name]
+    token_var, endpoint_var = HUBS[name].token_env, HUBS[name].endpoint_env
     token = settings.token(token_env, token_var)
     hint = TokenHint(token_env or token_var, sent=token is not None, named=token_env is not None)
     default = settings.hf_endpoint if name == "huggingface" else settings.modelscope_endpoint
