@@ -7,7 +7,7 @@ from typing import Any
 
 from mirror.errors import IntegrityError
 from mirror.paths import check_commit, check_relpath, is_commit, is_sha256
-from mirror.repo import check_repo_id
+from mirror.repo import RepoKey, check_repo_id
 
 
 @dataclass(frozen=True)
@@ -136,11 +136,13 @@ class Snapshot:
     def size(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def key(self) -> RepoKey:
+        return RepoKey(self.source, self.repo_type, self.repo_id)
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.source,
-            "repo_type": self.repo_type,
-            "repo_id": self.repo_id,
+            **self.key.to_json(),
             "commit": self.commit,
             "complete": self.complete,
             "synced_at": self.synced_at,

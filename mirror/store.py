@@ -181,7 +181,7 @@ class Store:
 
     def write_snapshot(self, snap: Snapshot) -> Snapshot:
         """Record a commit's files, merged with what earlier syncs of the same commit recorded."""
-        key = RepoKey(snap.source, snap.repo_type, snap.repo_id)
+        key = snap.key
         old = self.read_snapshot(key, snap.commit)
         merged = old.merged(snap) if old is not None else snap
         if old is not None and (old.files, old.complete, old.listing) == (

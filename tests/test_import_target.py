@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 import pytest
 
 import mirror.bundle.index as index_module
-import mirror.fsutil as fsutil
+import mirror.cli as cli_module
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import main
-from mirror.clock import SYSTEM
+from mirror.clock import SYSTEM, Clock
 from mirror.errors import LockedError
 from mirror.layouts import import_bundle
 from mirror.layouts.layout import Staging
@@ -355,13 +355,12 @@ def test_with_wait_the_second_import_waits_for_the_first(
 ) -> None:
     target = tmp_path / "hf"
     waiting = threading.Event()
-    real_sleep = fsutil.time.sleep
 
-    def sleep(seconds: float) -> None:
+    def wait(stop: threading.Event, seconds: float) -> bool:
         waiting.set()
-        real_sleep(min(seconds, 0.01))
+        return stop.wait(min(seconds, 0.01))
 
-    monkeypatch.setattr(fsutil.time, "sleep", sleep)
+    monkeypatch.setattr(cli_module, "SYSTEM", Clock(wait=wait))  # the clock the CLI hands the import
     result: list[int] = []
     with held(target):
         worker = threading.Thread(

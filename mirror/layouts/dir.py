@@ -47,8 +47,8 @@ from mirror.layouts.layout import (
     regular_files,
 )
 from mirror.paths import check_relpath, is_commit, join_inside
+from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord
-from mirror.store import RepoKey
 
 
 @dataclass(frozen=True)

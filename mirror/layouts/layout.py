@@ -38,7 +38,7 @@ from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import flock_wait, remove_path
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_relpath, is_sha256, name_problem
-from mirror.store import RepoKey
+from mirror.repo import RepoKey
 
 KILL_AFTER_ENV = "MIRROR_TEST_KILL_AFTER"
 _steps = 0
