@@ -130,19 +130,6 @@ class RepoKey:
         prefix = "" if self.repo_type == "model" else f"{self.repo_type}:"
         return f"{self.source}:{prefix}{self.repo_id}"
 
-    @classmethod
-    def parse(cls, text: str) -> RepoKey:
-        """The key `str(key)` wrote; ValueError for text that is not one."""
-        source, sep, rest = text.partition(":")
-        repo_type, typed, repo_id = rest.partition(":")
-        if not typed:
-            repo_type, repo_id = "model", rest
-        elif repo_type == "model":
-            raise ValueError(f"not a repo key: {text!r} (a model's key names no type)")
-        if not sep or not source or repo_type not in REPO_TYPES or not is_repo_id(repo_id):
-            raise ValueError(f"not a repo key: {text!r} (want source:org/name or source:type:org/name)")
-        return cls(source, repo_type, repo_id)
-
     def to_json(self) -> dict[str, Any]:
         """The fields every JSON output that names a repo uses."""
         return {"source": self.source, "repo_type": self.repo_type, "repo_id": self.repo_id}
@@ -177,6 +164,3 @@ class RevisionRequest:
 
     def wants(self, path: str) -> bool:
         return wants(path, self.include, self.exclude)
-
-    def __str__(self) -> str:
-        return f"{self.key}@{self.revision}"
