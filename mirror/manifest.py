@@ -419,8 +419,8 @@ class _Parser:
         if name == "source" and text not in SOURCES:
             return f"unknown source {text!r}{_closest(text, SOURCES)}; use one of: {', '.join(SOURCES)}"
         if name == "type" and text not in SYNC_REPO_TYPES:
-            types = SYNC_REPO_TYPES
-            return f"unknown type {text!r}{_closest(text, types)}; use one of: {', '.join(types)}"
+            allowed = ", ".join(SYNC_REPO_TYPES)
+            return f"unknown type {text!r}{_closest(text, SYNC_REPO_TYPES)}; use one of: {allowed}"
         if name == "token_env" and not _ENV_NAME.fullmatch(text):
             example = HUBS["huggingface"].token_env
             return f"{text!r} is not an environment variable name; give the variable's name (e.g. {example})"

@@ -217,9 +217,8 @@ def sync(
     report = SyncReport([ItemResult(t) for t in targets])
     for target in targets:
         try:
-            sources(
-                target.requests[0]
-            )  # make each hub's client once, here: its imports are slow under threads
+            # Make each hub's client once, here: its imports are slow under threads.
+            sources(target.requests[0])
         except UsageError:
             raise  # a malformed endpoint is the user's to fix, before the store is touched (exit 2)
         except Exception:  # noqa: BLE001 - a source that cannot be made fails its revisions in _resolve
