@@ -7,9 +7,8 @@ The CLI parses the options and prints the result; everything between is here.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +23,7 @@ from mirror.bundle import (
     write_archive,
 )
 from mirror.bundle.volumes import write_volumes
+from mirror.clock import Clock
 from mirror.errors import MirrorError
 from mirror.inventory import had_by_bundles, read_have
 from mirror.progress import NullProgress, ProgressSink
@@ -38,11 +38,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Signer:
     """How to sign what an export writes: every bundle (or volume) with `key`, the same sequence and
-    expiry for all of them (they are one export)."""
+    expiry for all of them (they are one export), the signing time told by `clock`."""
 
     key: Ed25519PrivateKey
     sequence: int | None = None  # default: the signing time in unix seconds
     lifetime: int | None = None  # seconds from signing to expiry; None: never expires
+    clock: Clock = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,16 @@ def export(
             )
     finally:
         progress.close()
-    now = int(time.time())
+    now = int(signer.clock.time()) if signer is not None else 0
     bundles = []
     for summary in summaries:
         signed = None
         if signer is not None:
             sequence = now if signer.sequence is None else signer.sequence
             expires = now + signer.lifetime if signer.lifetime is not None else None
-            signed = sign_bundle(summary.path, signer.key, sequence=sequence, expires=expires)
+            signed = sign_bundle(
+                summary.path, signer.key, clock=signer.clock, sequence=sequence, expires=expires
+            )
         bundles.append(Exported(summary, signed))
     return ExportResult(index, tuple(bundles), volumes=split is not None, delta=have is not None)
 

@@ -520,6 +520,7 @@ def export_cmd(
     volumes OUT.001.tar.zst ... that are each a bundle of their own. With --sign, also a .sig beside each
     (the bundles themselves stay byte-identical).
     """
+    from mirror.clock import SYSTEM
     from mirror.export import Signer, export, far_side_holds
     from mirror.manifest import load_manifests
     from mirror.signing import load_private_key
@@ -536,7 +537,9 @@ def export_cmd(
         limit = parse_size(split) if split is not None else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--split") from None
-    signer = Signer(load_private_key(sign_key), sequence, lifetime) if sign_key is not None else None
+    signer = (
+        Signer(load_private_key(sign_key), sequence, lifetime, clock=SYSTEM) if sign_key is not None else None
+    )
     have = far_side_holds(have_files, since_bundles)
     specs = [s for m in load_manifests(manifests) for s in m.models] if manifests else None
     try:
@@ -658,10 +661,13 @@ def import_cmd(
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
+    from mirror.clock import SYSTEM
     from mirror.layouts import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
 
-    trust = TrustPolicy(tuple(load_public_key(k) for k in trust_keys), required=require_signature)
+    trust = TrustPolicy(
+        tuple(load_public_key(k) for k in trust_keys), required=require_signature, clock=SYSTEM
+    )
 
     if target is None:
         if layout == "dir":
