@@ -6,7 +6,6 @@ The CLI parses the options and prints the result; everything between is here.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,16 +91,17 @@ def export(
     threads: int = -1,
     have: Mapping[str, int] | None = None,
     split: int | None = None,
+    created: int | None = None,
     signer: Signer | None = None,
     progress: ProgressSink | None = None,
 ) -> ExportResult:
     """Pack what `specs` name (None: the whole store) into `output`, or into volumes of at most `split`
-    bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is SOURCE_DATE_EPOCH when set, else the newest sync (see `build_index`)."""
+    bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is `created`
+    (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`)."""
     selection = select_specs(store, specs) if specs is not None else select_all(store)
     if not selection:
         raise MirrorError(f"the store {store.root} holds nothing to export; run `mirror sync MANIFEST` first")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    index = build_index(store, selection, created=int(epoch) if epoch else None, have=have)
+    index = build_index(store, selection, created=created, have=have)
     if split is None:
         signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
     progress = progress or NullProgress()

@@ -556,6 +556,32 @@ def test_export_signs_at_the_clocks_time(sample_store: SampleStore, keys: Keys, 
     assert statement == exported.signature.statement
 
 
+def test_export_cli_passes_source_date_epoch_as_the_creation_time(
+    sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI reads SOURCE_DATE_EPOCH and hands it to export; unset or empty, the newest sync counts."""
+    store = str(sample_store.store.root)
+
+    def created(name: str) -> str:
+        with pytest.raises(SystemExit) as done:
+            main(["export", "--store", store, "-o", str(tmp_path / name), "-q"])
+        assert done.value.code == 0
+        return read_index(tmp_path / name).created
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert created("a.tar.zst") == iso(1_700_000_000)
+    newest_sync = read_index(export(sample_store, tmp_path / "plain.tar.zst")).created
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")
+    assert created("b.tar.zst") == newest_sync != iso(1_700_000_000)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert created("c.tar.zst") == newest_sync
+    # The library takes the creation time as a value and never reads the environment itself.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert export_bundles(sample_store.store, None, tmp_path / "d.tar.zst").index.created == newest_sync
+    given = export_bundles(sample_store.store, None, tmp_path / "e.tar.zst", created=1_700_000_100)
+    assert given.index.created == iso(1_700_000_100)
+
+
 def test_required_signature_needs_a_trusted_key() -> None:
     with pytest.raises(UsageError):
         TrustPolicy(required=True, clock=CLOCK)

@@ -540,6 +540,7 @@ def export_cmd(
     signer = (
         Signer(load_private_key(sign_key), sequence, lifetime, clock=SYSTEM) if sign_key is not None else None
     )
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
     have = far_side_holds(have_files, since_bundles)
     specs = [s for m in load_manifests(manifests) for s in m.models] if manifests else None
     try:
@@ -551,6 +552,7 @@ def export_cmd(
             threads=threads,
             have=have,
             split=limit,
+            created=int(epoch) if epoch else None,
             signer=signer,
             progress=progress(),
         )
