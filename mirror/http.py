@@ -2,7 +2,7 @@
 streaming GET, a hub's HTTP status as one of our errors (a 401/403 saying what to do with the token), and a
 request that got no answer as one (a dropped connection is retryable).
 
-Every request goes over huggingface_hub's shared client (`huggingface_hub.utils.get_session`: its proxies,
+Every request goes over huggingface_hub's shared client (`huggingface_hub.get_session`: its proxies,
 redirects and request ids), for both hubs and for every download. Sources build URLs and parse answers;
 the transfer streams files; neither touches the HTTP client itself.
 """
@@ -126,6 +126,17 @@ def hf_headers(token: str | None) -> dict[str, str]:
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     return build_hf_headers(token=token, library_name="mirror")
+
+
+def modelscope_headers(token: str | None) -> dict[str, str]:
+    """The headers of a request to ModelScope: our user agent and, with a token, the Bearer header
+    modelscope_hub sends to its /api/v1 routes (`_LegacyApi._headers`), and only it: its session cookie
+    `m_session_id` would travel in a `Cookie` header, which huggingface_hub's HF_DEBUG request log (our
+    client's) prints, while it hides Authorization."""
+    headers = {"User-Agent": "mirror"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def get_json(

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from mirror.errors import HubError, NotFoundError, UsageError
-from mirror.http import FileRequest, TokenHint, get_json
+from mirror.http import FileRequest, TokenHint, get_json, modelscope_headers
 from mirror.paths import is_commit
 from mirror.sources import RemoteFile, RemoteSnapshot
 
@@ -23,13 +23,8 @@ class ModelScopeSource:
 
     def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._headers = {"User-Agent": "mirror"}
+        self._headers = modelscope_headers(token)
         self._token_hint = token_hint
-        if token:
-            # The Bearer header modelscope_hub sends to these /api/v1 routes (`_LegacyApi._headers`), and only
-            # it: its session cookie `m_session_id` would travel in a `Cookie` header, which
-            # huggingface_hub's HF_DEBUG request log (our session's) prints, while it hides Authorization.
-            self._headers["Authorization"] = f"Bearer {token}"
 
     def _repo_url(self, repo_id: str, repo_type: str) -> str:
         if repo_type != "model":
