@@ -1,4 +1,4 @@
-"""Settings read once from the environment at the CLI edge: where the store is, hub endpoints, tokens."""
+"""Settings from the environment the CLI reads once and passes in: where the store is, hub endpoints, tokens."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_env(cls, store: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
+    def from_env(cls, store: str | Path | None, env: Mapping[str, str]) -> Settings:
+        """The settings `env` (the CLI's os.environ) gives, with the store folder `store` when one is named."""
+        env = dict(env)
         return cls(
             store=Path(store) if store else default_store(env),
             hf_endpoint=env.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/"),

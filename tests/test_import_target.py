@@ -32,6 +32,7 @@ from tests.conftest import put_repo
 from tests.hub import LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command
 from tests.test_hub import run_client
+from tests.test_sync import FAST
 
 OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": b"old weights" * 300, "sub/x.txt": b"x"}
 NEW = {"config.json": b'{"v": "new"}\n', "model.safetensors": b"new weights" * 300, "sub/x.txt": b"y"}
@@ -441,7 +442,7 @@ def synced_bundle(hub: LoopbackHub, tmp_path: Path, name: str, revisions: list[s
     specs = parse_manifest(
         f"version: 1\nmodels:\n  - repo: org/tiny\n    revisions: [{', '.join(revisions)}]\n", "m.yml"
     ).models
-    result = sync(store, plan_targets(specs), default_source_factory(settings))
+    result = sync(store, plan_targets(specs), default_source_factory(settings), policy=FAST)
     assert result.exit_code == 0
     return write_bundle(store, select_all(store), tmp_path / f"{name}.tar.zst").path
 

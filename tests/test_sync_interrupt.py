@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mirror.clock import SYSTEM
 from mirror.errors import Interrupted
 from mirror.manifest import parse_manifest
 from mirror.retry import RetryPolicy
@@ -25,6 +26,7 @@ from mirror.store import RepoKey, Store
 from mirror.sync import SyncReport, default_source_factory, plan_targets, sync
 from mirror.transfer import PIECE_SIZE
 from mirror.verify import verify_store
+from tests.clocks import NO_WAIT
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 
@@ -107,7 +109,8 @@ def resume(store: Store, hub: LoopbackHub) -> None:
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     targets = plan_targets(parse_manifest(MANIFEST).models)
     assert (
-        sync(store, targets, default_source_factory(settings), policy=RetryPolicy(base=0.01)).exit_code == 0
+        sync(store, targets, default_source_factory(settings), policy=RetryPolicy(clock=NO_WAIT)).exit_code
+        == 0
     )
     ranges = big_gets(hub)[before:]
     assert ranges and all(r.startswith("bytes=") and not r.startswith("bytes=0-") for r in ranges), ranges
@@ -120,7 +123,7 @@ def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partia
     store = Store(tmp_path / "store")
     serve(hub)
     hub.rate_limit_per_connection = 256 << 10  # 12 s for the big file
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(
         lambda: SMALL in store.repos() and body_started(hub), "org/small recorded and the big body started"
@@ -136,7 +139,7 @@ def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub
     store = Store(tmp_path / "store")
     serve(hub, big := os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20))
     hub.rate_limit_per_connection = 4 << 20
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(
         lambda: len([r for r in hub.downloads() if r.bytes_sent > 0 and "model" in r.path]) >= 3, "3 pieces"
@@ -153,7 +156,7 @@ def test_a_stop_during_a_retry_backoff_does_not_sleep_it_out(hub: LoopbackHub, t
     store = Store(tmp_path / "store")
     serve(hub)
     hub.add_fault(Fault("status", match="model.safetensors", status=503, retry_after=3600, times=None))
-    policy = RetryPolicy(total=7200)
+    policy = RetryPolicy(clock=SYSTEM, total=7200)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(lambda: SMALL in store.repos() and any(r.status == 503 for r in hub.downloads()), "the 503")
     assert_stopped_keeping_what_was_complete(store, stop_and_join(policy, thread, out))
@@ -168,7 +171,7 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
     store = Store(tmp_path / "store")
     serve(hub)
     hub.add_fault(STALL)
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(lambda: SMALL in store.repos() and body_started(hub), "org/small recorded, the body stalled")
     assert_stopped_keeping_what_was_complete(store, stop_and_join(policy, thread, out, stuck=True))
@@ -177,7 +180,7 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
 def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     serve(hub)
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     with store.lock():
         settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
         targets = plan_targets(parse_manifest(MANIFEST).models)

@@ -130,7 +130,7 @@ def progress() -> ProgressSink:
 
 
 def settings(store: Path | None) -> Settings:
-    return Settings.from_env(store)
+    return Settings.from_env(store, os.environ)
 
 
 def emit(data: Any, as_json: bool, lines: Iterable[str]) -> None:
@@ -237,6 +237,7 @@ def sync(
     revisions complete by then are recorded, partial downloads are kept for the next run (exit 130).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
+    from mirror.clock import SYSTEM
     from mirror.fsutil import atomic_write_json
     from mirror.lockfile import read_lock, write_lock
     from mirror.manifest import load_manifests
@@ -252,7 +253,7 @@ def sync(
         if locked is not None:
             targets += plan_locked(read_lock(locked))
         cfg = settings(store)
-        policy = RetryPolicy(attempts=retries, total=retry_time)
+        policy = RetryPolicy(clock=SYSTEM, attempts=retries, total=retry_time)
         with stop_on_signals(policy.stop):
             result = run_sync(
                 Store(cfg.store),
@@ -356,7 +357,9 @@ def exit_leaving_stuck_transfers(code: int) -> None:
 def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, as_json: bool) -> None:
     """Per model revision (of the MANIFESTS, else of the whole store): the commit held, when it was
     synced, its files and size; with --check-upstream, whether upstream has moved."""
+    from mirror.clock import SYSTEM
     from mirror.manifest import load_manifests
+    from mirror.retry import RetryPolicy
     from mirror.status import revision_status, store_targets
     from mirror.store import Store
     from mirror.sync import default_source_factory, plan_targets
@@ -368,7 +371,7 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
         if manifests
         else store_targets(st)
     )
-    upstream = default_source_factory(cfg) if check_upstream else None
+    upstream = (default_source_factory(cfg), RetryPolicy(clock=SYSTEM)) if check_upstream else None
     rows = revision_status(st, targets, upstream=upstream)
     emit(
         [r.to_json() for r in rows],
