@@ -154,9 +154,9 @@ def test_a_bad_manifest_or_bad_usage_is_2(tmp_path: Path, store: Store) -> None:
 
 
 def test_a_layout_without_a_default_target_is_2(tmp_path: Path, isolated_home: Path) -> None:
-    for args in (("inventory", "-o", tmp_path / "have.json"), ("verify",), ("import", tmp_path / "b")):
-        if args[0] == "import":
-            (tmp_path / "b").write_bytes(b"")
+    bundle = tmp_path / "b.tar.zst"
+    bundle.write_bytes(b"")  # never read: the target is resolved first
+    for args in (("inventory", "-o", tmp_path / "have.json"), ("verify",), ("import", bundle)):
         error = json_error(*args, "--layout", "dir", code=ExitCode.USAGE)
         assert error["message"] == "--layout dir needs --target DIR"
 
