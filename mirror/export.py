@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mirror.bundle import (
     BundleIndex,
@@ -52,6 +52,12 @@ class Exported:
     summary: BundleSummary
     signature: Signed | None
 
+    def to_json(self) -> dict[str, Any]:
+        data = self.summary.to_json()
+        if self.signature is not None:
+            data["signature"] = self.signature.to_json()
+        return data
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -67,6 +73,19 @@ class ExportResult:
         return [
             f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
         ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The bundle written (its fields at the top), or `volumes`: each volume's; a delta's `in_target`."""
+        data: dict[str, Any] = {}
+        if self.volumes:
+            data["volumes"] = [bundle.to_json() for bundle in self.bundles]
+        else:
+            for bundle in self.bundles:
+                data.update(bundle.to_json())
+        if self.delta:
+            elsewhere = self.left_to_target
+            data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
+        return data
 
 
 def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[Path]) -> dict[str, int] | None:

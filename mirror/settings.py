@@ -107,6 +107,16 @@ def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(expanduser(value, env))
 
 
+def default_target(layout: str, env: Mapping[str, str]) -> Path | None:
+    """Where a layout's tree is when `--target` is not given: where its hub client looks (`hf_cache_dir`,
+    `modelscope_cache_dir`); None for a layout without a default (`dir`)."""
+    if layout == "hf":
+        return hf_cache_dir(env)
+    if layout == "modelscope":
+        return modelscope_cache_dir(env)
+    return None
+
+
 def expand(path: str, env: Mapping[str, str]) -> str:
     """os.path.expandvars(os.path.expanduser(path)), with env in place of os.environ."""
     return expandvars(expanduser(path, env), env)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError, UsageError
+from mirror.exits import ExitCode, combine
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.manifest import ModelSpec
@@ -118,17 +119,8 @@ class SyncReport:
         return [i for i in self.items if i.error is not None]
 
     @property
-    def exit_code(self) -> int:
-        failed = self.failed
-        if not failed:
-            return 0
-        if any(isinstance(i.error, Interrupted) for i in failed):
-            return Interrupted.exit_code
-        if len(failed) < len(self.items):
-            return 3
-        if any(isinstance(i.error, IntegrityError) for i in failed):
-            return IntegrityError.exit_code
-        return max(i.error.exit_code for i in failed if i.error is not None)
+    def exit_code(self) -> ExitCode:
+        return combine(ExitCode.OK if i.error is None else i.error.exit_code for i in self.items)
 
     @property
     def error(self) -> str | None:
