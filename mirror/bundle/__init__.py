@@ -23,12 +23,16 @@ from mirror.bundle.index import (
     PACKED_HERE,
     SUMS_NAME,
     BundleIndex,
-    BundleMember,
     Chunk,
     IndexedCommit,
     IndexedRepo,
     Placement,
     VolumeSet,
+)
+from mirror.bundle.index import MAX_INDEX_SIZE as MAX_INDEX_SIZE  # public but not in __all__: mirror.signing
+from mirror.bundle.index import Progress as Progress  # public but not in __all__: volumes, importers
+from mirror.bundle.members import (
+    BundleMember,
     chunk_name,
     chunk_offset,
     describe_index,
@@ -36,8 +40,6 @@ from mirror.bundle.index import (
     member_name,
     sums_text,
 )
-from mirror.bundle.index import MAX_INDEX_SIZE as MAX_INDEX_SIZE  # public but not in __all__: mirror.signing
-from mirror.bundle.index import Progress as Progress  # public but not in __all__: volumes, importers
 from mirror.bundle.reader import (
     BundleFile,
     BundleReader,

@@ -18,16 +18,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from mirror.bundle.frames import FRAME, FrameWriter, workers_for
-from mirror.bundle.index import (
-    INDEX_NAME,
-    SUMS_NAME,
-    BundleIndex,
-    BundleMember,
-    Progress,
-    chunk_offset,
-    iter_members,
-    sums_text,
-)
+from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex, Progress
+from mirror.bundle.members import BundleMember, chunk_offset, iter_members, sums_text
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
