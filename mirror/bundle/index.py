@@ -24,7 +24,10 @@ from mirror.store import RepoKey
 INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
 FORMAT = "mirror-bundle"
-FORMAT_VERSION = 1
+# The version this mirror writes, and every version it reads (oldest first). 1.1 put the repo type in the
+# member names (a model and a dataset with the same source, id and commit had the same names in 1).
+FORMAT_VERSION: int | str = "1.1"
+FORMAT_VERSIONS: tuple[int | str, ...] = (1, "1.1")
 MAX_INDEX_SIZE = INDEX.size
 DEFAULT_BRANCHES = ("main", "master")
 
@@ -159,7 +162,8 @@ class VolumeSet:
 class BundleIndex:
     """The parsed, validated `MIRROR-BUNDLE.json`.
 
-    `placements` maps a content's sha256 to where it is, for content the bundle does not pack itself (a
+    `format_version` is the one the index was written in (a bundle read is described as it was written);
+    a new index has this mirror's. `placements` maps a content's sha256 to where it is, for content the bundle does not pack itself (a
     delta's `in_target`, a volume set's volumes); `volume_set` is set on a volume of a set.
     """
 
@@ -169,6 +173,7 @@ class BundleIndex:
     tool: str = "mirror"
     placements: Mapping[str, Placement] = field(default_factory=dict)
     volume_set: VolumeSet | None = None
+    format_version: int | str = FORMAT_VERSION  # as the index gives it: one of FORMAT_VERSIONS
 
     def placement(self, sha256: str) -> Placement:
         return self.placements.get(sha256, PACKED_HERE)
@@ -176,7 +181,7 @@ class BundleIndex:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "tool": self.tool,
             "tool_version": self.tool_version,
             "created": self.created,

@@ -30,8 +30,11 @@ class BundleMember(NamedTuple):
     chunk: int | None = None
 
 
-def member_name(source: str, repo_id: str, commit: str, path: str) -> str:
-    return f"repos/{source}/{repo_id}/{commit}/{path}"
+def member_name(repo: IndexedRepo, commit: str, path: str, format_version: int | str = FORMAT_VERSION) -> str:
+    """`repos/<source>/<repo_type>/<repo_id>/<commit>/<path>`; bundle format 1 had no `<repo_type>`."""
+    if format_version == 1:
+        return f"repos/{repo.source}/{repo.repo_id}/{commit}/{path}"
+    return f"repos/{repo.source}/{repo.repo_type}/{repo.repo_id}/{commit}/{path}"
 
 
 def chunk_name(sha256: str, number: int, count: int) -> str:
@@ -62,7 +65,7 @@ def iter_members(index: BundleIndex) -> Iterator[BundleMember]:
                         if p.volume == this
                     ]
                 elif not placement.in_target and placement.volume == this:
-                    name = member_name(repo.source, repo.repo_id, c.commit, f.path)
+                    name = member_name(repo, c.commit, f.path, index.format_version)
                     found.append(BundleMember(name, f, repo, c, None, f.size, f.sha256))
     first: dict[str, str] = {}
     for m in sorted(found, key=lambda m: m.name):
@@ -106,7 +109,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
     members = list(iter_members(index))
     data: dict[str, Any] = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": index.format_version,
         "tool": index.tool,
         "tool_version": index.tool_version,
         "created": index.created,

@@ -8,11 +8,11 @@ with distinct names. Nothing downstream checks an index's fields again.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from mirror.bundle.index import (
     FORMAT,
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     IN_TARGET,
     PACKED_HERE,
     BundleIndex,
@@ -219,18 +219,24 @@ def _volume_set(data: Any) -> VolumeSet:
     return VolumeSet(set_id, volume, tuple(names))
 
 
+def _format_version(value: Any) -> int | str:
+    """The index's `format_version`, one this mirror reads: exactly as some mirror wrote it."""
+    if type(value) in (int, str) and value in FORMAT_VERSIONS:
+        return cast(int | str, value)
+    number = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", str(value)) if type(value) in (int, str) else None
+    if number is not None and (int(number[1]), int(number[2] or 0)) > (1, 1):
+        raise IntegrityError(
+            f"bundle format version {value!r} is not supported (this mirror reads "
+            f"{' and '.join(map(str, FORMAT_VERSIONS))}); upgrade mirror on this machine"
+        )
+    raise _bad(f"invalid format_version {value!r}")
+
+
 def parse_index(data: Any) -> BundleIndex:
     """The index `data` (parsed JSON) describes, validated whole; IntegrityError naming what is wrong."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise IntegrityError(f"not a mirror bundle: the first member is not a {FORMAT} index")
-    version = data.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise _bad(f"invalid format_version {version!r}")
-    if version != FORMAT_VERSION:
-        raise IntegrityError(
-            f"bundle format version {version!r} is not supported (this mirror reads {FORMAT_VERSION}); "
-            "upgrade mirror on this machine"
-        )
+    version = _format_version(data.get("format_version"))
     created = _field(data, "created", str, "index")
     if parse_iso(created) is None:
         raise _bad(f"invalid creation time {created!r}")
@@ -246,10 +252,12 @@ def parse_index(data: Any) -> BundleIndex:
         tool=_field(data, "tool", str, "index"),
         placements={sha: p for sha, p in sorted(placements.items()) if p != PACKED_HERE},
         volume_set=volume_set,
+        format_version=version,
     )
     if volume_set is not None and index.set_id() != volume_set.id:
         raise _bad("the volume set id does not match the index (a damaged or altered volume)")
     names = [m.name for m in iter_members(index)]
     if len(set(names)) != len(names):
-        raise _bad("two files share a member name (a model and a dataset with the same id and commit?)")
+        why = " (a model and a dataset with the same id and commit, which format 1 names alike?)"
+        raise _bad("two files share a member name" + (why if version == 1 else ""))
     return index
