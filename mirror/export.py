@@ -123,7 +123,9 @@ def export(
         if signer is not None:
             sequence = now if signer.sequence is None else signer.sequence
             expires = now + signer.lifetime if signer.lifetime is not None else None
-            signed = sign_bundle(summary.path, signer.key, sequence=sequence, expires=expires)
+            signed = sign_bundle(
+                summary.path, signer.key, index_bytes=summary.index_bytes, sequence=sequence, expires=expires
+            )
         bundles.append(Exported(summary, signed))
     return ExportResult(index, tuple(bundles), volumes=split is not None, delta=have is not None)
 

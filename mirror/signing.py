@@ -273,16 +273,22 @@ class Signed:
 
 
 def sign_bundle(
-    bundle: Path, key: Ed25519PrivateKey, *, sequence: int | None = None, expires: int | None = None
+    bundle: Path,
+    key: Ed25519PrivateKey,
+    *,
+    index_bytes: bytes | None = None,
+    sequence: int | None = None,
+    expires: int | None = None,
 ) -> Signed:
     """Write BUNDLE.sig: a statement over the bundle's index bytes, signed with `key`.
 
+    `index_bytes` is the index as the writer wrote it (export passes `BundleSummary.index_bytes`: a valid
+    index, the writer writes no other); without it, it is read from the bundle (and validated as it is read).
     `sequence` defaults to the signing time in unix seconds: it grows with every export and needs no state
     on the connected side. `expires` is absolute (unix seconds).
     """
     bundle = Path(bundle)
-    data = read_index_bytes(bundle)
-    parse_index_bytes(bundle, data)  # never sign what an importer would refuse
+    data = read_index_bytes(bundle) if index_bytes is None else index_bytes
     statement = Statement(
         key_id=key_id(key.public_key()),
         index_sha256=hashlib.sha256(data).hexdigest(),
