@@ -16,8 +16,8 @@ the top-level `"volume_set"`. See `Placement` and `VolumeSet`.
 The package owns the format: `index` (the typed index), `parse` (its one validation), `members` (the one
 place that names and orders the file members: the writer, the verifier and the importers all walk it),
 `selection` (what of the store goes in), `writer`, `frames` and `framereader` (zstd frames on every core),
-`stream` (the inflating stream), `reader` (the checked pass over a bundle), `diagnosis` (what a refusal
-names), `volumes` (`export --split`).
+`stream` (the inflating stream), `reader` (the checked pass over a bundle), `tarheader` (the tar headers a
+bundle may hold), `diagnosis` (what a refusal names), `volumes` (`export --split`).
 """
 
 from mirror.bundle.index import (

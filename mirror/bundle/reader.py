@@ -25,56 +25,13 @@ from mirror.bundle.frames import FrameError
 from mirror.bundle.index import INDEX_NAME, MAX_INDEX_SIZE, SUMS_NAME, BundleIndex, Progress
 from mirror.bundle.members import BundleMember, iter_members, sums_text
 from mirror.bundle.stream import InflatingStream, RawReader, copied
+from mirror.bundle.tarheader import REGULAR, GuardedTarInfo, kind
 from mirror.errors import IntegrityError, MirrorError
 from mirror.hashing import CHUNK
 from mirror.paths import is_safe_relpath, is_sha256
 
 # After the tar's end-of-archive blocks only zero padding may follow; a little more than one tar record.
 _MAX_TRAILING = 1 << 20
-# tarfile reads a pax or GNU long-name header's data whole into memory: a crafted 10 GB one would exhaust it.
-# mirror writes pax headers only for long paths (at most 4096 bytes each), so this is ample.
-MAX_EXTENDED_HEADER = 64 << 10
-_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
-
-
-_KINDS = {
-    tarfile.SYMTYPE: "a symlink",
-    tarfile.LNKTYPE: "a hardlink",
-    tarfile.CHRTYPE: "a character device",
-    tarfile.BLKTYPE: "a block device",
-    tarfile.FIFOTYPE: "a fifo",
-    tarfile.DIRTYPE: "a directory",
-    tarfile.CONTTYPE: "a contiguous file",
-}
-
-
-def _kind(info: tarfile.TarInfo) -> str:
-    return _KINDS.get(info.type, f"of tar type {info.type!r}")
-
-
-class _GuardedTarInfo(tarfile.TarInfo):
-    """A TarInfo that refuses, before tarfile reads their data, the headers mirror never writes or that
-    tarfile would read whole into memory: oversized pax or GNU long-name headers, global pax headers and
-    sparse files (whose maps tarfile also reads whole)."""
-
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-            if not 0 <= self.size <= MAX_EXTENDED_HEADER:
-                raise IntegrityError(
-                    f"tar header {self.name!r} announces a {self.size}-byte extended header "
-                    f"(limit {MAX_EXTENDED_HEADER}); refusing it"
-                )
-        elif self.type in (tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_SPARSE):
-            raise IntegrityError(
-                f"tar header {self.name!r} of type {self.type!r} is not used by mirror; refusing it"
-            )
-        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
-
-    def _refuse_sparse(self, *args: object) -> None:
-        raise IntegrityError(f"tar header {self.name!r} describes a sparse file; refusing it")
-
-    # Called from _proc_pax on the member a pax header describes, before its sparse map is read.
-    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
 
 
 class BundleFile:
@@ -140,10 +97,10 @@ class BundleReader:
         )
         self.transfer_checked = False  # whether a .sha256 beside the bundle confirmed that digest
         with self._archive_errors():
-            # tarfile parses the headers (through _GuardedTarInfo) from the forward-only stream; the members'
+            # tarfile parses the headers (through GuardedTarInfo) from the forward-only stream; the members'
             # data, the bulk of the bytes, is taken from the stream directly (see _take), not through tarfile.
             self._tar = tarfile.open(  # noqa: SIM115 - lives as long as the reader
-                fileobj=cast(IO[bytes], stream), mode="r:", tarinfo=_GuardedTarInfo
+                fileobj=cast(IO[bytes], stream), mode="r:", tarinfo=GuardedTarInfo
             )
         self.index = self._read_index()
 
@@ -211,7 +168,7 @@ class BundleReader:
 
     def _read_index(self) -> BundleIndex:
         info = self._next()
-        if info is None or info.name != INDEX_NAME or info.type not in _REGULAR:
+        if info is None or info.name != INDEX_NAME or info.type not in REGULAR:
             raise IntegrityError(f"{self.path}: not a mirror bundle (its first member is not {INDEX_NAME})")
         if info.size > MAX_INDEX_SIZE:
             raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
@@ -239,7 +196,7 @@ class BundleReader:
         self._started = True
         expected_sums = sums_text(self.index)
         info = self._next()
-        if info is None or info.name != SUMS_NAME or info.type not in _REGULAR:
+        if info is None or info.name != SUMS_NAME or info.type not in REGULAR:
             raise IntegrityError(
                 f"{self.path}: the second member must be {SUMS_NAME} listing the index's files"
             )
@@ -312,10 +269,8 @@ class BundleReader:
                 )
             if expected[target].sha256 != member.sha256:
                 raise IntegrityError(f"{where} is a hardlink to {target!r}, which holds other content")
-        elif info.type not in _REGULAR:
-            raise IntegrityError(
-                f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it"
-            )
+        elif info.type not in REGULAR:
+            raise IntegrityError(f"{where} is {kind(info)} (tar type {info.type!r}), not a file; refusing it")
         elif info.size != member.size:
             raise IntegrityError(
                 f"{where} holds {info.size} bytes but the index says {member.size}; refusing it unread "
