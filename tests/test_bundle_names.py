@@ -28,8 +28,9 @@ from mirror.bundle import (
 )
 from mirror.errors import IntegrityError
 from mirror.layouts import import_bundle
+from mirror.repo import RepoKey
 from mirror.snapshot import Snapshot
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from tests.conftest import SampleStore, fake_commit, file_record, put_repo
 
 MODEL_FILES = {
