@@ -144,7 +144,12 @@ def export(
             sequence = now if signer.sequence is None else signer.sequence
             expires = now + signer.lifetime if signer.lifetime is not None else None
             signed = sign_bundle(
-                summary.path, signer.key, clock=signer.clock, sequence=sequence, expires=expires
+                summary.path,
+                signer.key,
+                clock=signer.clock,
+                index_bytes=summary.index_bytes,
+                sequence=sequence,
+                expires=expires,
             )
         bundles.append(Exported(summary, signed))
     return ExportResult(index, tuple(bundles), volumes=split is not None, delta=have is not None)

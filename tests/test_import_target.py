@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-import mirror.bundle.index as index_module
+import mirror.bundle.parse as parse_module
 import mirror.fsutil as fsutil
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import main
@@ -227,13 +227,13 @@ def test_the_sweep_of_a_killed_imports_leftovers_never_follows_a_link(
 @contextmanager
 def unchecked_names() -> Iterator[None]:
     """Write bundles as a tool without the publishability checks would."""
-    saved = index_module._check_publishable, index_module.nested_names
-    index_module._check_publishable = lambda name, what: None  # type: ignore[assignment]
-    index_module.nested_names = lambda names: []  # type: ignore[assignment]
+    saved = parse_module._check_publishable, parse_module.nested_names
+    parse_module._check_publishable = lambda name, what: None  # type: ignore[assignment]
+    parse_module.nested_names = lambda names: []  # type: ignore[assignment]
     try:
         yield
     finally:
-        index_module._check_publishable, index_module.nested_names = saved
+        parse_module._check_publishable, parse_module.nested_names = saved
 
 
 def bundle_of(tmp_path: Path, name: str, revisions: dict[str, dict[str, bytes]], when: str) -> Path:

@@ -136,16 +136,20 @@ def sign_bundle(
     key: Ed25519PrivateKey,
     *,
     clock: Clock,
+    index_bytes: bytes | None = None,
     sequence: int | None = None,
     expires: int | None = None,
 ) -> Signed:
     """Write BUNDLE.sig: a statement over the bundle's index bytes, signed with `key`.
 
+    `index_bytes` is the index as the writer wrote it (export passes `BundleSummary.index_bytes`: a valid
+    index, the writer writes no other); without it, it is read from the bundle (and validated as it is read).
+
     `sequence` defaults to the signing time by `clock`, in unix seconds: it grows with every export and needs
     no state on the connected side. `expires` is absolute (unix seconds).
     """
     bundle = Path(bundle)
-    data = read_index_bytes(bundle)  # validated as an index on the way: never sign what an importer refuses
+    data = read_index_bytes(bundle) if index_bytes is None else index_bytes
     statement = Statement(
         key_id=key_id(key.public_key()),
         index_sha256=hashlib.sha256(data).hexdigest(),
