@@ -13,6 +13,7 @@ import mirror.bundle.reader as reader_module
 from mirror.bundle import read_index
 from mirror.export import Signer, export
 from mirror.signing import read_signature, signature_path
+from tests.clocks import FakeClock
 from tests.conftest import SampleStore
 
 
@@ -33,7 +34,7 @@ def test_export_signs_what_it_wrote_without_reading_it_back(
         None,
         tmp_path / "b.tar.zst",
         split=split,
-        signer=Signer(Ed25519PrivateKey.generate(), 5),
+        signer=Signer(Ed25519PrivateKey.generate(), 5, clock=FakeClock().clock),
     )
     assert opened == []  # no bundle was opened to sign it
     assert result.volumes == (split is not None) and len(result.bundles) == (1 if split is None else 2)
