@@ -4,7 +4,7 @@ regular file, and is read and parsed within the limits of its kind, named here i
 A manifest, a lock file, a bundle index, a signature, a key, a have.json, a receipt or a store record that
 is huge, nested without end, `/dev/zero`, a FIFO nobody writes to or a folder is refused at once, in small
 memory, with the error class the caller gives (UsageError for what the user hands over, IntegrityError for
-what comes in a bundle), naming the file.
+what comes in a bundle), naming the file. A hub's JSON answer is held to its bound too (see mirror.http).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ KEY = Bound("key file", 64 << 10)
 HAVE = Bound("inventory file", 256 << 20, depth=16)
 RECORD = Bound("record", 256 << 20, depth=16)  # receipts, .mirror/*.json, store records, trust state
 REF = Bound("ref", 4 << 10)  # a ref file of a Hugging Face cache: one commit hash
+HUB_ANSWER = Bound("hub's answer", 256 << 20, depth=64)  # a listing; a model card's metadata nests in it
 
 
 def refusal(error: type[MirrorError], path: Path, reason: str) -> MirrorError:

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+from mirror.exits import ExitCode
+
 
 class MirrorError(Exception):
     """A failure the CLI reports in one line and maps to an exit code."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
 
 
 class UsageError(MirrorError):
     """Bad command-line usage (exit 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ManifestError(MirrorError):
     """An invalid manifest; the message names the file, the line and the key (exit 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(
         self, message: str, *, file: str | None = None, line: int | None = None, key: str | None = None
@@ -51,7 +53,7 @@ class NotFoundError(HubError):
 class IntegrityError(MirrorError):
     """A hash or size mismatch, a corrupt or hostile bundle (exit 4)."""
 
-    exit_code = 4
+    exit_code = ExitCode.INTEGRITY
 
 
 class DamagedBlobError(IntegrityError):
@@ -79,16 +81,16 @@ class DamagedBlobError(IntegrityError):
 class PartialError(MirrorError):
     """Some items failed; the rest were done (exit 3)."""
 
-    exit_code = 3
+    exit_code = ExitCode.PARTIAL
 
 
 class LockedError(MirrorError):
     """Another run holds the store lock (exit 75, EX_TEMPFAIL)."""
 
-    exit_code = 75
+    exit_code = ExitCode.LOCKED
 
 
 class Interrupted(MirrorError):
     """A signal (Ctrl-C or SIGTERM, one path) stopped the run; what was complete is kept (exit 130)."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED

@@ -6,12 +6,10 @@ The CLI parses the options and prints the result; everything between is here.
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mirror.bundle import (
     BundleIndex,
@@ -23,6 +21,7 @@ from mirror.bundle import (
     write_archive,
 )
 from mirror.bundle.volumes import write_volumes
+from mirror.clock import Clock
 from mirror.errors import MirrorError
 from mirror.inventory import had_by_bundles, read_have
 from mirror.progress import NullProgress, ProgressSink
@@ -38,11 +37,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Signer:
     """How to sign what an export writes: every bundle (or volume) with `key`, the same sequence and
-    expiry for all of them (they are one export)."""
+    expiry for all of them (they are one export), the signing time told by `clock`."""
 
     key: Ed25519PrivateKey
     sequence: int | None = None  # default: the signing time in unix seconds
     lifetime: int | None = None  # seconds from signing to expiry; None: never expires
+    clock: Clock = field(kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,12 @@ class Exported:
 
     summary: BundleSummary
     signature: Signed | None
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.summary.to_json()
+        if self.signature is not None:
+            data["signature"] = self.signature.to_json()
+        return data
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,19 @@ class ExportResult:
         return [
             f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
         ]
+
+    def to_json(self) -> dict[str, Any]:
+        """The bundle written (its fields at the top), or `volumes`: each volume's; a delta's `in_target`."""
+        data: dict[str, Any] = {}
+        if self.volumes:
+            data["volumes"] = [bundle.to_json() for bundle in self.bundles]
+        else:
+            for bundle in self.bundles:
+                data.update(bundle.to_json())
+        if self.delta:
+            elsewhere = self.left_to_target
+            data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
+        return data
 
 
 def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[Path]) -> dict[str, int] | None:
@@ -91,16 +110,17 @@ def export(
     threads: int = -1,
     have: Mapping[str, int] | None = None,
     split: int | None = None,
+    created: int | None = None,
     signer: Signer | None = None,
     progress: ProgressSink | None = None,
 ) -> ExportResult:
     """Pack what `requests` name (None: the whole store) into `output`, or into volumes of at most `split`
-    bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is SOURCE_DATE_EPOCH when set, else the newest sync (see `build_index`)."""
+    bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is `created`
+    (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`)."""
     selection = select_requests(store, requests) if requests is not None else select_all(store)
     if not selection:
         raise MirrorError(f"the store {store.root} holds nothing to export; run `mirror sync MANIFEST` first")
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    index = build_index(store, selection, created=int(epoch) if epoch else None, have=have)
+    index = build_index(store, selection, created=created, have=have)
     if split is None:
         signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
     progress = progress or NullProgress()
@@ -116,14 +136,21 @@ def export(
             )
     finally:
         progress.close()
-    now = int(time.time())
+    now = int(signer.clock.time()) if signer is not None else 0
     bundles = []
     for summary in summaries:
         signed = None
         if signer is not None:
             sequence = now if signer.sequence is None else signer.sequence
             expires = now + signer.lifetime if signer.lifetime is not None else None
-            signed = sign_bundle(summary.path, signer.key, sequence=sequence, expires=expires)
+            signed = sign_bundle(
+                summary.path,
+                signer.key,
+                clock=signer.clock,
+                index_bytes=summary.index_bytes,
+                sequence=sequence,
+                expires=expires,
+            )
         bundles.append(Exported(summary, signed))
     return ExportResult(index, tuple(bundles), volumes=split is not None, delta=have is not None)
 

@@ -28,6 +28,7 @@ from typing import Any
 from mirror.bounded import HAVE, parse_json, read_bounded
 from mirror.bundle import read_index
 from mirror.errors import UsageError
+from mirror.fsutil import atomic_write_bytes
 from mirror.layouts import make_layout
 from mirror.layouts.held import held_files
 from mirror.layouts.layout import HeldRepo
@@ -99,6 +100,42 @@ def take_inventory(
         progress.close()
     inventory = Inventory(writer.name, dict(sorted(blobs.items())), tuple(writer.held_repos()))
     return inventory, InventoryStats(len(held), len(unknown), hashed_bytes)
+
+
+@dataclass(frozen=True)
+class InventoryWritten:
+    """What `mirror inventory` wrote where, and what it had to hash for it."""
+
+    output: Path
+    target: Path
+    inventory: Inventory
+    stats: InventoryStats
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.inventory.blobs.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "target": str(self.target),
+            "layout": self.inventory.layout,
+            "blobs": len(self.inventory.blobs),
+            "bytes": self.bytes,
+            "repos": len(self.inventory.repos),
+            "files": self.stats.files,
+            "hashed_files": self.stats.hashed,
+            "hashed_bytes": self.stats.hashed_bytes,
+        }
+
+
+def write_inventory(
+    layout: str, target: Path, output: Path, progress: ProgressSink | None = None
+) -> InventoryWritten:
+    """Take the inventory of a target and write it to `output` (atomically), for `mirror export --have`."""
+    held, stats = take_inventory(layout, target, progress=progress)
+    atomic_write_bytes(output, held.to_bytes())
+    return InventoryWritten(output, target, held, stats)
 
 
 def _hash(path: Path, progress: ProgressSink) -> str:

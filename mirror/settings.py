@@ -1,4 +1,4 @@
-"""Settings read once from the environment at the CLI edge: where the store is, hub endpoints, tokens."""
+"""Settings from the environment the CLI reads once and passes in: where the store is, hub endpoints, tokens."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_env(cls, store: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
+    def from_env(cls, store: str | Path | None, env: Mapping[str, str]) -> Settings:
+        """The settings `env` (the CLI's os.environ) gives, with the store folder `store` when one is named."""
+        env = dict(env)
         return cls(
             store=Path(store) if store else default_store(env),
             hf_endpoint=env.get(_HF.endpoint_env, _HF.endpoint).rstrip("/"),
@@ -104,6 +105,16 @@ def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
         env.get("MODELSCOPE_CACHE") or env.get("MS_CACHE_HOME") or os.path.join("~", ".cache", "modelscope")
     )
     return Path(expanduser(value, env))
+
+
+def default_target(layout: str, env: Mapping[str, str]) -> Path | None:
+    """Where a layout's tree is when `--target` is not given: where its hub client looks (`hf_cache_dir`,
+    `modelscope_cache_dir`); None for a layout without a default (`dir`)."""
+    if layout == "hf":
+        return hf_cache_dir(env)
+    if layout == "modelscope":
+        return modelscope_cache_dir(env)
+    return None
 
 
 def expand(path: str, env: Mapping[str, str]) -> str:

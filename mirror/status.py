@@ -58,10 +58,10 @@ def revision_status(
     store: Store,
     targets: Sequence[Target],
     *,
-    upstream: SourceFactory | None = None,
-    policy: RetryPolicy | None = None,
+    upstream: tuple[SourceFactory, RetryPolicy] | None = None,
 ) -> list[RevisionStatus]:
-    """One row per target: the commit held and its size; with `upstream`, the commit upstream has now."""
+    """One row per target: the commit held and its size; with `upstream` (the hubs, and the policy to retry
+    them under), the commit upstream has now."""
     rows = []
     for target in targets:
         key, revision = target.key, target.revision
@@ -78,14 +78,14 @@ def revision_status(
             )
         )
     if upstream is not None:
-        source_for = upstream
+        source_for, policy = upstream
 
         def check(row: RevisionStatus, target: Target) -> None:
             source = source_for(target.requests[0])
             try:
                 remote = with_retries(
                     lambda: source.resolve(row.key.repo_id, row.key.repo_type, row.revision),
-                    policy or RetryPolicy(),
+                    policy,
                     str(target),
                 )
                 row.upstream = remote.commit

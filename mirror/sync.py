@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mirror.errors import IntegrityError, Interrupted, MirrorError, NotFoundError, UsageError
+from mirror.exits import ExitCode, combine
 from mirror.hashing import file_git_sha1, lfs_pointer_oid
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.paths import check_commit, is_commit, is_sha256
@@ -30,7 +30,7 @@ from mirror.sources import RemoteFile, RemoteSnapshot, Source, check_listing, op
 from mirror.store import Store
 from mirror.transfer import SEGMENTS, Expected, Fetched, download
 
-log = logging.getLogger("mirror")
+log = logging.getLogger(__name__)
 
 SourceFactory = Callable[[RevisionRequest], Source]
 K = TypeVar("K")
@@ -118,17 +118,8 @@ class SyncReport:
         return [i for i in self.items if i.error is not None]
 
     @property
-    def exit_code(self) -> int:
-        failed = self.failed
-        if not failed:
-            return 0
-        if any(isinstance(i.error, Interrupted) for i in failed):
-            return Interrupted.exit_code
-        if len(failed) < len(self.items):
-            return 3
-        if any(isinstance(i.error, IntegrityError) for i in failed):
-            return IntegrityError.exit_code
-        return max(i.error.exit_code for i in failed if i.error is not None)
+    def exit_code(self) -> ExitCode:
+        return combine(ExitCode.OK if i.error is None else i.error.exit_code for i in self.items)
 
     @property
     def error(self) -> str | None:
@@ -200,8 +191,8 @@ def sync(
     targets: Sequence[Target],
     sources: SourceFactory,
     *,
+    policy: RetryPolicy,
     workers: int = 8,
-    policy: RetryPolicy | None = None,
     progress: ProgressSink | None = None,
     wait: float = 0.0,
     segments: int = SEGMENTS,
@@ -210,9 +201,9 @@ def sync(
 
     Once `policy.stop` is set (Ctrl-C), the run ends within about a second, whatever is in flight: the
     revisions complete by then are recorded, partial downloads stay in the store's tmp/ for the next run to
-    resume, and every other revision fails with Interrupted (exit 130).
+    resume, and every other revision fails with Interrupted (exit 130). The time of the run (retries, that
+    second, when a revision was synced) is `policy.clock`'s.
     """
-    policy = policy or RetryPolicy()
     progress = progress or NullProgress()
     report = SyncReport([ItemResult(t) for t in targets])
     for target in targets:
@@ -257,7 +248,7 @@ def _run(
     resolving = {
         pool.submit(_resolve, store, i.target, sources, policy): n for n, i in enumerate(report.items)
     }
-    resolved = {n: future.result() for future, n in _completed(resolving, policy.stop)}
+    resolved = {n: future.result() for future, n in _completed(resolving, policy)}
     known = Known(store)
     judged: dict[str, bool] = {}  # sha256 -> whether the store's copy can be used
     fetches: dict[str, Fetch] = {}
@@ -282,7 +273,8 @@ def _run(
         if not needs[index]:
             item = report.items[index]
             try:
-                _record(store, item, resolved[index], wanted[index], fetches, results, known)
+                now = policy.clock.now_iso()
+                _record(store, item, resolved[index], wanted[index], fetches, results, known, now)
             except Exception as e:  # noqa: BLE001 - a revision that cannot be recorded fails alone
                 item.error = _failed(e, str(item.target))
 
@@ -294,7 +286,7 @@ def _run(
             pool.submit(_fetch, store, sources, fetch, policy, progress, segments, budget): key
             for key, fetch in fetches.items()
         }
-        for future, key in _completed(running, policy.stop):
+        for future, key in _completed(running, policy):
             results[key] = future.result()
             for index, keys in needs.items():
                 if key in keys:
@@ -329,19 +321,20 @@ def _plan(
     return wanted, needs
 
 
-def _completed(futures: dict[Future[Any], K], stop: threading.Event) -> Iterator[tuple[Future[Any], K]]:
-    """(future, tag) as each future completes. Once `stop` is set, only those that complete within GRACE
-    seconds more: a transfer blocked in a read is not waited for."""
+def _completed(futures: dict[Future[Any], K], policy: RetryPolicy) -> Iterator[tuple[Future[Any], K]]:
+    """(future, tag) as each future completes. Once `policy.stop` is set, only those that complete within
+    GRACE seconds more (on the policy's clock): a transfer blocked in a read is not waited for."""
     pending = set(futures)
     deadline: float | None = None
+    clock = policy.clock
     while pending:
-        if deadline is None and stop.is_set():
-            deadline = time.monotonic() + GRACE
-        timeout = POLL if deadline is None else max(0.0, deadline - time.monotonic())
+        if deadline is None and policy.stop.is_set():
+            deadline = clock.monotonic() + GRACE
+        timeout = POLL if deadline is None else max(0.0, deadline - clock.monotonic())
         done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
         for future in done:
             yield future, futures[future]
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and clock.monotonic() >= deadline:
             return
 
 
@@ -507,6 +500,7 @@ def _record(
     fetches: dict[str, Fetch],
     results: dict[str, Fetched | MirrorError],
     known: Known,
+    synced_at: str,
 ) -> None:
     assert isinstance(resolved, Resolved)
     remote = resolved.remote
@@ -538,7 +532,7 @@ def _record(
         commit=remote.commit,
         files=tuple(records),
         complete=len(files) == len(remote.files),
-        synced_at=store.clock.now_iso(),
+        synced_at=synced_at,
         listing=remote_listing(remote) if len(files) != len(remote.files) else None,
     )
     store.write_snapshot(snap)

@@ -14,21 +14,20 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mirror.bounded import RECORD, read_json_bounded
+from mirror.clock import Clock
 from mirror.errors import IntegrityError, MirrorError, RetryableError
 from mirror.hashing import CHUNK, Hasher
-from mirror.retry import RetryPolicy, check_status, request_error, with_retries
-from mirror.sources import FileRequest
+from mirror.http import FileRequest, get_range
+from mirror.retry import RetryPolicy, with_retries
 from mirror.store import Store
 
-log = logging.getLogger("mirror")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def download(
     request: FileRequest,
     expected: Expected,
     *,
-    policy: RetryPolicy | None = None,
+    policy: RetryPolicy,
     progress: Callable[[int], None] | None = None,
     segments: int = SEGMENTS,
     budget: threading.Semaphore | None = None,
@@ -107,7 +106,6 @@ def download(
     `budget` bounds the ranged connections of all the large files fetched at once (one shared by a sync):
     a lone large file gets them all, several share them, so the machine is not drowned in connections.
     """
-    policy = policy or RetryPolicy()
     count = min(segments, expected.size // PIECE_SIZE)
     if count > 1:
         try:
@@ -134,45 +132,26 @@ def _download_once(
     progress: Callable[[int], None] | None,
     policy: RetryPolicy,
 ) -> Fetched:
-    import httpx2
-    from huggingface_hub import get_session
-
     temp = store.temp_path(expected.key)
     hasher = expected.hasher()
     have = _resume_point(temp, expected.size, hasher)
-    headers = {**request.headers, "Accept-Encoding": "identity"}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        with get_session().stream("GET", request.url, headers=headers) as response:
-            if response.status_code != 206:
-                check_status(
-                    response.status_code,
-                    response.headers.get("Retry-After"),
-                    expected.label,
-                    request.token_hint,
-                )
-            if have and (response.status_code != 206 or _range_start(response.headers) != have):
-                # the server ignored Range: start over from the first byte
-                hasher = expected.hasher()
-                have = 0
-            with open(temp, "ab" if have else "wb", buffering=CHUNK) as out:
-                writeback = Writeback(out.fileno(), have)
-                for chunk in response.iter_bytes():
-                    policy.check()  # a stop keeps the bytes so far: the next run resumes them
-                    if hasher.size + len(chunk) > expected.size:
-                        raise IntegrityError(
-                            f"{expected.label}: the hub sent more than {expected.size} bytes"
-                        )
-                    out.write(chunk)
-                    hasher.update(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                    if writeback.due(hasher.size):
-                        out.flush()
-                        writeback.start(hasher.size)
-    except httpx2.HTTPError as e:
-        raise request_error(e, f"{expected.label} (after {hasher.size} bytes)") from None
+    with get_range(request, expected.label, have) as answer:
+        if answer.start != have:  # the server ignored Range: start over from the first byte
+            hasher = expected.hasher()
+            have = 0
+        with open(temp, "ab" if have else "wb", buffering=CHUNK) as out:
+            writeback = Writeback(out.fileno(), have)
+            for chunk in answer.chunks():
+                policy.check()  # a stop keeps the bytes so far: the next run resumes them
+                if hasher.size + len(chunk) > expected.size:
+                    raise IntegrityError(f"{expected.label}: the hub sent more than {expected.size} bytes")
+                out.write(chunk)
+                hasher.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+                if writeback.due(hasher.size):
+                    out.flush()
+                    writeback.start(hasher.size)
     if hasher.size < expected.size:
         raise RetryableError(f"{expected.label}: body cut off at {hasher.size} of {expected.size} bytes")
     try:
@@ -211,15 +190,6 @@ def _check_hash(hasher: Hasher, expected: Expected) -> None:
         )
 
 
-def _range_start(headers: Any) -> int | None:
-    """The first byte a 206 answer carries, from `Content-Range: bytes N-M/T`."""
-    value = str(headers.get("Content-Range", ""))
-    try:
-        return int(value.split()[1].split("-")[0]) if value.startswith("bytes ") else None
-    except (IndexError, ValueError):
-        return None
-
-
 def _segment_files(store: Store, expected: Expected) -> tuple[Path, Path]:
     """The sparse data file and the progress record of a segmented download in progress."""
     data = store.temp_path(expected.key.removesuffix(".part") + ".seg")
@@ -237,8 +207,8 @@ class _Segments:
     the contiguous prefix (what can be hashed) grows as fast as the pieces arrive.
     """
 
-    def __init__(self, data: Path, state: Path, size: int) -> None:
-        self.data, self.state, self.size = data, state, size
+    def __init__(self, data: Path, state: Path, size: int, clock: Clock) -> None:
+        self.data, self.state, self.size, self.clock = data, state, size, clock
         self.bounds = _pieces(size)
         self.done = [0] * len(self.bounds)
         self.cond = threading.Condition()
@@ -280,7 +250,7 @@ class _Segments:
     def save(self, *, force: bool = False) -> None:
         """Record the progress for a later run, at most once a second unless forced."""
         with self._saving:  # connection threads save in turn: one temp name, one record
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if not force and now - self._saved_at < SAVE_EVERY:
                 return
             self._saved_at = now
@@ -301,7 +271,7 @@ def _download_segmented(
     budget: threading.Semaphore,
 ) -> Fetched:
     data, state = _segment_files(store, expected)
-    segs = _Segments(data, state, expected.size)
+    segs = _Segments(data, state, expected.size, policy.clock)
     fd = os.open(data, os.O_RDWR)
     try:
         with ThreadPoolExecutor(max_workers=count) as pool:
@@ -381,41 +351,26 @@ def _fetch_piece(
     progress: Callable[[int], None] | None,
     policy: RetryPolicy,
 ) -> None:
-    import httpx2
-    from huggingface_hub import get_session
-
     start, end = segs.bounds[index]
     pos = start + segs.done[index]
     if pos >= end:
         return
-    headers = {**request.headers, "Accept-Encoding": "identity", "Range": f"bytes={pos}-{end - 1}"}
-    try:
-        with get_session().stream("GET", request.url, headers=headers) as response:
-            if response.status_code == 200:
-                raise RangeIgnored(label)
-            check_status(
-                200 if response.status_code == 206 else response.status_code,
-                response.headers.get("Retry-After"),
-                label,
-                request.token_hint,
-            )
-            if _range_start(response.headers) != pos:
-                raise RangeIgnored(label)
-            for chunk in response.iter_bytes():
-                if segs.failed is not None:
-                    return  # another connection failed for good: stop early, keep what we have
-                policy.check()
-                if pos + len(chunk) > end:
-                    raise RetryableError(f"{label}: the server sent more than the range asked")
-                os.pwrite(fd, chunk, pos)
-                pos += len(chunk)
-                with segs.cond:
-                    segs.done[index] = pos - start
-                    segs.cond.notify_all()
-                if progress is not None:
-                    progress(len(chunk))
-                segs.save()
-    except httpx2.HTTPError as e:
-        raise request_error(e, f"{label} (at byte {pos})") from None
+    with get_range(request, label, pos, end) as answer:
+        if not answer.partial or answer.start != pos:
+            raise RangeIgnored(label)
+        for chunk in answer.chunks():
+            if segs.failed is not None:
+                return  # another connection failed for good: stop early, keep what we have
+            policy.check()
+            if pos + len(chunk) > end:
+                raise RetryableError(f"{label}: the server sent more than the range asked")
+            os.pwrite(fd, chunk, pos)
+            pos += len(chunk)
+            with segs.cond:
+                segs.done[index] = pos - start
+                segs.cond.notify_all()
+            if progress is not None:
+                progress(len(chunk))
+            segs.save()
     if pos < end:
         raise RetryableError(f"{label}: cut off at byte {pos} of {end}")

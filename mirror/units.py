@@ -53,6 +53,15 @@ def format_size(n: int) -> str:
     return str(n)
 
 
+def human_size(n: float) -> str:
+    """A size for people to read, in powers of 1024: 100 B, 1.5 GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 _DURATION = re.compile(r"^([0-9]{1,12})([smhd])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -3,10 +3,12 @@ import wrote (`--target`: every file its receipts list)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from mirror.bundle import verify_bundle
 from mirror.errors import MirrorError
 from mirror.hashing import file_sha256
 from mirror.layouts.layout import ExpectedFile
@@ -96,6 +98,42 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
             if store.read_snapshot(key, ref.commit) is None:
                 check.problems.append(f"{key}: revision {name} points at {ref.commit}, which has no snapshot")
     return check
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    """A bundle that `verify_bundle` streamed whole and found as its index says."""
+
+    bundle: Path
+    repos: int
+    sha256: str
+    transfer_checked: bool  # a .sha256 beside it confirmed the digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle),
+            "ok": True,
+            "repos": self.repos,
+            "sha256": self.sha256,
+            "transfer_checked": self.transfer_checked,
+        }
+
+
+def verify_bundles(bundles: Sequence[Path], progress: ProgressSink | None = None) -> list[BundleCheck]:
+    """Check each bundle, member by member, against its index; IntegrityError on the first fault.
+    `progress` gets each bundle's bytes read, one bar per bundle."""
+    progress = progress or NullProgress()
+    checks = []
+    for bundle in bundles:
+        progress.start(bundle.stat().st_size, f"verify {bundle.name}")
+        try:
+            verified = verify_bundle(bundle, progress=progress.update)
+        finally:
+            progress.close()
+        checks.append(
+            BundleCheck(bundle, len(verified.index.repos), verified.sha256, verified.transfer_checked)
+        )
+    return checks
 
 
 @dataclass

@@ -93,7 +93,9 @@ def test_members_are_index_then_sums_then_sorted_files(bundle: Path) -> None:
     assert files == sorted(files)
     assert files == [m.name for m in iter_members(read_index(bundle))]
     assert (
-        "repos/huggingface/org/tiny/" + read_index(bundle).repos[-1].revisions[0][1] + "/sub/dir/weights.bin"
+        "repos/huggingface/model/org/tiny/"
+        + read_index(bundle).repos[-1].revisions[0][1]
+        + "/sub/dir/weights.bin"
         in files
     )
 
@@ -133,7 +135,7 @@ def test_repeated_content_is_stored_once_as_hardlinks(bundle: Path) -> None:
             assert sha not in first_with
             first_with[sha] = m.name
     links = [m for m in files if m.islnk()]
-    assert any(m.name.startswith("repos/huggingface/org/tiny/") and "gpt2" in m.linkname for m in links)
+    assert any(m.name.startswith("repos/huggingface/model/org/tiny/") and "gpt2" in m.linkname for m in links)
     summary = describe_index(index)
     assert summary["unique_bytes"] == sum(m.size for m in regular_members)
     assert summary["total_bytes"] > summary["unique_bytes"]
@@ -162,10 +164,10 @@ def test_gnu_tar_extracts_and_sha256sum_checks(
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": OK") == len(list(iter_members(read_index(bundle))))
     tiny = sample_store.tiny
-    v1 = dest / "repos" / "huggingface" / "org" / "tiny" / tiny.commits["v1.0"]
+    v1 = dest / "repos" / "huggingface" / "model" / "org" / "tiny" / tiny.commits["v1.0"]
     assert {p.relative_to(v1).as_posix(): p.read_bytes() for p in v1.rglob("*") if p.is_file()} == TINY_V1
     index = json.loads((dest / INDEX_NAME).read_text())
-    assert index["format"] == "mirror-bundle" and index["format_version"] == 1
+    assert index["format"] == "mirror-bundle" and index["format_version"] == "1.1"
 
 
 def test_side_file_matches_sha256sum(sample_store: SampleStore, tmp_path: Path) -> None:

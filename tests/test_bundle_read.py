@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mirror.bundle import open_bundle, read_index, select_all, verify_bundle, write_bundle
-from mirror.bundle.reader import _INFLATE
+from mirror.bundle.frames import FRAME
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
 from mirror.store import Store
@@ -28,7 +28,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes
     rng = random.Random(7)
     files = {
         "a.json": b"{}",
-        "model.safetensors": rng.randbytes(3 * _INFLATE + 12_345),
+        "model.safetensors": rng.randbytes(3 * FRAME + 12_345),
         "z/small.bin": rng.randbytes(777),
         "z/copy.bin": rng.randbytes(777 * 2),
     }

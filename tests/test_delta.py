@@ -86,7 +86,7 @@ def test_a_delta_from_the_far_side_inventory_done_when(moved: Moved, tmp_path: P
     assert members == [
         "MIRROR-BUNDLE.json",
         "SHA256SUMS",
-        *(f"repos/huggingface/{MINILM}/{moved.new}/{path}" for path in sorted(CHANGED)),
+        *(f"repos/huggingface/model/{MINILM}/{moved.new}/{path}" for path in sorted(CHANGED)),
     ]
     # The index still describes every file of the new revision, marking the ones the target must hold.
     index = read_index(delta)

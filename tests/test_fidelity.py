@@ -31,6 +31,7 @@ from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from tests.conftest import put_repo
 from tests.hub import HubFile, LoopbackHub
+from tests.test_sync import FAST
 
 # -- where the caches are ---------------------------------------------------------------------------------
 
@@ -211,7 +212,10 @@ def twins(hub: LoopbackHub, tmp_path: Path) -> Path:
     manifest = "version: 1\nmodels:\n  - repo: org/twin\n    revisions: [main, v1.0]\n  - repo: org/other\n"
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     result = sync(
-        store, plan_targets(parse_manifest(manifest, "m.yml").requests()), default_source_factory(settings)
+        store,
+        plan_targets(parse_manifest(manifest, "m.yml").requests()),
+        default_source_factory(settings),
+        policy=FAST,
     )
     assert result.exit_code == 0
     return write_bundle(store, select_all(store), tmp_path / "twins.tar.zst").path
@@ -446,6 +450,7 @@ def test_hf_repo_in_modelscope_layout_is_what_modelscope_downloads_and_loads(
             store,
             plan_targets(parse_manifest(manifest, "m.yml").requests()),
             default_source_factory(settings),
+            policy=FAST,
         ).exit_code
         == 0
     )

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
+import mirror.bundle.framereader as framereader_module
 import mirror.bundle.frames as frames_module
 from mirror import fsutil
-from mirror.bundle.frames import FrameError, FrameReader, FrameWalker, FrameWriter
+from mirror.bundle.framereader import FrameReader
+from mirror.bundle.frames import FrameError, FrameWalker, FrameWriter
 from mirror.errors import IntegrityError
 from mirror.fsutil import BulkWriter
 
@@ -97,7 +99,7 @@ def test_a_frame_holds_at_most_a_frame(small_frames: int) -> None:
 def test_long_frames_and_frames_of_unknown_size_are_streamed(monkeypatch: pytest.MonkeyPatch) -> None:
     # What another tool (or mirror before frames) makes: one long frame; a frame that does not give its
     # size; a skippable frame between them. The long one is read in parts, never held whole.
-    monkeypatch.setattr(frames_module, "MAX_WHOLE", 64 << 10)
+    monkeypatch.setattr(framereader_module, "MAX_WHOLE", 64 << 10)
     rng = random.Random(5)
     long_data, unsized_data = rng.randbytes(1 << 20), b"text " * 50_000
     long_frame = zstandard.ZstdCompressor(level=1, threads=2).compress(long_data)

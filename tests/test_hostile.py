@@ -348,7 +348,10 @@ def _sums_without(g: Good, path: str) -> bytes:
 
 def good_parts(fx: Fixture) -> Good:
     return Good(
-        members_of(fx.good), tar_of(fx.good), fx.good.read_bytes(), f"repos/huggingface/org/tiny/{fx.commit}/"
+        members_of(fx.good),
+        tar_of(fx.good),
+        fx.good.read_bytes(),
+        f"repos/huggingface/model/org/tiny/{fx.commit}/",
     )
 
 

@@ -265,7 +265,9 @@ def test_damaged_file_publishes_nothing_of_the_bundle(bundle: Path, tmp_path: Pa
     # A bundle is one unit: the intact repos (gpt2, org/data) are not published either.
     damaged = corrupt_member(bundle, tmp_path / "damaged.tar.zst", "model.safetensors")
     cache = tmp_path / "hub"
-    with pytest.raises(BundleImportError, match=r"repos/huggingface/org/tiny/.*model\.safetensors") as err:
+    with pytest.raises(
+        BundleImportError, match=r"repos/huggingface/model/org/tiny/.*model\.safetensors"
+    ) as err:
         import_bundle(damaged, "hf", cache)
     assert isinstance(err.value, IntegrityError) and err.value.exit_code == 4
     assert "nothing of the bundle was imported" in str(err.value)

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
-import mirror.bundle.index as index_module
-import mirror.cli as cli_module
+import mirror.bundle.parse as parse_module
+import mirror.clock as clock_module
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import main
 from mirror.clock import SYSTEM, Clock
@@ -33,6 +33,7 @@ from tests.conftest import put_repo
 from tests.hub import LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command
 from tests.test_hub import run_client
+from tests.test_sync import FAST
 
 OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": b"old weights" * 300, "sub/x.txt": b"x"}
 NEW = {"config.json": b'{"v": "new"}\n', "model.safetensors": b"new weights" * 300, "sub/x.txt": b"y"}
@@ -227,13 +228,13 @@ def test_the_sweep_of_a_killed_imports_leftovers_never_follows_a_link(
 @contextmanager
 def unchecked_names() -> Iterator[None]:
     """Write bundles as a tool without the publishability checks would."""
-    saved = index_module._check_publishable, index_module.nested_names
-    index_module._check_publishable = lambda name, what: None  # type: ignore[assignment]
-    index_module.nested_names = lambda names: []  # type: ignore[assignment]
+    saved = parse_module._check_publishable, parse_module.nested_names
+    parse_module._check_publishable = lambda name, what: None  # type: ignore[assignment]
+    parse_module.nested_names = lambda names: []  # type: ignore[assignment]
     try:
         yield
     finally:
-        index_module._check_publishable, index_module.nested_names = saved
+        parse_module._check_publishable, parse_module.nested_names = saved
 
 
 def bundle_of(tmp_path: Path, name: str, revisions: dict[str, dict[str, bytes]], when: str) -> Path:
@@ -360,7 +361,7 @@ def test_with_wait_the_second_import_waits_for_the_first(
         waiting.set()
         return stop.wait(min(seconds, 0.01))
 
-    monkeypatch.setattr(cli_module, "SYSTEM", Clock(wait=wait))  # the clock the CLI hands the import
+    monkeypatch.setattr(clock_module, "SYSTEM", Clock(wait=wait))  # the clock the CLI hands the import
     result: list[int] = []
     with held(target):
         worker = threading.Thread(
@@ -441,7 +442,7 @@ def synced_bundle(hub: LoopbackHub, tmp_path: Path, name: str, revisions: list[s
     specs = parse_manifest(
         f"version: 1\nmodels:\n  - repo: org/tiny\n    revisions: [{', '.join(revisions)}]\n", "m.yml"
     ).requests()
-    result = sync(store, plan_targets(specs), default_source_factory(settings))
+    result = sync(store, plan_targets(specs), default_source_factory(settings), policy=FAST)
     assert result.exit_code == 0
     return write_bundle(store, select_all(store), tmp_path / f"{name}.tar.zst").path
 

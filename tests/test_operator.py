@@ -41,7 +41,7 @@ def test_status_and_gc(tmp_path: Path) -> None:
         assert sync_text(store, hub, both).exit_code == 0
         a2 = hub.add_commit("org/a", {"config.json": b"a2", "shared.txt": b"shared"})
         settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
-        rows = revision_status(store, store_targets(store), upstream=default_source_factory(settings))
+        rows = revision_status(store, store_targets(store), upstream=(default_source_factory(settings), FAST))
         by_repo = {r.key.repo_id: r for r in rows}
         assert by_repo["org/a"].state == "upstream moved" and by_repo["org/a"].upstream == a2
         assert by_repo["org/a"].commit == a1 and by_repo["org/a"].files == 2

@@ -121,7 +121,7 @@ def test_error_messages_and_log_lines_are_escaped(tmp_path: Path, capsys: pytest
 
 
 def test_the_log_formatter_escapes_tracebacks_line_by_line() -> None:
-    from mirror.cli import EscapingFormatter
+    from mirror.cli.output import EscapingFormatter
 
     try:
         raise ValueError(HOSTILE)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mirror.cli import main
-from mirror.clock import Clock
 from mirror.errors import IntegrityError, Interrupted, LockedError, ManifestError
 from mirror.fsutil import LOCK_POLL, flock_wait
 from mirror.gc import plan_keep
@@ -36,26 +35,11 @@ from mirror.repo import (
 from mirror.status import RevisionStatus, store_targets
 from mirror.store import Store
 from mirror.sync import ItemResult, Target, plan_locked, plan_targets
+from tests.clocks import FakeClock
 from tests.conftest import put_repo
 
 COMMIT = "c" * 40
 SHA = "5" * 64
-
-
-@dataclass
-class FakeClock:
-    """A clock that never sleeps: sleeping moves its time on, and each sleep is recorded."""
-
-    now: float = 1_796_000_000.0  # 2026-11-30T00:53:20Z
-    sleeps: list[float] = field(default_factory=list)
-
-    def wait(self, stop: threading.Event, seconds: float) -> bool:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return stop.is_set()
-
-    def clock(self) -> Clock:
-        return Clock(time=lambda: self.now, monotonic=lambda: self.now, wait=self.wait)
 
 
 # --- the grammar and folder names ------------------------------------------------------------------
@@ -170,7 +154,7 @@ def test_a_manifest_a_lock_file_and_the_store_make_the_same_request(tmp_path: Pa
     lock = tmp_path / "m.lock"
     write_lock(lock, [LockedRevision(KEY, "main", COMMIT, (LockedFile("config.json", 2, SHA),))])
     (locked,) = read_lock(lock)
-    store = Store(tmp_path / "store", clock=FakeClock().clock())
+    store = Store(tmp_path / "store", clock=FakeClock().clock)
     put_repo(store, "org/a", {"main": {"config.json": b"{}"}})
     assert from_manifest == locked.request == store.requests()[0] == RevisionRequest(KEY, "main")
     # ... and the engines take it alike: the same sync target, the same revision kept by gc.
@@ -250,8 +234,8 @@ def test_flock_wait_waits_on_the_clock_it_is_given(tmp_path: Path) -> None:
         flock_wait(holder, 0, lambda: LockedError("held"), clock=None)
         fake = FakeClock()
         with pytest.raises(LockedError, match="held"):
-            flock_wait(waiter, 1.0, lambda: LockedError("held"), clock=fake.clock())
-        assert fake.sleeps == [LOCK_POLL] * 5  # a second of fake time, no real sleeping
+            flock_wait(waiter, 1.0, lambda: LockedError("held"), clock=fake.clock)
+        assert fake.waits == [LOCK_POLL] * 5  # a second of fake time, no real sleeping
         with pytest.raises(LockedError):
             flock_wait(waiter, 0, lambda: LockedError("held"), clock=None)  # no wait needs no clock
         with pytest.raises(ValueError, match="needs a clock"):
@@ -264,33 +248,33 @@ def test_flock_wait_waits_on_the_clock_it_is_given(tmp_path: Path) -> None:
                 waiter,
                 3600,
                 lambda: LockedError("held"),
-                clock=stopped.clock(),
+                clock=stopped.clock,
                 stop=stop,
                 stopped=lambda: Interrupted("stopped"),
             )
-        assert stopped.sleeps == [LOCK_POLL]
+        assert stopped.waits == []  # stopped at the first wait
     finally:
         os.close(waiter)
         os.close(holder)
 
 
 def test_the_store_lock_is_stamped_and_waited_for_by_the_stores_clock(tmp_path: Path) -> None:
-    fake = FakeClock(now=1_795_046_400.0)  # 2026-11-19T00:00:00Z
-    store = Store(tmp_path / "store", clock=fake.clock())
+    fake = FakeClock(1_795_046_400.0)  # 2026-11-19T00:00:00Z
+    store = Store(tmp_path / "store", clock=fake.clock)
     with store.lock():
         assert "since 2026-11-19T00:00:00Z" in (store.root / "lock").read_text()
         with (
             pytest.raises(LockedError, match="holds the store lock"),
-            Store(store.root, clock=fake.clock()).lock(0.5),
+            Store(store.root, clock=fake.clock).lock(0.5),
         ):
             pass
-    assert sum(fake.sleeps) == pytest.approx(0.6)  # three polls of fake time
+    assert sum(fake.waits) == pytest.approx(0.6)  # three polls of fake time
 
 
 def test_status_json_names_each_repo_by_its_json_fields(
     tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = Store(tmp_path / "store", clock=FakeClock().clock())
+    store = Store(tmp_path / "store", clock=FakeClock().clock)
     put_repo(store, "org/d", {"main": {"a.csv": b"1"}}, repo_type="dataset")
     with pytest.raises(SystemExit) as info:
         main(["status", "--store", str(store.root), "--json"])

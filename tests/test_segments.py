@@ -15,8 +15,9 @@ from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
-from mirror.transfer import PIECE_SIZE
+from mirror.transfer import PIECE_SIZE, SAVE_EVERY, _Segments
 from mirror.verify import verify_store
+from tests.clocks import FakeClock
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
@@ -48,6 +49,26 @@ def weight_gets(hub: LoopbackHub) -> list[tuple[str, int, int]]:
         for r in hub.downloads()
         if "model.safetensors" in r.path
     ]
+
+
+def test_the_pieces_progress_is_recorded_at_most_once_a_second_on_the_clock(tmp_path: Path) -> None:
+    fake = FakeClock()
+    state = tmp_path / "f.seg.json"
+    segs = _Segments(tmp_path / "f.seg", state, 2 * PIECE_SIZE, fake.clock)
+
+    def progress(done: list[int]) -> list[int]:
+        segs.done = done
+        segs.save()
+        return list(json.loads(state.read_text())["done"])
+
+    assert progress([10, 0]) == [10, 0]
+    fake.now += SAVE_EVERY / 2
+    assert progress([20, 0]) == [10, 0]  # too soon: the record waits
+    fake.now += SAVE_EVERY / 2
+    assert progress([30, 5]) == [30, 5]
+    segs.done = [40, 5]
+    segs.save(force=True)  # a connection ending records at once
+    assert json.loads(state.read_text())["done"] == [40, 5]
 
 
 def test_large_file_comes_over_several_ranged_connections(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import tarfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,11 @@ from huggingface_hub import scan_cache_dir
 
 from mirror.bundle import BundleIndex, read_index, select_all, write_bundle
 from mirror.cli import main
+from mirror.clock import Clock, iso
 from mirror.errors import IntegrityError, UsageError
-from mirror.layouts import BundleImportError, import_bundle
+from mirror.export import Signer
+from mirror.export import export as export_bundles
+from mirror.layouts import BundleImportError, ImportUnit, import_bundle, import_unit
 from mirror.signing import (
     TrustedKey,
     TrustPolicy,
@@ -37,11 +39,13 @@ from mirror.signing import (
     read_signature,
     sign_bundle,
     signature_path,
-    trust_dir,
 )
 from mirror.units import parse_duration
 from tests.conftest import SampleStore
 from tests.roundtrip import fresh_env, run_mirror
+
+NOW = 1_900_000_000  # the fake clock's time: signing and trust never read the wall clock
+CLOCK = Clock(time=lambda: float(NOW))
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,17 @@ def with_index(bundle: Path, out: Path, index_bytes: bytes) -> Path:
     return out
 
 
-def trust(*keys: Keys, required: bool = False) -> TrustPolicy:
-    return TrustPolicy(tuple(k.public for k in keys), required=required)
+def trust(*keys: Keys, required: bool = False, clock: Clock = CLOCK) -> TrustPolicy:
+    return TrustPolicy(tuple(k.public for k in keys), required=required, clock=clock)
+
+
+# Where each layout keeps the highest accepted sequence per key, out of its tools' sight.
+TRUST_STATE = {"hf": ".locks/mirror-trust", "modelscope": ".mirror-trust", "dir": ".mirror/trust"}
+
+
+def hf_state(cache: Path, keys: Keys) -> Path:
+    """The trust state of `keys` in a Hugging Face cache."""
+    return cache / TRUST_STATE["hf"] / f"{keys.public.key_id}.json"
 
 
 # -- keys and signing ----------------------------------------------------------------------------------
@@ -158,18 +171,27 @@ def test_keygen_cli_writes_a_private_key_only_its_owner_reads(tmp_path: Path) ->
     assert (private.read_bytes(), public.read_bytes()) == before
 
 
-def test_export_sign_leaves_the_bundle_byte_identical(sample_store: SampleStore, tmp_path: Path) -> None:
+def test_export_sign_leaves_the_bundle_byte_identical(
+    sample_store: SampleStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     env = fresh_env(tmp_path / "home")
     store = str(sample_store.store.root)
     run_mirror("keygen", "-o", str(tmp_path / "k"), env=env)
     plain, signed = tmp_path / "plain.tar.zst", tmp_path / "signed.tar.zst"
     run_mirror("export", "--store", store, "-o", str(plain), env=env)
-    t0 = int(time.time())
-    proc = run_mirror(
-        "export", "--store", store, "-o", str(signed), "--sign", str(tmp_path / "k.key"),
-        "--sequence", "7", "--expires", "30d", "--json", env=env,
-    )  # fmt: skip
-    t1 = int(time.time())
+    # In process, so the clock the CLI hands to signing is the fake one.
+    monkeypatch.setattr("mirror.clock.SYSTEM", CLOCK)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main([
+            "export", "--store", store, "-o", str(signed), "--sign", str(tmp_path / "k.key"),
+            "--sequence", "7", "--expires", "30d", "--json",
+        ])  # fmt: skip
+    assert done.value.code == 0
+    out = capsys.readouterr().out
 
     assert plain.read_bytes() == signed.read_bytes()
     assert (
@@ -183,8 +205,8 @@ def test_export_sign_leaves_the_bundle_byte_identical(sample_store: SampleStore,
     assert statement.index_size == len(index_bytes)
     assert statement.sequence == 7
     assert statement.key_id == load_public_key(tmp_path / "k.pub").key_id
-    assert statement.expires is not None and t0 + 30 * 86400 <= statement.expires <= t1 + 30 * 86400
-    assert json.loads(proc.stdout)["signature"]["sequence"] == 7
+    assert statement.expires == NOW + 30 * 86400
+    assert json.loads(out)["signature"]["sequence"] == 7
 
     # Re-exported without --sign: the old signature does not stay beside the new bundle.
     run_mirror("export", "--store", store, "-o", str(signed), env=env)
@@ -192,9 +214,8 @@ def test_export_sign_leaves_the_bundle_byte_identical(sample_store: SampleStore,
 
 
 def test_default_sequence_is_the_signing_time_and_no_expiry(bundle: Path, keys: Keys) -> None:
-    t0 = int(time.time())
-    signed = sign_bundle(bundle, keys.private)
-    assert t0 <= signed.statement.sequence <= int(time.time())
+    signed = sign_bundle(bundle, keys.private, clock=CLOCK)
+    assert signed.statement.sequence == NOW
     assert signed.statement.expires is None
     document = json.loads(signed.path.read_text())
     assert set(document) == {"signature", "statement"}
@@ -246,7 +267,7 @@ def test_export_sign_usage_errors(
 def test_import_cli_accepts_a_bundle_signed_by_a_trusted_key(
     bundle: Path, keys: Keys, other_keys: Keys, tmp_path: Path
 ) -> None:
-    sign_bundle(bundle, keys.private, sequence=5)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=5)
     cache = tmp_path / "hub"
     env = fresh_env(tmp_path / "home")
     run_mirror(
@@ -267,29 +288,26 @@ def test_import_cli_accepts_a_bundle_signed_by_a_trusted_key(
 
 def test_newer_sequence_is_accepted_and_remembered(bundle: Path, keys: Keys, tmp_path: Path) -> None:
     cache = tmp_path / "hub"
-    sign_bundle(bundle, keys.private, sequence=5)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=5)
     import_bundle(bundle, "hf", cache, trust=trust(keys))
-    sign_bundle(bundle, keys.private, sequence=9)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=9)
     import_bundle(bundle, "hf", cache, trust=trust(keys))
-    assert read_sequence(trust_dir("hf", cache) / f"{keys.public.key_id}.json") == 9
+    assert read_sequence(hf_state(cache, keys)) == 9
 
 
-@pytest.mark.parametrize(
-    ("layout", "where"),
-    [("hf", ".locks/mirror-trust"), ("modelscope", ".mirror-trust"), ("dir", ".mirror/trust")],
-)
+@pytest.mark.parametrize(("layout", "where"), sorted(TRUST_STATE.items()))
 def test_where_each_layout_remembers_the_sequence(
     sample_store: SampleStore, keys: Keys, tmp_path: Path, layout: str, where: str
 ) -> None:
     # The modelscope layout cannot hold a short id like gpt2: export org/data and org/tiny only.
     selection = [s for s in select_all(sample_store.store) if "/" in s.key.repo_id]
     bundle = write_bundle(sample_store.store, selection, tmp_path / "b.tar.zst").path
-    sign_bundle(bundle, keys.private, sequence=3)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=3)
     target = tmp_path / layout
     import_bundle(bundle, layout, target, trust=trust(keys))
     state = target / where / f"{keys.public.key_id}.json"
-    assert trust_dir(layout, target) == state.parent
     assert read_sequence(state) == 3
+    assert json.loads(state.read_text())["accepted"] == iso(NOW)
     if layout == "modelscope":
         from modelscope_hub._cache_manager import scan_cache
 
@@ -297,7 +315,7 @@ def test_where_each_layout_remembers_the_sequence(
 
 
 def test_unsigned_bundle_passes_when_nothing_is_required(bundle: Path, tmp_path: Path) -> None:
-    import_bundle(bundle, "hf", tmp_path / "hub", trust=TrustPolicy())
+    import_bundle(bundle, "hf", tmp_path / "hub", trust=TrustPolicy(clock=CLOCK))
     import_bundle(bundle, "hf", tmp_path / "hub2")
 
 
@@ -344,17 +362,17 @@ def _reformatted_index(b: Path, scratch: Path, k: Keys, o: Keys) -> Path:
 
 
 def _untrusted_key(b: Path, scratch: Path, k: Keys, o: Keys) -> Path:
-    sign_bundle(b, o.private, sequence=500)
+    sign_bundle(b, o.private, clock=CLOCK, sequence=500)
     return b
 
 
 def _older_sequence(b: Path, scratch: Path, k: Keys, o: Keys) -> Path:
-    sign_bundle(b, k.private, sequence=99)
+    sign_bundle(b, k.private, clock=CLOCK, sequence=99)
     return b
 
 
 def _expired(b: Path, scratch: Path, k: Keys, o: Keys) -> Path:
-    sign_bundle(b, k.private, sequence=200, expires=int(time.time()) - 1)
+    sign_bundle(b, k.private, clock=CLOCK, sequence=200, expires=NOW - 1)
     return b
 
 
@@ -387,12 +405,12 @@ def test_rejected_with_the_target_untouched(
 ) -> None:
     out = tmp_path / "out"
     first = export(sample_store, out / "first.tar.zst", count=1)
-    sign_bundle(first, keys.private, sequence=100)
+    sign_bundle(first, keys.private, clock=CLOCK, sequence=100)
     cache = tmp_path / "hub"
     import_bundle(first, "hf", cache, trust=trust(keys))  # the target holds a repo and sequence 100
     bundle = export(sample_store, out / "b.tar.zst")
     export(sample_store, out / "subset.tar.zst", count=2)
-    sign_bundle(bundle, keys.private, sequence=100)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=100)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     victim = case.prepare(bundle, scratch, keys, other_keys)
@@ -402,7 +420,7 @@ def test_rejected_with_the_target_untouched(
         import_bundle(victim, "hf", cache, trust=trust(keys))
     assert case.message in str(error.value)
     assert (tree_hash(tmp_path / "hub"), tree_hash(tmp_path / "home")) == before
-    assert read_sequence(trust_dir("hf", cache) / f"{keys.public.key_id}.json") == 100
+    assert read_sequence(hf_state(cache, keys)) == 100
 
 
 def test_cli_rejections_exit_4_and_unsigned_under_require_signature(
@@ -412,7 +430,7 @@ def test_cli_rejections_exit_4_and_unsigned_under_require_signature(
     env = fresh_env(tmp_path / "home")
     signed = bundle.with_name("signed.tar.zst")
     signed.write_bytes(bundle.read_bytes())
-    sign_bundle(signed, keys.private, sequence=1)
+    sign_bundle(signed, keys.private, clock=CLOCK, sequence=1)
     run_mirror("import", str(signed), "--target", str(cache), "--trust", str(keys.pub_file), env=env)
     before = tree_hash(cache)
 
@@ -430,7 +448,7 @@ def test_cli_rejections_exit_4_and_unsigned_under_require_signature(
     # Required without a trusted key: refused before any bundle is read.
     rejected("--require-signature", code=2, message="no key is trusted")
     rejected(code=2, message="no key is trusted", MIRROR_REQUIRE_SIGNATURE="1")
-    sign_bundle(bundle, other_keys.private, sequence=2)
+    sign_bundle(bundle, other_keys.private, clock=CLOCK, sequence=2)
     rejected("--trust", str(keys.pub_file), code=4, message="which is not trusted")
     # Without --trust or the requirement, a signature is not checked and the import proceeds.
     run_mirror("import", str(bundle), "--target", str(cache), env=env)
@@ -438,15 +456,15 @@ def test_cli_rejections_exit_4_and_unsigned_under_require_signature(
 
 def test_sequence_is_not_remembered_when_the_import_fails(bundle: Path, keys: Keys, tmp_path: Path) -> None:
     cache = tmp_path / "hub"
-    sign_bundle(bundle, keys.private, sequence=1)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=1)
     import_bundle(bundle, "hf", cache, trust=trust(keys))
-    sign_bundle(bundle, keys.private, sequence=2)
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=2)
     cut = tmp_path / "cut.tar.zst"
     cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size * 2 // 3])  # the index is still whole
     signature_path(cut).write_bytes(signature_path(bundle).read_bytes())
     with pytest.raises(IntegrityError, match=r"truncated|corrupt"):
         import_bundle(cut, "hf", cache, trust=trust(keys))
-    assert read_sequence(trust_dir("hf", cache) / f"{keys.public.key_id}.json") == 1
+    assert read_sequence(hf_state(cache, keys)) == 1
 
 
 def test_sequence_is_not_remembered_when_nothing_was_published(
@@ -460,31 +478,110 @@ def test_sequence_is_not_remembered_when_nothing_was_published(
     data[victim.offset_data] ^= 0xFF
     damaged = tmp_path / "damaged.tar.zst"
     damaged.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(bytes(data)))
-    sign_bundle(damaged, keys.private, sequence=4)
+    sign_bundle(damaged, keys.private, clock=CLOCK, sequence=4)
     with pytest.raises(BundleImportError):
         import_bundle(damaged, "hf", tmp_path / "hub", trust=trust(keys))
-    assert read_sequence(trust_dir("hf", tmp_path / "hub") / f"{keys.public.key_id}.json") is None
+    assert read_sequence(hf_state(tmp_path / "hub", keys)) is None
 
 
 def test_check_binds_the_signed_index_to_the_one_the_import_streams(
     bundle: Path, keys: Keys, sample_store: SampleStore, tmp_path: Path
 ) -> None:
-    sign_bundle(bundle, keys.private, sequence=1)
-    other: BundleIndex = read_index(export(sample_store, tmp_path / "subset.tar.zst", count=1))
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=1)
+    subset = export(sample_store, tmp_path / "subset.tar.zst", count=1)
+    state_dir, target = tmp_path / "hub" / TRUST_STATE["hf"], tmp_path / "hub"
+    # The index bytes the import streams against must be the signed ones ...
+    with pytest.raises(IntegrityError, match="is not the one"):
+        check_trust(trust(keys), bundle, read_index_bytes(subset), state_dir=state_dir, target=target)
+    signed = read_index_bytes(bundle)
+    assert check_trust(trust(keys), bundle, signed, state_dir=state_dir, target=target) is not None
+    # ... and the engine hands over the bytes of the very index it streams against.
+    other: BundleIndex = read_index(subset)
     with pytest.raises(IntegrityError, match="changed while it was being read"):
-        check_trust(trust(keys), bundle, other, "hf", tmp_path / "hub")
-    assert check_trust(trust(keys), bundle, read_index(bundle), "hf", tmp_path / "hub") is not None
+        import_unit(ImportUnit(((bundle, other),)), "hf", target, trust=trust(keys))
+    assert not target.exists() or not any(target.iterdir())
 
 
 def test_expiry_is_checked_against_the_clock(bundle: Path, keys: Keys, tmp_path: Path) -> None:
-    expires = int(time.time()) + 3600
-    sign_bundle(bundle, keys.private, sequence=1, expires=expires)
-    index = read_index(bundle)
-    assert check_trust(trust(keys), bundle, index, "hf", tmp_path, now=expires - 1) is not None
-    with pytest.raises(IntegrityError, match="expired"):
-        check_trust(trust(keys), bundle, index, "hf", tmp_path, now=expires)
+    expires = NOW + 3600
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=1, expires=expires)
+    data = read_index_bytes(bundle)
+
+    def check(now: int) -> object:
+        policy = trust(keys, clock=Clock(time=lambda: float(now)))
+        return check_trust(policy, bundle, data, state_dir=tmp_path / "trust", target=tmp_path)
+
+    assert check(expires - 1) is not None
+    with pytest.raises(IntegrityError, match=r"expired at .* \(now " + iso(expires)):
+        check(expires)
+
+
+@pytest.mark.parametrize("kind", sorted(TRUST_STATE))
+def test_each_trust_state_folder_keeps_its_own_sequence(
+    kind: str, bundle: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """check_trust knows no layouts: each state folder it is given remembers its own sequences."""
+    target = tmp_path / "target"
+    folders = {k: target / where for k, where in TRUST_STATE.items()}
+    data = read_index_bytes(bundle)
+
+    def check(folder: Path, clock: Clock = CLOCK) -> object:
+        return check_trust(trust(keys, clock=clock), bundle, data, state_dir=folder, target=target)
+
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=9)
+    acceptance = check(folders[kind], Clock(time=lambda: float(NOW + 5)))
+    assert acceptance is not None
+    acceptance.record()
+    state = folders[kind] / f"{keys.public.key_id}.json"
+    assert read_sequence(state) == 9
+    assert json.loads(state.read_text())["accepted"] == iso(NOW + 5)  # the clock's time, not the wall's
+
+    sign_bundle(bundle, keys.private, clock=CLOCK, sequence=5)
+    with pytest.raises(IntegrityError, match=f"sequence 5 is older than sequence 9 .* into {target}"):
+        check(folders[kind])
+    for other, folder in folders.items():
+        if other != kind:
+            assert check(folder) is not None  # a folder of another kind has accepted nothing yet
+            assert read_sequence(folder / f"{keys.public.key_id}.json") is None
+
+
+def test_export_signs_at_the_clocks_time(sample_store: SampleStore, keys: Keys, tmp_path: Path) -> None:
+    """The default sequence and the expiry come from the Signer's clock."""
+    signer = Signer(keys.private, lifetime=3600, clock=CLOCK)
+    result = export_bundles(sample_store.store, None, tmp_path / "b.tar.zst", signer=signer)
+    (exported,) = result.bundles
+    assert exported.signature is not None
+    statement, _ = read_signature(exported.signature.path)
+    assert (statement.sequence, statement.expires) == (NOW, NOW + 3600)
+    assert statement == exported.signature.statement
+
+
+def test_export_cli_passes_source_date_epoch_as_the_creation_time(
+    sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI reads SOURCE_DATE_EPOCH and hands it to export; unset or empty, the newest sync counts."""
+    store = str(sample_store.store.root)
+
+    def created(name: str) -> str:
+        with pytest.raises(SystemExit) as done:
+            main(["export", "--store", store, "-o", str(tmp_path / name), "-q"])
+        assert done.value.code == 0
+        return read_index(tmp_path / name).created
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert created("a.tar.zst") == iso(1_700_000_000)
+    newest_sync = read_index(export(sample_store, tmp_path / "plain.tar.zst")).created
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")
+    assert created("b.tar.zst") == newest_sync != iso(1_700_000_000)
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert created("c.tar.zst") == newest_sync
+    # The library takes the creation time as a value and never reads the environment itself.
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert export_bundles(sample_store.store, None, tmp_path / "d.tar.zst").index.created == newest_sync
+    given = export_bundles(sample_store.store, None, tmp_path / "e.tar.zst", created=1_700_000_100)
+    assert given.index.created == iso(1_700_000_100)
 
 
 def test_required_signature_needs_a_trusted_key() -> None:
     with pytest.raises(UsageError):
-        TrustPolicy(required=True)
+        TrustPolicy(required=True, clock=CLOCK)

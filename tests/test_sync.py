@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from mirror.clock import SYSTEM, Clock
+from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.lockfile import read_lock, write_lock
 from mirror.manifest import parse_manifest
 from mirror.repo import RepoKey
+from mirror.retry import RetryPolicy
 from mirror.settings import Settings
 from mirror.store import Store
 from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets, sync
-from mirror.transfer import RetryPolicy
 from mirror.verify import verify_store
+from tests.clocks import NO_WAIT, FakeClock
 from tests.hub import Fault, HubFile, LoopbackHub
 
-FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05, total=30)
+FAST = RetryPolicy(clock=NO_WAIT, attempts=4, base=0.01, cap=0.05, total=30)
 WEIGHTS = bytes(range(256)) * 4096  # 1 MiB, served as an LFS file
 NESTED = {
     "config.json": b'{"model_type": "bert"}',
@@ -36,10 +36,16 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "store", clock=SYSTEM)
 
 
-def run(store: Store, hub: LoopbackHub, manifest: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def run(  # type: ignore[no-untyped-def]
+    store: Store,
+    hub: LoopbackHub,
+    manifest: str,
+    env: dict[str, str] | None = None,
+    policy: RetryPolicy = FAST,
+):
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, **(env or {})})
     specs = parse_manifest(manifest, "test.yml").requests()
-    return sync(store, plan_targets(specs), default_source_factory(settings), policy=FAST)
+    return sync(store, plan_targets(specs), default_source_factory(settings), policy=policy)
 
 
 def add_nested(hub: LoopbackHub, repo: str = "org/nested") -> str:
@@ -68,10 +74,10 @@ def test_sync_verifies_and_records_every_file(hub: LoopbackHub, store: Store) ->
     assert verify_store(store).ok
 
 
-def test_a_sync_records_the_time_of_the_stores_clock(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=Clock(time=lambda: 1_795_046_400.0))
+def test_a_sync_records_the_time_of_its_clock(hub: LoopbackHub, store: Store) -> None:
     commit = add_nested(hub)
-    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
+    policy = RetryPolicy(clock=FakeClock(1_795_046_400.0).clock)
+    assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n", policy=policy).exit_code == 0
     key = RepoKey("huggingface", "model", "org/nested")
     snap = store.read_snapshot(key, commit)
     assert snap is not None and snap.synced_at == "2026-11-19T00:00:00Z"
@@ -290,10 +296,12 @@ def test_not_enough_disk_space_is_refused_before_downloading(
 def test_retry_after_is_waited_out(hub: LoopbackHub, store: Store) -> None:
     add_nested(hub)
     hub.add_fault(Fault("status", match="config.json", status=429, retry_after=1, times=1, method="GET"))
-    started = time.monotonic()
-    report = run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n")
+    fake = FakeClock()
+    report = run(
+        store, hub, "version: 1\nmodels:\n  - repo: org/nested\n", policy=RetryPolicy(clock=fake.clock)
+    )
     assert report.exit_code == 0
-    assert time.monotonic() - started >= 1.0
+    assert fake.waits == [1.0]  # the hub's Retry-After, not the backoff (0.5 s at most)
     assert [r.status for r in hub.downloads() if "config.json" in r.path] == [429, 200]
 
 

@@ -27,6 +27,7 @@ from mirror.store import Store
 from mirror.sync import SyncReport, default_source_factory, plan_targets, sync
 from mirror.transfer import PIECE_SIZE
 from mirror.verify import verify_store
+from tests.clocks import NO_WAIT
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 
@@ -109,7 +110,8 @@ def resume(store: Store, hub: LoopbackHub) -> None:
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     targets = plan_targets(parse_manifest(MANIFEST).requests())
     assert (
-        sync(store, targets, default_source_factory(settings), policy=RetryPolicy(base=0.01)).exit_code == 0
+        sync(store, targets, default_source_factory(settings), policy=RetryPolicy(clock=NO_WAIT)).exit_code
+        == 0
     )
     ranges = big_gets(hub)[before:]
     assert ranges and all(r.startswith("bytes=") and not r.startswith("bytes=0-") for r in ranges), ranges
@@ -122,7 +124,7 @@ def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partia
     store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.rate_limit_per_connection = 256 << 10  # 12 s for the big file
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(
         lambda: SMALL in store.repos() and body_started(hub), "org/small recorded and the big body started"
@@ -138,7 +140,7 @@ def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub
     store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub, big := os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20))
     hub.rate_limit_per_connection = 4 << 20
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(
         lambda: len([r for r in hub.downloads() if r.bytes_sent > 0 and "model" in r.path]) >= 3, "3 pieces"
@@ -155,7 +157,7 @@ def test_a_stop_during_a_retry_backoff_does_not_sleep_it_out(hub: LoopbackHub, t
     store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.add_fault(Fault("status", match="model.safetensors", status=503, retry_after=3600, times=None))
-    policy = RetryPolicy(total=7200)
+    policy = RetryPolicy(clock=SYSTEM, total=7200)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(lambda: SMALL in store.repos() and any(r.status == 503 for r in hub.downloads()), "the 503")
     assert_stopped_keeping_what_was_complete(store, stop_and_join(policy, thread, out))
@@ -170,7 +172,7 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
     store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.add_fault(STALL)
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)
     eventually(lambda: SMALL in store.repos() and body_started(hub), "org/small recorded, the body stalled")
     assert_stopped_keeping_what_was_complete(store, stop_and_join(policy, thread, out, stuck=True))
@@ -179,7 +181,7 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
 def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Path) -> None:
     store = Store(tmp_path / "store", clock=SYSTEM)
     serve(hub)
-    policy = RetryPolicy()
+    policy = RetryPolicy(clock=SYSTEM)
     with store.lock():
         settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
         targets = plan_targets(parse_manifest(MANIFEST).requests())

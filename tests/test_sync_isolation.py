@@ -13,6 +13,7 @@ import pytest
 
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
+from mirror.exits import ExitCode
 from mirror.manifest import parse_manifest
 from mirror.paths import tree_problems
 from mirror.repo import RepoKey, RevisionRequest
@@ -57,10 +58,13 @@ def run(
     return sync(store, plan_targets(parse_manifest(manifest).requests()), sources, policy=FAST)
 
 
-def assert_bad_fails_alone(store: Store, report: SyncReport, source: str = "huggingface") -> str:
-    """org/good synced, verified and recorded; org/bad failed and never recorded; its error message."""
+def assert_bad_fails_alone(
+    store: Store, report: SyncReport, source: str = "huggingface", code: ExitCode = ExitCode.PARTIAL
+) -> str:
+    """org/good synced, verified and recorded; org/bad failed and never recorded; its error message. The
+    run's exit code is partial, or integrity for a hostile listing: damage is never reported as partial."""
     good, bad = report.items
-    assert report.exit_code == 3, report.to_json()
+    assert report.exit_code == code, report.to_json()
     assert good.error is None and good.recorded and len(good.records) == 2
     assert store.read_refs(GOOD)["main"].commit == good.commit
     assert bad.error is not None and not bad.recorded
@@ -342,7 +346,7 @@ def test_a_listing_that_cannot_be_a_tree_fails_its_revision_alone(
 ) -> None:
     serve(hub)
     hub.add_fault(Fault("body", match=LISTING, body=with_siblings(*extra), times=None))
-    error = assert_bad_fails_alone(store, run(store, hub))
+    error = assert_bad_fails_alone(store, run(store, hub), code=ExitCode.INTEGRITY)
     assert named in error and "cannot be a real folder tree" in error
     assert isinstance(run(store, hub).items[1].error, IntegrityError)  # refused again, never half-recorded
     assert not [r for r in hub.downloads() if FILES in r.path]  # nothing of it was fetched
@@ -356,7 +360,9 @@ def test_a_hostile_modelscope_listing_fails_its_revision_alone(hub: LoopbackHub,
         return {**payload, "Data": {"Files": files + [f for f in files if f["Type"] == "blob"][:1]}}
 
     hub.add_fault(Fault("body", match=MS_LISTING, body=rewrite_json(duplicate), times=None))
-    error = assert_bad_fails_alone(store, run(store, hub, "    source: modelscope\n"), "modelscope")
+    error = assert_bad_fails_alone(
+        store, run(store, hub, "    source: modelscope\n"), "modelscope", ExitCode.INTEGRITY
+    )
     assert "'config.json' listed twice" in error
 
 
@@ -377,7 +383,7 @@ def test_other_commands_keep_working_after_a_hostile_listing(
     hub.add_fault(
         Fault("body", match=LISTING, body=with_siblings(sibling("sub"), sibling("../x")), times=None)
     )
-    assert_bad_fails_alone(store, run(store, hub))
+    assert_bad_fails_alone(store, run(store, hub), code=ExitCode.INTEGRITY)
     capsys.readouterr()
     for args in (
         ["status", "--store", str(store.root)],

@@ -16,15 +16,16 @@ from mirror.errors import IntegrityError
 from mirror.layouts import import_bundle
 from mirror.manifest import ModelSpec, parse_manifest
 from mirror.repo import RepoKey
+from mirror.retry import RetryPolicy
 from mirror.settings import Settings
 from mirror.sources import RemoteFile, RemoteSnapshot
 from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, remote_listing, sync
-from mirror.transfer import RetryPolicy
+from tests.clocks import NO_WAIT
 from tests.conftest import TINY_MAIN, SampleStore, put_repo
 from tests.hub import HubFile, LoopbackHub
 
-FAST = RetryPolicy(attempts=2, base=0.01, cap=0.05, total=10)
+FAST = RetryPolicy(clock=NO_WAIT, attempts=2, base=0.01, cap=0.05, total=10)
 FILES = {
     "config.json": b'{"model_type": "bert"}',
     "README.md": b"# tiny\n",
@@ -47,7 +48,10 @@ def _sync(store: Store, hub: LoopbackHub, filters: str) -> None:
     manifest = f"version: 1\nmodels:\n  - repo: org/tiny\n    {filters}\n"
     settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
     report = sync(
-        store, plan_targets(parse_manifest(manifest, "m.yml").requests()), default_source_factory(settings)
+        store,
+        plan_targets(parse_manifest(manifest, "m.yml").requests()),
+        default_source_factory(settings),
+        policy=FAST,
     )
     assert report.exit_code == 0, report.to_json()
 
@@ -254,7 +258,10 @@ def test_a_filtered_modelscope_sync_keeps_no_listing_and_writes_no_tree(
     )
     settings = Settings.from_env(store.root, {"MODELSCOPE_ENDPOINT": hub.url})
     report = sync(
-        store, plan_targets(parse_manifest(manifest, "m.yml").requests()), default_source_factory(settings)
+        store,
+        plan_targets(parse_manifest(manifest, "m.yml").requests()),
+        default_source_factory(settings),
+        policy=FAST,
     )
     assert report.exit_code == 0, report.to_json()
     (snap,) = store.snapshots(RepoKey("modelscope", "model", "owner/model"))

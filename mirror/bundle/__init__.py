@@ -1,11 +1,11 @@
 """Bundle v1: write, read and verify the checksummed `.tar.zst` that carries repos across the air gap.
 
-A bundle is a plain zstd-compressed POSIX tar (DESIGN.md, "Bundle v1"):
+A bundle is a plain zstd-compressed POSIX tar (README, "The bundle"):
 
-    MIRROR-BUNDLE.json                          the index: repos, revisions -> commit, files with hashes
-    SHA256SUMS                                  `sha256sum -c` lines for every file member below
-    chunks/<sha256>/<NNN>                       pieces of a file larger than a volume (volumes only)
-    repos/<source>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a tar hardlink
+    MIRROR-BUNDLE.json                                      the index: repos, revisions -> commit, files
+    SHA256SUMS                                              `sha256sum -c` lines for every file member
+    chunks/<sha256>/<NNN>                                   pieces of a file larger than a volume (volumes)
+    repos/<source>/<repo_type>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a hardlink
 
 The index always describes every file of every repo revision. Two optional additions (absent from a
 plain bundle, which stays byte-identical) say where a file's content is when the bundle does not pack it
@@ -13,8 +13,11 @@ itself, per file: `"in_target": true` (a delta: the target must already hold it)
 `"chunks": [...]` (a volume of a set: which volume packs it, or its pieces), with the set described by
 the top-level `"volume_set"`. See `Placement` and `VolumeSet`.
 
-`iter_members` is the one place that names and orders the file members: the writer, the verifier and
-the importers all walk it.
+The package owns the format: `index` (the typed index), `parse` (its one validation), `members` (the one
+place that names and orders the file members: the writer, the verifier and the importers all walk it),
+`selection` (what of the store goes in), `writer`, `frames` and `framereader` (zstd frames on every core),
+`stream` (the inflating stream), `reader` (the checked pass over a bundle), `tarheader` (the tar headers a
+bundle may hold), `diagnosis` (what a refusal names), `volumes` (`export --split`).
 """
 
 from mirror.bundle.index import (
@@ -23,12 +26,16 @@ from mirror.bundle.index import (
     PACKED_HERE,
     SUMS_NAME,
     BundleIndex,
-    BundleMember,
     Chunk,
     IndexedCommit,
     IndexedRepo,
     Placement,
     VolumeSet,
+)
+from mirror.bundle.index import MAX_INDEX_SIZE as MAX_INDEX_SIZE  # public but not in __all__: mirror.signing
+from mirror.bundle.index import Progress as Progress  # public but not in __all__: volumes, importers
+from mirror.bundle.members import (
+    BundleMember,
     chunk_name,
     chunk_offset,
     describe_index,
@@ -36,8 +43,6 @@ from mirror.bundle.index import (
     member_name,
     sums_text,
 )
-from mirror.bundle.index import MAX_INDEX_SIZE as MAX_INDEX_SIZE  # public but not in __all__: mirror.signing
-from mirror.bundle.index import Progress as Progress  # public but not in __all__: volumes, importers
 from mirror.bundle.reader import (
     BundleFile,
     BundleReader,

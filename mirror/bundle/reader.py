@@ -1,258 +1,37 @@
-"""Reading a bundle: `open_bundle` streams it once, reading and validating the index on open, then checks
-every file member against the index as it passes (`BundleReader.files`, `BundleFile.read`), refusing a
-damaged, truncated or hostile archive without trusting its tar headers; `read_index` and `verify_bundle`
-are built on it.
+"""Reading a bundle: `open_bundle` streams it once (through the inflating stream, `stream`), reading and
+validating the index on open, then walks the tar and checks every file member against the index as it
+passes (`BundleReader.files`, `BundleFile.read`), refusing a damaged, truncated or hostile archive without
+trusting its tar headers; `read_index` and `verify_bundle` are built on it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import queue
 import tarfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import zstandard
 
 from mirror.bounded import INDEX, SHA256_LINE, SUMS, open_regular, parse_json, read_bounded
-from mirror.bundle.frames import FRAME, Block, Buffer, FrameError, FrameReader, FrameWalker, workers_for
-from mirror.bundle.index import (
-    INDEX_NAME,
-    MAX_INDEX_SIZE,
-    SUMS_NAME,
-    BundleIndex,
-    BundleMember,
-    Progress,
-    iter_members,
-    sums_text,
-)
+from mirror.bundle.diagnosis import frame_holds, sums_disagreement
+from mirror.bundle.frames import FrameError
+from mirror.bundle.index import INDEX_NAME, MAX_INDEX_SIZE, SUMS_NAME, BundleIndex, Progress
+from mirror.bundle.members import BundleMember, iter_members, sums_text
+from mirror.bundle.stream import InflatingStream, RawReader, copied
+from mirror.bundle.tarheader import REGULAR, GuardedTarInfo, kind
 from mirror.errors import IntegrityError, MirrorError
 from mirror.hashing import CHUNK
 from mirror.paths import is_safe_relpath, is_sha256
 
 # After the tar's end-of-archive blocks only zero padding may follow; a little more than one tar record.
 _MAX_TRAILING = 1 << 20
-# tarfile reads a pax or GNU long-name header's data whole into memory: a crafted 10 GB one would exhaust it.
-# mirror writes pax headers only for long paths (at most 4096 bytes each), so this is ample.
-MAX_EXTENDED_HEADER = 64 << 10
-_REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE)
-
-
-_KINDS = {
-    tarfile.SYMTYPE: "a symlink",
-    tarfile.LNKTYPE: "a hardlink",
-    tarfile.CHRTYPE: "a character device",
-    tarfile.BLKTYPE: "a block device",
-    tarfile.FIFOTYPE: "a fifo",
-    tarfile.DIRTYPE: "a directory",
-    tarfile.CONTTYPE: "a contiguous file",
-}
-
-
-def _kind(info: tarfile.TarInfo) -> str:
-    return _KINDS.get(info.type, f"of tar type {info.type!r}")
-
-
-class _GuardedTarInfo(tarfile.TarInfo):
-    """A TarInfo that refuses, before tarfile reads their data, the headers mirror never writes or that
-    tarfile would read whole into memory: oversized pax or GNU long-name headers, global pax headers and
-    sparse files (whose maps tarfile also reads whole)."""
-
-    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        if self.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-            if not 0 <= self.size <= MAX_EXTENDED_HEADER:
-                raise IntegrityError(
-                    f"tar header {self.name!r} announces a {self.size}-byte extended header "
-                    f"(limit {MAX_EXTENDED_HEADER}); refusing it"
-                )
-        elif self.type in (tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_SPARSE):
-            raise IntegrityError(
-                f"tar header {self.name!r} of type {self.type!r} is not used by mirror; refusing it"
-            )
-        return super()._proc_member(tarfile_)  # type: ignore[misc, no-any-return]
-
-    def _refuse_sparse(self, *args: object) -> None:
-        raise IntegrityError(f"tar header {self.name!r} describes a sparse file; refusing it")
-
-    # Called from _proc_pax on the member a pax header describes, before its sparse map is read.
-    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
-
-
-# Reading is several threads: one reads the bundle file and hands its zstd frames to a pool that decompresses
-# them (see FrameReader), one hashes the compressed bytes, and the caller's parses the tar stream and hashes
-# and writes the members' data. zstd, hashlib and file I/O release the GIL, so on two cores they overlap.
-# The decompressed stream moves in blocks of up to a frame, at most _AHEAD of them waiting: memory stays flat
-# whatever the bundle holds.
-_INFLATE = FRAME
-_AHEAD = 4
-
-
-def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
-    """Put item on a bounded queue unless stop is set first (the reader went away); whether it was put."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-class _RawReader:
-    """Reads the bundle file for the decompressor, following its frames; with `digest`, a thread of its own
-    hashes it."""
-
-    def __init__(self, raw: IO[bytes], stop: threading.Event, digest: bool) -> None:
-        self._raw = raw
-        self._stop = stop
-        self._sha256 = hashlib.sha256()
-        self._pending: queue.Queue[bytes | None] = queue.Queue(_AHEAD)
-        self._hasher: threading.Thread | None = None
-        if digest:
-            self._hasher = threading.Thread(target=self._hash, name="mirror-bundle-hash", daemon=True)
-            self._hasher.start()
-        self.walker = FrameWalker()
-        self.size = 0
-        self.eof = False
-
-    def read(self, n: int = -1) -> bytes:
-        if self._stop.is_set():
-            return b""  # the reader went away: end the decompressor's pass
-        data = self._raw.read(n)
-        self.eof = not data and n != 0
-        if data:
-            if self._hasher is not None:
-                _put(self._pending, data, self._stop)
-            self.walker.feed(data)
-            self.size += len(data)
-        return data
-
-    def _hash(self) -> None:
-        while (data := self._pending.get()) is not None:
-            self._sha256.update(data)
-
-    def close(self) -> None:
-        """Stop the hashing thread (once it has hashed what it was given)."""
-        if self._hasher is not None and self._hasher.is_alive():
-            self._pending.put(None)  # never blocks for long: the hasher only ever takes
-            self._hasher.join()
-
-    def hexdigest(self) -> str | None:
-        """The sha256 of every byte read (None without `digest`); only once nothing more will be read."""
-        if self._hasher is None:
-            return None
-        self.close()
-        return self._sha256.hexdigest()
-
-
-def _copied(views: Iterable[memoryview]) -> bytes:
-    """The bytes of views of the decompressed stream, each copied before the next is taken (taking a
-    block gives the one before back for reuse)."""
-    out = bytearray()
-    for view in views:
-        out += view
-    return bytes(out)
-
-
-class _Inflater:
-    """The decompressed tar stream, produced ahead by a thread of its own, for one consumer.
-
-    For tarfile (which parses the headers) it is a file that only moves forward: `read`, `tell` and `seek`
-    ahead. `take` hands out a member's data as views of the decompressed blocks, without copying them.
-    `progress` gets the compressed bytes as the blocks they became are taken.
-    """
-
-    def __init__(self, raw: _RawReader, stop: threading.Event, progress: Progress | None) -> None:
-        self._raw = raw
-        self._stop = stop
-        self._progress = progress
-        self._blocks: queue.Queue[Block | BaseException] = queue.Queue(_AHEAD)
-        self._frames = FrameReader(raw.read, raw.walker, workers_for(-1), stop)
-        self._view = memoryview(b"")  # what is left of the current block
-        self._buffer: Buffer | None = None  # the current block's, to recycle once it is used
-        self._pos = 0
-        self._reported = 0
-        self._end: BaseException | None = None  # what ended the stream, once it has
-        self._ended = False
-        self._thread = threading.Thread(target=self._inflate, name="mirror-bundle-inflate", daemon=True)
-        self._thread.start()
-
-    def _inflate(self) -> None:
-        raw = self._raw
-        item: Block | BaseException
-        try:
-            for block in self._frames.blocks():
-                if not _put(self._blocks, block, self._stop):
-                    return
-            while raw.read(CHUNK):  # whatever follows the last frame still counts in the bundle's sha256
-                pass
-            item = Block(memoryview(b""), raw.size, None)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
-            item = e
-        finally:
-            self._frames.close()
-        _put(self._blocks, item, self._stop)
-
-    def close(self) -> None:
-        """Stop the thread; the stream is unusable after."""
-        self._stop.set()
-        while True:  # free the thread if it waits for room, and the blocks' memory
-            try:
-                self._blocks.get_nowait()
-            except queue.Empty:
-                break
-        self._thread.join()
-
-    def _next_block(self) -> bool:
-        if self._ended:
-            if self._end is not None:
-                raise self._end
-            return False
-        item = self._blocks.get()
-        if isinstance(item, BaseException):
-            self._ended, self._end = True, item
-            raise item
-        if self._buffer is not None:  # the block before is used: the frame reader may fill its buffer again
-            self._frames.recycle(self._buffer)
-        data, raw_size, self._buffer = item
-        if self._progress is not None and raw_size > self._reported:
-            self._progress(raw_size - self._reported)
-            self._reported = raw_size
-        self._view = data
-        self._ended = not data
-        return bool(data)
-
-    def take(self, n: int) -> Iterator[memoryview]:
-        """The next n bytes, as views of the blocks in order; fewer only where the stream ends."""
-        while n > 0:
-            if not self._view and not self._next_block():
-                return
-            view = self._view[:n]
-            self._view = self._view[len(view) :]
-            self._pos += len(view)
-            n -= len(view)
-            yield view
-
-    def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            raise ValueError("the bundle stream is read in bounded pieces")
-        return _copied(self.take(n))
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        if whence != 0 or pos < self._pos:
-            raise ValueError("the bundle stream only moves forward")
-        for _ in self.take(pos - self._pos):
-            pass
-        return self._pos
 
 
 class BundleFile:
@@ -306,7 +85,7 @@ class BundleFile:
 class BundleReader:
     """One pass over a bundle: the index on open, then the file members through `files()`."""
 
-    def __init__(self, path: Path, raw: _RawReader, stream: _Inflater) -> None:
+    def __init__(self, path: Path, raw: RawReader, stream: InflatingStream) -> None:
         self.path = path
         self._raw = raw
         self._stream = stream
@@ -318,10 +97,10 @@ class BundleReader:
         )
         self.transfer_checked = False  # whether a .sha256 beside the bundle confirmed that digest
         with self._archive_errors():
-            # tarfile parses the headers (through _GuardedTarInfo) from the forward-only stream; the members'
+            # tarfile parses the headers (through GuardedTarInfo) from the forward-only stream; the members'
             # data, the bulk of the bytes, is taken from the stream directly (see _take), not through tarfile.
             self._tar = tarfile.open(  # noqa: SIM115 - lives as long as the reader
-                fileobj=cast(IO[bytes], stream), mode="r:", tarinfo=_GuardedTarInfo
+                fileobj=cast(IO[bytes], stream), mode="r:", tarinfo=GuardedTarInfo
             )
         self.index = self._read_index()
 
@@ -341,9 +120,8 @@ class BundleReader:
         try:
             yield
         except FrameError as e:
-            self._broken = IntegrityError(
-                f"{self.path}: {e}; it holds {self._covered(e)}; copy or export it again"
-            )
+            holds = frame_holds(e, getattr(self, "index_bytes", None), getattr(self, "index", None))
+            self._broken = IntegrityError(f"{self.path}: {e}; it holds {holds}; copy or export it again")
             raise self._broken from None
         except IntegrityError as e:
             self._broken = IntegrityError(f"{self.path}: corrupt bundle: {e}; copy or export it again")
@@ -355,19 +133,6 @@ class BundleReader:
                 why = f"corrupt or truncated bundle ({e})"
             self._broken = IntegrityError(f"{self.path}: {why}; copy or export it again")
             raise self._broken from e
-
-    def _covered(self, frame: FrameError) -> str:
-        """Name the members whose bytes (header, data, padding) a damaged frame holds, by where mirror
-        writes them; a frame whose header does not say its size holds at most FRAME bytes."""
-        start = frame.stream_offset
-        end = start + (frame.stream_size if frame.stream_size is not None else FRAME)
-        index = getattr(self, "index", None)
-        if index is None:  # the index itself was not read: nothing else can be placed
-            return f"stream bytes {start}-{end}, where the bundle index {INDEX_NAME} is"
-        names = [name for at, until, name in _layout(self.index_bytes, index) if at < end and until > start]
-        shown = ", ".join(map(repr, names[:5])) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        what = f"member(s) {shown}" if names else "no member (the end of the archive)"
-        return f"stream bytes {start}-{end}: {what}"
 
     def _next(self) -> tarfile.TarInfo | None:
         with self._archive_errors():
@@ -399,11 +164,11 @@ class BundleReader:
 
     def _read_small(self, info: tarfile.TarInfo) -> bytes:
         with self._archive_errors():
-            return _copied(self._take(info))
+            return copied(self._take(info))
 
     def _read_index(self) -> BundleIndex:
         info = self._next()
-        if info is None or info.name != INDEX_NAME or info.type not in _REGULAR:
+        if info is None or info.name != INDEX_NAME or info.type not in REGULAR:
             raise IntegrityError(f"{self.path}: not a mirror bundle (its first member is not {INDEX_NAME})")
         if info.size > MAX_INDEX_SIZE:
             raise IntegrityError(f"{self.path}: refusing a {info.size}-byte index (limit {MAX_INDEX_SIZE})")
@@ -431,7 +196,7 @@ class BundleReader:
         self._started = True
         expected_sums = sums_text(self.index)
         info = self._next()
-        if info is None or info.name != SUMS_NAME or info.type not in _REGULAR:
+        if info is None or info.name != SUMS_NAME or info.type not in REGULAR:
             raise IntegrityError(
                 f"{self.path}: the second member must be {SUMS_NAME} listing the index's files"
             )
@@ -441,7 +206,7 @@ class BundleReader:
         if sums != expected_sums:
             raise IntegrityError(
                 f"{self.path}: {SUMS_NAME} disagrees with the bundle index: "
-                f"{_sums_disagreement(expected_sums, sums)}; the bundle is corrupt or crafted, copy or export it again"
+                f"{sums_disagreement(expected_sums, sums)}; the bundle is corrupt or crafted, copy or export it again"
             )
         expected = {m.name: m for m in iter_members(self.index)}
         seen: dict[str, bool] = {}  # member name -> verified
@@ -504,10 +269,8 @@ class BundleReader:
                 )
             if expected[target].sha256 != member.sha256:
                 raise IntegrityError(f"{where} is a hardlink to {target!r}, which holds other content")
-        elif info.type not in _REGULAR:
-            raise IntegrityError(
-                f"{where} is {_kind(info)} (tar type {info.type!r}), not a file; refusing it"
-            )
+        elif info.type not in REGULAR:
+            raise IntegrityError(f"{where} is {kind(info)} (tar type {info.type!r}), not a file; refusing it")
         elif info.size != member.size:
             raise IntegrityError(
                 f"{where} holds {info.size} bytes but the index says {member.size}; refusing it unread "
@@ -544,59 +307,6 @@ class BundleReader:
             self.transfer_checked = check_side_file(self.path, self.sha256)
 
 
-def _sums_disagreement(expected: bytes, actual: bytes) -> str:
-    """Which entries of SHA256SUMS differ from what the index implies, and how: missing, extra, another
-    sha256, or a line not of the form `<sha256>  <path>`."""
-    want, _ = _sums_entries(expected)
-    have, malformed = _sums_entries(actual)
-    problems = [f"line {n} {line!r} is not '<sha256>  <path>'" for n, line in malformed]
-    problems += [f"{name!r} is missing" for name in want if name not in have]
-    problems += [f"{name!r} is extra (not in the index)" for name in have if name not in want]
-    problems += [
-        f"{name!r} has sha256 {have[name]} where the index says {digest}"
-        for name, digest in want.items()
-        if name in have and have[name] != digest
-    ]
-    if not problems:  # the same entries: in another order, repeated, or spaced otherwise
-        problems = ["its entries are those of the index, but not in the order and form mirror writes"]
-    more = f", and {len(problems) - 5} more" if len(problems) > 5 else ""
-    return ", ".join(problems[:5]) + more
-
-
-def _sums_entries(text: bytes) -> tuple[dict[str, str], list[tuple[int, str]]]:
-    """path -> sha256 of each `<sha256>  <path>` line, and the (line number, line) of any other."""
-    entries: dict[str, str] = {}
-    malformed: list[tuple[int, str]] = []
-    lines = text.decode("utf-8", "replace").split("\n")
-    for n, line in enumerate(lines[:-1] if lines[-1] == "" else lines, 1):
-        digest, sep, name = line.partition("  ")
-        if sep and is_sha256(digest):
-            entries[name] = digest
-        else:
-            malformed.append((n, line))
-    return entries, malformed
-
-
-def _layout(index_bytes: bytes, index: BundleIndex) -> Iterator[tuple[int, int, str]]:
-    """(start, end, name) of each member in the tar stream as mirror writes it: its header (pax where the
-    name needs one), its data, padding to a block."""
-    pos = 0
-    members: list[tuple[str, int, str | None]] = [
-        (INDEX_NAME, len(index_bytes), None),
-        (SUMS_NAME, len(sums_text(index)), None),
-    ]
-    members += [(m.name, 0 if m.link_to else m.size, m.link_to) for m in iter_members(index)]
-    for name, size, link in members:
-        info = tarfile.TarInfo(name)
-        info.size = size
-        if link is not None:
-            info.type, info.linkname = tarfile.LNKTYPE, link
-        end = pos + len(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
-        end += size + -size % tarfile.BLOCKSIZE
-        yield pos, end, name
-        pos = end
-
-
 def check_side_file(bundle: Path, sha256: str) -> bool:
     """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest; whether one was there."""
     side = bundle.with_name(bundle.name + ".sha256")
@@ -631,9 +341,9 @@ def open_bundle(
         raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
     with open(fd, "rb", buffering=0) as f:  # read in CHUNKs
         stop = threading.Event()
-        raw = _RawReader(f, stop, archive_digest)
+        raw = RawReader(f, stop, archive_digest)
         try:
-            stream = _Inflater(raw, stop, progress)
+            stream = InflatingStream(raw, stop, progress)
             try:
                 reader = BundleReader(bundle, raw, stream)
                 try:

@@ -262,13 +262,15 @@ def write_volumes(
 
 def _remove_stale(out: Path, indexes: list[BundleIndex]) -> None:
     """Remove the volumes (and side files) of another set written under the same OUT, so that a folder never
-    holds volumes of two sets. Only files that are volumes, by their index, are removed."""
+    holds volumes of two sets. Only files that are volumes, by their index, are removed (the volumes just
+    written are not read again)."""
     assert indexes[0].volume_set is not None
     ours = indexes[0].volume_set.id
+    written = set(indexes[0].volume_set.names)
     base = out.name[: -len(SUFFIX)] if out.name.endswith(SUFFIX) else out.name
     pattern = re.compile(rf"^{re.escape(base)}\.\d{{3,}}{re.escape(SUFFIX)}$")
     for path in sorted(out.parent.iterdir()):
-        if not pattern.match(path.name):
+        if not pattern.match(path.name) or path.name in written:
             continue
         try:
             other = read_index(path).volume_set

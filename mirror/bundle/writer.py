@@ -12,22 +12,14 @@ import queue
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 from mirror.bundle.frames import FRAME, FrameWriter, workers_for
-from mirror.bundle.index import (
-    INDEX_NAME,
-    SUMS_NAME,
-    BundleIndex,
-    BundleMember,
-    Progress,
-    chunk_offset,
-    iter_members,
-    sums_text,
-)
+from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex, Progress
+from mirror.bundle.members import BundleMember, chunk_offset, iter_members, sums_text
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
@@ -37,7 +29,8 @@ from mirror.store import Store
 
 @dataclass(frozen=True)
 class BundleSummary:
-    """What `write_bundle` wrote. `files` counts file members; `unique_bytes` the content stored once."""
+    """What `write_bundle` wrote. `files` counts file members; `unique_bytes` the content stored once;
+    `index_bytes` the exact `MIRROR-BUNDLE.json` written (what a signature pins)."""
 
     path: Path
     sha256: str
@@ -45,6 +38,7 @@ class BundleSummary:
     files: int
     unique_bytes: int
     repos: int
+    index_bytes: bytes = field(repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -313,6 +307,7 @@ def write_archive(
                 f"{m.repo.key}@{m.commit.commit}: the store lacks {m.file.path} ({m.file.sha256}); "
                 "run `mirror sync` again or `mirror verify` to check the store"
             )
+    index_bytes = index.to_bytes()
     workers = workers_for(threads)
     tmp = temp_sibling(out)
     try:
@@ -325,7 +320,6 @@ def write_archive(
                 FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
             ):
                 tar = _TarWriter(frames)
-                index_bytes = index.to_bytes()
                 tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), index_bytes)
                 sums = sums_text(index)
                 tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), sums)
@@ -363,4 +357,5 @@ def write_archive(
         files=len(members),
         unique_bytes=sum(m.size for m in members if m.link_to is None),
         repos=len(index.repos),
+        index_bytes=index_bytes,
     )

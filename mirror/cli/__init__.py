@@ -1,160 +1,54 @@
-"""The command line: parse options, read the environment once, call the engine, print results, exit.
+"""The command line: the `mirror` group, the commands of the connected side (sync, status, gc, export,
+keygen; the air-gapped side's are in `airgapped`), and `main`, where every failure becomes an exit code.
 
-This is the one place that prints and exits. Results go to stdout (`--json` for machines); logs and
-progress bars go to stderr.
+mirror/cli is the one place that prints, exits and reads the environment: each command parses its
+options, calls the library once and prints the result (`output`). Results go to stdout (`--json` for
+machines); logs and progress bars go to stderr.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import shlex
-import signal
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from functools import wraps
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from mirror import __version__
-from mirror.clock import SYSTEM
-from mirror.errors import DamagedBlobError, Interrupted, MirrorError
-from mirror.printable import printable
-from mirror.progress import VERBOSE, BarProgress, NullProgress, ProgressSink, wants_bar
-from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
-
-if TYPE_CHECKING:
-    from mirror.sync import ItemResult
-
-F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("mirror")
-
-EXIT_CODES_HELP = (
-    "Exit codes: 0 ok (also nothing to do), 1 failure, 2 bad usage or invalid manifest, "
-    "3 partial (some items failed, the rest were done), 4 integrity (hash or size mismatch, corrupt or "
-    "hostile bundle), 75 another run holds the store lock, 130 stopped by Ctrl-C or SIGTERM."
+from mirror.cli import airgapped
+from mirror.cli.exits import (
+    EXIT_CODES_HELP,
+    exit_leaving_stuck_transfers,
+    fail,
+    failure_of,
+    report_failure,
+    stop_on_signals,
 )
+from mirror.cli.options import (
+    json_option,
+    output_options,
+    progress,
+    settings,
+    store_option,
+    wait_option,
+)
+from mirror.cli.output import (
+    describe_item,
+    emit,
+    export_lines,
+    gc_lines,
+    keygen_lines,
+    status_line,
+)
+from mirror.errors import DamagedBlobError
+from mirror.exits import ExitCode
 
-
-# shared options ----------------------------------------------------------------------------------------
-def store_option(fn: F) -> F:
-    return click.option(
-        "--store",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="The store folder (default: $MIRROR_STORE, else $XDG_DATA_HOME/mirror, i.e. ~/.local/share/mirror).",
-    )(fn)
-
-
-def wait_option(what: str) -> Callable[[F], F]:
-    """--wait SECONDS, for a command that takes a lock another run may hold."""
-    return click.option(
-        "--wait",
-        default=0.0,
-        metavar="SECONDS",
-        type=click.FloatRange(0),
-        help=f"Wait up to SECONDS for {what} (default: fail at once, exit 75).",
-    )
-
-
-def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
-
-
-def output_options(fn: F) -> F:
-    """-v/-q/--no-progress, applied to logging once, before the command runs."""
-
-    @click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        help="More log lines on stderr (sync: each model revision's plan and outcome; -vv: debug, tracebacks).",
-    )
-    @click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        help="Only errors on stderr, no progress bar; sync prints nothing at all when everything succeeded.",
-    )
-    @click.option(
-        "--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway)."
-    )
-    @wraps(fn)
-    def wrapper(*args: Any, verbose: int, quiet: bool, no_progress: bool, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        ctx.meta["verbose"] = verbose
-        ctx.meta["quiet"] = quiet
-        setup_logging(verbose, quiet)
-        show = wants_bar(sys.stderr, quiet=quiet, no_progress=no_progress, env=os.environ)
-        ctx.meta["progress"] = BarProgress(sys.stderr) if show else NullProgress()
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def setup_logging(verbose: int, quiet: bool) -> None:
-    logging.addLevelName(VERBOSE, "VERBOSE")
-    level = (
-        logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else VERBOSE if verbose else logging.INFO
-    )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
-    logger = logging.getLogger("mirror")
-    logger.handlers[:] = [handler]
-    logger.setLevel(level)
-    logger.propagate = False
-    if verbose < 2:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("httpx2").setLevel(logging.WARNING)
-
-
-class EscapingFormatter(logging.Formatter):
-    """Log lines with untrusted text escaped (see mirror.printable); a traceback keeps its lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return printable(super().formatMessage(record))
-
-    def formatException(self, ei: Any) -> str:
-        return "\n".join(map(printable, super().formatException(ei).splitlines()))
-
-
-def progress() -> ProgressSink:
-    sink: ProgressSink = click.get_current_context().meta.get("progress", NullProgress())
-    return sink
-
-
-def settings(store: Path | None) -> Settings:
-    return Settings.from_env(store)
-
-
-def emit(data: Any, as_json: bool, lines: Iterable[str]) -> None:
-    """Print a result: JSON for machines, else the human lines (untrusted text escaped: see printable)."""
-    if as_json:
-        # ensure_ascii (the default) writes control characters and lone surrogates as \u escapes.
-        click.echo(json.dumps(data, indent=2, sort_keys=False))
-    else:
-        for line in lines:
-            click.echo(printable(line))
-
-
-def print_error(message: str) -> None:
-    """The one-line human message of a failure, on stderr."""
-    click.echo(printable(f"mirror: error: {message}"), err=True)
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+log = logging.getLogger(__name__)
 
 
 # the commands ----------------------------------------------------------------------------------------------
@@ -238,6 +132,7 @@ def sync(
     revisions complete by then are recorded, partial downloads are kept for the next run (exit 130).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
+    from mirror.clock import SYSTEM
     from mirror.fsutil import atomic_write_json
     from mirror.lockfile import read_lock, write_lock
     from mirror.manifest import load_manifests
@@ -253,7 +148,7 @@ def sync(
         if locked is not None:
             targets += plan_locked(read_lock(locked))
         cfg = settings(store)
-        policy = RetryPolicy(attempts=retries, total=retry_time)
+        policy = RetryPolicy(clock=SYSTEM, attempts=retries, total=retry_time)
         with stop_on_signals(policy.stop):
             result = run_sync(
                 Store(cfg.store, clock=SYSTEM),
@@ -278,76 +173,6 @@ def sync(
         raise SystemExit(result.exit_code)
 
 
-@contextmanager
-def report_failure(path: Path | None) -> Iterator[None]:
-    """`sync --report`: whatever ends the run early (a bad manifest or lock file, the store lock held,
-    Ctrl-C, a bug) is written to the report too, with its exit code and message, so that a monitor never
-    reads the success of an earlier run."""
-    try:
-        yield
-    except BaseException as e:
-        if path is not None and not isinstance(e, SystemExit):
-            from mirror.fsutil import atomic_write_json
-
-            code, message, _ = failure_of(e)
-            try:
-                atomic_write_json(path, {"ok": False, "exit_code": code, "error": message, "items": []})
-            except OSError as write_error:
-                log.error("cannot write the report %s: %s", path, write_error)
-        raise
-
-
-def failure_of(error: BaseException) -> tuple[int, str, str]:
-    """The exit code, message and kind (`--json`'s `type`) of the failure an exception ends a run with: the
-    one mapping `main`, `--json` errors and `sync --report` share."""
-    if isinstance(error, MirrorError):
-        return error.exit_code, str(error), ERROR_TYPES.get(error.exit_code, "failure")
-    if isinstance(error, click.ClickException):
-        code = 2 if error.exit_code in (1, 2) else error.exit_code
-        return code, error.format_message(), ERROR_TYPES.get(code, "failure")
-    if isinstance(error, KeyboardInterrupt | click.exceptions.Abort):
-        return Interrupted.exit_code, "interrupted", "interrupted"
-    return 1, f"unexpected error: {type(error).__name__}: {error}", "unexpected"
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C (SIGINT) and SIGTERM ask the run to stop: `stop` is set and the engine winds down, keeping
-    what is complete. A second signal stops at once (KeyboardInterrupt)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; the default ones stay
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.warning("%s: stopping; press Ctrl-C again to stop at once", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def exit_leaving_stuck_transfers(code: int) -> None:
-    """Exit after a stop. A transfer blocked in a read (a stalled hub) is not waited for: its bytes so far
-    are on disk for the next run, and interpreter shutdown would wait for its thread forever."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    deadline = time.monotonic() + 1.0
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    if any(
-        t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.current_thread()
-    ):
-        os._exit(code)
-    raise SystemExit(code)
-
-
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @store_option
@@ -357,7 +182,9 @@ def exit_leaving_stuck_transfers(code: int) -> None:
 def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, as_json: bool) -> None:
     """Per model revision (of the MANIFESTS, else of the whole store): the commit held, when it was
     synced, its files and size; with --check-upstream, whether upstream has moved."""
+    from mirror.clock import SYSTEM
     from mirror.manifest import load_manifests
+    from mirror.retry import RetryPolicy
     from mirror.status import revision_status, store_targets
     from mirror.store import Store
     from mirror.sync import default_source_factory, plan_targets
@@ -369,21 +196,11 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
         if manifests
         else store_targets(st)
     )
-    upstream = default_source_factory(cfg) if check_upstream else None
+    upstream = (default_source_factory(cfg), RetryPolicy(clock=SYSTEM)) if check_upstream else None
     rows = revision_status(st, targets, upstream=upstream)
-    emit(
-        [r.to_json() for r in rows],
-        as_json,
-        (
-            f"{r.state:<15} {r.key}@{r.revision} {r.commit or '-'} {r.synced_at or ''} "
-            f"{r.files} files {human_size(r.size)}"
-            + (f" upstream {r.upstream}" if r.upstream and r.upstream != r.commit else "")
-            + (f" ({r.error})" if r.error else "")
-            for r in rows
-        ),
-    )
+    emit(rows, as_json, map(status_line, rows))
     if any(r.error for r in rows):
-        raise SystemExit(3)
+        raise SystemExit(ExitCode.PARTIAL)
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -408,6 +225,7 @@ def gc(
     every other revision record and every blob no kept snapshot uses. With neither, keeps every revision
     the store records and removes only unreferenced blobs.
     """
+    from mirror.clock import SYSTEM
     from mirror.gc import collect_garbage, plan_keep
     from mirror.lockfile import read_lock
     from mirror.manifest import load_manifests
@@ -419,17 +237,7 @@ def gc(
     # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
     with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
         result = collect_garbage(st, plan_keep(st, requests, locked), dry_run=dry_run)
-    verb = "would remove" if dry_run else "removed"
-    emit(
-        result.to_json(),
-        as_json,
-        [
-            *(f"{verb} revision {r}" for r in result.refs),
-            *(f"{verb} snapshot {s}" for s in result.snapshots),
-            *(f"{verb} blob {b}" for b in result.blobs),
-            f"{verb} {len(result.blobs)} blobs, {human_size(result.bytes)}",
-        ],
-    )
+    emit(result, as_json, gc_lines(result))
 
 
 @cli.command("export", epilog=EXIT_CODES_HELP)
@@ -521,6 +329,7 @@ def export_cmd(
     volumes OUT.001.tar.zst ... that are each a bundle of their own. With --sign, also a .sig beside each
     (the bundles themselves stay byte-identical).
     """
+    from mirror.clock import SYSTEM
     from mirror.export import Signer, export, far_side_holds
     from mirror.manifest import load_manifests
     from mirror.signing import load_private_key
@@ -537,7 +346,10 @@ def export_cmd(
         limit = parse_size(split) if split is not None else None
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--split") from None
-    signer = Signer(load_private_key(sign_key), sequence, lifetime) if sign_key is not None else None
+    signer = (
+        Signer(load_private_key(sign_key), sequence, lifetime, clock=SYSTEM) if sign_key is not None else None
+    )
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
     have = far_side_holds(have_files, since_bundles)
     requests = [r for m in load_manifests(manifests) for r in m.requests()] if manifests else None
     try:
@@ -549,6 +361,7 @@ def export_cmd(
             threads=threads,
             have=have,
             split=limit,
+            created=int(epoch) if epoch else None,
             signer=signer,
             progress=progress(),
         )
@@ -558,219 +371,7 @@ def export_cmd(
         # a sync of the same manifests needs the blob, finds it in doubt and fetches it again
         command = shlex.join(["mirror", "sync", *manifests, *(["--store", str(store)] if store else [])])
         raise DamagedBlobError(e.detail, e.revisions, command, e.unmarked) from None
-    data: dict[str, Any] = {} if not result.volumes else {"volumes": []}
-    lines = []
-    for bundle in result.bundles:
-        summary, signed = bundle.summary, bundle.signature
-        entry = summary.to_json()
-        lines += [
-            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
-            f"sha256 {summary.sha256}",
-        ]
-        if signed is not None:
-            entry["signature"] = signed.to_json()
-            lines.append(f"signed {signed.path} ({signed.describe()})")
-        if result.volumes:
-            data["volumes"].append(entry)
-        else:
-            data.update(entry)
-    if result.delta:
-        elsewhere = result.left_to_target
-        data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
-        lines.append(
-            f"delta: {len(elsewhere)} files ({human_size(sum(f.size for f in elsewhere))}) left to the far side"
-        )
-    emit(data, as_json, lines)
-
-
-@cli.command("import", epilog=EXIT_CODES_HELP)
-@click.argument(
-    "bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--layout",
-    type=click.Choice(["hf", "modelscope", "dir"]),
-    default="hf",
-    show_default=True,
-    help="hf: the Hugging Face cache; modelscope: the ModelScope cache; dir: plain folders DIR/<repo_id>/ "
-    "(other revisions DIR/<repo_id>@<rev>/). Repos from either hub go into any layout.",
-)
-@click.option(
-    "--target",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where to write (hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, "
-    "else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope "
-    "default: $MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
-)
-@click.option(
-    "--trust",
-    "trust_keys",
-    multiple=True,
-    metavar="PUBKEY",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Accept only bundles whose BUNDLE.sig verifies with this public key (repeatable); unsigned "
-    "bundles are then refused too.",
-)
-@click.option(
-    "--require-signature",
-    is_flag=True,
-    envvar="MIRROR_REQUIRE_SIGNATURE",
-    show_envvar=True,
-    help="Refuse to run without --trust, and every bundle without a valid signature.",
-)
-@click.option(
-    "--no-symlinks",
-    is_flag=True,
-    help="hf layout: real files in snapshots/, each its own copy, and no blobs/, as huggingface_hub writes "
-    "under HF_HUB_DISABLE_SYMLINKS (set to 1, ON, YES or TRUE, it implies this option), for file systems "
-    "without symlinks.",
-)
-@click.option(
-    "--link-shared",
-    is_flag=True,
-    help="Hardlink files of equal content across repos (and across revisions with --no-symlinks) to save "
-    "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
-    "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
-)
-@wait_option("another import into the same target")
-@json_option
-@output_options
-def import_cmd(
-    bundles: Sequence[Path],
-    layout: str,
-    target: Path | None,
-    trust_keys: Sequence[Path],
-    require_signature: bool,
-    no_symlinks: bool,
-    wait: float,
-    link_shared: bool,
-    as_json: bool,
-) -> None:
-    """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
-
-    Nothing of a bundle is published until every one of its members is verified (a damaged or hostile
-    bundle leaves the target as it was, exit 4), and not without room for it; models already in the target
-    that a bundle does not name are never touched. Volumes of a set (export --split) are taken together, in
-    any order: repos whose files are all at hand are published, the others are named with the volumes they
-    still need (exit 3); a damaged volume is named and not used (exit 4). A delta (export --have/--since)
-    takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
-    published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
-    verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
-    One import at a time per target: another one exits 75, or waits --wait SECONDS.
-    """
-    from mirror.layouts import group_bundles, import_unit
-    from mirror.signing import TrustPolicy, load_public_key
-
-    trust = TrustPolicy(tuple(load_public_key(k) for k in trust_keys), required=require_signature)
-
-    if target is None:
-        if layout == "dir":
-            raise click.UsageError("--layout dir needs --target DIR")
-        target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
-    # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
-    symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
-    units = group_bundles(bundles)
-    reports = []
-    errors: list[MirrorError] = []
-    for unit in units:
-        sink = progress()
-        sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
-        try:
-            reports.append(
-                import_unit(
-                    unit,
-                    layout,
-                    target,
-                    progress=sink.update,
-                    trust=trust,
-                    symlinks=symlinks,
-                    link_shared=link_shared,
-                    wait=wait,
-                    clock=SYSTEM,
-                )
-            )
-        except MirrorError as e:
-            if len(units) == 1:
-                raise
-            errors.append(e)  # each bundle or set is one unit: the others still import
-        finally:
-            sink.close()
-    data: dict[str, Any] = {
-        "target": str(target),
-        "layout": layout,
-        "bundles": [r.to_json() for r in reports],
-    }
-    if errors:
-        data["errors"] = [str(error) for error in errors]
-    emit(data, as_json, [line for r in reports for line in r.lines()])
-    for error in errors:
-        print_error(str(error))
-    codes = [r.exit_code for r in reports] + [error.exit_code for error in errors]
-    if any(codes):
-        # Damage wins; otherwise what failed alone keeps its code, and failures beside successes are partial.
-        raise SystemExit(4 if 4 in codes else codes[0] if len(set(codes)) == 1 else 3)
-
-
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.option(
-    "--layout",
-    type=click.Choice(["hf", "modelscope", "dir"]),
-    default="hf",
-    show_default=True,
-    help="The layout of the target, as `mirror import` wrote it (or the hub clients filled it).",
-)
-@click.option(
-    "--target",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="The tree to list (hf default: where huggingface_hub looks, as for import; modelscope default: "
-    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required).",
-)
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="have.json to write (carry it to the connected side, for export --have).",
-)
-@json_option
-@output_options
-def inventory(layout: str, target: Path | None, output: Path, as_json: bool) -> None:
-    """List what this (air-gapped) machine already holds: every content by sha256 and size, and its repos'
-    revisions and commits, as a small JSON file for `mirror export --have`.
-
-    sha256s come from the receipts `mirror import` left and from LFS blob names; other files (ordinary HF
-    blobs, ModelScope's own downloads) are hashed. An absent target holds nothing.
-    """
-    from mirror.fsutil import atomic_write_bytes
-    from mirror.inventory import take_inventory
-
-    if target is None:
-        if layout == "dir":
-            raise click.UsageError("--layout dir needs --target DIR")
-        target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
-    held, stats = take_inventory(layout, target, progress=progress())
-    atomic_write_bytes(output, held.to_bytes())
-    total = sum(held.blobs.values())
-    emit(
-        {
-            "output": str(output),
-            "target": str(target),
-            "layout": layout,
-            "blobs": len(held.blobs),
-            "bytes": total,
-            "repos": len(held.repos),
-            "files": stats.files,
-            "hashed_files": stats.hashed,
-            "hashed_bytes": stats.hashed_bytes,
-        },
-        as_json,
-        [
-            f"wrote {output}: {len(held.blobs)} contents ({human_size(total)}) of {len(held.repos)} repos in "
-            f"{target}; hashed {stats.hashed} of {stats.files} files ({human_size(stats.hashed_bytes)})"
-        ],
-    )
+    emit(result, as_json, export_lines(result))
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
@@ -790,168 +391,11 @@ def keygen(prefix: Path, as_json: bool) -> None:
     from mirror.signing import keygen as make_keys
 
     keys = make_keys(prefix)
-    emit(
-        keys.to_json(),
-        as_json,
-        [
-            f"private key {keys.private_key} (keep it on the connected side; mode 0600)",
-            f"public key  {keys.public_key} (copy it to the air-gapped side, for import --trust)",
-            f"key id      {keys.key_id}",
-        ],
-    )
+    emit(keys, as_json, keygen_lines(keys))
 
 
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@json_option
-def inspect(bundle: Path, as_json: bool) -> None:
-    """Show what BUNDLE holds (reads only its index)."""
-    from mirror.bundle import describe_index, read_index
-
-    data = describe_index(read_index(bundle))
-    emit(data, as_json, describe_bundle(data))
-
-
-@cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("bundles", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@store_option
-@click.option(
-    "--target",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Re-hash a tree `mirror import` wrote (default with --layout: where import writes) against the "
-    "receipts it left; name every file changed or missing.",
-)
-@click.option(
-    "--layout",
-    type=click.Choice(["hf", "modelscope", "dir"]),
-    default=None,
-    help="The layout of --target (default: hf).",
-)
-@json_option
-@output_options
-def verify(
-    bundles: Sequence[Path], store: Path | None, target: Path | None, layout: str | None, as_json: bool
-) -> None:
-    """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
-    not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
-    from mirror.store import Store
-    from mirror.verify import verify_store, verify_target
-
-    results: list[dict[str, Any]] = []
-    if target is not None or layout is not None:
-        if bundles or store is not None:
-            raise click.UsageError("--target/--layout verify an imported tree: give no BUNDLE or --store")
-        layout = layout or "hf"
-        if target is None:
-            if layout == "dir":
-                raise click.UsageError("--layout dir needs --target DIR")
-            target = hf_cache_dir(os.environ) if layout == "hf" else modelscope_cache_dir(os.environ)
-        checked = verify_target(layout, target, progress=progress())
-        if not checked.ok:
-            emit([checked.to_json()], as_json, checked.problems)
-            raise SystemExit(4)
-        emit(
-            [checked.to_json()],
-            as_json,
-            [*checked.removed, f"ok  {target} ({checked.files} files, {human_size(checked.bytes)})"],
-        )
-        return
-    if bundles:
-        from mirror.bundle import verify_bundle
-
-        sink = progress()
-        for bundle in bundles:
-            sink.start(bundle.stat().st_size, f"verify {bundle.name}")
-            try:
-                verified = verify_bundle(bundle, progress=sink.update)
-            finally:
-                sink.close()
-            results.append(
-                {
-                    "bundle": str(bundle),
-                    "ok": True,
-                    "repos": len(verified.index.repos),
-                    "sha256": verified.sha256,
-                    "transfer_checked": verified.transfer_checked,
-                }
-            )
-    else:
-        result = verify_store(Store(settings(store).store, clock=SYSTEM), progress=progress())
-        results.append(result.to_json())
-        if not result.ok:
-            emit(results, as_json, result.problems)
-            raise SystemExit(4)
-    emit(results, as_json, map(describe_verified, results))
-
-
-def describe_verified(result: dict[str, Any]) -> str:
-    if "bundle" not in result:
-        return f"ok  {result['store']}"
-    if result["transfer_checked"]:
-        return f"ok  {result['bundle']} (sha256 {result['sha256']}, as its .sha256 says)"
-    return (
-        f"ok  {result['bundle']} (sha256 {result['sha256']}; no .sha256 beside it: the transfer digest was "
-        "not checked, compare it with the one written on export)"
-    )
-
-
-def describe_item(item: ItemResult) -> str:
-    if item.error:
-        return f"FAILED  {item.target}: {item.error}"
-    return (
-        f"ok      {item.target} -> {item.commit} ({len(item.records)} files, {item.downloaded} downloaded, "
-        f"{human_size(item.bytes_downloaded)})"
-    )
-
-
-def describe_bundle(data: dict[str, Any]) -> list[str]:
-    lines = [
-        f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"
-    ]
-    for repo in data["repos"]:
-        lines.append(f"{repo['source']}:{repo['repo_id']} ({repo['repo_type']})")
-        for rev in repo["revisions"]:
-            lines.append(f"  {rev['name']} -> {rev['commit']}")
-        for c in repo["commits"]:
-            lines.append(f"  {c['commit']}: {c['files']} files, {human_size(c['bytes'])}")
-    if "volume_set" in data:
-        names = data["volume_set"]["names"]
-        lines.append(f"volume {data['volume_set']['volume']} of {len(names)}: {', '.join(names)}")
-    if "in_target" in data:
-        elsewhere = data["in_target"]
-        lines.append(
-            f"delta: {elsewhere['files']} files ({human_size(elsewhere['bytes'])}) are left to the target"
-        )
-    lines.append(f"total {human_size(data['total_bytes'])}, unique {human_size(data['unique_bytes'])}")
-    return lines
-
-
-# What --json names each failure, by exit code; see README "Exit codes".
-ERROR_TYPES = {1: "failure", 2: "usage", 3: "partial", 4: "integrity", 75: "locked", 130: "interrupted"}
-
-
-def wants_json(args: Sequence[str]) -> bool:
-    """Whether the command line asks for --json (an option before any `--`), also when it fails to parse."""
-    return "--json" in (args[: args.index("--")] if "--" in args else args)
-
-
-def fail(
-    args: Sequence[str], code: int, message: str, *, kind: str | None = None, shown: str | None = None
-) -> NoReturn:
-    """End the run on a failure: the human message on stderr (`shown`, else one line), with --json also
-    `{"error": {"exit_code", "type", "message"}}` on stdout; exit `code`."""
-    # The message is escaped whole first: a CR or LF in a name it holds must not start a line of its own.
-    if shown is None:
-        lines = [f"mirror: error: {message}"]
-    else:
-        lines = shown.replace(message, printable(message)).rstrip("\n").split("\n")
-    for line in lines:
-        click.echo(printable(line), err=True)
-    if wants_json(args):
-        error = {"exit_code": code, "type": kind or ERROR_TYPES.get(code, "failure"), "message": message}
-        click.echo(json.dumps({"error": error}, indent=2))
-    sys.exit(code)
+for command in airgapped.COMMANDS:
+    cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -298,7 +298,14 @@ def _import_locked(
     try:
         # Signed bundles (mirror.signing): refuse an unsigned, untrusted, altered, expired or rolled-back
         # bundle (any volume of a set) before anything is written.
-        accepted = [check_trust(trust, path, ix, writer.name, target) for path, ix in unit.volumes]
+        # Where each layout keeps its trust state, out of its tools' sight (until the layouts name it).
+        trust_dir = {"hf": ".locks/mirror-trust", "modelscope": ".mirror-trust"}.get(
+            writer.name, ".mirror/trust"
+        )
+        accepted = [
+            check_trust(trust, path, _index_bytes(path, ix), state_dir=target / trust_dir, target=target)
+            for path, ix in unit.volumes
+        ]
         writer.check(index)
         check_uses(target, (use for repo in index.repos for use in writer.uses(repo)))
         kept = KeptSet(writer, index, hashes) if volume_set is not None else None
@@ -439,6 +446,15 @@ def _import_locked(
             if acceptance is not None:
                 acceptance.record()
     return report
+
+
+def _index_bytes(bundle: Path, index: BundleIndex) -> bytes:
+    """The bytes of the bundle's index (what a signature pins), read again: they must still be `index`, the
+    one the import streams against."""
+    with open_bundle(bundle) as reader:
+        if reader.index != index:
+            raise IntegrityError(f"{bundle.name} changed while it was being read; copy it again")
+        return reader.index_bytes
 
 
 def _files(repo: IndexedRepo) -> Iterator[FileRecord]:

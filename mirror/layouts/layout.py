@@ -35,6 +35,7 @@ from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.clock import Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError
+from mirror.exits import ExitCode, combine
 from mirror.fsutil import flock_wait, remove_path
 from mirror.hashing import file_sha256
 from mirror.paths import check_commit, check_relpath, is_sha256, name_problem
@@ -157,11 +158,11 @@ class ImportReport:
     kept: tuple[str, ...] = ()  # what of a volume set is kept in the target for its next volumes (kept.py)
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """4 if anything was damaged, 3 if repos were left out for want of content, else 0."""
         if self.damaged or self.corrupt:
-            return 4
-        return 3 if self.missing else 0
+            return ExitCode.INTEGRITY
+        return ExitCode.PARTIAL if self.missing else ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -192,6 +193,31 @@ class ImportReport:
         out += [f"  {line}" for m in self.missing for line in m.lines()]
         out += [f"  KEPT      {k}" for k in self.kept]
         return out
+
+
+@dataclass(frozen=True)
+class ImportRun:
+    """One `mirror import` of several bundles (or sets), each imported on its own: the report of each one
+    imported, and the error of each one refused."""
+
+    target: Path
+    layout: str
+    reports: tuple[ImportReport, ...]
+    errors: tuple[MirrorError, ...] = ()
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return combine([*(r.exit_code for r in self.reports), *(e.exit_code for e in self.errors)])
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "target": str(self.target),
+            "layout": self.layout,
+            "bundles": [r.to_json() for r in self.reports],
+        }
+        if self.errors:
+            data["errors"] = [str(error) for error in self.errors]
+        return data
 
 
 @dataclass(frozen=True)

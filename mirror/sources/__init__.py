@@ -1,17 +1,18 @@
 """The hubs behind one small interface: resolve a revision to a commit and its files, and address a file.
 
-A source only lists and addresses; the transfer (retries, hashing, progress) is shared by all sources.
+A source only builds URLs and parses answers; the requests (mirror.http) and the transfer (retries,
+hashing, progress) are shared by all sources.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from mirror.errors import HubError, UsageError
+from mirror.http import FileRequest, TokenHint, session
 from mirror.paths import check_commit, check_tree, is_commit, is_sha256
 from mirror.repo import HUBS
-from mirror.retry import TokenHint
 from mirror.settings import Settings, check_endpoint
 
 
@@ -51,13 +52,6 @@ def check_listing(remote: RemoteSnapshot, where: str) -> RemoteSnapshot:
     return remote
 
 
-@dataclass(frozen=True)
-class FileRequest:
-    url: str
-    headers: dict[str, str] = field(repr=False)
-    token_hint: TokenHint  # what to say when the hub denies access
-
-
 class Source(Protocol):
     name: str
 
@@ -85,6 +79,7 @@ def open_source(name: str, settings: Settings, *, endpoint: str | None, token_en
     hint = TokenHint(token_env or token_var, sent=token is not None, named=token_env is not None)
     default = settings.hf_endpoint if name == "huggingface" else settings.modelscope_endpoint
     url = check_endpoint(endpoint or default, "the manifest's endpoint" if endpoint else endpoint_var)
+    session()  # the HTTP client, made here, once: its imports are slow under threads
     if name == "huggingface":
         from mirror.sources.huggingface import HuggingFaceSource
 

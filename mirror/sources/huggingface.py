@@ -1,7 +1,7 @@
-"""The Hugging Face Hub source, on huggingface_hub's own HTTP session, headers and error mapping.
+"""The Hugging Face Hub source: the URLs of its API and files, and what its answers mean.
 
-The two metadata requests are the ones huggingface_hub's `HfApi.model_info` (`dataset_info`) makes,
-sent through the same session; not importing `HfApi` itself keeps a cron run's start short.
+The two metadata requests are the ones huggingface_hub's `HfApi.model_info` (`dataset_info`) makes, with its
+headers, over its session (see mirror.http); not importing `HfApi` itself keeps a cron run's start short.
 """
 
 from __future__ import annotations
@@ -9,21 +9,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from mirror.errors import HubError, NotFoundError, RetryableError
-from mirror.retry import RETRY_STATUS, TokenHint, request_error, retry_after_seconds
-from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
+from mirror.errors import HubError
+from mirror.http import FileRequest, TokenHint, get_json, hf_headers
+from mirror.sources import RemoteFile, RemoteSnapshot
 
 
 class HuggingFaceSource:
     name = "huggingface"
 
     def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
-        from huggingface_hub.utils._headers import build_hf_headers
-        from huggingface_hub.utils._http import get_session
-
-        get_session()  # imported and made here, once: imports are slow in threads
         self.endpoint = endpoint.rstrip("/")
-        self._headers = build_hf_headers(token=token, library_name="mirror")
+        self._headers = hf_headers(token)
         self._token_hint = token_hint
 
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
@@ -61,18 +57,13 @@ class HuggingFaceSource:
 
     def _info(self, repo_id: str, repo_type: str, revision: str, *, blobs: bool) -> dict[str, Any]:
         """`GET /api/{models,datasets}/{repo}/revision/{revision}[?blobs=true]`, as HfApi sends it."""
-        from huggingface_hub.utils._http import get_session, hf_raise_for_status
-
         where = _where(repo_id, repo_type, revision, self.endpoint)
         url = f"{self.endpoint}/api/{repo_type}s/{repo_id}/revision/{quote(revision, safe='')}"
+        params = {"blobs": True} if blobs else None
         try:
-            response = get_session().get(
-                url, headers=self._headers, params={"blobs": True} if blobs else None
-            )
-            hf_raise_for_status(response)
-            data = response.json()
-        except Exception as e:  # noqa: BLE001 - translated into one of our errors below
-            raise translate_error(e, where, self._token_hint) from None
+            data = get_json(url, where, self._token_hint, headers=self._headers, params=params)
+        except ValueError as e:
+            raise HubError(f"{where}: the hub's answer is not JSON ({e})") from None
         if not isinstance(data, dict):
             raise HubError(f"{where}: the hub answered something other than a repo's info")
         return data
@@ -91,43 +82,3 @@ def _where(repo_id: str, repo_type: str, revision: str, endpoint: str) -> str:
 
 def _list(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def translate_error(error: Exception, where: str, token_hint: TokenHint) -> Exception:
-    """huggingface_hub's exceptions -> ours, with what to do next. A 401/403 says what to do with the
-    token, whatever huggingface_hub made of it (it reads a 401 on a repo as "not found")."""
-    import httpx2
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    denied = (
-        error.response.status_code if isinstance(error, HfHubHTTPError) and error.response is not None else 0
-    )
-    if denied in (401, 403):
-        return token_hint.access_denied(where, denied)
-    if isinstance(error, GatedRepoError):
-        return NotFoundError(f"{where}: the repo is gated; accept its terms on the hub and set HF_TOKEN")
-    if isinstance(error, RepositoryNotFoundError):
-        return NotFoundError(
-            f"{where}: repo not found (check the repo id; if it is private or gated: {token_hint.todo()})"
-        )
-    if isinstance(error, RevisionNotFoundError):
-        return NotFoundError(f"{where}: revision not found (check the branch, tag or commit)")
-    if isinstance(error, HfHubHTTPError):
-        response = error.response
-        status: Any = getattr(response, "status_code", "?") if response is not None else "?"
-        if status in RETRY_STATUS:
-            retry_after = retry_after_seconds(
-                response.headers.get("Retry-After") if response is not None else None
-            )
-            return RetryableError(f"{where}: the hub answered HTTP {status}", retry_after)
-        return HubError(f"{where}: the hub answered HTTP {status}")
-    if isinstance(error, httpx2.HTTPError):  # no answer: a connection, TLS, redirect or decoding failure
-        return request_error(error, where)
-    if isinstance(error, ValueError):  # the body is not JSON
-        return HubError(f"{where}: the hub's answer is not JSON ({error})")
-    return HubError(f"{where}: {type(error).__name__}: {error}")

@@ -1,4 +1,4 @@
-"""The ModelScope source: its files API, called over the same HTTP session as every download.
+"""The ModelScope source: the URLs of its files API and what its answers mean (requests: mirror.http).
 
     GET {endpoint}/api/v1/models/{owner}/{name}/repo/files?Revision=R&Recursive=True   listing + sha256
     GET {endpoint}/api/v1/models/{owner}/{name}/repo?Revision=C&FilePath=P             file content
@@ -13,9 +13,9 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from mirror.errors import HubError, NotFoundError, UsageError
+from mirror.http import FileRequest, TokenHint, get_json, modelscope_headers
 from mirror.paths import is_commit
-from mirror.retry import TokenHint, check_status, request_error
-from mirror.sources import FileRequest, RemoteFile, RemoteSnapshot
+from mirror.sources import RemoteFile, RemoteSnapshot
 
 
 class ModelScopeSource:
@@ -23,13 +23,8 @@ class ModelScopeSource:
 
     def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self._headers = {"User-Agent": "mirror"}
+        self._headers = modelscope_headers(token)
         self._token_hint = token_hint
-        if token:
-            # The Bearer header modelscope_hub sends to these /api/v1 routes (`_LegacyApi._headers`), and only
-            # it: its session cookie `m_session_id` would travel in a `Cookie` header, which
-            # huggingface_hub's HF_DEBUG request log (our session's) prints, while it hides Authorization.
-            self._headers["Authorization"] = f"Bearer {token}"
 
     def _repo_url(self, repo_id: str, repo_type: str) -> str:
         if repo_type != "model":
@@ -43,19 +38,11 @@ class ModelScopeSource:
         return None  # the files API lists the files with the commit: `resolve` is the one request
 
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
-        import httpx2
-        from huggingface_hub import get_session
-
         where = f"modelscope {repo_id} at revision {revision!r} on {self.endpoint}"
         url = f"{self._repo_url(repo_id, repo_type)}/repo/files"
         params = {"Revision": revision, "Recursive": "True"}
         try:
-            response = get_session().get(url, params=params, headers=self._headers)
-        except httpx2.HTTPError as e:
-            raise request_error(e, where) from None
-        check_status(response.status_code, response.headers.get("Retry-After"), where, self._token_hint)
-        try:
-            payload: Any = response.json()
+            payload: Any = get_json(url, where, self._token_hint, headers=self._headers, params=params)
             entries = payload["Data"]["Files"]
         except (ValueError, KeyError, TypeError):
             raise HubError(f"{where}: the hub's file listing is not what ModelScope sends") from None

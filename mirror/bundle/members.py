@@ -1,0 +1,127 @@
+"""The file members an index implies: `iter_members` is the one place that names and orders them (the
+writer, the reader, volume planning and the importers all walk it), with `sums_text` (SHA256SUMS),
+`chunk_offset`, and `describe_index`, what a bundle holds as `mirror inspect` shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from mirror.bundle.index import FORMAT, FORMAT_VERSION, BundleIndex, IndexedCommit, IndexedRepo
+from mirror.snapshot import FileRecord
+
+
+class BundleMember(NamedTuple):
+    """A file member, as `iter_members` names and orders it.
+
+    A chunk member (`chunk` is its number in the placement's chunks, from 0) carries one piece of `file`'s
+    content (`size` and `sha256` are the piece's); `file`, `repo` and `commit` are then the first file with
+    that content.
+    """
+
+    name: str
+    file: FileRecord
+    repo: IndexedRepo
+    commit: IndexedCommit
+    link_to: str | None  # the earlier member that carries the same content, if any
+    size: int
+    sha256: str
+    chunk: int | None = None
+
+
+def member_name(repo: IndexedRepo, commit: str, path: str, format_version: int | str = FORMAT_VERSION) -> str:
+    """`repos/<source>/<repo_type>/<repo_id>/<commit>/<path>`; bundle format 1 had no `<repo_type>`."""
+    if format_version == 1:
+        return f"repos/{repo.source}/{repo.repo_id}/{commit}/{path}"
+    return f"repos/{repo.source}/{repo.repo_type}/{repo.repo_id}/{commit}/{path}"
+
+
+def chunk_name(sha256: str, number: int, count: int) -> str:
+    """`chunks/<sha256>/001`: numbered from 1, zero-padded so that `cat chunks/<sha256>/*` joins them."""
+    return f"chunks/{sha256}/{number + 1:0{max(3, len(str(count)))}d}"
+
+
+def iter_members(index: BundleIndex) -> Iterator[BundleMember]:
+    """The file members in archive order (sorted by name); repeated content links to its first member.
+
+    Only what this bundle packs: not content a delta leaves in the target, nor what other volumes pack.
+    """
+    this = index.volume_set.volume if index.volume_set is not None else None
+    found: list[BundleMember] = []
+    chunked: set[str] = set()
+    for repo in index.repos:
+        for c in repo.commits:
+            for f in c.files:
+                placement = index.placement(f.sha256)
+                if placement.chunks:
+                    if f.sha256 in chunked:
+                        continue
+                    chunked.add(f.sha256)
+                    count = len(placement.chunks)
+                    found += [
+                        BundleMember(chunk_name(f.sha256, i, count), f, repo, c, None, p.size, p.sha256, i)
+                        for i, p in enumerate(placement.chunks)
+                        if p.volume == this
+                    ]
+                elif not placement.in_target and placement.volume == this:
+                    name = member_name(repo, c.commit, f.path, index.format_version)
+                    found.append(BundleMember(name, f, repo, c, None, f.size, f.sha256))
+    first: dict[str, str] = {}
+    for m in sorted(found, key=lambda m: m.name):
+        if m.chunk is not None:
+            yield m
+            continue
+        link = first.setdefault(m.sha256, m.name)
+        yield m._replace(link_to=None if link == m.name else link)
+
+
+def chunk_offset(index: BundleIndex, member: BundleMember) -> int:
+    """Where a chunk member's bytes start in its file's content."""
+    assert member.chunk is not None
+    return index.placement(member.file.sha256).offsets[member.chunk]
+
+
+def sums_text(index: BundleIndex) -> bytes:
+    """SHA256SUMS: one `sha256sum -c` line per file member, in member order."""
+    return "".join(f"{m.sha256}  {m.name}\n" for m in iter_members(index)).encode("utf-8")
+
+
+def describe_index(index: BundleIndex) -> dict[str, Any]:
+    """What a bundle holds, JSON-friendly (`mirror inspect --json`)."""
+    repos = []
+    for repo in index.repos:
+        repos.append(
+            {
+                **repo.key.to_json(),
+                **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
+                "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
+                "commits": [
+                    {"commit": c.commit, "complete": c.complete, "files": len(c.files), "bytes": c.size}
+                    for c in repo.commits
+                ],
+                "files": sum(len(c.files) for c in repo.commits),
+                "bytes": sum(c.size for c in repo.commits),
+            }
+        )
+    members = list(iter_members(index))
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": index.format_version,
+        "tool": index.tool,
+        "tool_version": index.tool_version,
+        "created": index.created,
+        "repos": repos,
+        "files": len(members),
+        "total_bytes": sum(m.size for m in members),
+        "unique_bytes": sum(m.size for m in members if m.link_to is None),
+    }
+    # Only for deltas and volumes, so a plain bundle's description is as it always was.
+    if index.volume_set is not None:
+        data["volume_set"] = index.volume_set.to_json()
+    elsewhere = [
+        f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
+    ]
+    if elsewhere:
+        data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
+    return data

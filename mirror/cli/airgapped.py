@@ -1,0 +1,225 @@
+"""The commands of the air-gapped side: import bundles into a layout the hub clients load, list what a
+target holds (inventory), inspect a bundle, and verify bundles, the store or an imported tree."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from mirror.cli.exits import EXIT_CODES_HELP
+from mirror.cli.options import (
+    DEFAULT_TARGETS,
+    json_option,
+    layout_options,
+    output_options,
+    progress,
+    resolve_target,
+    settings,
+    store_option,
+    wait_option,
+)
+from mirror.cli.output import (
+    describe_bundle,
+    describe_verified,
+    emit,
+    inventory_line,
+    print_error,
+    store_lines,
+    target_lines,
+)
+from mirror.errors import MirrorError
+from mirror.exits import ExitCode
+from mirror.settings import hf_symlinks_disabled
+
+
+@click.command("import", epilog=EXIT_CODES_HELP)
+@click.argument(
+    "bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@layout_options(
+    layout_help="hf: the Hugging Face cache; modelscope: the ModelScope cache; dir: plain folders "
+    "DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/). Repos from either hub go into any layout.",
+    target_help=f"Where to write ({DEFAULT_TARGETS}).",
+)
+@click.option(
+    "--trust",
+    "trust_keys",
+    multiple=True,
+    metavar="PUBKEY",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Accept only bundles whose BUNDLE.sig verifies with this public key (repeatable); unsigned "
+    "bundles are then refused too.",
+)
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    envvar="MIRROR_REQUIRE_SIGNATURE",
+    show_envvar=True,
+    help="Refuse to run without --trust, and every bundle without a valid signature.",
+)
+@click.option(
+    "--no-symlinks",
+    is_flag=True,
+    help="hf layout: real files in snapshots/, each its own copy, and no blobs/, as huggingface_hub writes "
+    "under HF_HUB_DISABLE_SYMLINKS (set to 1, ON, YES or TRUE, it implies this option), for file systems "
+    "without symlinks.",
+)
+@click.option(
+    "--link-shared",
+    is_flag=True,
+    help="Hardlink files of equal content across repos (and across revisions with --no-symlinks) to save "
+    "space. Then editing one repo's file in place changes the others, and deleting a repo (hf cache rm) "
+    "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
+)
+@wait_option("another import into the same target")
+@json_option
+@output_options
+def import_cmd(
+    bundles: Sequence[Path],
+    layout: str,
+    target: Path | None,
+    trust_keys: Sequence[Path],
+    require_signature: bool,
+    no_symlinks: bool,
+    wait: float,
+    link_shared: bool,
+    as_json: bool,
+) -> None:
+    """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
+
+    Nothing of a bundle is published until every one of its members is verified (a damaged or hostile
+    bundle leaves the target as it was, exit 4), and not without room for it; models already in the target
+    that a bundle does not name are never touched. Volumes of a set (export --split) are taken together, in
+    any order: repos whose files are all at hand are published, the others are named with the volumes they
+    still need (exit 3); a damaged volume is named and not used (exit 4). A delta (export --have/--since)
+    takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
+    published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
+    verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
+    One import at a time per target: another one exits 75, or waits --wait SECONDS.
+    """
+    from mirror.clock import SYSTEM
+    from mirror.layouts import group_bundles, import_unit
+    from mirror.layouts.layout import ImportRun
+    from mirror.signing import TrustPolicy, load_public_key
+
+    trust = TrustPolicy(
+        tuple(load_public_key(k) for k in trust_keys), required=require_signature, clock=SYSTEM
+    )
+
+    target = resolve_target(layout, target)
+    # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
+    symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
+    units = group_bundles(bundles)
+    reports = []
+    errors: list[MirrorError] = []
+    for unit in units:
+        sink = progress()
+        sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
+        try:
+            reports.append(
+                import_unit(
+                    unit,
+                    layout,
+                    target,
+                    progress=sink.update,
+                    trust=trust,
+                    symlinks=symlinks,
+                    link_shared=link_shared,
+                    wait=wait,
+                    clock=SYSTEM,
+                )
+            )
+        except MirrorError as e:
+            if len(units) == 1:
+                raise
+            errors.append(e)  # each bundle or set is one unit: the others still import
+        finally:
+            sink.close()
+    run = ImportRun(target, layout, tuple(reports), tuple(errors))
+    emit(run, as_json, [line for r in reports for line in r.lines()])
+    for error in errors:
+        print_error(str(error))
+    if run.exit_code:
+        raise SystemExit(run.exit_code)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@layout_options(
+    layout_help="The layout of the target, as `mirror import` wrote it (or the hub clients filled it).",
+    target_help=f"The tree to list ({DEFAULT_TARGETS}).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="have.json to write (carry it to the connected side, for export --have).",
+)
+@json_option
+@output_options
+def inventory(layout: str, target: Path | None, output: Path, as_json: bool) -> None:
+    """List what this (air-gapped) machine already holds: every content by sha256 and size, and its repos'
+    revisions and commits, as a small JSON file for `mirror export --have`.
+
+    sha256s come from the receipts `mirror import` left and from LFS blob names; other files (ordinary HF
+    blobs, ModelScope's own downloads) are hashed. An absent target holds nothing.
+    """
+    from mirror.inventory import write_inventory
+
+    written = write_inventory(layout, resolve_target(layout, target), output, progress=progress())
+    emit(written, as_json, [inventory_line(written)])
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def inspect(bundle: Path, as_json: bool) -> None:
+    """Show what BUNDLE holds (reads only its index)."""
+    from mirror.bundle import describe_index, read_index
+
+    data = describe_index(read_index(bundle))
+    emit(data, as_json, describe_bundle(data))
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("bundles", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@store_option
+@layout_options(
+    layout_help="The layout of --target (default: hf).",
+    target_help="Re-hash a tree `mirror import` wrote (default with --layout: where import writes) against "
+    "the receipts it left; name every file changed or missing.",
+    layout_default=None,
+)
+@json_option
+@output_options
+def verify(
+    bundles: Sequence[Path], store: Path | None, target: Path | None, layout: str | None, as_json: bool
+) -> None:
+    """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
+    not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
+    from mirror.clock import SYSTEM
+    from mirror.store import Store
+    from mirror.verify import verify_bundles, verify_store, verify_target
+
+    if target is not None or layout is not None:
+        if bundles or store is not None:
+            raise click.UsageError("--target/--layout verify an imported tree: give no BUNDLE or --store")
+        layout = layout or "hf"
+        checked = verify_target(layout, resolve_target(layout, target), progress=progress())
+        emit([checked], as_json, target_lines(checked))
+        if not checked.ok:
+            raise SystemExit(ExitCode.INTEGRITY)
+    elif bundles:
+        checks = verify_bundles(bundles, progress=progress())
+        emit(checks, as_json, map(describe_verified, checks))
+    else:
+        result = verify_store(Store(settings(store).store, clock=SYSTEM), progress=progress())
+        emit([result], as_json, store_lines(result))
+        if not result.ok:
+            raise SystemExit(ExitCode.INTEGRITY)
+
+
+COMMANDS = (import_cmd, inventory, inspect, verify)

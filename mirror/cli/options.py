@@ -1,0 +1,126 @@
+"""The options several commands share, as decorators, and what the CLI reads from the environment for them
+(the store, the default target of a layout)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mirror.cli.output import setup_logging
+from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
+from mirror.settings import Settings, default_target
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The layouts' names, as `mirror.layouts.LAYOUTS` holds them (a test keeps the two equal; importing the
+# layouts here would slow every command's start).
+LAYOUT_NAMES = ("hf", "modelscope", "dir")
+
+DEFAULT_TARGETS = (
+    "hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, "
+    "else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope default: "
+    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required"
+)
+
+
+def store_option(fn: F) -> F:
+    return click.option(
+        "--store",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="The store folder (default: $MIRROR_STORE, else $XDG_DATA_HOME/mirror, i.e. ~/.local/share/mirror).",
+    )(fn)
+
+
+def wait_option(what: str) -> Callable[[F], F]:
+    """--wait SECONDS, for a command that takes a lock another run may hold."""
+    return click.option(
+        "--wait",
+        default=0.0,
+        metavar="SECONDS",
+        type=click.FloatRange(0),
+        help=f"Wait up to SECONDS for {what} (default: fail at once, exit 75).",
+    )
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
+
+
+def layout_options(
+    *, layout_help: str, target_help: str, layout_default: str | None = "hf"
+) -> Callable[[F], F]:
+    """--layout and --target: the tree of a layout the hub clients load (`resolve_target` gives a target
+    not given its layout's default)."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option(
+            "--target", type=click.Path(file_okay=False, path_type=Path), default=None, help=target_help
+        )(fn)
+        return click.option(
+            "--layout",
+            type=click.Choice(LAYOUT_NAMES),
+            default=layout_default,
+            show_default=layout_default is not None,
+            help=layout_help,
+        )(fn)
+
+    return decorate
+
+
+def resolve_target(layout: str, target: Path | None) -> Path:
+    """`--target`, else where the layout's hub client looks (from the environment); a usage error for a
+    layout without a default."""
+    if target is not None:
+        return target
+    found = default_target(layout, os.environ)
+    if found is None:
+        raise click.UsageError(f"--layout {layout} needs --target DIR")
+    return found
+
+
+def output_options(fn: F) -> F:
+    """-v/-q/--no-progress, applied to logging once, before the command runs."""
+
+    @click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="More log lines on stderr (sync: each model revision's plan and outcome; -vv: debug, tracebacks).",
+    )
+    @click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        help="Only errors on stderr, no progress bar; sync prints nothing at all when everything succeeded.",
+    )
+    @click.option(
+        "--no-progress", is_flag=True, help="No progress bar (there is none off a terminal anyway)."
+    )
+    @wraps(fn)
+    def wrapper(*args: Any, verbose: int, quiet: bool, no_progress: bool, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        ctx.meta["verbose"] = verbose
+        ctx.meta["quiet"] = quiet
+        setup_logging(verbose, quiet)
+        show = wants_bar(sys.stderr, quiet=quiet, no_progress=no_progress, env=os.environ)
+        ctx.meta["progress"] = BarProgress(sys.stderr) if show else NullProgress()
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress() -> ProgressSink:
+    """The progress sink `output_options` chose for this run."""
+    sink: ProgressSink = click.get_current_context().meta.get("progress", NullProgress())
+    return sink
+
+
+def settings(store: Path | None) -> Settings:
+    return Settings.from_env(store, os.environ)

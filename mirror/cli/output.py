@@ -1,0 +1,192 @@
+"""What the commands print: results as JSON or human lines on stdout, errors and logs on stderr, untrusted
+text escaped (see mirror.printable)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mirror.printable import printable
+from mirror.progress import VERBOSE
+from mirror.units import human_size
+
+if TYPE_CHECKING:
+    from mirror.export import ExportResult
+    from mirror.gc import GcReport
+    from mirror.inventory import InventoryWritten
+    from mirror.signing import KeyFiles
+    from mirror.status import RevisionStatus
+    from mirror.sync import ItemResult
+    from mirror.verify import BundleCheck, StoreCheck, TargetCheck
+
+__all__ = ["emit", "human_size", "print_error"]
+
+
+def emit(result: Any, as_json: bool, lines: Iterable[str]) -> None:
+    """Print a result: its JSON for machines (`to_json()` of a result, or of each in a list), else the
+    human lines (untrusted text escaped: see printable)."""
+    if as_json:
+        # ensure_ascii (the default) writes control characters and lone surrogates as \u escapes.
+        click.echo(json.dumps(json_of(result), indent=2, sort_keys=False))
+    else:
+        for line in lines:
+            click.echo(printable(line))
+
+
+def json_of(result: Any) -> Any:
+    """A result as JSON data: its `to_json()`, a list of them, or data already."""
+    if hasattr(result, "to_json"):
+        return result.to_json()
+    if isinstance(result, list | tuple):
+        return [json_of(r) for r in result]
+    return result
+
+
+def print_error(message: str) -> None:
+    """The one-line human message of a failure, on stderr."""
+    click.echo(printable(f"mirror: error: {message}"), err=True)
+
+
+# logs --------------------------------------------------------------------------------------------------------
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Log lines on stderr, timestamped and escaped: -q errors only, -v VERBOSE, -vv debug."""
+    logging.addLevelName(VERBOSE, "VERBOSE")
+    level = (
+        logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else VERBOSE if verbose else logging.INFO
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+    logger = logging.getLogger("mirror")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    if verbose < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with untrusted text escaped (see mirror.printable); a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(map(printable, super().formatException(ei).splitlines()))
+
+
+# the commands' lines -----------------------------------------------------------------------------------------
+def describe_item(item: ItemResult) -> str:
+    """sync: one model revision."""
+    if item.error:
+        return f"FAILED  {item.target}: {item.error}"
+    return (
+        f"ok      {item.target} -> {item.commit} ({len(item.records)} files, {item.downloaded} downloaded, "
+        f"{human_size(item.bytes_downloaded)})"
+    )
+
+
+def status_line(row: RevisionStatus) -> str:
+    return (
+        f"{row.state:<15} {row.key}@{row.revision} {row.commit or '-'} {row.synced_at or ''} "
+        f"{row.files} files {human_size(row.size)}"
+        + (f" upstream {row.upstream}" if row.upstream and row.upstream != row.commit else "")
+        + (f" ({row.error})" if row.error else "")
+    )
+
+
+def gc_lines(result: GcReport) -> list[str]:
+    verb = "would remove" if result.dry_run else "removed"
+    return [
+        *(f"{verb} revision {r}" for r in result.refs),
+        *(f"{verb} snapshot {s}" for s in result.snapshots),
+        *(f"{verb} blob {b}" for b in result.blobs),
+        f"{verb} {len(result.blobs)} blobs, {human_size(result.bytes)}",
+    ]
+
+
+def export_lines(result: ExportResult) -> list[str]:
+    lines = []
+    for bundle in result.bundles:
+        summary, signed = bundle.summary, bundle.signature
+        lines += [
+            f"wrote {summary.path} ({human_size(summary.size)}, {summary.files} files of {summary.repos} repos)",
+            f"sha256 {summary.sha256}",
+        ]
+        if signed is not None:
+            lines.append(f"signed {signed.path} ({signed.describe()})")
+    if result.delta:
+        elsewhere = result.left_to_target
+        lines.append(
+            f"delta: {len(elsewhere)} files ({human_size(sum(f.size for f in elsewhere))}) left to the far side"
+        )
+    return lines
+
+
+def inventory_line(written: InventoryWritten) -> str:
+    held, stats = written.inventory, written.stats
+    return (
+        f"wrote {written.output}: {len(held.blobs)} contents ({human_size(written.bytes)}) of {len(held.repos)} "
+        f"repos in {written.target}; hashed {stats.hashed} of {stats.files} files ({human_size(stats.hashed_bytes)})"
+    )
+
+
+def keygen_lines(keys: KeyFiles) -> list[str]:
+    return [
+        f"private key {keys.private_key} (keep it on the connected side; mode 0600)",
+        f"public key  {keys.public_key} (copy it to the air-gapped side, for import --trust)",
+        f"key id      {keys.key_id}",
+    ]
+
+
+def describe_bundle(data: dict[str, Any]) -> list[str]:
+    """inspect: what a bundle holds (`describe_index`'s data)."""
+    lines = [
+        f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"
+    ]
+    for repo in data["repos"]:
+        lines.append(f"{repo['source']}:{repo['repo_id']} ({repo['repo_type']})")
+        for rev in repo["revisions"]:
+            lines.append(f"  {rev['name']} -> {rev['commit']}")
+        for c in repo["commits"]:
+            lines.append(f"  {c['commit']}: {c['files']} files, {human_size(c['bytes'])}")
+    if "volume_set" in data:
+        names = data["volume_set"]["names"]
+        lines.append(f"volume {data['volume_set']['volume']} of {len(names)}: {', '.join(names)}")
+    if "in_target" in data:
+        elsewhere = data["in_target"]
+        lines.append(
+            f"delta: {elsewhere['files']} files ({human_size(elsewhere['bytes'])}) are left to the target"
+        )
+    lines.append(f"total {human_size(data['total_bytes'])}, unique {human_size(data['unique_bytes'])}")
+    return lines
+
+
+def store_lines(check: StoreCheck) -> list[str]:
+    """verify: the problems of the store, else that it passed."""
+    return check.problems if not check.ok else [f"ok  {check.store}"]
+
+
+def describe_verified(check: BundleCheck) -> str:
+    """verify: a bundle that passed."""
+    if check.transfer_checked:
+        return f"ok  {check.bundle} (sha256 {check.sha256}, as its .sha256 says)"
+    return (
+        f"ok  {check.bundle} (sha256 {check.sha256}; no .sha256 beside it: the transfer digest was "
+        "not checked, compare it with the one written on export)"
+    )
+
+
+def target_lines(check: TargetCheck) -> list[str]:
+    """verify --target: the problems found, else the revisions removed and the tree's size."""
+    if not check.ok:
+        return check.problems
+    return [*check.removed, f"ok  {check.target} ({check.files} files, {human_size(check.bytes)})"]
+
+
+# import reports
