@@ -352,15 +352,6 @@ class TrustPolicy:
         return bool(self.keys) or self.required
 
 
-def trust_dir(layout: str, target: Path) -> Path:
-    """Where a layout keeps the highest accepted sequence per key, out of its tools' sight."""
-    if layout == "hf":
-        return target / ".locks" / "mirror-trust"
-    if layout == "modelscope":
-        return target / ".mirror-trust"
-    return target / ".mirror" / "trust"
-
-
 @dataclass(frozen=True)
 class Acceptance:
     """A bundle's signature passed; `record` remembers its sequence once the import has published it."""
@@ -423,15 +414,17 @@ def check_trust(
     policy: TrustPolicy | None,
     bundle: Path,
     index: BundleIndex,
-    layout: str,
-    target: Path,
     *,
+    index_bytes: bytes,
+    state_dir: Path,
     now: float | None = None,
 ) -> Acceptance | None:
     """Refuse (IntegrityError), before anything is written, a bundle the policy does not accept.
 
-    `index` is the one the import streams against: the signed index bytes must parse to exactly it, so
-    the import's own verification then pins every file to what was signed. None when no policy applies.
+    `index` is the one the import streams against, and `index_bytes` the bytes it was read from: the
+    signed index bytes must be those and parse to exactly it, so the import's own verification then pins
+    every file to what was signed. `state_dir` is where the target keeps the highest sequence accepted per
+    key (`Layout.trust_dir`). None when no policy applies.
     """
     bundle = Path(bundle)
     sig = signature_path(bundle)
@@ -459,7 +452,7 @@ def check_trust(
             f"{sig.name}: the signature does not verify with trusted key {key.key_id} ({key.path}); "
             "the signature or its statement was altered"
         ) from None
-    data = read_index_bytes(bundle)
+    data = index_bytes
     digest = hashlib.sha256(data).hexdigest()
     if digest != statement.index_sha256 or len(data) != statement.index_size:
         raise IntegrityError(
@@ -475,12 +468,12 @@ def check_trust(
             f"{sig.name}: the signature expired at {iso(statement.expires)} (now {iso(int(now))}); "
             "export and sign a fresh bundle (or check this machine's clock)"
         )
-    state = trust_dir(layout, Path(target)) / f"{statement.key_id}.json"
+    state = state_dir / f"{statement.key_id}.json"
     accepted = read_sequence(state)
     if accepted is not None and statement.sequence < accepted:
         raise IntegrityError(
             f"{sig.name}: sequence {statement.sequence} is older than sequence {accepted} already accepted "
-            f"from key {statement.key_id} into {target} (rollback refused; recorded in {state}); import a "
+            f"from key {statement.key_id} (rollback refused; recorded in {state}); import a "
             "newer bundle"
         )
     return Acceptance(bundle, statement, state)
@@ -503,5 +496,4 @@ __all__ = [
     "read_signature",
     "sign_bundle",
     "signature_path",
-    "trust_dir",
 ]

@@ -1,4 +1,4 @@
-"""Sizes and durations on the command line.
+"""Sizes and durations on the command line, and sizes as people read them (`human_size`).
 
 Sizes, as GNU `split` reads them: K, M, G, T are powers of 1024; KB, MB, GB, TB of 1000.
 
@@ -51,6 +51,15 @@ def format_size(n: int) -> str:
         if n and n % unit == 0:
             return f"{n // unit}{suffix}"
     return str(n)
+
+
+def human_size(n: float) -> str:
+    """`512 B`, `1.5 KiB`, `3.0 GiB`: for messages and reports."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 _DURATION = re.compile(r"^([0-9]{1,12})([smhd])$")

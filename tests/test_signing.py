@@ -23,7 +23,8 @@ from huggingface_hub import scan_cache_dir
 from mirror.bundle import BundleIndex, read_index, select_all, write_bundle
 from mirror.cli import main
 from mirror.errors import IntegrityError, UsageError
-from mirror.layouts import BundleImportError, import_bundle
+from mirror.importing import BundleImportError, import_bundle
+from mirror.layouts import make_layout
 from mirror.signing import (
     TrustedKey,
     TrustPolicy,
@@ -37,11 +38,15 @@ from mirror.signing import (
     read_signature,
     sign_bundle,
     signature_path,
-    trust_dir,
 )
 from mirror.units import parse_duration
 from tests.conftest import SampleStore
 from tests.roundtrip import fresh_env, run_mirror
+
+
+def trust_dir(layout: str, target: Path) -> Path:
+    """Where the layout keeps the sequences accepted per key."""
+    return make_layout(layout, target).trust_dir
 
 
 @dataclass(frozen=True)
@@ -472,17 +477,31 @@ def test_check_binds_the_signed_index_to_the_one_the_import_streams(
     sign_bundle(bundle, keys.private, sequence=1)
     other: BundleIndex = read_index(export(sample_store, tmp_path / "subset.tar.zst", count=1))
     with pytest.raises(IntegrityError, match="changed while it was being read"):
-        check_trust(trust(keys), bundle, other, "hf", tmp_path / "hub")
-    assert check_trust(trust(keys), bundle, read_index(bundle), "hf", tmp_path / "hub") is not None
+        check_trust(
+            trust(keys), bundle, other, index_bytes=read_index_bytes(bundle), state_dir=tmp_path / "s"
+        )
+    assert (
+        check_trust(
+            trust(keys),
+            bundle,
+            read_index(bundle),
+            index_bytes=read_index_bytes(bundle),
+            state_dir=tmp_path / "s",
+        )
+        is not None
+    )
 
 
 def test_expiry_is_checked_against_the_clock(bundle: Path, keys: Keys, tmp_path: Path) -> None:
     expires = int(time.time()) + 3600
     sign_bundle(bundle, keys.private, sequence=1, expires=expires)
-    index = read_index(bundle)
-    assert check_trust(trust(keys), bundle, index, "hf", tmp_path, now=expires - 1) is not None
+    index, data = read_index(bundle), read_index_bytes(bundle)
+    assert (
+        check_trust(trust(keys), bundle, index, index_bytes=data, state_dir=tmp_path, now=expires - 1)
+        is not None
+    )
     with pytest.raises(IntegrityError, match="expired"):
-        check_trust(trust(keys), bundle, index, "hf", tmp_path, now=expires)
+        check_trust(trust(keys), bundle, index, index_bytes=data, state_dir=tmp_path, now=expires)
 
 
 def test_required_signature_needs_a_trusted_key() -> None:

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from functools import wraps
 from pathlib import Path
@@ -28,6 +28,7 @@ from mirror.errors import DamagedBlobError, Interrupted, MirrorError
 from mirror.printable import printable
 from mirror.progress import VERBOSE, BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.settings import Settings, hf_cache_dir, hf_symlinks_disabled, modelscope_cache_dir
+from mirror.units import human_size
 
 if TYPE_CHECKING:
     from mirror.sync import ItemResult
@@ -146,14 +147,6 @@ def emit(data: Any, as_json: bool, lines: Iterable[str]) -> None:
 def print_error(message: str) -> None:
     """The one-line human message of a failure, on stderr."""
     click.echo(printable(f"mirror: error: {message}"), err=True)
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 # the commands ----------------------------------------------------------------------------------------------
@@ -582,6 +575,25 @@ def export_cmd(
     emit(data, as_json, lines)
 
 
+KILL_AFTER_ENV = "MIRROR_TEST_KILL_AFTER"
+
+
+def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
+    """The import's step callback: `MIRROR_TEST_KILL_AFTER=N`, a hook for the tests only, makes the import
+    SIGKILL itself at its N-th step (a file staged, a name published), so the tests can prove that a killed
+    import never leaves a broken tree. Unset (always, outside the tests), it does nothing."""
+    limit = int(env.get(KILL_AFTER_ENV) or 0)
+    steps = 0
+
+    def step() -> None:
+        nonlocal steps
+        steps += 1
+        if limit and steps >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return step
+
+
 @cli.command("import", epilog=EXIT_CODES_HELP)
 @click.argument(
     "bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -658,7 +670,8 @@ def import_cmd(
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
-    from mirror.layouts import group_bundles, import_unit
+    from mirror.cli.output import import_report_lines
+    from mirror.importing import group_bundles, import_unit
     from mirror.signing import TrustPolicy, load_public_key
 
     trust = TrustPolicy(tuple(load_public_key(k) for k in trust_keys), required=require_signature)
@@ -670,6 +683,7 @@ def import_cmd(
     # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
     symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
+    checkpoint = kill_hook(os.environ)
     reports = []
     errors: list[MirrorError] = []
     for unit in units:
@@ -686,6 +700,7 @@ def import_cmd(
                     symlinks=symlinks,
                     link_shared=link_shared,
                     wait=wait,
+                    checkpoint=checkpoint,
                 )
             )
         except MirrorError as e:
@@ -701,7 +716,7 @@ def import_cmd(
     }
     if errors:
         data["errors"] = [str(error) for error in errors]
-    emit(data, as_json, [line for r in reports for line in r.lines()])
+    emit(data, as_json, [line for r in reports for line in import_report_lines(r)])
     for error in errors:
         print_error(str(error))
     codes = [r.exit_code for r in reports] + [error.exit_code for error in errors]
