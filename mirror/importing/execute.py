@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from mirror.bundle import BundleIndex, Progress
+from mirror.bundle import BundleIndex, IndexedRepo, Progress
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import is_file_of_size, link_or_copy
 from mirror.hashing import HashCache
@@ -154,30 +154,24 @@ def _import_locked(
             bundle_id = volume_set.id if volume_set is not None else unit.volumes[0].index_sha256
             bundle = unit.volumes[0].path.with_name(unit.label)
             names = tuple(v.path.name for v in unit.volumes) if volume_set is not None else ()
-            stamp = Stamp(index.created, bundle_id)
-            reports: list[RepoReport] = []
-            if complete:
-                staging.publishing = True  # from here on the target changes
-            for repo in complete:
-                pub = Publication(
-                    repo=repo,
-                    content={f.sha256: pool[f.sha256] for f in repo_files(repo)},
-                    scratch=folders[repo.key],
-                    receipt=Receipt.of(
-                        bundle,
-                        bundle_id,
-                        index,
-                        repo,
-                        layout=writer.name,
-                        symlinks=writer.symlinks,
-                        volumes=names,
-                    ),
-                    stamp=stamp,
-                    hashes=hashes,
-                )
-                reports.append(writer.publish(pub))
-                staging.sweep(writer.staging_root(repo))
-            staging.changed = not all(r.already_present for r in reports)
+            reports = _publish(
+                writer,
+                staging,
+                complete,
+                pool,
+                folders,
+                hashes,
+                Stamp(index.created, bundle_id),
+                lambda repo: Receipt.of(
+                    bundle,
+                    bundle_id,
+                    index,
+                    repo,
+                    layout=writer.name,
+                    symlinks=writer.symlinks,
+                    volumes=names,
+                ),
+            )
             kept_lines: list[str] = []
             if kept is not None:  # swept of what the published repos used; all of it once the set is done
                 left = kept.sweep({f.sha256 for r in index.repos if r not in complete for f in repo_files(r)})
@@ -207,6 +201,31 @@ def _import_locked(
             if acceptance is not None:
                 acceptance.record()
     return report
+
+
+def _publish(
+    writer: Layout,
+    staging: Staging,
+    repos: list[IndexedRepo],
+    pool: dict[str, Path],
+    folders: dict[RepoKey, Path],
+    hashes: HashCache,
+    stamp: Stamp,
+    receipt: Callable[[IndexedRepo], Receipt],
+) -> list[RepoReport]:
+    """Publish each complete repo through the layout, from its verified content in staging; from the
+    first one on, the target changes."""
+    if repos:
+        staging.publishing = True
+    reports = []
+    for repo in repos:
+        content = {f.sha256: pool[f.sha256] for f in repo_files(repo)}
+        reports.append(
+            writer.publish(Publication(repo, content, folders[repo.key], receipt(repo), stamp, hashes))
+        )
+        staging.sweep(writer.staging_root(repo))
+    staging.changed = not all(r.already_present for r in reports)
+    return reports
 
 
 def _check_trust(unit: ImportUnit, writer: Layout, trust: TrustPolicy | None) -> list[Acceptance | None]:
