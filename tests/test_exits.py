@@ -23,7 +23,7 @@ from mirror.cli.options import LAYOUT_NAMES
 from mirror.errors import Interrupted, MirrorError
 from mirror.exits import ExitCode, combine
 from mirror.layouts import LAYOUTS
-from mirror.layouts.layout import ImportRun
+from mirror.report import ImportRun
 from mirror.store import RepoKey, Store
 from mirror.sync import ItemResult, SyncReport, Target
 from tests.conftest import put_repo

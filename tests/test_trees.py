@@ -12,7 +12,7 @@ import pytest
 from mirror.bundle import read_index, select_all, select_specs, write_bundle
 from mirror.bundle.index import BundleIndex
 from mirror.errors import IntegrityError
-from mirror.layouts import import_bundle
+from mirror.importing import import_bundle
 from mirror.manifest import ModelSpec, parse_manifest
 from mirror.retry import RetryPolicy
 from mirror.settings import Settings
