@@ -1,4 +1,5 @@
-"""Small file-system helpers: atomic writes (temp beside, fsync, rename) and unique temp names."""
+"""Small file-system helpers: atomic writes (temp beside, fsync, rename), unique temp names, hardlinks or
+copies, an atomic exchange of two names, listing folders without following links, and small JSON records."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from mirror.bounded import RECORD, read_json_bounded
 from mirror.clock import Clock
 from mirror.errors import LockedError, MirrorError
 
@@ -74,8 +77,101 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def json_bytes(data: Any) -> bytes:
+    """How mirror writes its JSON records: sorted keys, one space of indent, a final newline."""
+    return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(data))
+
+
+def read_json_record(path: Path) -> dict[str, Any]:
+    """A small JSON object mirror keeps beside what it wrote; empty when absent or unreadable."""
+    try:
+        data = read_json_bounded(path, RECORD, MirrorError)
+    except MirrorError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_file_of_size(path: Path, size: int) -> bool:
+    """Whether path is (or links to) a file of this size."""
+    try:
+        return path.is_file() and path.stat().st_size == size
+    except OSError:
+        return False
+
+
+def entries(folder: Path) -> list[Path]:
+    """The entries of a folder, sorted; none if it is absent or unreadable."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def regular_files(folder: Path, *, recursive: bool = True) -> Iterator[Path]:
+    """The regular files in folder (and its subfolders), sorted; symlinks are neither yielded nor followed."""
+    for entry in entries(folder):
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            if recursive:
+                yield from regular_files(entry)
+        elif entry.is_file():
+            yield entry
+
+
+def remove_empty(*folders: Path) -> None:
+    """Remove each folder if it is empty, in order (children first)."""
+    for folder in folders:
+        with suppress(OSError):
+            folder.rmdir()
+
+
+def link_or_copy(src: Path, dest: Path) -> bool:
+    """dest as a hardlink of src, or a copy where the file system cannot link; whether it is a link."""
+    try:
+        os.link(src, dest)
+        return True
+    except OSError:
+        shutil.copyfile(src, dest)
+        return False
+
+
+def link_if_private(src: Path, dest: Path, *, shared: bool) -> bool:
+    """dest with src's content, for a published tree; whether it is a hardlink.
+
+    A hardlink only while src is nothing but a staging name (its first use: no published file shares its
+    inode yet), or with `shared` (--link-shared); else a copy. So, by default, a content staged once serves
+    many repos (or --no-symlinks revisions) and each gets its own file, as the hub clients keep them:
+    editing one in place never changes another, and deleting one frees its space.
+    """
+    if shared or os.stat(src).st_nlink == 1:
+        return link_or_copy(src, dest)
+    shutil.copyfile(src, dest)
+    return False
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two names atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 # Large writes that bypass the page cache (O_DIRECT): the data goes from our buffer to the disk, with no copy

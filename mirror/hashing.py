@@ -1,4 +1,5 @@
-"""Streaming hashes: sha256 for every file, and the git blob sha1 the hubs use as oid for small files."""
+"""Streaming hashes: sha256 for every file, and the git blob sha1 the hubs use as oid for small files;
+`HashCache` remembers the sha256 of files already hashed."""
 
 from __future__ import annotations
 
@@ -89,3 +90,33 @@ def file_git_sha1(path: Path) -> str:
         hasher.update(chunk)
     assert hasher.git_sha1 is not None
     return hasher.git_sha1
+
+
+class HashCache:
+    """sha256 of files by inode, so content hashed once (staged, adopted, checked) is not read again.
+
+    An entry holds while the inode keeps its size and modification time.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[int, int, str]] = {}
+
+    def remember(self, path: Path, sha256: str) -> None:
+        st = path.stat()
+        self._known[st.st_dev, st.st_ino] = (st.st_size, st.st_mtime_ns, sha256)
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        known = self._known.get((st.st_dev, st.st_ino))
+        if known is not None and known[:2] == (st.st_size, st.st_mtime_ns):
+            return known[2]
+        digest = file_sha256(path)
+        self.remember(path, digest)
+        return digest
+
+    def holds(self, path: Path, size: int, sha256: str) -> bool:
+        """Whether path is a file with this content (following symlinks)."""
+        try:
+            return path.is_file() and path.stat().st_size == size and self.sha256(path) == sha256
+        except OSError:
+            return False

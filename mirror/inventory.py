@@ -31,9 +31,9 @@ from mirror.errors import UsageError
 from mirror.fsutil import atomic_write_bytes
 from mirror.layouts import make_layout
 from mirror.layouts.held import held_files
-from mirror.layouts.layout import HeldRepo
 from mirror.paths import is_sha256
 from mirror.progress import NullProgress, ProgressSink
+from mirror.report import HeldRepo
 
 FORMAT = "mirror-inventory"
 FORMAT_VERSION = 1

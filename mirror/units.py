@@ -1,4 +1,4 @@
-"""Sizes and durations on the command line.
+"""Sizes and durations on the command line, and sizes as people read them (`human_size`).
 
 Sizes, as GNU `split` reads them: K, M, G, T are powers of 1024; KB, MB, GB, TB of 1000.
 
@@ -54,7 +54,7 @@ def format_size(n: int) -> str:
 
 
 def human_size(n: float) -> str:
-    """A size for people to read, in powers of 1024: 100 B, 1.5 GiB."""
+    """A size for people to read, in powers of 1024: `512 B`, `1.5 KiB`, `3.0 GiB`."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

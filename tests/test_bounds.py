@@ -312,7 +312,7 @@ def test_records_beside_an_import_and_the_trust_state_are_bounded(tmp_path: Path
     """A `.mirror/*.json` record counts as absent (the import then decides as for none); the trust state,
     whose loss would forget an accepted sequence, is refused naming it. Neither blocks or grows memory."""
     from mirror.errors import MirrorError
-    from mirror.layouts.layout import read_json_record
+    from mirror.fsutil import read_json_record
     from mirror.signing import read_sequence
 
     record = tmp_path / "implied-main.json"

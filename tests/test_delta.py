@@ -16,8 +16,8 @@ import pytest
 from mirror.bundle import IN_TARGET, build_index, iter_members, read_index, select_all, write_bundle
 from mirror.clock import SYSTEM
 from mirror.errors import UsageError
+from mirror.importing import import_bundle
 from mirror.inventory import had_by_bundles, read_have, take_inventory
-from mirror.layouts import import_bundle
 from mirror.store import Store
 from tests.conftest import put_repo
 from tests.hub import HubFile, LoopbackHub

@@ -24,8 +24,8 @@ from mirror.clock import SYSTEM
 from mirror.errors import Interrupted, MirrorError
 from mirror.exits import ExitCode, combine
 from mirror.layouts import LAYOUTS
-from mirror.layouts.layout import ImportRun
 from mirror.repo import RepoKey
+from mirror.report import ImportRun
 from mirror.store import Store
 from mirror.sync import ItemResult, SyncReport, Target
 from tests.conftest import put_repo

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,12 +20,12 @@ import pytest
 from click.testing import CliRunner
 from huggingface_hub import scan_cache_dir
 
-from mirror import layouts
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import cli
 from mirror.clock import SYSTEM
 from mirror.errors import MirrorError
-from mirror.layouts import import_bundle, make_layout
+from mirror.importing import bytes_to_add, import_bundle, survey
+from mirror.layouts import make_layout
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings, hf_cache_dir, modelscope_cache_dir
 from mirror.store import Store
@@ -392,20 +393,21 @@ def test_space_check_counts_each_repos_copy(
 ) -> None:
     index = read_index(twins)
     writer = make_layout(layout, tmp_path / "t", symlinks=symlinks)
-    need, _ = layouts.bytes_to_add(index, {}, None, writer)
-    shared, _ = layouts.bytes_to_add(index, {}, None, make_layout(layout, tmp_path / "t", link_shared=True))
+    need = bytes_to_add(index, survey(writer, index)).bytes
+    shared_writer = make_layout(layout, tmp_path / "t", link_shared=True)
+    shared = bytes_to_add(index, survey(shared_writer, index)).bytes
     # The weights: one copy per repo (and, --no-symlinks, per revision); once with --link-shared.
     copies = 3 if not symlinks else 2
     assert need - shared >= (copies - 1) * len(WEIGHTS)
     # Room for one copy of the weights but not for each repo's: refused, nothing written; fits when shared.
     free = shared + len(WEIGHTS) // 2
-    monkeypatch.setattr(layouts.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, free))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(1 << 40, 0, free))
     with pytest.raises(MirrorError, match="not enough space"):
         import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks)
     assert not (tmp_path / "t").exists()
     import_bundle(twins, layout, tmp_path / "t", symlinks=symlinks, link_shared=True)
     # Everything is held now: a re-import needs nothing new, even with each repo its own copy.
-    assert layouts.bytes_to_add(index, {}, None, writer)[1] == 0
+    assert bytes_to_add(index, survey(writer, index)).files == 0
 
 
 # -- Hugging Face repos in the ModelScope cache, as modelscope would have downloaded them ------------------

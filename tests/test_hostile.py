@@ -23,7 +23,7 @@ from mirror.bundle import INDEX_NAME, SUMS_NAME, BundleIndex, select_all, sums_t
 from mirror.cli import main
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
-from mirror.layouts import import_bundle
+from mirror.importing import import_bundle
 from mirror.store import Store
 from tests.conftest import put_repo
 from tests.roundtrip import fresh_env, run_mirror

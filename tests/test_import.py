@@ -19,7 +19,7 @@ from huggingface_hub import scan_cache_dir
 from mirror.bundle import open_bundle, read_index, select_all, select_requests, write_bundle
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError, MirrorError, UsageError
-from mirror.layouts import BundleImportError, import_bundle
+from mirror.importing import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, env_for_subprocess, put_repo

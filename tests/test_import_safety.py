@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 import pytest
 from huggingface_hub import scan_cache_dir, snapshot_download, try_to_load_from_cache
 
-import mirror.layouts as importers
 import mirror.layouts.layout as layout_module
 from mirror.bundle import BundleIndex, read_index, select_all, write_bundle
 from mirror.cli import main
+from mirror.cli.output import repo_report_line
 from mirror.clock import SYSTEM
 from mirror.errors import MirrorError
-from mirror.layouts import import_bundle
+from mirror.importing import bytes_to_add, import_bundle
+from mirror.importing.plan import TargetView
 from mirror.store import Store
 from tests.conftest import killed_in_child, put_repo
 from tests.roundtrip import fresh_env, offline_env, run_mirror
@@ -147,29 +148,37 @@ def check_dir_tree(target: Path, *indexes: BundleIndex) -> None:
         )
 
 
-def import_killed_at(step: int, action: Callable[[], object]) -> bool:
-    """Run imports in a child process that SIGKILLs itself at its step-th step; whether it was killed."""
+class Steps:
+    """The step callback the tests give an import (`checkpoint=`): counts its steps (a file staged, a name
+    published), and SIGKILLs the process at the `kill_at`-th."""
 
-    def child() -> None:
-        os.environ[layout_module.KILL_AFTER_ENV] = str(step)
-        layout_module._steps = 0
-        action()
+    def __init__(self, kill_at: int | None = None) -> None:
+        self.count = 0
+        self.kill_at = kill_at
 
-    return killed_in_child(child, "the import")
+    def __call__(self) -> None:
+        self.count += 1
+        if self.kill_at is not None and self.count >= self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def import_killed_at(step: int, action: Callable[[Steps], object]) -> bool:
+    """Run imports (given the step callback) in a child process that SIGKILLs itself at its step-th step;
+    whether it was killed."""
+    return killed_in_child(lambda: action(Steps(step)), "the import")
 
 
 def killed_at(step: int, bundle: Path, layout: str, target: Path, *, symlinks: bool = True) -> bool:
     """Run the import in a child process that SIGKILLs itself at its step-th step; whether it was killed."""
-    return import_killed_at(step, lambda: import_bundle(bundle, layout, target, symlinks=symlinks))
+    return import_killed_at(
+        step, lambda steps: import_bundle(bundle, layout, target, symlinks=symlinks, checkpoint=steps)
+    )
 
 
-def count_steps(bundle: Path, layout: str, target: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> int:
-    monkeypatch.setenv(layout_module.KILL_AFTER_ENV, str(1 << 40))
-    monkeypatch.setattr(layout_module, "_steps", 0)
-    import_bundle(bundle, layout, target, **kw)
-    steps = layout_module._steps
-    monkeypatch.delenv(layout_module.KILL_AFTER_ENV)
-    return steps
+def count_steps(bundle: Path, layout: str, target: Path, **kw: Any) -> int:
+    steps = Steps()
+    import_bundle(bundle, layout, target, checkpoint=steps, **kw)
+    return steps.count
 
 
 @pytest.mark.parametrize(
@@ -186,11 +195,11 @@ def test_sigkill_at_every_step_leaves_old_or_new_and_a_rerun_completes(
     exchange: bool,
 ) -> None:
     if not exchange:  # where there is no atomic exchange, a folder is swapped by two renames
-        monkeypatch.setattr(layout_module, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(layout_module, "exchange", lambda a, b: False)
     # The reference: an old import, then the new one, uninterrupted.
     reference = tmp_path / "reference"
     import_bundle(bundles.old, layout, reference, symlinks=symlinks)
-    total = count_steps(bundles.new, layout, reference, monkeypatch, symlinks=symlinks)
+    total = count_steps(bundles.new, layout, reference, symlinks=symlinks)
     assert total > 20  # files staged, then every name published
     check = check_hf_tree if layout == "hf" else check_dir_tree
     for step in range(1, total + 1):
@@ -258,7 +267,7 @@ def test_two_bundles_in_either_order_give_the_same_tree(bundles: Bundles, tmp_pa
         assert files_state(one) == files_state(two)
         # The older bundle did not move what the newer one set, and said so.
         tiny = next(r for r in report.repos if r.repo.repo_id == "org/tiny")
-        assert tiny.kept and "as newer than this bundle" in tiny.line()
+        assert tiny.kept and "as newer than this bundle" in repo_report_line(tiny)
     main_ref = tmp_path / "hf-new-old" / "models--org--tiny" / "refs" / "main"
     assert main_ref.read_text() == bundles.index_new.repos[-1].revisions[0][1]
     # The models only the old bundle has are there either way.
@@ -375,7 +384,7 @@ def test_too_little_space_is_a_clear_error_and_nothing_is_written(
         asked.append(Path(path))
         return Usage(10 << 20, (10 << 20) - (1 << 20), 1 << 20)
 
-    monkeypatch.setattr(importers.shutil, "disk_usage", tiny_disk)
+    monkeypatch.setattr(shutil, "disk_usage", tiny_disk)
     with pytest.raises(SystemExit) as exit_info:
         main(["import", str(bundles.new), "--target", str(parent / "hub"), "-q"])
     assert exit_info.value.code == 1
@@ -392,16 +401,17 @@ def test_space_check_counts_only_what_the_target_lacks(
     put_repo(store, "org/big", {"main": {"model.safetensors": os.urandom(3 << 20), "config.json": b"{}"}})
     bundle = write_bundle(store, select_all(store), tmp_path / "big.tar.zst").path
     index = read_index(bundle)
-    need, files = importers.bytes_to_add(index, {})
+    space = bytes_to_add(index, TargetView())
+    need, files = space.bytes, space.files
     assert files == 2 and (3 << 20) < need < (3 << 20) + (2 << 20)
     cache = tmp_path / "hub"
-    monkeypatch.setattr(importers.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, 2 << 20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(1 << 40, 0, 2 << 20))
     with pytest.raises(MirrorError, match="not enough space"):
         import_bundle(bundle, "hf", cache)
     monkeypatch.undo()
     import_bundle(bundle, "hf", cache)
     # Everything is held now: a re-import fits in the same 2 MiB.
-    monkeypatch.setattr(importers.shutil, "disk_usage", lambda p: Usage(1 << 40, 0, 2 << 20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(1 << 40, 0, 2 << 20))
     assert all(r.already_present for r in import_bundle(bundle, "hf", cache).repos)
 
 

@@ -21,10 +21,11 @@ import mirror.bundle.parse as parse_module
 import mirror.clock as clock_module
 from mirror.bundle import read_index, select_all, write_bundle
 from mirror.cli import main
+from mirror.cli.output import repo_report_line
 from mirror.clock import SYSTEM, Clock
 from mirror.errors import LockedError
-from mirror.layouts import import_bundle
-from mirror.layouts.layout import Staging
+from mirror.importing import import_bundle
+from mirror.importing.staging import Staging
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
 from mirror.store import Store
@@ -478,7 +479,9 @@ def test_a_ref_huggingface_hub_moved_online_is_never_moved_back_by_an_older_bund
     run_client(hub, tmp_path, script)
     assert (other / HF_REPO / "refs" / "main").read_text() == second
     report = import_bundle(older, "hf", other)
-    assert report.repos[0].kept == ("refs/main",) and "as newer than this bundle" in report.repos[0].line()
+    assert report.repos[0].kept == ("refs/main",) and "as newer than this bundle" in repo_report_line(
+        report.repos[0]
+    )
     assert (other / HF_REPO / "refs" / "main").read_text() == second
     before = tree_state(other)
     assert import_bundle(older, "hf", other).repos[0].already_present

@@ -13,7 +13,7 @@ from mirror.bundle import read_index, select_all, select_requests, write_bundle
 from mirror.bundle.index import BundleIndex
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
-from mirror.layouts import import_bundle
+from mirror.importing import import_bundle
 from mirror.manifest import ModelSpec, parse_manifest
 from mirror.repo import RepoKey
 from mirror.retry import RetryPolicy

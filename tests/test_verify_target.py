@@ -14,7 +14,7 @@ from huggingface_hub import scan_cache_dir
 
 from mirror.bundle import select_all, write_bundle
 from mirror.cli import main
-from mirror.layouts import import_bundle
+from mirror.importing import import_bundle
 from tests.conftest import SampleStore
 
 

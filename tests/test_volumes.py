@@ -28,9 +28,10 @@ from mirror.bundle import (
 from mirror.bundle import frames as frames_module
 from mirror.bundle.frames import FrameWriter, compressed_bound, stream_bound
 from mirror.bundle.volumes import tar_capacity, volume_names, write_volumes
+from mirror.cli.output import import_report_lines
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
-from mirror.layouts import group_bundles, import_bundle, import_unit
+from mirror.importing import group_bundles, import_bundle, import_unit
 from mirror.store import Store
 from mirror.units import format_size, parse_size
 from tests.conftest import put_repo
@@ -420,24 +421,24 @@ def test_import_bundle_takes_one_volume(volumes: list[Path], tmp_path: Path) -> 
 
 
 def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_completes(
-    volumes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    volumes: list[Path], tmp_path: Path
 ) -> None:
 
-    from mirror.layouts import layout as layout_module
-    from tests.test_import_safety import check_hf_tree, import_killed_at
+    from tests.test_import_safety import Steps, check_hf_tree, import_killed_at
 
     index = read_index(volumes[0])
     reference = tmp_path / "reference"
-    monkeypatch.setenv(layout_module.KILL_AFTER_ENV, str(1 << 40))
-    monkeypatch.setattr(layout_module, "_steps", 0)
-    import_unit(group_bundles(volumes)[0], "hf", reference)
-    total = layout_module._steps
-    monkeypatch.delenv(layout_module.KILL_AFTER_ENV)
+    counted = Steps()
+    import_unit(group_bundles(volumes)[0], "hf", reference, checkpoint=counted)
+    total = counted.count
     assert total > 20
     for step in range(1, total + 1, 3):
         target = tmp_path / f"t{step}"
         assert import_killed_at(
-            step, lambda target=target: import_unit(group_bundles(list(reversed(volumes)))[0], "hf", target)
+            step,
+            lambda steps, target=target: import_unit(
+                group_bundles(list(reversed(volumes)))[0], "hf", target, checkpoint=steps
+            ),
         ), step
         check_hf_tree(target, index)
         import_unit(group_bundles(volumes)[0], "hf", target)  # the rerun
@@ -506,11 +507,11 @@ def test_volumes_imported_one_run_at_a_time_complete_the_repos(
         if layout == "hf":
             assert scan_cache_dir(target).warnings == []  # the kept area is hidden from the clients' tools
         if number < len(runs):
-            assert report.exit_code == 3 and report.kept, report.lines()
+            assert report.exit_code == 3 and report.kept, import_report_lines(report)
             still = {v for m in report.missing for v in m.volumes}
             assert still <= {v.name for v in runs[number:]}  # never an earlier volume again
             assert any(f"still needed: {', '.join(sorted(still))}" in k for k in report.kept)
-            assert any(line.startswith("  KEPT      ") for line in report.lines())
+            assert any(line.startswith("  KEPT      ") for line in import_report_lines(report))
             assert "kept" in report.to_json()
             # Swept once used: only what a repo not published yet needs stays.
             published_now = {r.repo.repo_id for r in report.repos}
@@ -593,43 +594,38 @@ def test_damaged_kept_state_is_found_and_asked_for_again(
         assert report.exit_code == 3
         assert {v for m in report.missing for v in m.volumes} == {volumes[victim - 1].name}
         report = import_bundle(volumes[victim - 1], "hf", target)
-    assert report.exit_code == 0, report.lines()
+    assert report.exit_code == 0, import_report_lines(report)
     assert _kept(target) == []
 
 
-def test_a_killed_run_leaves_kept_state_usable_or_swept(
-    volumes: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_killed_run_leaves_kept_state_usable_or_swept(volumes: list[Path], tmp_path: Path) -> None:
     """One volume per run, SIGKILLed at any step of any run: the tree is valid, and going on from the
     volume the killed run was importing (never an earlier one) completes every repo."""
 
-    from mirror.layouts import layout as layout_module
-    from tests.test_import_safety import check_hf_tree, import_killed_at
+    from tests.test_import_safety import Steps, check_hf_tree, import_killed_at
 
     index = read_index(volumes[0])
     reference = tmp_path / "reference"
     import_unit(group_bundles(volumes)[0], "hf", reference)
-    monkeypatch.setenv(layout_module.KILL_AFTER_ENV, str(1 << 40))
-    monkeypatch.setattr(layout_module, "_steps", 0)
+    counted = Steps()
     for volume in volumes:
-        import_bundle(volume, "hf", tmp_path / "probe")
-    total = layout_module._steps
-    monkeypatch.delenv(layout_module.KILL_AFTER_ENV)
+        import_bundle(volume, "hf", tmp_path / "probe", checkpoint=counted)
+    total = counted.count
     assert total > 20
     for step in range(1, total + 1, 3):
         target = tmp_path / f"t{step}"
         at = tmp_path / f"at{step}"
 
-        def one_volume_per_run(target: Path = target, at: Path = at) -> None:
+        def one_volume_per_run(steps: Steps, target: Path = target, at: Path = at) -> None:
             for number, volume in enumerate(volumes):
                 at.write_text(str(number))
-                import_bundle(volume, "hf", target)
+                import_bundle(volume, "hf", target, checkpoint=steps)
 
         assert import_killed_at(step, one_volume_per_run), step
         check_hf_tree(target, index)
         for volume in volumes[int(at.read_text()) :]:
             report = import_bundle(volume, "hf", target)
-        assert report.exit_code == 0, f"killed at step {step} of {total}: {report.lines()}"
+        assert report.exit_code == 0, f"killed at step {step} of {total}: {import_report_lines(report)}"
         assert tree_contents(target) == tree_contents(reference), f"killed at step {step} of {total}"
         assert _kept(target) == []
 

@@ -4,7 +4,8 @@ target holds (inventory), inspect a bundle, and verify bundles, the store or an 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import click
@@ -25,6 +26,7 @@ from mirror.cli.output import (
     describe_bundle,
     describe_verified,
     emit,
+    import_report_lines,
     inventory_line,
     print_error,
     store_lines,
@@ -33,6 +35,24 @@ from mirror.cli.output import (
 from mirror.errors import MirrorError
 from mirror.exits import ExitCode
 from mirror.settings import hf_symlinks_disabled
+
+KILL_AFTER_ENV = "MIRROR_TEST_KILL_AFTER"
+
+
+def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
+    """The import's step callback: `MIRROR_TEST_KILL_AFTER=N`, a hook for the tests only, makes the import
+    SIGKILL itself at its N-th step (a file staged, a name published), so the tests can prove that a killed
+    import never leaves a broken tree. Unset (always, outside the tests), it does nothing."""
+    limit = int(env.get(KILL_AFTER_ENV) or 0)
+    steps = 0
+
+    def step() -> None:
+        nonlocal steps
+        steps += 1
+        if limit and steps >= limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return step
 
 
 @click.command("import", epilog=EXIT_CODES_HELP)
@@ -101,8 +121,8 @@ def import_cmd(
     One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
     from mirror.clock import SYSTEM
-    from mirror.layouts import group_bundles, import_unit
-    from mirror.layouts.layout import ImportRun
+    from mirror.importing import group_bundles, import_unit
+    from mirror.report import ImportRun
     from mirror.signing import TrustPolicy, load_public_key
 
     trust = TrustPolicy(
@@ -113,6 +133,7 @@ def import_cmd(
     # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
     symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
+    checkpoint = kill_hook(os.environ)
     reports = []
     errors: list[MirrorError] = []
     for unit in units:
@@ -130,6 +151,7 @@ def import_cmd(
                     link_shared=link_shared,
                     wait=wait,
                     clock=SYSTEM,
+                    checkpoint=checkpoint,
                 )
             )
         except MirrorError as e:
@@ -139,7 +161,7 @@ def import_cmd(
         finally:
             sink.close()
     run = ImportRun(target, layout, tuple(reports), tuple(errors))
-    emit(run, as_json, [line for r in reports for line in r.lines()])
+    emit(run, as_json, [line for r in reports for line in import_report_lines(r)])
     for error in errors:
         print_error(str(error))
     if run.exit_code:

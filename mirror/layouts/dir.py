@@ -23,31 +23,20 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.layouts.layout import (
-    ExpectedFile,
-    HashCache,
-    HeldRepo,
-    Layout,
-    Publication,
-    RepoReport,
-    Use,
-    json_bytes,
-    link_if_private,
-    link_or_copy,
-    read_json_record,
-    receipt_files,
-    regular_files,
-)
+from mirror.fsutil import link_if_private, link_or_copy, read_json_record, regular_files
+from mirror.hashing import HashCache
+from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
 from mirror.paths import check_relpath, is_commit, join_inside
+from mirror.receipt import read_receipt
 from mirror.repo import RepoKey
+from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import FileRecord
 
 
@@ -96,6 +85,10 @@ class DirLayout(Layout):
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         return self.target / ".mirror" / "tmp"
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.target / ".mirror" / "trust"
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         """The folder a report names for the repo."""
@@ -199,13 +192,10 @@ class DirLayout(Layout):
             if not newer:
                 # The receipt first: it is what marks the folder as mirror's, so a kill right after the
                 # swap below still leaves a folder the next import may replace.
-                data = {
-                    **pub.receipt,
-                    "folder": self._show(p.path),
-                    "revision": p.revision,
-                    "commit": p.commit,
-                }
-                self.write_if_changed(receipt_path, json_bytes(data), scratch)
+                receipt = replace(
+                    pub.receipt, folder=self._show(p.path), revision=p.revision, commit=p.commit
+                )
+                self.write_if_changed(receipt_path, receipt.to_bytes(), scratch)
             if not _holds(p.path, files, pub.hashes):
                 built = scratch / f"folder-{uuid.uuid4().hex}"
                 built.mkdir()
@@ -239,15 +229,16 @@ class DirLayout(Layout):
         problems: list[str] = []
         for receipt in self.receipt_paths():
             try:
-                data = read_json_bounded(receipt, RECORD, MirrorError)
-                folder = join_inside(self.target, check_relpath(str(data["folder"])))
-                commit = data["commit"]
+                record = read_receipt(receipt)
+                if record.folder is None or record.commit is None:
+                    raise ValueError("malformed: no folder or commit")
+                folder = join_inside(self.target, check_relpath(record.folder))
                 files += [
                     ExpectedFile(join_inside(folder, path), size, sha256)
-                    for c, path, size, sha256 in receipt_files(receipt)
-                    if c == commit
+                    for c, path, size, sha256 in record.files()
+                    if c == record.commit
                 ]
-            except (OSError, ValueError, KeyError, TypeError, MirrorError) as e:
+            except (OSError, ValueError, MirrorError) as e:
                 problems.append(f"{receipt}: unreadable receipt ({e})")
         return files, problems
 

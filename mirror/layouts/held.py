@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.layouts.layout import HashCache, Layout
+from mirror.hashing import HashCache
+from mirror.layouts.layout import Layout
 
 
 @dataclass(frozen=True)

@@ -56,25 +56,12 @@ from typing import Any
 from mirror.bounded import REF, read_bounded
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import IntegrityError, MirrorError
-from mirror.layouts.layout import (
-    ExpectedFile,
-    HeldRepo,
-    Layout,
-    Publication,
-    RepoReport,
-    Stamp,
-    Use,
-    checkpoint,
-    claim_folder,
-    entries,
-    json_bytes,
-    link_if_private,
-    read_json_record,
-    receipt_files,
-    regular_files,
-)
+from mirror.fsutil import entries, json_bytes, link_if_private, read_json_record, regular_files
+from mirror.layouts.layout import ExpectedFile, Layout, Publication, Stamp, Use, claim_folder
 from mirror.paths import is_commit, is_sha256, join_inside, name_problem
+from mirror.receipt import read_receipt
 from mirror.repo import RepoKey, cache_folder_name, parse_cache_folder_name
+from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import ListedFile
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -116,6 +103,10 @@ class HfLayout(Layout):
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
         return self.target / cache_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.target / ".locks" / "mirror-trust"
 
     def check(self, index: BundleIndex) -> None:
         owners: dict[Path, RepoKey] = {}
@@ -223,9 +214,10 @@ class HfLayout(Layout):
                     scratch,
                     only_if_absent=True,
                 )
-        bundle_id = str(pub.receipt.get("bundle_id", "unknown"))
         self.write_if_changed(
-            repo_dir / ".mirror" / "receipts" / f"{bundle_id}.json", json_bytes(pub.receipt), scratch
+            repo_dir / ".mirror" / "receipts" / f"{pub.receipt.bundle_id}.json",
+            pub.receipt.to_bytes(),
+            scratch,
         )
         # Refs last: a branch or tag name resolves only once everything it points at is in place.
         ref_changes, kept = self._write_refs(repo_dir, repo, pub.stamp, scratch)
@@ -291,7 +283,7 @@ class HfLayout(Layout):
             removed = _removed_commits(repo_dir)
             for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
                 try:
-                    for commit, path, size, sha256 in receipt_files(receipt):
+                    for commit, path, size, sha256 in read_receipt(receipt).files():
                         if commit in removed:
                             continue
                         snap = join_inside(repo_dir / "snapshots" / commit, path)
@@ -369,7 +361,7 @@ class HfLayout(Layout):
             if not folder.exists():
                 raise
             return False  # someone created it meanwhile: mend it name by name
-        checkpoint()
+        self.checkpoint()
         return True
 
     def _write_refs(
@@ -461,7 +453,7 @@ def _removed_commits(repo_dir: Path) -> set[str]:
     receipted: set[str] = set()
     for receipt in (repo_dir / ".mirror" / "receipts").glob("*.json"):
         try:
-            receipted.update(commit for commit, *_ in receipt_files(receipt))
+            receipted.update(commit for commit, *_ in read_receipt(receipt).files())
         except (OSError, ValueError):
             continue  # expected_files reports it
     gone = {c for c in receipted if not os.path.lexists(repo_dir / "snapshots" / c)}

@@ -25,9 +25,10 @@ from pathlib import Path
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
-from mirror.fsutil import atomic_write_bytes, remove_path
-from mirror.hashing import range_sha256
-from mirror.layouts.layout import HashCache, Layout, entries, human_bytes, remove_empty
+from mirror.fsutil import atomic_write_bytes, entries, remove_empty, remove_path
+from mirror.hashing import HashCache, range_sha256
+from mirror.layouts.layout import Layout
+from mirror.units import human_size
 
 CHUNKS = ".chunks"
 RECEIVED = ".received.json"
@@ -152,7 +153,7 @@ class KeptSet:
             size = sum(e.stat().st_blocks * 512 for e in files if e.is_file())
             still = ", ".join(sorted(set(needs))) or "none"
             lines.append(
-                f"{folder}: {len(files)} verified contents or chunk files ({human_bytes(size)}) kept for the "
+                f"{folder}: {len(files)} verified contents or chunk files ({human_size(size)}) kept for the "
                 f"next import of this set (still needed: {still})"
             )
         return lines

@@ -33,8 +33,9 @@ from urllib.parse import quote
 
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import MirrorError
+from mirror.fsutil import regular_files
 from mirror.layouts.dir import DirLayout, Placement
-from mirror.layouts.layout import claim_folder, regular_files
+from mirror.layouts.layout import claim_folder
 from mirror.repo import RepoKey, folder_name, repo_id_of_folder
 
 # repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).
@@ -109,6 +110,10 @@ class ModelScopeLayout(DirLayout):
     def staging_root(self, repo: IndexedRepo) -> Path:
         # Inside the repo folder, where modelscope only reads snapshots/.
         return self.repo_dir(repo) / ".mirror" / "tmp"
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.target / ".mirror-trust"
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         return self.repo_dir(repo)
