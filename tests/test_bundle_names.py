@@ -27,7 +27,7 @@ from mirror.bundle import (
     write_bundle,
 )
 from mirror.errors import IntegrityError
-from mirror.layouts import import_bundle
+from mirror.importing import import_bundle
 from mirror.repo import RepoKey
 from mirror.snapshot import Snapshot
 from mirror.store import Store
