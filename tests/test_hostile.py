@@ -401,6 +401,7 @@ def test_the_table_covers_every_attack_of_the_issue() -> None:
 @pytest.mark.parametrize(
     "case", ["dotdot path", "member larger than the index says (a bomb)", "bit flip in a file"]
 )
+@pytest.mark.e2e
 def test_installed_mirror_refuses_with_exit_4(fx: Fixture, case: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.tar.zst"
     bad.write_bytes(CASES[case][0](good_parts(fx)))

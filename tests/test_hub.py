@@ -603,6 +603,7 @@ def test_commit_sha_is_deterministic() -> None:
         a.add_commit("org/r", [HubFile("x", data=b"", source=Path("x"))])
 
 
+@pytest.mark.e2e
 def test_cli_serves_a_folder(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()

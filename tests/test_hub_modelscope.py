@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.hub import Fault, LoopbackHub
+
+pytestmark = pytest.mark.e2e  # the loopback hub and the real modelscope client in subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_MARK = "@@RESULT@@"

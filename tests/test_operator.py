@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from mirror.gc import collect_garbage, plan_keep
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
@@ -19,6 +21,8 @@ from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
+
+pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
 
 BIG = os.urandom(1 << 20) * 24  # 24 MiB, an LFS file
 

@@ -140,6 +140,7 @@ def trust(*keys: Keys, required: bool = False) -> TrustPolicy:
 # -- keys and signing ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_keygen_cli_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     prefix = tmp_path / "keys" / "site"
@@ -158,6 +159,7 @@ def test_keygen_cli_writes_a_private_key_only_its_owner_reads(tmp_path: Path) ->
     assert (private.read_bytes(), public.read_bytes()) == before
 
 
+@pytest.mark.e2e
 def test_export_sign_leaves_the_bundle_byte_identical(sample_store: SampleStore, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     store = str(sample_store.store.root)
@@ -243,6 +245,7 @@ def test_export_sign_usage_errors(
 # -- import: accepted ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_import_cli_accepts_a_bundle_signed_by_a_trusted_key(
     bundle: Path, keys: Keys, other_keys: Keys, tmp_path: Path
 ) -> None:
@@ -405,6 +408,7 @@ def test_rejected_with_the_target_untouched(
     assert read_sequence(trust_dir("hf", cache) / f"{keys.public.key_id}.json") == 100
 
 
+@pytest.mark.e2e
 def test_cli_rejections_exit_4_and_unsigned_under_require_signature(
     bundle: Path, keys: Keys, other_keys: Keys, tmp_path: Path
 ) -> None:
