@@ -299,9 +299,15 @@ def test_where_each_layout_remembers_the_sequence(
         assert {r.repo_id for r in scan_cache(target).repos} == {"org/tiny", "org/data"}
 
 
-def test_unsigned_bundle_passes_when_nothing_is_required(bundle: Path, tmp_path: Path) -> None:
-    import_bundle(bundle, "hf", tmp_path / "hub", trust=TrustPolicy())
-    import_bundle(bundle, "hf", tmp_path / "hub2")
+def test_unsigned_bundle_passes_when_nothing_is_required(
+    sample_store: SampleStore, bundle: Path, tmp_path: Path
+) -> None:
+    main_commit = sample_store.tiny.commits["main"]
+    for target, trust_policy in ((tmp_path / "hub", TrustPolicy()), (tmp_path / "hub2", None)):
+        report = import_bundle(bundle, "hf", target, trust=trust_policy)
+        assert report.exit_code == 0
+        assert (target / "models--org--tiny" / "refs" / "main").read_text() == main_commit
+        assert not trust_dir("hf", target).exists()  # no signature: no sequence to remember
 
 
 # -- import: rejected -----------------------------------------------------------------------------------
