@@ -16,8 +16,11 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 COMMANDS = sorted(cli.commands)
 
 
-def test_the_contract_commands_exist() -> None:
-    assert {"sync", "export", "import", "inspect", "verify"} <= set(COMMANDS)
+@pytest.mark.parametrize("name", ["sync", "export", "import", "inspect", "verify"])
+def test_the_contract_commands_exist(name: str) -> None:
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert f" {name} [OPTIONS]" in result.output
 
 
 @pytest.mark.parametrize("name", COMMANDS)
