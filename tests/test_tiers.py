@@ -14,13 +14,8 @@ pytest_plugins = ("pytester",)
 
 CONFTEST = """
 import pytest
-from tests.tiers import (
-    pytest_collection_finish,
-    pytest_collection_modifyitems,
-    pytest_runtest_call,
-    pytest_runtest_setup,
-    pytest_runtest_teardown,
-)
+
+pytest_plugins = ["tests.tiers"]
 
 @pytest.fixture
 def hub():
