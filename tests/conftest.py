@@ -17,7 +17,7 @@ from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import RepoKey, Store
 from tests.hub import LoopbackHub
 from tests.tiers import (  # noqa: F401 - pytest's hooks for the fast and the end-to-end tier
-    pytest_collection_finish,
+    pytest_collection,
     pytest_collection_modifyitems,
     pytest_runtest_call,
     pytest_runtest_setup,

@@ -81,20 +81,29 @@ def test_marked_tests_and_tests_using_an_end_to_end_fixture_run_in_the_e2e_tier(
     result.stdout.fnmatch_lines_random(
         ["*::test_marked_may_run_a_process PASSED*", "*::test_uses_the_hub PASSED*"]
     )
-    assert "hub" in tiers.E2E_FIXTURES
 
 
-def test_a_fast_test_importing_a_heavy_module_fails(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("at_collection", [False, True], ids=["in-a-test", "at-collection"])
+def test_importing_a_heavy_module_fails_the_fast_tier(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, at_collection: bool
 ) -> None:
     heavy = "tiers_heavy_stand_in"  # stands for torch: the real one would stay imported in this process
     monkeypatch.setattr(tiers, "HEAVY_MODULES", (heavy,))
     pytester.makeconftest(CONFTEST)
-    pytester.makepyfile(**{heavy: "", "test_heavy": f"def test_imports():\n    import {heavy}\n"})
+    test_file = (
+        f"import {heavy}\n\ndef test_imports():\n    pass\n"
+        if at_collection
+        else f"def test_imports():\n    import {heavy}\n"
+    )
+    pytester.makepyfile(**{heavy: "", "test_heavy": test_file})
     pytester.syspathinsert()
     try:
         result = pytester.runpytest()
     finally:
         sys.modules.pop(heavy, None)  # or this test, fast itself, would be failed for it
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*test_imports imports {heavy} but is not marked end-to-end*"])
+    if at_collection:
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*collecting the tests imported {heavy}: import it inside*"])
+    else:
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines([f"*test_imports imports {heavy} but is not marked end-to-end*"])

@@ -46,13 +46,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(E2E)
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    loaded = heavy_modules()
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Generator[None, object, object]:
+    before = set(sys.modules)
+    collected = yield
+    loaded = [name for name in heavy_modules() if name not in before]
     if loaded:
         raise pytest.UsageError(
             f"collecting the tests imported {', '.join(loaded)}: import it inside the end-to-end test that "
             "needs it, so the fast tier never pays for it"
         )
+    return collected
 
 
 def heavy_modules() -> list[str]:
@@ -77,7 +81,7 @@ def fast_only(item: pytest.Item) -> Iterator[None]:
     if is_e2e(item):
         yield
         return
-    before = set(heavy_modules())
+    before = set(sys.modules)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(subprocess.Popen, "_execute_child", refusal(item, "starts a subprocess"))
         for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
