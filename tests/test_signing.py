@@ -178,6 +178,7 @@ def test_keygen_cli_writes_a_private_key_only_its_owner_reads(tmp_path: Path) ->
     assert (private.read_bytes(), public.read_bytes()) == before
 
 
+@pytest.mark.e2e
 def test_export_sign_leaves_the_bundle_byte_identical(
     sample_store: SampleStore,
     tmp_path: Path,

@@ -14,10 +14,12 @@ from mirror.cli import main
 from mirror.errors import NotFoundError
 from mirror.gc import collect_garbage, plan_keep
 from mirror.manifest import ModelSpec, parse_manifest
+from mirror.retry import RetryPolicy
 from mirror.status import revision_status, store_targets
 from mirror.store import RepoKey, Store
 from mirror.sync import plan_targets
 from mirror.verify import verify_store
+from tests.clocks import NO_WAIT
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore
 
 
@@ -80,7 +82,11 @@ def test_status_against_upstream_says_up_to_date_moved_or_the_error(sample_store
     specs = parse_manifest(
         "version: 1\nmodels:\n  - repo: org/tiny\n    revisions: [main, v1.0]\n  - repo: gpt2\n"
     )
-    rows = revision_status(sample_store.store, plan_targets(specs.models), upstream=source_for)
+    rows = revision_status(
+        sample_store.store,
+        plan_targets(specs.models),
+        upstream=(source_for, RetryPolicy(clock=NO_WAIT, attempts=1)),
+    )
     states = {(r.key.repo_id, r.revision): (r.state, r.upstream) for r in rows}
     assert states == {
         ("org/tiny", "main"): ("up to date", tiny["main"]),
