@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from mirror.bundle import BundleIndex, IndexedRepo, Progress
 from mirror.errors import IntegrityError, LockedError, MirrorError
@@ -42,31 +43,21 @@ class BundleImportError(IntegrityError):
         self.report = report
 
 
-def import_bundle(
-    bundle: Path,
-    layout: str,
-    target: Path,
-    *,
-    progress: Progress | None = None,
-    trust: TrustPolicy | None = None,
-    symlinks: bool = True,
-    link_shared: bool = False,
-    wait: float = 0.0,
-    checkpoint: Callable[[], None] = no_checkpoint,
-) -> ImportReport:
+class ImportOptions(TypedDict, total=False):
+    """The keyword options of `import_unit`, for `import_bundle` to pass on."""
+
+    progress: Progress | None
+    trust: TrustPolicy | None
+    symlinks: bool
+    link_shared: bool
+    wait: float
+    checkpoint: Callable[[], None]
+
+
+def import_bundle(bundle: Path, layout: str, target: Path, **options: Unpack[ImportOptions]) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
-    return import_unit(
-        unit,
-        layout,
-        target,
-        progress=progress,
-        trust=trust,
-        symlinks=symlinks,
-        link_shared=link_shared,
-        wait=wait,
-        checkpoint=checkpoint,
-    )
+    return import_unit(unit, layout, target, **options)
 
 
 def import_unit(
