@@ -8,7 +8,7 @@ PY := $(BIN)/python
 TORCH ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-fast lint format bench clean
 
 $(BIN)/mirror: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: install  ## round trip against the built-in loopback hub, ending with the 
 
 test: install  ## the whole test suite
 	$(PY) -m pytest -q
+
+test-fast: install  ## the fast unit tier alone: in-process, no subprocess, no server, no torch (under a minute)
+	$(PY) -m pytest -q -m "not e2e"
 
 lint: install  ## ruff + mypy
 	$(BIN)/ruff check mirror tests bench

@@ -18,11 +18,18 @@ from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Store
 from tests.hub import LoopbackHub
+from tests.tiers import (  # noqa: F401 - pytest's hooks for the fast and the end-to-end tier
+    pytest_collection,
+    pytest_collection_modifyitems,
+    pytest_runtest_call,
+    pytest_runtest_setup,
+    pytest_runtest_teardown,
+)
 
 
 @pytest.fixture
 def hub() -> Iterator[LoopbackHub]:
-    """A loopback hub on 127.0.0.1 for one test."""
+    """A loopback hub on 127.0.0.1 for one test (a test using it is end-to-end: tests/tiers.py)."""
     with LoopbackHub() as h:
         yield h
 

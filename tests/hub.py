@@ -311,7 +311,8 @@ class Fault:
     target) instead of the real answer;
     "cut" sends the real headers (full Content-Length) but closes the connection after `at_byte` body
     bytes (default: half); "corrupt" flips one body byte at `at_byte` (default: the middle) keeping
-    length and headers; "delay" sleeps `delay` seconds before answering.
+    length and headers; "delay" sleeps `delay` seconds before answering (or until the event `until` is set,
+    if sooner: a test holds a request for as long as it needs, with `delay` as its failsafe).
     match: substring of the request target (path + query), or a callable on it. `method`: only
     requests with this method (cut/corrupt only ever apply to 200/206 GET answers with a body).
     times: how many matching requests it applies to (None = unlimited). `hits` counts uses.
@@ -336,6 +337,7 @@ class Fault:
     location: str | None = None
     encoding: str = "gzip"
     body: bytes | Callable[[bytes], bytes] = b""
+    until: threading.Event | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("status", "cut", "corrupt", "delay", *WIRE_FAULTS):
@@ -552,7 +554,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
             for f in hub.faults.take(method, target, ("delay",)):
-                time.sleep(f.delay)
+                if f.until is None:
+                    time.sleep(f.delay)
+                else:
+                    f.until.wait(f.delay)
             if _speak_garbage(self, hub.faults, method, target):
                 return
             status_faults = hub.faults.take(method, target, ("status",))

@@ -12,6 +12,8 @@ import pytest
 
 from bench.harness import main
 
+pytestmark = pytest.mark.e2e  # the quick `make bench`: the installed `mirror` and its peers, in subprocesses
+
 ROWS = ["1", "2", "3", "3b", "3c", "4", "4b", "5", "6a", "6b"]
 
 

@@ -261,6 +261,7 @@ def test_other_bundles_still_import_beside_a_hostile_one(world: World, tmp_path:
     assert list(target.glob("models--org--tiny/snapshots/*/config.json"))
 
 
+@pytest.mark.e2e
 def test_a_huge_file_is_refused_in_small_memory(tmp_path: Path, isolated_home: Path) -> None:
     """Under an address-space limit far below the files' sizes: refused by their size, never read whole."""
     limit = 1 << 30

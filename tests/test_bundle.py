@@ -152,6 +152,7 @@ def test_sha256sums_lists_every_file_member_in_order(bundle: Path) -> None:
     assert [line.split("  ", 1)[0] for line in lines] == [m.file.sha256 for m in iter_members(index)]
 
 
+@pytest.mark.e2e
 def test_gnu_tar_extracts_and_sha256sum_checks(
     bundle: Path, tmp_path: Path, sample_store: SampleStore
 ) -> None:
@@ -170,6 +171,7 @@ def test_gnu_tar_extracts_and_sha256sum_checks(
     assert index["format"] == "mirror-bundle" and index["format_version"] == "1.1"
 
 
+@pytest.mark.e2e
 def test_side_file_matches_sha256sum(sample_store: SampleStore, tmp_path: Path) -> None:
     out = write_bundle(sample_store.store, select_all(sample_store.store), tmp_path / "b.tar.zst")
     side = tmp_path / "b.tar.zst.sha256"

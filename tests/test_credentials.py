@@ -206,6 +206,7 @@ def unpacked(bundle: Path) -> bytes:
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
 
 
+@pytest.mark.e2e
 def test_no_token_in_any_output_even_with_hf_debug(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text(

@@ -159,6 +159,7 @@ def test_since_an_earlier_bundle_gives_the_same_delta(moved: Moved, tmp_path: Pa
 # -- inventory ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_inventory_of_a_cache_huggingface_hub_filled_itself(tmp_path: Path) -> None:
     """No receipts: LFS blobs are taken by name, ordinary blobs hashed; a delta against it packs nothing, and
     its import takes every file from the blobs huggingface_hub wrote."""
@@ -292,6 +293,7 @@ def test_a_delta_takes_content_from_another_repo_of_the_target(
         assert tune.samefile(base) == link_shared
 
 
+@pytest.mark.e2e
 def test_content_damaged_in_the_target_is_named_and_the_repo_not_published(
     family: Family, tmp_path: Path
 ) -> None:
@@ -336,6 +338,7 @@ def test_have_needs_the_same_size_and_in_target_is_optional_in_the_index(
     }
 
 
+@pytest.mark.e2e
 def test_a_delta_written_as_volumes(family: Family, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     import_bundle(family.base_bundle, "hf", cache)

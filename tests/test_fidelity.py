@@ -128,6 +128,7 @@ def _probe(script: str, envs: list[dict[str, str]], cwd: Path) -> list[str | Non
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@pytest.mark.e2e
 def test_hf_cache_dir_is_where_huggingface_hub_looks(tmp_path: Path) -> None:
     envs = [_env(row, tmp_path / "home") for row in HF_ENVS]
     theirs = _probe(HF_PROBE, envs, tmp_path)
@@ -136,6 +137,7 @@ def test_hf_cache_dir_is_where_huggingface_hub_looks(tmp_path: Path) -> None:
     assert [str(Path(str(p))) for p in theirs] == ours
 
 
+@pytest.mark.e2e
 def test_modelscope_cache_dir_is_where_modelscope_looks(tmp_path: Path) -> None:
     envs = [_env(row, tmp_path / "home") for row in MS_ENVS]
     theirs = _probe(MS_PROBE, envs, tmp_path)

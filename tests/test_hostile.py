@@ -362,11 +362,24 @@ def populated(fx: Fixture, tmp_path: Path, layout: str) -> Path:
     return target
 
 
+def hostile_bundle(fx: Fixture, case: str, tmp_path: Path) -> tuple[Path, str]:
+    """The bundle of a case of CASES, and what its refusal must name."""
+    build, names = CASES[case]
+    bad = tmp_path / "bad.tar.zst"
+    bad.write_bytes(build(good_parts(fx)))
+    return bad, names
+
+
 def refused(bundle: Path, layout: str, target: Path, capsys: pytest.CaptureFixture[str]) -> str:
     """Import in process through the CLI; the exit code must be 4. The error message."""
+    return exits_4(["import", str(bundle), "--layout", layout, "--target", str(target), "-q"], capsys)
+
+
+def exits_4(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI in process; the exit code must be 4. The error message."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        main(["import", str(bundle), "--layout", layout, "--target", str(target), "-q"])
+        main(args)
     assert exit_info.value.code == 4
     return capsys.readouterr().err
 
@@ -375,9 +388,7 @@ def refused(bundle: Path, layout: str, target: Path, capsys: pytest.CaptureFixtu
 def test_hostile_bundle_is_refused_and_the_target_untouched(
     fx: Fixture, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    build, names = CASES[case]
-    bad = tmp_path / "bad.tar.zst"
-    bad.write_bytes(build(good_parts(fx)))
+    bad, names = hostile_bundle(fx, case, tmp_path)
     for layout, prefilled in (("hf", True), ("hf", False), ("dir", True)):
         parent = tmp_path / "parent"
         target = populated(fx, tmp_path, layout) if prefilled else parent / "target"
@@ -389,22 +400,29 @@ def test_hostile_bundle_is_refused_and_the_target_untouched(
         shutil.rmtree(parent)
 
 
-def test_the_table_covers_every_attack_of_the_issue() -> None:
-    # Issue 5 item 2, one line each.
-    wanted = [
-        "dotdot path", "absolute path", "symlink out of the root", "hardlink out of the root", "character device",
-        "block device", "fifo", "member not in the index", "index digest disagrees with the bytes",
-        "index size disagrees with the bytes", "duplicate member", "member larger than the index says (a bomb)",
-        "truncated archive", "bit flip in the zstd frame header", "bit flip in a zstd block",
-        "bit flip in a tar header", "bit flip in the index", "bit flip in a file", "index repo id escapes",
-        "index file path escapes", "huge pax header",
-    ]  # fmt: skip
-    assert set(wanted) <= set(CASES)
+ATTACKS = [
+    "dotdot path", "absolute path", "symlink out of the root", "hardlink out of the root", "character device",
+    "block device", "fifo", "member not in the index", "index digest disagrees with the bytes",
+    "index size disagrees with the bytes", "duplicate member", "member larger than the index says (a bomb)",
+    "truncated archive", "bit flip in the zstd frame header", "bit flip in a zstd block",
+    "bit flip in a tar header", "bit flip in the index", "bit flip in a file", "index repo id escapes",
+    "index file path escapes", "huge pax header",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ATTACKS)
+def test_every_attack_is_refused_by_verify_too(
+    fx: Fixture, case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mirror verify` refuses each attack on a bundle as the import does: exit 4, naming what it refuses."""
+    bad, names = hostile_bundle(fx, case, tmp_path)
+    assert names in exits_4(["verify", str(bad)], capsys)
 
 
 @pytest.mark.parametrize(
     "case", ["dotdot path", "member larger than the index says (a bomb)", "bit flip in a file"]
 )
+@pytest.mark.e2e
 def test_installed_mirror_refuses_with_exit_4(fx: Fixture, case: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.tar.zst"
     bad.write_bytes(CASES[case][0](good_parts(fx)))

@@ -13,14 +13,18 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.hub import Fault, LoopbackHub
+from tests.test_hub import HubClock, fetch_whole
+
+pytestmark = pytest.mark.e2e  # the loopback hub and the real modelscope client in subprocesses
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_MARK = "@@RESULT@@"
@@ -128,7 +132,7 @@ def ms_get(
 # --------------------------------------------------------------------------------------------------
 
 
-def test_snapshot_download_master_tag_and_offline(hub: LoopbackHub, tmp_path: Path) -> None:
+def test_snapshot_download_master_and_tag(hub: LoopbackHub, tmp_path: Path) -> None:
     hub.add_commit(REPO, REPO_FILES, tags=["v1.0"])  # HF branch `main` only: `master` is its alias
     later = dict(REPO_FILES, **{"config.json": b'{"model_type": "bert", "hidden_size": 16}\n'})
     hub.add_commit(REPO, later)
@@ -191,52 +195,6 @@ def test_snapshot_download_master_tag_and_offline(hub: LoopbackHub, tmp_path: Pa
     assert all(r.headers.get("accept-encoding") == "identity" for r in hub.downloads())
     assert not any("internalAccelerationInfo" in r.path for r in hub.requests)
 
-    # Offline, in a new process, against a dead endpoint: the folders come back as they are.
-    hub.clear_requests()
-    offline = run_client(
-        f"""
-        out({{
-            "master": snapshot_download({REPO!r}, revision="master", cache_dir={str(cache_dir)!r},
-                                        local_files_only=True),
-            "tagged": snapshot_download({REPO!r}, revision="v1.0", local_files_only=True),
-            "default": snapshot_download({REPO!r}, local_files_only=True),
-            "file": model_file_download({REPO!r}, "config.json", revision="v1.0", local_files_only=True),
-            "missing": attempt(snapshot_download, {REPO!r}, revision="v2.0", local_files_only=True),
-        }})
-        """,
-        ms_env("http://127.0.0.1:9", tmp_path),
-    )
-    assert offline.returncode == 0, offline.stderr
-    assert offline.result["master"] == res["first"]
-    assert offline.result["tagged"] == res["tagged"]
-    assert offline.result["default"] == str(tmp_path / "ms-cache/models/org--tiny/snapshots/master")
-    assert offline.result["file"] == res["tagged"] + "/config.json"
-    assert offline.result["missing"]["error"] == "modelscope_hub.errors.CacheNotFound"
-    assert hub.requests == []
-
-
-def test_offline_accepts_hand_made_layout(tmp_path: Path) -> None:
-    """What an importer must write: just the snapshot folder with plain files, no marker files."""
-    cache = tmp_path / "ms-cache"
-    snap = cache / "models" / "acme--made-by-hand" / "snapshots" / "v2"
-    (snap / "deep" / "er").mkdir(parents=True)
-    (snap / "config.json").write_bytes(b"{}")
-    (snap / "deep" / "er" / "w.bin").write_bytes(b"\0" * 10)
-    run = run_client(
-        """
-        out({
-            "snap": snapshot_download("acme/made-by-hand", revision="v2", local_files_only=True),
-            "file": model_file_download("acme/made-by-hand", "deep/er/w.bin", revision="v2",
-                                        local_files_only=True),
-            # No revision: master, then main, then the only cached snapshot (with a warning).
-            "only": snapshot_download("acme/made-by-hand", local_files_only=True),
-        })
-        """,
-        ms_env("http://127.0.0.1:9", tmp_path),
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.result == {"snap": str(snap), "file": str(snap / "deep/er/w.bin"), "only": str(snap)}
-
 
 def test_master_branch_tokens_and_errors(hub: LoopbackHub, tmp_path: Path) -> None:
     hub.add_commit("org/both", {"which.txt": b"main"})
@@ -284,98 +242,6 @@ def test_master_branch_tokens_and_errors(hub: LoopbackHub, tmp_path: Path) -> No
     assert all(r.headers.get("cookie") == "m_session_id=ms-secret" for r in good)
     bad = [r for r in hub.requests if r.status == 401]
     assert len(bad) == 1 and bad[0].headers.get("authorization") == "Bearer not-it"
-
-
-def test_faults_retry_resume_and_verify(hub: LoopbackHub, tmp_path: Path) -> None:
-    hub.add_commit(REPO, REPO_FILES)
-    big = "FilePath=weights%2Fmodel.safetensors"
-    hub.add_fault(Fault("cut", match=big, at_byte=700_000))  # resumed with Range
-    hub.add_fault(Fault("corrupt", match="FilePath=config.json"))  # sha256 mismatch: downloaded again
-    hub.add_fault(Fault("status", match="FilePath=README.md", status=503))  # retried at once
-    hub.add_fault(Fault("corrupt", match="FilePath=sub%2Fother.json", times=None))  # never right
-    run = run_client(
-        f"""
-        import modelscope_hub._download as d
-        d.DOWNLOAD_INTEGRITY_RETRY_BACKOFF = 0.05  # the real client waits 1 s, then 2 s
-        first = attempt(snapshot_download, {REPO!r}, revision="master")
-        snap = os.path.join(os.environ["MODELSCOPE_CACHE"], "models", "org--tiny", "snapshots", "master")
-        out({{"first": first, "tree": tree(snap), "listing": sorted(os.listdir(snap))}})
-        """,
-        ms_env(hub.modelscope_url, tmp_path),
-    )
-    assert run.returncode == 0, run.stderr
-    res = run.result
-    assert res["first"]["error"] == "modelscope_hub.errors.FileDownloadError"  # not converted to HTTPError
-    assert "1 of 6 file(s) failed" in res["first"]["message"]
-    # Every other file landed intact; the rejected one left nothing behind (no .incomplete either).
-    assert res["tree"] == hexed({k: v for k, v in REPO_FILES.items() if k != "sub/other.json"})
-    big_reqs = [r for r in hub.requests if big in r.path]
-    assert [(r.status, r.headers.get("range")) for r in big_reqs] == [(200, None), (206, "bytes=700000-")]
-    assert [r.status for r in hub.requests if "FilePath=README.md" in r.path] == [503, 200]
-    assert len([r for r in hub.requests if "FilePath=config.json" in r.path]) == 2
-    assert len([r for r in hub.requests if "FilePath=sub%2Fother.json" in r.path]) == 3  # 3 hash attempts
-
-
-def test_corrupt_once_real_backoff_and_unverified_single_file(hub: LoopbackHub, tmp_path: Path) -> None:
-    hub.add_commit(REPO, REPO_FILES)
-    hub.ignore_range = True
-    hub.add_fault(Fault("corrupt", match="FilePath=config.json", times=2))
-    hub.add_fault(Fault("cut", match="FilePath=weights%2Fmodel.safetensors"))
-    run = run_client(
-        f"""
-        single = model_file_download({REPO!r}, "config.json", revision="master")
-        single_bytes = open(single, "rb").read().hex()
-        t0 = time.monotonic()
-        snap = snapshot_download({REPO!r}, revision="master", allow_patterns=["config.json", "weights/*"])
-        elapsed = time.monotonic() - t0
-        sub = snapshot_download({REPO!r}, revision="master", allow_patterns=["sub/*"],
-                                cache_dir={str(tmp_path / "c2")!r})
-        none = snapshot_download({REPO!r}, revision="master", allow_patterns=["nodir/*"],
-                                 cache_dir={str(tmp_path / "c3")!r})
-        out({{"single": single_bytes, "elapsed": elapsed, "tree": tree(snap), "sub": tree(sub),
-             "none": os.listdir(none)}})
-        """,
-        ms_env(hub.modelscope_url, tmp_path),
-    )
-    assert run.returncode == 0, run.stderr
-    res = run.result
-    # model_file_download has no listing, hence no Sha256 to check: the corrupted body is kept.
-    assert res["single"] != REPO_FILES["config.json"].hex()
-    assert len(res["single"]) == len(REPO_FILES["config.json"].hex())
-    # snapshot_download hashes the cached copy, fetches it again (corrupted), waits 1 s, fetches it right.
-    assert res["tree"] == hexed({k: REPO_FILES[k] for k in ("config.json", "weights/model.safetensors")})
-    assert res["elapsed"] >= 1.0
-    assert [r.status for r in hub.requests if "FilePath=config.json" in r.path] == [200, 200, 200]
-    # The server ignores Range: the resume request gets a 200 and the client starts over.
-    big = [r for r in hub.requests if "weights%2Fmodel.safetensors" in r.path]
-    assert [(r.status, r.headers.get("range")) for r in big] == [(200, None), (200, "bytes=1048576-")]
-    # Only allow_patterns that all have a literal directory prefix list with Root=<dir>; a Root that
-    # does not exist (404) makes the client check that the model exists (GET /api/v1/models/{repo}).
-    assert res["sub"] == hexed({k: v for k, v in REPO_FILES.items() if k.startswith("sub/")})
-    assert res["none"] == []
-    api = "/api/v1/models/org/tiny"
-    assert [(r.path, r.status) for r in hub.requests if "/repo/files" in r.path or "/repo" not in r.path] == [
-        (f"{api}/repo/files?Revision=master&Recursive=True", 200),
-        (f"{api}/repo/files?Revision=master&Recursive=True&Root=sub", 200),
-        (f"{api}/repo/files?Revision=master&Recursive=True&Root=nodir", 404),
-        (api, 200),
-    ]
-
-
-def test_import_cost() -> None:
-    """`import modelscope` pulls in torch (when installed); `modelscope_hub` alone does not."""
-    timings: dict[str, float] = {}
-    for mod in ("modelscope_hub", "modelscope"):
-        code = f"import sys, {mod}; print('torch' in sys.modules)"
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-        timings[mod] = time.perf_counter() - t0
-        assert proc.returncode == 0, proc.stderr
-        torch_loaded = proc.stdout.strip() == "True"
-        if mod == "modelscope_hub":
-            assert not torch_loaded
-    print(f"import times: {timings}")
-    assert timings["modelscope_hub"] < timings["modelscope"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -467,7 +333,7 @@ def test_listing_revisions_info_and_errors(hub: LoopbackHub) -> None:
     assert json.loads(ms_get(f"{api}/repo/files?Revision=v9")[2])["Code"] == 404
 
 
-def test_token_faults_and_rate_limit(hub: LoopbackHub) -> None:
+def test_token_faults_and_rate_limit(hub: LoopbackHub, monkeypatch: pytest.MonkeyPatch) -> None:
     hub.add_commit(REPO, {"a.bin": _bytes(200_000, 2)})
     url = hub.modelscope_file_url(REPO, "a.bin")
     hub.required_token = "ms-secret"
@@ -484,9 +350,10 @@ def test_token_faults_and_rate_limit(hub: LoopbackHub) -> None:
     hub.add_fault(Fault("corrupt", match="FilePath=a.bin", at_byte=5))
     body = ms_get(url)[2]
     assert body[5] != _bytes(200_000, 2)[5] and body[6:] == _bytes(200_000, 2)[6:]
+    clock = HubClock()
+    monkeypatch.setattr("tests.hub.time", clock)
     hub.rate_limit_per_connection = 1_000_000
-    t0 = time.monotonic()
-    assert ms_get(url)[2] == _bytes(200_000, 2)
-    assert time.monotonic() - t0 >= 0.15
+    assert fetch_whole(hub, url.removeprefix(hub.url)) == _bytes(200_000, 2)
+    assert sum(clock.sleeps) == pytest.approx(200_000 / 1_000_000)
     assert [r.status for r in hub.downloads()] == [401, 401, 200, 200, 429, 200, 200]
     assert hub.downloads()[-1].bytes_sent == 200_000

@@ -119,6 +119,7 @@ def bundle(sample_store: SampleStore, tmp_path: Path) -> Path:
 # -- hf layout -------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_hf_layout_loads_offline_with_huggingface_hub(
     bundle: Path, tmp_path: Path, isolated_home: Path, sample_store: SampleStore
 ) -> None:
@@ -193,6 +194,7 @@ def test_hf_layout_files(bundle: Path, tmp_path: Path, sample_store: SampleStore
     assert leftovers(cache) == []
 
 
+@pytest.mark.e2e
 def test_hf_filtered_commit_has_its_complete_tree_listing(
     sample_store: SampleStore, tmp_path: Path, isolated_home: Path
 ) -> None:

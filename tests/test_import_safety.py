@@ -186,6 +186,7 @@ def count_steps(bundle: Path, layout: str, target: Path, **kw: Any) -> int:
     [("hf", True, True), ("hf", False, True), ("dir", True, True), ("dir", True, False)],
     ids=["hf", "hf-no-symlinks", "dir", "dir-without-renameat2"],
 )
+@pytest.mark.e2e
 def test_sigkill_at_every_step_leaves_old_or_new_and_a_rerun_completes(
     bundles: Bundles,
     tmp_path: Path,
@@ -214,6 +215,7 @@ def test_sigkill_at_every_step_leaves_old_or_new_and_a_rerun_completes(
         shutil.rmtree(target)
 
 
+@pytest.mark.e2e
 def test_installed_mirror_killed_mid_import_then_rerun(bundles: Bundles, tmp_path: Path) -> None:
     cache = tmp_path / "hub"
     env = fresh_env(tmp_path / "home")
@@ -243,6 +245,7 @@ def test_installed_mirror_killed_mid_import_then_rerun(bundles: Bundles, tmp_pat
 
 
 @pytest.mark.parametrize("args", [[], ["--no-symlinks"], ["--layout", "dir"], ["--layout", "modelscope"]])
+@pytest.mark.e2e
 def test_same_bundle_twice_changes_nothing(bundles: Bundles, tmp_path: Path, args: list[str]) -> None:
     target = tmp_path / "t"
     env = fresh_env(tmp_path / "home")
@@ -342,6 +345,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.e2e
 def test_no_symlinks_import_loads_offline_by_repo_id_with_transformers(tmp_path: Path) -> None:
     folder = tmp_path / "tiny-bert"
     env = fresh_env(tmp_path / "home")
@@ -474,6 +478,7 @@ def test_verify_target_names_a_changed_byte_and_a_deleted_file(
     assert len(lines) == (3 if layout == "modelscope" else 2), out
 
 
+@pytest.mark.e2e
 def test_verify_target_with_the_installed_mirror(bundles: Bundles, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     cache = tmp_path / "home" / ".cache" / "huggingface" / "hub"

@@ -410,6 +410,7 @@ def test_concurrent_imports_of_an_older_and_a_newer_bundle_end_with_the_newer(
             assert (folder / "config.json").read_bytes() == NEW["config.json"]
 
 
+@pytest.mark.e2e
 def test_installed_mirror_imports_started_together_end_with_the_newer(
     bundles: Bundles, tmp_path: Path
 ) -> None:

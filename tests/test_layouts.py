@@ -162,6 +162,7 @@ def ms(tmp_path: Path, isolated_home: Path) -> MsBundle:
 # -- ModelScope repos into the ModelScope cache ----------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_modelscope_repo_into_modelscope_layout_loads_offline(
     ms: MsBundle, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -238,6 +239,7 @@ def test_modelscope_scan_cache_sees_one_repo(ms: MsBundle, tmp_path: Path) -> No
     assert [(r.repo_id, r.repo_type) for r in info.repos] == [(MS_ID, "model")]
 
 
+@pytest.mark.e2e
 def test_modelscope_default_cache_is_home_dot_cache_modelscope(
     ms: MsBundle, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -293,6 +295,7 @@ def test_modelscope_layout_refuses_a_folder_it_did_not_write(ms: MsBundle, tmp_p
 # -- ModelScope repos into the HF cache ------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_modelscope_repo_into_hf_layout_loads_offline(
     ms: MsBundle, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -330,6 +333,7 @@ def test_modelscope_repo_into_hf_layout_loads_offline(
     assert leftovers(cache) == []
 
 
+@pytest.mark.e2e
 def test_hf_id_names_the_repo_in_the_hf_cache(tmp_path: Path, isolated_home: Path) -> None:
     store, repo = ms_store(tmp_path)
     spec = ModelSpec(repo=MS_ID, source="modelscope", revisions=("master",), hf_id="hf-org/hf-name")
@@ -414,6 +418,7 @@ def test_a_modelscope_repo_with_its_own_main_gets_no_alias(tmp_path: Path, isola
 # -- Hugging Face repos into the ModelScope cache --------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_hf_repos_into_modelscope_layout_load_offline(
     sample_store: SampleStore, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -470,6 +475,7 @@ def test_modelscope_layout_refuses_spaces(tmp_path: Path, isolated_home: Path) -
 # -- datasets and clashes --------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_hf_dataset_into_hf_layout_loads_offline(
     sample_store: SampleStore, tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -507,6 +513,7 @@ def test_same_id_from_both_hubs_is_refused_before_writing(
     assert not target.exists()
 
 
+@pytest.mark.e2e
 def test_hf_id_resolves_the_clash(both_hubs: tuple[Store, Path], tmp_path: Path, isolated_home: Path) -> None:
     store, _ = both_hubs
     specs = [

@@ -10,6 +10,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from mirror.bundle import select_all, write_bundle
 from mirror.clock import SYSTEM
 from mirror.errors import IntegrityError
@@ -33,6 +35,8 @@ from tests.roundtrip import (
 )
 from tests.test_roundtrip import tar_members
 from tests.test_sync import FAST
+
+pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
 
 SHARED = b"the same weights on both hubs" * 1000
 FILES = [

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+
+import pytest
 
 from mirror.clock import SYSTEM
 from mirror.gc import collect_garbage, plan_keep
@@ -21,6 +25,8 @@ from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
+
+pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
 
 BIG = os.urandom(1 << 20) * 24  # 24 MiB, an LFS file
 
@@ -81,28 +87,52 @@ def test_gc_without_arguments_keeps_every_revision(tmp_path: Path) -> None:
 def test_second_sync_exits_75_and_wait_succeeds(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text("version: 1\nmodels:\n  - repo: org/slow\n")
+    release = threading.Event()  # the holder's download is held until the test sets it
     with LoopbackHub() as hub:
         hub.add_commit("org/slow", {"config.json": b"{}", "weights.bin": b"w" * 1000})
-        hub.add_fault(Fault("delay", match="weights.bin", delay=3.0, method="GET"))
+        hub.add_fault(Fault("delay", match="weights.bin", delay=60.0, method="GET", until=release))
         env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url)
         store = str(tmp_path / "store")
         first = subprocess.Popen([*mirror_command(), "sync", str(manifest), "--store", store], env=env)
+        waited: subprocess.Popen[str] | None = None
         try:
             lock = tmp_path / "store" / "lock"
             deadline = time.monotonic() + 30
             while not (lock.exists() and "pid" in lock.read_text()) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert first.poll() is None  # still holding the lock: the download is delayed 3 s
-            started = time.monotonic()
+            assert first.poll() is None  # holding the lock: its download is held
             second = run_mirror("sync", str(manifest), "--store", store, env=env, check=False)
             assert second.returncode == 75, second.stderr
-            assert time.monotonic() - started < 2.5  # at once, not after the holder finished
+            assert first.poll() is None  # at once: the holder has not finished
             assert "pid" in second.stderr and "--wait" in second.stderr
-            waited = run_mirror("sync", str(manifest), "--store", store, "--wait", "30", env=env, check=False)
-            assert waited.returncode == 0, waited.stderr
+            waited = subprocess.Popen(
+                [*mirror_command(), "sync", str(manifest), "--store", store, "--wait", "30"],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            deadline = time.monotonic() + 30  # a failsafe: until it waits on the lock the holder holds
+            while not has_open(waited.pid, lock) and waited.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert has_open(waited.pid, lock) and waited.poll() is None and first.poll() is None
+            release.set()
+            _, err = waited.communicate(timeout=60)
+            assert waited.returncode == 0, err
         finally:
+            release.set()
             first.wait(timeout=60)
+            if waited is not None and waited.poll() is None:
+                waited.kill()
+                waited.communicate()
         assert first.returncode == 0
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process pid has path open (Linux's /proc)."""
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    return False
 
 
 def test_killed_sync_resumes_with_range(tmp_path: Path) -> None:

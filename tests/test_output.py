@@ -159,25 +159,13 @@ def _failures(tmp_path: Path, bundle: Path) -> dict[str, tuple[list[str], int]]:
     }
 
 
-def test_every_command_has_a_failure_case() -> None:
-    assert set(cli.commands) == {
-        "sync",
-        "status",
-        "gc",
-        "export",
-        "import",
-        "inventory",
-        "keygen",
-        "inspect",
-        "verify",
-    }
-
-
 @pytest.mark.parametrize("command", sorted(cli.commands))
 def test_json_error_object_for_a_failure(
     command: str, bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args, code = _failures(tmp_path, bundle)[command]
+    failures = _failures(tmp_path, bundle)
+    assert command in failures, f"mirror {command} has no failure case in _failures"
+    args, code = failures[command]
     rc, out, err = run(args, capsys)
     assert rc == code, err
     assert out == ""  # no JSON without --json

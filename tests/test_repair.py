@@ -320,6 +320,7 @@ def gc_killed_at(step: int, store: Store) -> bool:
     return killed_in_child(child, "the gc")
 
 
+@pytest.mark.e2e
 def test_gc_killed_at_every_step_leaves_a_store_verify_and_export_accept(tmp_path: Path) -> None:
     keep_a = parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").requests()
     reference = gc_store(tmp_path / "reference")

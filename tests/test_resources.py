@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mirror.clock import SYSTEM
 from mirror.hashing import lfs_pointer_oid
 from mirror.repo import RepoKey
@@ -59,6 +61,7 @@ def peak_rss_mb(args: list[str], env: dict[str, str]) -> float:
     return int(kib) / 1024
 
 
+@pytest.mark.e2e
 def test_export_and_import_memory_stays_flat_for_a_multi_gb_model(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", clock=SYSTEM)
     put_big_model(store, 3 * GIB)
@@ -73,6 +76,7 @@ def test_export_and_import_memory_stays_flat_for_a_multi_gb_model(tmp_path: Path
     assert import_mb < 200, import_mb
 
 
+@pytest.mark.e2e
 def test_two_exports_of_the_same_content_are_byte_identical(tmp_path: Path) -> None:
     first_store = Store(tmp_path / "a" / "store", clock=SYSTEM)
     put_big_model(first_store, 8 << 20)

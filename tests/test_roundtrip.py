@@ -24,6 +24,8 @@ from tests.roundtrip import (
     run_mirror,
 )
 
+pytestmark = pytest.mark.e2e  # the loopback hub, the installed `mirror` and torch in subprocesses
+
 
 def tar_members(bundle: Path) -> list[tarfile.TarInfo]:
     """The members as plain tarfile reads them, in archive order."""

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from mirror.clock import SYSTEM
 from mirror.manifest import parse_manifest
 from mirror.settings import Settings
@@ -21,6 +23,8 @@ from tests.clocks import FakeClock
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
+
+pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
 
 SIZE = 4 * PIECE_SIZE  # four pieces
 WEIGHTS = os.urandom(1 << 20) * (SIZE >> 20)

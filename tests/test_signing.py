@@ -159,6 +159,7 @@ def hf_state(cache: Path, keys: Keys) -> Path:
 # -- keys and signing ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_keygen_cli_writes_a_private_key_only_its_owner_reads(tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     prefix = tmp_path / "keys" / "site"
@@ -177,6 +178,7 @@ def test_keygen_cli_writes_a_private_key_only_its_owner_reads(tmp_path: Path) ->
     assert (private.read_bytes(), public.read_bytes()) == before
 
 
+@pytest.mark.e2e
 def test_export_sign_leaves_the_bundle_byte_identical(
     sample_store: SampleStore,
     tmp_path: Path,
@@ -270,6 +272,7 @@ def test_export_sign_usage_errors(
 # -- import: accepted ----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_import_cli_accepts_a_bundle_signed_by_a_trusted_key(
     bundle: Path, keys: Keys, other_keys: Keys, tmp_path: Path
 ) -> None:
@@ -320,9 +323,15 @@ def test_where_each_layout_remembers_the_sequence(
         assert {r.repo_id for r in scan_cache(target).repos} == {"org/tiny", "org/data"}
 
 
-def test_unsigned_bundle_passes_when_nothing_is_required(bundle: Path, tmp_path: Path) -> None:
-    import_bundle(bundle, "hf", tmp_path / "hub", trust=TrustPolicy(clock=CLOCK))
-    import_bundle(bundle, "hf", tmp_path / "hub2")
+def test_unsigned_bundle_passes_when_nothing_is_required(
+    sample_store: SampleStore, bundle: Path, tmp_path: Path
+) -> None:
+    main_commit = sample_store.tiny.commits["main"]
+    for target, trust_policy in ((tmp_path / "hub", TrustPolicy(clock=CLOCK)), (tmp_path / "hub2", None)):
+        report = import_bundle(bundle, "hf", target, trust=trust_policy)
+        assert report.exit_code == 0
+        assert (target / "models--org--tiny" / "refs" / "main").read_text() == main_commit
+        assert not trust_dir("hf", target).exists()  # no signature: no sequence to remember
 
 
 # -- import: rejected -----------------------------------------------------------------------------------
@@ -429,6 +438,7 @@ def test_rejected_with_the_target_untouched(
     assert read_sequence(hf_state(cache, keys)) == 100
 
 
+@pytest.mark.e2e
 def test_cli_rejections_exit_4_and_unsigned_under_require_signature(
     bundle: Path, keys: Keys, other_keys: Keys, tmp_path: Path
 ) -> None:

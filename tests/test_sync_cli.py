@@ -197,6 +197,7 @@ def test_quiet_prints_only_failures(hub: LoopbackHub, tmp_path: Path) -> None:
     assert "org/gone" in failed.stderr
 
 
+@pytest.mark.e2e
 def test_quiet_under_cron_prints_nothing_at_all_on_success(tmp_path: Path) -> None:
     """The README's cron line, in a real process: cron mails whatever it prints, so it must print nothing."""
     manifest = tmp_path / "m.yml"

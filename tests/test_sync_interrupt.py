@@ -192,6 +192,7 @@ def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Pat
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.e2e
 def test_ctrl_c_stops_a_real_sync_and_the_next_run_resumes(tmp_path: Path, signum: int) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text(MANIFEST)
@@ -229,6 +230,7 @@ def test_ctrl_c_stops_a_real_sync_and_the_next_run_resumes(tmp_path: Path, signu
     assert json.loads(report.read_text())["ok"] is True
 
 
+@pytest.mark.e2e
 def test_ctrl_c_ends_a_real_sync_even_while_the_hub_stalls(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text(MANIFEST)

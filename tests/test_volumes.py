@@ -163,6 +163,7 @@ def volumes(split_store: SplitStore) -> Iterator[list[Path]]:
     yield export_split(split_store, split_store.root / "out" / "models.tar.zst")
 
 
+@pytest.mark.e2e
 def test_split_export_done_when(split_store: SplitStore, volumes: list[Path], tmp_path: Path) -> None:
     """The issue's done-when: several volumes and a chunked file; each volume passes `tar --zstd -t` and its
     own `sha256sum -c`; reverse order imports; all but one publishes the complete repos and names the
@@ -252,6 +253,7 @@ def test_split_export_done_when(split_store: SplitStore, volumes: list[Path], tm
     assert f"in {victim.name} (damaged)" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_volumes_are_reproducible_and_independent_of_threads(split_store: SplitStore, tmp_path: Path) -> None:
     first = export_split(split_store, tmp_path / "a" / "m.tar.zst", "--threads", "1")
     second = export_split(split_store, tmp_path / "b" / "m.tar.zst", "--threads", "4")
@@ -264,6 +266,7 @@ def test_volumes_are_reproducible_and_independent_of_threads(split_store: SplitS
 
 
 @pytest.mark.parametrize("split", ["64K", "150K", "1000KB", "1M"])
+@pytest.mark.e2e
 def test_every_volume_fits_and_the_set_imports(split_store: SplitStore, tmp_path: Path, split: str) -> None:
     volumes = export_split(split_store, tmp_path / "out" / "m.tar.zst", split=split)
     for volume in volumes:
@@ -274,6 +277,7 @@ def test_every_volume_fits_and_the_set_imports(split_store: SplitStore, tmp_path
     assert report.exit_code == 0 and len(report.repos) == len(split_store.repos)
 
 
+@pytest.mark.e2e
 def test_a_split_too_small_for_the_index_is_a_usage_error(split_store: SplitStore, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     out = tmp_path / "out" / "m.tar.zst"
@@ -293,6 +297,7 @@ def test_a_split_too_small_for_the_index_is_a_usage_error(split_store: SplitStor
     assert not out.parent.exists() or not list(out.parent.iterdir())
 
 
+@pytest.mark.e2e
 def test_a_new_export_removes_the_volumes_of_an_older_set(split_store: SplitStore, tmp_path: Path) -> None:
     out = tmp_path / "out" / "m.tar.zst"
     many = export_split(split_store, out)
@@ -307,6 +312,7 @@ def test_a_new_export_removes_the_volumes_of_an_older_set(split_store: SplitStor
     ]
 
 
+@pytest.mark.e2e
 def test_volumes_are_signed_each_and_imported_with_trust(split_store: SplitStore, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     run_mirror("keygen", "-o", str(tmp_path / "site"), env=env)
@@ -327,6 +333,7 @@ def test_volumes_are_signed_each_and_imported_with_trust(split_store: SplitStore
     assert not (tmp_path / "c2").exists()
 
 
+@pytest.mark.e2e
 def test_inspect_and_verify_a_volume(volumes: list[Path], tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     data = json.loads(run_mirror("inspect", str(volumes[1]), "--json", env=env).stdout)
@@ -335,6 +342,7 @@ def test_inspect_and_verify_a_volume(volumes: list[Path], tmp_path: Path) -> Non
     run_mirror("verify", *map(str, volumes), env=env)
 
 
+@pytest.mark.e2e
 def test_the_dir_layout_takes_volumes_and_a_volume_given_twice_counts_once(
     volumes: list[Path], tmp_path: Path
 ) -> None:
@@ -386,6 +394,7 @@ def test_inconsistent_volume_indexes_are_refused(split_store: SplitStore, tmp_pa
         BundleIndex.from_json(plain)
 
 
+@pytest.mark.e2e
 def test_a_volume_of_one_set_never_completes_another(split_store: SplitStore, tmp_path: Path) -> None:
     first = export_split(split_store, tmp_path / "a" / "m.tar.zst")
     put_repo(split_store.store, "org/late", {"main": {"x.bin": b"late" * 100}})
@@ -397,6 +406,7 @@ def test_a_volume_of_one_set_never_completes_another(split_store: SplitStore, tm
     assert all(second[0].name in m.volumes for m in report.missing)
 
 
+@pytest.mark.e2e
 def test_an_unreadable_volume_is_named_and_the_rest_import(volumes: list[Path], tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     copy = tmp_path / "copy"
@@ -415,11 +425,13 @@ def test_an_unreadable_volume_is_named_and_the_rest_import(volumes: list[Path], 
     assert volumes[0].name in proc.stderr and f"needs {volumes[0].name}" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_import_bundle_takes_one_volume(volumes: list[Path], tmp_path: Path) -> None:
     report = import_bundle(volumes[-1], "hf", tmp_path / "cache")
     assert report.exit_code == 3 and report.volumes == (volumes[-1].name,)
 
 
+@pytest.mark.e2e
 def test_a_volume_import_killed_at_any_step_leaves_old_or_new_and_a_rerun_completes(
     volumes: list[Path], tmp_path: Path
 ) -> None:
@@ -456,6 +468,7 @@ def _reference(split_store: SplitStore, tmp_path: Path, layout: str) -> Path:
     return reference
 
 
+@pytest.mark.e2e
 def test_the_modelscope_layout_takes_a_set_one_volume_per_run(
     split_store: SplitStore, tmp_path: Path
 ) -> None:
@@ -491,6 +504,7 @@ def _chunk_volumes(index: BundleIndex) -> tuple[str, list[int]]:
 
 @pytest.mark.parametrize("layout", ["hf", "dir"])  # per repo, and one for the whole target
 @pytest.mark.parametrize("order", ["forward", "backward"])
+@pytest.mark.e2e
 def test_volumes_imported_one_run_at_a_time_complete_the_repos(
     split_store: SplitStore, volumes: list[Path], tmp_path: Path, layout: str, order: str
 ) -> None:
@@ -531,6 +545,7 @@ def test_volumes_imported_one_run_at_a_time_complete_the_repos(
     assert len(set(chunk_volumes)) >= 2  # the chunked content came from separate runs
 
 
+@pytest.mark.e2e
 def test_a_volume_given_twice_across_runs_is_harmless(volumes: list[Path], tmp_path: Path) -> None:
     target = tmp_path / "target"
     first = import_bundle(volumes[0], "hf", target)
@@ -554,6 +569,7 @@ def _offset_of(index: BundleIndex, sha: str, number: int) -> int:
 
 
 @pytest.mark.parametrize("what", ["chunk", "whole", "record"])
+@pytest.mark.e2e
 def test_damaged_kept_state_is_found_and_asked_for_again(
     volumes: list[Path], tmp_path: Path, what: str
 ) -> None:
@@ -598,6 +614,7 @@ def test_damaged_kept_state_is_found_and_asked_for_again(
     assert _kept(target) == []
 
 
+@pytest.mark.e2e
 def test_a_killed_run_leaves_kept_state_usable_or_swept(volumes: list[Path], tmp_path: Path) -> None:
     """One volume per run, SIGKILLed at any step of any run: the tree is valid, and going on from the
     volume the killed run was importing (never an earlier one) completes every repo."""
@@ -631,6 +648,7 @@ def test_a_killed_run_leaves_kept_state_usable_or_swept(volumes: list[Path], tmp
 
 
 @pytest.mark.parametrize("where", [".mirror/kept", "kept-set", ".mirror"])
+@pytest.mark.e2e
 def test_a_link_planted_where_a_set_is_kept_is_refused(
     volumes: list[Path], tmp_path: Path, where: str
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from mirror.bundle import BundleIndex, IndexedRepo, Progress
 from mirror.clock import Clock
@@ -43,33 +44,22 @@ class BundleImportError(IntegrityError):
         self.report = report
 
 
-def import_bundle(
-    bundle: Path,
-    layout: str,
-    target: Path,
-    *,
-    progress: Progress | None = None,
-    trust: TrustPolicy | None = None,
-    symlinks: bool = True,
-    link_shared: bool = False,
-    wait: float = 0.0,
-    clock: Clock | None = None,
-    checkpoint: Callable[[], None] = no_checkpoint,
-) -> ImportReport:
+class ImportOptions(TypedDict, total=False):
+    """The keyword options of `import_unit`, for `import_bundle` to pass on."""
+
+    progress: Progress | None
+    trust: TrustPolicy | None
+    symlinks: bool
+    link_shared: bool
+    wait: float
+    clock: Clock | None
+    checkpoint: Callable[[], None]
+
+
+def import_bundle(bundle: Path, layout: str, target: Path, **options: Unpack[ImportOptions]) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
-    return import_unit(
-        unit,
-        layout,
-        target,
-        progress=progress,
-        trust=trust,
-        symlinks=symlinks,
-        link_shared=link_shared,
-        wait=wait,
-        clock=clock,
-        checkpoint=checkpoint,
-    )
+    return import_unit(unit, layout, target, **options)
 
 
 def import_unit(
@@ -101,8 +91,9 @@ def import_unit(
     across repos (and --no-symlinks revisions) instead.
 
     One import at a time per target: another one into it makes this wait up to `wait` seconds of `clock`
-    (needed when `wait` is not 0), then raise LockedError (exit 75). Before anything is written, every path the import will use in the target is
-    checked (`check_uses`): a symlink or a file in the way of it is refused, and nothing is written.
+    (needed when `wait` is not 0), then raise LockedError (exit 75). Before anything is written, every path
+    the import will use in the target is checked (`check_uses`): a symlink or a file in the way of it is
+    refused, and nothing is written.
     `checkpoint` is called after each step (a file staged, a name published): the tests kill the import
     there, to show that a killed import never leaves a broken tree.
     """

@@ -18,6 +18,7 @@ import stat
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -229,16 +230,8 @@ class Layout(ABC):
 
     def place(self, src: Path, dest: Path, scratch: Path) -> bool:
         """Put src's content at dest atomically (a temp name in scratch, then rename); whether hardlinked."""
-        self.check_inside(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = scratch / uuid.uuid4().hex
-        try:
+        with self.replacing(dest, scratch) as tmp:
             linked = link_if_private(src, tmp, shared=self.link_shared)
-            self.checkpoint()
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.checkpoint()
         return linked
 
     def write_if_changed(
@@ -251,28 +244,27 @@ class Layout(ABC):
                 return False
         except OSError:
             pass
-        self.check_inside(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = scratch / uuid.uuid4().hex
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            self.checkpoint()
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.checkpoint()
+        with self.replacing(path, scratch) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         return True
 
     def place_symlink(self, link_to: str, dest: Path, scratch: Path) -> None:
         """Make dest a symlink to link_to atomically (whatever file or link was there goes)."""
+        with self.replacing(dest, scratch) as tmp:
+            os.symlink(link_to, tmp)
+
+    @contextmanager
+    def replacing(self, dest: Path, scratch: Path) -> Iterator[Path]:
+        """A temporary name in scratch for the caller to fill; then renamed over dest in one step (whatever
+        was there goes), a step before and after the rename."""
         self.check_inside(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = scratch / uuid.uuid4().hex
         try:
-            os.symlink(link_to, tmp)
+            yield tmp
+            self.checkpoint()
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
