@@ -39,11 +39,10 @@ HUBS = {
 }
 SOURCES = tuple(HUBS)  # the `source:` a manifest may name; the first is the default
 
-REPO_TYPES = ("model", "dataset", "space")  # every kind of repo a hub has: what a bundle index may hold
-SYNC_REPO_TYPES = (
-    "model",
-    "dataset",
-)  # the kinds a manifest may ask to sync (`type:`); the first is the default
+# Every kind of repo a hub has, what a bundle index may hold; and the kinds a manifest may ask to sync
+# (`type:`), the first the default.
+REPO_TYPES = ("model", "dataset", "space")
+SYNC_REPO_TYPES = ("model", "dataset")
 
 
 # --- the repo-id grammar ---------------------------------------------------------------------------
