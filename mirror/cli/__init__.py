@@ -8,7 +8,6 @@ machines); logs and progress bars go to stderr.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shlex
@@ -24,8 +23,7 @@ from mirror.cli import airgapped
 from mirror.cli.exits import (
     EXIT_CODES_HELP,
     exit_leaving_stuck_transfers,
-    fail,
-    failure_of,
+    fail_on,
     report_failure,
     stop_on_signals,
 )
@@ -33,6 +31,7 @@ from mirror.cli.options import (
     json_option,
     output_options,
     progress,
+    retry_options,
     settings,
     store_option,
     wait_option,
@@ -93,21 +92,7 @@ def cli() -> None:
     help="Also write the --json summary to this file (atomically), for monitoring: always, whatever ends the "
     "run (a bad manifest, the lock held, Ctrl-C), with its exit_code and error.",
 )
-@click.option(
-    "--retries",
-    default=5,
-    show_default=True,
-    type=click.IntRange(1, 100),
-    help="Attempts per request on connection errors, cut-off bodies, 5xx and 429.",
-)
-@click.option(
-    "--retry-time",
-    default=900.0,
-    show_default=True,
-    metavar="SECONDS",
-    type=click.FloatRange(0),
-    help="Give up retrying one request after this long.",
-)
+@retry_options
 @json_option
 @output_options
 def sync(
@@ -405,18 +390,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         rc = cli.main(args=args, prog_name="mirror", standalone_mode=False)
     except SystemExit:
         raise
-    except BaseException as e:  # the one boundary where every failure becomes an exit code
-        code, message, kind = failure_of(e)
-        shown = None
-        if isinstance(e, click.ClickException):
-            out = io.StringIO()
-            e.show(file=out)
-            shown = out.getvalue()
-        elif kind == "interrupted":
-            shown = message
-        elif log.isEnabledFor(logging.DEBUG):
-            log.exception("details")
-        if kind == "unexpected":
-            shown = f"mirror: {message} (run with -vv for details)"
-        fail(args, code, message, kind=kind, shown=shown)
+    except BaseException as e:  # noqa: BLE001 - the one boundary where every failure becomes an exit code
+        fail_on(args, e)
     sys.exit(rc if isinstance(rc, int) else 0)

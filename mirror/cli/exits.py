@@ -3,6 +3,7 @@ object; Ctrl-C and SIGTERM ask a run to stop; `sync --report` records whatever e
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -72,6 +73,24 @@ def fail(
         error = {"exit_code": code, "type": kind or kind_of(code), "message": message}
         click.echo(json.dumps({"error": error}, indent=2))
     sys.exit(code)
+
+
+def fail_on(args: Sequence[str], error: BaseException) -> NoReturn:
+    """End the run on the exception that reached `main`: click's own text for a usage error, one line
+    otherwise (the traceback too at -vv), and the exit code and --json error of `failure_of`."""
+    code, message, kind = failure_of(error)
+    shown = None
+    if isinstance(error, click.ClickException):
+        out = io.StringIO()
+        error.show(file=out)
+        shown = out.getvalue()
+    elif kind == "interrupted":
+        shown = message
+    elif log.isEnabledFor(logging.DEBUG):
+        log.exception("details")
+    if kind == "unexpected":
+        shown = f"mirror: {message} (run with -vv for details)"
+    fail(args, code, message, kind=kind, shown=shown)
 
 
 @contextmanager

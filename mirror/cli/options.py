@@ -53,6 +53,25 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
 
 
+def retry_options(fn: F) -> F:
+    """--retries and --retry-time: how hard a command that asks the hubs retries one request."""
+    fn = click.option(
+        "--retry-time",
+        default=900.0,
+        show_default=True,
+        metavar="SECONDS",
+        type=click.FloatRange(0),
+        help="Give up retrying one request after this long.",
+    )(fn)
+    return click.option(
+        "--retries",
+        default=5,
+        show_default=True,
+        type=click.IntRange(1, 100),
+        help="Attempts per request on connection errors, cut-off bodies, 5xx and 429.",
+    )(fn)
+
+
 def layout_options(
     *, layout_help: str, target_help: str, layout_default: str | None = "hf"
 ) -> Callable[[F], F]:
