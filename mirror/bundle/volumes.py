@@ -41,7 +41,7 @@ from mirror.hashing import CHUNK
 from mirror.store import Store
 from mirror.units import format_size
 
-log = logging.getLogger("mirror")
+log = logging.getLogger(__name__)
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240: tarfile pads the archive to a multiple of this
