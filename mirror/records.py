@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import PurePath
 from typing import Any
 
+NOT_IN_JSON = {"json": False}
+"""`field(metadata=NOT_IN_JSON)`: a field `FieldsJson.to_json` leaves out."""
+
 
 class FieldsJson:
-    """Mixin for a dataclass: `to_json()` gives its fields by name, in declaration order."""
+    """Mixin for a dataclass: `to_json()` gives its fields by name, in declaration order, but those marked
+    NOT_IN_JSON."""
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = asdict(self)  # type: ignore[call-overload]  # a dataclass, by contract
-        return {name: str(value) if isinstance(value, PurePath) else value for name, value in data.items()}
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in fields(self)  # type: ignore[arg-type]  # a dataclass, by contract
+            if f.metadata.get("json", True)
+        }
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, PurePath) else value
