@@ -11,6 +11,22 @@ class MirrorError(Exception):
     exit_code = ExitCode.FAILURE
 
 
+class HubError(MirrorError):
+    """The hub answered with an error or could not be reached (exit 1)."""
+
+
+class RetryableError(HubError):
+    """A failure that may pass: a dropped connection, a cut-off body, a 5xx or a 429."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotFoundError(HubError):
+    """A repo, revision or file does not exist upstream, or is gated/private without a token."""
+
+
 class UsageError(MirrorError):
     """Bad command-line usage (exit 2)."""
 
@@ -34,20 +50,10 @@ class ManifestError(MirrorError):
         super().__init__(": ".join([*parts, message]))
 
 
-class HubError(MirrorError):
-    """The hub answered with an error or could not be reached (exit 1)."""
+class PartialError(MirrorError):
+    """Some items failed; the rest were done (exit 3)."""
 
-
-class RetryableError(HubError):
-    """A failure that may pass: a dropped connection, a cut-off body, a 5xx or a 429."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class NotFoundError(HubError):
-    """A repo, revision or file does not exist upstream, or is gated/private without a token."""
+    exit_code = ExitCode.PARTIAL
 
 
 class IntegrityError(MirrorError):
@@ -76,12 +82,6 @@ class DamagedBlobError(IntegrityError):
         else:
             todo = "no snapshot uses it: `mirror gc` removes it"
         super().__init__(f"{detail}; {mark}: {todo}")
-
-
-class PartialError(MirrorError):
-    """Some items failed; the rest were done (exit 3)."""
-
-    exit_code = ExitCode.PARTIAL
 
 
 class LockedError(MirrorError):

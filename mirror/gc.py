@@ -4,30 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from mirror.lockfile import LockedRevision
 from mirror.paths import is_commit
+from mirror.records import FieldsJson
 from mirror.repo import RepoKey, RevisionRequest
 from mirror.store import Store
 
 
 @dataclass
-class GcReport:
+class GcReport(FieldsJson):
     dry_run: bool
     refs: list[str] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)
     blobs: list[str] = field(default_factory=list)
     bytes: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "refs": self.refs,
-            "snapshots": self.snapshots,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-        }
 
 
 def plan_keep(

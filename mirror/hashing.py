@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileSum:
+    """A file as its content is pinned: where (relative or absolute, as its owner says), its size and sha256
+    (a lock file's pinned files, a receipt's files, the files `verify --target` expects)."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class Hasher:

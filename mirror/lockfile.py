@@ -14,6 +14,7 @@ from typing import Any
 from mirror.bounded import LOCK_FILE, parse_json, read_bounded
 from mirror.errors import ManifestError
 from mirror.fsutil import atomic_write_json
+from mirror.hashing import FileSum
 from mirror.paths import is_commit, is_safe_relpath, is_sha256
 from mirror.repo import RepoKey, RevisionRequest, is_repo_id
 from mirror.settings import endpoint_problem
@@ -21,11 +22,8 @@ from mirror.settings import endpoint_problem
 LOCK_VERSION = 1
 
 
-@dataclass(frozen=True)
-class LockedFile:
-    path: str
-    size: int
-    sha256: str
+LockedFile = FileSum
+"""A pinned file of a locked revision: its path in the repo, size and sha256."""
 
 
 @dataclass(frozen=True)

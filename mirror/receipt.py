@@ -16,22 +16,16 @@ from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.errors import IntegrityError, MirrorError
 from mirror.fsutil import json_bytes
+from mirror.hashing import FileSum
 from mirror.paths import check_commit, check_relpath, is_sha256
 from mirror.repo import RepoKey
-
-
-@dataclass(frozen=True)
-class ReceiptFile:
-    path: str
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
 class ReceiptCommit:
     commit: str
     complete: bool
-    files: tuple[ReceiptFile, ...]
+    files: tuple[FileSum, ...]
 
 
 @dataclass(frozen=True)
@@ -82,9 +76,7 @@ class Receipt:
             repo_id=repo.repo_id,
             revisions=repo.revisions,
             commits=tuple(
-                ReceiptCommit(
-                    c.commit, c.complete, tuple(ReceiptFile(f.path, f.size, f.sha256) for f in c.files)
-                )
+                ReceiptCommit(c.commit, c.complete, tuple(FileSum(f.path, f.size, f.sha256) for f in c.files))
                 for c in repo.commits
             ),
             volumes=tuple(volumes),
@@ -137,7 +129,7 @@ class Receipt:
                     path, size, sha256 = check_relpath(f["path"]), f["size"], f["sha256"]
                     if not isinstance(size, int) or not isinstance(sha256, str) or not is_sha256(sha256):
                         raise ValueError(f"bad file record {f!r}")
-                    files.append(ReceiptFile(path, size, sha256))
+                    files.append(FileSum(path, size, sha256))
                 commits.append(ReceiptCommit(commit, c.get("complete") is True, tuple(files)))
         except (KeyError, TypeError, AttributeError, IntegrityError) as e:
             raise ValueError(f"malformed: {e}") from None

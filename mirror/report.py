@@ -10,6 +10,7 @@ from typing import Any
 
 from mirror.errors import MirrorError
 from mirror.exits import ExitCode, combine
+from mirror.records import FieldsJson
 from mirror.repo import RepoKey
 
 
@@ -50,7 +51,7 @@ class RepoReport:
 
 
 @dataclass(frozen=True)
-class MissingFile:
+class MissingFile(FieldsJson):
     """A file of a repo an import could not complete: where its content was to come from, and why it did not."""
 
     commit: str
@@ -58,15 +59,6 @@ class MissingFile:
     size: int
     sha256: str
     why: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "commit": self.commit,
-            "path": self.path,
-            "size": self.size,
-            "sha256": self.sha256,
-            "why": self.why,
-        }
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def hf_symlinks_disabled(env: Mapping[str, str]) -> bool:
 def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
     """Where modelscope (1.40, through modelscope_hub's HubConfig) looks: `$MODELSCOPE_CACHE` when set and
     not empty, else the legacy `$MS_CACHE_HOME` (which modelscope 1.40 itself cannot use: it fails with a
-    TypeError), else `~/.cache/modelscope`; `~` expanded, `$VAR` not. (DESIGN.md says
+    TypeError), else `~/.cache/modelscope`; `~` expanded, `$VAR` not. (Not
     ~/.cache/modelscope/hub, which the client does not read.)"""
     value = (
         env.get("MODELSCOPE_CACHE") or env.get("MS_CACHE_HOME") or os.path.join("~", ".cache", "modelscope")

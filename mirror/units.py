@@ -2,7 +2,7 @@
 
 Sizes, as GNU `split` reads them: K, M, G, T are powers of 1024; KB, MB, GB, TB of 1000.
 
-A CLI contract (DESIGN.md): `--split 25G` is 25 GiB, `--split 25GB` is 25 * 10^9 bytes. A plain number is
+A CLI contract (README, `export --split`): `--split 25G` is 25 GiB, `--split 25GB` is 25 * 10^9 bytes. A plain number is
 bytes; `KiB`-style suffixes and a trailing `B` after a binary unit (`25GiB`) are accepted too, lower case
 as well.
 """

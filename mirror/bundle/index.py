@@ -18,6 +18,7 @@ from typing import Any
 
 from mirror import __version__
 from mirror.bounded import INDEX
+from mirror.records import FieldsJson
 from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, ListedFile
 
@@ -93,15 +94,12 @@ class IndexedRepo:
 
 
 @dataclass(frozen=True)
-class Chunk:
+class Chunk(FieldsJson):
     """One piece of a content larger than a volume: which volume packs it, its size and its own sha256."""
 
     volume: int
     size: int
     sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"volume": self.volume, "size": self.size, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)

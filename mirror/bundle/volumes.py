@@ -23,25 +23,26 @@ import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Unpack
 
 from mirror.bundle import (
     BundleIndex,
     BundleSummary,
     Chunk,
     Placement,
-    Progress,
     VolumeSet,
     iter_members,
     read_index,
     write_archive,
 )
 from mirror.bundle.frames import stream_bound
+from mirror.bundle.writer import Packing
 from mirror.errors import MirrorError, UsageError
 from mirror.hashing import CHUNK
 from mirror.store import Store
 from mirror.units import format_size
 
-log = logging.getLogger("mirror")
+log = logging.getLogger(__name__)
 
 BLOCK = tarfile.BLOCKSIZE  # 512
 RECORD = tarfile.RECORDSIZE  # 10240: tarfile pads the archive to a multiple of this
@@ -223,10 +224,7 @@ def write_volumes(
     base: BundleIndex,
     out: Path,
     limit: int,
-    *,
-    level: int | None = None,
-    threads: int = -1,
-    progress: Progress | None = None,
+    **packing: Unpack[Packing],
 ) -> list[BundleSummary]:
     """Write the volumes of `base` beside `out` (`OUT.001.tar.zst`, ...), each with its `.sha256`.
 
@@ -253,9 +251,7 @@ def write_volumes(
         index = BundleIndex.from_json(index.to_json())  # never write what a reader would refuse
         path = out.with_name(name)
         path.with_name(name + ".sig").unlink(missing_ok=True)  # a stale signature must not sit beside it
-        summaries.append(
-            write_archive(store, index, path, level=level, threads=threads, progress=progress, limit=limit)
-        )
+        summaries.append(write_archive(store, index, path, limit=limit, **packing))
     _remove_stale(out, indexes)
     return summaries
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TypedDict, cast
 
 from mirror.bundle.frames import FRAME, FrameWriter, workers_for
 from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex, Progress
@@ -24,11 +24,12 @@ from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
 from mirror.fsutil import BulkWriter, atomic_write_bytes, temp_sibling
+from mirror.records import NOT_IN_JSON, FieldsJson
 from mirror.store import Store
 
 
 @dataclass(frozen=True)
-class BundleSummary:
+class BundleSummary(FieldsJson):
     """What `write_bundle` wrote. `files` counts file members; `unique_bytes` the content stored once;
     `index_bytes` the exact `MIRROR-BUNDLE.json` written (what a signature pins)."""
 
@@ -38,17 +39,7 @@ class BundleSummary:
     files: int
     unique_bytes: int
     repos: int
-    index_bytes: bytes = field(repr=False)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "sha256": self.sha256,
-            "size": self.size,
-            "files": self.files,
-            "unique_bytes": self.unique_bytes,
-            "repos": self.repos,
-        }
+    index_bytes: bytes = field(repr=False, metadata=NOT_IN_JSON)
 
 
 # The blobs are read and hashed in a thread of their own (`_BlobReader`), in blocks of one zstd frame, which
@@ -278,6 +269,14 @@ def write_bundle(
     """
     index = build_index(store, selection, created=created, have=have)
     return write_archive(store, index, Path(out), level=level, threads=threads, progress=progress)
+
+
+class Packing(TypedDict, total=False):
+    """How `write_archive` compresses and reports (for the writers that pass them on)."""
+
+    level: int | None
+    threads: int
+    progress: Progress | None
 
 
 def write_archive(

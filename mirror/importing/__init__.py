@@ -9,7 +9,7 @@ moment leaves each repo in its old state or its new one, and running the import 
 What is published never shares an inode across repos (nor across revisions in --no-symlinks trees) unless
 `link_shared`: content staged once is copied for each further repo (`fsutil.link_if_private`).
 
-Deltas and volume sets (DESIGN: bundle index `in_target`, `volume`, `chunks`): an import unit is one
+Deltas and volume sets (the bundle index's `in_target`, `volume`, `chunks`): an import unit is one
 bundle or the volumes given of one set (`unit.group_bundles`). A repo is published only when every one of
 its files is at hand; the others are reported (`MissingRepo`) and left as they were. Of a set, a damaged
 volume is dropped whole, and the rest still count; what a set's import verified for repos it could not

@@ -1,4 +1,5 @@
-"""The `hf` layout: the Hugging Face hub cache exactly as huggingface_hub writes it (HUB-PROTOCOL.md).
+"""The `hf` layout: an import into the Hugging Face hub cache, exactly as huggingface_hub writes it (what the
+cache holds is read back by `mirror.layouts.hf_cache`).
 
 CACHEDIR.TAG
 models--org--name/
@@ -53,15 +54,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mirror.bounded import REF, read_bounded
 from mirror.bundle import BundleIndex, IndexedCommit, IndexedRepo
 from mirror.errors import IntegrityError, MirrorError
-from mirror.fsutil import entries, json_bytes, link_if_private, read_json_record, regular_files
-from mirror.layouts.layout import ExpectedFile, Layout, Publication, Stamp, Use, claim_folder
-from mirror.paths import is_commit, is_sha256, join_inside, name_problem
-from mirror.receipt import read_receipt
-from mirror.repo import RepoKey, cache_folder_name, parse_cache_folder_name
-from mirror.report import HeldRepo, RepoReport
+from mirror.fsutil import entries, json_bytes, link_if_private, read_json_record
+from mirror.layouts.hf_cache import HfCacheReader, read_ref
+from mirror.layouts.layout import Layout, Publication, Stamp, Use, claim_folder
+from mirror.paths import is_commit, join_inside, name_problem
+from mirror.repo import RepoKey, cache_folder_name
+from mirror.report import RepoReport
 from mirror.snapshot import ListedFile
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -98,7 +98,7 @@ def tree_json(listing: Iterable[ListedFile]) -> bytes:
     return json.dumps({"format_version": TREE_FORMAT_VERSION, "files": files}, indent=1).encode("utf-8")
 
 
-class HfLayout(Layout):
+class HfLayout(HfCacheReader, Layout):
     name = "hf"
 
     def repo_dir(self, repo: IndexedRepo) -> Path:
@@ -235,71 +235,6 @@ class HfLayout(Layout):
             kept=tuple(kept),
         )
 
-    def _repo_dirs(self) -> list[Path]:
-        try:
-            return sorted(
-                p for p in self.target.iterdir() if "--" in p.name and p.is_dir() and not p.is_symlink()
-            )
-        except OSError:
-            return []
-
-    def content_files(self) -> Iterator[tuple[Path, str | None]]:
-        for repo_dir in self._repo_dirs():
-            # blobs/<etag>: an LFS blob is named by its sha256; an ordinary one by its git sha1, which says
-            # nothing of its sha256. Partial downloads (<etag>.incomplete) are not content.
-            for blob in regular_files(repo_dir / "blobs", recursive=False):
-                if is_sha256(blob.name):
-                    yield blob, blob.name
-                elif is_commit(blob.name):  # 40 hex digits, as a git sha1
-                    yield blob, None
-            # Real files in snapshots/: a --no-symlinks import, or huggingface_hub without symlinks.
-            yield from ((f, None) for f in regular_files(repo_dir / "snapshots", recursive=True))
-
-    def held_repos(self) -> list[HeldRepo]:
-        found = []
-        for repo_dir in self._repo_dirs():
-            parsed = parse_cache_folder_name(repo_dir.name)
-            if parsed is None:
-                continue
-            repo_type, repo_id = parsed
-            refs_dir = repo_dir / "refs"
-            revisions = []
-            for ref in regular_files(refs_dir, recursive=True):
-                try:
-                    commit = read_bounded(ref, REF, MirrorError).decode("utf-8").strip()
-                except (MirrorError, UnicodeDecodeError):
-                    continue
-                if is_commit(commit):
-                    revisions.append((ref.relative_to(refs_dir).as_posix(), commit))
-            snaps = repo_dir / "snapshots"
-            commits = sorted(p.name for p in entries(snaps) if is_commit(p.name) and p.is_dir())
-            found.append(HeldRepo(repo_type, repo_id, tuple(sorted(revisions)), tuple(commits)))
-        return found
-
-    def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
-        files: list[ExpectedFile] = []
-        problems: list[str] = []
-        for repo_dir in self._repo_dirs():
-            removed = _removed_commits(repo_dir)
-            for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
-                try:
-                    for commit, path, size, sha256 in read_receipt(receipt).files():
-                        if commit in removed:
-                            continue
-                        snap = join_inside(repo_dir / "snapshots" / commit, path)
-                        files.append(ExpectedFile(snap, size, sha256))
-                except (OSError, ValueError) as e:
-                    problems.append(f"{receipt}: unreadable receipt ({e})")
-        return files, problems
-
-    def removed_revisions(self) -> list[str]:
-        return [
-            f"{repo_dir.name}: revision {commit} was removed from the cache (as `hf cache rm` or "
-            "scan_cache_dir().delete_revisions() do); not checked"
-            for repo_dir in self._repo_dirs()
-            for commit in sorted(_removed_commits(repo_dir))
-        ]
-
     # -- the steps of publish -------------------------------------------------------------------------------
 
     def _link_snapshot(self, repo_dir: Path, commit: IndexedCommit, scratch: Path) -> bool:
@@ -380,7 +315,7 @@ class HfLayout(Layout):
             if is_commit(name):
                 continue
             previous = record.get(name)
-            current = _read_ref(join_inside(repo_dir / "refs", name))
+            current = read_ref(join_inside(repo_dir / "refs", name))
             mine = (
                 current is None
                 or (isinstance(previous, dict) and previous.get("commit") == current)
@@ -421,7 +356,7 @@ class HfLayout(Layout):
         record = read_json_record(record_path)
         commits = record.get("commits")
         ours = {str(c) for c in commits} if isinstance(commits, list) else set()
-        current = _read_ref(ref)
+        current = read_ref(ref)
         if current is not None and current not in ours:
             return False  # another commit, or something else is there: leave it alone
         newer = stamp.older_than(record)
@@ -434,33 +369,6 @@ class HfLayout(Layout):
             kept.append("refs/main")
             return False
         return self.write_if_changed(ref, commit.encode(), scratch)
-
-
-def _read_ref(ref: Path) -> str | None:
-    """The commit a ref file names (None if there is none; its text as it is if it is no commit, "" if it
-    is no small regular file)."""
-    try:
-        raw = read_bounded(ref, REF, MirrorError, missing_ok=True)
-    except MirrorError:
-        return ""
-    return None if raw is None else raw.decode("utf-8", errors="replace").strip()
-
-
-def _removed_commits(repo_dir: Path) -> set[str]:
-    """The commits the receipts list that huggingface_hub's cache tools removed: `delete_revisions` (which
-    `hf cache rm` runs) deletes a revision's whole snapshots/<commit>/ and every ref naming it (and the blobs
-    nothing else uses). A commit that lost its folder but that a ref still names was damaged, not removed."""
-    receipted: set[str] = set()
-    for receipt in (repo_dir / ".mirror" / "receipts").glob("*.json"):
-        try:
-            receipted.update(commit for commit, *_ in read_receipt(receipt).files())
-        except (OSError, ValueError):
-            continue  # expected_files reports it
-    gone = {c for c in receipted if not os.path.lexists(repo_dir / "snapshots" / c)}
-    if gone:
-        for ref in regular_files(repo_dir / "refs", recursive=True):
-            gone.discard(_read_ref(ref) or "")
-    return gone
 
 
 def _refuse_folder(path: Path) -> None:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mirror.bounded import KEY, read_bounded
 from mirror.errors import MirrorError, UsageError
+from mirror.records import FieldsJson
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,12 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 @dataclass(frozen=True)
-class KeyFiles:
+class KeyFiles(FieldsJson):
     """What `keygen` wrote."""
 
     private_key: Path
     public_key: Path
     key_id: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "private_key": str(self.private_key),
-            "public_key": str(self.public_key),
-            "key_id": self.key_id,
-        }
 
 
 def key_paths(prefix: Path) -> tuple[Path, Path]:

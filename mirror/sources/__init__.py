@@ -52,6 +52,22 @@ def check_listing(remote: RemoteSnapshot, where: str) -> RemoteSnapshot:
     return remote
 
 
+class HubSource:
+    """What every source holds: its endpoint, the headers its token makes (`headers`, the hub's own), and the
+    hint an access error gives about the token."""
+
+    name: str
+
+    def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._headers = self.headers(token)
+        self._token_hint = token_hint
+
+    @staticmethod
+    def headers(token: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+
 class Source(Protocol):
     name: str
 

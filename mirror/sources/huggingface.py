@@ -10,17 +10,13 @@ from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import HubError
-from mirror.http import FileRequest, TokenHint, get_json, hf_headers
-from mirror.sources import RemoteFile, RemoteSnapshot
+from mirror.http import FileRequest, get_json, hf_headers
+from mirror.sources import HubSource, RemoteFile, RemoteSnapshot
 
 
-class HuggingFaceSource:
+class HuggingFaceSource(HubSource):
     name = "huggingface"
-
-    def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self._headers = hf_headers(token)
-        self._token_hint = token_hint
+    headers = staticmethod(hf_headers)
 
     def resolve(self, repo_id: str, repo_type: str, revision: str) -> RemoteSnapshot:
         info = self._info(repo_id, repo_type, revision, blobs=True)

@@ -13,18 +13,14 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 from mirror.errors import HubError, NotFoundError, UsageError
-from mirror.http import FileRequest, TokenHint, get_json, modelscope_headers
+from mirror.http import FileRequest, get_json, modelscope_headers
 from mirror.paths import is_commit
-from mirror.sources import RemoteFile, RemoteSnapshot
+from mirror.sources import HubSource, RemoteFile, RemoteSnapshot
 
 
-class ModelScopeSource:
+class ModelScopeSource(HubSource):
     name = "modelscope"
-
-    def __init__(self, endpoint: str, token: str | None, token_hint: TokenHint) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self._headers = modelscope_headers(token)
-        self._token_hint = token_hint
+    headers = staticmethod(modelscope_headers)
 
     def _repo_url(self, repo_id: str, repo_type: str) -> str:
         if repo_type != "model":

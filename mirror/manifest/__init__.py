@@ -1,0 +1,38 @@
+"""Manifest: parse and validate a v1 YAML manifest into typed, frozen model specs, and the revision
+requests (`mirror.repo.RevisionRequest`) they make.
+
+Pure: no network, no printing. Every problem is a ManifestError naming the file, the 1-based line
+and the key path (``models[2].revisions``; list indices count from 0, as in jq).
+
+`nodes` composes the YAML into a node tree that keeps every line and reports a problem at its line,
+`values` checks one value (repo id, revision, pattern, source...), `schema` walks the tree: which keys go
+where, the defaults, one entry per repo; `spec` holds the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from mirror.bounded import MANIFEST, read_bounded
+from mirror.errors import ManifestError
+from mirror.manifest.schema import parse_manifest
+from mirror.manifest.spec import Manifest, ModelSpec
+
+__all__ = ["Manifest", "ModelSpec", "load_manifest", "load_manifests", "parse_manifest"]
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate one manifest file."""
+    name = str(path)
+    data = read_bounded(Path(path), MANIFEST, ManifestError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError("manifest is not UTF-8 text", file=name) from exc
+    return parse_manifest(text, name)
+
+
+def load_manifests(paths: Iterable[str | Path]) -> list[Manifest]:
+    """Load several manifests. The same repo may appear in more than one; callers take the union."""
+    return [load_manifest(path) for path in paths]
