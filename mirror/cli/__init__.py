@@ -28,7 +28,9 @@ from mirror.cli.exits import (
     stop_on_signals,
 )
 from mirror.cli.options import (
+    files_option,
     json_option,
+    output_file_option,
     output_options,
     progress,
     retry_options,
@@ -120,7 +122,7 @@ def sync(
     from mirror.clock import SYSTEM
     from mirror.fsutil import atomic_write_json
     from mirror.lockfile import read_lock, write_lock
-    from mirror.manifest import load_manifests
+    from mirror.manifest import load_requests
     from mirror.retry import RetryPolicy
     from mirror.store import Store
     from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
@@ -129,7 +131,7 @@ def sync(
     with report_failure(report):
         if not manifests and locked is None:
             raise click.UsageError("give at least one MANIFEST, or --locked LOCKFILE")
-        targets = plan_targets(r for m in load_manifests(manifests) for r in m.requests())
+        targets = plan_targets(load_requests(manifests))
         if locked is not None:
             targets += plan_locked(read_lock(locked))
         cfg = settings(store)
@@ -168,7 +170,7 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
     """Per model revision (of the MANIFESTS, else of the whole store): the commit held, when it was
     synced, its files and size; with --check-upstream, whether upstream has moved."""
     from mirror.clock import SYSTEM
-    from mirror.manifest import load_manifests
+    from mirror.manifest import load_requests
     from mirror.retry import RetryPolicy
     from mirror.status import revision_status, store_targets
     from mirror.store import Store
@@ -176,11 +178,7 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
 
     cfg = settings(store)
     st = Store(cfg.store, clock=SYSTEM)
-    targets = (
-        plan_targets(r for m in load_manifests(manifests) for r in m.requests())
-        if manifests
-        else store_targets(st)
-    )
+    targets = plan_targets(load_requests(manifests)) if manifests else store_targets(st)
     upstream = (default_source_factory(cfg), RetryPolicy(clock=SYSTEM)) if check_upstream else None
     rows = revision_status(st, targets, upstream=upstream)
     emit(rows, as_json, map(status_line, rows))
@@ -213,11 +211,11 @@ def gc(
     from mirror.clock import SYSTEM
     from mirror.gc import collect_garbage, plan_keep
     from mirror.lockfile import read_lock
-    from mirror.manifest import load_manifests
+    from mirror.manifest import load_requests
     from mirror.store import Store
 
     st = Store(settings(store).store, clock=SYSTEM)
-    requests = [r for m in load_manifests(manifests) for r in m.requests()] if manifests or locks else None
+    requests = load_requests(manifests) if manifests or locks else None
     locked = [rev for lock in locks for rev in read_lock(lock)]
     # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
     with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
@@ -227,13 +225,7 @@ def gc(
 
 @cli.command("export", epilog=EXIT_CODES_HELP)
 @click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="OUT.tar.zst to write.",
-)
+@output_file_option("OUT.tar.zst to write.")
 @store_option
 @click.option(
     "--level",
@@ -248,22 +240,18 @@ def gc(
     type=int,
     help="zstd worker threads (-1: one per core). The bundle's bytes do not depend on it.",
 )
-@click.option(
+@files_option(
     "--have",
     "have_files",
-    multiple=True,
-    metavar="FILE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A `mirror inventory` file from the far side (repeatable): pack only content it lacks (a delta); "
+    "FILE",
+    "A `mirror inventory` file from the far side (repeatable): pack only content it lacks (a delta); "
     "the index still describes every file.",
 )
-@click.option(
+@files_option(
     "--since",
     "since_bundles",
-    multiple=True,
-    metavar="BUNDLE",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="An earlier bundle, or any volume of an earlier set (repeatable): what it packed counts as held "
+    "BUNDLE",
+    "An earlier bundle, or any volume of an earlier set (repeatable): what it packed counts as held "
     "by the far side (a delta). Only its index is read.",
 )
 @click.option(
@@ -316,7 +304,7 @@ def export_cmd(
     """
     from mirror.clock import SYSTEM
     from mirror.export import Signer, export, far_side_holds
-    from mirror.manifest import load_manifests
+    from mirror.manifest import load_requests
     from mirror.signing import load_private_key
     from mirror.store import Store
     from mirror.units import parse_duration, parse_size
@@ -336,7 +324,7 @@ def export_cmd(
     )
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     have = far_side_holds(have_files, since_bundles)
-    requests = [r for m in load_manifests(manifests) for r in m.requests()] if manifests else None
+    requests = load_requests(manifests) if manifests else None
     try:
         result = export(
             Store(settings(store).store, clock=SYSTEM),

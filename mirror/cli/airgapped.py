@@ -13,8 +13,10 @@ import click
 from mirror.cli.exits import EXIT_CODES_HELP
 from mirror.cli.options import (
     DEFAULT_TARGETS,
+    files_option,
     json_option,
     layout_options,
+    output_file_option,
     output_options,
     progress,
     resolve_target,
@@ -64,13 +66,11 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
     "DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/). Repos from either hub go into any layout.",
     target_help=f"Where to write ({DEFAULT_TARGETS}).",
 )
-@click.option(
+@files_option(
     "--trust",
     "trust_keys",
-    multiple=True,
-    metavar="PUBKEY",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Accept only bundles whose BUNDLE.sig verifies with this public key (repeatable); unsigned "
+    "PUBKEY",
+    "Accept only bundles whose BUNDLE.sig verifies with this public key (repeatable); unsigned "
     "bundles are then refused too.",
 )
 @click.option(
@@ -173,13 +173,7 @@ def import_cmd(
     layout_help="The layout of the target, as `mirror import` wrote it (or the hub clients filled it).",
     target_help=f"The tree to list ({DEFAULT_TARGETS}).",
 )
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="have.json to write (carry it to the connected side, for export --have).",
-)
+@output_file_option("have.json to write (carry it to the connected side, for export --have).")
 @json_option
 @output_options
 def inventory(layout: str, target: Path | None, output: Path, as_json: bool) -> None:

@@ -49,6 +49,25 @@ def wait_option(what: str) -> Callable[[F], F]:
     )
 
 
+def files_option(flag: str, dest: str, metavar: str, help: str) -> Callable[[F], F]:
+    """A repeatable option naming an existing file."""
+    return click.option(
+        flag,
+        dest,
+        multiple=True,
+        metavar=metavar,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=help,
+    )
+
+
+def output_file_option(help: str) -> Callable[[F], F]:
+    """-o/--output FILE, the file a command writes."""
+    return click.option(
+        "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help=help
+    )
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
 

@@ -18,8 +18,9 @@ from mirror.bounded import MANIFEST, read_bounded
 from mirror.errors import ManifestError
 from mirror.manifest.schema import parse_manifest
 from mirror.manifest.spec import Manifest, ModelSpec
+from mirror.repo import RevisionRequest
 
-__all__ = ["Manifest", "ModelSpec", "load_manifest", "load_manifests", "parse_manifest"]
+__all__ = ["Manifest", "ModelSpec", "load_manifest", "load_manifests", "load_requests", "parse_manifest"]
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -36,3 +37,8 @@ def load_manifest(path: str | Path) -> Manifest:
 def load_manifests(paths: Iterable[str | Path]) -> list[Manifest]:
     """Load several manifests. The same repo may appear in more than one; callers take the union."""
     return [load_manifest(path) for path in paths]
+
+
+def load_requests(paths: Iterable[str | Path]) -> list[RevisionRequest]:
+    """Every revision the manifests ask for, as the requests the engines take (in manifest order)."""
+    return [r for m in load_manifests(paths) for r in m.requests()]
