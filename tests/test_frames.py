@@ -1,4 +1,4 @@
-"""zstd frames (mirror/frames.py) and the direct writes of bulk data (fsutil.BulkWriter): the bytes come out
+"""zstd frames (mirror/bundle/frames.py, framereader.py) and the direct writes of bulk data (fsutil.BulkWriter): the bytes come out
 as they went in, in order, whatever the frames look like, whoever made them."""
 
 from __future__ import annotations
