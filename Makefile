@@ -27,7 +27,7 @@ demo: install  ## round trip against the built-in loopback hub, ending with the 
 test: install  ## the whole test suite
 	$(PY) -m pytest -q
 
-test-fast: install  ## the fast unit tier alone: in-process, no subprocess, no server, no torch (under a minute)
+test-fast: install  ## the fast unit tier alone: in-process, no subprocess, no torch (under a minute)
 	$(PY) -m pytest -q -m "not e2e"
 
 lint: install  ## ruff + mypy

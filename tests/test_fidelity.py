@@ -437,6 +437,7 @@ out({
 """
 
 
+@pytest.mark.e2e
 def test_hf_repo_in_modelscope_layout_is_what_modelscope_downloads_and_loads(
     hub: LoopbackHub, tmp_path: Path, isolated_home: Path
 ) -> None:

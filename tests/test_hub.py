@@ -117,6 +117,7 @@ def fetch(
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_snapshot_download_layout_and_requests(hub: LoopbackHub, tmp_path: Path) -> None:
     src = tmp_path / "on-disk.bin"
     src.write_bytes(_bytes(70_000, 2))
@@ -174,6 +175,7 @@ def test_snapshot_download_layout_and_requests(hub: LoopbackHub, tmp_path: Path)
     assert all(r.bytes_sent == len(expected[r.path.split(f"{sha}/", 1)[1]]) for r in hub.downloads())
 
 
+@pytest.mark.e2e
 def test_hf_hub_download_by_tag_commit_branch_short_id(hub: LoopbackHub, tmp_path: Path) -> None:
     sha1 = hub.add_commit("gpt2", {"config.json": b"v1", "model.safetensors": b"w1" * 100}, tags=["v1.0"])
     sha2 = hub.add_commit("gpt2", {"config.json": b"v2", "model.safetensors": b"w2" * 100})
@@ -210,6 +212,7 @@ def test_hf_hub_download_by_tag_commit_branch_short_id(hub: LoopbackHub, tmp_pat
         assert r.status == 200, (r.method, r.path, r.status)
 
 
+@pytest.mark.e2e
 def test_refs_model_info_tree_and_paths_info(hub: LoopbackHub, tmp_path: Path) -> None:
     sha1 = hub.add_commit("org/tiny", REPO_FILES, tags=["v1.0"], message="first")
     sha2 = hub.add_commit("org/tiny", {"config.json": b"{}"}, inherit=True, message="second")
@@ -260,6 +263,7 @@ def test_refs_model_info_tree_and_paths_info(hub: LoopbackHub, tmp_path: Path) -
     assert res["paths"] == [["RepoFile", "config.json"], ["RepoFolder", "sub"]]
 
 
+@pytest.mark.e2e
 def test_dataset_repo(hub: LoopbackHub, tmp_path: Path) -> None:
     sha = hub.add_commit(
         "org/data", {"data/train.csv": b"a,b\n1,2\n", "README.md": b"ds"}, repo_type="dataset"
@@ -288,6 +292,7 @@ def test_dataset_repo(hub: LoopbackHub, tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.e2e
 def test_error_codes_map_to_client_errors(hub: LoopbackHub, tmp_path: Path) -> None:
     hub.add_commit("org/tiny", {"config.json": b"{}"})
     run = run_client(
@@ -346,6 +351,7 @@ def test_cut_and_corrupt_faults_on_the_wire(hub: LoopbackHub) -> None:
     assert fetch(hub, "GET", url, {"Range": "bytes=1000-1999"})[2] == data[1000:2000]  # used up: served right
 
 
+@pytest.mark.e2e
 def test_required_token(hub: LoopbackHub, tmp_path: Path) -> None:
     hub.add_commit("org/private", {"config.json": b"{}"})
     hub.required_token = "hf_secret"
@@ -370,6 +376,7 @@ def test_required_token(hub: LoopbackHub, tmp_path: Path) -> None:
     assert status == 401 and headers["X-Error-Message"] == "Invalid credentials in Authorization header"
 
 
+@pytest.mark.e2e
 def test_tree_pagination_with_real_client(hub: LoopbackHub, tmp_path: Path) -> None:
     sha = hub.add_commit("org/tiny", REPO_FILES)
     hub.tree_page_size = 2

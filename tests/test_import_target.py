@@ -449,6 +449,7 @@ def synced_bundle(hub: LoopbackHub, tmp_path: Path, name: str, revisions: list[s
     return write_bundle(store, select_all(store), tmp_path / f"{name}.tar.zst").path
 
 
+@pytest.mark.e2e
 def test_a_ref_huggingface_hub_moved_online_is_never_moved_back_by_an_older_bundle(
     hub: LoopbackHub, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

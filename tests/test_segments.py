@@ -24,8 +24,6 @@ from tests.hub import Fault, HubFile, LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
 
-pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
-
 SIZE = 4 * PIECE_SIZE  # four pieces
 WEIGHTS = os.urandom(1 << 20) * (SIZE >> 20)
 MANIFEST = "version: 1\nmodels:\n  - repo: org/big\n"
@@ -126,6 +124,7 @@ def test_server_ignoring_range_gets_one_stream(tmp_path: Path) -> None:
     assert not list((store.root / "tmp").iterdir())
 
 
+@pytest.mark.e2e  # the installed `mirror`, killed in a subprocess
 def test_killed_segmented_download_resumes_each_segment(tmp_path: Path) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text(MANIFEST)

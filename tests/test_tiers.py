@@ -1,5 +1,5 @@
 """The tiers of tests/tiers.py, run on small test files by pytest's own pytester (in this process): a
-fast test that starts a process or a server, or imports a heavy module, fails and says to mark it; a
+fast test that starts a process or a server off loopback, or imports a heavy module, fails and says to mark it; a
 test using an end-to-end fixture is marked without being told; `-m "not e2e"` leaves the rest."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 pytest_plugins = ["tests.tiers"]
 
 @pytest.fixture
-def hub():
-    yield "a server would start here"
+def minilm():
+    yield "the installed mirror would run here"
 """
 
 TESTS = """
@@ -39,6 +39,11 @@ def test_forks():
 
 def test_listens():
     with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+
+def test_listens_on_loopback():
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
 
@@ -46,7 +51,7 @@ def test_listens():
 def test_marked_may_run_a_process():
     assert subprocess.Popen._execute_child is UNPATCHED
 
-def test_uses_the_hub(hub):
+def test_uses_an_end_to_end_fixture(minilm):
     assert subprocess.Popen._execute_child is UNPATCHED
 """
 
@@ -63,12 +68,12 @@ def test_a_fast_test_that_starts_a_process_or_a_server_fails_and_says_to_mark_it
     suite: pytest.Pytester,
 ) -> None:
     result = suite.runpytest("-m", "not e2e", "-v")
-    result.assert_outcomes(passed=1, failed=3, deselected=2)
+    result.assert_outcomes(passed=2, failed=3, deselected=2)
     result.stdout.fnmatch_lines(
         [
             "*test_runs_a_process starts a subprocess but is not marked end-to-end: mark it @pytest.mark.e2e*",
             "*test_forks calls os.fork but is not marked end-to-end*",
-            "*test_listens starts a server but is not marked end-to-end*",
+            "*test_listens starts a server on 0.0.0.0 but is not marked end-to-end*",
         ]
     )
 
@@ -77,9 +82,9 @@ def test_marked_tests_and_tests_using_an_end_to_end_fixture_run_in_the_e2e_tier(
     suite: pytest.Pytester,
 ) -> None:
     result = suite.runpytest("-m", "e2e", "-v")
-    result.assert_outcomes(passed=2, deselected=4)
+    result.assert_outcomes(passed=2, deselected=5)
     result.stdout.fnmatch_lines_random(
-        ["*::test_marked_may_run_a_process PASSED*", "*::test_uses_the_hub PASSED*"]
+        ["*::test_marked_may_run_a_process PASSED*", "*::test_uses_an_end_to_end_fixture PASSED*"]
     )
 
 

@@ -1,9 +1,10 @@
 """The two test tiers: the fast unit tier and the end-to-end tier (`e2e`), as pytest hooks.
 
-`pytest -m "not e2e"` (`make test-fast`) runs the fast tier: in-process tests, no subprocess, no server,
-no torch. A test is end-to-end when it is marked `@pytest.mark.e2e` (or its module sets `pytestmark`), or
-when it uses one of E2E_FIXTURES (they start a server or run the installed `mirror`). A test of the fast
-tier that starts a process or a server, or imports torch or transformers, fails and says to mark it.
+`pytest -m "not e2e"` (`make test-fast`) runs the fast tier: in-process tests, no subprocess, no torch; the
+project's own loopback hub runs in-process (a thread on 127.0.0.1), so the transfer and sync tests are here.
+A test is end-to-end when it is marked `@pytest.mark.e2e` (or its module sets `pytestmark`), or when it uses one of E2E_FIXTURES (they run the installed `mirror` or a client in a subprocess). A test of
+the fast tier that starts a process, or a server off loopback, or imports torch or transformers, fails and
+says to mark it.
 tests/conftest.py imports these hooks.
 """
 
@@ -20,10 +21,9 @@ from typing import NoReturn
 import pytest
 
 E2E = "e2e"
-# Fixtures that start the loopback hub, a subprocess or torch: every test using one is end-to-end.
+# Fixtures that start a subprocess or torch: every test using one is end-to-end.
 E2E_FIXTURES = frozenset(
     {
-        "hub",  # tests/conftest.py: the loopback hub
         "twins",  # tests/test_fidelity.py: huggingface_hub's own download from the hub
         "minilm",  # tests/test_roundtrip.py: the real model synced by the installed `mirror`
         "original_embeddings",  # tests/test_roundtrip.py: transformers in a subprocess
@@ -74,9 +74,22 @@ def refusal(item: pytest.Item, what: str) -> Callable[..., NoReturn]:
     return refuse
 
 
+def loopback_only(item: pytest.Item, listen: Callable[..., None]) -> Callable[..., None]:
+    """`socket.listen` for a fast test: the project's in-process servers on 127.0.0.1 (the loopback hub) may
+    listen; a server on any other address is refused."""
+
+    def guarded(sock: socket.socket, *args: object) -> None:
+        host = sock.getsockname()[0] if sock.family in (socket.AF_INET, socket.AF_INET6) else None
+        if host not in ("127.0.0.1", "::1"):
+            refusal(item, f"starts a server on {host}")()
+        listen(sock, *args)
+
+    return guarded
+
+
 @contextmanager
 def fast_only(item: pytest.Item) -> Iterator[None]:
-    """In a test of the fast tier: starting a process or a server fails the test, and so does importing
+    """In a test of the fast tier: starting a process or a server off loopback fails the test, and so does importing
     one of HEAVY_MODULES (seen only when no end-to-end test imported it before, in-process)."""
     if is_e2e(item):
         yield
@@ -86,7 +99,7 @@ def fast_only(item: pytest.Item) -> Iterator[None]:
         patch.setattr(subprocess.Popen, "_execute_child", refusal(item, "starts a subprocess"))
         for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
             patch.setattr(os, name, refusal(item, f"calls os.{name}"))
-        patch.setattr(socket.socket, "listen", refusal(item, "starts a server"))
+        patch.setattr(socket.socket, "listen", loopback_only(item, socket.socket.listen))
         yield
     imported = [name for name in heavy_modules() if name not in before]
     if imported:
