@@ -69,10 +69,7 @@ class ExportResult:
     @property
     def left_to_target(self) -> list[FileRecord]:
         """The files a delta does not carry: the far side holds their content."""
-        index = self.index
-        return [
-            f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
-        ]
+        return self.index.left_in_target()
 
     def to_json(self) -> dict[str, Any]:
         """The bundle written (its fields at the top), or `volumes`: each volume's; a delta's `in_target`."""

@@ -8,13 +8,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirror.records import FieldsJson
+
 CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class FileSum:
-    """A file as its content is pinned: where (relative or absolute, as its owner says), its size and sha256
-    (a lock file's pinned files, a receipt's files, the files `verify --target` expects)."""
+class FileSum(FieldsJson):
+    """A file as its content is pinned: its path in the repo, its size and sha256 (a lock file's pinned
+    files, a receipt's files)."""
 
     path: str
     size: int

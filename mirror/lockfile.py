@@ -43,7 +43,7 @@ class LockedRevision:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {**self.key.to_json(), "revision": self.revision, "commit": self.commit}
         data.update({k: v for k, v in (("endpoint", self.endpoint), ("token_env", self.token_env)) if v})
-        data["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
+        data["files"] = [f.to_json() for f in self.files]
         return data
 
 

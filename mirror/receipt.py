@@ -18,7 +18,7 @@ from mirror.errors import IntegrityError, MirrorError
 from mirror.fsutil import json_bytes
 from mirror.hashing import FileSum
 from mirror.paths import check_commit, check_relpath, is_sha256
-from mirror.repo import RepoKey
+from mirror.repo import RepoKey, revisions_json
 
 
 @dataclass(frozen=True)
@@ -98,12 +98,12 @@ class Receipt:
             "bundle_tool_version": self.bundle_tool_version,
             **RepoKey(self.source, self.repo_type, self.repo_id).to_json(),
             **({"hf_id": self.hf_id} if self.hf_id is not None else {}),
-            "revisions": [{"name": n, "commit": c} for n, c in self.revisions],
+            "revisions": revisions_json(self.revisions),
             "commits": [
                 {
                     "commit": c.commit,
                     "complete": c.complete,
-                    "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in c.files],
+                    "files": [f.to_json() for f in c.files],
                 }
                 for c in self.commits
             ],

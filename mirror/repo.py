@@ -134,6 +134,11 @@ class RepoKey:
         return {"source": self.source, "repo_type": self.repo_type, "repo_id": self.repo_id}
 
 
+def revisions_json(revisions: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    """Revision names and their commits, as every JSON output and record lists them."""
+    return [{"name": name, "commit": commit} for name, commit in revisions]
+
+
 def wants(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     """Whether a repo file passes an include/exclude filter.
 

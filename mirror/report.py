@@ -11,7 +11,7 @@ from typing import Any
 from mirror.errors import MirrorError
 from mirror.exits import ExitCode, combine
 from mirror.records import FieldsJson
-from mirror.repo import RepoKey
+from mirror.repo import RepoKey, revisions_json
 
 
 def repo_json(repo: RepoKey, revisions: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -19,7 +19,7 @@ def repo_json(repo: RepoKey, revisions: tuple[tuple[str, str], ...]) -> dict[str
     return {
         "repo": str(repo),
         **repo.to_json(),
-        "revisions": [{"name": n, "commit": c} for n, c in revisions],
+        "revisions": revisions_json(revisions),
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from itertools import accumulate
@@ -19,7 +19,7 @@ from typing import Any
 from mirror import __version__
 from mirror.bounded import INDEX
 from mirror.records import FieldsJson
-from mirror.repo import RepoKey
+from mirror.repo import RepoKey, revisions_json
 from mirror.snapshot import FileRecord, ListedFile
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
@@ -78,6 +78,10 @@ class IndexedRepo:
     def key(self) -> RepoKey:
         return RepoKey(self.source, self.repo_type, self.repo_id)
 
+    def files(self) -> Iterator[FileRecord]:
+        """Every file record of every commit it holds."""
+        return (f for c in self.commits for f in c.files)
+
     def commit(self, commit: str) -> IndexedCommit:
         for c in self.commits:
             if c.commit == commit:
@@ -88,7 +92,7 @@ class IndexedRepo:
         data: dict[str, Any] = self.key.to_json()
         if self.hf_id is not None:  # written only when set: bundles without it stay byte-identical
             data["hf_id"] = self.hf_id
-        data["revisions"] = [{"name": name, "commit": commit} for name, commit in self.revisions]
+        data["revisions"] = revisions_json(self.revisions)
         data["commits"] = [c.to_json() for c in self.commits]
         return data
 
@@ -175,6 +179,14 @@ class BundleIndex:
 
     def placement(self, sha256: str) -> Placement:
         return self.placements.get(sha256, PACKED_HERE)
+
+    def files(self) -> Iterator[FileRecord]:
+        """Every file record of every repo it describes."""
+        return (f for repo in self.repos for f in repo.files())
+
+    def left_in_target(self) -> list[FileRecord]:
+        """The files a delta does not carry: the far side holds their content."""
+        return [f for f in self.files() if self.placement(f.sha256).in_target]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from mirror.bundle.index import FORMAT, FORMAT_VERSION, BundleIndex, IndexedCommit, IndexedRepo
+from mirror.repo import revisions_json
 from mirror.snapshot import FileRecord
 
 
@@ -95,7 +96,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
             {
                 **repo.key.to_json(),
                 **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
-                "revisions": [{"name": n, "commit": c} for n, c in repo.revisions],
+                "revisions": revisions_json(repo.revisions),
                 "commits": [
                     {"commit": c.commit, "complete": c.complete, "files": len(c.files), "bytes": c.size}
                     for c in repo.commits
@@ -119,9 +120,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
     # Only for deltas and volumes, so a plain bundle's description is as it always was.
     if index.volume_set is not None:
         data["volume_set"] = index.volume_set.to_json()
-    elsewhere = [
-        f for r in index.repos for c in r.commits for f in c.files if index.placement(f.sha256).in_target
-    ]
+    elsewhere = index.left_in_target()
     if elsewhere:
         data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
     return data

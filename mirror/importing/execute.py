@@ -20,7 +20,7 @@ from mirror.clock import Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import is_file_of_size, link_or_copy
 from mirror.hashing import HashCache
-from mirror.importing.plan import Gathered, ImportPlan, Kept, Space, TargetView, plan_import, repo_files
+from mirror.importing.plan import Gathered, ImportPlan, Kept, Space, TargetView, plan_import
 from mirror.importing.staging import Staging
 from mirror.importing.stream import VolumeStream
 from mirror.importing.unit import ImportUnit, group_bundles
@@ -169,7 +169,7 @@ def _import_locked(
             )
             kept_lines: list[str] = []
             if kept is not None:  # swept of what the published repos used; all of it once the set is done
-                left = kept.sweep({f.sha256 for r in index.repos if r not in complete for f in repo_files(r)})
+                left = kept.sweep({f.sha256 for r in index.repos if r not in complete for f in r.files()})
                 staging.kept = kept.protected(left)
                 kept_lines = kept.describe(left, (v for m in missing for v in m.volumes))
     except OSError as e:
@@ -214,7 +214,7 @@ def _publish(
         staging.publishing = True
     reports = []
     for repo in repos:
-        content = {f.sha256: pool[f.sha256] for f in repo_files(repo)}
+        content = {f.sha256: pool[f.sha256] for f in repo.files()}
         reports.append(
             writer.publish(Publication(repo, content, folders[repo.key], receipt(repo), stamp, hashes))
         )
@@ -290,7 +290,7 @@ def _make_staging(
         folders[repo.key] = staging.folder(writer.staging_root(repo))
         if kept is not None:
             staging.make_dirs(kept.folder(repo))
-        for f in repo_files(repo):
+        for f in repo.files():
             home.setdefault(f.sha256, kept.folder(repo) if kept else folders[repo.key])
     if kept is not None:
         staging.kept = kept.protected(kept.folders())
@@ -332,23 +332,25 @@ def _stream(
     for volume in unit.volumes:
         failed = stream.volume(volume, progress)
         if failed and volume.index.volume_set is None:
-            reasons = list(dict.fromkeys(failed.values()))
-            more = f"; and {len(reasons) - 5} more" if len(reasons) > 5 else ""
             raise BundleImportError(
                 f"{volume.path.name}: {len(failed)} member(s) failed verification, so nothing of the bundle "
-                f"was imported ({writer.target} is unchanged): " + "; ".join(reasons[:5]) + more,
+                f"was imported ({writer.target} is unchanged): " + _reasons(failed, 5),
                 ImportReport(volume.path, volume.index_sha256, writer.name, writer.target, ()),
             )
         if failed:
             bad_volumes.add(volume.number)
-            reasons = list(dict.fromkeys(failed.values()))  # a broken stream is named once
-            more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
             damaged.append(
                 f"{volume.path.name} is damaged and none of it was used (copy it again): "
-                + "; ".join(reasons[:3])
-                + more
+                + _reasons(failed, 3)
             )
     return damaged, frozenset(bad_volumes)
+
+
+def _reasons(failed: dict[str, str], most: int) -> str:
+    """The first `most` distinct reasons members failed (a broken stream is named once), and how many more."""
+    reasons = list(dict.fromkeys(failed.values()))
+    more = f"; and {len(reasons) - most} more" if len(reasons) > most else ""
+    return "; ".join(reasons[:most]) + more
 
 
 def _link_verified(paths: Iterable[Path], dest: Path, record: FileRecord, hashes: HashCache) -> bool:

@@ -7,7 +7,7 @@ and why. Nothing here reads or writes a file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +19,6 @@ from mirror.snapshot import FileRecord
 # symlinks, folders, receipts.
 BLOCK = 4096
 OVERHEAD = 1 << 20
-
-
-def repo_files(repo: IndexedRepo) -> Iterator[FileRecord]:
-    return (f for c in repo.commits for f in c.files)
 
 
 @dataclass(frozen=True)
@@ -63,18 +59,17 @@ def bytes_to_add(index: BundleIndex, view: TargetView, wanted: Set[str] | None =
     comes from. Otherwise each new content counts once, and `wanted` limits it to the contents that will be
     written (default: everything the index describes)."""
     if view.lacking is not None:
-        records = sum(1 for repo in index.repos for _ in repo_files(repo))
+        records = sum(1 for _ in index.files())
         sizes = view.lacking
         return Space(sum(sizes) + BLOCK * (len(sizes) + records) + OVERHEAD, len(sizes))
     new: dict[str, int] = {}
     records = 0
-    for repo in index.repos:
-        for f in repo_files(repo):
-            if wanted is not None and f.sha256 not in wanted:
-                continue
-            records += 1
-            if f.sha256 not in view.held:
-                new[f.sha256] = f.size
+    for f in index.files():
+        if wanted is not None and f.sha256 not in wanted:
+            continue
+        records += 1
+        if f.sha256 not in view.held:
+            new[f.sha256] = f.size
     return Space(sum(new.values()) + BLOCK * (len(new) + records) + OVERHEAD, len(new))
 
 
@@ -108,7 +103,7 @@ class ImportPlan:
         return [
             r
             for r in self.index.repos
-            if all(f.sha256 in at_hand or f.sha256 in self.carried for f in repo_files(r))
+            if all(f.sha256 in at_hand or f.sha256 in self.carried for f in r.files())
         ]
 
     def to_stage(self, at_hand: Set[str]) -> set[str]:
@@ -116,11 +111,11 @@ class ImportPlan:
         everything (kept for the next volumes)."""
         if self.index.volume_set is not None:
             return set(self.files) - set(at_hand)
-        return {f.sha256 for repo in self.possible(at_hand) for f in repo_files(repo)} - set(at_hand)
+        return {f.sha256 for repo in self.possible(at_hand) for f in repo.files()} - set(at_hand)
 
     def complete(self, at_hand: Set[str]) -> list[IndexedRepo]:
         """The repos whose every file is at hand: these are published."""
-        return [r for r in self.index.repos if all(f.sha256 in at_hand for f in repo_files(r))]
+        return [r for r in self.index.repos if all(f.sha256 in at_hand for f in r.files())]
 
     def missing(self, gathered: Gathered) -> tuple[MissingRepo, ...]:
         """Each repo not complete: which of its files are not at hand and why, and the volumes still needed.
@@ -138,9 +133,8 @@ def plan_import(
     kept = kept or Kept()
     volumes = frozenset(given)
     files: dict[str, FileRecord] = {}
-    for repo in index.repos:
-        for f in repo_files(repo):
-            files.setdefault(f.sha256, f)
+    for f in index.files():
+        files.setdefault(f.sha256, f)
 
     def is_carried(sha: str) -> bool:
         placement = index.placement(sha)

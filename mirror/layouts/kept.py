@@ -43,7 +43,7 @@ class KeptSet:
         self.index = index
         self.hashes = hashes
         self.set_id = index.volume_set.id
-        self.sizes = {f.sha256: f.size for r in index.repos for c in r.commits for f in c.files}
+        self.sizes = {f.sha256: f.size for f in index.files()}
         self.whole: dict[str, Path] = {}  # sha256 -> kept content, verified
         self.parts: dict[str, Path] = {}  # sha256 -> its .chunks file
         self.received: dict[str, set[int]] = {}  # sha256 -> the chunks verified in it
