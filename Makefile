@@ -8,7 +8,7 @@ PY := $(BIN)/python
 TORCH ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install system-deps demo test test-fast lint format bench clean
 
 $(BIN)/mirror: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ $(BIN)/mirror: setup.cfg pyproject.toml
 	touch $@
 
 install: $(BIN)/mirror  ## create .venv with mirror and the test tools (torch CPU included)
+
+system-deps:  ## Debian's chromium (the catalogue page's browser test) and nginx (the bench's serving peer)
+	@if command -v chromium >/dev/null && command -v nginx >/dev/null; then echo "system-deps: chromium and nginx present"; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium nginx; fi
 
 demo: install  ## round trip against the built-in loopback hub, ending with the model loaded offline
 	$(PY) -m tests.demo

@@ -190,13 +190,15 @@ class Store:
             merged.listing,
         ):
             return old  # nothing new: an unchanged manifest rewrites no record
-        atomic_write_json(
-            self._repo_dir(key) / "snapshots" / f"{check_commit(snap.commit)}.json", merged.to_json()
-        )
+        atomic_write_json(self.snapshot_path(key, snap.commit), merged.to_json())
         return merged
 
+    def snapshot_path(self, key: RepoKey, commit: str) -> Path:
+        """Where the record of a repo commit is kept."""
+        return self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json"
+
     def read_snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
-        path = self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json"
+        path = self.snapshot_path(key, commit)
         data = read_json_bounded(path, RECORD, IntegrityError, missing_ok=True)
         return None if data is None else Snapshot.from_json(data)
 
@@ -243,7 +245,7 @@ class Store:
             (self._repo_dir(key) / "refs.json").unlink(missing_ok=True)
 
     def drop_snapshot(self, key: RepoKey, commit: str) -> None:
-        (self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json").unlink(missing_ok=True)
+        self.snapshot_path(key, commit).unlink(missing_ok=True)
 
     def drop_blob(self, sha256: str) -> None:
         remove_path(self.blob_path(sha256))

@@ -1,0 +1,133 @@
+"""What a served store holds, read fresh on each request.
+
+A request reads the repo's refs and the commit's record again (parsed records are kept while their file
+is unchanged), so a bundle imported into the store while it serves is visible to the next request, and
+nothing is served that the store has not published: an import writes blobs first, then the commit's
+record, then the refs, each by an atomic rename.
+
+Only what the store holds is served: a file whose blob is missing (or not a regular file of its size) is
+left out of listings and is not found on resolve.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirror.errors import MirrorError
+from mirror.paths import is_commit
+from mirror.repo import HUBS, RepoKey, is_repo_id
+from mirror.snapshot import FileRecord, Snapshot
+from mirror.store import Ref, Store
+
+
+@dataclass(frozen=True)
+class ServedCommit:
+    """One commit of a repo, with the files the store holds of it (sorted by path)."""
+
+    key: RepoKey
+    commit: str
+    files: tuple[FileRecord, ...]
+    synced_at: str
+
+    def file(self, path: str) -> FileRecord | None:
+        for f in self.files:
+            if f.path == path:
+                return f
+        return None
+
+
+class ServedRepo:
+    """One repo of the store: its revision names, and its commits on demand."""
+
+    def __init__(self, view: StoreView, key: RepoKey, refs: dict[str, Ref]) -> None:
+        self.view = view
+        self.key = key
+        self.refs = refs
+
+    @property
+    def default_branch(self) -> str:
+        """The hub's default branch for this repo's source (`main`, ModelScope's `master`)."""
+        return HUBS[self.key.source].default_revision
+
+    def commit_of(self, revision: str) -> str | None:
+        """The commit a revision names: a ref, or a full commit the store has a record of."""
+        ref = self.refs.get(revision)
+        if ref is not None:
+            return ref.commit
+        if is_commit(revision) and self.view.snapshot(self.key, revision) is not None:
+            return revision
+        return None
+
+    def at(self, revision: str) -> ServedCommit | None:
+        """The commit a revision names, with the files the store holds of it; None if unknown."""
+        commit = self.commit_of(revision)
+        if commit is None:
+            return None
+        snap = self.view.snapshot(self.key, commit)
+        if snap is None:
+            return None
+        store = self.view.store
+        held = tuple(f for f in snap.files if store.has_blob(f.sha256, f.size))
+        return ServedCommit(self.key, commit, held, snap.synced_at)
+
+    def last_update(self) -> str:
+        """When the newest revision arrived (ISO), "" if none."""
+        return max((r.synced_at for r in self.refs.values()), default="")
+
+
+class StoreView:
+    """A read-only view of a store for serving; safe to share between the threads of one process."""
+
+    def __init__(self, root: Path, store: Store) -> None:
+        self.root = Path(root)
+        self.store = store
+        self._lock = threading.Lock()
+        self._records: dict[Path, tuple[tuple[int, int, int], Snapshot | None]] = {}
+
+    def repos(self) -> list[ServedRepo]:
+        return [ServedRepo(self, key, self.store.read_refs(key)) for key in self.store.repos()]
+
+    def repo(self, source: str, repo_type: str, repo_id: str) -> ServedRepo | None:
+        """The repo, if the store has refs for it; None for an id that is not a repo id."""
+        if source not in HUBS or not is_repo_id(repo_id):
+            return None
+        key = RepoKey(source, repo_type, repo_id)
+        try:
+            refs = self.store.read_refs(key)
+        except MirrorError:
+            return None
+        if not refs and not self.store.snapshots(key):
+            return None
+        return ServedRepo(self, key, refs)
+
+    def snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
+        """The commit's record, parsed once per version of its file."""
+        if not is_commit(commit):
+            return None
+        path = self.store.snapshot_path(key, commit)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            cached = self._records.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            snap = self.store.read_snapshot(key, commit)
+        except MirrorError:
+            snap = None
+        with self._lock:
+            self._records[path] = (stamp, snap)
+        return snap
+
+    def blob_path(self, record: FileRecord) -> Path:
+        return self.store.blob_path(record.sha256)
+
+    def open_blob(self, record: FileRecord) -> int:
+        """A read-only descriptor of the file's blob (no symlink followed)."""
+        return os.open(self.blob_path(record), os.O_RDONLY | os.O_NOFOLLOW)
