@@ -235,7 +235,10 @@ def _plan(scale: Scale, root: Path) -> tuple[Dataset, list[tuple[Path, list[tupl
         (four / "model-00006-of-00006.safetensors", layer_tensors(scale, scale.one_file_bytes, 1000))
     )
     small = [
-        (f"bench/small-{n:03d}", {"config.json": b'{"n": %d}\n' % n, "model.safetensors": _tiny(n)})
+        (
+            f"bench/small-{n:03d}",
+            {"config.json": b'{"n": %d}\n' % n, "model.safetensors": tiny_safetensors(n)},
+        )
         for n in range(scale.small_repos)
     ]
     data = Dataset(
@@ -247,7 +250,7 @@ def _plan(scale: Scale, root: Path) -> tuple[Dataset, list[tuple[Path, list[tupl
     return data, shards
 
 
-def _tiny(n: int) -> bytes:
+def tiny_safetensors(n: int) -> bytes:
     """A small safetensors file (one 4 KiB bf16 tensor) for the repos of the no-op figure."""
     rng = np.random.default_rng(n)
     values = rng.standard_normal(2048, dtype=np.float32).view(np.uint16)[1::2].tobytes()

@@ -72,7 +72,7 @@ def gigabytes(n: float) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / MB:.1f} MB"
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -133,7 +133,7 @@ class Bench:
         self.runs_dir = work / "runs"  # stores, caches, bundles, import targets: remade by every bench
         self.logs = work / "logs"
         for d in (self.runs_dir, self.logs):
-            _remove(d)
+            remove(d)
             d.mkdir(parents=True)
         self.manifest_dir = work / "manifests"
         self.manifests = {m.repo_id: self._manifest(m.repo_id, [m.repo_id]) for m in data.models}
@@ -181,8 +181,8 @@ class Bench:
         return self.mirror(label, args, log, [model.folder])
 
     def export(self, model: Model, out: Path, label: str, log: str) -> Run:
-        _remove(out)
-        _remove(out.with_name(out.name + ".sha256"))
+        remove(out)
+        remove(out.with_name(out.name + ".sha256"))
         store = Store(self.main_store, clock=SYSTEM)
         blobs = [
             store.blob_path(self.hub.file_info(model.repo_id, p).sha256)
@@ -208,14 +208,14 @@ class Bench:
             store = self.runs_dir / "store-sync"
             pair.mirror.append(self.sync(model, store, f"mirror sync run {i + 1}", "1-mirror"))
             if i < self.scale.runs - 1:
-                _remove(store)
+                remove(store)
             else:
                 store.rename(self.main_store)
             cache = self.runs_dir / "hf-cache"
             pair.peer.append(
                 self.snapshot_download(f"snapshot_download run {i + 1}", [model.repo_id], cache, "1-peer")
             )
-            _remove(cache)
+            remove(cache)
         return pair.fill(row, limit=1.0)
 
     # ---- figure 2: one 1 GB file over rate-limited connections ------------------------------
@@ -233,12 +233,12 @@ class Bench:
             for i in range(self.scale.runs):
                 store = self.runs_dir / "store-limited"
                 pair.mirror.append(self.sync(model, store, f"mirror sync run {i + 1}", "2-mirror"))
-                _remove(store)
+                remove(store)
                 cache = self.runs_dir / "hf-cache"
                 pair.peer.append(
                     self.snapshot_download(f"snapshot_download run {i + 1}", [model.repo_id], cache, "2-peer")
                 )
-                _remove(cache)
+                remove(cache)
         finally:
             self.hub.rate_limit_per_connection = None
         pair.fill(row, limit=1.0)
@@ -310,11 +310,11 @@ class Bench:
         for i in range(self.scale.runs):
             pair.mirror.append(self.export(model, out, f"mirror export run {i + 1}", "4-mirror"))
             mirror_sizes.append(out.stat().st_size)
-            _remove(peer_out)
+            remove(peer_out)
             script = f"tar -cf - -C {model.folder} . | zstd -T0 -3 -q -o {peer_out}"
             pair.peer.append(self.shell(f"tar | zstd -T0 -3 run {i + 1}", script, "4-peer", [model.folder]))
             peer_sizes.append(peer_out.stat().st_size)
-            _remove(peer_out)
+            remove(peer_out)
         pair.fill(time_row, limit=1.0)
         m, p = median(mirror_sizes), median(peer_sizes)
         size_row.runs = time_row.runs
@@ -335,11 +335,11 @@ class Bench:
         for i in range(self.scale.runs):
             target = self.runs_dir / "import"
             pair.mirror.append(self.import_(bundle, target, f"mirror import run {i + 1}", "5-mirror"))
-            _remove(target)
+            remove(target)
             target.mkdir()
             script = f"zstd -d -q -c {bundle} | tar -xf - -C {target}"
             pair.peer.append(self.shell(f"zstd -d | tar -x run {i + 1}", script, "5-peer", [bundle]))
-            _remove(target)
+            remove(target)
         return pair.fill(row, limit=1.2)
 
     # ---- figure 6: memory of export and import, 1 GB vs 4 GB model --------------------------
@@ -368,9 +368,9 @@ class Bench:
             for i in range(self.scale.runs):
                 target_dir = self.runs_dir / f"import-{name}"
                 r = self.import_(out, target_dir, f"mirror import {name} run {i + 1}", "6-import")
-                _remove(target_dir)
+                remove(target_dir)
                 runs.setdefault(("import", name), []).append(r)
-            _remove(out)
+            remove(out)
         s, b = small.repo_id.split("/")[1], big.repo_id.split("/")[1]
         for what, row in rows.items():
             lo, hi = median(r.peak_rss for r in runs[(what, s)]), median(r.peak_rss for r in runs[(what, b)])

@@ -21,9 +21,30 @@ from bench.data import FULL, QUICK, ensure_data
 from bench.figures import Bench, Row, start_hub
 from bench.measure import BenchError
 from bench.report import machine, markdown
+from bench.serving import ServeBench
 from tests.roundtrip import PROJECT
 
-ROWS = {"1": ["1"], "2": ["2"], "3": ["3", "3b", "3c"], "4": ["4", "4b"], "5": ["5"], "6": ["6a", "6b"]}
+ROWS = {
+    "1": ["1"],
+    "2": ["2"],
+    "3": ["3", "3b", "3c"],
+    "4": ["4", "4b"],
+    "5": ["5"],
+    "6": ["6a", "6b"],
+    "7": ["7"],
+    "8": ["8"],
+    "9": ["9", "9b", "9c"],
+}
+NAMES = {"serve-big": "7", "serve-many": "8", "serve-meta": "9"}  # --only takes these names too
+
+
+def selected(only: str) -> set[str]:
+    """The figures `--only` names (numbers, or the serve figures' names); ValueError names the unknown."""
+    chosen = {NAMES.get(f.strip(), f.strip()) for f in only.split(",") if f.strip()}
+    if chosen - set(ROWS):
+        known = ", ".join([*ROWS, *NAMES])
+        raise ValueError(f"--only: no figure {', '.join(sorted(chosen - set(ROWS)))} (figures: {known})")
+    return chosen
 
 
 def _say(text: str) -> None:
@@ -39,16 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=int, default=None, help="runs per figure and side (default: 3; quick: 1)"
     )
-    parser.add_argument("--only", default=",".join(ROWS), help="figures to run, e.g. 1,4,5 (5 needs 4)")
+    parser.add_argument(
+        "--only",
+        default=",".join(ROWS),
+        help="figures to run, e.g. 1,4,5 (5 needs 4) or serve-big,serve-meta",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
     scale = QUICK if args.quick else FULL
     if args.runs is not None:
         scale = replace(scale, runs=max(1, args.runs))
-    only = {f.strip() for f in args.only.split(",") if f.strip()}
-    if only - set(ROWS):
-        parser.error(f"--only: no figure {', '.join(sorted(only - set(ROWS)))} (figures: {', '.join(ROWS)})")
+    try:
+        only = selected(args.only)
+    except ValueError as e:
+        parser.error(str(e))
     work: Path = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
@@ -62,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     hub = start_hub(data)
     _say(f"bench: loopback hub at {hub.url} ready in {time.perf_counter() - t:.1f} s (it hashes every file)")
     rows: list[Row] = []
+    serve: ServeBench | None = None
     try:
         bench = Bench(scale, work, data, hub, _say)
+        serve = ServeBench(bench)
         steps: list[tuple[str, str, Callable[[], Row | list[Row]]]] = [
             ("1", "sync of the 2 GB model", bench.sync_two_gb),
             ("2", "sync of the 1 GB file, rate-limited hub", bench.sync_rate_limited),
@@ -71,6 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("4", "export of the 2 GB model", bench.export_two_gb),
             ("5", "import of that bundle", bench.import_two_gb),
             ("6", "peak RSS of export and import, 1 GB vs 4 GB", bench.memory),
+            ("7", "serve-big: mirror serve vs nginx, one large file", serve.serve_big),
+            ("8", "serve-many: mirror serve vs nginx, one file per client", serve.serve_many),
+            (
+                "9",
+                "serve-meta: cached snapshot_downloads, mirror serve vs the loopback hub",
+                serve.serve_meta,
+            ),
         ]
         for key, title, step in steps:
             if key not in only:
@@ -85,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.extend(Row(row_id, title, "", error=str(e)) for row_id in ROWS[key])
             _say(f"bench: figure {key} took {time.perf_counter() - t:.1f} s")
     finally:
+        if serve is not None:
+            serve.cleanup()
         hub.stop()
 
     wall = time.perf_counter() - start

@@ -96,8 +96,10 @@ def markdown(rows: Sequence[Row], info: dict[str, Any], wall: float, command: st
             f"{info['zstd'].strip('* ')}. Wall time of the whole run: {minutes} min {secs:02d} s; 1-minute "
             f"load average {info['load_average'][0]} before, {info['load_average'][1]} after (anything else "
             "running on the machine shows in the times).",
-            "Ratios are mirror / peer (time), except figure 2 (peer / mirror: how many times faster) and "
-            "figure 6 (4 GB model / 1 GB model). CPU is user + system seconds of the command. All runs are "
+            "Ratios are mirror / peer (time), except figure 2 (peer / mirror: how many times faster), "
+            "figure 6 (4 GB model / 1 GB model) and figures 7-9 (mirror / peer of the figure shown: "
+            "throughput, latency, requests/s). CPU is user + system seconds of the command (figures 7-9: of "
+            "the server's process tree during the runs; their peak RSS is the tree's, summed). All runs are "
             "warm-cache (the page cache cannot be dropped without root; each run's inputs are read just "
             "before it). MB and GB are 10^6 and 10^9 bytes.",
         ]

@@ -1,4 +1,5 @@
-"""`make bench` cannot rot: its quick mode (a few MB, one run each) fills every row of the table.
+"""`make bench` cannot rot: its quick mode (a few MB, one run each) fills every row of the table; and its
+pure parts (percentiles, curl's output, the nginx config, `--only`) do what they say.
 
 No timing is asserted: benchmarks are not timed tests.
 """
@@ -6,17 +7,73 @@ No timing is asserted: benchmarks are not timed tests.
 from __future__ import annotations
 
 import json
+import os
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from bench.harness import main
+from bench.harness import main, selected
+from bench.servers import nginx_config, sample_tree
+from bench.serving import curl_command, parse_curl, percentile
 
-pytestmark = pytest.mark.e2e  # the quick `make bench`: the installed `mirror` and its peers, in subprocesses
-
-ROWS = ["1", "2", "3", "3b", "3c", "4", "4b", "5", "6a", "6b"]
+ROWS = ["1", "2", "3", "3b", "3c", "4", "4b", "5", "6a", "6b", "7", "8", "9", "9b", "9c"]
 
 
+def test_percentile_interpolates_between_ranks_as_numpy_does() -> None:
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0], 0) == 1.0
+    assert percentile([1.0, 2.0, 3.0], 100) == 3.0
+    rnd = random.Random(7)
+    values = [rnd.expovariate(1.0) for _ in range(1001)]
+    for q in (1, 50, 90, 99, 99.9):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_a_curl_client_fetches_its_url_repeatedly_and_its_lines_parse_back() -> None:
+    cmd = curl_command("http://127.0.0.1:9/a/resolve/main/f.bin", 3)
+    assert cmd[0] == "curl" and cmd.count("http://127.0.0.1:9/a/resolve/main/f.bin") == 3
+    assert cmd.count("/dev/null") == 3  # every body thrown away
+    out = "200 1000000000\n200 1000000000\n\n206 10\n"
+    assert parse_curl(out) == [(200, 1_000_000_000), (200, 1_000_000_000), (206, 10)]
+    assert parse_curl("") == []
+
+
+def test_the_nginx_config_serves_the_root_with_sendfile_and_keeps_its_files_in_its_prefix(
+    tmp_path: Path,
+) -> None:
+    prefix, root = tmp_path / "nginx", tmp_path / "static"
+    conf = nginx_config(prefix, root, 18123, 2, euid=1000)
+    lines = [line.strip() for line in conf.splitlines()]
+    assert "sendfile on;" in lines and "daemon off;" in lines and "worker_processes 2;" in lines
+    assert "listen 127.0.0.1:18123;" in lines and f"root {root};" in lines
+    assert f"pid {prefix / 'nginx.pid'};" in lines and "access_log off;" in lines
+    assert any(line.startswith(f"error_log {prefix}/") for line in lines)
+    temps = [line for line in lines if "_temp_path" in line]
+    assert len(temps) == 5 and all(f" {prefix}/temp/" in line for line in temps)
+    assert not any(line.startswith("user ") for line in lines)  # not root: nginx keeps its user
+    as_root = nginx_config(prefix, root, 18123, 2, euid=0).splitlines()
+    assert as_root[0].startswith("user root ")  # root: workers as the bench's user, not nobody
+    assert conf.count("{") == conf.count("}")
+
+
+def test_only_takes_numbers_and_the_serve_figures_names() -> None:
+    assert selected("1, 4,5") == {"1", "4", "5"}
+    assert selected("serve-big,serve-meta,8") == {"7", "9", "8"}
+    with pytest.raises(ValueError, match="no figure 10"):
+        selected("1,10")
+
+
+def test_a_process_tree_sample_counts_this_process() -> None:
+    sample = sample_tree(os.getpid())
+    assert sample.processes >= 1 and sample.rss >= sample.largest > 0 and sample.cpu > 0
+
+
+@pytest.mark.e2e  # the quick `make bench`: the installed `mirror` and its peers, in subprocesses
 def test_quick_bench_fills_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "bench-work"
     assert main(["--quick", "--workdir", str(work)]) == 0
