@@ -11,6 +11,7 @@ import argparse
 import compileall
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,10 @@ def selected(only: str) -> set[str]:
         known = ", ".join([*ROWS, *NAMES])
         raise ValueError(f"--only: no figure {', '.join(sorted(chosen - set(ROWS)))} (figures: {known})")
     return chosen
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _say(text: str) -> None:
@@ -85,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = ensure_data(scale, work / f"data-{scale.name}", _say)
     _say(f"bench: data ready in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
+    # SIGTERM ends the bench as Ctrl-C does: through the `finally` below, which stops the servers it started.
+    on_term = signal.signal(signal.SIGTERM, _terminated)
     hub = start_hub(data)
     _say(f"bench: loopback hub at {hub.url} ready in {time.perf_counter() - t:.1f} s (it hashes every file)")
     rows: list[Row] = []
@@ -101,11 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("6", "peak RSS of export and import, 1 GB vs 4 GB", bench.memory),
             ("7", "serve-big: mirror serve vs nginx, one large file", serve.serve_big),
             ("8", "serve-many: mirror serve vs nginx, one file per client", serve.serve_many),
-            (
-                "9",
-                "serve-meta: cached snapshot_downloads, mirror serve vs the loopback hub",
-                serve.serve_meta,
-            ),
+            ("9", "serve-meta: cached snapshot_downloads, mirror vs loopback hub", serve.serve_meta),
         ]
         for key, title, step in steps:
             if key not in only:
@@ -123,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if serve is not None:
             serve.cleanup()
         hub.stop()
+        signal.signal(signal.SIGTERM, on_term)
 
     wall = time.perf_counter() - start
     given = list(sys.argv[1:] if argv is None else argv)

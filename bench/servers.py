@@ -99,37 +99,45 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _rss_and_cpu(pid: int) -> tuple[int, float]:
-    """Resident bytes and CPU seconds (user + system, with the children it reaped) of one process."""
-    with open(f"/proc/{pid}/statm") as f:
-        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _memory_and_cpu(pid: int) -> tuple[int, int, float]:
+    """Resident bytes, proportional bytes (shared pages divided among the processes sharing them) and CPU
+    seconds (user + system, with the children it reaped) of one process."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime (fields 14-17 of stat)
-    return rss, ticks / os.sysconf("SC_CLK_TCK")
+    return rss, pss, ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class TreeSample:
-    rss: int  # the sum of the tree's resident memory
-    largest: int  # the largest process of it
+    rss: int  # the sum of the tree's resident memory (pages shared by its processes counted in each)
+    pss: int  # the sum of their proportional set sizes: what the tree really holds
+    largest: int  # the RSS of its largest process
     cpu: float  # CPU seconds of the tree so far
     processes: int
 
 
 def sample_tree(pid: int) -> TreeSample:
-    total = largest = 0
+    total = pss = largest = 0
     cpu = 0.0
     pids = _tree(pid)
     for p in pids:
         try:
-            rss, seconds = _rss_and_cpu(p)
+            rss, proportional, seconds = _memory_and_cpu(p)
         except (FileNotFoundError, ProcessLookupError):
             continue  # gone between the listing and the read
         total += rss
+        pss += proportional
         largest = max(largest, rss)
         cpu += seconds
-    return TreeSample(total, largest, cpu, len(pids))
+    return TreeSample(total, pss, largest, cpu, len(pids))
 
 
 class TreeWatch:
@@ -139,6 +147,7 @@ class TreeWatch:
         self.pid = pid
         self.first = sample_tree(pid)
         self.peak_rss = self.first.rss
+        self.peak_pss = self.first.pss
         self.peak_largest = self.first.largest
         self.last = self.first
         self._stop = threading.Event()
@@ -147,6 +156,7 @@ class TreeWatch:
     def _take(self) -> None:
         s = sample_tree(self.pid)
         self.peak_rss = max(self.peak_rss, s.rss)
+        self.peak_pss = max(self.peak_pss, s.pss)
         self.peak_largest = max(self.peak_largest, s.largest)
         self.last = s
 

@@ -21,7 +21,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +56,7 @@ class ServeScale:
 
 
 SCALES = {
-    "full": ServeScale(32, 32_000_000, 16, 4, 16, 10, 30),
+    "full": ServeScale(32, 32_000_000, 16, 4, 16, 30, 30),
     "quick": ServeScale(4, 1_000_000, 2, 2, 2, 3, 30),
 }
 
@@ -133,7 +133,7 @@ class Sample:
     nbytes: int
     cpu: float
     peak_rss: int
-    extra: dict[str, float]
+    extra: Mapping[str, float]
 
 
 class ServeBench:
@@ -310,11 +310,12 @@ class ServeBench:
                     warm(blobs)
                     with server.watch() as watch:
                         seconds, nbytes = self._download(server, files, repeats)
-                    s = Sample(seconds, nbytes, watch.cpu, watch.peak_rss, {"largest": watch.peak_largest})
+                    extra = {"largest": watch.peak_largest, "peak_pss": watch.peak_pss}
+                    s = Sample(seconds, nbytes, watch.cpu, watch.peak_rss, extra)
                     samples[side].append(s)
                     self.bench.say(
                         f"  {side} run {i + 1}: {gigabytes(nbytes)} in {seconds:.2f} s = {rate(nbytes, seconds)}, "
-                        f"server CPU {s.cpu:.1f} s, peak RSS {s.peak_rss / MB:.0f} MB"
+                        f"server CPU {s.cpu:.1f} s, peak RSS {s.peak_rss / MB:.0f} MB (PSS {watch.peak_pss / MB:.0f} MB)"
                     )
         m = median(s.nbytes / s.seconds for s in samples["mirror"])
         rss_m = max(s.peak_rss for s in samples["mirror"])
@@ -411,7 +412,7 @@ class ServeBench:
                         f"  {side} run {i + 1}: p50 {millis(s.extra['p50'])}, p99 {millis(s.extra['p99'])}, "
                         f"{s.extra['requests'] / s.seconds:.0f} requests/s "
                         f"({s.extra['requests'] / s.extra['calls']:.1f} per call), server CPU {s.cpu:.1f} s, "
-                        f"peak RSS {s.peak_rss / MB:.0f} MB"
+                        f"peak RSS {s.peak_rss / MB:.0f} MB (PSS {s.extra['peak_pss'] / MB:.0f} MB)"
                     )
         m, p = samples["mirror"], samples["loopback"]
         rss = f"{max(s.peak_rss for s in m) / MB:.0f} MB / {max(s.peak_rss for s in p) / MB:.0f} MB"
@@ -490,5 +491,6 @@ class ServeBench:
             "requests": requests,
             "calls": len(latencies),
             "seconds": seconds,
+            "peak_pss": watch.peak_pss,
         }
         return Sample(seconds, 0, watch.cpu, watch.peak_rss, extra)
