@@ -46,6 +46,7 @@ from mirror.cli.output import (
     keygen_lines,
     status_line,
 )
+from mirror.cli.serve import serve as serve_cmd
 from mirror.errors import DamagedBlobError
 from mirror.exits import ExitCode
 
@@ -367,7 +368,7 @@ def keygen(prefix: Path, as_json: bool) -> None:
     emit(keys, as_json, keygen_lines(keys))
 
 
-for command in airgapped.COMMANDS:
+for command in (*airgapped.COMMANDS, serve_cmd):
     cli.add_command(command)
 
 
