@@ -174,6 +174,9 @@ def note(request: Request, repo: ServedRepo, revision: str, path: str = "") -> N
 
 
 def routes(view: StoreView) -> list[BaseRoute]:
+    # The handlers that read the store are plain functions: Starlette runs them in its thread pool, so
+    # the event loop never waits on the disk.
+
     def lookup(request: Request) -> tuple[ServedRepo | None, JSONResponse | None]:
         p = request.path_params
         repo = find_repo(view, p["kind"], p["owner"], p["name"])
@@ -194,14 +197,14 @@ def routes(view: StoreView) -> list[BaseRoute]:
             return not_found(f"Revision {revision} of {repo.key.repo_id} does not exist")
         return repo, commit
 
-    async def info(request: Request) -> Response:
+    def info(request: Request) -> Response:
         found = at_revision(request)
         if isinstance(found, Response):
             return found
         repo, commit = found
         return envelope(repo_info(repo, commit, request.query_params.get("Revision") or MASTER))
 
-    async def revisions(request: Request) -> Response:
+    def revisions(request: Request) -> Response:
         repo, missing = lookup(request)
         if repo is None:
             assert missing is not None
@@ -209,7 +212,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
         note(request, repo, "")
         return envelope({"RevisionMap": revision_map(repo)})
 
-    async def files(request: Request) -> Response:
+    def files(request: Request) -> Response:
         found = at_revision(request)
         if isinstance(found, Response):
             return found
@@ -223,7 +226,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
             return envelope(None, 400, "Invalid PageNumber or PageSize")
         return envelope({"Files": paged})
 
-    async def download(request: Request) -> Response:
+    def download(request: Request) -> Response:
         path = request.query_params.get("FilePath", "").strip("/")
         found = at_revision(request, path)
         if isinstance(found, Response):
