@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from mirror.clock import parse_iso
 from mirror.repo import HUBS
 from mirror.serve.files import file_response
+from mirror.serve.hf.answers import Folder, tree
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
 
 MASTER = HUBS["modelscope"].default_revision
@@ -90,47 +91,31 @@ def revision_map(repo: ServedRepo) -> dict[str, list[dict[str, Any]]]:
     return {"Branches": branches, "Tags": []}
 
 
-def folders(commit: ServedCommit) -> set[str]:
-    """Every folder that holds a file of the commit (not the root)."""
-    found: set[str] = set()
-    for f in commit.files:
-        parts = f.path.split("/")[:-1]
-        found.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-    return found
-
-
 def list_entries(commit: ServedCommit, root: str, recursive: bool) -> list[dict[str, Any]] | None:
-    """The listing of folder `root` ("" the top), files and folders sorted by path; None if no such folder."""
-    dirs = folders(commit)
-    if root and root not in dirs:
+    """The listing of folder `root` ("" the top), files and folders sorted by path; None if no such folder.
+    The folders are those of the Hub's tree listing (`hf.answers.tree`), with their git tree ids."""
+    entries = tree(commit.files, root, recursive)
+    if entries is None:
         return None
-    prefix = f"{root}/" if root else ""
-    records = {f.path: f for f in commit.files}
-    paths = sorted(p for p in [*records, *dirs] if p.startswith(prefix))
-    if not recursive:
-        paths = [p for p in paths if "/" not in p[len(prefix) :]]
     when = parse_iso(commit.synced_at) or 0
-    entries = []
-    for path in paths:
-        f = records.get(path)
-        entries.append(
-            {
-                "Name": path.rsplit("/", 1)[-1],
-                "Path": path,
-                "Type": "blob" if f else "tree",
-                "Size": f.size if f else 0,
-                "Sha256": f.sha256 if f else "",
-                "IsLFS": bool(f and f.lfs),
-                "Mode": "100644" if f else "040000",
-                "Id": f.oid if f else "",
-                "Revision": commit.commit,
-                "CommitId": commit.commit,
-                "CommitMessage": "",
-                "CommittedDate": when,
-                "CommitterName": "mirror",
-            }
-        )
-    return entries
+    return [
+        {
+            "Name": e.path.rsplit("/", 1)[-1],
+            "Path": e.path,
+            "Type": "tree" if isinstance(e, Folder) else "blob",
+            "Size": 0 if isinstance(e, Folder) else e.size,
+            "Sha256": "" if isinstance(e, Folder) else e.sha256,
+            "IsLFS": not isinstance(e, Folder) and e.lfs,
+            "Mode": "040000" if isinstance(e, Folder) else "100644",
+            "Id": e.oid,
+            "Revision": commit.commit,
+            "CommitId": commit.commit,
+            "CommitMessage": "",
+            "CommittedDate": when,
+            "CommitterName": "mirror",
+        }
+        for e in entries
+    ]
 
 
 def page(entries: list[dict[str, Any]], number: str | None, size: str | None) -> list[dict[str, Any]] | None:
