@@ -90,10 +90,14 @@ def range_sha256(path: Path, offset: int, size: int) -> str | None:
     return digest.hexdigest()
 
 
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The LFS pointer git stores in place of a large file."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
 def lfs_pointer_oid(sha256: str, size: int) -> str:
     """The git blob id of the LFS pointer git stores for a large file (what hub trees list as its oid)."""
-    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
-    return git_blob_sha1(pointer.encode())
+    return git_blob_sha1(lfs_pointer(sha256, size))
 
 
 def file_git_sha1(path: Path) -> str:
