@@ -210,6 +210,45 @@ def test_a_delta_against_the_store_inventory(
     assert verify_store(Store(target, clock=world.clock)).ok
 
 
+def test_a_damaged_or_linked_blob_is_replaced_by_the_bundles_copy(world: World, tmp_path: Path) -> None:
+    target = tmp_path / "store"
+    import_bundle(world.bundle, "store", target, clock=world.clock)
+    rotten, linked = sorted(p for p in (target / "blobs").rglob("*") if p.is_file())[:2]
+    rotten.chmod(0o644)
+    rotten.write_bytes(b"\0" * rotten.stat().st_size)  # the same size: only hashing tells
+    outside = tmp_path / "elsewhere"
+    shutil.copyfile(linked, outside)
+    linked.unlink()
+    linked.symlink_to(outside)
+    report = import_bundle(world.bundle, "store", target, clock=world.clock)
+    assert sum(r.files_written for r in report.repos) == 2
+    same_store(world.first, target)
+    assert not linked.is_symlink() and verify_store(Store(target, clock=world.clock)).ok
+
+
+def test_bundles_in_either_order_give_the_same_store(world: World, tmp_path: Path) -> None:
+    """An older bundle imported after a newer one keeps the newer refs (reported as kept): the same refs and
+    records as the other way round, but for their times (each the creation of the bundle that brought it)."""
+    target = tmp_path / "store"
+    import_bundle(world.bundle_later, "store", target, clock=world.clock)
+    report = import_bundle(world.bundle, "store", target, clock=world.clock)
+    tiny = next(r for r in report.repos if r.repo.repo_id == "org/tiny")
+    assert tiny.kept == ("main",)
+    assert timeless(records(target)) == timeless(records(world.later))
+    assert blobs(target) == blobs(world.later)
+
+
+def timeless(found: dict[str, bytes]) -> dict[str, Any]:
+    """Records without their `synced_at`."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "synced_at"}
+        return value
+
+    return {path: strip(json.loads(data)) for path, data in found.items()}
+
+
 def test_a_volume_set_one_volume_at_a_time(world: World, tmp_path: Path) -> None:
     """Volumes given one per run: the repos complete so far are published, what others still need waits in
     the store's tmp/kept/, and the last volume leaves the synced store and nothing in tmp/."""

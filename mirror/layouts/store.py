@@ -17,7 +17,8 @@ What the store keeps of an import, and where:
   importing a bundle again, or the same bundle into another store, writes the same bytes.
 - refs: a name already at the bundle's commit is left as it is (with its time); a name whose `synced_at`
   is newer than the bundle's creation (a newer bundle or sync moved it) is kept and reported; any other
-  is moved. Bundles thus give the same store in any order.
+  is moved. Bundles thus give the same refs and records in any order (their times are those of the
+  bundles that brought them).
 - receipts: none. The commit records are the store's receipts: `expected_files` (`mirror verify --target
   DIR --layout store`) is every file a record lists, at its blob; `content_files` (`mirror inventory
   --layout store`) is every blob, its sha256 read from its name (no hashing), so `export --have` against a
@@ -97,7 +98,8 @@ class StoreLayout(Layout):
             yield Use(record, "file", named=named)
 
     def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
-        yield from self.copies(repo)
+        # Never a link: the store takes one for damage (`Store.blob_problem`), and the import replaces it.
+        yield from ((sha, size, path) for sha, size, path in self.copies(repo) if not path.is_symlink())
 
     def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
         seen: set[str] = set()
