@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from mirror.bundle import read_index
 from mirror.cli import main
 from mirror.clock import SYSTEM, Clock
-from mirror.errors import IntegrityError
+from mirror.errors import IntegrityError, LockedError
 from mirror.export import Signer, export
 from mirror.importing import group_bundles, import_bundle, import_unit
 from mirror.inventory import read_have, take_inventory
@@ -31,7 +31,7 @@ from mirror.signing import TrustedKey, TrustPolicy, key_id, read_sequence
 from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from mirror.verify import verify_store, verify_target
-from tests.clocks import NO_WAIT
+from tests.clocks import NO_WAIT, FakeClock
 from tests.hub import HubFile, LoopbackHub
 from tests.test_hostile import CASES, Fixture, fx, good_parts, tree_state  # noqa: F401 - fx: a fixture
 from tests.test_import_safety import Steps, import_killed_at
@@ -296,8 +296,12 @@ def test_a_store_locked_by_another_run_exits_75(
     with Store(target, clock=world.clock).lock():  # a sync or gc running
         args = ["import", str(world.bundle_later), "--layout", "store", "--target", str(target), "-q"]
         code, _, err = run_cli(args, capsys)
+        fake = FakeClock()
+        with pytest.raises(LockedError):  # --wait: the lock is waited for, on the clock given
+            import_bundle(world.bundle_later, "store", target, wait=3, clock=fake.clock)
     assert code == 75
     assert "holds the store lock" in err
+    assert 3 <= sum(fake.waits) < 4
     assert state(target) == before
 
 

@@ -28,22 +28,28 @@ What the store keeps of an import, and where:
 - sharing: a store holds each content once whatever repos use it, so `--link-shared` is always in effect
   and `--no-symlinks` means nothing here; `copies` is one per content.
 - `candidates`: the blob each file of the repo would have; a blob with the right size is hashed before it
-  is used (and one that turns out damaged is replaced by the bundle's copy, as `Store.damaged` would).
+  is used, and one that turns out damaged (or is a link) is replaced by the bundle's verified copy.
+- `held_repos`: every repo the store has records of, its refs and the commits recorded;
+  `removed_revisions`: none (`mirror gc` drops a revision's records with it: nothing is left to check).
+- `uses`: the store's own folders, each blob (a link there is replaced, never followed), the repo's
+  folder of records; a refused import leaves the store as it was, but for the lock file (a store that did
+  not exist is left as a folder holding only that file).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mirror.bundle import IndexedRepo
 from mirror.clock import Clock
 from mirror.errors import MirrorError
 from mirror.fsutil import link_or_copy
 from mirror.hashing import HashCache
-from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use, no_checkpoint
+from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
 from mirror.paths import is_sha256
 from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import FileRecord, Snapshot
@@ -53,16 +59,9 @@ from mirror.store import Store
 class StoreLayout(Layout):
     name = "store"
 
-    def __init__(
-        self,
-        target: Path,
-        *,
-        symlinks: bool = True,
-        link_shared: bool = False,
-        checkpoint: Callable[[], None] = no_checkpoint,
-    ) -> None:
-        # A store shares every content across repos by design: what --link-shared asks of other layouts.
-        super().__init__(target, symlinks=symlinks, link_shared=True, checkpoint=checkpoint)
+    def __init__(self, target: Path, **options: Any) -> None:
+        super().__init__(target, **options)
+        self.link_shared = True  # a store shares every content across repos by design (--link-shared)
         self.store = _reader(self.target)
 
     @property
