@@ -457,11 +457,14 @@ def test_traversal_urls_are_refused(guarded: Served) -> None:
 
 @pytest.mark.e2e
 def test_the_access_log_names_tokens_never_quotes_them(guarded: Served) -> None:
+    assert guarded.access_log is not None
+    before = len(guarded.access_log.read_text().splitlines()) if guarded.access_log.exists() else 0
     auth = {"Authorization": f"Bearer {BOB}"}
     raw_request(guarded.port, b"/org/tiny/resolve/main/config.json", auth)
     raw_request(guarded.port, b"/org/tiny/resolve/main/config.json", auth, method=b"HEAD")
     raw_request(guarded.port, b"/org/tiny/resolve/main/config.json", {"Authorization": f"Bearer {ALICE}-0"})
-    assert guarded.access_log is not None
+    # each line is written once its answer is sent: the last one may be a moment behind the client
+    assert wait_until(lambda: len(guarded.access_log.read_text().splitlines()) >= before + 3)
     text = guarded.access_log.read_text()
     lines = [json.loads(line) for line in text.splitlines()]
     fields = {

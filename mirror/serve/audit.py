@@ -31,7 +31,7 @@ class Entry:
     method: str
     target: str  # the request's path and query, as sent
     status: int
-    bytes: int  # body bytes handed to the server to send (a whole file for a file sent by path)
+    bytes: int  # body bytes handed to the server to send (a whole file sent by path; none for HEAD)
     duration: float  # seconds from the request's arrival to the end of its answer
     noted: dict[str, str | None]  # repo, revision, path: what the route said the request was about
 
