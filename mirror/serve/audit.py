@@ -1,9 +1,10 @@
 """The access log of `mirror serve` (`--access-log FILE`): one JSON line per request, for audit.
 
 A route tells the log what a request was about by setting `request.state.repo`, `.revision` and `.path`
-(strings; see mirror.serve.app); the gate (mirror.serve.gate) adds who asked, the answer's status and size and how long it took, and appends
-the line with one write to a file opened with O_APPEND, so the lines of several worker processes never
-mix. A token is never written, only the name it is given in the token file.
+(strings; see mirror.serve.app); the gate (mirror.serve.gate) adds who asked, the answer's status and
+size and how long it took, and appends the line with one write to a file opened with O_APPEND, so the
+lines of several worker processes never mix. A token is never written, only the name it is given in the
+token file.
 """
 
 from __future__ import annotations
