@@ -251,6 +251,21 @@ class Store:
         remove_path(self.blob_path(sha256))
         self.lift_doubt(sha256)
 
+    def problem(self) -> str | None:
+        """Why the root is not a store to read (a phrase), None when it is one: a folder holding a store's
+        entries, or an empty folder (a new store)."""
+        try:
+            names = {p.name for p in self.root.iterdir()}
+        except FileNotFoundError:
+            return "it does not exist"
+        except NotADirectoryError:
+            return "it is not a folder"
+        except OSError as e:
+            return f"it cannot be read ({e.strerror or e})"
+        if names and not names & {"blobs", "repos"}:
+            return "it holds neither blobs/ nor repos/: it is not a mirror store"
+        return None
+
     def repos(self) -> list[RepoKey]:
         """Every repo the store has a record of, sorted."""
         base = self.root / "repos"
