@@ -31,8 +31,10 @@ from starlette.routing import BaseRoute, Route
 
 from mirror.clock import parse_iso
 from mirror.repo import HUBS
+from mirror.serve import audit
 from mirror.serve.files import file_response
 from mirror.serve.hf.answers import Folder, tree
+from mirror.serve.replies import modelscope_error
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
 
 MASTER = HUBS["modelscope"].default_revision
@@ -42,15 +44,14 @@ _PREFIX = "/api/v1/{kind}/{owner}/{name}"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def envelope(data: Any, status: int = 200, message: str = "success") -> JSONResponse:
-    """ModelScope's answer shape; `Code` repeats the HTTP status."""
-    body = {"Code": status, "Success": status < 400, "Message": message, "RequestId": uuid.uuid4().hex}
-    body["Data"] = data
-    return JSONResponse(body, status_code=status)
+def envelope(data: Any) -> JSONResponse:
+    """A successful answer in ModelScope's envelope (its errors: `replies.modelscope_error`)."""
+    body = {"Code": 200, "Success": True, "Message": "success", "RequestId": uuid.uuid4().hex, "Data": data}
+    return JSONResponse(body)
 
 
 def not_found(message: str) -> JSONResponse:
-    return envelope(None, 404, message)
+    return modelscope_error(404, message)
 
 
 def find_repo(view: StoreView, kind: str, owner: str, name: str) -> ServedRepo | None:
@@ -151,30 +152,30 @@ def repo_info(repo: ServedRepo, commit: ServedCommit, revision: str) -> dict[str
     }
 
 
-def note(request: Request, repo: ServedRepo, revision: str, path: str = "") -> None:
-    """What the access log records of this request."""
-    request.state.repo = str(repo.key)
-    request.state.revision = revision
-    request.state.path = path
+def note(request: Request, repo: ServedRepo, revision: str | None = None, path: str | None = None) -> None:
+    """Tell the access log which repo, revision and path this request is about."""
+    prefix = "datasets/" if repo.key.repo_type == "dataset" else ""
+    audit.note(request, repo=prefix + repo.key.repo_id, revision=revision, path=path or None)
 
 
 def routes(view: StoreView) -> list[BaseRoute]:
     # The handlers that read the store are plain functions: Starlette runs them in its thread pool, so
     # the event loop never waits on the disk.
 
-    def lookup(request: Request) -> tuple[ServedRepo | None, JSONResponse | None]:
+    def lookup(request: Request) -> ServedRepo | JSONResponse:
         p = request.path_params
         repo = find_repo(view, p["kind"], p["owner"], p["name"])
         if repo is None:
+            prefix = "datasets/" if p["kind"] == "datasets" else ""
+            audit.note(request, repo=f"{prefix}{p['owner']}/{p['name']}")
             kind = _KINDS.get(p["kind"], "repo").capitalize()
-            return None, not_found(f"{kind} {p['owner']}/{p['name']} does not exist")
-        return repo, None
+            return not_found(f"{kind} {p['owner']}/{p['name']} does not exist")
+        return repo
 
     def at_revision(request: Request, path: str = "") -> tuple[ServedRepo, ServedCommit] | JSONResponse:
-        repo, missing = lookup(request)
-        if repo is None:
-            assert missing is not None
-            return missing
+        repo = lookup(request)
+        if isinstance(repo, JSONResponse):
+            return repo
         revision = request.query_params.get("Revision") or MASTER
         note(request, repo, revision, path)
         commit = resolve(repo, revision)
@@ -190,11 +191,10 @@ def routes(view: StoreView) -> list[BaseRoute]:
         return envelope(repo_info(repo, commit, request.query_params.get("Revision") or MASTER))
 
     def revisions(request: Request) -> Response:
-        repo, missing = lookup(request)
-        if repo is None:
-            assert missing is not None
-            return missing
-        note(request, repo, "")
+        repo = lookup(request)
+        if isinstance(repo, JSONResponse):
+            return repo
+        note(request, repo)
         return envelope({"RevisionMap": revision_map(repo)})
 
     def files(request: Request) -> Response:
@@ -208,7 +208,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
             return not_found(f"Path {root} does not exist")
         paged = page(entries, q.get("PageNumber"), q.get("PageSize"))
         if paged is None:
-            return envelope(None, 400, "Invalid PageNumber or PageSize")
+            return modelscope_error(400, "Invalid PageNumber or PageSize")
         return envelope({"Files": paged})
 
     def download(request: Request) -> Response:
@@ -216,9 +216,9 @@ def routes(view: StoreView) -> list[BaseRoute]:
         found = at_revision(request, path)
         if isinstance(found, Response):
             return found
-        _, commit = found
+        commit = found[1]
         if not path:
-            return envelope(None, 400, "FilePath is required")
+            return modelscope_error(400, "FilePath is required")
         record = commit.file(path)
         response = None
         if record is not None:
