@@ -293,13 +293,12 @@ def test_find_repo_takes_modelscope_first_and_master_aliases_main(view: StoreVie
     assert ms.find_repo(view, "spaces", "org", "tiny") is None
     hf = view.repo("huggingface", "model", "org/tiny")
     assert hf is not None
-    master = ms.resolve(hf, "master")
-    assert master is not None and master.commit == hf.refs["main"].commit
+    assert ms.commit_of(hf, "master") == hf.refs["main"].commit
     has_master = ms.find_repo(view, "models", "org", "hf")
     assert has_master is not None
-    held = ms.resolve(has_master, "master")
-    assert held is not None and [f.path for f in held.files] == ["b.txt"]  # its own master, no alias
-    assert ms.resolve(has_master, "v9") is None
+    assert ms.commit_of(has_master, "master") == has_master.refs["master"].commit  # its own, no alias
+    assert has_master.refs["master"].commit != has_master.refs["main"].commit
+    assert ms.commit_of(has_master, "v9") is None
 
 
 def test_list_entries_roots_recursion_and_pages(view: StoreView) -> None:

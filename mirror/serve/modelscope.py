@@ -66,12 +66,12 @@ def find_repo(view: StoreView, kind: str, owner: str, name: str) -> ServedRepo |
     return None
 
 
-def resolve(repo: ServedRepo, revision: str) -> ServedCommit | None:
-    """A revision as ModelScope names it: `master` is the default branch of a repo that has no `master`."""
-    commit = repo.at(revision)
-    if commit is None and revision == MASTER and MASTER not in repo.refs:
-        commit = repo.at(repo.default_branch)
-    return commit
+def commit_of(repo: ServedRepo, revision: str) -> str | None:
+    """The commit a revision names as ModelScope names it: `master` is the default branch of a repo that
+    has no `master`."""
+    if revision == MASTER and MASTER not in repo.refs:
+        revision = repo.default_branch
+    return repo.commit_of(revision)
 
 
 def revision_map(repo: ServedRepo) -> dict[str, list[dict[str, Any]]]:
@@ -172,23 +172,35 @@ def routes(view: StoreView) -> list[BaseRoute]:
             return not_found(f"{kind} {p['owner']}/{p['name']} does not exist")
         return repo
 
-    def at_revision(request: Request, path: str = "") -> tuple[ServedRepo, ServedCommit] | JSONResponse:
+    def at_revision(request: Request, path: str = "") -> tuple[ServedRepo, str] | JSONResponse:
+        """The repo and the commit the request names (noted for the access log), or the not-found answer."""
         repo = lookup(request)
         if isinstance(repo, JSONResponse):
             return repo
         revision = request.query_params.get("Revision") or MASTER
         note(request, repo, revision, path)
-        commit = resolve(repo, revision)
+        commit = commit_of(repo, revision)
         if commit is None:
             return not_found(f"Revision {revision} of {repo.key.repo_id} does not exist")
         return repo, commit
 
-    def info(request: Request) -> Response:
+    def held(request: Request) -> tuple[ServedRepo, ServedCommit] | JSONResponse:
+        """As at_revision, with the files the store holds of the commit."""
         found = at_revision(request)
-        if isinstance(found, Response):
+        if isinstance(found, JSONResponse):
             return found
         repo, commit = found
-        return envelope(repo_info(repo, commit, request.query_params.get("Revision") or MASTER))
+        served = repo.at(commit)
+        if served is None:  # the record went away between two reads
+            return not_found(f"Revision {commit} of {repo.key.repo_id} does not exist")
+        return repo, served
+
+    def info(request: Request) -> Response:
+        found = held(request)
+        if isinstance(found, Response):
+            return found
+        repo, served = found
+        return envelope(repo_info(repo, served, request.query_params.get("Revision") or MASTER))
 
     def revisions(request: Request) -> Response:
         repo = lookup(request)
@@ -198,7 +210,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
         return envelope({"RevisionMap": revision_map(repo)})
 
     def files(request: Request) -> Response:
-        found = at_revision(request)
+        found = held(request)
         if isinstance(found, Response):
             return found
         q = request.query_params
@@ -216,16 +228,18 @@ def routes(view: StoreView) -> list[BaseRoute]:
         found = at_revision(request, path)
         if isinstance(found, Response):
             return found
-        commit = found[1]
+        repo, commit = found
         if not path:
             return modelscope_error(400, "FilePath is required")
-        record = commit.file(path)
+        # The commit's record, not repo.at(): one file's blob is checked, not every file's.
+        snap = view.snapshot(repo.key, commit)
+        record = next((f for f in snap.files if f.path == path), None) if snap is not None else None
         response = None
         if record is not None:
             headers = {"ETag": f'"{record.etag}"', "X-Linked-ETag": f'"{record.sha256}"'}
             response = file_response(view, record, headers, filename=path.rsplit("/", 1)[-1])
         if response is None:
-            return not_found(f"File {path} does not exist at revision {commit.commit}")
+            return not_found(f"File {path} does not exist at revision {commit}")
         return response
 
     async def region(request: Request) -> Response:
