@@ -15,9 +15,10 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
+from starlette.requests import Request
 
 from mirror.clock import SYSTEM
-from mirror.serve.catalogue import file_url, render, snippets
+from mirror.serve.catalogue import base_url, file_url, render, snippets
 from mirror.serve.view import StoreView
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
@@ -226,3 +227,31 @@ def test_the_page_in_a_headless_browser_and_every_link_works(tmp_path: Path) -> 
             assert status_of(url) == 200, href
             files += "resolve/" in href or "FilePath=" in href
         assert files == len(TINY_MAIN) + len(TINY_V1) + 1 + 2 + 2
+
+
+def test_one_pass_over_the_store_however_many_repos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store(tmp_path / "many", clock=SYSTEM)
+    for i in range(150):
+        put_repo(
+            store, f"org/m{i:03d}", {"main": {"config.json": b"{}", f"w{i}.bin": b"w"}, "v1": {"a.txt": b"a"}}
+        )
+    view = StoreView(store.root, store)
+    reads: list[str] = []
+    real = store.read_snapshot
+    monkeypatch.setattr(store, "read_snapshot", lambda key, commit: reads.append(commit) or real(key, commit))
+    page = parse(render(view.repos(), BASE))
+    assert len(page.sections) == 150 and len(reads) == 300  # each commit's record read once
+    reads.clear()
+    assert len(parse(render(view.repos(), BASE)).sections) == 150
+    assert reads == []  # unchanged records are not parsed again
+
+
+def test_a_host_header_that_is_no_host_is_not_echoed() -> None:
+    def request(host: bytes) -> Request:
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", host)], "scheme": "http"}
+        return Request({**scope, "server": ("10.0.0.5", 8088), "query_string": b""})
+
+    assert base_url(request(b"mirror.internal:8088")) == "http://mirror.internal:8088"
+    assert base_url(request(b"[::1]:8088")) == "http://[::1]:8088"
+    assert base_url(request(b'x"><script>alert(1)</script>')) == "http://10.0.0.5:8088"
+    assert base_url(request(b"a b")) == "http://10.0.0.5:8088"
