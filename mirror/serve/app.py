@@ -5,9 +5,11 @@ For the authors of routes:
 - `routes(view)` of each module returns Starlette routes; they are tried in the order catalogue,
   modelscope, hf, and the first that matches answers. Until the catalogue answers `GET /`, a placeholder
   here does (the server is ready when `GET /` answers 200).
-- A route tells the access log what a request is about with `mirror.serve.audit.note(request, repo=...,
-  revision=..., path=...)` (repo: the repo id, `datasets/` before a dataset's; revision: as asked; path:
-  the file or folder in the repo). The gate has already refused unknown tokens and unsafe paths.
+- A route tells the access log what a request is about by setting strings on `request.state` (the ASGI
+  scope's "state", fresh for each request): `repo` (`str(RepoKey)`, e.g. `huggingface:dataset:org/name`,
+  once the repo is found; else the repo id as asked), `revision` (as asked) and `path` (the file or folder
+  in the repo). Unset or empty, the log writes null. The gate has already refused unknown tokens and
+  unsafe paths.
 - Error answers in the clients' shapes: `mirror.serve.replies` (`hub_error`, `modelscope_error`).
 """
 

@@ -1,7 +1,7 @@
 """The access log of `mirror serve` (`--access-log FILE`): one JSON line per request, for audit.
 
-A route tells the log what a request was about with `note(request, repo=..., revision=..., path=...)`; the
-gate (mirror.serve.gate) adds who asked, the answer's status and size and how long it took, and appends
+A route tells the log what a request was about by setting `request.state.repo`, `.revision` and `.path`
+(strings; see mirror.serve.app); the gate (mirror.serve.gate) adds who asked, the answer's status and size and how long it took, and appends
 the line with one write to a file opened with O_APPEND, so the lines of several worker processes never
 mix. A token is never written, only the name it is given in the token file.
 """
@@ -14,39 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.requests import HTTPConnection
-
 from mirror.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-NOTE_KEY = "mirror.serve.noted"  # the ASGI scope key of a request's Noted, set by the gate
-
-
-@dataclass
-class Noted:
-    """What a route says a request was about: the repo (its id, `datasets/` before a dataset's, as in the
-    Hub's URLs), the revision as asked, and the path of the file or folder in the repo."""
-
-    repo: str | None = None
-    revision: str | None = None
-    path: str | None = None
-
-
-def note(
-    request: HTTPConnection, *, repo: str | None = None, revision: str | None = None, path: str | None = None
-) -> None:
-    """Tell the access log what this request is about (fields left None stay as they are). Does nothing
-    for a request that did not pass the gate (a route tested on its own)."""
-    noted = request.scope.get(NOTE_KEY)
-    if not isinstance(noted, Noted):
-        return
-    if repo is not None:
-        noted.repo = repo
-    if revision is not None:
-        noted.revision = revision
-    if path is not None:
-        noted.path = path
+NOTED = ("repo", "revision", "path")  # what a route sets on `request.state` for the log
 
 
 @dataclass(frozen=True)
@@ -61,7 +33,7 @@ class Entry:
     status: int
     bytes: int  # body bytes handed to the server to send (a whole file for a file sent by path)
     duration: float  # seconds from the request's arrival to the end of its answer
-    noted: Noted
+    noted: dict[str, str | None]  # repo, revision, path: what the route said the request was about
 
     def to_json(self) -> str:
         return json.dumps(
@@ -71,9 +43,7 @@ class Entry:
                 "token": self.token,
                 "method": self.method,
                 "target": self.target,
-                "repo": self.noted.repo,
-                "revision": self.noted.revision,
-                "path": self.noted.path,
+                **{key: self.noted.get(key) for key in NOTED},
                 "status": self.status,
                 "bytes": self.bytes,
                 "duration": round(self.duration, 6),

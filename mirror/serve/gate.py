@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mirror.clock import Clock, iso
-from mirror.serve.audit import NOTE_KEY, AccessLog, Entry, Noted
+from mirror.serve.audit import NOTED, AccessLog, Entry
 from mirror.serve.replies import error_for
 from mirror.serve.tokens import Tokens, cookie_token
 
@@ -87,7 +87,8 @@ class Gate:
             await self.app(scope, receive, send)
             return
         arrived, start = self.clock.time(), self.clock.monotonic()
-        noted = scope[NOTE_KEY] = Noted()
+        # The routes' request.state, for this request only: they say there what the request is about.
+        state = scope["state"] = dict(scope.get("state") or {})
         answer = Answer()
 
         async def counted(message: Message) -> None:
@@ -129,9 +130,13 @@ class Gate:
                         status=answer.status or 500,
                         bytes=answer.bytes,
                         duration=max(0.0, self.clock.monotonic() - start),
-                        noted=noted,
+                        noted={key: _text(state.get(key)) for key in NOTED},
                     )
                 )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _size(path: str) -> int:
