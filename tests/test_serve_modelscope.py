@@ -287,8 +287,8 @@ def test_access_log_names_repo_revision_and_path(world: World) -> None:
     ms_get(f"{world.server.url}/api/v1/models/org/nope/repo/files?Revision=v2")
     named = [(e["repo"], e["revision"], e["path"], e["status"]) for e in _log_lines(world, before + 3)[-3:]]
     assert named == [
-        (MS_REPO, "v1.0", "sub/dir/nested.txt", 200),
-        (f"datasets/{HF_DATA}", None, None, 200),
+        (f"modelscope:{MS_REPO}", "v1.0", "sub/dir/nested.txt", 200),
+        (f"huggingface:dataset:{HF_DATA}", None, None, 200),
         ("org/nope", None, None, 404),
     ]
 

@@ -31,7 +31,6 @@ from starlette.routing import BaseRoute, Route
 
 from mirror.clock import parse_iso
 from mirror.repo import HUBS
-from mirror.serve import audit
 from mirror.serve.files import file_response
 from mirror.serve.hf.answers import Folder, tree
 from mirror.serve.replies import modelscope_error
@@ -152,10 +151,10 @@ def repo_info(repo: ServedRepo, commit: ServedCommit, revision: str) -> dict[str
     }
 
 
-def note(request: Request, repo: ServedRepo, revision: str | None = None, path: str | None = None) -> None:
-    """Tell the access log which repo, revision and path this request is about."""
-    prefix = "datasets/" if repo.key.repo_type == "dataset" else ""
-    audit.note(request, repo=prefix + repo.key.repo_id, revision=revision, path=path or None)
+def note(request: Request, repo: str, revision: str | None = None, path: str | None = None) -> None:
+    """Tell the access log what this request is about (mirror.serve.app): the repo (`str(RepoKey)` once
+    found, else the id as asked), the revision as asked and the path in the repo."""
+    request.state.repo, request.state.revision, request.state.path = repo, revision, path
 
 
 def routes(view: StoreView) -> list[BaseRoute]:
@@ -166,8 +165,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
         p = request.path_params
         repo = find_repo(view, p["kind"], p["owner"], p["name"])
         if repo is None:
-            prefix = "datasets/" if p["kind"] == "datasets" else ""
-            audit.note(request, repo=f"{prefix}{p['owner']}/{p['name']}")
+            note(request, f"{p['owner']}/{p['name']}")
             kind = _KINDS.get(p["kind"], "repo").capitalize()
             return not_found(f"{kind} {p['owner']}/{p['name']} does not exist")
         return repo
@@ -178,7 +176,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
         if isinstance(repo, JSONResponse):
             return repo
         revision = request.query_params.get("Revision") or MASTER
-        note(request, repo, revision, path)
+        note(request, str(repo.key), revision, path)
         commit = commit_of(repo, revision)
         if commit is None:
             return not_found(f"Revision {revision} of {repo.key.repo_id} does not exist")
@@ -206,7 +204,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
         repo = lookup(request)
         if isinstance(repo, JSONResponse):
             return repo
-        note(request, repo)
+        note(request, str(repo.key))
         return envelope({"RevisionMap": revision_map(repo)})
 
     def files(request: Request) -> Response:
