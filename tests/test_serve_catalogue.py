@@ -18,6 +18,7 @@ import pytest
 from starlette.requests import Request
 
 from mirror.clock import SYSTEM
+from mirror.repo import RepoKey
 from mirror.serve.catalogue import base_url, file_url, render, snippets
 from mirror.serve.view import StoreView
 from mirror.store import Store
@@ -136,6 +137,11 @@ def test_snippets_name_the_right_client_and_the_host_as_requested(view: StoreVie
     assert "load_dataset('org/data')" in snippets(by_key["huggingface:dataset:org/data"], BASE, False)[0]
     (ms,) = snippets(by_key["modelscope:owner/ms"], BASE, False)
     assert ms.startswith(f"MODELSCOPE_ENDPOINT={BASE} ") and "snapshot_download('owner/ms')" in ms
+    space = snippets(RepoKey("huggingface", "space", "org/app"), BASE, modelscope_too=True)
+    assert space == [f"HF_ENDPOINT={BASE} hf download --repo-type space org/app"]
+    assert snippets(RepoKey("huggingface", "model", "gpt2"), BASE, modelscope_too=False) == [
+        f"HF_ENDPOINT={BASE} python -c \"from transformers import AutoModel; AutoModel.from_pretrained('gpt2')\""
+    ]
 
 
 def test_file_urls_per_source_and_type(view: StoreView) -> None:

@@ -51,26 +51,33 @@ def file_url(key: RepoKey, commit: str, path: str) -> str:
     return f"/{prefix}{quote(key.repo_id)}/resolve/{commit}/{quote(path)}"
 
 
+# What loads a repo, per hub and repo type: the Python a person pastes after `python -c` (or a command).
+_HF_LOAD = {
+    "model": "from transformers import AutoModel; AutoModel.from_pretrained('{id}')",
+    "dataset": "from datasets import load_dataset; print(load_dataset('{id}'))",
+}
+_MS_LOAD = {
+    "model": "from modelscope import snapshot_download; print(snapshot_download('{id}'))",
+    "dataset": "from modelscope.hub.snapshot_download import dataset_snapshot_download; "
+    "print(dataset_snapshot_download('{id}'))",
+}
+
+
 def snippets(key: RepoKey, base: str, modelscope_too: bool) -> list[str]:
-    """Commands that load the repo through this server, as a person would paste them into a shell."""
-    rid = key.repo_id
-    hf = f"HF_ENDPOINT={base} python -c"
-    ms = f"MODELSCOPE_ENDPOINT={base} python -c"
-    if key.source == "modelscope" or modelscope_too:
-        if key.repo_type == "dataset":
-            load = f"\"from modelscope.hub.snapshot_download import dataset_snapshot_download; dataset_snapshot_download('{rid}')\""
+    """Commands that load the repo through this server, as a person pastes them into a shell: the Hub's
+    client for a Hugging Face repo, and ModelScope's for a ModelScope repo (and, when `modelscope_too`,
+    for a Hugging Face repo it serves under `master`)."""
+    lines = []
+    if key.source == "huggingface":
+        load = _HF_LOAD.get(key.repo_type)
+        if load is None:  # a space: no library loads one, the CLI downloads it
+            lines.append(f"HF_ENDPOINT={base} hf download --repo-type {key.repo_type} {key.repo_id}")
         else:
-            load = f"\"from modelscope import snapshot_download; print(snapshot_download('{rid}'))\""
-        ms_lines = [f"{ms} {load}"]
-    else:
-        ms_lines = []
-    if key.source == "modelscope":
-        return ms_lines
-    if key.repo_type == "dataset":
-        hf_line = f"{hf} \"from datasets import load_dataset; print(load_dataset('{rid}'))\""
-    else:
-        hf_line = f"{hf} \"from transformers import AutoModel; AutoModel.from_pretrained('{rid}')\""
-    return [hf_line, *ms_lines]
+            lines.append(f'HF_ENDPOINT={base} python -c "{load.format(id=key.repo_id)}"')
+    ms_load = _MS_LOAD.get(key.repo_type)
+    if ms_load is not None and (key.source == "modelscope" or modelscope_too):
+        lines.append(f'MODELSCOPE_ENDPOINT={base} python -c "{ms_load.format(id=key.repo_id)}"')
+    return lines
 
 
 def base_url(request: Request) -> str:
