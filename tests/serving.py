@@ -8,7 +8,8 @@ It starts `python -m mirror serve --store ROOT --host 127.0.0.1 --port FREE ...`
 `mirror`), waits until `GET /` answers 200 (failing with the server's stderr if it exits first or is not
 ready in time), and on exit sends SIGTERM and waits for the server to stop (SIGKILL after a bound, and the
 test fails). `extra_args` go to `mirror serve` as given (`--workers 2`, `--token-file F`, `--access-log F`);
-`access_log` is the path given after `--access-log`, if any. `env` replaces the environment of the server.
+with `--token-file`, the readiness check sends the file's first token; `access_log` is the path given after
+`--access-log`, if any. `env` replaces the environment of the server.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ def free_port() -> int:
         return port
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, token: str | None) -> bool:
+    request = urllib.request.Request(url + "/", headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url + "/", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             status: int = response.status
             return status == 200
     except (urllib.error.URLError, OSError):
@@ -70,6 +72,16 @@ def _option(args: tuple[str, ...], name: str) -> str | None:
             return args[i + 1]
         if arg.startswith(name + "="):
             return arg.partition("=")[2]
+    return None
+
+
+def first_token(token_file: str | None) -> str | None:
+    """The first token of a token file (the fixture asks `GET /` with it)."""
+    if token_file is None:
+        return None
+    for line in Path(token_file).read_text().splitlines():
+        if line.strip() and not line.strip().startswith("#") and ":" in line:
+            return line.partition(":")[2].strip()
     return None
 
 
@@ -93,7 +105,8 @@ def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = No
         f"http://127.0.0.1:{port}", port, proc, Path(log.name), Path(access_log) if access_log else None
     )
     deadline = time.monotonic() + READY_WITHIN
-    while not _ready(server.url):
+    token = first_token(_option(extra_args, "--token-file"))
+    while not _ready(server.url, token):
         if proc.poll() is not None or time.monotonic() > deadline:
             why = f"exited with {proc.returncode}" if proc.poll() is not None else "not ready in time"
             stop(server)
