@@ -94,6 +94,7 @@ def client_env(world: World, tmp_path: Path) -> dict[str, str]:
 def test_snapshot_download_of_both_sources(world: World, tmp_path: Path) -> None:
     run = run_client(
         f"""
+        from modelscope.hub.api import HubApi
         from modelscope.hub.snapshot_download import dataset_snapshot_download
         out({{
             "ms_master": tree(snapshot_download({MS_REPO!r})),
@@ -105,6 +106,7 @@ def test_snapshot_download_of_both_sources(world: World, tmp_path: Path) -> None
             "one_ms": model_file_download({MS_REPO!r}, "sub/dir/nested.txt"),
             "one_hf": model_file_download({HF_REPO!r}, "tokenizer/vocab.txt"),
             "commit": tree(snapshot_download({MS_REPO!r}, revision={world.commits["ms-v1"]!r})),
+            "info": json.loads(json.dumps(HubApi().get_model({MS_REPO!r}), default=str)),
         }})
         """,
         client_env(world, tmp_path),
@@ -123,6 +125,10 @@ def test_snapshot_download_of_both_sources(world: World, tmp_path: Path) -> None
         cache / "owner--msmodel" / "snapshots" / "master" / "sub" / "dir" / "nested.txt"
     )
     assert Path(res["one_hf"]).read_bytes() == HF_FILES["tokenizer/vocab.txt"]
+    # HubApi.get_model: /openapi's 404 sends it to /api/v1, whose info it reads as ModelScope's
+    info = res["info"]
+    assert (info["Owner"], info["Name"], info["Visibility"]) == ("owner", "msmodel", 5)
+    assert info["UpdatedAt"] == info["CreatedAt"] != "None"  # one sync: arrived together
 
 
 @pytest.mark.e2e

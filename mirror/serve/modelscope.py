@@ -130,23 +130,23 @@ def page(entries: list[dict[str, Any]], number: str | None, size: str | None) ->
 
 
 def repo_info(repo: ServedRepo, commit: ServedCommit, revision: str) -> dict[str, Any]:
+    """The repo info the client's `get_repo` reads (after /openapi's 404), with the revision asked."""
     owner, name = repo.key.repo_id.split("/", 1)
-    synced = [parse_iso(ref.synced_at) or 0 for ref in repo.refs.values()]
+    arrived = [parse_iso(ref.synced_at) or 0 for ref in repo.refs.values()]
     return {
-        "Id": int(hashlib.sha256(str(repo.key).encode()).hexdigest()[:8], 16),
-        "Name": name,
+        "Id": int(hashlib.sha256(str(repo.key).encode()).hexdigest()[:8], 16),  # stable per repo
         "Path": owner,
-        "ChineseName": "",
+        "Name": name,
+        "Visibility": 5,  # public: whoever passes the gate may read it
         "Description": "",
-        "Visibility": 5,  # public
         "License": "",
+        "Tags": [],
+        "Downloads": 0,
+        "Likes": 0,
+        "CreatedAt": min(arrived, default=0),
+        "UpdatedAt": parse_iso(commit.synced_at) or 0,
         "Revision": revision,
         "CommitId": commit.commit,
-        "CreatedTime": min(synced, default=0),
-        "LastUpdatedTime": parse_iso(commit.synced_at) or 0,
-        "Downloads": 0,
-        "Stars": 0,
-        "Tags": [],
         "StorageSize": sum(f.size for f in commit.files),
     }
 
