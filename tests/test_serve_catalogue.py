@@ -261,3 +261,14 @@ def test_a_host_header_that_is_no_host_is_not_echoed() -> None:
     assert base_url(request(b"[::1]:8088")) == "http://[::1]:8088"
     assert base_url(request(b'x"><script>alert(1)</script>')) == "http://10.0.0.5:8088"
     assert base_url(request(b"a b")) == "http://10.0.0.5:8088"
+
+
+def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(f"{__name__}.CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="make system-deps"):
+        chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="make system-deps"):
+        chromium()
