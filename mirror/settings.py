@@ -109,7 +109,9 @@ def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
 
 def default_target(layout: str, env: Mapping[str, str]) -> Path | None:
     """Where a layout's tree is when `--target` is not given: where its hub client looks (`hf_cache_dir`,
-    `modelscope_cache_dir`); None for a layout without a default (`dir`)."""
+    `modelscope_cache_dir`), the default store for `store`; None for a layout without a default (`dir`)."""
+    if layout == "store":
+        return default_store(env)
     if layout == "hf":
         return hf_cache_dir(env)
     if layout == "modelscope":

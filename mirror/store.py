@@ -209,8 +209,12 @@ class Store:
         found = (self.read_snapshot(key, p.stem) for p in sorted(folder.glob("*.json")))
         return [s for s in found if s is not None]
 
+    def refs_path(self, key: RepoKey) -> Path:
+        """Where a repo's revision names are kept."""
+        return self._repo_dir(key) / "refs.json"
+
     def read_refs(self, key: RepoKey) -> dict[str, Ref]:
-        data = read_json_bounded(self._repo_dir(key) / "refs.json", RECORD, IntegrityError, missing_ok=True)
+        data = read_json_bounded(self.refs_path(key), RECORD, IntegrityError, missing_ok=True)
         if data is None:
             return {}
         return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
@@ -229,7 +233,7 @@ class Store:
             }
         )
         data = {name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())}
-        atomic_write_json(self._repo_dir(key) / "refs.json", data)
+        atomic_write_json(self.refs_path(key), data)
 
     def drop_refs(self, key: RepoKey, names: Iterable[str]) -> None:
         """Forget revision names; a repo left with none loses its folder of records."""
@@ -240,9 +244,9 @@ class Store:
             data = {
                 name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())
             }
-            atomic_write_json(self._repo_dir(key) / "refs.json", data)
+            atomic_write_json(self.refs_path(key), data)
         else:
-            (self._repo_dir(key) / "refs.json").unlink(missing_ok=True)
+            self.refs_path(key).unlink(missing_ok=True)
 
     def drop_snapshot(self, key: RepoKey, commit: str) -> None:
         self.snapshot_path(key, commit).unlink(missing_ok=True)
@@ -250,6 +254,21 @@ class Store:
     def drop_blob(self, sha256: str) -> None:
         remove_path(self.blob_path(sha256))
         self.lift_doubt(sha256)
+
+    def problem(self) -> str | None:
+        """Why the root is not a store to read (a phrase), None when it is one: a folder holding a store's
+        entries, or an empty folder (a new store)."""
+        try:
+            names = {p.name for p in self.root.iterdir()}
+        except FileNotFoundError:
+            return "it does not exist"
+        except NotADirectoryError:
+            return "it is not a folder"
+        except OSError as e:
+            return f"it cannot be read ({e.strerror or e})"
+        if names and not names & {"blobs", "repos"}:
+            return "it holds neither blobs/ nor repos/: it is not a mirror store"
+        return None
 
     def repos(self) -> list[RepoKey]:
         """Every repo the store has a record of, sorted."""

@@ -8,7 +8,8 @@ It starts `python -m mirror serve --store ROOT --host 127.0.0.1 --port FREE ...`
 `mirror`), waits until `GET /` answers 200 (failing with the server's stderr if it exits first or is not
 ready in time), and on exit sends SIGTERM and waits for the server to stop (SIGKILL after a bound, and the
 test fails). `extra_args` go to `mirror serve` as given (`--workers 2`, `--token-file F`, `--access-log F`);
-`access_log` is the path given after `--access-log`, if any. `env` replaces the environment of the server.
+with `--token-file`, the readiness check sends the file's first token; `access_log` is the path given after
+`--access-log`, if any. `env` replaces the environment of the server.
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ def free_port() -> int:
         return port
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, token: str | None) -> bool:
+    request = urllib.request.Request(url + "/", headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url + "/", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             status: int = response.status
             return status == 200
     except (urllib.error.URLError, OSError):
@@ -73,8 +75,40 @@ def _option(args: tuple[str, ...], name: str) -> str | None:
     return None
 
 
+def first_token(token_file: str | None) -> str | None:
+    """The first token of a token file (the fixture asks `GET /` with it)."""
+    if token_file is None:
+        return None
+    for line in Path(token_file).read_text().splitlines():
+        if line.strip() and not line.strip().startswith("#") and ":" in line:
+            return line.partition(":")[2].strip()
+    return None
+
+
 def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = None) -> Served:
-    """Start `mirror serve` and wait until it is ready; `stop` it (or use `served`)."""
+    """Start `mirror serve` and wait until it is ready; `stop` it (or use `served`). A port taken by
+    someone else between the choice and the bind is given up for another one."""
+    for attempt in range(3):
+        server = _launch(store_root, extra_args, env)
+        deadline = time.monotonic() + READY_WITHIN
+        token = first_token(_option(extra_args, "--token-file"))
+        while not _ready(server.url, token):
+            if server.proc.poll() is not None or time.monotonic() > deadline:
+                exited = server.proc.poll() is not None
+                stop(server)
+                text = server.stderr()
+                server.stderr_path.unlink(missing_ok=True)
+                if exited and "cannot listen on" in text and attempt < 2:
+                    break  # the port was taken meanwhile: another one
+                why = f"exited with {server.proc.returncode}" if exited else "not ready in time"
+                raise AssertionError(f"mirror serve {why}; its stderr:\n{text}")
+            time.sleep(0.05)
+        else:
+            return server
+    raise AssertionError("unreachable")
+
+
+def _launch(store_root: Path, extra_args: tuple[str, ...], env: Mapping[str, str] | None) -> Served:
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mirror-serve-", suffix=".stderr", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "mirror", "serve", "--store", str(store_root), "--host", "127.0.0.1"]
@@ -89,17 +123,9 @@ def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = No
     )
     log.close()
     access_log = _option(extra_args, "--access-log")
-    server = Served(
+    return Served(
         f"http://127.0.0.1:{port}", port, proc, Path(log.name), Path(access_log) if access_log else None
     )
-    deadline = time.monotonic() + READY_WITHIN
-    while not _ready(server.url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with {proc.returncode}" if proc.poll() is not None else "not ready in time"
-            stop(server)
-            raise AssertionError(f"mirror serve {why}; its stderr:\n{server.stderr()}")
-        time.sleep(0.05)
-    return server
 
 
 def stop(server: Served) -> int:

@@ -63,7 +63,8 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
 )
 @layout_options(
     layout_help="hf: the Hugging Face cache; modelscope: the ModelScope cache; dir: plain folders "
-    "DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/). Repos from either hub go into any layout.",
+    "DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/); store: a mirror store, as `mirror sync` writes "
+    "it (for `mirror serve`, or to export again). Repos from either hub go into any layout.",
     target_help=f"Where to write ({DEFAULT_TARGETS}).",
 )
 @files_option(

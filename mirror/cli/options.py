@@ -20,12 +20,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # The layouts' names, as `mirror.layouts.LAYOUTS` holds them (a test keeps the two equal; importing the
 # layouts here would slow every command's start).
-LAYOUT_NAMES = ("hf", "modelscope", "dir")
+LAYOUT_NAMES = ("hf", "modelscope", "dir", "store")
 
 DEFAULT_TARGETS = (
     "hf default: where huggingface_hub looks, $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, "
     "else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub; modelscope default: "
-    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required"
+    "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required; store: $MIRROR_STORE, else "
+    "$XDG_DATA_HOME/mirror"
 )
 
 

@@ -6,25 +6,75 @@ from pathlib import Path
 
 import click
 
-from mirror.cli.exits import EXIT_CODES_HELP
 from mirror.cli.options import settings, store_option
 
+SERVE_EXIT_CODES = (
+    "Exit codes: 0 stopped by SIGTERM or Ctrl-C (a server has nothing to cut short), 1 failure (the address "
+    "in use, a worker failed), 2 bad usage (not a store, a bad --token-file, an access log that cannot be "
+    "opened)."
+)
 
-@click.command(epilog=EXIT_CODES_HELP)
+
+@click.command(epilog=SERVE_EXIT_CODES)
 @store_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
-@click.option("--port", default=8088, show_default=True, type=click.IntRange(0, 65535), help="The port.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address to listen on (0.0.0.0: every IPv4 address of the machine).",
+)
+@click.option("--port", default=8088, show_default=True, type=click.IntRange(1, 65535), help="The port.")
 @click.option(
     "--workers",
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Worker processes sharing the port.",
+    help="Worker processes sharing the port. Files are sent by granian's Rust side whatever their number; "
+    "more workers answer more metadata requests at once.",
 )
-def serve(store: Path | None, host: str, port: int, workers: int) -> None:
-    """Serve the store, read-only, as a Hugging Face and ModelScope hub, until SIGTERM or Ctrl-C."""
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Require a token: the FILE holds lines NAME:TOKEN (blank lines and # comments allowed). Each "
+    "request must send `Authorization: Bearer TOKEN` (what clients send from HF_TOKEN) or the cookie "
+    "m_session_id=TOKEN (ModelScope's); else 401. The access log names the token's NAME, never the token.",
+)
+@click.option(
+    "--access-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one JSON line per request to FILE: time, client, token (its NAME), method, target, repo, "
+    "revision, path, status, bytes, duration (seconds).",
+)
+@click.option(
+    "--grace",
+    default=30,
+    show_default=True,
+    metavar="SECONDS",
+    type=click.IntRange(1, 3600),
+    help="On SIGTERM or Ctrl-C, downloads in flight get SECONDS to finish before they are cut.",
+)
+def serve(
+    store: Path | None,
+    host: str,
+    port: int,
+    workers: int,
+    token_file: Path | None,
+    access_log: Path | None,
+    grace: int,
+) -> None:
+    """Serve the store, read-only, as a Hugging Face Hub and a ModelScope hub on one origin.
+
+    \b
+    Clients point at it with no code change:
+      HF_ENDPOINT=http://HOST:PORT  MODELSCOPE_ENDPOINT=http://HOST:PORT
+
+    GET / is a catalogue of what the store holds (200 once the server is ready). A bundle imported into
+    the store while it serves shows at the next request. SIGTERM or Ctrl-C stops the server gracefully.
+    """
     from mirror.clock import SYSTEM
     from mirror.serve.server import ServeConfig
     from mirror.serve.server import serve as run
+    from mirror.serve.tokens import read_tokens
 
-    run(ServeConfig(settings(store).store, host, port, workers), SYSTEM)
+    tokens = read_tokens(token_file) if token_file is not None else None
+    run(ServeConfig(settings(store).store, host, port, workers, tokens, access_log, grace), SYSTEM)

@@ -91,9 +91,10 @@ def import_unit(
     across repos (and --no-symlinks revisions) instead.
 
     One import at a time per target: another one into it makes this wait up to `wait` seconds of `clock`
-    (needed when `wait` is not 0), then raise LockedError (exit 75). Before anything is written, every path
-    the import will use in the target is checked (`check_uses`): a symlink or a file in the way of it is
-    refused, and nothing is written.
+    (needed when `wait` is not 0), then raise LockedError (exit 75); so does a store (`--layout store`)
+    whose writer lock another mirror run holds (then `clock` is always needed: it stamps the lock).
+    Before anything is written, every path the import will use in the target is checked (`check_uses`): a
+    symlink or a file in the way of it is refused, and nothing is written.
     `checkpoint` is called after each step (a file staged, a name published): the tests kill the import
     there, to show that a killed import never leaves a broken tree.
     """
@@ -111,7 +112,8 @@ def import_unit(
         writer = make_layout(
             layout, target, symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint
         )
-        return _import_locked(unit, writer, progress, trust, checkpoint)
+        with writer.writing(wait, clock):
+            return _import_locked(unit, writer, progress, trust, checkpoint)
 
 
 def _import_locked(

@@ -1,6 +1,6 @@
 """The layouts an import writes and `mirror verify --target` and `mirror inventory` read: the Hugging Face
-cache (`hf`), the ModelScope cache (`modelscope`), plain folders (`dir`), each a `Layout`; what a target
-holds (`held`) and what a volume set's imports keep in it between runs (`kept`).
+cache (`hf`), the ModelScope cache (`modelscope`), plain folders (`dir`), a mirror store (`store`), each a
+`Layout`; what a target holds (`held`) and what a volume set's imports keep in it between runs (`kept`).
 
 Adding a layout is one module with a `Layout` subclass, and one line in `LAYOUTS`.
 """
@@ -15,11 +15,13 @@ from mirror.layouts.dir import DirLayout
 from mirror.layouts.hf import HfLayout
 from mirror.layouts.layout import Layout, no_checkpoint
 from mirror.layouts.modelscope import ModelScopeLayout
+from mirror.layouts.store import StoreLayout
 
 LAYOUTS: dict[str, Callable[..., Layout]] = {
     "hf": HfLayout,
     "modelscope": ModelScopeLayout,
     "dir": DirLayout,
+    "store": StoreLayout,
 }
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mirror.bundle import BundleIndex, IndexedRepo
+from mirror.clock import Clock
 from mirror.errors import IntegrityError, MirrorError
 from mirror.fsutil import exchange, link_if_private, remove_path
 from mirror.hashing import HashCache
@@ -174,6 +175,12 @@ class Layout(ABC):
     def trust_dir(self) -> Path:
         """Where the target keeps the highest sequence accepted per signing key (mirror.signing), out of
         the layout's tools' sight."""
+
+    @contextmanager
+    def writing(self, wait: float, clock: Clock | None) -> Iterator[None]:
+        """Held for the whole import, once it holds its own lock on the target: the lock the target's own
+        writers take, where it has one (the store's writer lock); nothing by default."""
+        yield
 
     def check(self, index: BundleIndex) -> None:  # noqa: B027 - optional hook, most layouts need none
         """Refuse, before anything is written, a bundle this layout cannot hold (raise MirrorError)."""

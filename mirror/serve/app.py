@@ -1,5 +1,17 @@
 """The ASGI application of `mirror serve`: the catalogue, the ModelScope routes and the Hugging Face routes
-over one store view. (Access control and the access log: to be written.)"""
+over one store view, behind the gate (mirror.serve.gate: the token check, the path check, the access log).
+
+For the authors of routes:
+- `routes(view)` of each module returns Starlette routes; they are tried in the order catalogue,
+  modelscope, hf, and the first that matches answers. Until the catalogue answers `GET /`, a placeholder
+  here does (the server is ready when `GET /` answers 200).
+- A route tells the access log what a request is about by setting strings on `request.state` (the ASGI
+  scope's "state", fresh for each request): `repo` (`str(RepoKey)`, e.g. `huggingface:dataset:org/name`,
+  once the repo is found; else the repo id as asked), `revision` (as asked) and `path` (the file or folder
+  in the repo). Unset or empty, the log writes null. The gate has already refused unknown tokens and
+  unsafe paths.
+- Error answers in the clients' shapes: `mirror.serve.replies` (`hub_error`, `modelscope_error`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +21,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from mirror.clock import Clock
 from mirror.serve import catalogue, hf, modelscope
+from mirror.serve.audit import AccessLog
+from mirror.serve.gate import Gate
+from mirror.serve.tokens import Tokens
 from mirror.serve.view import StoreView
 from mirror.store import Store
 
@@ -21,9 +37,12 @@ async def ready(request: Request) -> Response:
     return PlainTextResponse("mirror serve: ready\n")
 
 
-def create_app(store_root: Path, *, clock: Clock) -> Starlette:
+def create_app(
+    store_root: Path, *, clock: Clock, tokens: Tokens | None = None, access_log: AccessLog | None = None
+) -> ASGIApp:
+    """The application over the store at `store_root`; with `tokens`, only requests presenting one of them
+    are answered; with `access_log`, each request is logged there."""
     view = StoreView(store_root, Store(store_root, clock=clock))
     routes = [*catalogue.routes(view), *modelscope.routes(view), *hf.routes(view)]
-    # The first route that matches answers: the catalogue's GET / goes before this placeholder.
     routes.append(Route("/", ready, methods=["GET", "HEAD"]))
-    return Starlette(routes=routes)
+    return Gate(Starlette(routes=routes), clock=clock, tokens=tokens, access_log=access_log)

@@ -1,0 +1,228 @@
+"""The `store` layout: an import into a mirror store, the format `mirror sync` writes (`mirror.store`), so
+the far side holds complete commit records and refs exactly as the connected side does (and can serve them
+with `mirror serve`, or export them again).
+
+Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
+repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
+refs.json (all its revision names in one write). A reader (a server, a sync) thus never sees a record
+naming a missing blob, nor a ref naming a missing record; a kill leaves at most blobs no record uses yet
+(`mirror gc` removes them; the rerun uses them). The import holds the store's writer lock throughout
+(`writing`), as `mirror sync` and `mirror gc` do: another holder makes it exit 75, or wait `--wait`.
+
+What the store keeps of an import, and where:
+- commit records: the bundle's files (sha256, git oid, LFS flag, size) and, for a partial commit, its
+  complete listing; merged with a record the store already has (`Store.write_snapshot`). Their
+  `synced_at`, and that of every ref the import sets, is the bundle's creation time (a bundle carries no
+  other time: `mirror export` makes it the newest sync of what it packs), never the import's, so
+  importing a bundle again, or the same bundle into another store, writes the same bytes.
+- refs: a name already at the bundle's commit is left as it is (with its time); a name whose `synced_at`
+  is newer than the bundle's creation (a newer bundle or sync moved it) is kept and reported; any other
+  is moved. Bundles thus give the same refs and records in any order (their times are those of the
+  bundles that brought them).
+- receipts: none. The commit records are the store's receipts: `expected_files` (`mirror verify --target
+  DIR --layout store`) is every file a record lists, at its blob; `content_files` (`mirror inventory
+  --layout store`) is every blob, its sha256 read from its name (no hashing), so `export --have` against a
+  store costs one directory walk.
+- staging: `tmp/import/<id>/` (a volume set's kept content: `tmp/kept/<set id>/`), on the store's file
+  system; signature sequences accepted: `trust/`.
+- sharing: a store holds each content once whatever repos use it, so `--link-shared` is always in effect
+  and `--no-symlinks` means nothing here; `copies` is one per content.
+- `candidates`: the blob each file of the repo would have; a blob with the right size is hashed before it
+  is used, and one that turns out damaged (or is a link) is replaced by the bundle's verified copy.
+- `held_repos`: every repo the store has records of, its refs and the commits recorded;
+  `removed_revisions`: none (`mirror gc` drops a revision's records with it: nothing is left to check).
+- `uses`: the store's own folders, each blob (a link there is replaced, never followed), the repo's
+  folder of records; a refused import leaves the store as it was, but for the lock file (a store that did
+  not exist is left as a folder holding only that file).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mirror.bundle import IndexedRepo
+from mirror.clock import Clock
+from mirror.errors import MirrorError
+from mirror.fsutil import link_or_copy
+from mirror.hashing import HashCache
+from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
+from mirror.paths import is_sha256
+from mirror.report import HeldRepo, RepoReport
+from mirror.snapshot import FileRecord, Snapshot
+from mirror.store import Store
+
+
+class StoreLayout(Layout):
+    name = "store"
+
+    def __init__(self, target: Path, **options: Any) -> None:
+        super().__init__(target, **options)
+        self.link_shared = True  # a store shares every content across repos by design (--link-shared)
+        self.store = _reader(self.target)
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.target / "trust"
+
+    @contextmanager
+    def writing(self, wait: float, clock: Clock | None) -> Iterator[None]:
+        if clock is None:
+            raise ValueError("an import into a store needs a clock: it stamps the store's writer lock")
+        self.store = Store(self.target, clock=clock)
+        with self.store.lock(wait):
+            yield
+
+    def staging_root(self, repo: IndexedRepo) -> Path:
+        return self.target / "tmp" / "import"
+
+    def uses(self, repo: IndexedRepo) -> Iterator[Use]:
+        root, store = self.target, self.store
+        for folder in ("tmp", "tmp/import", "blobs", "blobs/sha256", "doubt", "repos"):
+            yield Use(root / folder, "dir")
+        for sha in sorted({f.sha256 for f in repo.files()}):
+            blob = store.blob_path(sha)
+            yield Use(blob.parent, "dir")
+            yield Use(blob, "entry")  # a link or a damaged file there is replaced, never followed
+        named = root / "repos"
+        refs = store.refs_path(repo.key)
+        yield Use(refs.parent, "dir", named=named)
+        yield Use(refs, "file", named=named)
+        for commit in repo.commits:
+            record = store.snapshot_path(repo.key, commit.commit)
+            yield Use(record.parent, "dir", named=named)
+            yield Use(record, "file", named=named)
+
+    def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        # Never a link: the store takes one for damage (`Store.blob_problem`), and the import replaces it.
+        yield from ((sha, size, path) for sha, size, path in self.copies(repo) if not path.is_symlink())
+
+    def copies(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        seen: set[str] = set()
+        for f in repo.files():
+            if f.sha256 not in seen:
+                seen.add(f.sha256)
+                yield f.sha256, f.size, self.store.blob_path(f.sha256)
+
+    def publish(self, pub: Publication) -> RepoReport:
+        repo, store = pub.repo, self.store
+        files_written = bytes_written = 0
+        changed = False
+        placed: set[str] = set()
+        for f in repo.files():  # the blobs first
+            if f.sha256 in placed:
+                continue
+            placed.add(f.sha256)
+            if self._holds(f, pub.hashes):
+                continue
+            if store.blob_problem(f.sha256) is None:
+                store.doubt_blob(f.sha256)  # a damaged blob of the right size: add_blob replaces it then
+            temp = pub.scratch / uuid.uuid4().hex
+            link_or_copy(pub.content[f.sha256], temp)  # the staged file may serve other repos too
+            store.add_blob(temp, f.sha256)
+            self.checkpoint()
+            files_written += 1
+            bytes_written += f.size
+            changed = True
+        for commit in repo.commits:  # then the commit records
+            before = store.read_snapshot(repo.key, commit.commit)
+            after = store.write_snapshot(
+                Snapshot(
+                    source=repo.source,
+                    repo_type=repo.repo_type,
+                    repo_id=repo.repo_id,
+                    commit=commit.commit,
+                    files=commit.files,
+                    complete=commit.complete,
+                    synced_at=pub.stamp.created,
+                    listing=None if commit.complete else commit.listing,
+                )
+            )
+            if after != before:
+                self.checkpoint()
+                changed = True
+        # The refs last, in one write: a revision name resolves only once everything it names is in place.
+        current = store.read_refs(repo.key)
+        moves: dict[str, str] = {}
+        kept: list[str] = []
+        for name, at in repo.revisions:
+            ref = current.get(name)
+            if ref is not None and ref.commit == at:
+                continue
+            if ref is not None and ref.synced_at > pub.stamp.created:  # one ISO form: compared as text
+                kept.append(name)  # a newer bundle or sync moved it elsewhere
+                continue
+            moves[name] = at
+        if moves:
+            store.set_refs(repo.key, moves, pub.stamp.created)
+            self.checkpoint()
+            changed = True
+        return RepoReport(
+            repo=repo.key,
+            path=store.refs_path(repo.key).parent,
+            revisions=repo.revisions,
+            files_written=files_written,
+            bytes_written=bytes_written,
+            already_present=not changed,
+            kept=tuple(kept),
+        )
+
+    def _holds(self, f: FileRecord, hashes: HashCache) -> bool:
+        """Whether the store's blob holds the file's content, hashed (free for a blob the import already
+        hashed); a doubt the hash disproves is lifted."""
+        store = self.store
+        if store.blob_problem(f.sha256, f.size) is not None:
+            return False
+        if not hashes.holds(store.blob_path(f.sha256), f.size, f.sha256):
+            return False
+        if store.in_doubt(f.sha256):
+            store.lift_doubt(f.sha256)
+        return True
+
+    def expected_files(self) -> tuple[list[ExpectedFile], list[str]]:
+        files: list[ExpectedFile] = []
+        problems: list[str] = []
+        store = self.store
+        for key in store.repos():
+            try:
+                snapshots = store.snapshots(key)
+            except MirrorError as e:
+                problems.append(f"{key}: unreadable commit record ({e})")
+                continue
+            for snap in snapshots:
+                files += [ExpectedFile(store.blob_path(f.sha256), f.size, f.sha256) for f in snap.files]
+        return files, problems
+
+    def content_files(self) -> Iterator[tuple[Path, str | None]]:
+        for name, path in self.store.iter_blobs():
+            if not path.is_symlink() and path.is_file():
+                yield path, name if is_sha256(name) else None
+
+    def held_repos(self) -> list[HeldRepo]:
+        held = []
+        store = self.store
+        for key in store.repos():
+            refs = store.read_refs(key)
+            commits = {snap.commit for snap in store.snapshots(key)}
+            held.append(
+                HeldRepo(
+                    key.repo_type,
+                    key.repo_id,
+                    tuple(sorted((name, ref.commit) for name, ref in refs.items())),
+                    tuple(sorted(commits)),
+                )
+            )
+        return held
+
+
+def _reader(root: Path) -> Store:
+    """The store at root, for what reads it (inventory, verify, the checks before an import); reading
+    never asks the time, which only the writer lock's stamp needs (`writing` gives the real clock)."""
+    return Store(root, clock=Clock(time=_no_time))
+
+
+def _no_time() -> float:
+    raise RuntimeError("reading a store needs no time")
