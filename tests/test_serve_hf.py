@@ -112,6 +112,12 @@ class Fleet:
     bert: SyntheticRepo
     big: SyntheticRepo
 
+    def logged(self) -> list[dict[str, Any]]:
+        """The server's access log so far."""
+        assert self.server.access_log is not None
+        text = self.server.access_log.read_text() if self.server.access_log.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -141,7 +147,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "org/ds-json": {"data/train.jsonl": jsonl},
     }.items():
         put_repo(store, name, {"main": files}, repo_type="dataset")
-    with served(store.root) as server:
+    with served(store.root, "--access-log", str(root / "access.log")) as server:
         yield Fleet(store, server, made, tiny, bert, big)
 
 
@@ -184,30 +190,15 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# The client records the path of every request it makes (huggingface_hub's own client, one more hook).
-RECORDING = """
-import json, huggingface_hub
-from huggingface_hub.utils import _http
-seen = []
-def factory():
-    client = _http.default_client_factory()
-    client.event_hooks["request"].append(lambda request: seen.append(request.method + " " + request.url.path))
-    return client
-huggingface_hub.set_client_factory(factory)
-"""
-
-DOWNLOADS = (
-    RECORDING
-    + """
-import huggingface_hub.constants as c
+DOWNLOADS = """
+import json
 from huggingface_hub import HfApi, snapshot_download, hf_hub_download
 from huggingface_hub.utils._runtime import is_xet_available
 tiny = snapshot_download("org/tiny")
 big = hf_hub_download("org/big", "big.bin")
 many = [e.path for e in HfApi().list_repo_tree("org/many", recursive=True)]
-print(json.dumps({"tiny": tiny, "big": big, "many": many, "seen": seen, "xet": is_xet_available()}))
+print(json.dumps({"tiny": tiny, "big": big, "many": many, "xet": is_xet_available()}))
 """
-)
 
 
 @pytest.mark.parametrize("disable_xet", [False, True], ids=["hf_xet", "HF_HUB_DISABLE_XET"])
@@ -215,17 +206,24 @@ def test_snapshot_and_file_downloads_land_byte_identical_over_plain_http(
     fleet: Fleet, tmp_path: Path, disable_xet: bool
 ) -> None:
     extra = {"HF_HUB_DISABLE_XET": "1"} if disable_xet else {}
+    seen = fleet.logged()
     got = run_client(fleet, tmp_path, DOWNLOADS, **extra)
+    logged = fleet.logged()[len(seen) :]
     assert got["xet"] is not disable_xet  # hf_xet is installed: the client would use it if told to
     tiny = Path(got["tiny"])
     assert tiny.name == fleet.tiny.commits["main"]
     assert folder_files(tiny) == TINY_MAIN
     assert Path(got["big"]).read_bytes() == BIG
-    assert not [r for r in got["seen"] if "xet" in r]
-    assert f"GET /api/models/org/tiny/tree/{fleet.tiny.commits['main']}" in got["seen"]
-    assert "GET /org/big/resolve/main/big.bin" in got["seen"]
+    assert not [line for line in logged if "xet" in line["target"]]
+    noted = [
+        (line["method"], line["repo"], line["revision"], line["path"], line["status"]) for line in logged
+    ]
+    assert ("GET", "huggingface:org/big", "main", "big.bin", 200) in noted
+    tree = f"/api/models/org/tiny/tree/{fleet.tiny.commits['main']}"
+    assert [line["status"] for line in logged if line["target"].startswith(tree)] == [200]
     assert sorted(got["many"]) == ["f", *(f"f/{i:04}.txt" for i in range(MANY))]
-    assert got["seen"].count("GET /api/models/org/many/tree/main") == 2  # the second page by its Link
+    pages = [line["target"] for line in logged if line["target"].startswith("/api/models/org/many/tree/main")]
+    assert len(pages) == 2 and "cursor=" in pages[1]  # the second page by its Link
 
 
 def test_hf_download_and_cache_verify_pass_then_catch_a_corrupted_file(fleet: Fleet, tmp_path: Path) -> None:

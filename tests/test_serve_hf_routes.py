@@ -111,6 +111,7 @@ class Answer:
     status: int
     headers: dict[str, str]
     body: bytes
+    state: dict[str, Any]  # what the routes told the access log
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -143,6 +144,7 @@ class Client:
             + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
             "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8088),
+            "state": {},
         }
         sent: list[dict[str, Any]] = []
         request = [{"type": "http.request", "body": body, "more_body": False}]
@@ -160,7 +162,8 @@ class Client:
         start = sent[0]
         assert start["type"] == "http.response.start"
         got = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-        return Answer(start["status"], got, b"".join(m.get("body", b"") for m in sent[1:]))
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        return Answer(start["status"], got, body, scope["state"])
 
     def get(self, target: str, **headers: str) -> Answer:
         return self("GET", target, {k.replace("_", "-"): v for k, v in headers.items()})
@@ -408,3 +411,23 @@ def test_a_repo_written_while_serving_is_answered_next(served: Served) -> None:
     assert served.client.get("/api/models/org/late").json()["sha"] == late.commits["main"]
     put_repo(served.store, "org/late", {"v2": {"config.json": b'{"v": 2}'}})
     assert served.client.get("/org/late/resolve/v2/config.json").body == b'{"v": 2}'
+
+
+def test_the_access_log_is_told_repo_revision_and_path(served: Served) -> None:
+    def noted(target: str) -> tuple[Any, ...]:
+        state = served.client.get(target).state
+        return state.get("repo"), state.get("revision"), state.get("path")
+
+    assert noted("/org/tiny/resolve/refs%2Fpr%2F1/sub/dir/weights.bin") == (
+        "huggingface:org/tiny",
+        "refs/pr/1",
+        "sub/dir/weights.bin",
+    )
+    assert noted("/datasets/org/data/resolve/main/data/train.csv") == (
+        "huggingface:dataset:org/data",
+        "main",
+        "data/train.csv",
+    )
+    assert noted("/api/models/org/tiny/tree/v1.0/sub") == ("huggingface:org/tiny", "v1.0", "sub")
+    assert noted("/api/models/org/tiny/revision/nope") == ("huggingface:org/tiny", "nope", None)
+    assert noted("/org/nope/resolve/main/config.json") == ("org/nope", None, None)

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from mirror.clock import parse_iso
 from mirror.hashing import lfs_pointer
+from mirror.serve.replies import hub_error
 from mirror.serve.view import ServedCommit, ServedRepo
 from mirror.snapshot import FileRecord
 
@@ -35,12 +36,8 @@ class Miss(Exception):
         self.status = status
 
     def response(self) -> JSONResponse:
-        headers = {"X-Error-Message": self.message}
-        if self.code is not None:
-            headers["X-Error-Code"] = self.code
-        if self.commit is not None:
-            headers["X-Repo-Commit"] = self.commit
-        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers)
+        headers = {"X-Repo-Commit": self.commit} if self.commit is not None else {}
+        return hub_error(self.status, self.message, self.code, headers)
 
 
 def repo_not_found() -> Miss:

@@ -16,17 +16,15 @@ repo has first. Repos of source "huggingface" are served here; ModelScope's are 
 from __future__ import annotations
 
 import json
-import mimetypes
-import os
-import stat
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from mirror.serve.files import file_response
 from mirror.serve.hf import answers
 from mirror.serve.hf.answers import Miss
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
@@ -60,7 +58,8 @@ def segments(request: Request) -> list[str]:
 
 
 def note(request: Request, repo: str, revision: str | None = None, path: str | None = None) -> None:
-    """Tell the access log what the request named."""
+    """Tell the access log what the request named: the repo (its key once found, else the id as asked),
+    the revision as asked, the path in the repo."""
     state = request.state
     state.repo, state.revision, state.path = repo, revision, path
 
@@ -104,7 +103,7 @@ class HubRoutes:
         for repo_id, word, tail in candidates:
             repo = self.view.repo(SOURCE, repo_type, repo_id)
             if repo is not None:
-                note(request, repo_id)
+                note(request, str(repo.key))
                 return repo, word, tail
         note(request, candidates[0][0])
         raise answers.repo_not_found()
@@ -118,10 +117,10 @@ class HubRoutes:
             name = "/".join(tail[:end])
             commit = repo.commit_of(name)
             if commit is not None:
-                note(request, repo.key.repo_id, name)
+                note(request, str(repo.key), name)
                 return name, commit, tail[end:]
         name = "/".join(tail) if whole else (tail[0] if tail else "")
-        note(request, repo.key.repo_id, name)
+        note(request, str(repo.key), name)
         raise answers.revision_not_found(name)
 
     def served(self, repo: ServedRepo, commit: str) -> ServedCommit:
@@ -145,18 +144,12 @@ class HubRoutes:
             raise answers.entry_not_found(commit)
         name, commit, rest = self.revision(request, repo, tail[:-1], whole=False)
         path = "/".join([*rest, tail[-1]])
-        note(request, repo.key.repo_id, name, path)
+        note(request, str(repo.key), name, path)
         record = self.record(repo, commit, path)
-        blob = self.view.blob_path(record)
-        try:
-            st = os.lstat(blob)
-        except OSError:
-            raise answers.entry_not_found(commit) from None
-        if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
+        response = file_response(self.view, record, answers.file_headers(record, commit))
+        if response is None:
             raise answers.entry_not_found(commit)
-        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        headers = answers.file_headers(record, commit)
-        return FileResponse(blob, headers=headers, media_type=media_type, stat_result=st)
+        return response
 
     def record(self, repo: ServedRepo, commit: str, path: str) -> FileRecord:
         snap = self.view.snapshot(repo.key, commit)
@@ -195,7 +188,7 @@ class HubRoutes:
             return JSONResponse([answers.entry_json(e) for e in entries])
         name, commit, rest = self.revision(request, repo, tail, whole=False)
         under = "/".join(rest).strip("/")
-        note(request, repo.key.repo_id, name, under or None)
+        note(request, str(repo.key), name, under or None)
         return self.tree(request, commit, self.served(repo, commit), under)
 
     def tree(self, request: Request, commit: str, served: ServedCommit, under: str) -> Response:
