@@ -195,9 +195,10 @@ import json
 from huggingface_hub import HfApi, snapshot_download, hf_hub_download
 from huggingface_hub.utils._runtime import is_xet_available
 tiny = snapshot_download("org/tiny")
+pr = snapshot_download("org/tiny", revision="refs/pr/1")
 big = hf_hub_download("org/big", "big.bin")
 many = [e.path for e in HfApi().list_repo_tree("org/many", recursive=True)]
-print(json.dumps({"tiny": tiny, "big": big, "many": many, "xet": is_xet_available()}))
+print(json.dumps({"tiny": tiny, "pr": pr, "big": big, "many": many, "xet": is_xet_available()}))
 """
 
 
@@ -213,12 +214,14 @@ def test_snapshot_and_file_downloads_land_byte_identical_over_plain_http(
     tiny = Path(got["tiny"])
     assert tiny.name == fleet.tiny.commits["main"]
     assert folder_files(tiny) == TINY_MAIN
+    assert folder_files(Path(got["pr"])) == TINY_V1
     assert Path(got["big"]).read_bytes() == BIG
     assert not [line for line in logged if "xet" in line["target"]]
     noted = [
         (line["method"], line["repo"], line["revision"], line["path"], line["status"]) for line in logged
     ]
     assert ("GET", "huggingface:org/big", "main", "big.bin", 200) in noted
+    assert ("GET", "huggingface:org/tiny", "refs/pr/1", None, 200) in noted  # the revision, as one segment
     tree = f"/api/models/org/tiny/tree/{fleet.tiny.commits['main']}"
     assert [line["status"] for line in logged if line["target"].startswith(tree)] == [200]
     assert sorted(got["many"]) == ["f", *(f"f/{i:04}.txt" for i in range(MANY))]

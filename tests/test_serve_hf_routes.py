@@ -5,13 +5,11 @@ real clients against the running server are in tests/test_serve_hf.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 from starlette.applications import Starlette
@@ -22,6 +20,7 @@ from mirror.serve.hf import answers
 from mirror.serve.view import StoreView
 from mirror.snapshot import FileRecord
 from mirror.store import Store
+from tests.asgi import Answer, call
 from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, lfs_pointer, put_repo
 
 # --- the pure answers -----------------------------------------------------------------------------
@@ -106,19 +105,8 @@ def test_hub_time_has_the_hubs_milliseconds() -> None:
 # --- the application, called in process ------------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    state: dict[str, Any]  # what the routes told the access log
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 class Client:
-    """Calls an ASGI application the way granian does (raw_path kept, ASGI 2.4), one request at a time."""
+    """The application, called in process (tests/asgi.py)."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
@@ -126,44 +114,7 @@ class Client:
     def __call__(
         self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
     ) -> Answer:
-        return asyncio.run(self._call(method, target, headers or {}, body))
-
-    async def _call(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
-        raw_path, _, query = target.partition("?")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": unquote(raw_path),
-            "raw_path": raw_path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": [(b"host", b"hub.test:8088")]
-            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8088),
-            "state": {},
-        }
-        sent: list[dict[str, Any]] = []
-        request = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if request:
-                return request.pop()
-            await asyncio.Event().wait()  # never: the client stays connected
-            raise AssertionError
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        start = sent[0]
-        assert start["type"] == "http.response.start"
-        got = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-        body = b"".join(m.get("body", b"") for m in sent[1:])
-        return Answer(start["status"], got, body, scope["state"])
+        return call(self.app, method, target, headers, body)
 
     def get(self, target: str, **headers: str) -> Answer:
         return self("GET", target, {k.replace("_", "-"): v for k, v in headers.items()})
