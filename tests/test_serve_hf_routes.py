@@ -102,6 +102,41 @@ def test_hub_time_has_the_hubs_milliseconds() -> None:
     assert answers.hub_time("yesterday") is None
 
 
+CARD = b"""---
+license: apache-2.0
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags:
+- sentence-transformers
+- 42
+released: 2024-01-02
+---
+# A model
+"""
+
+
+def test_card_data_is_the_readmes_front_matter() -> None:
+    assert answers.card_data(CARD) == {
+        "license": "apache-2.0",
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "sentence-similarity",
+        "tags": ["sentence-transformers", 42],
+        "released": "2024-01-02",
+    }
+    assert answers.card_data(b"# no metadata\n---\na: 1\n---\n") is None
+    assert answers.card_data(b"---\na: 1\n") is None  # never closed
+    assert answers.card_data(b"---\n- a list\n---\n") is None
+    assert answers.card_data(b"---\n? [a, b]\n: complex key\n---\n") is None
+
+
+def test_card_data_refuses_a_billion_laughs() -> None:
+    laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in "bcdefgh":
+        prev = chr(ord(level) - 1)
+        laughs.append(f"{level}: &{level} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+    assert answers.card_data(("---\n" + "\n".join(laughs) + "\n---\n").encode()) is None
+
+
 # --- the application, called in process ------------------------------------------------------------
 
 
@@ -134,6 +169,7 @@ def served(tmp_path: Path) -> Served:
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
     data = put_repo(store, "org/data", {"main": {"data/train.csv": b"a,b\n1,2\n"}}, repo_type="dataset")
     put_repo(store, "org/ms-only", {"master": {"config.json": b"{}"}}, source="modelscope")
+    put_repo(store, "org/carded", {"main": {"README.md": CARD, "config.json": b"{}"}})
     app = Starlette(routes=hf.routes(StoreView(store.root, store), page_size=3))
     return Served(store, Client(app), tiny, data)
 
@@ -288,6 +324,14 @@ def test_repo_info_names_the_commit_and_its_files(served: Served) -> None:
     assert plain["sha"] == served.tiny.commits["main"]
     assert plain["siblings"][0] == {"rfilename": "README.md"}
     assert_no_xet(served.client.get("/api/models/org/tiny?blobs=true"))
+    carded = served.client.get("/api/models/org/carded").json()
+    assert carded["cardData"] == answers.card_data(CARD)
+    assert carded["tags"] == ["sentence-transformers"]
+    assert (carded["pipeline_tag"], carded["library_name"]) == (
+        "sentence-similarity",
+        "sentence-transformers",
+    )
+    assert "cardData" not in plain  # a README without metadata
     dataset = served.client.get("/api/datasets/org/data/revision/main").json()
     assert (dataset["id"], "modelId" in dataset) == ("org/data", False)
 

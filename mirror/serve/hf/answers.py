@@ -4,12 +4,16 @@ pages, refs, a file's headers, and the Hub's not-found answers. Pure: no request
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from starlette.responses import JSONResponse
+from yaml.constructor import SafeConstructor
 
+from mirror.bounded import CARD, compose_yaml
 from mirror.clock import parse_iso
 from mirror.hashing import lfs_pointer
 from mirror.serve.replies import hub_error
@@ -84,9 +88,33 @@ def lfs_json(record: FileRecord, sha_key: str) -> dict[str, Any]:
 # --- repo info and refs -------------------------------------------------------------------------------
 
 
-def repo_info(repo: ServedRepo, served: ServedCommit, blobs: bool) -> dict[str, Any]:
+def card_data(readme: bytes) -> dict[str, Any] | None:
+    """The metadata of a model or dataset card: the YAML block that opens its README.md (`---` lines around
+    it), as JSON values; None without one, or when it is not a mapping or is beyond the CARD bound."""
+    text = readme.decode("utf-8", "replace")
+    lines = text.splitlines()
+    if len(readme) > CARD.size or not lines or lines[0].strip() != "---":
+        return None
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+    if end is None:
+        return None
+    try:
+        node = compose_yaml("\n".join(lines[1:end]), CARD)
+        data = SafeConstructor().construct_document(node) if node is not None else None
+        if not isinstance(data, dict):
+            return None
+        parsed: dict[str, Any] = json.loads(json.dumps(data, default=str))  # dates as text, as the Hub's
+    except (yaml.YAMLError, ValueError, TypeError):
+        return None
+    return parsed
+
+
+def repo_info(
+    repo: ServedRepo, served: ServedCommit, blobs: bool, card: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`GET /api/{models,datasets}/{repo}[/revision/{rev}][?blobs=true]`: the commit and its files
-    (`siblings`; with `blobs`, their size, git oid and LFS sha256), and the fields the clients read."""
+    (`siblings`; with `blobs`, their size, git oid and LFS sha256), the fields the clients read, and what
+    the card's metadata says (`cardData`, and from it `tags`, `pipeline_tag`, `library_name`)."""
     key = repo.key
     siblings: list[dict[str, Any]] = []
     for f in served.files:
@@ -124,6 +152,12 @@ def repo_info(repo: ServedRepo, served: ServedCommit, blobs: bool) -> dict[str, 
             "usedStorage": sum(f.size for f in served.files),
         }
     )
+    if card is not None:
+        info["cardData"] = card
+        tags = card.get("tags")
+        if isinstance(tags, list):
+            info["tags"] = [t for t in tags if isinstance(t, str)]
+        info.update({k: card[k] for k in ("pipeline_tag", "library_name") if isinstance(card.get(k), str)})
     return info
 
 

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from mirror.bounded import CARD
 from mirror.serve.files import file_response
 from mirror.serve.hf import answers
 from mirror.serve.hf.answers import Miss
@@ -34,6 +35,8 @@ SOURCE = "huggingface"
 API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_TYPES = {"datasets": "dataset", "spaces": "space"}  # the prefix of a file URL; models have none
 MAX_FORM = 1 << 20  # bytes of a paths-info body
+README = "README.md"  # the card, whose metadata repo info carries
+CARDS_KEPT = 256  # parsed cards kept, the oldest forgotten first
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -82,6 +85,7 @@ class HubRoutes:
     def __init__(self, view: StoreView, page_size: int) -> None:
         self.view = view
         self.page_size = page_size
+        self.cards: dict[str, dict[str, Any] | None] = {}  # a README's sha256 -> its card's metadata
         self.api = answering(self._api)
         self.resolve = answering(self._resolve)
 
@@ -151,6 +155,22 @@ class HubRoutes:
             raise answers.entry_not_found(commit)
         return response
 
+    def card(self, served: ServedCommit) -> dict[str, Any] | None:
+        """The metadata of the commit's README.md, parsed once per content."""
+        readme = served.file(README)
+        if readme is None or readme.size > CARD.size:
+            return None
+        if readme.sha256 not in self.cards:
+            try:
+                with open(self.view.blob_path(readme), "rb") as f:
+                    card = answers.card_data(f.read(CARD.size + 1))
+            except OSError:
+                return None
+            if len(self.cards) >= CARDS_KEPT:
+                self.cards.pop(next(iter(self.cards)))
+            self.cards[readme.sha256] = card
+        return self.cards[readme.sha256]
+
     def record(self, repo: ServedRepo, commit: str, path: str) -> FileRecord:
         snap = self.view.snapshot(repo.key, commit)
         for f in snap.files if snap is not None else ():
@@ -179,8 +199,9 @@ class HubRoutes:
             raise answers.revision_not_found("")
         if word in (None, "revision"):
             _, commit, _ = self.revision(request, repo, tail, whole=True)
-            info = answers.repo_info(repo, self.served(repo, commit), flag(request.query_params.get("blobs")))
-            return JSONResponse(info)
+            served = self.served(repo, commit)
+            blobs = flag(request.query_params.get("blobs"))
+            return JSONResponse(answers.repo_info(repo, served, blobs, self.card(served)))
         if word == "paths-info":
             _, commit, _ = self.revision(request, repo, tail, whole=True)
             paths = await paths_asked(request)
