@@ -294,6 +294,15 @@ def test_not_found_answers_carry_the_hubs_error_codes(served: Served) -> None:
     assert error(get("/api/models/org/ms-only/revision/master"))[1] == "RepoNotFound"  # ModelScope's own
 
 
+def test_a_revision_name_of_any_bytes_is_answered_not_found(served: Served) -> None:
+    for name, shown in (("caf%C3%A9", "caf%C3%A9"), ("%FF", "%EF%BF%BD"), ("a%09b", "a%09b")):
+        got = served.client.get(f"/org/tiny/resolve/{name}/config.json")
+        assert error(got) == (404, "RevisionNotFound", f"Invalid rev id: {shown}")
+    split = served.client.get("/org/tiny/resolve/a%0D%0AX-Evil:%201/config.json")
+    assert split.status == 404
+    assert "x-evil" not in split.headers
+
+
 def test_xet_read_token_and_unknown_routes_are_the_hubs_404(served: Served) -> None:
     for target in ("/api/models/org/tiny/xet-read-token/main", "/api/models/org/tiny/commits/main"):
         assert error(served.client.get(target)) == (404, None, "Not Found")
@@ -358,7 +367,12 @@ def test_tree_pages_link_absolute_urls_from_the_host(served: Served) -> None:
     expected_files = sorted(TINY_MAIN)
     assert pages == 3  # 9 entries, 3 a page
     assert sorted(paths) == sorted([*expected_files, "extra", "sub", "sub/dir"])
-    assert error(served.client.get("/api/models/org/tiny/tree/main?cursor=zz"))[0] == 400
+    for cursor in ("zz", "%E4%B8%AD"):
+        assert error(served.client.get(f"/api/models/org/tiny/tree/main?cursor={cursor}")) == (
+            400,
+            None,
+            "Invalid cursor",
+        )
 
 
 def test_tree_of_a_folder_named_in_one_encoded_segment(served: Served) -> None:

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from starlette.responses import JSONResponse
@@ -49,7 +50,9 @@ def repo_not_found() -> Miss:
 
 
 def revision_not_found(revision: str) -> Miss:
-    return Miss(REVISION_NOT_FOUND, f"Invalid rev id: {revision}")
+    # the name goes back in a header too: kept as sent when it is printable ASCII, else percent-encoded
+    shown = revision if revision.isascii() and revision.isprintable() else quote(revision, safe="/")
+    return Miss(REVISION_NOT_FOUND, f"Invalid rev id: {shown}")
 
 
 def entry_not_found(commit: str) -> Miss:

@@ -219,8 +219,8 @@ class HubRoutes:
             raise answers.entry_not_found(commit)
         try:
             start, end, cursor = answers.page(len(entries), query.get("cursor"), self.page_size)
-        except ValueError as e:
-            raise Miss(None, str(e), status=400) from None
+        except ValueError:
+            raise Miss(None, "Invalid cursor", status=400) from None
         headers = {"X-Repo-Commit": commit}
         if cursor is not None:
             headers["Link"] = f'<{request.url.include_query_params(cursor=cursor)}>; rel="next"'
