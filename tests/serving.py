@@ -86,7 +86,29 @@ def first_token(token_file: str | None) -> str | None:
 
 
 def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = None) -> Served:
-    """Start `mirror serve` and wait until it is ready; `stop` it (or use `served`)."""
+    """Start `mirror serve` and wait until it is ready; `stop` it (or use `served`). A port taken by
+    someone else between the choice and the bind is given up for another one."""
+    for attempt in range(3):
+        server = _launch(store_root, extra_args, env)
+        deadline = time.monotonic() + READY_WITHIN
+        token = first_token(_option(extra_args, "--token-file"))
+        while not _ready(server.url, token):
+            if server.proc.poll() is not None or time.monotonic() > deadline:
+                exited = server.proc.poll() is not None
+                stop(server)
+                text = server.stderr()
+                server.stderr_path.unlink(missing_ok=True)
+                if exited and "cannot listen on" in text and attempt < 2:
+                    break  # the port was taken meanwhile: another one
+                why = f"exited with {server.proc.returncode}" if exited else "not ready in time"
+                raise AssertionError(f"mirror serve {why}; its stderr:\n{text}")
+            time.sleep(0.05)
+        else:
+            return server
+    raise AssertionError("unreachable")
+
+
+def _launch(store_root: Path, extra_args: tuple[str, ...], env: Mapping[str, str] | None) -> Served:
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mirror-serve-", suffix=".stderr", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "mirror", "serve", "--store", str(store_root), "--host", "127.0.0.1"]
@@ -101,18 +123,9 @@ def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = No
     )
     log.close()
     access_log = _option(extra_args, "--access-log")
-    server = Served(
+    return Served(
         f"http://127.0.0.1:{port}", port, proc, Path(log.name), Path(access_log) if access_log else None
     )
-    deadline = time.monotonic() + READY_WITHIN
-    token = first_token(_option(extra_args, "--token-file"))
-    while not _ready(server.url, token):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            why = f"exited with {proc.returncode}" if proc.poll() is not None else "not ready in time"
-            stop(server)
-            raise AssertionError(f"mirror serve {why}; its stderr:\n{server.stderr()}")
-        time.sleep(0.05)
-    return server
 
 
 def stop(server: Served) -> int:

@@ -8,6 +8,7 @@ One origin answers both the Hugging Face Hub API (`HF_ENDPOINT`) and the ModelSc
     hf          the Hugging Face routes: resolve, revision and repo info, tree, paths-info, refs
     modelscope  the ModelScope routes: files, file download, revisions, model info
     catalogue   GET /: the page a person reads
+    files       a held file as a response (whole by the server's zero-copy path, or a Range), for both APIs
     app         the ASGI application: the routes above behind access control and the access log
     server      runs the application on granian, `--workers` processes sharing the port
 """

@@ -1,9 +1,10 @@
 """The access log of `mirror serve` (`--access-log FILE`): one JSON line per request, for audit.
 
 A route tells the log what a request was about by setting `request.state.repo`, `.revision` and `.path`
-(strings; see mirror.serve.app); the gate (mirror.serve.gate) adds who asked, the answer's status and size and how long it took, and appends
-the line with one write to a file opened with O_APPEND, so the lines of several worker processes never
-mix. A token is never written, only the name it is given in the token file.
+(strings; see mirror.serve.app); the gate (mirror.serve.gate) adds who asked, the answer's status and
+size and how long it took, and appends the line with one write to a file opened with O_APPEND, so the
+lines of several worker processes never mix. A token is never written, only the name it is given in the
+token file.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Entry:
     method: str
     target: str  # the request's path and query, as sent
     status: int
-    bytes: int  # body bytes handed to the server to send (a whole file for a file sent by path)
+    bytes: int  # body bytes handed to the server to send (a whole file sent by path; none for HEAD)
     duration: float  # seconds from the request's arrival to the end of its answer
     noted: dict[str, str | None]  # repo, revision, path: what the route said the request was about
 

@@ -37,40 +37,53 @@ pre{background:#f5f5f5;padding:.5em;overflow-x:auto;white-space:pre-wrap;word-br
 """
 
 
-def anchor(key: RepoKey) -> str:
-    """The id of a repo's section (its key: `huggingface:org/name`, `modelscope:dataset:org/name`)."""
-    return str(key)
+def anchor(key: RepoKey, commit: str = "") -> str:
+    """The id of a repo's section (its key: `huggingface:org/name`, `modelscope:dataset:org/name`), or
+    of the files of one of its commits (`huggingface:org/name@<commit>`)."""
+    return f"{key}@{commit}" if commit else str(key)
+
+
+def link(target: str) -> str:
+    """The escaped href of a link to the element of id `target` on the page."""
+    return escape("#" + quote(target, safe=":/@"))
 
 
 def file_url(key: RepoKey, commit: str, path: str) -> str:
     """Where this server sends the file: the Hub's resolve URL, or ModelScope's file download."""
     if key.source == "modelscope":
         kind = f"{key.repo_type}s"
-        return f"/api/v1/{kind}/{quote(key.repo_id)}/repo?Revision={commit}&FilePath={quote_plus(path)}"
+        return f"/api/v1/{kind}/{quote(key.repo_id)}/repo?Revision={quote_plus(commit)}&FilePath={quote_plus(path)}"
     prefix = "" if key.repo_type == "model" else f"{key.repo_type}s/"
-    return f"/{prefix}{quote(key.repo_id)}/resolve/{commit}/{quote(path)}"
+    return f"/{prefix}{quote(key.repo_id)}/resolve/{quote(commit, safe='')}/{quote(path)}"
+
+
+# What loads a repo, per hub and repo type: the Python a person pastes after `python -c` (or a command).
+_HF_LOAD = {
+    "model": "from transformers import AutoModel; AutoModel.from_pretrained('{id}')",
+    "dataset": "from datasets import load_dataset; print(load_dataset('{id}'))",
+}
+_MS_LOAD = {
+    "model": "from modelscope import snapshot_download; print(snapshot_download('{id}'))",
+    "dataset": "from modelscope.hub.snapshot_download import dataset_snapshot_download; "
+    "print(dataset_snapshot_download('{id}'))",
+}
 
 
 def snippets(key: RepoKey, base: str, modelscope_too: bool) -> list[str]:
-    """Commands that load the repo through this server, as a person would paste them into a shell."""
-    rid = key.repo_id
-    hf = f"HF_ENDPOINT={base} python -c"
-    ms = f"MODELSCOPE_ENDPOINT={base} python -c"
-    if key.source == "modelscope" or modelscope_too:
-        if key.repo_type == "dataset":
-            load = f"\"from modelscope.hub.snapshot_download import dataset_snapshot_download; dataset_snapshot_download('{rid}')\""
+    """Commands that load the repo through this server, as a person pastes them into a shell: the Hub's
+    client for a Hugging Face repo, and ModelScope's for a ModelScope repo (and, when `modelscope_too`,
+    for a Hugging Face repo it serves under `master`)."""
+    lines = []
+    if key.source == "huggingface":
+        load = _HF_LOAD.get(key.repo_type)
+        if load is None:  # a space: no library loads one, the CLI downloads it
+            lines.append(f"HF_ENDPOINT={base} hf download --repo-type {key.repo_type} {key.repo_id}")
         else:
-            load = f"\"from modelscope import snapshot_download; print(snapshot_download('{rid}'))\""
-        ms_lines = [f"{ms} {load}"]
-    else:
-        ms_lines = []
-    if key.source == "modelscope":
-        return ms_lines
-    if key.repo_type == "dataset":
-        hf_line = f"{hf} \"from datasets import load_dataset; print(load_dataset('{rid}'))\""
-    else:
-        hf_line = f"{hf} \"from transformers import AutoModel; AutoModel.from_pretrained('{rid}')\""
-    return [hf_line, *ms_lines]
+            lines.append(f'HF_ENDPOINT={base} python -c "{load.format(id=key.repo_id)}"')
+    ms_load = _MS_LOAD.get(key.repo_type)
+    if ms_load is not None and (key.source == "modelscope" or modelscope_too):
+        lines.append(f'MODELSCOPE_ENDPOINT={base} python -c "{ms_load.format(id=key.repo_id)}"')
+    return lines
 
 
 def base_url(request: Request) -> str:
@@ -92,7 +105,7 @@ def _commit_html(key: RepoKey, commit: ServedCommit, names: list[str]) -> str:
     )
     fold = "" if len(commit.files) > FOLD_OVER else " open"
     return (
-        f'<details id="{escape(anchor(key))}@{commit.commit}"{fold}><summary>commit <code>{commit.commit}</code>'
+        f'<details id="{escape(anchor(key, commit.commit))}"{fold}><summary>commit <code>{escape(commit.commit)}</code>'
         f" ({escape(', '.join(names))}): {len(commit.files)} files, {human_size(total)}, "
         f'arrived {escape(commit.synced_at)}</summary><table class="files">{rows}</table></details>'
     )
@@ -101,9 +114,8 @@ def _commit_html(key: RepoKey, commit: ServedCommit, names: list[str]) -> str:
 def section(repo: ServedRepo, base: str, modelscope_too: bool) -> str:
     """One repo: its header, its snippets, its revisions, and the files of each commit they name."""
     key = repo.key
-    aid = escape(anchor(key))
     head = (
-        f'<section id="{aid}"><h2><a href="#{escape(quote(anchor(key), safe=":/"))}">{escape(key.repo_id)}</a>'
+        f'<section id="{escape(anchor(key))}"><h2><a href="{link(anchor(key))}">{escape(key.repo_id)}</a>'
         f'<span class="tag">{escape(key.source)}</span><span class="tag">{escape(key.repo_type)}</span></h2>'
         f'<p class="muted">last arrived {escape(repo.last_update() or "never")}</p>'
     )
@@ -112,9 +124,9 @@ def section(repo: ServedRepo, base: str, modelscope_too: bool) -> str:
     commits: dict[str, list[str]] = {}
     for name, ref in sorted(repo.refs.items()):
         commits.setdefault(ref.commit, []).append(name)
-        target = escape(quote(f"{anchor(key)}@{ref.commit}", safe=":/@"))
         rows.append(
-            f'<tr><td>{escape(name)}</td><td><a href="#{target}"><code>{ref.commit}</code></a></td>'
+            f'<tr><td>{escape(name)}</td><td><a href="{link(anchor(key, ref.commit))}">'
+            f"<code>{escape(ref.commit)}</code></a></td>"
             f"<td>{escape(ref.synced_at)}</td></tr>"
         )
     revisions = (
@@ -135,7 +147,7 @@ def render(repos: list[ServedRepo], base: str) -> str:
     repos = sorted(repos, key=lambda r: (r.key.repo_id.lower(), r.key.repo_type, r.key.source))
     ms_ids = {(r.key.repo_type, r.key.repo_id) for r in repos if r.key.source == "modelscope"}
     toc = "".join(
-        f'<li><a href="#{escape(quote(anchor(r.key), safe=":/"))}">{escape(r.key.repo_id)}</a>'
+        f'<li><a href="{link(anchor(r.key))}">{escape(r.key.repo_id)}</a>'
         f'<span class="tag">{escape(r.key.source)}</span><span class="tag">{escape(r.key.repo_type)}</span></li>'
         for r in repos
     )

@@ -48,7 +48,7 @@ def refusal(raw_path: bytes, query: bytes) -> str | None:
     """Why a request's path or query may not be served (a phrase), None when it may. The path is checked
     as sent, decoded once and decoded twice."""
     if not raw_path.startswith(b"/"):
-        return "a path that is not absolute"
+        return "not absolute"
     once = unquote_to_bytes(raw_path)
     for form in (raw_path, once, unquote_to_bytes(once) if _ESCAPE.search(once) else once):
         why = _why_not(form, is_path=True)
@@ -115,7 +115,7 @@ class Gate:
                     return
             why = refusal(scope.get("raw_path") or path.encode(), scope.get("query_string", b""))
             if why is not None:
-                await error_for(path, 400, f"Invalid path: it holds {why}")(scope, receive, counted)
+                await error_for(path, 400, f"Invalid path ({why})")(scope, receive, counted)
                 return
             await self.app(scope, receive, counted)
         finally:
@@ -128,7 +128,7 @@ class Gate:
                         method=scope["method"],
                         target=_target(scope),
                         status=answer.status or 500,
-                        bytes=answer.bytes,
+                        bytes=0 if scope["method"] == "HEAD" else answer.bytes,  # granian sends no body
                         duration=max(0.0, self.clock.monotonic() - start),
                         noted={key: _text(state.get(key)) for key in NOTED},
                     )

@@ -33,6 +33,7 @@ from mirror.clock import parse_iso
 from mirror.repo import HUBS
 from mirror.serve.files import file_response
 from mirror.serve.hf.answers import Folder, tree
+from mirror.serve.replies import modelscope_error
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
 
 MASTER = HUBS["modelscope"].default_revision
@@ -42,15 +43,14 @@ _PREFIX = "/api/v1/{kind}/{owner}/{name}"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def envelope(data: Any, status: int = 200, message: str = "success") -> JSONResponse:
-    """ModelScope's answer shape; `Code` repeats the HTTP status."""
-    body = {"Code": status, "Success": status < 400, "Message": message, "RequestId": uuid.uuid4().hex}
-    body["Data"] = data
-    return JSONResponse(body, status_code=status)
+def envelope(data: Any) -> JSONResponse:
+    """A successful answer in ModelScope's envelope (its errors: `replies.modelscope_error`)."""
+    body = {"Code": 200, "Success": True, "Message": "success", "RequestId": uuid.uuid4().hex, "Data": data}
+    return JSONResponse(body)
 
 
 def not_found(message: str) -> JSONResponse:
-    return envelope(None, 404, message)
+    return modelscope_error(404, message)
 
 
 def find_repo(view: StoreView, kind: str, owner: str, name: str) -> ServedRepo | None:
@@ -65,12 +65,12 @@ def find_repo(view: StoreView, kind: str, owner: str, name: str) -> ServedRepo |
     return None
 
 
-def resolve(repo: ServedRepo, revision: str) -> ServedCommit | None:
-    """A revision as ModelScope names it: `master` is the default branch of a repo that has no `master`."""
-    commit = repo.at(revision)
-    if commit is None and revision == MASTER and MASTER not in repo.refs:
-        commit = repo.at(repo.default_branch)
-    return commit
+def commit_of(repo: ServedRepo, revision: str) -> str | None:
+    """The commit a revision names as ModelScope names it: `master` is the default branch of a repo that
+    has no `master`."""
+    if revision == MASTER and MASTER not in repo.refs:
+        revision = repo.default_branch
+    return repo.commit_of(revision)
 
 
 def revision_map(repo: ServedRepo) -> dict[str, list[dict[str, Any]]]:
@@ -130,75 +130,85 @@ def page(entries: list[dict[str, Any]], number: str | None, size: str | None) ->
 
 
 def repo_info(repo: ServedRepo, commit: ServedCommit, revision: str) -> dict[str, Any]:
+    """The repo info the client's `get_repo` reads (after /openapi's 404), with the revision asked."""
     owner, name = repo.key.repo_id.split("/", 1)
-    synced = [parse_iso(ref.synced_at) or 0 for ref in repo.refs.values()]
+    arrived = [parse_iso(ref.synced_at) or 0 for ref in repo.refs.values()]
     return {
-        "Id": int(hashlib.sha256(str(repo.key).encode()).hexdigest()[:8], 16),
-        "Name": name,
+        "Id": int(hashlib.sha256(str(repo.key).encode()).hexdigest()[:8], 16),  # stable per repo
         "Path": owner,
-        "ChineseName": "",
+        "Name": name,
+        "Visibility": 5,  # public: whoever passes the gate may read it
         "Description": "",
-        "Visibility": 5,  # public
         "License": "",
+        "Tags": [],
+        "Downloads": 0,
+        "Likes": 0,
+        "CreatedAt": min(arrived, default=0),
+        "UpdatedAt": parse_iso(commit.synced_at) or 0,
         "Revision": revision,
         "CommitId": commit.commit,
-        "CreatedTime": min(synced, default=0),
-        "LastUpdatedTime": parse_iso(commit.synced_at) or 0,
-        "Downloads": 0,
-        "Stars": 0,
-        "Tags": [],
         "StorageSize": sum(f.size for f in commit.files),
     }
 
 
-def note(request: Request, repo: ServedRepo, revision: str, path: str = "") -> None:
-    """What the access log records of this request."""
-    request.state.repo = str(repo.key)
-    request.state.revision = revision
-    request.state.path = path
+def note(request: Request, repo: str, revision: str | None = None, path: str | None = None) -> None:
+    """Tell the access log what this request is about (mirror.serve.app): the repo (`str(RepoKey)` once
+    found, else the id as asked), the revision as asked and the path in the repo."""
+    request.state.repo, request.state.revision, request.state.path = repo, revision, path
 
 
 def routes(view: StoreView) -> list[BaseRoute]:
     # The handlers that read the store are plain functions: Starlette runs them in its thread pool, so
     # the event loop never waits on the disk.
 
-    def lookup(request: Request) -> tuple[ServedRepo | None, JSONResponse | None]:
+    def lookup(request: Request) -> ServedRepo | JSONResponse:
         p = request.path_params
         repo = find_repo(view, p["kind"], p["owner"], p["name"])
         if repo is None:
+            note(request, f"{p['owner']}/{p['name']}")
             kind = _KINDS.get(p["kind"], "repo").capitalize()
-            return None, not_found(f"{kind} {p['owner']}/{p['name']} does not exist")
-        return repo, None
+            return not_found(f"{kind} {p['owner']}/{p['name']} does not exist")
+        return repo
 
-    def at_revision(request: Request, path: str = "") -> tuple[ServedRepo, ServedCommit] | JSONResponse:
-        repo, missing = lookup(request)
-        if repo is None:
-            assert missing is not None
-            return missing
+    def at_revision(request: Request, path: str = "") -> tuple[ServedRepo, str] | JSONResponse:
+        """The repo and the commit the request names (noted for the access log), or the not-found answer."""
+        repo = lookup(request)
+        if isinstance(repo, JSONResponse):
+            return repo
         revision = request.query_params.get("Revision") or MASTER
-        note(request, repo, revision, path)
-        commit = resolve(repo, revision)
+        note(request, str(repo.key), revision, path)
+        commit = commit_of(repo, revision)
         if commit is None:
             return not_found(f"Revision {revision} of {repo.key.repo_id} does not exist")
         return repo, commit
 
-    def info(request: Request) -> Response:
+    def held(request: Request) -> tuple[ServedRepo, ServedCommit] | JSONResponse:
+        """As at_revision, with the files the store holds of the commit."""
         found = at_revision(request)
-        if isinstance(found, Response):
+        if isinstance(found, JSONResponse):
             return found
         repo, commit = found
-        return envelope(repo_info(repo, commit, request.query_params.get("Revision") or MASTER))
+        served = repo.at(commit)
+        if served is None:  # the record went away between two reads
+            return not_found(f"Revision {commit} of {repo.key.repo_id} does not exist")
+        return repo, served
+
+    def info(request: Request) -> Response:
+        found = held(request)
+        if isinstance(found, Response):
+            return found
+        repo, served = found
+        return envelope(repo_info(repo, served, request.query_params.get("Revision") or MASTER))
 
     def revisions(request: Request) -> Response:
-        repo, missing = lookup(request)
-        if repo is None:
-            assert missing is not None
-            return missing
-        note(request, repo, "")
+        repo = lookup(request)
+        if isinstance(repo, JSONResponse):
+            return repo
+        note(request, str(repo.key))
         return envelope({"RevisionMap": revision_map(repo)})
 
     def files(request: Request) -> Response:
-        found = at_revision(request)
+        found = held(request)
         if isinstance(found, Response):
             return found
         q = request.query_params
@@ -208,7 +218,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
             return not_found(f"Path {root} does not exist")
         paged = page(entries, q.get("PageNumber"), q.get("PageSize"))
         if paged is None:
-            return envelope(None, 400, "Invalid PageNumber or PageSize")
+            return modelscope_error(400, "Invalid PageNumber or PageSize")
         return envelope({"Files": paged})
 
     def download(request: Request) -> Response:
@@ -216,16 +226,18 @@ def routes(view: StoreView) -> list[BaseRoute]:
         found = at_revision(request, path)
         if isinstance(found, Response):
             return found
-        _, commit = found
+        repo, commit = found
         if not path:
-            return envelope(None, 400, "FilePath is required")
-        record = commit.file(path)
+            return modelscope_error(400, "FilePath is required")
+        # The commit's record, not repo.at(): one file's blob is checked, not every file's.
+        snap = view.snapshot(repo.key, commit)
+        record = next((f for f in snap.files if f.path == path), None) if snap is not None else None
         response = None
         if record is not None:
             headers = {"ETag": f'"{record.etag}"', "X-Linked-ETag": f'"{record.sha256}"'}
             response = file_response(view, record, headers, filename=path.rsplit("/", 1)[-1])
         if response is None:
-            return not_found(f"File {path} does not exist at revision {commit.commit}")
+            return not_found(f"File {path} does not exist at revision {commit}")
         return response
 
     async def region(request: Request) -> Response:

@@ -71,8 +71,8 @@ def cookie_token(cookie: str | None) -> str | None:
 
 
 def parse_tokens(text: str, where: str) -> Tokens:
-    """The tokens of a token file's text; a UsageError naming `where` and the line of the first bad line
-    (never quoting it: it may hold a token)."""
+    """The tokens of a token file's text; a UsageError naming `where` and the line of the first bad line,
+    never quoting it (a token written where its name goes would show)."""
     names: dict[str, int] = {}
     tokens: dict[str, int] = {}
     named: dict[str, str] = {}
@@ -88,16 +88,16 @@ def parse_tokens(text: str, where: str) -> Tokens:
                 "starting with a letter or digit)"
             )
         if not token:
-            raise UsageError(f"{where}:{number}: the token of {name!r} is empty")
+            raise UsageError(f"{where}:{number}: the token is empty")
         if not TOKEN.fullmatch(token):
             raise UsageError(
-                f"{where}:{number}: the token of {name!r} is not a token a client can send (visible ASCII, "
+                f"{where}:{number}: the token is not a token a client can send (visible ASCII, "
                 "no space, quote, comma, semicolon or backslash, at most 4096 characters)"
             )
         if name in names:
-            raise UsageError(f"{where}:{number}: the name {name!r} is given already on line {names[name]}")
+            raise UsageError(f"{where}:{number}: the name is given already on line {names[name]}")
         if token in tokens:
-            raise UsageError(f"{where}:{number}: the token of {name!r} is the token of line {tokens[token]}")
+            raise UsageError(f"{where}:{number}: the token is the token of line {tokens[token]}")
         names[name], tokens[token], named[name] = number, number, token
     if not named:
         raise UsageError(f"{where}: no NAME:TOKEN line: every request would be refused")
