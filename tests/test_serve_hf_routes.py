@@ -170,6 +170,7 @@ def served(tmp_path: Path) -> Served:
     data = put_repo(store, "org/data", {"main": {"data/train.csv": b"a,b\n1,2\n"}}, repo_type="dataset")
     put_repo(store, "org/ms-only", {"master": {"config.json": b"{}"}}, source="modelscope")
     put_repo(store, "org/carded", {"main": {"README.md": CARD, "config.json": b"{}"}})
+    put_repo(store, "org/space", {"main": {"app.py": b"print()"}}, repo_type="space")
     app = Starlette(routes=hf.routes(StoreView(store.root, store), page_size=3))
     return Served(store, Client(app), tiny, data)
 
@@ -228,6 +229,9 @@ def test_resolve_by_tag_commit_encoded_pr_and_nested_paths(served: Served) -> No
         assert served.client.get(target).body == TINY_MAIN["sub/dir/weights.bin"]
     got = served.client.get("/datasets/org/data/resolve/main/data/train.csv")
     assert (got.status, got.body) == (200, b"a,b\n1,2\n")
+    assert served.client.get("/spaces/org/space/resolve/main/app.py").body == b"print()"
+    assert served.client.get("/api/spaces/org/space").json()["siblings"] == [{"rfilename": "app.py"}]
+    assert error(served.client.get("/org/space/resolve/main/app.py"))[1] == "RepoNotFound"  # not a model
 
 
 def test_range_requests_get_206_and_exactly_those_bytes(served: Served) -> None:
