@@ -6,7 +6,6 @@ into their own errors; and the headers compared with the loopback test hub's for
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -171,23 +170,20 @@ def client_env(fleet: Fleet, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_client(fleet: Fleet, tmp_path: Path, code: str, **extra: str) -> Any:
-    """Run `code` in a fresh Python with a fresh HF_HOME; what it prints last, as JSON."""
+def run_client(fleet: Fleet, tmp_path: Path, code: str, *args: str, **extra: str) -> Any:
+    """Run `code` (with `args` in sys.argv) in a fresh Python with a fresh HF_HOME and the environment
+    `extra`; what it prints last, as JSON."""
     env = client_env(fleet, tmp_path, **extra)
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
     )
     assert done.returncode == 0, f"client failed:\n{done.stderr[-4000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def hf_cli(fleet: Fleet, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def hf_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "huggingface_hub.cli.hf", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 DOWNLOADS = """
@@ -231,17 +227,17 @@ def test_snapshot_and_file_downloads_land_byte_identical_over_plain_http(
 
 def test_hf_download_and_cache_verify_pass_then_catch_a_corrupted_file(fleet: Fleet, tmp_path: Path) -> None:
     env = client_env(fleet, tmp_path)
-    done = hf_cli(fleet, env, "download", "org/tiny", "--revision", "v1.0", "--quiet")
+    done = hf_cli(env, "download", "org/tiny", "--revision", "v1.0", "--quiet")
     assert done.returncode == 0, done.stderr
     snapshot = Path(done.stdout.strip().splitlines()[-1])
     assert folder_files(snapshot) == TINY_V1
-    verified = hf_cli(fleet, env, "cache", "verify", "org/tiny", "--revision", "v1.0")
+    verified = hf_cli(env, "cache", "verify", "org/tiny", "--revision", "v1.0")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     config = (snapshot / "config.json").resolve()  # the blob in the cache
     data = bytearray(config.read_bytes())
     data[0] ^= 0xFF
     config.write_bytes(bytes(data))
-    caught = hf_cli(fleet, env, "cache", "verify", "org/tiny", "--revision", "v1.0")
+    caught = hf_cli(env, "cache", "verify", "org/tiny", "--revision", "v1.0")
     assert caught.returncode != 0
     assert "config.json" in caught.stdout + caught.stderr
 
@@ -271,10 +267,7 @@ print(json.dumps({
 
 
 def test_transformers_loads_by_name_tag_commit_and_remote_code(fleet: Fleet, tmp_path: Path) -> None:
-    code = TRANSFORMERS.replace("sys.argv[1]", repr(str(fleet.made))).replace(
-        "sys.argv[2]", repr(fleet.bert.commits["v1"])
-    )
-    got = run_client(fleet, tmp_path, code)
+    got = run_client(fleet, tmp_path, TRANSFORMERS, str(fleet.made), fleet.bert.commits["v1"])
     assert got["same"] is True
     assert (got["main"], got["tag"], got["pinned"]) == (None, "v1", "v1")
     assert got["remote"] == "EchoModel"
@@ -284,15 +277,14 @@ def test_transformers_loads_by_name_tag_commit_and_remote_code(fleet: Fleet, tmp
 SENTENCE_TRANSFORMERS = """
 import json, sys
 from sentence_transformers import SentenceTransformer
-served = SentenceTransformer("%s", device="cpu").encode(["a mirror behind the air gap"])
+served = SentenceTransformer(sys.argv[2], device="cpu").encode(["a mirror behind the air gap"])
 local = SentenceTransformer(sys.argv[1], device="cpu").encode(["a mirror behind the air gap"])
 print(json.dumps({"shape": list(served.shape), "diff": float(abs(served - local).max())}))
 """
 
 
 def test_sentence_transformers_loads_by_name(fleet: Fleet, tmp_path: Path) -> None:
-    code = (SENTENCE_TRANSFORMERS % MINILM).replace("sys.argv[1]", repr(str(minilm_folder())))
-    got = run_client(fleet, tmp_path, code)
+    got = run_client(fleet, tmp_path, SENTENCE_TRANSFORMERS, str(minilm_folder()), MINILM)
     assert got["shape"] == [1, 384]
     assert got["diff"] == 0.0
 
