@@ -371,6 +371,9 @@ def test_tree_pages_link_absolute_urls_from_the_host(served: Served) -> None:
     expected_files = sorted(TINY_MAIN)
     assert pages == 3  # 9 entries, 3 a page
     assert sorted(paths) == sorted([*expected_files, "extra", "sub", "sub/dir"])
+    first = "/api/models/org/tiny/tree/main?recursive=True"
+    behind = served.client.get(first, x_forwarded_proto="https").headers["link"]  # a TLS proxy in front
+    assert behind.startswith("<https://hub.test:8088/api/models/org/tiny/tree/main?")
     for cursor in ("zz", "%E4%B8%AD"):
         assert error(served.client.get(f"/api/models/org/tiny/tree/main?cursor={cursor}")) == (
             400,

@@ -223,8 +223,16 @@ class HubRoutes:
             raise Miss(None, "Invalid cursor", status=400) from None
         headers = {"X-Repo-Commit": commit}
         if cursor is not None:
-            headers["Link"] = f'<{request.url.include_query_params(cursor=cursor)}>; rel="next"'
+            headers["Link"] = f'<{next_page(request, cursor)}>; rel="next"'
         return JSONResponse([answers.entry_json(e) for e in entries[start:end]], headers=headers)
+
+
+def next_page(request: Request, cursor: str) -> str:
+    """The absolute URL of the next page: this one's, from the `Host` the client asked, with the scheme a
+    proxy in front says the client used (`X-Forwarded-Proto`), and the next cursor."""
+    url = request.url.include_query_params(cursor=cursor)
+    scheme = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return str(url.replace(scheme=scheme) if scheme in ("http", "https") else url)
 
 
 async def paths_asked(request: Request) -> list[str]:
