@@ -44,6 +44,7 @@ HAVE = Bound("inventory file", 256 << 20, depth=16)
 RECORD = Bound("record", 256 << 20, depth=16)  # receipts, .mirror/*.json, store records, trust state
 REF = Bound("ref", 4 << 10)  # a ref file of a Hugging Face cache: one commit hash
 HUB_ANSWER = Bound("hub's answer", 256 << 20, depth=64)  # a listing; a model card's metadata nests in it
+CARD = Bound("model card", 1 << 20, depth=16, values=1 << 16)  # a README's YAML front matter, served
 
 
 def refusal(error: type[MirrorError], path: Path, reason: str) -> MirrorError:

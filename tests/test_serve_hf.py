@@ -6,7 +6,6 @@ into their own errors; and the headers compared with the loopback test hub's for
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -112,6 +111,12 @@ class Fleet:
     bert: SyntheticRepo
     big: SyntheticRepo
 
+    def logged(self) -> list[dict[str, Any]]:
+        """The server's access log so far."""
+        assert self.server.access_log is not None
+        text = self.server.access_log.read_text() if self.server.access_log.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
@@ -141,7 +146,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "org/ds-json": {"data/train.jsonl": jsonl},
     }.items():
         put_repo(store, name, {"main": files}, repo_type="dataset")
-    with served(store.root) as server:
+    with served(store.root, "--access-log", str(root / "access.log")) as server:
         yield Fleet(store, server, made, tiny, bert, big)
 
 
@@ -165,49 +170,32 @@ def client_env(fleet: Fleet, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_client(fleet: Fleet, tmp_path: Path, code: str, **extra: str) -> Any:
-    """Run `code` in a fresh Python with a fresh HF_HOME; what it prints last, as JSON."""
+def run_client(fleet: Fleet, tmp_path: Path, code: str, *args: str, **extra: str) -> Any:
+    """Run `code` (with `args` in sys.argv) in a fresh Python with a fresh HF_HOME and the environment
+    `extra`; what it prints last, as JSON."""
     env = client_env(fleet, tmp_path, **extra)
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
     )
     assert done.returncode == 0, f"client failed:\n{done.stderr[-4000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def hf_cli(fleet: Fleet, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def hf_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "huggingface_hub.cli.hf", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# The client records the path of every request it makes (huggingface_hub's own client, one more hook).
-RECORDING = """
-import json, huggingface_hub
-from huggingface_hub.utils import _http
-seen = []
-def factory():
-    client = _http.default_client_factory()
-    client.event_hooks["request"].append(lambda request: seen.append(request.method + " " + request.url.path))
-    return client
-huggingface_hub.set_client_factory(factory)
-"""
-
-DOWNLOADS = (
-    RECORDING
-    + """
-import huggingface_hub.constants as c
+DOWNLOADS = """
+import json
 from huggingface_hub import HfApi, snapshot_download, hf_hub_download
 from huggingface_hub.utils._runtime import is_xet_available
 tiny = snapshot_download("org/tiny")
+pr = snapshot_download("org/tiny", revision="refs/pr/1")
 big = hf_hub_download("org/big", "big.bin")
 many = [e.path for e in HfApi().list_repo_tree("org/many", recursive=True)]
-print(json.dumps({"tiny": tiny, "big": big, "many": many, "seen": seen, "xet": is_xet_available()}))
+print(json.dumps({"tiny": tiny, "pr": pr, "big": big, "many": many, "xet": is_xet_available()}))
 """
-)
 
 
 @pytest.mark.parametrize("disable_xet", [False, True], ids=["hf_xet", "HF_HUB_DISABLE_XET"])
@@ -215,32 +203,41 @@ def test_snapshot_and_file_downloads_land_byte_identical_over_plain_http(
     fleet: Fleet, tmp_path: Path, disable_xet: bool
 ) -> None:
     extra = {"HF_HUB_DISABLE_XET": "1"} if disable_xet else {}
+    seen = fleet.logged()
     got = run_client(fleet, tmp_path, DOWNLOADS, **extra)
+    logged = fleet.logged()[len(seen) :]
     assert got["xet"] is not disable_xet  # hf_xet is installed: the client would use it if told to
     tiny = Path(got["tiny"])
     assert tiny.name == fleet.tiny.commits["main"]
     assert folder_files(tiny) == TINY_MAIN
+    assert folder_files(Path(got["pr"])) == TINY_V1
     assert Path(got["big"]).read_bytes() == BIG
-    assert not [r for r in got["seen"] if "xet" in r]
-    assert f"GET /api/models/org/tiny/tree/{fleet.tiny.commits['main']}" in got["seen"]
-    assert "GET /org/big/resolve/main/big.bin" in got["seen"]
+    assert not [line for line in logged if "xet" in line["target"]]
+    noted = [
+        (line["method"], line["repo"], line["revision"], line["path"], line["status"]) for line in logged
+    ]
+    assert ("GET", "huggingface:org/big", "main", "big.bin", 200) in noted
+    assert ("GET", "huggingface:org/tiny", "refs/pr/1", None, 200) in noted  # the revision, as one segment
+    tree = f"/api/models/org/tiny/tree/{fleet.tiny.commits['main']}"
+    assert [line["status"] for line in logged if line["target"].startswith(tree)] == [200]
     assert sorted(got["many"]) == ["f", *(f"f/{i:04}.txt" for i in range(MANY))]
-    assert got["seen"].count("GET /api/models/org/many/tree/main") == 2  # the second page by its Link
+    pages = [line["target"] for line in logged if line["target"].startswith("/api/models/org/many/tree/main")]
+    assert len(pages) == 2 and "cursor=" in pages[1]  # the second page by its Link
 
 
 def test_hf_download_and_cache_verify_pass_then_catch_a_corrupted_file(fleet: Fleet, tmp_path: Path) -> None:
     env = client_env(fleet, tmp_path)
-    done = hf_cli(fleet, env, "download", "org/tiny", "--revision", "v1.0", "--quiet")
+    done = hf_cli(env, "download", "org/tiny", "--revision", "v1.0", "--quiet")
     assert done.returncode == 0, done.stderr
     snapshot = Path(done.stdout.strip().splitlines()[-1])
     assert folder_files(snapshot) == TINY_V1
-    verified = hf_cli(fleet, env, "cache", "verify", "org/tiny", "--revision", "v1.0")
+    verified = hf_cli(env, "cache", "verify", "org/tiny", "--revision", "v1.0")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     config = (snapshot / "config.json").resolve()  # the blob in the cache
     data = bytearray(config.read_bytes())
     data[0] ^= 0xFF
     config.write_bytes(bytes(data))
-    caught = hf_cli(fleet, env, "cache", "verify", "org/tiny", "--revision", "v1.0")
+    caught = hf_cli(env, "cache", "verify", "org/tiny", "--revision", "v1.0")
     assert caught.returncode != 0
     assert "config.json" in caught.stdout + caught.stderr
 
@@ -270,10 +267,7 @@ print(json.dumps({
 
 
 def test_transformers_loads_by_name_tag_commit_and_remote_code(fleet: Fleet, tmp_path: Path) -> None:
-    code = TRANSFORMERS.replace("sys.argv[1]", repr(str(fleet.made))).replace(
-        "sys.argv[2]", repr(fleet.bert.commits["v1"])
-    )
-    got = run_client(fleet, tmp_path, code)
+    got = run_client(fleet, tmp_path, TRANSFORMERS, str(fleet.made), fleet.bert.commits["v1"])
     assert got["same"] is True
     assert (got["main"], got["tag"], got["pinned"]) == (None, "v1", "v1")
     assert got["remote"] == "EchoModel"
@@ -283,15 +277,14 @@ def test_transformers_loads_by_name_tag_commit_and_remote_code(fleet: Fleet, tmp
 SENTENCE_TRANSFORMERS = """
 import json, sys
 from sentence_transformers import SentenceTransformer
-served = SentenceTransformer("%s", device="cpu").encode(["a mirror behind the air gap"])
+served = SentenceTransformer(sys.argv[2], device="cpu").encode(["a mirror behind the air gap"])
 local = SentenceTransformer(sys.argv[1], device="cpu").encode(["a mirror behind the air gap"])
 print(json.dumps({"shape": list(served.shape), "diff": float(abs(served - local).max())}))
 """
 
 
 def test_sentence_transformers_loads_by_name(fleet: Fleet, tmp_path: Path) -> None:
-    code = (SENTENCE_TRANSFORMERS % MINILM).replace("sys.argv[1]", repr(str(minilm_folder())))
-    got = run_client(fleet, tmp_path, code)
+    got = run_client(fleet, tmp_path, SENTENCE_TRANSFORMERS, str(minilm_folder()), MINILM)
     assert got["shape"] == [1, 384]
     assert got["diff"] == 0.0
 

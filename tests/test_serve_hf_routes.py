@@ -5,13 +5,11 @@ real clients against the running server are in tests/test_serve_hf.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 from starlette.applications import Starlette
@@ -22,6 +20,7 @@ from mirror.serve.hf import answers
 from mirror.serve.view import StoreView
 from mirror.snapshot import FileRecord
 from mirror.store import Store
+from tests.asgi import Answer, call
 from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, lfs_pointer, put_repo
 
 # --- the pure answers -----------------------------------------------------------------------------
@@ -103,21 +102,46 @@ def test_hub_time_has_the_hubs_milliseconds() -> None:
     assert answers.hub_time("yesterday") is None
 
 
+CARD = b"""---
+license: apache-2.0
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags:
+- sentence-transformers
+- 42
+released: 2024-01-02
+---
+# A model
+"""
+
+
+def test_card_data_is_the_readmes_front_matter() -> None:
+    assert answers.card_data(CARD) == {
+        "license": "apache-2.0",
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "sentence-similarity",
+        "tags": ["sentence-transformers", 42],
+        "released": "2024-01-02",
+    }
+    assert answers.card_data(b"# no metadata\n---\na: 1\n---\n") is None
+    assert answers.card_data(b"---\na: 1\n") is None  # never closed
+    assert answers.card_data(b"---\n- a list\n---\n") is None
+    assert answers.card_data(b"---\n? [a, b]\n: complex key\n---\n") is None
+
+
+def test_card_data_refuses_a_billion_laughs() -> None:
+    laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in "bcdefgh":
+        prev = chr(ord(level) - 1)
+        laughs.append(f"{level}: &{level} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
+    assert answers.card_data(("---\n" + "\n".join(laughs) + "\n---\n").encode()) is None
+
+
 # --- the application, called in process ------------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 class Client:
-    """Calls an ASGI application the way granian does (raw_path kept, ASGI 2.4), one request at a time."""
+    """The application, called in process (tests/asgi.py)."""
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
@@ -125,42 +149,7 @@ class Client:
     def __call__(
         self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
     ) -> Answer:
-        return asyncio.run(self._call(method, target, headers or {}, body))
-
-    async def _call(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer:
-        raw_path, _, query = target.partition("?")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": unquote(raw_path),
-            "raw_path": raw_path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": [(b"host", b"hub.test:8088")]
-            + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8088),
-        }
-        sent: list[dict[str, Any]] = []
-        request = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def receive() -> dict[str, Any]:
-            if request:
-                return request.pop()
-            await asyncio.Event().wait()  # never: the client stays connected
-            raise AssertionError
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await self.app(scope, receive, send)
-        start = sent[0]
-        assert start["type"] == "http.response.start"
-        got = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-        return Answer(start["status"], got, b"".join(m.get("body", b"") for m in sent[1:]))
+        return call(self.app, method, target, headers, body)
 
     def get(self, target: str, **headers: str) -> Answer:
         return self("GET", target, {k.replace("_", "-"): v for k, v in headers.items()})
@@ -180,6 +169,8 @@ def served(tmp_path: Path) -> Served:
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
     data = put_repo(store, "org/data", {"main": {"data/train.csv": b"a,b\n1,2\n"}}, repo_type="dataset")
     put_repo(store, "org/ms-only", {"master": {"config.json": b"{}"}}, source="modelscope")
+    put_repo(store, "org/carded", {"main": {"README.md": CARD, "config.json": b"{}"}})
+    put_repo(store, "org/space", {"main": {"app.py": b"print()"}}, repo_type="space")
     app = Starlette(routes=hf.routes(StoreView(store.root, store), page_size=3))
     return Served(store, Client(app), tiny, data)
 
@@ -238,6 +229,9 @@ def test_resolve_by_tag_commit_encoded_pr_and_nested_paths(served: Served) -> No
         assert served.client.get(target).body == TINY_MAIN["sub/dir/weights.bin"]
     got = served.client.get("/datasets/org/data/resolve/main/data/train.csv")
     assert (got.status, got.body) == (200, b"a,b\n1,2\n")
+    assert served.client.get("/spaces/org/space/resolve/main/app.py").body == b"print()"
+    assert served.client.get("/api/spaces/org/space").json()["siblings"] == [{"rfilename": "app.py"}]
+    assert error(served.client.get("/org/space/resolve/main/app.py"))[1] == "RepoNotFound"  # not a model
 
 
 def test_range_requests_get_206_and_exactly_those_bytes(served: Served) -> None:
@@ -304,6 +298,15 @@ def test_not_found_answers_carry_the_hubs_error_codes(served: Served) -> None:
     assert error(get("/api/models/org/ms-only/revision/master"))[1] == "RepoNotFound"  # ModelScope's own
 
 
+def test_a_revision_name_of_any_bytes_is_answered_not_found(served: Served) -> None:
+    for name, shown in (("caf%C3%A9", "caf%C3%A9"), ("%FF", "%EF%BF%BD"), ("a%09b", "a%09b")):
+        got = served.client.get(f"/org/tiny/resolve/{name}/config.json")
+        assert error(got) == (404, "RevisionNotFound", f"Invalid rev id: {shown}")
+    split = served.client.get("/org/tiny/resolve/a%0D%0AX-Evil:%201/config.json")
+    assert split.status == 404
+    assert "x-evil" not in split.headers
+
+
 def test_xet_read_token_and_unknown_routes_are_the_hubs_404(served: Served) -> None:
     for target in ("/api/models/org/tiny/xet-read-token/main", "/api/models/org/tiny/commits/main"):
         assert error(served.client.get(target)) == (404, None, "Not Found")
@@ -334,6 +337,14 @@ def test_repo_info_names_the_commit_and_its_files(served: Served) -> None:
     assert plain["sha"] == served.tiny.commits["main"]
     assert plain["siblings"][0] == {"rfilename": "README.md"}
     assert_no_xet(served.client.get("/api/models/org/tiny?blobs=true"))
+    carded = served.client.get("/api/models/org/carded").json()
+    assert carded["cardData"] == answers.card_data(CARD)
+    assert carded["tags"] == ["sentence-transformers"]
+    assert (carded["pipeline_tag"], carded["library_name"]) == (
+        "sentence-similarity",
+        "sentence-transformers",
+    )
+    assert "cardData" not in plain  # a README without metadata
     dataset = served.client.get("/api/datasets/org/data/revision/main").json()
     assert (dataset["id"], "modelId" in dataset) == ("org/data", False)
 
@@ -360,7 +371,15 @@ def test_tree_pages_link_absolute_urls_from_the_host(served: Served) -> None:
     expected_files = sorted(TINY_MAIN)
     assert pages == 3  # 9 entries, 3 a page
     assert sorted(paths) == sorted([*expected_files, "extra", "sub", "sub/dir"])
-    assert error(served.client.get("/api/models/org/tiny/tree/main?cursor=zz"))[0] == 400
+    first = "/api/models/org/tiny/tree/main?recursive=True"
+    behind = served.client.get(first, x_forwarded_proto="https").headers["link"]  # a TLS proxy in front
+    assert behind.startswith("<https://hub.test:8088/api/models/org/tiny/tree/main?")
+    for cursor in ("zz", "%E4%B8%AD"):
+        assert error(served.client.get(f"/api/models/org/tiny/tree/main?cursor={cursor}")) == (
+            400,
+            None,
+            "Invalid cursor",
+        )
 
 
 def test_tree_of_a_folder_named_in_one_encoded_segment(served: Served) -> None:
@@ -408,3 +427,23 @@ def test_a_repo_written_while_serving_is_answered_next(served: Served) -> None:
     assert served.client.get("/api/models/org/late").json()["sha"] == late.commits["main"]
     put_repo(served.store, "org/late", {"v2": {"config.json": b'{"v": 2}'}})
     assert served.client.get("/org/late/resolve/v2/config.json").body == b'{"v": 2}'
+
+
+def test_the_access_log_is_told_repo_revision_and_path(served: Served) -> None:
+    def noted(target: str) -> tuple[Any, ...]:
+        state = served.client.get(target).state
+        return state.get("repo"), state.get("revision"), state.get("path")
+
+    assert noted("/org/tiny/resolve/refs%2Fpr%2F1/sub/dir/weights.bin") == (
+        "huggingface:org/tiny",
+        "refs/pr/1",
+        "sub/dir/weights.bin",
+    )
+    assert noted("/datasets/org/data/resolve/main/data/train.csv") == (
+        "huggingface:dataset:org/data",
+        "main",
+        "data/train.csv",
+    )
+    assert noted("/api/models/org/tiny/tree/v1.0/sub") == ("huggingface:org/tiny", "v1.0", "sub")
+    assert noted("/api/models/org/tiny/revision/nope") == ("huggingface:org/tiny", "nope", None)
+    assert noted("/org/nope/resolve/main/config.json") == ("org/nope", None, None)

@@ -4,14 +4,20 @@ pages, refs, a file's headers, and the Hub's not-found answers. Pure: no request
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+import yaml
 from starlette.responses import JSONResponse
+from yaml.constructor import SafeConstructor
 
+from mirror.bounded import CARD, compose_yaml
 from mirror.clock import parse_iso
 from mirror.hashing import lfs_pointer
+from mirror.serve.replies import hub_error
 from mirror.serve.view import ServedCommit, ServedRepo
 from mirror.snapshot import FileRecord
 
@@ -35,12 +41,8 @@ class Miss(Exception):
         self.status = status
 
     def response(self) -> JSONResponse:
-        headers = {"X-Error-Message": self.message}
-        if self.code is not None:
-            headers["X-Error-Code"] = self.code
-        if self.commit is not None:
-            headers["X-Repo-Commit"] = self.commit
-        return JSONResponse({"error": self.message}, status_code=self.status, headers=headers)
+        headers = {"X-Repo-Commit": self.commit} if self.commit is not None else {}
+        return hub_error(self.status, self.message, self.code, headers)
 
 
 def repo_not_found() -> Miss:
@@ -48,7 +50,9 @@ def repo_not_found() -> Miss:
 
 
 def revision_not_found(revision: str) -> Miss:
-    return Miss(REVISION_NOT_FOUND, f"Invalid rev id: {revision}")
+    # the name goes back in a header too: kept as sent when it is printable ASCII, else percent-encoded
+    shown = revision if revision.isascii() and revision.isprintable() else quote(revision, safe="/")
+    return Miss(REVISION_NOT_FOUND, f"Invalid rev id: {shown}")
 
 
 def entry_not_found(commit: str) -> Miss:
@@ -87,9 +91,33 @@ def lfs_json(record: FileRecord, sha_key: str) -> dict[str, Any]:
 # --- repo info and refs -------------------------------------------------------------------------------
 
 
-def repo_info(repo: ServedRepo, served: ServedCommit, blobs: bool) -> dict[str, Any]:
+def card_data(readme: bytes) -> dict[str, Any] | None:
+    """The metadata of a model or dataset card: the YAML block that opens its README.md (`---` lines around
+    it), as JSON values; None without one, or when it is not a mapping or is beyond the CARD bound."""
+    text = readme.decode("utf-8", "replace")
+    lines = text.splitlines()
+    if len(readme) > CARD.size or not lines or lines[0].strip() != "---":
+        return None
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
+    if end is None:
+        return None
+    try:
+        node = compose_yaml("\n".join(lines[1:end]), CARD)
+        data = SafeConstructor().construct_document(node) if node is not None else None
+        if not isinstance(data, dict):
+            return None
+        parsed: dict[str, Any] = json.loads(json.dumps(data, default=str))  # dates as text, as the Hub's
+    except (yaml.YAMLError, ValueError, TypeError):
+        return None
+    return parsed
+
+
+def repo_info(
+    repo: ServedRepo, served: ServedCommit, blobs: bool, card: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """`GET /api/{models,datasets}/{repo}[/revision/{rev}][?blobs=true]`: the commit and its files
-    (`siblings`; with `blobs`, their size, git oid and LFS sha256), and the fields the clients read."""
+    (`siblings`; with `blobs`, their size, git oid and LFS sha256), the fields the clients read, and what
+    the card's metadata says (`cardData`, and from it `tags`, `pipeline_tag`, `library_name`)."""
     key = repo.key
     siblings: list[dict[str, Any]] = []
     for f in served.files:
@@ -127,6 +155,12 @@ def repo_info(repo: ServedRepo, served: ServedCommit, blobs: bool) -> dict[str, 
             "usedStorage": sum(f.size for f in served.files),
         }
     )
+    if card is not None:
+        info["cardData"] = card
+        tags = card.get("tags")
+        if isinstance(tags, list):
+            info["tags"] = [t for t in tags if isinstance(t, str)]
+        info.update({k: card[k] for k in ("pipeline_tag", "library_name") if isinstance(card.get(k), str)})
     return info
 
 

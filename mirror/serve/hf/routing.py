@@ -16,17 +16,16 @@ repo has first. Repos of source "huggingface" are served here; ModelScope's are 
 from __future__ import annotations
 
 import json
-import mimetypes
-import os
-import stat
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from mirror.bounded import CARD
+from mirror.serve.files import file_response
 from mirror.serve.hf import answers
 from mirror.serve.hf.answers import Miss
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
@@ -36,6 +35,8 @@ SOURCE = "huggingface"
 API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_TYPES = {"datasets": "dataset", "spaces": "space"}  # the prefix of a file URL; models have none
 MAX_FORM = 1 << 20  # bytes of a paths-info body
+README = "README.md"  # the card, whose metadata repo info carries
+CARDS_KEPT = 256  # parsed cards kept, the oldest forgotten first
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -60,7 +61,8 @@ def segments(request: Request) -> list[str]:
 
 
 def note(request: Request, repo: str, revision: str | None = None, path: str | None = None) -> None:
-    """Tell the access log what the request named."""
+    """Tell the access log what the request named: the repo (its key once found, else the id as asked),
+    the revision as asked, the path in the repo."""
     state = request.state
     state.repo, state.revision, state.path = repo, revision, path
 
@@ -83,6 +85,7 @@ class HubRoutes:
     def __init__(self, view: StoreView, page_size: int) -> None:
         self.view = view
         self.page_size = page_size
+        self.cards: dict[str, dict[str, Any] | None] = {}  # a README's sha256 -> its card's metadata
         self.api = answering(self._api)
         self.resolve = answering(self._resolve)
 
@@ -104,7 +107,7 @@ class HubRoutes:
         for repo_id, word, tail in candidates:
             repo = self.view.repo(SOURCE, repo_type, repo_id)
             if repo is not None:
-                note(request, repo_id)
+                note(request, str(repo.key))
                 return repo, word, tail
         note(request, candidates[0][0])
         raise answers.repo_not_found()
@@ -118,10 +121,10 @@ class HubRoutes:
             name = "/".join(tail[:end])
             commit = repo.commit_of(name)
             if commit is not None:
-                note(request, repo.key.repo_id, name)
+                note(request, str(repo.key), name)
                 return name, commit, tail[end:]
         name = "/".join(tail) if whole else (tail[0] if tail else "")
-        note(request, repo.key.repo_id, name)
+        note(request, str(repo.key), name)
         raise answers.revision_not_found(name)
 
     def served(self, repo: ServedRepo, commit: str) -> ServedCommit:
@@ -145,18 +148,28 @@ class HubRoutes:
             raise answers.entry_not_found(commit)
         name, commit, rest = self.revision(request, repo, tail[:-1], whole=False)
         path = "/".join([*rest, tail[-1]])
-        note(request, repo.key.repo_id, name, path)
+        note(request, str(repo.key), name, path)
         record = self.record(repo, commit, path)
-        blob = self.view.blob_path(record)
-        try:
-            st = os.lstat(blob)
-        except OSError:
-            raise answers.entry_not_found(commit) from None
-        if not stat.S_ISREG(st.st_mode) or st.st_size != record.size:
+        response = file_response(self.view, record, answers.file_headers(record, commit))
+        if response is None:
             raise answers.entry_not_found(commit)
-        media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        headers = answers.file_headers(record, commit)
-        return FileResponse(blob, headers=headers, media_type=media_type, stat_result=st)
+        return response
+
+    def card(self, served: ServedCommit) -> dict[str, Any] | None:
+        """The metadata of the commit's README.md, parsed once per content."""
+        readme = served.file(README)
+        if readme is None or readme.size > CARD.size:
+            return None
+        if readme.sha256 not in self.cards:
+            try:
+                with open(self.view.blob_path(readme), "rb") as f:
+                    card = answers.card_data(f.read(CARD.size + 1))
+            except OSError:
+                return None
+            if len(self.cards) >= CARDS_KEPT:
+                self.cards.pop(next(iter(self.cards)))
+            self.cards[readme.sha256] = card
+        return self.cards[readme.sha256]
 
     def record(self, repo: ServedRepo, commit: str, path: str) -> FileRecord:
         snap = self.view.snapshot(repo.key, commit)
@@ -186,8 +199,9 @@ class HubRoutes:
             raise answers.revision_not_found("")
         if word in (None, "revision"):
             _, commit, _ = self.revision(request, repo, tail, whole=True)
-            info = answers.repo_info(repo, self.served(repo, commit), flag(request.query_params.get("blobs")))
-            return JSONResponse(info)
+            served = self.served(repo, commit)
+            blobs = flag(request.query_params.get("blobs"))
+            return JSONResponse(answers.repo_info(repo, served, blobs, self.card(served)))
         if word == "paths-info":
             _, commit, _ = self.revision(request, repo, tail, whole=True)
             paths = await paths_asked(request)
@@ -195,7 +209,7 @@ class HubRoutes:
             return JSONResponse([answers.entry_json(e) for e in entries])
         name, commit, rest = self.revision(request, repo, tail, whole=False)
         under = "/".join(rest).strip("/")
-        note(request, repo.key.repo_id, name, under or None)
+        note(request, str(repo.key), name, under or None)
         return self.tree(request, commit, self.served(repo, commit), under)
 
     def tree(self, request: Request, commit: str, served: ServedCommit, under: str) -> Response:
@@ -205,12 +219,20 @@ class HubRoutes:
             raise answers.entry_not_found(commit)
         try:
             start, end, cursor = answers.page(len(entries), query.get("cursor"), self.page_size)
-        except ValueError as e:
-            raise Miss(None, str(e), status=400) from None
+        except ValueError:
+            raise Miss(None, "Invalid cursor", status=400) from None
         headers = {"X-Repo-Commit": commit}
         if cursor is not None:
-            headers["Link"] = f'<{request.url.include_query_params(cursor=cursor)}>; rel="next"'
+            headers["Link"] = f'<{next_page(request, cursor)}>; rel="next"'
         return JSONResponse([answers.entry_json(e) for e in entries[start:end]], headers=headers)
+
+
+def next_page(request: Request, cursor: str) -> str:
+    """The absolute URL of the next page: this one's, from the `Host` the client asked, with the scheme a
+    proxy in front says the client used (`X-Forwarded-Proto`), and the next cursor."""
+    url = request.url.include_query_params(cursor=cursor)
+    scheme = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return str(url.replace(scheme=scheme) if scheme in ("http", "https") else url)
 
 
 async def paths_asked(request: Request) -> list[str]:
