@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import servers
 from bench.harness import main, selected
-from bench.servers import nginx_config, sample_tree
+from bench.measure import BenchError
+from bench.servers import NGINX_MISSING, nginx, nginx_config, sample_tree
 from bench.serving import curl_command, parse_curl, percentile
 
 ROWS = ["1", "2", "3", "3b", "3c", "4", "4b", "5", "6a", "6b", "7", "8", "9", "9b", "9c"]
@@ -61,6 +63,17 @@ def test_the_nginx_config_serves_the_root_with_sendfile_and_keeps_its_files_in_i
     assert conf.count("{") == conf.count("}")
 
 
+def test_without_nginx_the_peer_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servers, "NGINX", tmp_path / "no-nginx")
+    started = nginx(tmp_path, 1, "/", temp=tmp_path, env={}, log=tmp_path / "log")
+    with pytest.raises(BenchError, match=r"^nginx not installed \(make system-deps\)$") as caught:
+        started.__enter__()
+    assert str(caught.value) == NGINX_MISSING
+    assert not (tmp_path / "nginx").exists()  # nothing started, nothing left
+
+
 def test_only_takes_numbers_and_the_serve_figures_names() -> None:
     assert selected("1, 4,5") == {"1", "4", "5"}
     assert selected("serve-big,serve-meta,8") == {"7", "9", "8"}
@@ -90,3 +103,16 @@ def test_quick_bench_fills_every_row(tmp_path: Path, capsys: pytest.CaptureFixtu
     for row_id in ROWS:
         assert f"\n| {row_id} | " in printed
     assert (work / "results.md").read_text().strip() == printed.strip()
+
+
+@pytest.mark.e2e  # `mirror serve` in a subprocess
+def test_without_nginx_the_serve_figure_shows_mirror_alone_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servers, "NGINX", tmp_path / "no-nginx")
+    work = tmp_path / "bench-work"
+    assert main(["--quick", "--only", "serve-big", "--workdir", str(work)]) == 0
+    (row,) = json.loads((work / "results.json").read_text())["rows"]
+    assert row["id"] == "7" and row["error"] is None and row["met"] is None
+    assert row["peer"] == NGINX_MISSING and row["mirror"].endswith(" GB/s")
+    assert not (work / "runs" / "serve").exists()  # the served store is removed at the end
