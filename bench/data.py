@@ -251,7 +251,7 @@ def _plan(scale: Scale, root: Path) -> tuple[Dataset, list[tuple[Path, list[tupl
 
 
 def tiny_safetensors(n: int) -> bytes:
-    """A small safetensors file (one 4 KiB bf16 tensor) for the repos of the no-op figure."""
+    """A small safetensors file (one 4 KiB bf16 tensor) for the repos of the no-op and serve-meta figures."""
     rng = np.random.default_rng(n)
     values = rng.standard_normal(2048, dtype=np.float32).view(np.uint16)[1::2].tobytes()
     return _header([("weight", (2048,))]) + values

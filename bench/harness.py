@@ -90,12 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = ensure_data(scale, work / f"data-{scale.name}", _say)
     _say(f"bench: data ready in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
-    # SIGTERM ends the bench as Ctrl-C does: through the `finally` below, which stops the servers it started.
-    on_term = signal.signal(signal.SIGTERM, _terminated)
     hub = start_hub(data)
     _say(f"bench: loopback hub at {hub.url} ready in {time.perf_counter() - t:.1f} s (it hashes every file)")
     rows: list[Row] = []
     serve: ServeBench | None = None
+    # SIGTERM ends the bench as Ctrl-C does: through the `finally` below, which stops the servers it started.
+    on_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         bench = Bench(scale, work, data, hub, _say)
         serve = ServeBench(bench)

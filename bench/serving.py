@@ -61,19 +61,6 @@ SCALES = {
 }
 
 
-def _line(proc: subprocess.Popen[str], timeout: float) -> str:
-    """The next line a client prints, "" if it prints none within `timeout` seconds or exits."""
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    return proc.stdout.readline().strip() if ready else ""
-
-
-def _end(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
 # ---- pure parts ------------------------------------------------------------------------------------
 
 
@@ -134,6 +121,19 @@ class Sample:
     cpu: float
     peak_rss: int
     extra: Mapping[str, float]
+
+
+def _line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The next line a client prints, "" if it prints none within `timeout` seconds or exits."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 class ServeBench:
