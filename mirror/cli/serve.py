@@ -53,6 +53,13 @@ SERVE_EXIT_CODES = (
     type=click.IntRange(1, 3600),
     help="On SIGTERM or Ctrl-C, downloads in flight get SECONDS to finish before they are cut.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A failure to start as a JSON error object on stdout, as every command's (the server's own log "
+    "goes to stderr).",
+)
 def serve(
     store: Path | None,
     host: str,
@@ -61,6 +68,7 @@ def serve(
     token_file: Path | None,
     access_log: Path | None,
     grace: int,
+    as_json: bool,
 ) -> None:
     """Serve the store, read-only, as a Hugging Face Hub and a ModelScope hub on one origin.
 
