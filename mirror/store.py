@@ -51,12 +51,17 @@ class Store:
     def __init__(self, root: Path, *, clock: Clock) -> None:
         self.root = Path(root)
         self.clock = clock
+        self._blobs = os.path.join(self.root, "blobs", "sha256")
 
     # blobs -----------------------------------------------------------------------------------------
     def blob_path(self, sha256: str) -> Path:
+        return Path(self._blob_file(sha256))
+
+    def _blob_file(self, sha256: str) -> str:
+        """The blob's path as a string (a server checks every file of a commit per request: no pathlib)."""
         if not is_sha256(sha256):
             raise IntegrityError(f"not a sha256: {sha256!r}")
-        return self.root / "blobs" / "sha256" / sha256[:2] / sha256
+        return f"{self._blobs}/{sha256[:2]}/{sha256}"
 
     def has_blob(self, sha256: str, size: int | None = None) -> bool:
         """Held as the store writes it: a regular file (of `size` bytes when given). One lstat, no hashing."""
@@ -66,7 +71,7 @@ class Store:
         """What a look at a blob (no hashing) finds wrong with it: "missing", a link, a folder, a wrong size;
         None when it is a regular file of `size` bytes."""
         try:
-            st = self.blob_path(sha256).lstat()
+            st = os.lstat(self._blob_file(sha256))
         except (FileNotFoundError, NotADirectoryError):
             return "missing"
         if stat.S_ISLNK(st.st_mode):
