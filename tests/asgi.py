@@ -1,5 +1,6 @@
 """One request to an ASGI application, in process, made as granian makes it (the raw path kept, ASGI spec
-2.4, the `Host` header): for the fast tests of `mirror serve`'s routes, with no server and no socket (`scope` alone for a `Request`)."""
+2.4, the `Host` header): for the fast tests of `mirror serve`'s routes, with no server and no socket
+(`scope` alone for a `Request`)."""
 
 from __future__ import annotations
 
