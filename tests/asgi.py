@@ -1,5 +1,6 @@
 """One request to an ASGI application, in process, made as granian makes it (the raw path kept, ASGI spec
-2.4, the `Host` header): for the fast tests of `mirror serve`'s routes, with no server and no socket."""
+2.4, the `Host` header): for the fast tests of `mirror serve`'s routes, with no server and no socket
+(`scope` alone for a `Request`)."""
 
 from __future__ import annotations
 
@@ -39,11 +40,17 @@ def call(
     return asyncio.run(_call(app, method, target, headers or {}, body, host, pathsend))
 
 
-async def _call(
-    app: ASGIApp, method: str, target: str, headers: dict[str, str], body: bytes, host: str, pathsend: bool
-) -> Answer:
+def scope(
+    method: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    *,
+    host: str = "hub.test:8088",
+    pathsend: bool = False,
+) -> dict[str, Any]:
+    """The HTTP scope granian gives the application for `method target`."""
     raw_path, _, query = target.partition("?")
-    scope: dict[str, Any] = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1",
@@ -54,12 +61,18 @@ async def _call(
         "query_string": query.encode("latin-1"),
         "root_path": "",
         "headers": [(b"host", host.encode())]
-        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8088),
         "extensions": {"http.response.pathsend": {}} if pathsend else {},
         "state": {},
     }
+
+
+async def _call(
+    app: ASGIApp, method: str, target: str, headers: dict[str, str], body: bytes, host: str, pathsend: bool
+) -> Answer:
+    asked = scope(method, target, headers, host=host, pathsend=pathsend)
     sent: list[dict[str, Any]] = []
     request = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -72,13 +85,13 @@ async def _call(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    await app(scope, receive, send)
+    await app(asked, receive, send)
     start = sent[0]
     assert start["type"] == "http.response.start"
     return Answer(
         start["status"],
         {k.decode().lower(): v.decode() for k, v in start["headers"]},
         b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
-        scope["state"],
+        asked["state"],
         next((m["path"] for m in sent if m["type"] == "http.response.pathsend"), None),
     )

@@ -22,6 +22,7 @@ from mirror.repo import RepoKey
 from mirror.serve.catalogue import base_url, file_url, render, snippets
 from mirror.serve.view import StoreView
 from mirror.store import Store
+from tests.asgi import scope
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
 from tests.serving import served
 
@@ -253,14 +254,13 @@ def test_one_pass_over_the_store_however_many_repos(tmp_path: Path, monkeypatch:
 
 
 def test_a_host_header_that_is_no_host_is_not_echoed() -> None:
-    def request(host: bytes) -> Request:
-        scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", host)], "scheme": "http"}
-        return Request({**scope, "server": ("10.0.0.5", 8088), "query_string": b""})
+    def request(host: str) -> Request:
+        return Request(scope("GET", "/", host=host) | {"server": ("10.0.0.5", 8088)})
 
-    assert base_url(request(b"mirror.internal:8088")) == "http://mirror.internal:8088"
-    assert base_url(request(b"[::1]:8088")) == "http://[::1]:8088"
-    assert base_url(request(b'x"><script>alert(1)</script>')) == "http://10.0.0.5:8088"
-    assert base_url(request(b"a b")) == "http://10.0.0.5:8088"
+    assert base_url(request("mirror.internal:8088")) == "http://mirror.internal:8088"
+    assert base_url(request("[::1]:8088")) == "http://[::1]:8088"
+    assert base_url(request('x"><script>alert(1)</script>')) == "http://10.0.0.5:8088"
+    assert base_url(request("a b")) == "http://10.0.0.5:8088"
 
 
 def test_a_missing_browser_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ two workers, the address in use, what it refuses to serve)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import http.client
 import json
@@ -33,6 +32,7 @@ from mirror.serve.audit import AccessLog
 from mirror.serve.gate import BAD_TOKEN, NO_TOKEN, Gate, refusal
 from mirror.serve.tokens import parse_tokens, read_tokens
 from mirror.store import Store
+from tests.asgi import call
 from tests.clocks import FakeClock
 from tests.conftest import put_repo
 from tests.serving import Served, served
@@ -145,48 +145,6 @@ def test_the_paths_clients_send_pass(raw: bytes, query: bytes) -> None:
 
 
 # the gate, in process ---------------------------------------------------------------------------------------
-def call(
-    app: Any,
-    raw_path: bytes,
-    *,
-    headers: dict[str, str] | None = None,
-    query: bytes = b"",
-    method: str = "GET",
-) -> tuple[int, dict[str, str], bytes]:
-    """One request through an ASGI app, as granian would make it: the status, headers and body."""
-    from urllib.parse import unquote
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": unquote(raw_path.decode("latin-1")),
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": "",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-        "client": ("10.1.2.3", 40000),
-        "server": ("127.0.0.1", 8088),
-        "extensions": {"http.response.pathsend": {}},
-        "state": {},
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    start = sent[0]
-    head = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], head, body
-
-
 @pytest.fixture
 def blob(tmp_path: Path) -> Path:
     path = tmp_path / "blob"
@@ -215,57 +173,48 @@ def gated(blob: Path, clock: FakeClock, log: Path | None = None) -> Gate:
 
 def test_without_a_token_the_gate_answers_401_as_the_hub(blob: Path) -> None:
     gate = gated(blob, FakeClock())
-    status, head, body = call(gate, b"/api/models/org/tiny")
-    assert (status, head["x-error-code"], head["x-error-message"]) == (401, "RepoNotFound", NO_TOKEN)
-    assert json.loads(body) == {"error": NO_TOKEN}
-    status, head, body = call(gate, b"/api/models/org/tiny", headers={"Authorization": "Bearer nope"})
-    assert (status, head["x-error-message"], "x-error-code" in head) == (401, BAD_TOKEN, False)
-    assert json.loads(body) == {"error": BAD_TOKEN}
-    assert call(gate, b"/api/models/org/tiny", headers={"Authorization": f"Bearer {ALICE}"})[0] == 200
-    assert call(gate, b"/api/models/org/tiny", headers={"Cookie": f"m_session_id={BOB}"})[0] == 200
+    answer = call(gate, "GET", "/api/models/org/tiny")
+    head = answer.headers
+    assert (answer.status, head["x-error-code"], head["x-error-message"]) == (401, "RepoNotFound", NO_TOKEN)
+    assert answer.json() == {"error": NO_TOKEN}
+    answer = call(gate, "GET", "/api/models/org/tiny", {"Authorization": "Bearer nope"})
+    head = answer.headers
+    assert (answer.status, head["x-error-message"], "x-error-code" in head) == (401, BAD_TOKEN, False)
+    assert answer.json() == {"error": BAD_TOKEN}
+    assert call(gate, "GET", "/api/models/org/tiny", {"Authorization": f"Bearer {ALICE}"}).status == 200
+    assert call(gate, "GET", "/api/models/org/tiny", {"Cookie": f"m_session_id={BOB}"}).status == 200
 
 
 def test_on_modelscope_paths_the_gate_answers_in_modelscope_envelope(blob: Path) -> None:
     gate = gated(blob, FakeClock())
-    status, _, body = call(
-        gate, b"/api/v1/models/org/tiny/revisions", headers={"Cookie": "m_session_id=nope"}
+    answer = call(gate, "GET", "/api/v1/models/org/tiny/revisions", {"Cookie": "m_session_id=nope"})
+    data = answer.json()
+    assert (answer.status, data["Code"], data["Success"], data["Data"]) == (401, 401, False, None)
+    answer = call(
+        gate, "GET", "/api/v1/models/org/tiny/repo?FilePath=../x", {"Cookie": f"m_session_id={BOB}"}
     )
-    answer = json.loads(body)
-    assert (status, answer["Code"], answer["Success"], answer["Data"]) == (401, 401, False, None)
-    status, _, body = call(
-        gate,
-        b"/api/v1/models/org/tiny/repo",
-        query=b"FilePath=../x",
-        headers={"Cookie": f"m_session_id={BOB}"},
-    )
-    assert (status, json.loads(body)["Success"]) == (400, False)
+    assert (answer.status, answer.json()["Success"]) == (400, False)
 
 
 def test_an_unsafe_path_gets_400_before_any_route(blob: Path) -> None:
     gate = gated(blob, FakeClock())
-    status, head, body = call(
-        gate, b"/org/tiny/resolve/main/%2e%2e/x", headers={"Authorization": f"Bearer {ALICE}"}
-    )
-    assert status == 400
-    assert "error" in json.loads(body) and head["x-error-message"].startswith("Invalid path")
+    answer = call(gate, "GET", "/org/tiny/resolve/main/%2e%2e/x", {"Authorization": f"Bearer {ALICE}"})
+    assert answer.status == 400
+    assert "error" in answer.json() and answer.headers["x-error-message"].startswith("Invalid path")
 
 
 def test_the_access_log_has_a_line_per_request_with_the_token_name(blob: Path, tmp_path: Path) -> None:
     log, clock = tmp_path / "access.jsonl", FakeClock()
     start = clock.now
     gate = gated(blob, clock, log)
-    call(gate, b"/org/tiny/resolve/main/sub/weights.bin", headers={"Authorization": f"Bearer {ALICE}"})
-    call(gate, b"/api/models/org/tiny", query=b"expand=sha", headers={"Authorization": f"Bearer {BOB}x"})
-    call(
-        gate,
-        b"/org/tiny/resolve/main/sub/weights.bin",
-        method="HEAD",
-        headers={"Cookie": f"m_session_id={BOB}"},
-    )
+    weights = "/org/tiny/resolve/main/sub/weights.bin"
+    call(gate, "GET", weights, {"Authorization": f"Bearer {ALICE}"}, pathsend=True)
+    call(gate, "GET", "/api/models/org/tiny?expand=sha", {"Authorization": f"Bearer {BOB}x"})
+    call(gate, "HEAD", weights, {"Cookie": f"m_session_id={BOB}"}, pathsend=True)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert lines[0] == {
         "time": iso(start),
-        "client": "10.1.2.3",
+        "client": "127.0.0.1",
         "token": "alice",
         "method": "GET",
         "target": "/org/tiny/resolve/main/sub/weights.bin",
@@ -278,7 +227,7 @@ def test_the_access_log_has_a_line_per_request_with_the_token_name(blob: Path, t
     }
     assert lines[1] | {"bytes": 0} == {
         "time": iso(start + 2.5),
-        "client": "10.1.2.3",
+        "client": "127.0.0.1",
         "token": None,
         "method": "GET",
         "target": "/api/models/org/tiny?expand=sha",

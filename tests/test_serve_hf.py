@@ -1,18 +1,23 @@
 """The real Hugging Face clients against `mirror serve` (end-to-end): huggingface_hub with and without Xet,
 the `hf` CLI (download, cache verify), transformers, sentence-transformers and datasets, each in a
 subprocess with a fresh HF_HOME and `HF_ENDPOINT` at one server shared by the module; a client killed
-mid-download that resumes with Range; a repo written while serving; not-found answers the clients turn
-into their own errors; and the headers compared with the loopback test hub's for the same repo."""
+mid-download that resumes with Range, and huggingface_hub resuming with Range when its connection is cut
+(through a loopback proxy); a repo written while serving; not-found answers the clients turn into their
+own errors; and the headers compared with the loopback test hub's for the same repo."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +39,8 @@ pytestmark = pytest.mark.e2e
 
 CLIENT_TIMEOUT = 600  # seconds: a client that hangs fails the test instead of hanging it
 BIG = bytes(range(256)) * (32 * 1024)  # 8 MiB, for the download killed and resumed
+HUGE = bytes(range(255, -1, -1)) * (48 * 1024)  # 12 MiB: above huggingface_hub's 10 MiB download chunk
+CUT_AFTER = 11 << 20  # bytes of its answer before huggingface_hub's connection is cut
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 MANY = 1001  # files in org/many: its tree takes two pages
 
@@ -134,6 +141,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     put_repo(store, "org/remote-echo", {"main": folder_files(made / "remote")})
     put_repo(store, MINILM, {"main": folder_files(minilm_folder())})
     big = put_repo(store, "org/big", {"main": {"big.bin": BIG, "README.md": b"# big\n"}})
+    put_repo(store, "org/huge", {"main": {"huge.bin": HUGE}})
     put_repo(store, "org/many", {"main": {f"f/{i:04}.txt": b"%d" % i for i in range(MANY)}})
     rows = {"text": ["a", "b", "c"], "label": [0, 1, 0]}
     csv = b"text,label\na,0\nb,1\nc,0\n"
@@ -165,8 +173,8 @@ def client_env(fleet: Fleet, tmp_path: Path, **extra: str) -> dict[str, str]:
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -340,6 +348,107 @@ def test_a_download_killed_midway_resumes_with_range(fleet: Fleet, tmp_path: Pat
     )
     assert resumed.stdout.split() == ["206", str(len(BIG) - have)]
     assert part.read_bytes() == BIG
+
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of the server that cuts the first connection carrying a GET of a
+    /resolve/ URL once `cut_after` bytes of its answer have passed (both sockets closed, as a network
+    failure would), and forwards everything else; it keeps the head of every request it forwards."""
+
+    def __init__(self, upstream_port: int, cut_after: int) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.upstream_port, self.cut_after = upstream_port, cut_after
+        self.heads: list[bytes] = []
+        self.armed_once = False
+        self.cut = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self.upstream_port))
+            armed = threading.Event()
+            threading.Thread(target=self.requests, args=(client, server, armed), daemon=True).start()
+            threading.Thread(target=self.answers, args=(server, client, armed), daemon=True).start()
+
+    def requests(self, client: socket.socket, server: socket.socket, armed: threading.Event) -> None:
+        data = b""
+        while chunk := received(client):
+            data += chunk
+            *heads, data = data.split(b"\r\n\r\n")  # the clients' requests here have no body
+            with self.lock:
+                self.heads += heads
+                if not self.armed_once and any(h.startswith(b"GET ") and b"/resolve/" in h for h in heads):
+                    self.armed_once = True
+                    armed.set()  # before the request goes on: its answer is counted from its first byte
+            server.sendall(chunk)
+        closed(client, server)
+
+    def answers(self, server: socket.socket, client: socket.socket, armed: threading.Event) -> None:
+        passed = 0
+        while chunk := received(server):
+            passed += len(chunk) if armed.is_set() else 0
+            if passed > self.cut_after:
+                self.cut.set()
+                break
+            client.sendall(chunk)
+        closed(client, server)
+
+
+def received(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 16)
+    except OSError:
+        return b""
+
+
+def closed(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+RESUMING = """
+import hashlib, json
+from huggingface_hub import hf_hub_download
+print(json.dumps(hashlib.sha256(open(hf_hub_download("org/huge", "huge.bin"), "rb").read()).hexdigest()))
+"""
+
+
+@pytest.mark.parametrize("disable_xet", [False, True], ids=["hf_xet", "HF_HUB_DISABLE_XET"])
+def test_huggingface_hub_cut_off_midway_resumes_with_range(
+    fleet: Fleet, tmp_path: Path, disable_xet: bool
+) -> None:
+    """huggingface_hub's `http_get` asks for the rest with `Range: bytes=N-` when the connection breaks
+    during the body; the server answers 206 with the missing bytes and the file lands whole. The client
+    counts what it has in whole chunks of 10 MiB (`DOWNLOAD_CHUNK_SIZE`), so a cut before the first
+    chunk would start the file again without Range: the file is 12 MiB, cut after 11."""
+    proxy = CuttingProxy(fleet.server.port, CUT_AFTER)
+    seen = fleet.logged()
+    try:
+        extra = {"HF_HUB_DISABLE_XET": "1"} if disable_xet else {}
+        got = run_client(fleet, tmp_path, RESUMING, HF_ENDPOINT=proxy.url, **extra)
+    finally:
+        proxy.close()
+    assert got == hashlib.sha256(HUGE).hexdigest() and proxy.cut.is_set()
+    gets = [h.decode().lower() for h in proxy.heads if h.startswith(b"GET ") and b"/huge.bin" in h]
+    assert len(gets) == 2 and "range:" not in gets[0]
+    (asked,) = [line for line in gets[1].split("\r\n") if line.startswith("range:")]
+    have = int(asked.removeprefix("range: bytes=").removesuffix("-"))
+    assert 0 < have <= CUT_AFTER
+    logged = [
+        (e["path"], e["status"], e["bytes"]) for e in fleet.logged()[len(seen) :] if e["method"] == "GET"
+    ]
+    assert logged[-1] == ("huge.bin", 206, len(HUGE) - have)
 
 
 def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

@@ -8,7 +8,6 @@ The pure helpers are tested in-process at the end, without a server.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
@@ -25,6 +24,7 @@ from mirror.clock import SYSTEM
 from mirror.serve import modelscope as ms
 from mirror.serve.view import StoreView
 from mirror.store import Store
+from tests.asgi import call
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
 from tests.hub import LoopbackHub
 from tests.serving import Served, served
@@ -367,36 +367,13 @@ def test_envelope_shape() -> None:
     assert body["Message"] == "Model a/b does not exist" and len(body["RequestId"]) == 32
 
 
-def sent_by(view: StoreView, target: str, **headers: str) -> list[dict[str, Any]]:
-    """The ASGI messages the ModelScope routes send for a GET, on a server offering `pathsend` (granian)."""
-    path, _, query = target.partition("?")
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": path,
-        "query_string": query.encode(),
-        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "extensions": {"http.response.pathsend": {}},
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-    }
-    messages: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
-
-    asyncio.run(Starlette(routes=ms.routes(view))(scope, receive, send))
-    return messages
-
-
 def test_a_whole_file_goes_by_path_and_a_range_as_body(view: StoreView) -> None:
     url = "/api/v1/models/org/tiny/repo?Revision=master&FilePath=ms.txt"  # the ModelScope repo's file
-    whole = sent_by(view, url)
-    assert [m["type"] for m in whole] == ["http.response.start", "http.response.pathsend"]
-    assert Path(whole[1]["path"]).read_bytes() == b"ms"  # the blob itself: the server sends it, not Python
-    ranged = sent_by(view, url, Range="bytes=1-")
-    assert ranged[0]["status"] == 206 and b"".join(m.get("body", b"") for m in ranged[1:]) == b"s"
-    missing = sent_by(view, "/api/v1/models/org/tiny/repo?Revision=master&FilePath=nope")
-    assert missing[0]["status"] == 404
+    app = Starlette(routes=ms.routes(view))
+    whole = call(app, "GET", url, pathsend=True)
+    assert (whole.status, whole.body) == (200, b"") and whole.pathsend is not None
+    assert Path(whole.pathsend).read_bytes() == b"ms"  # the blob itself: the server sends it, not Python
+    ranged = call(app, "GET", url, {"Range": "bytes=1-"}, pathsend=True)
+    assert (ranged.status, ranged.body, ranged.pathsend) == (206, b"s", None)
+    missing = call(app, "GET", "/api/v1/models/org/tiny/repo?Revision=master&FilePath=nope", pathsend=True)
+    assert missing.status == 404

@@ -229,9 +229,7 @@ def routes(view: StoreView) -> list[BaseRoute]:
         repo, commit = found
         if not path:
             return modelscope_error(400, "FilePath is required")
-        # The commit's record, not repo.at(): one file's blob is checked, not every file's.
-        snap = view.snapshot(repo.key, commit)
-        record = next((f for f in snap.files if f.path == path), None) if snap is not None else None
+        record = view.record(repo.key, commit, path)  # not repo.at(): one blob checked, not every one
         response = None
         if record is not None:
             headers = {"ETag": f'"{record.etag}"', "X-Linked-ETag": f'"{record.sha256}"'}

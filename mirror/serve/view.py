@@ -125,6 +125,11 @@ class StoreView:
             self._records[path] = (stamp, snap)
         return snap
 
+    def record(self, key: RepoKey, commit: str, path: str) -> FileRecord | None:
+        """The commit's record of one file, its blob not checked (the file's answer checks it)."""
+        snap = self.snapshot(key, commit)
+        return next((f for f in snap.files if f.path == path), None) if snap is not None else None
+
     def blob_path(self, record: FileRecord) -> Path:
         return self.store.blob_path(record.sha256)
 

@@ -29,7 +29,6 @@ from mirror.serve.files import file_response
 from mirror.serve.hf import answers
 from mirror.serve.hf.answers import Miss
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
-from mirror.snapshot import FileRecord
 
 SOURCE = "huggingface"
 API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -149,8 +148,10 @@ class HubRoutes:
         name, commit, rest = self.revision(request, repo, tail[:-1], whole=False)
         path = "/".join([*rest, tail[-1]])
         note(request, str(repo.key), name, path)
-        record = self.record(repo, commit, path)
-        response = file_response(self.view, record, answers.file_headers(record, commit))
+        record = self.view.record(repo.key, commit, path)
+        response = None
+        if record is not None:
+            response = file_response(self.view, record, answers.file_headers(record, commit))
         if response is None:
             raise answers.entry_not_found(commit)
         return response
@@ -170,13 +171,6 @@ class HubRoutes:
                 self.cards.pop(next(iter(self.cards)))
             self.cards[readme.sha256] = card
         return self.cards[readme.sha256]
-
-    def record(self, repo: ServedRepo, commit: str, path: str) -> FileRecord:
-        snap = self.view.snapshot(repo.key, commit)
-        for f in snap.files if snap is not None else ():
-            if f.path == path:
-                return f
-        raise answers.entry_not_found(commit)
 
     # --- the API ------------------------------------------------------------------------------------
 
