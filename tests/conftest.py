@@ -18,6 +18,7 @@ from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Store
 from tests.hub import LoopbackHub
+from tests.s3server import S3Bucket, S3Server, start_s3_server
 from tests.tiers import (  # noqa: F401 - pytest's hooks for the fast and the end-to-end tier
     pytest_collection,
     pytest_collection_modifyitems,
@@ -37,6 +38,31 @@ def hub() -> Iterator[LoopbackHub]:
 # ==================================================================================================
 # Bundle and import fixtures (tests/test_bundle.py, tests/test_import.py)
 # ==================================================================================================
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1, one for the whole run (each test takes a fresh bucket: `s3`)."""
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A fresh, empty bucket, with this process's AWS_* settings pointing at the server (mirror's S3
+    client is built again from them)."""
+    from mirror import s3 as mirror_s3
+
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    mirror_s3.client.cache_clear()
+    yield s3_server.new_bucket()
+    mirror_s3.client.cache_clear()
 
 
 @pytest.fixture
