@@ -36,7 +36,7 @@ def test_an_s3_url_is_a_bucket_and_a_prefix() -> None:
     ],
 )
 def test_what_is_not_an_s3_location_is_refused_saying_why(url: str) -> None:
-    with pytest.raises(UsageError, match="s3://|bucket name|prefix"):
+    with pytest.raises(UsageError, match=r"s3://|bucket name|prefix"):
         objects.parse_s3_url(url)
 
 
