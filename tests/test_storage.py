@@ -218,6 +218,7 @@ def test_put_file_uploads_under_a_temporary_key_and_the_final_key_appears_only_w
         assert bucket.read(f"store/{temporary}") == data  # complete before it is published
         head = bucket.server.client().head_object(Bucket=bucket.name, Key=f"store/{temporary}")
         assert head["ETag"].endswith('-3"')  # uploaded in three parts
+        assert staged.exists()  # kept until published
         publish(temporary, key)
 
     monkeypatch.setattr(storage, "_publish", looking)
@@ -443,3 +444,14 @@ def wait_listening(port: int, server: subprocess.Popen[bytes]) -> None:
                 return
         threading.Event().wait(0.05)
     raise AssertionError("moto's server did not start")
+
+
+def test_a_folder_lists_a_link_as_a_key_and_never_follows_one_to_a_folder(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "store", clock=FakeClock().clock)
+    storage.write("repos/a/file", b"x")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_bytes(b"s")
+    (tmp_path / "store" / "repos" / "a" / "to-folder").symlink_to(tmp_path / "outside")
+    (tmp_path / "store" / "repos" / "a" / "to-file").symlink_to(tmp_path / "outside" / "secret")
+    assert list(storage.keys("repos/")) == ["repos/a/file", "repos/a/to-file"]
+    assert list(storage.keys("")) == ["repos/a/file", "repos/a/to-file"]

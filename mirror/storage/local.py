@@ -176,15 +176,16 @@ class LocalStorage:
 
 def _walk(folder: str, rel: str) -> Iterator[str]:
     """The files under `folder` (named `rel`), recursively, in the order of their names as strings (an
-    object store's order: "a/b.txt" before "a/b/c"); links are files, never followed."""
+    object store's order: "a/b.txt" before "a/b/c"). A link is a file, unless it points at a folder: then
+    it is skipped, never followed (as os.walk does)."""
     with os.scandir(folder) as it:
-        entries = sorted(it, key=lambda e: e.name + "/" if e.is_dir(follow_symlinks=False) else e.name)
-    for entry in entries:
+        entries = sorted((e.name + "/" if e.is_dir() else e.name, e) for e in it)
+    for sort_name, entry in entries:
         name = f"{rel}/{entry.name}" if rel else entry.name
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk(entry.path, name)
-        else:
+        if not sort_name.endswith("/"):
             yield name
+        elif not entry.is_symlink():
+            yield from _walk(entry.path, name)
 
 
 def remove_older(folder: Path, before: float, label: str) -> list[str]:

@@ -179,8 +179,8 @@ class S3Storage:
 
     def put_file(self, path: Path, key: str) -> None:
         temporary = self._upload(path)
-        path.unlink()
         self._publish(temporary, key)
+        path.unlink()  # only now: a run killed before this finds the verified file again
 
     def _upload(self, path: Path) -> str:
         """Upload the file under a fresh temporary key (multipart when large); the key."""
