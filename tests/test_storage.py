@@ -302,6 +302,45 @@ def test_the_holder_renews_its_lease_so_it_does_not_expire(bucket_place: Place) 
         pass
 
 
+@pytest.mark.parametrize(
+    "left",
+    [b'{"holder": "pid 1 on gone", "expires": 1764935000.0}', b"not a lease"],
+    ids=["killed", "garbled"],
+)
+def test_a_lease_left_expired_or_unreadable_is_taken_over(bucket_place: Place, left: bytes) -> None:
+    assert bucket_place.bucket is not None
+    bucket = bucket_place.bucket
+    bucket.server.client().put_object(Bucket=bucket.name, Key="store/lock", Body=left)
+    with bucket_place.storage(ManualClock(START).clock).lock(wait=0):
+        assert f"pid {os.getpid()}".encode() in bucket.read("store/lock")
+    assert bucket.keys() == []
+
+
+def test_a_holder_whose_lease_was_taken_behind_its_back_is_told_on_exit(bucket_place: Place) -> None:
+    assert bucket_place.bucket is not None
+    bucket = bucket_place.bucket
+    holder = ManualClock(START)
+    with (
+        pytest.raises(LockedError, match="another run took it over: run again"),
+        bucket_place.storage(holder.clock).lock(),
+    ):
+        holder.wait_for_waits(1)
+        bucket.server.client().put_object(Bucket=bucket.name, Key="store/lock", Body=b'{"holder": "x"}')
+        holder.advance(20)  # the renewal (or at the latest the release) finds the lease changed
+    assert bucket.read("store/lock") == b'{"holder": "x"}'  # not deleted: it is not this run's
+
+
+def test_a_bucket_stages_under_the_users_cache_one_folder_per_location(
+    s3: S3Bucket, isolated_home: Path
+) -> None:
+    def staging(url: str) -> Path:
+        return S3Storage(objects.parse_s3_url(url), clock=FakeClock().clock).staging()
+
+    assert staging(s3.url("a")) == staging(s3.url("a"))
+    assert staging(s3.url("a")) != staging(s3.url("b"))
+    assert staging(s3.url("a")).parent == isolated_home / ".cache" / "mirror" / "s3-staging"
+
+
 # errors name the bucket and the endpoint, never a credential ------------------------------------------------
 def assert_names_bucket(message: str, bucket: str, endpoint: str, check: str) -> None:
     assert f"bucket '{bucket}' at {endpoint}" in message and check in message
