@@ -9,6 +9,7 @@ Every failure of the service becomes a MirrorError naming the bucket and the end
 from __future__ import annotations
 
 import logging
+import queue
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,16 @@ def _absent(e: BaseException) -> bool:
     return error_code(e) in _ABSENT
 
 
+def _no_object(path: ObjectPath) -> MirrorError:
+    """What to say of an object that is not there: its bucket may be missing (a HEAD's bare 404 does not
+    tell; a listing's answer does)."""
+    with _service(path, "reading"):
+        client().list_objects_v2(Bucket=path.bucket, Prefix=path.key, MaxKeys=1)
+    return MirrorError(
+        f"reading {path}: bucket {path.bucket!r} at {endpoint()}: there is no object {path.key!r}"
+    )
+
+
 def size(path: ObjectPath) -> int | None:
     """The object's size; None when there is none under the key."""
     with _service(path, "reading"):
@@ -146,10 +157,7 @@ class ObjectReader:
                 answer = client().head_object(Bucket=path.bucket, Key=path.key)
             except Exception as e:
                 if _absent(e):
-                    raise MirrorError(
-                        f"reading {path}: bucket {path.bucket!r} at {endpoint()}: there is no object {path.key!r}; "
-                        "check the URL"
-                    ) from None
+                    raise _no_object(path) from None
                 raise
         self.size = int(answer["ContentLength"])
         self._etag = str(answer["ETag"])
@@ -238,59 +246,83 @@ class ObjectWriter:
     smaller than a part goes up in one request). Nothing is visible under the key until `commit`, which
     makes the whole object appear at once (replacing any before it); `abort` drops what was uploaded.
     `size_hint`, an upper bound of the object's size, makes the parts large enough for the service's limit
-    on their number."""
+    on their number.
+
+    The parts are gathered in IN_FLIGHT + 1 buffers used in turn (allocated once: no memory grows or
+    fragments with the object's size); a buffer is filled again once its part is up."""
 
     def __init__(self, path: ObjectPath, size_hint: int | None = None) -> None:
         self.path = path
         self._part_size = part_size(size_hint)
-        self._part = bytearray()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._buffers = 0
         self._upload_id: str | None = None
         self._done: list[dict[str, Any]] = []
         self._pending: deque[Future[dict[str, Any]]] = deque()
+        self._part = self._buffer()
+        self._used = 0
         self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="mirror-s3-upload")
+
+    def _buffer(self) -> bytearray:
+        """A free buffer: one whose part is up, else a new one while there are fewer than IN_FLIGHT + 1,
+        else the one of the oldest part, once it is up. A part that failed is raised as soon as it is seen."""
+        while self._pending and self._pending[0].done():
+            self._done.append(self._pending.popleft().result())
+        if self._free.empty() and self._buffers <= IN_FLIGHT:
+            self._buffers += 1
+            return bytearray(self._part_size)
+        while self._free.empty():
+            self._done.append(self._pending.popleft().result())
+        return self._free.get()
 
     def write(self, data: bytes | memoryview) -> int:
         view = memoryview(data).cast("B")
         while view:
-            n = min(len(view), self._part_size - len(self._part))
-            self._part += view[:n]
+            n = min(len(view), self._part_size - self._used)
+            self._part[self._used : self._used + n] = view[:n]
+            self._used += n
             view = view[n:]
-            if len(self._part) == self._part_size:
-                self._send()
+            if self._used == self._part_size:
+                self._send(self._part)
+                with _service(self.path, "writing"):
+                    self._part = self._buffer()
+                self._used = 0
         return len(data)
 
-    def _send(self) -> None:
+    def _send(self, body: bytes | bytearray) -> None:
         with _service(self.path, "writing"):
             if self._upload_id is None:
                 answer = client().create_multipart_upload(Bucket=self.path.bucket, Key=self.path.key)
                 self._upload_id = str(answer["UploadId"])
-            while len(self._pending) >= IN_FLIGHT:
-                self._done.append(self._pending.popleft().result())
         number = len(self._done) + len(self._pending) + 1
-        self._pending.append(self._pool.submit(self._upload, number, self._part, self._upload_id))
-        self._part = bytearray()
+        self._pending.append(self._pool.submit(self._upload, number, body, self._upload_id))
 
-    def _upload(self, number: int, body: bytearray, upload_id: str) -> dict[str, Any]:
-        answer = client().upload_part(
-            Bucket=self.path.bucket, Key=self.path.key, UploadId=upload_id, PartNumber=number, Body=body
-        )
+    def _upload(self, number: int, body: bytes | bytearray, upload_id: str) -> dict[str, Any]:
+        try:
+            answer = client().upload_part(
+                Bucket=self.path.bucket, Key=self.path.key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        finally:
+            if isinstance(body, bytearray):  # a whole part's buffer (the last part is bytes)
+                self._free.put(body)
         return {"ETag": answer["ETag"], "PartNumber": number}
 
     def commit(self) -> None:
         """Make the object appear, whole, under its key."""
+        last = bytes(memoryview(self._part)[: self._used])
         with _service(self.path, "writing"):
             if self._upload_id is None:
-                client().put_object(Bucket=self.path.bucket, Key=self.path.key, Body=self._part)
+                client().put_object(Bucket=self.path.bucket, Key=self.path.key, Body=last)
             else:
-                if self._part:
-                    self._send()
+                if last:
+                    self._send(last)
                 while self._pending:
                     self._done.append(self._pending.popleft().result())
                 client().complete_multipart_upload(
                     Bucket=self.path.bucket,
                     Key=self.path.key,
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._done},
+                    MultipartUpload={"Parts": sorted(self._done, key=lambda p: int(p["PartNumber"]))},
                 )
         self._pool.shutdown()
 
@@ -300,7 +332,6 @@ class ObjectWriter:
         uploads removes it)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pending.clear()
-        self._part = bytearray()
         if self._upload_id is None:
             return
         try:
