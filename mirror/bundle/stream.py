@@ -39,8 +39,8 @@ def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
 
 
 class RawReader:
-    """Reads the bundle (a file or an object) for the decompressor, following its frames; with `digest`, a thread of its own
-    hashes it."""
+    """Reads the bundle (a file, or an object in a bucket) for the decompressor, following its frames; with
+    `digest`, a thread of its own hashes it."""
 
     def __init__(self, raw: Reader, stop: threading.Event, digest: bool) -> None:
         self._raw = raw

@@ -68,7 +68,7 @@ _STAGE = 4 << 20
 
 class _HashingWriter:
     """Takes the compressed bytes in order, hashing and counting them, and writes them in aligned pieces of
-    _STAGE bytes, past the page cache; `close` writes the last, shorter one."""
+    _STAGE bytes (to a file: past the page cache); `close` writes the last, shorter one."""
 
     def __init__(self, out: location.Sink) -> None:
         self._out = out

@@ -306,8 +306,8 @@ def export_cmd(
 
     Writes OUT.tar.zst and OUT.tar.zst.sha256 beside it; OUT may be an s3://BUCKET/KEY.tar.zst URL, and
     then everything goes straight to the bucket, beside it (a streamed multipart upload that appears whole
-    or not at all). The same store content and options give a
-    byte-identical bundle; its creation time is SOURCE_DATE_EPOCH when set, else the newest sync.
+    or not at all). The same store content and options give a byte-identical bundle; its creation time is
+    SOURCE_DATE_EPOCH when set, else the newest sync.
     With --have/--since, a delta: content the far side holds is described, not packed. With --split,
     volumes OUT.001.tar.zst ... that are each a bundle of their own. With --sign, also a .sig beside each
     (the bundles themselves stay byte-identical).
