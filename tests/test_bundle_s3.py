@@ -109,26 +109,35 @@ def test_the_layout_store_and_a_delta_take_a_bundle_from_the_bucket(
     assert mirror("verify", "--layout", "store", "--target", tmp_path / "far")[0]["ok"]
 
 
-def test_volumes_go_to_the_bucket_beside_each_other(store: SampleStore, s3: S3Bucket, tmp_path: Path) -> None:
+def test_signed_volumes_go_to_the_bucket_beside_each_other(
+    store: SampleStore, s3: S3Bucket, tmp_path: Path
+) -> None:
     root = store.store.root
     mirror("export", "--store", root, "-o", s3.url("v/set.tar.zst"), "--split", "3M")
     many = [k for k in s3.keys("v/") if k.endswith(".tar.zst")]
     assert len(many) == 5
-    written = mirror("export", "--store", root, "-o", s3.url("v/set.tar.zst"), "--split", "6M")
+    keys = keygen(tmp_path / "site")
+    written = mirror(
+        "export", "--store", root, "-o", s3.url("v/set.tar.zst"), "--split", "6M", "--sign", keys.private_key
+    )
     local = mirror("export", "--store", root, "-o", tmp_path / "set.tar.zst", "--split", "6M")
     names = [Path(v["path"]).name for v in local["volumes"]]
     assert len(names) == 3
     assert [v["path"] for v in written["volumes"]] == [s3.url(f"v/{n}") for n in names]
     # the volumes of the earlier set are gone: the prefix never mixes two sets
-    assert s3.keys("v/") == sorted(f"v/{n}{side}" for n in names for side in ("", ".sha256"))
+    assert s3.keys("v/") == sorted(f"v/{n}{side}" for n in names for side in ("", ".sha256", ".sig"))
     for name in names:
         assert s3.read(f"v/{name}") == (tmp_path / name).read_bytes()
 
     urls = [s3.url(f"v/{n}") for n in reversed(names)]  # any order
-    report = mirror("import", *urls, "--target", tmp_path / "from-s3")
+    report = mirror("import", *urls, "--target", tmp_path / "from-s3", "--trust", keys.public_key)
     assert report["bundles"][0]["volumes"] == names
     mirror("import", *(tmp_path / n for n in names), "--target", tmp_path / "from-disk")
-    assert tree_contents(tmp_path / "from-s3") == tree_contents(tmp_path / "from-disk")
+    trusted = tree_contents(tmp_path / "from-s3")
+    assert any(path.startswith(".locks/mirror-trust/") for path in trusted)  # the sequence accepted
+    assert {p: c for p, c in trusted.items() if not p.startswith(".locks")} == tree_contents(
+        tmp_path / "from-disk"
+    )
 
 
 def test_a_signed_bundle_in_the_bucket_is_trusted_and_a_forged_signature_refused(
