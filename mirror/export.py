@@ -20,6 +20,7 @@ from mirror.bundle import (
     select_requests,
     write_archive,
 )
+from mirror.bundle.location import BundlePath, remove
 from mirror.bundle.volumes import write_volumes
 from mirror.clock import Clock
 from mirror.errors import MirrorError
@@ -85,7 +86,7 @@ class ExportResult:
         return data
 
 
-def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[Path]) -> dict[str, int] | None:
+def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[BundlePath]) -> dict[str, int] | None:
     """What the far side holds (sha256 -> size), from `mirror inventory` files and earlier bundles; None
     when neither is given (a full export)."""
     have_files, since_bundles = list(have_files), list(since_bundles)
@@ -101,7 +102,7 @@ def far_side_holds(have_files: Iterable[Path], since_bundles: Iterable[Path]) ->
 def export(
     store: Store,
     requests: Sequence[RevisionRequest] | None,
-    output: Path,
+    output: BundlePath,
     *,
     level: int | None = None,
     threads: int = -1,
@@ -111,15 +112,16 @@ def export(
     signer: Signer | None = None,
     progress: ProgressSink | None = None,
 ) -> ExportResult:
-    """Pack what `requests` name (None: the whole store) into `output`, or into volumes of at most `split`
-    bytes beside it; with `have`, a delta. `progress` gets the bytes packed. The creation time is `created`
+    """Pack what `requests` name (None: the whole store) into `output` (a file, or an object in a bucket:
+    everything beside it goes there too), or into volumes of at most `split` bytes beside it; with `have`,
+    a delta. `progress` gets the bytes packed. The creation time is `created`
     (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`)."""
     selection = select_requests(store, requests) if requests is not None else select_all(store)
     if not selection:
         raise MirrorError(f"the store {store.root} holds nothing to export; run `mirror sync MANIFEST` first")
     index = build_index(store, selection, created=created, have=have)
     if split is None:
-        signature_path(output).unlink(missing_ok=True)  # a stale signature must not sit beside the new bundle
+        remove(signature_path(output))  # a stale signature must not sit beside the new bundle
     progress = progress or NullProgress()
     progress.start(sum(m.size for m in iter_members(index)), "export")
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 from mirror.bounded import HAVE, parse_json, read_bounded
 from mirror.bundle import read_index
+from mirror.bundle.location import BundlePath
 from mirror.errors import UsageError
 from mirror.fsutil import atomic_write_bytes
 from mirror.layouts import make_layout
@@ -173,7 +174,7 @@ def read_have(path: Path) -> dict[str, int]:
     return have
 
 
-def had_by_bundles(bundles: Iterable[Path]) -> dict[str, int]:
+def had_by_bundles(bundles: Iterable[BundlePath]) -> dict[str, int]:
     """sha256 -> size of everything earlier bundles packed (read from their indexes only): a volume's index
     describes its whole set, so any volume of a set stands for all of it. What a delta left in the target
     is not counted: only what the bundles carried."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from mirror.bounded import RECORD, read_json_bounded
 from mirror.bundle import BundleIndex, IndexedRepo
+from mirror.bundle.location import BundlePath
 from mirror.errors import IntegrityError, MirrorError
 from mirror.fsutil import json_bytes
 from mirror.hashing import FileSum
@@ -54,7 +55,7 @@ class Receipt:
     @classmethod
     def of(
         cls,
-        bundle: Path,
+        bundle: BundlePath,
         bundle_id: str,
         index: BundleIndex,
         repo: IndexedRepo,

@@ -1,10 +1,13 @@
-"""Records whose JSON is their fields, in order (paths as strings): the `to_json` of the small result types."""
+"""Records whose JSON is their fields, in order (paths, and objects in a bucket, as strings): the `to_json` of
+the small result types."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import PurePath
 from typing import Any
+
+from mirror.objects import ObjectPath
 
 NOT_IN_JSON = {"json": False}
 """`field(metadata=NOT_IN_JSON)`: a field `FieldsJson.to_json` leaves out."""
@@ -23,4 +26,4 @@ class FieldsJson:
 
 
 def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, PurePath) else value
+    return str(value) if isinstance(value, PurePath | ObjectPath) else value

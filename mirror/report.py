@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mirror.errors import MirrorError
 from mirror.exits import ExitCode, combine
 from mirror.records import FieldsJson
 from mirror.repo import RepoKey, revisions_json
+
+if TYPE_CHECKING:
+    from mirror.bundle.location import BundlePath
 
 
 def repo_json(repo: RepoKey, revisions: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -84,7 +87,7 @@ class ImportReport:
     repo, what was published; the repos left out for want of content, damaged volumes, and content the
     target should have held but holds damaged."""
 
-    bundle: Path
+    bundle: BundlePath
     bundle_id: str  # the sha256 of its index (of a volume set: the set's id)
     layout: str
     target: Path

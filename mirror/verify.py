@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from mirror.bundle import verify_bundle
+from mirror.bundle import location, verify_bundle
 from mirror.errors import MirrorError
 from mirror.hashing import file_sha256
 from mirror.layouts.layout import ExpectedFile
@@ -104,7 +104,7 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
 class BundleCheck:
     """A bundle that `verify_bundle` streamed whole and found as its index says."""
 
-    bundle: Path
+    bundle: location.BundlePath
     repos: int
     sha256: str
     transfer_checked: bool  # a .sha256 beside it confirmed the digest
@@ -119,13 +119,15 @@ class BundleCheck:
         }
 
 
-def verify_bundles(bundles: Sequence[Path], progress: ProgressSink | None = None) -> list[BundleCheck]:
+def verify_bundles(
+    bundles: Sequence[location.BundlePath], progress: ProgressSink | None = None
+) -> list[BundleCheck]:
     """Check each bundle, member by member, against its index; IntegrityError on the first fault.
     `progress` gets each bundle's bytes read, one bar per bundle."""
     progress = progress or NullProgress()
     checks = []
     for bundle in bundles:
-        progress.start(bundle.stat().st_size, f"verify {bundle.name}")
+        progress.start(location.size(bundle), f"verify {bundle.name}")
         try:
             verified = verify_bundle(bundle, progress=progress.update)
         finally:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-import mirror.bundle.reader as reader_module
+import mirror.bundle.location as location_module
 from mirror.bundle import read_index
 from mirror.export import Signer, export
 from mirror.signing import read_signature, signature_path
@@ -22,13 +22,13 @@ def test_export_signs_what_it_wrote_without_reading_it_back(
     sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: int | None
 ) -> None:
     opened: list[Path] = []
-    real = reader_module.open_regular
+    real = location_module.open_regular
 
     def spy(path: Path, *args: Any, **kwargs: Any) -> int:
         opened.append(Path(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(reader_module, "open_regular", spy)
+    monkeypatch.setattr(location_module, "open_regular", spy)
     result = export(
         sample_store.store,
         None,
@@ -42,7 +42,7 @@ def test_export_signs_what_it_wrote_without_reading_it_back(
         assert exported.signature is not None
         statement, _ = read_signature(signature_path(exported.summary.path))
         with monkeypatch.context() as m:
-            m.setattr(reader_module, "open_regular", real)
+            m.setattr(location_module, "open_regular", real)
             index = read_index(exported.summary.path)
         assert exported.summary.index_bytes == index.to_bytes()
         assert statement.index_sha256 == hashlib.sha256(exported.summary.index_bytes).hexdigest()

@@ -23,11 +23,16 @@ from tests.roundtrip import fresh_env, mirror_command, run_mirror
 GIB = 1 << 30
 
 
-def put_big_model(store: Store, size: int) -> str:
-    """A model whose weights are one sparse `size`-byte file (zeros), put straight into the store."""
+def put_big_model(store: Store, size: int, *, incompressible: bool = False) -> str:
+    """A model whose weights are one sparse `size`-byte file (zeros), or random bytes (whole MiBs) that
+    compress to their own size, put straight into the store."""
     temp = store.temp_path("big.part")
     with open(temp, "wb") as f:
-        f.truncate(size)
+        if incompressible:
+            for _ in range(size >> 20):
+                f.write(os.urandom(1 << 20))
+        else:
+            f.truncate(size)
     with open(temp, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     store.add_blob(temp, sha256)

@@ -14,19 +14,19 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import IO, cast
 
 import zstandard
 
-from mirror.bounded import INDEX, SHA256_LINE, SUMS, open_regular, parse_json, read_bounded
+from mirror.bounded import INDEX, SHA256_LINE, SUMS, parse_json
+from mirror.bundle import location
 from mirror.bundle.diagnosis import frame_holds, sums_disagreement
 from mirror.bundle.frames import FrameError
 from mirror.bundle.index import INDEX_NAME, MAX_INDEX_SIZE, SUMS_NAME, BundleIndex, Progress
 from mirror.bundle.members import BundleMember, iter_members, sums_text
 from mirror.bundle.stream import InflatingStream, RawReader, copied
 from mirror.bundle.tarheader import REGULAR, GuardedTarInfo, kind
-from mirror.errors import IntegrityError, MirrorError
+from mirror.errors import IntegrityError
 from mirror.hashing import CHUNK
 from mirror.paths import is_safe_relpath, is_sha256
 
@@ -85,7 +85,7 @@ class BundleFile:
 class BundleReader:
     """One pass over a bundle: the index on open, then the file members through `files()`."""
 
-    def __init__(self, path: Path, raw: RawReader, stream: InflatingStream) -> None:
+    def __init__(self, path: location.BundlePath, raw: RawReader, stream: InflatingStream) -> None:
         self.path = path
         self._raw = raw
         self._stream = stream
@@ -307,10 +307,10 @@ class BundleReader:
             self.transfer_checked = check_side_file(self.path, self.sha256)
 
 
-def check_side_file(bundle: Path, sha256: str) -> bool:
+def check_side_file(bundle: location.BundlePath, sha256: str) -> bool:
     """If `BUNDLE.sha256` sits beside the bundle, it must name the bundle's digest; whether one was there."""
     side = bundle.with_name(bundle.name + ".sha256")
-    data = read_bounded(side, SHA256_LINE, IntegrityError, missing_ok=True)
+    data = location.read_side(side, SHA256_LINE, IntegrityError)
     if data is None:
         return False
     fields = data.decode("utf-8", "replace").split()
@@ -326,20 +326,17 @@ def check_side_file(bundle: Path, sha256: str) -> bool:
 
 @contextmanager
 def open_bundle(
-    bundle: Path, progress: Progress | None = None, *, archive_digest: bool = True
+    bundle: location.BundlePath, progress: Progress | None = None, *, archive_digest: bool = True
 ) -> Iterator[BundleReader]:
-    """Open a bundle for one streaming pass; the index is read and validated on open.
+    """Open a bundle (a file, or an object in a bucket) for one streaming pass; the index is read and
+    validated on open.
 
-    `progress` gets the compressed bytes as they are read, so the bundle's file size is the total. With
-    `archive_digest`, the whole file is hashed too: `reader.sha256` once the members are read, checked
+    `progress` gets the compressed bytes as they are read, so the bundle's size is the total. With
+    `archive_digest`, the whole bundle is hashed too: `reader.sha256` once the members are read, checked
     against a `.sha256` beside the bundle.
     """
-    bundle = Path(bundle)
-    try:
-        fd = open_regular(bundle, IntegrityError, "bundle")
-    except OSError as e:
-        raise MirrorError(f"cannot open bundle {bundle}: {e.strerror or e}") from None
-    with open(fd, "rb", buffering=0) as f:  # read in CHUNKs
+    bundle = location.bundle_path(bundle)
+    with location.reading(bundle) as f:  # read in CHUNKs
         stop = threading.Event()
         raw = RawReader(f, stop, archive_digest)
         try:
@@ -356,7 +353,7 @@ def open_bundle(
             raw.close()
 
 
-def read_index(bundle: Path) -> BundleIndex:
+def read_index(bundle: location.BundlePath) -> BundleIndex:
     """The bundle's validated index; reads only the first member."""
     with open_bundle(bundle) as reader:
         return reader.index
@@ -372,7 +369,7 @@ class VerifiedBundle:
     transfer_checked: bool
 
 
-def verify_bundle(bundle: Path, progress: Progress | None = None) -> VerifiedBundle:
+def verify_bundle(bundle: location.BundlePath, progress: Progress | None = None) -> VerifiedBundle:
     """Stream the whole bundle and check every member against the index; IntegrityError on the first fault."""
     with open_bundle(bundle, progress) as reader:
         for file in reader.files():

@@ -11,11 +11,12 @@ import hashlib
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import Any
 
 from mirror.bundle.framereader import Block, FrameReader
 from mirror.bundle.frames import Buffer, FrameWalker, workers_for
 from mirror.bundle.index import Progress
+from mirror.bundle.location import Reader
 from mirror.hashing import CHUNK
 
 # Reading is several threads: one reads the bundle file and hands its zstd frames to a pool that decompresses
@@ -38,10 +39,10 @@ def _put(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
 
 
 class RawReader:
-    """Reads the bundle file for the decompressor, following its frames; with `digest`, a thread of its own
-    hashes it."""
+    """Reads the bundle (a file, or an object in a bucket) for the decompressor, following its frames; with
+    `digest`, a thread of its own hashes it."""
 
-    def __init__(self, raw: IO[bytes], stop: threading.Event, digest: bool) -> None:
+    def __init__(self, raw: Reader, stop: threading.Event, digest: bool) -> None:
         self._raw = raw
         self._stop = stop
         self._sha256 = hashlib.sha256()

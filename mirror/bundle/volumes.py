@@ -22,7 +22,6 @@ import re
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Unpack
 
 from mirror.bundle import (
@@ -32,6 +31,7 @@ from mirror.bundle import (
     Placement,
     VolumeSet,
     iter_members,
+    location,
     read_index,
     write_archive,
 )
@@ -50,7 +50,7 @@ SUFFIX = ".tar.zst"
 _ZERO_SHA = "0" * 64
 
 
-def volume_names(out: Path, count: int) -> list[str]:
+def volume_names(out: location.BundlePath, count: int) -> list[str]:
     """`models.tar.zst` -> `models.001.tar.zst`, ... (at least three digits, more for 1000 volumes)."""
     base = out.name[: -len(SUFFIX)] if out.name.endswith(SUFFIX) else out.name
     width = max(3, len(str(count)))
@@ -169,7 +169,7 @@ def _volume_indexes(
     return [replace(shared, volume_set=VolumeSet(set_id, v, tuple(names))) for v in range(1, len(names) + 1)]
 
 
-def plan_volumes(base: BundleIndex, limit: int, out: Path) -> tuple[_Plan, list[str]]:
+def plan_volumes(base: BundleIndex, limit: int, out: location.BundlePath) -> tuple[_Plan, list[str]]:
     """How `base` (a bundle index, maybe a delta) is spread over volumes of at most `limit` bytes each."""
     record_room = tar_capacity(limit)
     costs = _whole_costs(base)
@@ -222,17 +222,17 @@ def _hash_chunks(store: Store, sha256: str, sizes: Iterable[int]) -> list[str]:
 def write_volumes(
     store: Store,
     base: BundleIndex,
-    out: Path,
+    out: location.BundlePath,
     limit: int,
     **packing: Unpack[Packing],
 ) -> list[BundleSummary]:
-    """Write the volumes of `base` beside `out` (`OUT.001.tar.zst`, ...), each with its `.sha256`.
+    """Write the volumes of `base` beside `out` (`OUT.001.tar.zst`, ...; in a folder or in a bucket), each
+    with its `.sha256`.
 
-    Volumes are written one at a time, each under a temp name then renamed: no temporary disk beyond the
-    volume being written. Higher-numbered volumes a previous export left under the same names go, so a
-    folder never mixes two sets.
+    Volumes are written one at a time, each under a temp name then renamed (or uploaded): no temporary disk
+    beyond the volume being written. Higher-numbered volumes a previous export left under the same names
+    go, so a folder (or a bucket's prefix) never mixes two sets.
     """
-    out = Path(out)
     plan, names = plan_volumes(base, limit, out)
     chunk_hashes: dict[str, list[str]] = {}
     for sha, pieces in sorted(plan.chunks.items()):
@@ -250,13 +250,13 @@ def write_volumes(
     for name, index in zip(names, indexes, strict=True):
         index = BundleIndex.from_json(index.to_json())  # never write what a reader would refuse
         path = out.with_name(name)
-        path.with_name(name + ".sig").unlink(missing_ok=True)  # a stale signature must not sit beside it
+        location.remove(path.with_name(name + ".sig"))  # a stale signature must not sit beside it
         summaries.append(write_archive(store, index, path, limit=limit, **packing))
     _remove_stale(out, indexes)
     return summaries
 
 
-def _remove_stale(out: Path, indexes: list[BundleIndex]) -> None:
+def _remove_stale(out: location.BundlePath, indexes: list[BundleIndex]) -> None:
     """Remove the volumes (and side files) of another set written under the same OUT, so that a folder never
     holds volumes of two sets. Only files that are volumes, by their index, are removed (the volumes just
     written are not read again)."""
@@ -265,7 +265,7 @@ def _remove_stale(out: Path, indexes: list[BundleIndex]) -> None:
     written = set(indexes[0].volume_set.names)
     base = out.name[: -len(SUFFIX)] if out.name.endswith(SUFFIX) else out.name
     pattern = re.compile(rf"^{re.escape(base)}\.\d{{3,}}{re.escape(SUFFIX)}$")
-    for path in sorted(out.parent.iterdir()):
+    for path in location.beside(out):
         if not pattern.match(path.name) or path.name in written:
             continue
         try:
@@ -274,7 +274,7 @@ def _remove_stale(out: Path, indexes: list[BundleIndex]) -> None:
             continue
         if other is not None and other.id != ours:
             for extra in ("", ".sha256", ".sig"):
-                path.with_name(path.name + extra).unlink(missing_ok=True)
+                location.remove(path.with_name(path.name + extra))
 
 
 __all__ = ["plan_volumes", "tar_capacity", "volume_names", "write_volumes"]

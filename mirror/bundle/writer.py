@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import os
 import queue
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import TypedDict, cast
 
-from mirror.bundle.frames import FRAME, FrameWriter, workers_for
+from mirror.bundle import location
+from mirror.bundle.frames import FRAME, FrameWriter, stream_bound, workers_for
 from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex, Progress
 from mirror.bundle.members import BundleMember, chunk_offset, iter_members, sums_text
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
-from mirror.fsutil import BulkWriter, atomic_write_bytes, temp_sibling
 from mirror.records import NOT_IN_JSON, FieldsJson
 from mirror.store import Store
 
@@ -33,7 +31,7 @@ class BundleSummary(FieldsJson):
     """What `write_bundle` wrote. `files` counts file members; `unique_bytes` the content stored once;
     `index_bytes` the exact `MIRROR-BUNDLE.json` written (what a signature pins)."""
 
-    path: Path
+    path: location.BundlePath
     sha256: str
     size: int
     files: int
@@ -64,15 +62,15 @@ WEIGHTS_SUFFIXES = (
     ".gguf",
     ".npy",
 )
-# The bundle's bytes are written in aligned pieces of this, past the page cache (see fsutil.BulkWriter).
+# The bundle's bytes are written in aligned pieces of this (a local one past the page cache: fsutil.BulkWriter).
 _STAGE = 4 << 20
 
 
 class _HashingWriter:
     """Takes the compressed bytes in order, hashing and counting them, and writes them in aligned pieces of
-    _STAGE bytes, past the page cache; `close` writes the last, shorter one."""
+    _STAGE bytes (to a file: past the page cache); `close` writes the last, shorter one."""
 
-    def __init__(self, out: BulkWriter) -> None:
+    def __init__(self, out: location.Sink) -> None:
         self._out = out
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -251,10 +249,20 @@ def _tarinfo(name: str, mtime: int, size: int = 0, link_to: str | None = None) -
     return info
 
 
+def _size_bound(members: Iterable[BundleMember], head: int) -> int:
+    """The most bytes a bundle of `members` (after `head` bytes of index and SHA256SUMS) can take: every
+    member's header (with a pax header for a long name) and padded data, compressed at worst."""
+    tar = head + 8 * tarfile.BLOCKSIZE + tarfile.RECORDSIZE
+    for m in members:
+        names = len(m.name.encode()) + len((m.link_to or "").encode())
+        tar += 4 * tarfile.BLOCKSIZE + 2 * names + (0 if m.link_to is not None else m.size)
+    return stream_bound(tar)
+
+
 def write_bundle(
     store: Store,
     selection: list[RepoSelection],
-    out: Path,
+    out: location.BundlePath,
     *,
     level: int | None = None,
     threads: int = -1,
@@ -268,7 +276,7 @@ def write_bundle(
     `progress` gets the bytes of each file member as it is packed (hardlinked ones at once).
     """
     index = build_index(store, selection, created=created, have=have)
-    return write_archive(store, index, Path(out), level=level, threads=threads, progress=progress)
+    return write_archive(store, index, out, level=level, threads=threads, progress=progress)
 
 
 class Packing(TypedDict, total=False):
@@ -282,7 +290,7 @@ class Packing(TypedDict, total=False):
 def write_archive(
     store: Store,
     index: BundleIndex,
-    out: Path,
+    out: location.BundlePath,
     *,
     level: int | None = None,
     threads: int = -1,
@@ -291,11 +299,11 @@ def write_archive(
 ) -> BundleSummary:
     """Write the bundle (or volume) `index` describes to `out`, and `out.sha256` beside it.
 
-    The bundle is written under a temp name and renamed into place, so `out` is a whole bundle or absent.
+    The bundle is written under a temp name and renamed into place (into a bucket: a multipart upload,
+    completed at the end), so `out` is a whole bundle or absent.
     Every blob is re-hashed as it is packed: a damaged store fails the export instead of the import.
     `limit` (a volume's size) is checked against the result before it takes `out`'s name.
     """
-    out = Path(out)
     mtime = parse_iso(index.created) or 0
     members = list(iter_members(index))
     for m in members:
@@ -307,48 +315,40 @@ def write_archive(
                 "run `mirror sync` again or `mirror verify` to check the store"
             )
     index_bytes = index.to_bytes()
+    sums = sums_text(index)
     workers = workers_for(threads)
-    tmp = temp_sibling(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with BulkWriter(tmp) as raw:
-            sink = _HashingWriter(raw)
-            with (
-                # a buffer per frame in flight (see FrameWriter), one being read, one ready
-                _BlobReader(store, index, members, workers + 4) as blobs,
-                FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
-            ):
-                tar = _TarWriter(frames)
-                tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), index_bytes)
-                sums = sums_text(index)
-                tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), sums)
-                for m in members:
-                    if m.link_to is not None:
-                        tar.member(_tarinfo(m.name, mtime, link_to=m.link_to))
-                        if progress is not None and m.size:
-                            progress(m.size)
-                        continue
-                    level_here = data_level(m.file.path, level)
-                    tar.member(
-                        _tarinfo(m.name, mtime, m.size), blobs=blobs, level=level_here, progress=progress
-                    )
-                tar.close()
-            sink.close()
-            raw.sync()
-        digest = sink.sha256.hexdigest()
+    side = out.with_name(out.name + ".sha256")
+    with location.creating(out, _size_bound(members, len(index_bytes) + len(sums))) as raw:
+        sink = _HashingWriter(raw)
+        with (
+            # a buffer per frame in flight (see FrameWriter), one being read, one ready
+            _BlobReader(store, index, members, workers + 4) as blobs,
+            FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
+        ):
+            tar = _TarWriter(frames)
+            tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), index_bytes)
+            tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), sums)
+            for m in members:
+                if m.link_to is not None:
+                    tar.member(_tarinfo(m.name, mtime, link_to=m.link_to))
+                    if progress is not None and m.size:
+                        progress(m.size)
+                    continue
+                level_here = data_level(m.file.path, level)
+                tar.member(_tarinfo(m.name, mtime, m.size), blobs=blobs, level=level_here, progress=progress)
+            tar.close()
+        sink.close()
         if limit is not None and sink.size > limit:
             raise MirrorError(
                 f"{out.name} came out at {sink.size} bytes, over the volume size {limit}; this is a bug in "
                 "mirror's volume planning, please report it (export with a smaller --split meanwhile)"
             )
-        side = out.with_name(out.name + ".sha256")
-        side.unlink(missing_ok=True)  # a stale digest must not sit beside the new bundle
-        os.replace(tmp, out)
-        atomic_write_bytes(side, f"{digest}  {out.name}\n".encode())
+        location.remove(side)  # a stale digest must not sit beside the new bundle
+    digest = sink.sha256.hexdigest()
+    try:
+        location.write_side(side, f"{digest}  {out.name}\n".encode())
     except OSError as e:
-        raise MirrorError(f"writing the bundle {out} failed: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise MirrorError(f"writing {side} failed: {e}") from e
     return BundleSummary(
         path=out,
         sha256=digest,

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,6 +29,8 @@ from mirror.cli.exits import (
     stop_on_signals,
 )
 from mirror.cli.options import (
+    BUNDLE,
+    NEW_BUNDLE,
     files_option,
     json_option,
     output_file_option,
@@ -49,6 +52,9 @@ from mirror.cli.output import (
 from mirror.cli.serve import serve as serve_cmd
 from mirror.errors import DamagedBlobError
 from mirror.exits import ExitCode
+
+if TYPE_CHECKING:
+    from mirror.bundle.location import BundlePath
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +232,7 @@ def gc(
 
 @cli.command("export", epilog=EXIT_CODES_HELP)
 @click.argument("manifests", nargs=-1, type=click.Path(exists=True, dir_okay=False))
-@output_file_option("OUT.tar.zst to write.")
+@output_file_option("OUT.tar.zst to write: a file, or an object s3://BUCKET/KEY.tar.zst.", NEW_BUNDLE)
 @store_option
 @click.option(
     "--level",
@@ -252,8 +258,9 @@ def gc(
     "--since",
     "since_bundles",
     "BUNDLE",
-    "An earlier bundle, or any volume of an earlier set (repeatable): what it packed counts as held "
-    "by the far side (a delta). Only its index is read.",
+    "An earlier bundle (a file or an s3:// URL), or any volume of an earlier set (repeatable): what it "
+    "packed counts as held by the far side (a delta). Only its index is read.",
+    BUNDLE,
 )
 @click.option(
     "--split",
@@ -283,12 +290,12 @@ def gc(
 @output_options
 def export_cmd(
     manifests: Sequence[str],
-    output: Path,
+    output: BundlePath,
     store: Path | None,
     level: int | None,
     threads: int,
     have_files: Sequence[Path],
-    since_bundles: Sequence[Path],
+    since_bundles: Sequence[BundlePath],
     split: str | None,
     sign_key: Path | None,
     sequence: int | None,
@@ -297,8 +304,10 @@ def export_cmd(
 ) -> None:
     """Pack the store (or just what the MANIFESTS name) into a checksummed .tar.zst bundle.
 
-    Writes OUT.tar.zst and OUT.tar.zst.sha256 beside it. The same store content and options give a
-    byte-identical bundle; its creation time is SOURCE_DATE_EPOCH when set, else the newest sync.
+    Writes OUT.tar.zst and OUT.tar.zst.sha256 beside it; OUT may be an s3://BUCKET/KEY.tar.zst URL, and
+    then everything goes straight to the bucket, beside it (a streamed multipart upload that appears whole
+    or not at all). The same store content and options give a byte-identical bundle; its creation time is
+    SOURCE_DATE_EPOCH when set, else the newest sync.
     With --have/--since, a delta: content the far side holds is described, not packed. With --split,
     volumes OUT.001.tar.zst ... that are each a bundle of their own. With --sign, also a .sig beside each
     (the bundles themselves stay byte-identical).

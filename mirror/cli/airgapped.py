@@ -7,11 +7,13 @@ import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mirror.cli.exits import EXIT_CODES_HELP
 from mirror.cli.options import (
+    BUNDLE,
     DEFAULT_TARGETS,
     files_option,
     json_option,
@@ -38,6 +40,9 @@ from mirror.errors import MirrorError
 from mirror.exits import ExitCode
 from mirror.settings import hf_symlinks_disabled
 
+if TYPE_CHECKING:
+    from mirror.bundle.location import BundlePath
+
 KILL_AFTER_ENV = "MIRROR_TEST_KILL_AFTER"
 
 
@@ -58,9 +63,7 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
 
 
 @click.command("import", epilog=EXIT_CODES_HELP)
-@click.argument(
-    "bundles", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@click.argument("bundles", nargs=-1, required=True, type=BUNDLE)
 @layout_options(
     layout_help="hf: the Hugging Face cache; modelscope: the ModelScope cache; dir: plain folders "
     "DIR/<repo_id>/ (other revisions DIR/<repo_id>@<rev>/); store: a mirror store, as `mirror sync` writes "
@@ -99,7 +102,7 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
 @json_option
 @output_options
 def import_cmd(
-    bundles: Sequence[Path],
+    bundles: Sequence[BundlePath],
     layout: str,
     target: Path | None,
     trust_keys: Sequence[Path],
@@ -109,7 +112,8 @@ def import_cmd(
     link_shared: bool,
     as_json: bool,
 ) -> None:
-    """Verify BUNDLES byte by byte, then restore them into a layout the hub clients load offline.
+    """Verify BUNDLES (files, or s3://BUCKET/KEY objects read streaming) byte by byte, then restore them
+    into a layout the hub clients load offline.
 
     Nothing of a bundle is published until every one of its members is verified (a damaged or hostile
     bundle leaves the target as it was, exit 4), and not without room for it; models already in the target
@@ -121,6 +125,7 @@ def import_cmd(
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
     One import at a time per target: another one exits 75, or waits --wait SECONDS.
     """
+    from mirror.bundle import location
     from mirror.clock import SYSTEM
     from mirror.importing import group_bundles, import_unit
     from mirror.report import ImportRun
@@ -139,7 +144,7 @@ def import_cmd(
     errors: list[MirrorError] = []
     for unit in units:
         sink = progress()
-        sink.start(sum(p.stat().st_size for p in unit.paths), f"import {unit.label}")
+        sink.start(sum(location.size(p) for p in unit.paths), f"import {unit.label}")
         try:
             reports.append(
                 import_unit(
@@ -191,10 +196,10 @@ def inventory(layout: str, target: Path | None, output: Path, as_json: bool) -> 
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundle", type=BUNDLE)
 @json_option
-def inspect(bundle: Path, as_json: bool) -> None:
-    """Show what BUNDLE holds (reads only its index)."""
+def inspect(bundle: BundlePath, as_json: bool) -> None:
+    """Show what BUNDLE (a file, or an s3://BUCKET/KEY object) holds (reads only its index)."""
     from mirror.bundle import describe_index, read_index
 
     data = describe_index(read_index(bundle))
@@ -202,7 +207,7 @@ def inspect(bundle: Path, as_json: bool) -> None:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("bundles", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("bundles", nargs=-1, type=BUNDLE)
 @store_option
 @layout_options(
     layout_help="The layout of --target (default: hf).",
@@ -213,10 +218,10 @@ def inspect(bundle: Path, as_json: bool) -> None:
 @json_option
 @output_options
 def verify(
-    bundles: Sequence[Path], store: Path | None, target: Path | None, layout: str | None, as_json: bool
+    bundles: Sequence[BundlePath], store: Path | None, target: Path | None, layout: str | None, as_json: bool
 ) -> None:
-    """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
-    not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
+    """Re-hash the store, the BUNDLES (files, or s3://BUCKET/KEY objects read streaming), or an imported
+    tree (--target), offline; name anything that does not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
     from mirror.clock import SYSTEM
     from mirror.store import Store
     from mirror.verify import verify_bundles, verify_store, verify_target

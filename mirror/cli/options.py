@@ -13,7 +13,10 @@ from typing import Any, TypeVar
 import click
 
 from mirror.cli.output import setup_logging
+from mirror.errors import UsageError
+from mirror.objects import ObjectPath
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
+from mirror.s3 import is_s3_url
 from mirror.settings import Settings, default_target
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +31,30 @@ DEFAULT_TARGETS = (
     "$MODELSCOPE_CACHE, else ~/.cache/modelscope; dir: required; store: $MIRROR_STORE, else "
     "$XDG_DATA_HOME/mirror"
 )
+
+
+class BundleType(click.ParamType[Any, Any]):
+    """A bundle on the command line: a file (that exists, for one to read), or an object in a bucket
+    (`s3://bucket/key`, read or written there)."""
+
+    name = "bundle"
+
+    def __init__(self, *, exists: bool) -> None:
+        self._local = click.Path(exists=exists, dir_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Path | ObjectPath):
+            return value
+        if is_s3_url(value):
+            try:
+                return ObjectPath.parse(value)
+            except UsageError as e:
+                self.fail(str(e), param, ctx)
+        return self._local.convert(value, param, ctx)
+
+
+BUNDLE = BundleType(exists=True)  # a bundle to read
+NEW_BUNDLE = BundleType(exists=False)  # a bundle to write
 
 
 def store_option(fn: F) -> F:
@@ -50,22 +77,24 @@ def wait_option(what: str) -> Callable[[F], F]:
     )
 
 
-def files_option(flag: str, dest: str, metavar: str, help: str) -> Callable[[F], F]:
-    """A repeatable option naming an existing file."""
+def files_option(
+    flag: str, dest: str, metavar: str, help: str, kind: click.ParamType[Any, Any] | None = None
+) -> Callable[[F], F]:
+    """A repeatable option naming an existing file (or what `kind` takes)."""
     return click.option(
         flag,
         dest,
         multiple=True,
         metavar=metavar,
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        type=kind or click.Path(exists=True, dir_okay=False, path_type=Path),
         help=help,
     )
 
 
-def output_file_option(help: str) -> Callable[[F], F]:
-    """-o/--output FILE, the file a command writes."""
+def output_file_option(help: str, kind: click.ParamType[Any, Any] | None = None) -> Callable[[F], F]:
+    """-o/--output FILE, the file a command writes (or what `kind` takes)."""
     return click.option(
-        "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help=help
+        "-o", "--output", required=True, type=kind or click.Path(dir_okay=False, path_type=Path), help=help
     )
 
 

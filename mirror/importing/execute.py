@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypedDict, Unpack
 
 from mirror.bundle import BundleIndex, IndexedRepo, Progress
+from mirror.bundle.location import BundlePath
 from mirror.clock import Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import is_file_of_size, link_or_copy
@@ -56,7 +57,9 @@ class ImportOptions(TypedDict, total=False):
     checkpoint: Callable[[], None]
 
 
-def import_bundle(bundle: Path, layout: str, target: Path, **options: Unpack[ImportOptions]) -> ImportReport:
+def import_bundle(
+    bundle: BundlePath, layout: str, target: Path, **options: Unpack[ImportOptions]
+) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
     return import_unit(unit, layout, target, **options)

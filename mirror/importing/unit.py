@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from mirror.bundle import BundleIndex, open_bundle
+from mirror.bundle.location import BundlePath, bundle_path
 from mirror.errors import MirrorError
 
 
@@ -16,7 +16,7 @@ from mirror.errors import MirrorError
 class Volume:
     """A bundle given to an import (or one volume of a set), with its index as read."""
 
-    path: Path
+    path: BundlePath
     index: BundleIndex
     index_bytes: bytes
 
@@ -40,7 +40,7 @@ class ImportUnit:
 
     volumes: tuple[Volume, ...]
     error: MirrorError | None = None
-    path: Path | None = None
+    path: BundlePath | None = None
 
     @property
     def index(self) -> BundleIndex:
@@ -62,7 +62,7 @@ class ImportUnit:
         return set_label(first.index.volume_set.names[0])
 
     @property
-    def paths(self) -> list[Path]:
+    def paths(self) -> list[BundlePath]:
         return [v.path for v in self.volumes] or ([self.path] if self.path is not None else [])
 
 
@@ -73,18 +73,18 @@ def set_label(first_volume: str) -> str:
     return f"{base}{suffix}" if dot and number.isdigit() else first_volume
 
 
-def read_volume(path: Path) -> Volume:
+def read_volume(path: BundlePath) -> Volume:
     """A bundle's index and its bytes; reads only the first member."""
     with open_bundle(path) as reader:
         return Volume(path, reader.index, reader.index_bytes)
 
 
-def group_bundles(bundles: Iterable[Path]) -> list[ImportUnit]:
+def group_bundles(bundles: Iterable[BundlePath | str]) -> list[ImportUnit]:
     """The import units of the bundles given (in the order first met): each plain bundle alone, the volumes
     of one set together whatever their order (a volume given twice counts once). Only indexes are read."""
     units: list[ImportUnit] = []
     sets: dict[str, int] = {}
-    for path in map(Path, bundles):
+    for path in map(bundle_path, bundles):
         try:
             volume = read_volume(path)
         except MirrorError as e:

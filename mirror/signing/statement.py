@@ -17,16 +17,14 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mirror.bounded import SIGNATURE, parse_json, read_bounded
-from mirror.bundle import MAX_INDEX_SIZE, open_bundle
+from mirror.bounded import SIGNATURE, parse_json
+from mirror.bundle import MAX_INDEX_SIZE, location, open_bundle
 from mirror.clock import Clock, iso, parse_iso
 from mirror.errors import IntegrityError, MirrorError, UsageError
-from mirror.fsutil import atomic_write_bytes
 from mirror.paths import is_sha256
 from mirror.signing.keys import KEY_ID_LENGTH, key_id
 
@@ -103,12 +101,12 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def signature_path(bundle: Path) -> Path:
+def signature_path(bundle: location.BundlePath) -> location.BundlePath:
     """OUT.tar.zst.sig beside OUT.tar.zst."""
     return bundle.with_name(bundle.name + SIG_SUFFIX)
 
 
-def read_index_bytes(bundle: Path) -> bytes:
+def read_index_bytes(bundle: location.BundlePath) -> bytes:
     """The exact bytes of the bundle's first member, `MIRROR-BUNDLE.json`, read by the bundle's own guarded
     reader (only the first member, at most MAX_INDEX_SIZE, validated as an index)."""
     with open_bundle(bundle) as reader:
@@ -119,7 +117,7 @@ def read_index_bytes(bundle: Path) -> bytes:
 class Signed:
     """What `sign_bundle` wrote."""
 
-    path: Path
+    path: location.BundlePath
     statement: Statement
 
     def to_json(self) -> dict[str, Any]:
@@ -132,7 +130,7 @@ class Signed:
 
 
 def sign_bundle(
-    bundle: Path,
+    bundle: location.BundlePath,
     key: Ed25519PrivateKey,
     *,
     clock: Clock,
@@ -148,7 +146,6 @@ def sign_bundle(
     `sequence` defaults to the signing time by `clock`, in unix seconds: it grows with every export and needs
     no state on the connected side. `expires` is absolute (unix seconds).
     """
-    bundle = Path(bundle)
     data = read_index_bytes(bundle) if index_bytes is None else index_bytes
     statement = Statement(
         key_id=key_id(key.public_key()),
@@ -163,13 +160,13 @@ def sign_bundle(
     document = {"signature": base64.b64encode(signature).decode("ascii"), "statement": statement.to_json()}
     path = signature_path(bundle)
     try:
-        atomic_write_bytes(path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode())
+        location.write_side(path, (json.dumps(document, indent=1, sort_keys=True) + "\n").encode())
     except OSError as e:
         raise MirrorError(f"writing the signature {path} failed: {e}") from e
     return Signed(path, statement)
 
 
-def read_signature(path: Path) -> tuple[Statement, bytes]:
+def read_signature(path: location.BundlePath) -> tuple[Statement, bytes]:
     """The statement and the raw signature of a `.sig` file (IntegrityError if malformed)."""
 
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -178,7 +175,9 @@ def read_signature(path: Path) -> tuple[Statement, bytes]:
             raise ValueError("a key appears twice")
         return dict(pairs)
 
-    raw = read_bounded(path, SIGNATURE, IntegrityError)
+    raw = location.read_side(path, SIGNATURE, IntegrityError)
+    if raw is None:
+        raise IntegrityError(f"{path}: cannot read the signature: it is not there")
     try:
         parse_json(raw, SIGNATURE)  # bounded depth before the duplicate-refusing parse
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)

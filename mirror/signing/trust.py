@@ -21,6 +21,7 @@ from typing import cast
 from cryptography.exceptions import InvalidSignature
 
 from mirror.bounded import RECORD, parse_json, read_bounded
+from mirror.bundle import location
 from mirror.clock import Clock, iso
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.fsutil import atomic_write_json
@@ -57,7 +58,7 @@ class TrustPolicy:
 class Acceptance:
     """A bundle's signature passed; `record` remembers its sequence once the import has published it."""
 
-    bundle: Path
+    bundle: location.BundlePath
     statement: Statement
     state: Path
     clock: Clock
@@ -114,7 +115,7 @@ def read_sequence(state: Path) -> int | None:
 
 def check_trust(
     policy: TrustPolicy | None,
-    bundle: Path,
+    bundle: location.BundlePath,
     index_bytes: bytes,
     *,
     state_dir: Path,
@@ -127,13 +128,12 @@ def check_trust(
     what was signed. `state_dir` is the target's trust-state folder (one `<key id>.json` per key); `target`
     names the target in messages. None when no policy applies.
     """
-    bundle = Path(bundle)
     sig = signature_path(bundle)
     if policy is None or not policy.active:
-        if sig.exists():
+        if location.exists(sig):
             log.info("%s not checked: no --trust key given", sig.name)
         return None
-    if not sig.exists():
+    if not location.exists(sig):
         raise IntegrityError(
             f"{bundle.name} is not signed (no {sig.name} beside it) and a signature is required "
             "(--trust/--require-signature); bring the .sig with the bundle, or export it with --sign"
