@@ -80,7 +80,7 @@ def take_inventory(
 ) -> tuple[Inventory, InventoryStats]:
     """The inventory of a target (`--layout`, `--target`); a target that does not exist holds nothing."""
     progress = progress or NullProgress()
-    writer = make_layout(layout, Path(target))
+    writer = make_layout(layout, target)
     held = list(held_files(writer))
     unknown = [h for h in held if h.sha256 is None]
     blobs: dict[str, int] = {}

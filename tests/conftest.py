@@ -173,7 +173,7 @@ TINY_MAIN = {
 
 @pytest.fixture
 def sample_store(tmp_path: Path, isolated_home: Path) -> SampleStore:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1}, synced_at="2026-11-20T10:00:00Z")
     gpt2 = put_repo(
         store,

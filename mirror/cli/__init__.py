@@ -30,6 +30,7 @@ from mirror.cli.exits import (
 from mirror.cli.options import (
     files_option,
     json_option,
+    open_store,
     output_file_option,
     output_options,
     progress,
@@ -125,7 +126,6 @@ def sync(
     from mirror.lockfile import read_lock, write_lock
     from mirror.manifest import load_requests
     from mirror.retry import RetryPolicy
-    from mirror.store import Store
     from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
     from mirror.sync import sync as run_sync
 
@@ -139,7 +139,7 @@ def sync(
         policy = RetryPolicy(clock=SYSTEM, attempts=retries, total=retry_time)
         with stop_on_signals(policy.stop):
             result = run_sync(
-                Store(cfg.store, clock=SYSTEM),
+                open_store(cfg.store),
                 targets,
                 default_source_factory(cfg),
                 workers=workers,
@@ -174,11 +174,10 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
     from mirror.manifest import load_requests
     from mirror.retry import RetryPolicy
     from mirror.status import revision_status, store_targets
-    from mirror.store import Store
     from mirror.sync import default_source_factory, plan_targets
 
     cfg = settings(store)
-    st = Store(cfg.store, clock=SYSTEM)
+    st = open_store(cfg.store)
     targets = plan_targets(load_requests(manifests)) if manifests else store_targets(st)
     upstream = (default_source_factory(cfg), RetryPolicy(clock=SYSTEM)) if check_upstream else None
     rows = revision_status(st, targets, upstream=upstream)
@@ -209,17 +208,16 @@ def gc(
     every other revision record and every blob no kept snapshot uses. With neither, keeps every revision
     the store records and removes only unreferenced blobs.
     """
-    from mirror.clock import SYSTEM
     from mirror.gc import collect_garbage, plan_keep
     from mirror.lockfile import read_lock
     from mirror.manifest import load_requests
-    from mirror.store import Store
+    from mirror.storage.base import MISSING
 
-    st = Store(settings(store).store, clock=SYSTEM)
+    st = open_store(settings(store).store)
     requests = load_requests(manifests) if manifests or locks else None
     locked = [rev for lock in locks for rev in read_lock(lock)]
     # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
-    with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
+    with st.lock() if not dry_run or st.problem() != MISSING else nullcontext():
         result = collect_garbage(st, plan_keep(st, requests, locked), dry_run=dry_run)
     emit(result, as_json, gc_lines(result))
 
@@ -307,7 +305,6 @@ def export_cmd(
     from mirror.export import Signer, export, far_side_holds
     from mirror.manifest import load_requests
     from mirror.signing import load_private_key
-    from mirror.store import Store
     from mirror.units import parse_duration, parse_size
 
     if sign_key is None and (sequence is not None or expires is not None):
@@ -328,7 +325,7 @@ def export_cmd(
     requests = load_requests(manifests) if manifests else None
     try:
         result = export(
-            Store(settings(store).store, clock=SYSTEM),
+            open_store(settings(store).store),
             requests,
             output,
             level=level,

@@ -1,6 +1,7 @@
 """The `store` layout: an import into a mirror store, the format `mirror sync` writes (`mirror.store`), so
 the far side holds complete commit records and refs exactly as the connected side does (and can serve them
-with `mirror serve`, or export them again).
+with `mirror serve`, or export them again). The target is a local folder (the import stages, checks and
+renames in it); an import into a store on S3 is not written yet (`make_layout` refuses it, exit 2).
 
 Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
 repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
@@ -72,9 +73,12 @@ class StoreLayout(Layout):
     def writing(self, wait: float, clock: Clock | None) -> Iterator[None]:
         if clock is None:
             raise ValueError("an import into a store needs a clock: it stamps the store's writer lock")
-        self.store = Store(self.target, clock=clock)
+        self.store = Store.at(self.target, clock=clock)
         with self.store.lock(wait):
             yield
+
+    def _blob(self, sha256: str) -> Path:
+        return self.target / Store.blob_key(sha256)
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         return self.target / "tmp" / "import"
@@ -84,15 +88,15 @@ class StoreLayout(Layout):
         for folder in ("tmp", "tmp/import", "blobs", "blobs/sha256", "doubt", "repos"):
             yield Use(root / folder, "dir")
         for sha in sorted({f.sha256 for f in repo.files()}):
-            blob = store.blob_path(sha)
+            blob = self._blob(sha)
             yield Use(blob.parent, "dir")
             yield Use(blob, "entry")  # a link or a damaged file there is replaced, never followed
         named = root / "repos"
-        refs = store.refs_path(repo.key)
+        refs = root / store.refs_key(repo.key)
         yield Use(refs.parent, "dir", named=named)
         yield Use(refs, "file", named=named)
         for commit in repo.commits:
-            record = store.snapshot_path(repo.key, commit.commit)
+            record = root / store.snapshot_key(repo.key, commit.commit)
             yield Use(record.parent, "dir", named=named)
             yield Use(record, "file", named=named)
 
@@ -105,7 +109,7 @@ class StoreLayout(Layout):
         for f in repo.files():
             if f.sha256 not in seen:
                 seen.add(f.sha256)
-                yield f.sha256, f.size, self.store.blob_path(f.sha256)
+                yield f.sha256, f.size, self._blob(f.sha256)
 
     def publish(self, pub: Publication) -> RepoReport:
         repo, store = pub.repo, self.store
@@ -162,7 +166,7 @@ class StoreLayout(Layout):
             changed = True
         return RepoReport(
             repo=repo.key,
-            path=store.refs_path(repo.key).parent,
+            path=self.target / store.repo_key(repo.key),
             revisions=repo.revisions,
             files_written=files_written,
             bytes_written=bytes_written,
@@ -176,7 +180,7 @@ class StoreLayout(Layout):
         store = self.store
         if store.blob_problem(f.sha256, f.size) is not None:
             return False
-        if not hashes.holds(store.blob_path(f.sha256), f.size, f.sha256):
+        if not hashes.holds(self._blob(f.sha256), f.size, f.sha256):
             return False
         if store.in_doubt(f.sha256):
             store.lift_doubt(f.sha256)
@@ -193,11 +197,12 @@ class StoreLayout(Layout):
                 problems.append(f"{key}: unreadable commit record ({e})")
                 continue
             for snap in snapshots:
-                files += [ExpectedFile(store.blob_path(f.sha256), f.size, f.sha256) for f in snap.files]
+                files += [ExpectedFile(self._blob(f.sha256), f.size, f.sha256) for f in snap.files]
         return files, problems
 
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
-        for name, path in self.store.iter_blobs():
+        for name, key in self.store.iter_blobs():
+            path = self.target / key
             if not path.is_symlink() and path.is_file():
                 yield path, name if is_sha256(name) else None
 
@@ -221,7 +226,7 @@ class StoreLayout(Layout):
 def _reader(root: Path) -> Store:
     """The store at root, for what reads it (inventory, verify, the checks before an import); reading
     never asks the time, which only the writer lock's stamp needs (`writing` gives the real clock)."""
-    return Store(root, clock=Clock(time=_no_time))
+    return Store.at(root, clock=Clock(time=_no_time))
 
 
 def _no_time() -> float:

@@ -24,7 +24,7 @@ from mirror.bounded import Bound, read_bounded
 from mirror.clock import Clock
 from mirror.errors import IntegrityError, Interrupted, LockedError
 from mirror.fsutil import atomic_write_bytes, flock_wait, remove_path
-from mirror.storage.base import ABSENT, ConflictError, Expect, Kind, ObjectStat, Versioned
+from mirror.storage.base import ABSENT, MISSING, ConflictError, Expect, Kind, ObjectStat, Versioned
 
 STAGING = "tmp"  # under the root: downloads and imports in progress, never under a real key
 
@@ -54,7 +54,7 @@ class LocalStorage:
         try:
             names = {p.name for p in self.root.iterdir()}
         except FileNotFoundError:
-            return "it does not exist"
+            return MISSING
         except NotADirectoryError:
             return "it is not a folder"
         except OSError as e:
@@ -94,13 +94,15 @@ class LocalStorage:
         if not base.is_dir():
             return
         for folder, dirs, files in os.walk(base):
-            dirs.sort()
+            links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # an object: never entered
+            dirs[:] = sorted(set(dirs) - set(links))
             rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
-            for name in sorted(files):
+            for name in sorted(files + links):
                 yield f"{rel}/{name}"
 
     def delete(self, key: str) -> None:
-        remove_path(self.path(key))
+        with contextlib.suppress(NotADirectoryError):  # a file where a folder of the key should be: absent
+            remove_path(self.path(key))
 
     # small objects ------------------------------------------------------------------------------------
     def read(self, key: str, limit: int) -> Versioned | None:
