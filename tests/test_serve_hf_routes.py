@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from hashlib import sha256
-from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 
-from mirror.clock import SYSTEM
 from mirror.serve import hf
 from mirror.serve.hf import answers
 from mirror.serve.view import StoreView
@@ -164,8 +162,10 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Served:
-    store = Store.at(tmp_path / "store", clock=SYSTEM)
+def served(storage_store: Store) -> Served:
+    """The routes over a store on each storage (`tests.storages`): a local blob goes out by path, any
+    other through the storage's ranged reads, with the same answers."""
+    store = storage_store
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
     data = put_repo(store, "org/data", {"main": {"data/train.csv": b"a,b\n1,2\n"}}, repo_type="dataset")
     put_repo(store, "org/ms-only", {"master": {"config.json": b"{}"}}, source="modelscope")
@@ -314,7 +314,7 @@ def test_xet_read_token_and_unknown_routes_are_the_hubs_404(served: Served) -> N
 
 def test_a_file_whose_blob_is_gone_is_not_served_nor_listed(served: Served) -> None:
     sha = sha256(TINY_MAIN["tokenizer.json"]).hexdigest()
-    served.store.local_blob(sha).unlink()
+    served.store.storage.delete(Store.blob_key(sha))
     assert error(served.client.get("/org/tiny/resolve/main/tokenizer.json"))[1] == "EntryNotFound"
     siblings = served.client.get("/api/models/org/tiny").json()["siblings"]
     assert "tokenizer.json" not in [s["rfilename"] for s in siblings]

@@ -1,0 +1,261 @@
+"""The store on the storage interface: `open_storage` picks a storage from what the user named, an s3://
+store name is kept as text from the command line to the storage, records and refs are written with
+conditional writes (a writer that finds one changed re-reads it and applies its change again), gc removes
+what killed runs abandoned, and a store behaves alike over every storage (`tests.storages`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+
+from mirror.cli import main
+from mirror.cli.options import STORE
+from mirror.clock import SYSTEM
+from mirror.errors import UsageError
+from mirror.export import export
+from mirror.gc import ABANDONED, collect_garbage, plan_keep
+from mirror.repo import RepoKey
+from mirror.serve import hf
+from mirror.serve.view import StoreView
+from mirror.settings import Settings
+from mirror.storage import open_storage
+from mirror.storage.base import ABSENT, ConflictError
+from mirror.storage.local import LocalStorage
+from mirror.store import ATTEMPTS, Store
+from mirror.verify import verify_store
+from tests.asgi import call
+from tests.clocks import FakeClock
+from tests.conftest import TINY_MAIN, TINY_V1, put_repo
+
+KEY = RepoKey("huggingface", "model", "org/tiny")
+COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
+
+
+# --- open_storage and store names ------------------------------------------------------------------
+
+
+def test_open_storage_of_a_folder_is_a_local_storage_there(tmp_path: Path) -> None:
+    for name in (tmp_path / "store", str(tmp_path / "store"), "relative/store"):
+        storage = open_storage(name, clock=SYSTEM)
+        assert isinstance(storage, LocalStorage)
+        assert storage.local_root == Path(name)  # a relative folder stays relative to the current one
+
+
+def test_open_storage_of_an_s3_url_is_the_s3_storage(s3: object) -> None:
+    s3_module = pytest.importorskip("mirror.storage.s3", reason="the S3 storage is not on this branch yet")
+    url = s3.url("team/store")  # type: ignore[attr-defined]
+    storage = open_storage(url, clock=SYSTEM)
+    assert isinstance(storage, s3_module.S3Storage)
+    assert str(storage) == url and storage.local_root is None
+
+
+def test_open_storage_of_an_s3_url_without_the_s3_storage_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mirror.storage.s3", None)  # importing it fails, as before it exists
+    with pytest.raises(UsageError, match=r"s3://bucket/store: this mirror cannot keep a store on S3"):
+        open_storage("s3://bucket/store", clock=SYSTEM)
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("s3://", "is not a bucket name"),
+        ("s3://Not_A_Bucket/store", "is not a bucket name"),
+        ("s3://bucket/../store", "no empty, '.' or '..' part"),
+        ("gs://bucket/store", "a store is a folder or an s3://BUCKET/PREFIX URL"),
+    ],
+)
+def test_open_storage_refuses_a_bad_url(name: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says.replace(".", r"\.").replace("?", r"\?")):
+        open_storage(name, clock=SYSTEM)
+
+
+def test_an_s3_store_name_is_kept_as_text_from_the_command_line_and_the_environment(tmp_path: Path) -> None:
+    url = "s3://bucket/team/store"
+    assert STORE.convert(url, None, None) == url  # a Path would make it "s3:/bucket/team/store"
+    assert Settings.from_env(url, {}).store == url
+    assert Settings.from_env(None, {"MIRROR_STORE": url}).store == url
+    assert Settings.from_env("rel/store", {}).store == Path("rel/store")  # a folder, not resolved
+    assert STORE.convert(str(tmp_path), None, None) == tmp_path
+
+
+@pytest.mark.parametrize("layout", ["hf", "dir", "store"])
+def test_import_and_inventory_into_an_s3_target_are_usage_errors_naming_it(
+    layout: str, tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "b.tar.zst"
+    bundle.write_bytes(b"")
+    for args in (
+        ["import", str(bundle), "--layout", layout, "--target", "s3://bucket/t"],
+        ["inventory", "--layout", layout, "--target", "s3://bucket/t", "-o", str(tmp_path / "have.json")],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code == 2, args
+        assert "s3://bucket/t" in capsys.readouterr().err
+    assert not (Path.cwd() / "s3:").exists()  # the URL was never taken for a folder
+
+
+# --- conditional writes of records and refs ---------------------------------------------------------
+
+
+def test_a_write_expecting_a_stale_tag_or_absence_is_a_conflict(storage_store: Store) -> None:
+    storage = storage_store.storage
+    storage.write("repos/x/refs.json", b"{}", expect=ABSENT)
+    first = storage.read("repos/x/refs.json", 1024)
+    assert first is not None
+    storage.write("repos/x/refs.json", b'{"a": 1}', expect=first.tag)  # the second writer's
+    with pytest.raises(ConflictError):
+        storage.write("repos/x/refs.json", b'{"b": 2}', expect=first.tag)  # the first's, now stale
+    with pytest.raises(ConflictError):
+        storage.write("repos/x/refs.json", b"{}", expect=ABSENT)
+    again = storage.read("repos/x/refs.json", 1024)
+    assert again is not None and again.data == b'{"a": 1}'
+
+
+class _Interleaved:
+    """A storage whose first write of `key` lets `other` run first (a second writer between this writer's
+    read and its write); it counts the writes of `key` attempted."""
+
+    def __init__(self, storage: object, key: str, other: object) -> None:
+        self._storage, self._key, self._other = storage, key, other
+        self.attempts = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._storage, name)
+
+    def write(self, key: str, data: bytes, *, expect: object = None) -> None:
+        if key == self._key:
+            self.attempts += 1
+            if self.attempts == 1:
+                self._other()  # type: ignore[operator]
+        self._storage.write(key, data, expect=expect)  # type: ignore[attr-defined]
+
+
+def test_two_writers_of_refs_json_keep_both_their_names(storage_store: Store) -> None:
+    """The documented choice: a writer whose tag went stale re-reads refs.json and moves its names again."""
+    other = Store(storage_store.storage, clock=SYSTEM)
+    storage_store.set_refs(KEY, {"main": COMMIT_A}, "2026-11-20T10:00:00Z")
+    racing = _Interleaved(
+        storage_store.storage,
+        storage_store.refs_key(KEY),
+        lambda: other.set_refs(KEY, {"v1.0": COMMIT_B}, "2026-11-21T10:00:00Z"),
+    )
+    first = Store(racing, clock=SYSTEM)  # type: ignore[arg-type]
+    first.set_refs(KEY, {"main": COMMIT_B}, "2026-11-22T10:00:00Z")
+    assert racing.attempts == 2  # its first write found refs.json changed, and did not overwrite it
+    refs = storage_store.read_refs(KEY)
+    assert {name: (r.commit, r.synced_at) for name, r in refs.items()} == {
+        "main": (COMMIT_B, "2026-11-22T10:00:00Z"),
+        "v1.0": (COMMIT_B, "2026-11-21T10:00:00Z"),
+    }
+
+
+def test_a_writer_dropping_names_keeps_what_another_added_meanwhile(storage_store: Store) -> None:
+    other = Store(storage_store.storage, clock=SYSTEM)
+    storage_store.set_refs(KEY, {"main": COMMIT_A, "old": COMMIT_A}, "2026-11-20T10:00:00Z")
+    racing = _Interleaved(
+        storage_store.storage,
+        storage_store.refs_key(KEY),
+        lambda: other.set_refs(KEY, {"new": COMMIT_B}, "2026-11-21T10:00:00Z"),
+    )
+    Store(racing, clock=SYSTEM).drop_refs(KEY, ["old"])  # type: ignore[arg-type]
+    assert racing.attempts == 2
+    assert sorted(storage_store.read_refs(KEY)) == ["main", "new"]
+
+
+class _AlwaysChanged(LocalStorage):
+    """A storage where another writer always got there first."""
+
+    writes = 0
+
+    def write(self, key: str, data: bytes, *, expect: object = None) -> None:
+        type(self).writes += 1
+        raise ConflictError(f"{key} changed")
+
+
+def test_a_writer_that_always_finds_the_record_changed_gives_up_clearly(tmp_path: Path) -> None:
+    store = Store(_AlwaysChanged(tmp_path / "store", clock=SYSTEM), clock=SYSTEM)
+    with pytest.raises(ConflictError) as info:
+        store.set_refs(KEY, {"main": COMMIT_A}, "2026-11-20T10:00:00Z")
+    assert _AlwaysChanged.writes == ATTEMPTS
+    assert str(tmp_path / "store" / store.refs_key(KEY)) in str(info.value)
+    assert "another writer" in str(info.value) and "run again" in str(info.value)
+
+
+# --- gc: what killed runs abandoned -------------------------------------------------------------------
+
+
+def test_gc_removes_staging_files_untouched_for_a_day_and_keeps_younger_ones(tmp_path: Path) -> None:
+    fake = FakeClock()
+    store = Store.at(tmp_path / "store", clock=fake.clock)
+    put_repo(store, "org/tiny", {"main": TINY_V1})
+    old, young = store.temp_path("old.part"), store.temp_path("young.part")
+    for path, age in ((old, ABANDONED + 60), (young, ABANDONED - 60)):
+        path.write_bytes(b"partial")
+        os.utime(path, (fake.now - age, fake.now - age))
+    dry = collect_garbage(store, plan_keep(store, None), dry_run=True)
+    assert dry.abandoned == [] and old.exists()  # a dry run removes nothing
+    done = collect_garbage(store, plan_keep(store, None), dry_run=False)
+    assert done.abandoned == ["tmp/old.part"]
+    assert not old.exists() and young.exists()
+    assert verify_store(store).ok
+
+
+# --- a store over every storage ------------------------------------------------------------------------
+
+
+def test_a_store_reads_and_writes_alike_over_every_storage(storage_store: Store) -> None:
+    store = storage_store
+    tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1})
+    assert store.repos() == [tiny.key]
+    assert {n: r.commit for n, r in store.read_refs(tiny.key).items()} == tiny.commits
+    assert sorted(s.commit for s in store.snapshots(tiny.key)) == sorted(set(tiny.commits.values()))
+    weights = TINY_MAIN["model.safetensors"]
+    sha = hashlib.sha256(weights).hexdigest()
+    assert store.has_blob(sha, len(weights)) and not store.has_blob(sha, len(weights) + 1)
+    assert store.blob_problem(sha, 1) == f"{len(weights)} bytes, not 1"
+    assert store.blob_problem("0" * 64) == "missing"
+    with store.open_blob(sha, 100, 300) as f:
+        assert f.read() == weights[100:300]
+    assert store.blob_sha256(sha) == sha
+    names = [name for name, _ in store.iter_blobs()]
+    assert names == sorted(names) and sha in names
+    store.doubt_blob(sha)
+    assert store.in_doubt(sha) and store.blob_damage(sha, len(weights)) is None and not store.in_doubt(sha)
+    assert verify_store(store).ok
+    store.drop_refs(tiny.key, ["main"])
+    gone = collect_garbage(store, plan_keep(store, None), dry_run=False)
+    assert gone.refs == [] and len(gone.snapshots) == 1 and gone.blobs
+    assert store.read_snapshot(tiny.key, tiny.commits["v1.0"]) is not None
+    assert verify_store(store).ok
+
+
+def test_an_export_is_byte_identical_over_every_storage(storage_store: Store, tmp_path: Path) -> None:
+    reference = Store.at(tmp_path / "reference", clock=SYSTEM)
+    for store in (reference, storage_store):
+        put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1})
+        put_repo(store, "gpt2", {"main": {"config.json": b"{}", "model.safetensors": b"w" * 5000}})
+    export(reference, None, tmp_path / "reference.tar.zst")
+    export(storage_store, None, tmp_path / "other.tar.zst")
+    assert (tmp_path / "reference.tar.zst").read_bytes() == (tmp_path / "other.tar.zst").read_bytes()
+
+
+def test_serve_hands_a_local_blob_over_by_path_and_streams_any_other(storage_store: Store) -> None:
+    store = storage_store
+    put_repo(store, "org/tiny", {"main": TINY_MAIN})
+    app = Starlette(routes=hf.routes(StoreView(store)))
+    url = "/org/tiny/resolve/main/model.safetensors"
+    whole = call(app, "GET", url, pathsend=True)
+    ranged = call(app, "GET", url, {"Range": "bytes=10-"}, pathsend=True)
+    weights = TINY_MAIN["model.safetensors"]
+    local = store.local_blob(hashlib.sha256(weights).hexdigest())
+    if local is not None:
+        assert (whole.status, whole.pathsend, whole.body) == (200, str(local), b"")
+    else:
+        assert (whole.status, whole.pathsend, whole.body) == (200, None, weights)
+    assert (ranged.status, ranged.pathsend, ranged.body) == (206, None, weights[10:])
