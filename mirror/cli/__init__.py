@@ -50,6 +50,7 @@ from mirror.cli.output import (
 from mirror.cli.serve import serve as serve_cmd
 from mirror.errors import DamagedBlobError
 from mirror.exits import ExitCode
+from mirror.settings import StoreName
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def cli() -> None:
 @output_options
 def sync(
     manifests: Sequence[str],
-    store: Path | None,
+    store: StoreName | None,
     workers: int,
     segments: int,
     wait: float,
@@ -167,7 +168,7 @@ def sync(
 @click.option("--check-upstream", is_flag=True, help="Ask the hubs whether each revision has moved since.")
 @json_option
 @output_options
-def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, as_json: bool) -> None:
+def status(manifests: Sequence[str], store: StoreName | None, check_upstream: bool, as_json: bool) -> None:
     """Per model revision (of the MANIFESTS, else of the whole store): the commit held, when it was
     synced, its files and size; with --check-upstream, whether upstream has moved."""
     from mirror.clock import SYSTEM
@@ -200,7 +201,7 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
 @json_option
 @output_options
 def gc(
-    manifests: Sequence[str], store: Path | None, locks: Sequence[Path], dry_run: bool, as_json: bool
+    manifests: Sequence[str], store: StoreName | None, locks: Sequence[Path], dry_run: bool, as_json: bool
 ) -> None:
     """Remove what nothing references any more.
 
@@ -282,7 +283,7 @@ def gc(
 def export_cmd(
     manifests: Sequence[str],
     output: Path,
-    store: Path | None,
+    store: StoreName | None,
     level: int | None,
     threads: int,
     have_files: Sequence[Path],

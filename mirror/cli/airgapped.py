@@ -216,7 +216,11 @@ def inspect(bundle: Path, as_json: bool) -> None:
 @json_option
 @output_options
 def verify(
-    bundles: Sequence[Path], store: Path | None, target: StoreName | None, layout: str | None, as_json: bool
+    bundles: Sequence[Path],
+    store: StoreName | None,
+    target: StoreName | None,
+    layout: str | None,
+    as_json: bool,
 ) -> None:
     """Re-hash the store, the BUNDLES, or an imported tree (--target), offline; name anything that does
     not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
