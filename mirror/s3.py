@@ -32,6 +32,8 @@ _CHECK = {
     "NoSuchBucket": "the bucket does not exist: create it, or check the bucket name and AWS_ENDPOINT_URL",
     "AccessDenied": "access denied: check the credentials' permissions on the bucket (AWS_PROFILE, "
     "AWS_ACCESS_KEY_ID)",
+    "403": "access denied: check the credentials and their permissions on the bucket (AWS_PROFILE, "
+    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",  # a HEAD's answer has no body, so no finer code
     "AllAccessDisabled": "access to the bucket is disabled: check the bucket's policy",
     "InvalidAccessKeyId": "the access key is not known to the service: check AWS_ACCESS_KEY_ID or AWS_PROFILE",
     "SignatureDoesNotMatch": "the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY or "
@@ -99,6 +101,7 @@ def client() -> S3Client:
 
     config = Config(
         s3={"addressing_style": "path"},
+        signature_version="s3v4",  # presigned URLs too (botocore presigns with SigV2 unless told)
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         retries={"mode": "standard", "max_attempts": 5},

@@ -43,3 +43,37 @@ class FakeClock:
             self.waits.append(seconds)
             self.now += seconds
         return False
+
+
+class ManualClock:
+    """Time that moves only when the test calls `advance`; a wait blocks until time reaches its end (or
+    its stop is set), so a background thread (a lease's renewer) runs exactly when the test lets it.
+    `waits` counts the waits begun."""
+
+    def __init__(self, start: float = 1_764_936_000.0) -> None:
+        self.now = start
+        self.waits = 0
+        self._moved = threading.Condition()
+        self.clock = Clock(time=self._now, monotonic=self._now, wait=self._wait)
+
+    def _now(self) -> float:
+        return self.now
+
+    def _wait(self, stop: threading.Event, seconds: float) -> bool:
+        with self._moved:
+            self.waits += 1
+            self._moved.notify_all()
+            end = self.now + seconds
+            while self.now < end and not stop.is_set():
+                self._moved.wait(0.01)  # a set stop does not notify: look again soon
+        return stop.is_set()
+
+    def advance(self, seconds: float) -> None:
+        with self._moved:
+            self.now += seconds
+            self._moved.notify_all()
+
+    def wait_for_waits(self, count: int) -> None:
+        """Block until `count` waits have begun (a background thread is waiting again)."""
+        with self._moved:
+            assert self._moved.wait_for(lambda: self.waits >= count, timeout=30), "no wait began"

@@ -3,8 +3,7 @@
 - "local": `LocalStorage`, a folder (the fast paths: a blob sent or hashed by its path).
 - "opaque": a folder that does not say it is one (`local_root` None), so every engine path that a bucket
   takes (blobs read as streams, served through `open_read`) runs without a server.
-- "s3": `S3Storage` over a fresh bucket of the moto server (the `s3` fixture); add it to `STORAGES` once
-  `mirror.storage.s3` is on the branch.
+- "s3": `S3Storage` over a fresh bucket of the moto server (the `s3` fixture), staging in the test's folder.
 """
 
 from __future__ import annotations
@@ -14,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from mirror.clock import Clock
-from mirror.storage import open_storage
+from mirror.s3 import parse_s3_url
 from mirror.storage.base import Storage
 from mirror.storage.local import LocalStorage
+from mirror.storage.s3 import S3Storage
 
-STORAGES = ("local", "opaque")  # + "s3" once mirror.storage.s3 exists: the fixtures below already make it
+STORAGES = ("local", "opaque", "s3")
 
 
 class OpaqueStorage(LocalStorage):
@@ -39,5 +39,6 @@ def make_storage(kind: str, folder: Path, request: pytest.FixtureRequest, clock:
     if kind == "opaque":
         return OpaqueStorage(folder, clock=clock)
     if kind == "s3":
-        return open_storage(request.getfixturevalue("s3").url(folder.name), clock=clock)
+        where = parse_s3_url(request.getfixturevalue("s3").url(folder.name))
+        return S3Storage(where, clock=clock, staging=folder.with_name(f"{folder.name}-staging"))
     raise ValueError(kind)

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 
+from mirror.clock import SYSTEM
 from mirror.serve import hf
 from mirror.serve.hf import answers
 from mirror.serve.view import StoreView
@@ -20,6 +22,7 @@ from mirror.snapshot import FileRecord
 from mirror.store import Store
 from tests.asgi import Answer, call
 from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, lfs_pointer, put_repo
+from tests.storages import make_storage
 
 # --- the pure answers -----------------------------------------------------------------------------
 
@@ -161,11 +164,11 @@ class Served:
     data: SyntheticRepo
 
 
-@pytest.fixture
-def served(storage_store: Store) -> Served:
-    """The routes over a store on each storage (`tests.storages`): a local blob goes out by path, any
-    other through the storage's ranged reads, with the same answers."""
-    store = storage_store
+@pytest.fixture(params=["local", "opaque"])  # "s3": as "opaque" for the routes, a second a test slower
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Served:
+    """The routes over a store in a folder, and over one that does not say it is (`tests.storages`): a
+    local blob goes out by path, any other through the storage's ranged reads, with the same answers."""
+    store = Store(make_storage(request.param, tmp_path / "store", request, SYSTEM), clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
     data = put_repo(store, "org/data", {"main": {"data/train.csv": b"a,b\n1,2\n"}}, repo_type="dataset")
     put_repo(store, "org/ms-only", {"master": {"config.json": b"{}"}}, source="modelscope")

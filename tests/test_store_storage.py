@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,11 +25,13 @@ from mirror.settings import Settings
 from mirror.storage import open_storage
 from mirror.storage.base import ABSENT, ConflictError
 from mirror.storage.local import LocalStorage
+from mirror.storage.s3 import S3Storage
 from mirror.store import ATTEMPTS, Store
 from mirror.verify import verify_store
 from tests.asgi import call
 from tests.clocks import FakeClock
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
+from tests.s3server import S3Bucket
 
 KEY = RepoKey("huggingface", "model", "org/tiny")
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
@@ -46,18 +47,11 @@ def test_open_storage_of_a_folder_is_a_local_storage_there(tmp_path: Path) -> No
         assert storage.local_root == Path(name)  # a relative folder stays relative to the current one
 
 
-def test_open_storage_of_an_s3_url_is_the_s3_storage(s3: object) -> None:
-    s3_module = pytest.importorskip("mirror.storage.s3", reason="the S3 storage is not on this branch yet")
-    url = s3.url("team/store")  # type: ignore[attr-defined]
+def test_open_storage_of_an_s3_url_is_the_s3_storage(s3: S3Bucket) -> None:
+    url = s3.url("team/store")
     storage = open_storage(url, clock=SYSTEM)
-    assert isinstance(storage, s3_module.S3Storage)
+    assert isinstance(storage, S3Storage)
     assert str(storage) == url and storage.local_root is None
-
-
-def test_open_storage_of_an_s3_url_without_the_s3_storage_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "mirror.storage.s3", None)  # importing it fails, as before it exists
-    with pytest.raises(UsageError, match=r"s3://bucket/store: this mirror cannot keep a store on S3"):
-        open_storage("s3://bucket/store", clock=SYSTEM)
 
 
 @pytest.mark.parametrize(

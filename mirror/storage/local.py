@@ -85,14 +85,8 @@ class LocalStorage:
 
     def keys(self, prefix: str) -> Iterator[str]:
         base = self.root / prefix
-        if not base.is_dir():
-            return
-        for folder, dirs, files in os.walk(base):
-            links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]  # an object: never entered
-            dirs[:] = sorted(set(dirs) - set(links))
-            rel = os.path.relpath(folder, self.root).replace(os.sep, "/")
-            for name in sorted(files + links):
-                yield f"{rel}/{name}"
+        if base.is_dir():
+            yield from _walk(os.fspath(base), prefix.rstrip("/"))
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(NotADirectoryError):  # a file where a folder of the key should be: absent
@@ -145,14 +139,7 @@ class LocalStorage:
         folder = self.root / STAGING
         if not folder.is_dir():
             return []
-        now = self.clock.time()
-        removed = []
-        for entry in sorted(folder.iterdir()):
-            with contextlib.suppress(FileNotFoundError):
-                if now - entry.lstat().st_mtime > older_than:
-                    remove_path(entry)
-                    removed.append(f"{STAGING}/{entry.name}")
-        return removed
+        return remove_older(folder, self.clock.time() - older_than, STAGING)
 
     # the writer's lock --------------------------------------------------------------------------------
     @contextmanager
@@ -180,6 +167,32 @@ class LocalStorage:
             yield
         finally:
             os.close(fd)  # closing the descriptor releases the flock
+
+
+def _walk(folder: str, rel: str) -> Iterator[str]:
+    """The files under `folder` (named `rel`), recursively, in the order of their names as strings (an
+    object store's order: "a/b.txt" before "a/b/c"). A link is a file, unless it points at a folder: then
+    it is skipped, never followed (as os.walk does)."""
+    with os.scandir(folder) as it:
+        entries = sorted((e.name + "/" if e.is_dir() else e.name, e) for e in it)
+    for sort_name, entry in entries:
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        if not sort_name.endswith("/"):
+            yield name
+        elif not entry.is_symlink():
+            yield from _walk(entry.path, name)
+
+
+def remove_older(folder: Path, before: float, label: str) -> list[str]:
+    """Remove what `folder` holds that was last modified before `before` (a POSIX time); the names
+    removed, as `label/name`."""
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.lstat().st_mtime < before:
+                remove_path(entry)
+                removed.append(f"{label}/{entry.name}")
+    return removed
 
 
 class _Limited(io.RawIOBase):
