@@ -31,7 +31,8 @@ from mirror.verify import verify_store
 from tests.asgi import call
 from tests.clocks import FakeClock
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
-from tests.s3server import S3Bucket
+from tests.hub import LoopbackHub
+from tests.s3server import SECRET_KEY, S3Bucket
 
 KEY = RepoKey("huggingface", "model", "org/tiny")
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
@@ -253,3 +254,55 @@ def test_serve_hands_a_local_blob_over_by_path_and_streams_any_other(storage_sto
     else:
         assert (whole.status, whole.pathsend, whole.body) == (200, None, weights)
     assert (ranged.status, ranged.pathsend, ranged.body) == (206, None, weights[10:])
+
+
+# --- the commands over a store in a bucket -----------------------------------------------------------------
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    out, err = capsys.readouterr()
+    assert SECRET_KEY not in out + err
+    return int(done.value.code or 0), out + err
+
+
+def test_sync_status_verify_export_gc_and_serve_run_over_a_store_in_a_bucket(
+    hub: LoopbackHub,
+    s3: S3Bucket,
+    tmp_path: Path,
+    isolated_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    weights = bytes(range(256)) * 40
+    hub.add_commit("org/a", {"config.json": b'{"model_type": "bert"}', "model.safetensors": weights})
+    manifest = tmp_path / "m.yml"
+    manifest.write_text("version: 1\nmodels:\n  - repo: org/a\n")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    url = s3.url("team/store")
+    monkeypatch.setenv("MIRROR_STORE", url)
+    assert run_cli(["sync", str(manifest)], capsys)[0] == 0
+    assert "team/store/repos/huggingface/model/org--a/refs.json" in s3.keys("team/store/repos/")
+    sha = hashlib.sha256(weights).hexdigest()
+    assert s3.read(f"team/store/blobs/sha256/{sha[:2]}/{sha}") == weights
+    fetched = len(hub.downloads())
+    assert run_cli(["sync", str(manifest)], capsys)[0] == 0
+    assert len(hub.downloads()) == fetched  # what the bucket holds is judged held: nothing fetched again
+    code, out = run_cli(["status", "--json"], capsys)
+    assert code == 0 and "org/a" in out
+    assert run_cli(["verify"], capsys)[0] == 0
+    local = tmp_path / "local-store"
+    assert run_cli(["sync", str(manifest), "--store", str(local)], capsys)[0] == 0
+    from_bucket, from_folder = tmp_path / "bucket.tar.zst", tmp_path / "folder.tar.zst"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764936000")  # the two syncs' times may differ
+    assert run_cli(["export", "-o", str(from_bucket)], capsys)[0] == 0
+    assert run_cli(["export", "--store", str(local), "-o", str(from_folder)], capsys)[0] == 0
+    assert from_bucket.read_bytes() == from_folder.read_bytes()
+    code, out = run_cli(["gc", "--dry-run", "--json"], capsys)
+    assert code == 0 and '"blobs": []' in out
+    from mirror.serve.app import create_app
+
+    app = create_app(url, clock=SYSTEM)
+    answer = call(app, "GET", "/org/a/resolve/main/model.safetensors", {"Range": "bytes=100-"}, pathsend=True)
+    assert (answer.status, answer.pathsend, answer.body) == (206, None, weights[100:])
