@@ -304,7 +304,8 @@ class Store:
         self._update(self.refs_key(key), move)
 
     def drop_refs(self, key: RepoKey, names: Iterable[str]) -> None:
-        """Forget revision names; a repo left with none loses its refs.json."""
+        """Forget revision names; a repo left with none loses its refs.json (that removal is unconditional:
+        the runs that drop names, gc, hold the store's writer lock)."""
         names = set(names)
         left = self._update(
             self.refs_key(key),

@@ -20,7 +20,7 @@ from mirror.export import export
 from mirror.gc import ABANDONED, collect_garbage, plan_keep
 from mirror.repo import RepoKey
 from mirror.serve import hf
-from mirror.serve.view import StoreView
+from mirror.serve.view import RECORD_TTL, StoreView
 from mirror.settings import Settings
 from mirror.storage import open_storage
 from mirror.storage.base import ABSENT, ConflictError
@@ -33,6 +33,7 @@ from tests.clocks import FakeClock
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
 from tests.hub import LoopbackHub
 from tests.s3server import SECRET_KEY, S3Bucket
+from tests.storages import OpaqueStorage
 
 KEY = RepoKey("huggingface", "model", "org/tiny")
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
@@ -306,3 +307,25 @@ def test_sync_status_verify_export_gc_and_serve_run_over_a_store_in_a_bucket(
     app = create_app(url, clock=SYSTEM)
     answer = call(app, "GET", "/org/a/resolve/main/model.safetensors", {"Range": "bytes=100-"}, pathsend=True)
     assert (answer.status, answer.pathsend, answer.body) == (206, None, weights[100:])
+
+
+def test_serve_over_a_bucket_sees_a_blob_gone_within_the_ttl(tmp_path: Path) -> None:
+    """Over a bucket a look is a request: the server keeps what a look at a blob (and a read of a commit
+    record) found for RECORD_TTL seconds, so a change made through another host shows within 10 s; refs
+    are read at each request."""
+    fake = FakeClock()
+    store = Store(OpaqueStorage(tmp_path / "store", clock=fake.clock), clock=fake.clock)
+    put_repo(store, "org/tiny", {"main": TINY_V1})
+    app = Starlette(routes=hf.routes(StoreView(store)))
+
+    def listed(revision: str = "main") -> list[str]:
+        answer = call(app, "GET", f"/api/models/org/tiny/revision/{revision}")
+        return sorted(s["rfilename"] for s in answer.json()["siblings"]) if answer.status == 200 else []
+
+    assert "tokenizer.json" in listed()
+    put_repo(store, "org/tiny", {"v2": TINY_MAIN})
+    assert "extra/notes.txt" in listed("v2")  # a new revision shows at once
+    store.storage.delete(Store.blob_key(hashlib.sha256(TINY_V1["tokenizer.json"]).hexdigest()))
+    assert "tokenizer.json" in listed()  # as looked at less than RECORD_TTL ago
+    fake.now += RECORD_TTL
+    assert "tokenizer.json" not in listed() and "config.json" in listed()

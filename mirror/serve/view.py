@@ -24,7 +24,8 @@ from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Ref, Store
 
 RECORD_TTL = 5.0  # seconds a record read from a bucket is served before it is read again (every replica
-# thus serves a bundle imported through any host within 10 s)
+# thus serves a bundle imported through any host within 10 s); what a look at a blob found, likewise
+BLOBS_KEPT = 1 << 16  # looks at blobs remembered over a bucket (forgotten all at once past this)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ class ServedRepo:
         snap = self.view.snapshot(self.key, commit)
         if snap is None:
             return None
-        store = self.view.store
-        held = tuple(f for f in snap.files if store.has_blob(f.sha256, f.size))
+        held = tuple(f for f in snap.files if self.view.holds(f))
         return ServedCommit(self.key, commit, held, snap.synced_at)
 
     def last_update(self) -> str:
@@ -89,6 +89,7 @@ class StoreView:
         self.store = store
         self._lock = threading.Lock()
         self._records: dict[str, tuple[tuple[float, ...], Snapshot | None]] = {}
+        self._blobs: dict[tuple[str, int], tuple[float, bool]] = {}  # over a bucket: (period, held)
 
     def repos(self) -> list[ServedRepo]:
         return [ServedRepo(self, key, self.store.read_refs(key)) for key in self.store.repos()]
@@ -127,12 +128,32 @@ class StoreView:
             self._records[record] = (stamp, snap)
         return snap
 
+    def holds(self, record: FileRecord) -> bool:
+        """Whether the store holds the file's blob (`Store.has_blob`: one lstat on a local store). Over a
+        bucket, where a look is a request, what a look found is kept for the `RECORD_TTL` period."""
+        if self.store.local_root is not None:
+            return self.store.has_blob(record.sha256, record.size)
+        stamp = self._period()
+        with self._lock:
+            cached = self._blobs.get((record.sha256, record.size))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        held = self.store.has_blob(record.sha256, record.size)
+        with self._lock:
+            if len(self._blobs) >= BLOBS_KEPT:
+                self._blobs.clear()
+            self._blobs[record.sha256, record.size] = (stamp, held)
+        return held
+
+    def _period(self) -> float:
+        return self.store.clock.monotonic() // RECORD_TTL
+
     def _stamp(self, record: str) -> tuple[float, ...] | None:
         """What changes when a record may have: its file's identity on a local store (None when absent), the
         current `RECORD_TTL` period over a bucket (a look there costs as much as a read)."""
         root = self.store.local_root
         if root is None:
-            return (self.store.clock.monotonic() // RECORD_TTL,)
+            return (self._period(),)
         try:
             st = os.stat(f"{root}/{record}")
         except OSError:
