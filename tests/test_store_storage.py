@@ -186,19 +186,25 @@ def test_a_writer_that_always_finds_the_record_changed_gives_up_clearly(tmp_path
 # --- gc: what killed runs abandoned -------------------------------------------------------------------
 
 
-def test_gc_removes_staging_files_untouched_for_a_day_and_keeps_younger_ones(tmp_path: Path) -> None:
+def test_gc_removes_staging_files_untouched_for_a_day_and_keeps_younger_ones_and_kept_volumes(
+    tmp_path: Path,
+) -> None:
     fake = FakeClock()
     store = Store.at(tmp_path / "store", clock=fake.clock)
     put_repo(store, "org/tiny", {"main": TINY_V1})
     old, young = store.temp_path("old.part"), store.temp_path("young.part")
-    for path, age in ((old, ABANDONED + 60), (young, ABANDONED - 60)):
+    kept = store.temp_path("kept") / "set-id" / "content"  # a volume set's, waiting for its next disc
+    kept.parent.mkdir(parents=True)
+    for path, age in ((old, ABANDONED + 60), (young, ABANDONED - 60), (kept, 30 * ABANDONED)):
         path.write_bytes(b"partial")
         os.utime(path, (fake.now - age, fake.now - age))
+    for folder in (kept.parent, kept.parent.parent):
+        os.utime(folder, (fake.now - 30 * ABANDONED, fake.now - 30 * ABANDONED))
     dry = collect_garbage(store, plan_keep(store, None), dry_run=True)
     assert dry.abandoned == [] and old.exists()  # a dry run removes nothing
     done = collect_garbage(store, plan_keep(store, None), dry_run=False)
     assert done.abandoned == ["tmp/old.part"]
-    assert not old.exists() and young.exists()
+    assert not old.exists() and young.exists() and kept.exists()
     assert verify_store(store).ok
 
 

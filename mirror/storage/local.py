@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -27,6 +27,9 @@ from mirror.fsutil import atomic_write_bytes, flock_wait, remove_path
 from mirror.storage.base import ABSENT, MISSING, ConflictError, Expect, Kind, ObjectStat, Versioned
 
 STAGING = "tmp"  # under the root: downloads and imports in progress, never under a real key
+# Under STAGING: a volume set's verified content waiting for its next volumes (mirror.layouts.kept), which
+# the imports of the set sweep themselves; never taken for abandoned, however long the next disc takes.
+KEPT = "kept"
 
 
 class LocalStorage:
@@ -139,7 +142,7 @@ class LocalStorage:
         folder = self.root / STAGING
         if not folder.is_dir():
             return []
-        return remove_older(folder, self.clock.time() - older_than, STAGING)
+        return remove_older(folder, self.clock.time() - older_than, STAGING, keep={KEPT})
 
     # the writer's lock --------------------------------------------------------------------------------
     @contextmanager
@@ -183,13 +186,13 @@ def _walk(folder: str, rel: str) -> Iterator[str]:
             yield from _walk(entry.path, name)
 
 
-def remove_older(folder: Path, before: float, label: str) -> list[str]:
-    """Remove what `folder` holds that was last modified before `before` (a POSIX time); the names
-    removed, as `label/name`."""
+def remove_older(folder: Path, before: float, label: str, keep: Collection[str] = ()) -> list[str]:
+    """Remove what `folder` holds that was last modified before `before` (a POSIX time), but the names in
+    `keep`; the names removed, as `label/name`."""
     removed = []
     for entry in sorted(folder.iterdir()):
         with contextlib.suppress(FileNotFoundError):
-            if entry.lstat().st_mtime < before:
+            if entry.name not in keep and entry.lstat().st_mtime < before:
                 remove_path(entry)
                 removed.append(f"{label}/{entry.name}")
     return removed
