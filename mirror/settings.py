@@ -81,12 +81,12 @@ def store_name(text: str | Path) -> StoreName:
 
 
 def local_target(target: Path | str) -> Path:
-    """The folder a layout writes or reads; UsageError for an s3:// store, which only sync, status, gc,
-    verify, export and serve use so far (import, inventory and `verify --target` need a folder)."""
+    """The folder a layout writes or reads; UsageError for an s3:// URL, which only a store may be (and
+    which `inventory` and `verify --target` do not read yet: `verify --store s3://...` checks such a store)."""
     if is_s3_url(target):
         raise UsageError(
-            f"{target}: import, inventory and `verify --target` need a folder store; sync, export, verify and "
-            "serve use an s3:// store with --store"
+            f"{target}: inventory and `verify --target` need a folder; `mirror verify --store {target}` checks "
+            "a store in a bucket"
         )
     return Path(target)
 

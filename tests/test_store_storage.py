@@ -80,20 +80,41 @@ def test_an_s3_store_name_is_kept_as_text_from_the_command_line_and_the_environm
 
 
 @pytest.mark.parametrize("layout", ["hf", "dir", "store"])
-def test_import_and_inventory_into_an_s3_target_are_usage_errors_naming_it(
+def test_an_s3_target_is_a_usage_error_naming_it_but_for_an_import_into_a_store(
     layout: str, tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = tmp_path / "b.tar.zst"
     bundle.write_bytes(b"")
-    for args in (
-        ["import", str(bundle), "--layout", layout, "--target", "s3://bucket/t"],
-        ["inventory", "--layout", layout, "--target", "s3://bucket/t", "-o", str(tmp_path / "have.json")],
-    ):
+    refused = [
+        ["inventory", "--layout", layout, "--target", "s3://bucket/t", "-o", str(tmp_path / "have.json")]
+    ]
+    refused += [["verify", "--layout", layout, "--target", "s3://bucket/t"]]
+    if layout != "store":
+        refused.append(["import", str(bundle), "--layout", layout, "--target", "s3://bucket/t"])
+    for args in refused:
         with pytest.raises(SystemExit) as info:
             main(args)
         assert info.value.code == 2, args
         assert "s3://bucket/t" in capsys.readouterr().err
     assert not (Path.cwd() / "s3:").exists()  # the URL was never taken for a folder
+
+
+def test_a_bundle_imported_into_a_store_in_a_bucket_is_the_store_it_came_from(
+    sample_store: object, s3: S3Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source: Store = sample_store.store  # type: ignore[attr-defined]
+    bundle = tmp_path / "all.tar.zst"
+    export(source, None, bundle)
+    url = s3.url("far/store")
+    code, out = run_cli(["import", str(bundle), "--layout", "store", "--target", url, "--json"], capsys)
+    assert code == 0 and f'"target": "{url}"' in out and f"{url}/repos/huggingface/model/org--tiny/" in out
+    assert run_cli(["verify", "--store", url], capsys)[0] == 0
+    again = tmp_path / "again.tar.zst"
+    assert run_cli(["export", "--store", url, "-o", str(again)], capsys)[0] == 0
+    assert again.read_bytes() == bundle.read_bytes()
+    code, out = run_cli(["import", str(bundle), "--layout", "store", "--target", url], capsys)
+    assert code == 0 and "present" in out and "imported" not in out  # nothing written twice
+    assert not s3.keys("far/store/tmp/")  # no temporary upload left behind
 
 
 # --- conditional writes of records and refs ---------------------------------------------------------

@@ -131,7 +131,7 @@ def import_cmd(
         tuple(load_public_key(k) for k in trust_keys), required=require_signature, clock=SYSTEM
     )
 
-    folder = local_target(resolve_target(layout, target))
+    where = resolve_target(layout, target)  # a folder; for --layout store, also an s3:// URL
     # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
     symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
@@ -146,7 +146,7 @@ def import_cmd(
                 import_unit(
                     unit,
                     layout,
-                    folder,
+                    where,
                     progress=sink.update,
                     trust=trust,
                     symlinks=symlinks,
@@ -162,7 +162,7 @@ def import_cmd(
             errors.append(e)  # each bundle or set is one unit: the others still import
         finally:
             sink.close()
-    run = ImportRun(folder, layout, tuple(reports), tuple(errors))
+    run = ImportRun(where, layout, tuple(reports), tuple(errors))
     emit(run, as_json, [line for r in reports for line in import_report_lines(r)])
     for error in errors:
         print_error(str(error))

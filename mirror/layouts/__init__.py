@@ -39,7 +39,8 @@ def make_layout(
         factory = LAYOUTS[layout]
     except KeyError:
         raise UsageError(f"unknown layout {layout!r}; choose one of {', '.join(sorted(LAYOUTS))}") from None
-    return factory(local_target(target), symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint)
+    where = target if layout == "store" else local_target(target)  # a store may be in a bucket
+    return factory(where, symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint)
 
 
 __all__ = ["LAYOUTS", "Layout", "local_target", "make_layout"]

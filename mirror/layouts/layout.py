@@ -171,6 +171,11 @@ class Layout(ABC):
         self.checkpoint = checkpoint  # called after each write (the tests kill an import there)
 
     @property
+    def where(self) -> Path | str:
+        """The target as the user named it, for reports and messages (the folder; a store layout's s3:// URL)."""
+        return self.target
+
+    @property
     @abstractmethod
     def trust_dir(self) -> Path:
         """Where the target keeps the highest sequence accepted per signing key (mirror.signing), out of

@@ -54,16 +54,26 @@ from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
 from mirror.paths import is_sha256
 from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import FileRecord, Snapshot
+from mirror.storage import open_storage
+from mirror.storage.base import Storage
 from mirror.store import Store
 
 
 class StoreLayout(Layout):
     name = "store"
 
-    def __init__(self, target: Path, **options: Any) -> None:
-        super().__init__(target, **options)
+    def __init__(self, target: Path | str, **options: Any) -> None:
+        self.named = target  # a folder, or an s3:// URL
+        storage = open_storage(target, clock=_READING)
+        root = storage.local_root
+        super().__init__(root if root is not None else bucket_work_folder(storage), **options)
         self.link_shared = True  # a store shares every content across repos by design (--link-shared)
-        self.store = _reader(self.target)
+        self.store = Store(storage, clock=_READING)
+        self.local = root is not None
+
+    @property
+    def where(self) -> Path | str:
+        return self.target if self.local else self.named
 
     @property
     def trust_dir(self) -> Path:
@@ -73,7 +83,7 @@ class StoreLayout(Layout):
     def writing(self, wait: float, clock: Clock | None) -> Iterator[None]:
         if clock is None:
             raise ValueError("an import into a store needs a clock: it stamps the store's writer lock")
-        self.store = Store.at(self.target, clock=clock)
+        self.store = Store(open_storage(self.named, clock=clock), clock=clock)
         with self.store.lock(wait):
             yield
 
@@ -85,7 +95,11 @@ class StoreLayout(Layout):
 
     def uses(self, repo: IndexedRepo) -> Iterator[Use]:
         root, store = self.target, self.store
-        for folder in ("tmp", "tmp/import", "blobs", "blobs/sha256", "doubt", "repos"):
+        for folder in ("tmp", "tmp/import"):
+            yield Use(root / folder, "dir")
+        if not self.local:
+            return  # the rest is in the bucket: keys, no path to check
+        for folder in ("blobs", "blobs/sha256", "doubt", "repos"):
             yield Use(root / folder, "dir")
         for sha in sorted({f.sha256 for f in repo.files()}):
             blob = self._blob(sha)
@@ -101,6 +115,8 @@ class StoreLayout(Layout):
             yield Use(record, "file", named=named)
 
     def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        if not self.local:
+            return  # a bucket's blobs are not files to stage from: the bundle brings what a repo needs
         # Never a link: the store takes one for damage (`Store.blob_problem`), and the import replaces it.
         yield from ((sha, size, path) for sha, size, path in self.copies(repo) if not path.is_symlink())
 
@@ -166,7 +182,9 @@ class StoreLayout(Layout):
             changed = True
         return RepoReport(
             repo=repo.key,
-            path=self.target / store.repo_key(repo.key),
+            path=self.target / store.repo_key(repo.key)
+            if self.local
+            else store.where(store.repo_key(repo.key)),
             revisions=repo.revisions,
             files_written=files_written,
             bytes_written=bytes_written,
@@ -180,6 +198,8 @@ class StoreLayout(Layout):
         store = self.store
         if store.blob_problem(f.sha256, f.size) is not None:
             return False
+        if not self.local:  # a bucket's blob was verified before it got its key; doubted, it is replaced
+            return not store.in_doubt(f.sha256)
         if not hashes.holds(self._blob(f.sha256), f.size, f.sha256):
             return False
         if store.in_doubt(f.sha256):
@@ -190,6 +210,11 @@ class StoreLayout(Layout):
         files: list[ExpectedFile] = []
         problems: list[str] = []
         store = self.store
+        if not self.local:
+            return (
+                files,
+                problems,
+            )  # no file to hash in place: `mirror verify --store s3://...` hashes the blobs
         for key in store.repos():
             try:
                 snapshots = store.snapshots(key)
@@ -201,6 +226,8 @@ class StoreLayout(Layout):
         return files, problems
 
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
+        if not self.local:
+            return  # a bucket's blobs are not files a delta's content can be taken from
         for name, key in self.store.iter_blobs():
             path = self.target / key
             if not path.is_symlink() and path.is_file():
@@ -223,11 +250,18 @@ class StoreLayout(Layout):
         return held
 
 
-def _reader(root: Path) -> Store:
-    """The store at root, for what reads it (inventory, verify, the checks before an import); reading
-    never asks the time, which only the writer lock's stamp needs (`writing` gives the real clock)."""
-    return Store.at(root, clock=Clock(time=_no_time))
+def bucket_work_folder(storage: Storage) -> Path:
+    """The local folder of an import into a store in a bucket (its staging, a volume set's kept content,
+    the signature sequences accepted), beside the storage's own staging and so out of reach of the
+    cleaning `mirror gc` asks of it: one per bucket location on this host."""
+    staging = storage.staging()
+    return staging.with_name(f"{staging.name}.import")
 
 
 def _no_time() -> float:
     raise RuntimeError("reading a store needs no time")
+
+
+# For what reads the store (inventory, verify, the checks before an import): reading never asks the time,
+# which only the writer lock needs (`writing` gives the real clock).
+_READING = Clock(time=_no_time)
