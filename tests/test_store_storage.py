@@ -29,7 +29,7 @@ from mirror.storage.s3 import S3Storage
 from mirror.store import ATTEMPTS, Store
 from mirror.verify import verify_store
 from tests.asgi import call
-from tests.clocks import FakeClock
+from tests.clocks import FakeClock, ManualClock
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
 from tests.hub import LoopbackHub
 from tests.s3server import SECRET_KEY, S3Bucket
@@ -356,3 +356,48 @@ def test_serve_over_a_bucket_sees_a_blob_gone_within_the_ttl(tmp_path: Path) -> 
     assert "tokenizer.json" in listed()  # as looked at less than RECORD_TTL ago
     fake.now += RECORD_TTL
     assert "tokenizer.json" not in listed() and "config.json" in listed()
+
+
+def held_state(store: Store) -> dict[str, object]:
+    """Every repo's refs and commit records, and the blobs, of a store."""
+    state: dict[str, object] = {"blobs": sorted(name for name, _ in store.iter_blobs())}
+    for key in store.repos():
+        state[f"{key} refs"] = store.read_refs(key)
+        state[f"{key} records"] = sorted((s.commit, s.files) for s in store.snapshots(key))
+    return state
+
+
+@pytest.mark.e2e
+def test_an_import_into_a_bucket_killed_at_every_step_leaves_verified_objects_and_a_rerun_completes(
+    sample_store: object, s3: S3Bucket, tmp_path: Path
+) -> None:
+    """SIGKILLed (in a child) after each write of an import into a store in a bucket: every blob under its
+    final key holds its content, every record and ref names what is there (verify passes), and the rerun,
+    once the killed run's lease expired, gives the store an uninterrupted import gives."""
+    from mirror import s3 as mirror_s3
+    from mirror.importing import import_bundle
+    from tests.test_import_safety import Steps, import_killed_at
+
+    bundle = tmp_path / "all.tar.zst"
+    export(sample_store.store, None, bundle)  # type: ignore[attr-defined]
+    manual = ManualClock()
+    steps = Steps()
+    import_bundle(bundle, "store", s3.url("reference"), clock=manual.clock, checkpoint=steps)
+    expected = held_state(Store(open_storage(s3.url("reference"), clock=manual.clock), clock=manual.clock))
+    assert steps.count > 5
+    for step in range(1, steps.count + 1):
+        url = s3.url(f"t{step}")
+
+        def killed(steps: Steps, url: str = url) -> None:
+            mirror_s3.client.cache_clear()  # the child's own connections, not the parent's
+            import_bundle(bundle, "store", url, clock=manual.clock, checkpoint=steps)
+
+        assert import_killed_at(step, killed), step
+        store = Store(open_storage(url, clock=manual.clock), clock=manual.clock)
+        for name, _ in store.iter_blobs():
+            assert store.blob_sha256(name) == name, f"step {step}: an unverified blob under a final key"
+        if store.repos():
+            assert verify_store(store).ok, step
+        manual.advance(61)  # the killed run's lease expires
+        import_bundle(bundle, "store", url, clock=manual.clock)  # the rerun
+        assert held_state(store) == expected, step

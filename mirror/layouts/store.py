@@ -1,7 +1,10 @@
 """The `store` layout: an import into a mirror store, the format `mirror sync` writes (`mirror.store`), so
 the far side holds complete commit records and refs exactly as the connected side does (and can serve them
-with `mirror serve`, or export them again). The target is a local folder (the import stages, checks and
-renames in it); an import into a store on S3 is not written yet (`make_layout` refuses it, exit 2).
+with `mirror serve`, or export them again). The target is a store's folder or its s3:// URL: into a bucket,
+the same writes go through the storage, and what the import does locally (staging, kept volumes, trust
+state) is in a folder beside the storage's staging (`bucket_work_folder`); a bucket's blobs are never
+content to stage from (`candidates`, `content_files`: none), and `expected_files` lists none (no file to
+hash in place).
 
 Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
 repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
