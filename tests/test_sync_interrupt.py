@@ -107,7 +107,7 @@ def resume(store: Store, hub: LoopbackHub) -> None:
     hub.rate_limit_per_connection = None
     hub.faults.clear()
     before = len(big_gets(hub))
-    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(None, {"HF_ENDPOINT": hub.url})  # the store is given below
     targets = plan_targets(parse_manifest(MANIFEST).requests())
     assert (
         sync(store, targets, default_source_factory(settings), policy=RetryPolicy(clock=NO_WAIT)).exit_code
@@ -119,9 +119,10 @@ def resume(store: Store, hub: LoopbackHub) -> None:
 
 
 def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partial_file(
-    hub: LoopbackHub, tmp_path: Path
+    hub: LoopbackHub, storage_store: Store
 ) -> None:
-    store = Store.at(tmp_path / "store", clock=SYSTEM)
+    """Over every storage (tests/storages.py): the partial file is kept in its local staging."""
+    store = storage_store
     serve(hub)
     hub.rate_limit_per_connection = 256 << 10  # 12 s for the big file
     policy = RetryPolicy(clock=SYSTEM)
@@ -131,13 +132,15 @@ def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partia
     )
     report = stop_and_join(policy, thread, out)
     assert_stopped_keeping_what_was_complete(store, report)
-    (part,) = (store.local_root / "tmp").glob("*.part")
+    (part,) = store.storage.staging().glob("*.part")
     assert 0 < part.stat().st_size < len(BIG)
     resume(store, hub)
 
 
-def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store.at(tmp_path / "store", clock=SYSTEM)
+def test_a_stop_during_a_segmented_download_keeps_every_segment(
+    hub: LoopbackHub, storage_store: Store
+) -> None:
+    store = storage_store
     serve(hub, big := os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20))
     hub.rate_limit_per_connection = 4 << 20
     policy = RetryPolicy(clock=SYSTEM)
@@ -147,7 +150,7 @@ def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub
     )
     report = stop_and_join(policy, thread, out)
     assert_stopped_keeping_what_was_complete(store, report)
-    (state,) = (store.local_root / "tmp").glob("*.seg.json")
+    (state,) = store.storage.staging().glob("*.seg.json")
     assert 0 < sum(json.loads(state.read_text())["done"]) < len(big)
     resume(store, hub)
     assert store.has_blob(hashlib.sha256(big).hexdigest(), len(big))

@@ -183,11 +183,10 @@ class StoreLayout(Layout):
             store.set_refs(repo.key, moves, pub.stamp.created)
             self.checkpoint()
             changed = True
+        records = store.repo_key(repo.key)
         return RepoReport(
             repo=repo.key,
-            path=self.target / store.repo_key(repo.key)
-            if self.local
-            else store.where(store.repo_key(repo.key)),
+            path=self.target / records if self.local else store.where(records),
             revisions=repo.revisions,
             files_written=files_written,
             bytes_written=bytes_written,
@@ -213,11 +212,8 @@ class StoreLayout(Layout):
         files: list[ExpectedFile] = []
         problems: list[str] = []
         store = self.store
-        if not self.local:
-            return (
-                files,
-                problems,
-            )  # no file to hash in place: `mirror verify --store s3://...` hashes the blobs
+        if not self.local:  # no file to hash in place: `mirror verify --store s3://...` hashes the blobs
+            return files, problems
         for key in store.repos():
             try:
                 snapshots = store.snapshots(key)
