@@ -6,7 +6,8 @@ Keys under the storage (guidance, not a contract):
     blobs/sha256/ab/<sha256>                           each content once, whatever repo it came from
     repos/<source>/<type>/<org--name>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
     repos/<source>/<type>/<org--name>/refs.json        revision name -> commit, when synced
-    tmp/                                               downloads in progress (`Storage.staging`)
+    tmp/                                               downloads in progress: `Storage.staging`, a local
+                                                       folder (this one in a local store)
     doubt/<sha256>                                     blobs that hashing (verify, export) found damaged
     lock                                               one writer at a time (`Storage.lock`)
 
