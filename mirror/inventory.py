@@ -76,7 +76,7 @@ class InventoryStats:
 
 
 def take_inventory(
-    layout: str, target: Path, progress: ProgressSink | None = None
+    layout: str, target: Path | str, progress: ProgressSink | None = None
 ) -> tuple[Inventory, InventoryStats]:
     """The inventory of a target (`--layout`, `--target`); a target that does not exist holds nothing."""
     progress = progress or NullProgress()
@@ -98,8 +98,10 @@ def take_inventory(
             blobs[sha] = h.size
     finally:
         progress.close()
+    named = dict(writer.named_content())  # by name: nothing to hash
+    blobs.update(named)
     inventory = Inventory(writer.name, dict(sorted(blobs.items())), tuple(writer.held_repos()))
-    return inventory, InventoryStats(len(held), len(unknown), hashed_bytes)
+    return inventory, InventoryStats(len(held) + len(named), len(unknown), hashed_bytes)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class InventoryWritten:
     """What `mirror inventory` wrote where, and what it had to hash for it."""
 
     output: Path
-    target: Path
+    target: Path | str  # str: a store's s3:// URL
     inventory: Inventory
     stats: InventoryStats
 
@@ -130,7 +132,7 @@ class InventoryWritten:
 
 
 def write_inventory(
-    layout: str, target: Path, output: Path, progress: ProgressSink | None = None
+    layout: str, target: Path | str, output: Path, progress: ProgressSink | None = None
 ) -> InventoryWritten:
     """Take the inventory of a target and write it to `output` (atomically), for `mirror export --have`."""
     held, stats = take_inventory(layout, target, progress=progress)

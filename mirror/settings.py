@@ -82,11 +82,11 @@ def store_name(text: str | Path) -> StoreName:
 
 def local_target(target: Path | str) -> Path:
     """The folder a layout writes or reads; UsageError for an s3:// URL, which only a store may be (and
-    which `inventory` and `verify --target` do not read yet: `verify --store s3://...` checks such a store)."""
+    which `verify --target` does not read: `verify --store s3://...` re-hashes such a store)."""
     if is_s3_url(target):
         raise UsageError(
-            f"{target}: inventory and `verify --target` need a folder; `mirror verify --store {target}` checks "
-            "a store in a bucket"
+            f"{target}: `verify --target` needs a folder; `mirror verify --store {target}` re-hashes a store "
+            "in a bucket"
         )
     return Path(target)
 

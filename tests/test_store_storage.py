@@ -80,17 +80,17 @@ def test_an_s3_store_name_is_kept_as_text_from_the_command_line_and_the_environm
 
 
 @pytest.mark.parametrize("layout", ["hf", "dir", "store"])
-def test_an_s3_target_is_a_usage_error_naming_it_but_for_an_import_into_a_store(
+def test_an_s3_target_is_a_usage_error_naming_it_but_for_a_store_to_import_into_or_inventory(
     layout: str, tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bundle = tmp_path / "b.tar.zst"
     bundle.write_bytes(b"")
-    refused = [
-        ["inventory", "--layout", layout, "--target", "s3://bucket/t", "-o", str(tmp_path / "have.json")]
-    ]
-    refused += [["verify", "--layout", layout, "--target", "s3://bucket/t"]]
+    refused = [["verify", "--layout", layout, "--target", "s3://bucket/t"]]
     if layout != "store":
         refused.append(["import", str(bundle), "--layout", layout, "--target", "s3://bucket/t"])
+        refused.append(
+            ["inventory", "--layout", layout, "--target", "s3://bucket/t", "-o", str(tmp_path / "h")]
+        )
     for args in refused:
         with pytest.raises(SystemExit) as info:
             main(args)
@@ -115,6 +115,11 @@ def test_a_bundle_imported_into_a_store_in_a_bucket_is_the_store_it_came_from(
     code, out = run_cli(["import", str(bundle), "--layout", "store", "--target", url], capsys)
     assert code == 0 and "present" in out and "imported" not in out  # nothing written twice
     assert not s3.keys("far/store/tmp/")  # no temporary upload left behind
+    far, near = tmp_path / "far.json", tmp_path / "near.json"
+    assert run_cli(["inventory", "--layout", "store", "--target", url, "-o", str(far)], capsys)[0] == 0
+    local = ["inventory", "--layout", "store", "--target", str(source.local_root), "-o", str(near)]
+    assert run_cli(local, capsys)[0] == 0
+    assert far.read_bytes() == near.read_bytes()  # the same blobs, repos, revisions and commits
 
 
 # --- conditional writes of records and refs ---------------------------------------------------------

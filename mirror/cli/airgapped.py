@@ -187,9 +187,7 @@ def inventory(layout: str, target: StoreName | None, output: Path, as_json: bool
     """
     from mirror.inventory import write_inventory
 
-    written = write_inventory(
-        layout, local_target(resolve_target(layout, target)), output, progress=progress()
-    )
+    written = write_inventory(layout, resolve_target(layout, target), output, progress=progress())
     emit(written, as_json, [inventory_line(written)])
 
 

@@ -234,6 +234,11 @@ class Layout(ABC):
         content a delta expects the target to hold, in any of its repos), with the sha256 its name gives
         (an LFS blob of the hf layout), if any. Symlinks are not followed."""
 
+    def named_content(self) -> Iterator[tuple[str, int]]:
+        """Content the target holds that is no file to hash or stage from (the blobs of a store in a bucket),
+        as (sha256, size): `mirror inventory` lists it beside `content_files`. None by default."""
+        return iter(())
+
     @abstractmethod
     def held_repos(self) -> list[HeldRepo]:
         """The repos the target holds, their revisions and commits (`mirror inventory`)."""

@@ -232,6 +232,14 @@ class StoreLayout(Layout):
             if not path.is_symlink() and path.is_file():
                 yield path, name if is_sha256(name) else None
 
+    def named_content(self) -> Iterator[tuple[str, int]]:
+        if self.local:
+            return  # a folder's blobs are `content_files`
+        for name, key in self.store.iter_blobs():
+            st = self.store.storage.stat(key)
+            if is_sha256(name) and st is not None and st.kind == "file":
+                yield name, st.size
+
     def held_repos(self) -> list[HeldRepo]:
         held = []
         store = self.store
