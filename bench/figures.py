@@ -183,9 +183,9 @@ class Bench:
     def export(self, model: Model, out: Path, label: str, log: str) -> Run:
         remove(out)
         remove(out.with_name(out.name + ".sha256"))
-        store = Store(self.main_store, clock=SYSTEM)
+        store = Store.at(self.main_store, clock=SYSTEM)
         blobs = [
-            store.blob_path(self.hub.file_info(model.repo_id, p).sha256)
+            store.local_blob(self.hub.file_info(model.repo_id, p).sha256)
             for p in self.hub.list_files(model.repo_id)
         ]
         args = ["export", str(self.manifests[model.repo_id]), "--store", str(self.main_store), "-o", str(out)]

@@ -163,7 +163,7 @@ class ServeBench:
         if self.files:
             return
         self.bench.say("  building the served store")
-        store = Store(self.store_root, clock=SYSTEM)
+        store = Store.at(self.store_root, clock=SYSTEM)
         one = self.bench.data.one_gb
         big = self.bench.hub.file_info(one.repo_id, "model.safetensors")
         assert big.source is not None
@@ -213,7 +213,7 @@ class ServeBench:
             url_path = f"/{repo}/resolve/main/{r.path}"
             link = self.static / url_path.lstrip("/")
             link.parent.mkdir(parents=True, exist_ok=True)
-            os.link(store.blob_path(r.sha256), link)
+            os.link(store.local_blob(r.sha256), link)
             served.append(Served(url_path, r))
         self.files[repo] = served
 
@@ -297,7 +297,7 @@ class ServeBench:
         return self._throughput(row, files, reps)
 
     def _throughput(self, row: Row, files: list[Served], repeats: int) -> Row:
-        blobs = sorted({Store(self.store_root, clock=SYSTEM).blob_path(f.record.sha256) for f in files})
+        blobs = sorted({Store.at(self.store_root, clock=SYSTEM).local_blob(f.record.sha256) for f in files})
         samples: dict[str, list[Sample]] = {"mirror": [], "nginx": []}
         with self._mirror() as mirror, self._nginx(files[0].path) as peer:
             servers = {"mirror": mirror, "nginx": peer}

@@ -118,7 +118,7 @@ def export(
     (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`)."""
     selection = select_requests(store, requests) if requests is not None else select_all(store)
     if not selection:
-        raise MirrorError(f"the store {store.root} holds nothing to export; run `mirror sync MANIFEST` first")
+        raise MirrorError(f"the store {store} holds nothing to export; run `mirror sync MANIFEST` first")
     index = build_index(store, selection, created=created, have=have)
     if split is None:
         remove(signature_path(output))  # a stale signature must not sit beside the new bundle

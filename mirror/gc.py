@@ -1,4 +1,6 @@
-"""`mirror gc`: remove the snapshots and blobs that nothing the operator names still references."""
+"""`mirror gc`: remove the snapshots and blobs that nothing the operator names still references, and what
+killed runs left in the store's storage (`Storage.clean_abandoned`: partial downloads, staged imports,
+temporary and incomplete multipart uploads) untouched for `ABANDONED` seconds."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from mirror.records import FieldsJson
 from mirror.repo import RepoKey, RevisionRequest
 from mirror.store import Store
 
+# A partial download is kept for the next sync to resume; one untouched for a day is taken as abandoned
+# (gc holds the writer lock, so no run of this store is writing it now).
+ABANDONED = 24 * 3600.0
+
 
 @dataclass
 class GcReport(FieldsJson):
@@ -19,6 +25,7 @@ class GcReport(FieldsJson):
     snapshots: list[str] = field(default_factory=list)
     blobs: list[str] = field(default_factory=list)
     bytes: int = 0
+    abandoned: list[str] = field(default_factory=list)
 
 
 def plan_keep(
@@ -59,7 +66,8 @@ def collect_garbage(
     Everything is planned first, then removed in the order that keeps the store whole at every moment,
     so a gc killed anywhere leaves a store that `verify` and `export` accept (and a rerun finishes the
     job): the refs first, then the snapshot records no kept ref points at, then the blobs no kept record
-    uses. `step` is called before each removal (a test kills the process there).
+    uses; last what killed runs abandoned (`ABANDONED`). `step` is called before each removal (a test
+    kills the process there).
     """
     report = GcReport(dry_run=dry_run)
     live_blobs: set[str] = set()
@@ -77,10 +85,13 @@ def collect_garbage(
             else:
                 gone_snapshots.append((key, snap.commit))
                 report.snapshots.append(f"{key}@{snap.commit}")
-    for sha256, path in store.iter_blobs():
+    gone_blobs: list[str] = []
+    for sha256, blob in store.iter_blobs():
         if sha256 not in live_blobs:
+            st = store.storage.stat(blob)
+            gone_blobs.append(blob)
             report.blobs.append(sha256)
-            report.bytes += path.lstat().st_size
+            report.bytes += st.size if st is not None else 0
     if dry_run:
         return report
     for key, names in gone_refs.items():
@@ -89,7 +100,8 @@ def collect_garbage(
     for key, commit in gone_snapshots:
         step()
         store.drop_snapshot(key, commit)
-    for sha256 in report.blobs:
+    for blob in gone_blobs:
         step()
-        store.drop_blob(sha256)
+        store.drop_blob(blob)
+    report.abandoned = store.storage.clean_abandoned(ABANDONED)
     return report

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mirror.records import FieldsJson
 
@@ -72,6 +74,14 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def stream_sha256(stream: BinaryIO) -> str:
+    """sha256 of what a binary stream holds from where it is, read in large chunks (memory stays flat)."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def range_sha256(path: Path, offset: int, size: int) -> str | None:
     """sha256 of `size` bytes of a file from `offset`; None if the file is shorter or cannot be read."""
     digest = hashlib.sha256()
@@ -102,8 +112,14 @@ def lfs_pointer_oid(sha256: str, size: int) -> str:
 
 def file_git_sha1(path: Path) -> str:
     """The git blob id of a file's content, read in chunks."""
-    hasher = Hasher(git_size=path.stat().st_size)
-    for chunk in read_chunks(path):
+    with open(path, "rb") as f:
+        return stream_git_sha1(f, os.fstat(f.fileno()).st_size)
+
+
+def stream_git_sha1(stream: BinaryIO, size: int) -> str:
+    """The git blob id of the `size` bytes a stream holds, read in chunks."""
+    hasher = Hasher(git_size=size)
+    while chunk := stream.read(CHUNK):
         hasher.update(chunk)
     assert hasher.git_sha1 is not None
     return hasher.git_sha1

@@ -77,11 +77,11 @@ class InventoryStats:
 
 
 def take_inventory(
-    layout: str, target: Path, progress: ProgressSink | None = None
+    layout: str, target: Path | str, progress: ProgressSink | None = None
 ) -> tuple[Inventory, InventoryStats]:
     """The inventory of a target (`--layout`, `--target`); a target that does not exist holds nothing."""
     progress = progress or NullProgress()
-    writer = make_layout(layout, Path(target))
+    writer = make_layout(layout, target)
     held = list(held_files(writer))
     unknown = [h for h in held if h.sha256 is None]
     blobs: dict[str, int] = {}
@@ -99,8 +99,10 @@ def take_inventory(
             blobs[sha] = h.size
     finally:
         progress.close()
+    named = dict(writer.named_content())  # by name: nothing to hash
+    blobs.update(named)
     inventory = Inventory(writer.name, dict(sorted(blobs.items())), tuple(writer.held_repos()))
-    return inventory, InventoryStats(len(held), len(unknown), hashed_bytes)
+    return inventory, InventoryStats(len(held) + len(named), len(unknown), hashed_bytes)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class InventoryWritten:
     """What `mirror inventory` wrote where, and what it had to hash for it."""
 
     output: Path
-    target: Path
+    target: Path | str  # str: a store's s3:// URL
     inventory: Inventory
     stats: InventoryStats
 
@@ -131,7 +133,7 @@ class InventoryWritten:
 
 
 def write_inventory(
-    layout: str, target: Path, output: Path, progress: ProgressSink | None = None
+    layout: str, target: Path | str, output: Path, progress: ProgressSink | None = None
 ) -> InventoryWritten:
     """Take the inventory of a target and write it to `output` (atomically), for `mirror export --have`."""
     held, stats = take_inventory(layout, target, progress=progress)

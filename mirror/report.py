@@ -35,7 +35,7 @@ class RepoReport:
     """
 
     repo: RepoKey
-    path: Path
+    path: Path | str  # str: an s3:// URL (a store in a bucket)
     revisions: tuple[tuple[str, str], ...]
     files_written: int
     bytes_written: int
@@ -90,7 +90,7 @@ class ImportReport:
     bundle: BundlePath
     bundle_id: str  # the sha256 of its index (of a volume set: the set's id)
     layout: str
-    target: Path
+    target: Path | str  # str: an s3:// URL (a store in a bucket)
     repos: tuple[RepoReport, ...]
     missing: tuple[MissingRepo, ...] = ()
     damaged: tuple[str, ...] = ()  # one message per damaged volume, naming it
@@ -129,7 +129,7 @@ class ImportRun:
     """One `mirror import` of several bundles (or sets), each imported on its own: the report of each one
     imported, and the error of each one refused."""
 
-    target: Path
+    target: Path | str  # str: an s3:// URL (a store in a bucket)
     layout: str
     reports: tuple[ImportReport, ...]
     errors: tuple[MirrorError, ...] = ()

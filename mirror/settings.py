@@ -12,23 +12,28 @@ from urllib.parse import urlsplit
 
 from mirror.errors import UsageError
 from mirror.repo import HUBS
+from mirror.s3 import is_s3_url
+
+StoreName = (
+    Path | str
+)  # a store's folder, or its "s3://bucket/prefix" URL (never made a Path: it would lose a "/")
 
 _HF, _MS = HUBS["huggingface"], HUBS["modelscope"]
 
 
 @dataclass(frozen=True)
 class Settings:
-    store: Path
+    store: StoreName
     hf_endpoint: str = _HF.endpoint
     modelscope_endpoint: str = _MS.endpoint
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, store: str | Path | None, env: Mapping[str, str]) -> Settings:
-        """The settings `env` (the CLI's os.environ) gives, with the store folder `store` when one is named."""
+        """The settings `env` (the CLI's os.environ) gives, with the store `store` when one is named."""
         env = dict(env)
         return cls(
-            store=Path(store) if store else default_store(env),
+            store=store_name(store) if store else default_store(env),
             hf_endpoint=env.get(_HF.endpoint_env, _HF.endpoint).rstrip("/"),
             modelscope_endpoint=env.get(_MS.endpoint_env, _MS.endpoint).rstrip("/"),
             env=env,
@@ -69,9 +74,27 @@ def check_endpoint(url: str, origin: str) -> str:
     return url.rstrip("/")
 
 
-def default_store(env: Mapping[str, str]) -> Path:
+def store_name(text: str | Path) -> StoreName:
+    """What the user named as a store: an s3:// URL kept as it is (not resolved against the current folder),
+    anything else a folder as given."""
+    return text if isinstance(text, str) and is_s3_url(text) else Path(text)
+
+
+def local_target(target: Path | str) -> Path:
+    """The folder a layout writes or reads; UsageError for an s3:// URL, which only a store may be (and
+    which `verify --target` does not read: `verify --store s3://...` re-hashes such a store)."""
+    if is_s3_url(target):
+        raise UsageError(
+            f"{target}: `verify --target` needs a folder; `mirror verify --store {target}` re-hashes a store "
+            "in a bucket"
+        )
+    return Path(target)
+
+
+def default_store(env: Mapping[str, str]) -> StoreName:
+    """`$MIRROR_STORE` (a folder or an s3:// URL), else `$XDG_DATA_HOME/mirror`."""
     if env.get("MIRROR_STORE"):
-        return Path(env["MIRROR_STORE"])
+        return store_name(env["MIRROR_STORE"])
     data_home = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
     return Path(data_home) / "mirror"
 
@@ -107,7 +130,7 @@ def modelscope_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(expanduser(value, env))
 
 
-def default_target(layout: str, env: Mapping[str, str]) -> Path | None:
+def default_target(layout: str, env: Mapping[str, str]) -> StoreName | None:
     """Where a layout's tree is when `--target` is not given: where its hub client looks (`hf_cache_dir`,
     `modelscope_cache_dir`), the default store for `store`; None for a layout without a default (`dir`)."""
     if layout == "store":

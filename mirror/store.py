@@ -1,41 +1,51 @@
-"""The content-addressed store: blobs by sha256, a snapshot record per repo commit, revision names -> commits.
+"""The content-addressed store: blobs by sha256, a snapshot record per repo commit, revision names -> commits,
+kept through a `Storage` (a local folder, an S3 bucket): nothing here knows which.
 
-Layout under the store root (guidance, not a contract):
+Keys under the storage (guidance, not a contract):
 
     blobs/sha256/ab/<sha256>                           each content once, whatever repo it came from
     repos/<source>/<type>/<org--name>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
     repos/<source>/<type>/<org--name>/refs.json        revision name -> commit, when synced
-    tmp/                                               downloads in progress, never under a real name
+    tmp/                                               downloads in progress: `Storage.staging`, a local
+                                                       folder (this one in a local store)
     doubt/<sha256>                                     blobs that hashing (verify, export) found damaged
-    lock                                               one writer at a time
+    lock                                               one writer at a time (`Storage.lock`)
 
-How a sync judges a blob it already holds: cheaply, by one lstat (a regular file of the recorded size;
-a link, a folder, a truncated or emptied file is damaged and fetched again). Bytes flipped in place keep
-the size, so only hashing finds them: `mirror verify` and `mirror export` hash every blob they read and
-mark the damaged ones under doubt/, and a sync re-hashes a marked blob before it trusts it.
+How a sync judges a blob it already holds: cheaply, by one look (`Storage.stat`: one lstat of a string path
+on a local folder): a regular file of the recorded size; a link, a folder, a truncated or emptied file is
+damaged and fetched again. Bytes flipped in place keep the size, so only hashing finds them: `mirror verify`
+and `mirror export` hash every blob they read and mark the damaged ones under doubt/, and a sync re-hashes a
+marked blob before it trusts it.
+
+Records and refs are written with conditional writes (the tag read, or ABSENT): a writer that finds the
+object changed since it read it re-reads it and applies its change again (a record merges, refs move only
+the names this writer moves), up to `ATTEMPTS` times, then gives up with ConflictError. Two writers thus
+never silently overwrite each other's names or files.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import stat
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
-from mirror.bounded import RECORD, read_json_bounded
+from mirror.bounded import RECORD, parse_json
 from mirror.clock import Clock
-from mirror.errors import DamagedBlobError, IntegrityError, Interrupted, LockedError
-from mirror.fsutil import atomic_write_json, flock_wait, remove_path
-from mirror.hashing import file_sha256
+from mirror.errors import DamagedBlobError, IntegrityError
+from mirror.fsutil import json_bytes
+from mirror.hashing import stream_sha256
 from mirror.paths import check_commit, is_sha256
 from mirror.repo import RepoKey as RepoKey  # its home is mirror.repo; kept here for code not yet moved
 from mirror.repo import RevisionRequest, folder_name, repo_id_of_folder
 from mirror.snapshot import Snapshot
+from mirror.storage.base import ABSENT, ConflictError, Storage
+from mirror.storage.local import LocalStorage
+
+BLOBS = "blobs/sha256/"
+ATTEMPTS = 5  # conditional writes of one record before a writer gives up (another keeps changing it)
 
 
 @dataclass(frozen=True)
@@ -45,44 +55,67 @@ class Ref:
 
 
 class Store:
-    """A store rooted at a folder; created on first write. `clock` stamps the lock and what a sync records,
-    and times the wait for the lock."""
+    """A store over a storage; created on first write. `clock` stamps what a sync records."""
 
-    def __init__(self, root: Path, *, clock: Clock) -> None:
-        self.root = Path(root)
+    def __init__(self, storage: Storage, *, clock: Clock) -> None:
+        self.storage = storage
         self.clock = clock
-        self._blobs = os.path.join(self.root, "blobs", "sha256")
+
+    @classmethod
+    def at(cls, folder: Path | str, *, clock: Clock) -> Store:
+        """The store in a local folder."""
+        return cls(LocalStorage(Path(folder), clock=clock), clock=clock)
+
+    def __str__(self) -> str:
+        return str(self.storage)
+
+    @property
+    def local_root(self) -> Path | None:
+        """The store's folder when it is local (fast paths: send or hash a blob by path); None on a bucket."""
+        return self.storage.local_root
+
+    def where(self, key: str) -> str:
+        """An object's name for messages: its path, or its s3:// URL."""
+        return f"{self.storage}/{key}"
 
     # blobs -----------------------------------------------------------------------------------------
-    def blob_path(self, sha256: str) -> Path:
-        return Path(self._blob_file(sha256))
-
-    def _blob_file(self, sha256: str) -> str:
-        """The blob's path as a string (a server checks every file of a commit per request: no pathlib)."""
+    @staticmethod
+    def blob_key(sha256: str) -> str:
         if not is_sha256(sha256):
             raise IntegrityError(f"not a sha256: {sha256!r}")
-        return f"{self._blobs}/{sha256[:2]}/{sha256}"
+        return f"{BLOBS}{sha256[:2]}/{sha256}"
+
+    def local_blob(self, sha256: str) -> Path | None:
+        """The blob's file on a local storage (whether or not it is there); None on a bucket."""
+        root = self.storage.local_root
+        return None if root is None else root / self.blob_key(sha256)
+
+    def open_blob(self, sha256: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """A stream of the blob's bytes [start, end); FileNotFoundError when absent."""
+        return self.storage.open_read(self.blob_key(sha256), start, end)
 
     def has_blob(self, sha256: str, size: int | None = None) -> bool:
-        """Held as the store writes it: a regular file (of `size` bytes when given). One lstat, no hashing."""
+        """Held as the store writes it: a regular file (of `size` bytes when given). One look, no hashing."""
         return self.blob_problem(sha256, size) is None
 
     def blob_problem(self, sha256: str, size: int | None = None) -> str | None:
         """What a look at a blob (no hashing) finds wrong with it: "missing", a link, a folder, a wrong size;
         None when it is a regular file of `size` bytes."""
-        try:
-            st = os.lstat(self._blob_file(sha256))
-        except (FileNotFoundError, NotADirectoryError):
+        st = self.storage.stat(self.blob_key(sha256))
+        if st is None:
             return "missing"
-        if stat.S_ISLNK(st.st_mode):
-            return "a symbolic link, not a file"
-        if stat.S_ISDIR(st.st_mode):
-            return "a folder, not a file"
-        if not stat.S_ISREG(st.st_mode):
-            return "not a regular file"
-        if size is not None and st.st_size != size:
-            return f"{st.st_size} bytes, not {size}"
+        if st.kind != "file":
+            return {"link": "a symbolic link, not a file", "folder": "a folder, not a file"}.get(
+                st.kind, "not a regular file"
+            )
+        if size is not None and st.size != size:
+            return f"{st.size} bytes, not {size}"
         return None
+
+    def blob_sha256(self, sha256: str) -> str:
+        """What the blob's content hashes to (read streaming)."""
+        with self.open_blob(sha256) as f:
+            return stream_sha256(f)
 
     def blob_damage(self, sha256: str, size: int) -> str | None:
         """What is wrong with a blob a sync is about to rely on: `blob_problem`, and for a blob in doubt its
@@ -90,7 +123,7 @@ class Store:
         problem = self.blob_problem(sha256, size)
         if problem is not None or not self.in_doubt(sha256):
             return problem
-        actual = file_sha256(self.blob_path(sha256))
+        actual = self.blob_sha256(sha256)
         if actual != sha256:
             return f"its content hashes to {actual}"
         self.lift_doubt(sha256)
@@ -112,7 +145,8 @@ class Store:
         expected = f"sha256 {sha256}" + "".join(f", {size} bytes" for size in sizes)
         where = "; ".join(f"{revision} {path}" for revision, path, _ in users) or "no snapshot"
         return DamagedBlobError(
-            f"store blob {self.blob_path(sha256)} is damaged: expected {expected}, found {found} (used by {where})",
+            f"store blob {self.where(self.blob_key(sha256))} is damaged: expected {expected}, found {found} "
+            f"(used by {where})",
             tuple(sorted({revision for revision, _, _ in users})),
             unmarked=unmarked,
         )
@@ -131,164 +165,178 @@ class Store:
                         uses.setdefault(f.sha256, []).append((f"{key}@{name}", f.path, f.size))
         return uses
 
-    def _doubt_path(self, sha256: str) -> Path:
-        return self.root / "doubt" / self.blob_path(sha256).name  # blob_path checks the name
+    def _doubt_key(self, sha256: str) -> str:
+        return f"doubt/{self.blob_key(sha256).rsplit('/', 1)[1]}"  # blob_key checks the name
 
     def doubt_blob(self, sha256: str) -> None:
         """Mark a blob that hashing found damaged: the next sync that needs it re-hashes it and fetches it
         again."""
-        path = self._doubt_path(sha256)
-        path.parent.mkdir(exist_ok=True)
-        path.touch()
+        self.storage.write(self._doubt_key(sha256), b"")
 
     def in_doubt(self, sha256: str) -> bool:
-        return self._doubt_path(sha256).exists()
+        return self.storage.stat(self._doubt_key(sha256)) is not None
 
     def lift_doubt(self, sha256: str) -> None:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            self._doubt_path(sha256).unlink()
+        self.storage.delete(self._doubt_key(sha256))
 
     def temp_path(self, name: str) -> Path:
-        """A path under tmp/ for a download in progress; callers pick stable names so a later run can resume."""
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / name
+        """A local path for a download in progress (under `Storage.staging`); callers pick stable names so a
+        later run can resume."""
+        return self.storage.staging() / name
 
-    def add_blob(self, temp: Path, sha256: str) -> Path:
-        """Move a verified temp file into place under its sha256 (a no-op if that content is already held,
-        intact as far as a look tells and not in doubt); a damaged blob under that name is replaced."""
-        dest = self.blob_path(sha256)
+    def add_blob(self, temp: Path, sha256: str) -> None:
+        """Publish a verified local file (under `temp_path`) under its sha256 (a no-op if that content is
+        already held, intact as far as a look tells and not in doubt); a damaged blob there is replaced."""
         if self.has_blob(sha256, temp.stat().st_size) and not self.in_doubt(sha256):
             temp.unlink(missing_ok=True)
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o444)
-        if dest.is_dir() and not dest.is_symlink():
-            remove_path(dest)  # os.replace cannot put a file over a folder
-        os.replace(temp, dest)
-        self.lift_doubt(sha256)
-        return dest
-
-    def iter_blobs(self) -> Iterator[tuple[str, Path]]:
-        base = self.root / "blobs" / "sha256"
-        if not base.is_dir():
             return
-        for sub in sorted(p for p in base.iterdir() if p.is_dir()):
-            for blob in sorted(sub.iterdir()):
-                yield blob.name, blob
+        self.storage.put_file(temp, self.blob_key(sha256))
+        self.lift_doubt(sha256)
+
+    def iter_blobs(self) -> Iterator[tuple[str, str]]:
+        """(name, key) of every entry of blobs/sha256/<ab>/, sorted: the name is a sha256 unless something
+        else put it there (a folder there is one entry, whatever it holds)."""
+        last = None
+        for found in self.storage.keys(BLOBS):
+            key = "/".join(found.split("/", 4)[:4])
+            if key != last:
+                last = key
+                yield key.rsplit("/", 1)[-1], key
+
+    def drop_blob(self, key: str) -> None:
+        """Remove an object `iter_blobs` listed (its doubt marker with it)."""
+        self.storage.delete(key)
+        name = key.rsplit("/", 1)[-1]
+        if is_sha256(name):
+            self.lift_doubt(name)
 
     # snapshots and refs ----------------------------------------------------------------------------
-    def _repo_dir(self, key: RepoKey) -> Path:
+    def repo_key(self, key: RepoKey) -> str:
+        """The folder of a repo's records (a key prefix, ending in "/")."""
         # A short id can never collide with the folder of another repo's records (see folder_name).
-        return self.root / "repos" / key.source / key.repo_type / folder_name(key.repo_id)
+        return f"repos/{key.source}/{key.repo_type}/{folder_name(key.repo_id)}/"
+
+    def snapshot_key(self, key: RepoKey, commit: str) -> str:
+        """Where the record of a repo commit is kept."""
+        return f"{self.repo_key(key)}snapshots/{check_commit(commit)}.json"
+
+    def refs_key(self, key: RepoKey) -> str:
+        """Where a repo's revision names are kept."""
+        return f"{self.repo_key(key)}refs.json"
+
+    def _read_json(self, key: str) -> tuple[Any, str] | None:
+        """A record's JSON and its tag; None when absent; IntegrityError naming it when unreadable."""
+        found = self.storage.read(key, RECORD.size)
+        if found is None:
+            return None
+        try:
+            return parse_json(found.data, RECORD), found.tag
+        except ValueError as e:
+            raise IntegrityError(f"{self.where(key)}: the {RECORD.what} is not valid JSON: {e}") from None
+
+    def _update(self, key: str, change: Callable[[Any], Any | None]) -> Any:
+        """Apply `change` to a record's JSON (None when absent) and write what it returns with the tag read
+        (None: write nothing); on a conflict, read again and apply it again (see the module docstring).
+        What was written (or the record as read, when nothing was)."""
+        for _ in range(ATTEMPTS):
+            found = self._read_json(key)
+            current, tag = (None, None) if found is None else found
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                self.storage.write(key, json_bytes(new), expect=ABSENT if tag is None else tag)
+            except ConflictError:
+                continue
+            return new
+        raise ConflictError(
+            f"{self.where(key)} kept changing while this run wrote it ({ATTEMPTS} attempts): another writer "
+            "is at work on it; run again"
+        )
 
     def write_snapshot(self, snap: Snapshot) -> Snapshot:
         """Record a commit's files, merged with what earlier syncs of the same commit recorded."""
-        key = snap.key
-        old = self.read_snapshot(key, snap.commit)
-        merged = old.merged(snap) if old is not None else snap
-        if old is not None and (old.files, old.complete, old.listing) == (
-            merged.files,
-            merged.complete,
-            merged.listing,
-        ):
-            return old  # nothing new: an unchanged manifest rewrites no record
-        atomic_write_json(self.snapshot_path(key, snap.commit), merged.to_json())
-        return merged
 
-    def snapshot_path(self, key: RepoKey, commit: str) -> Path:
-        """Where the record of a repo commit is kept."""
-        return self._repo_dir(key) / "snapshots" / f"{check_commit(commit)}.json"
+        def merge(data: Any) -> Any | None:
+            old = None if data is None else Snapshot.from_json(data)
+            merged = old.merged(snap) if old is not None else snap
+            if old is not None and (old.files, old.complete, old.listing) == (
+                merged.files,
+                merged.complete,
+                merged.listing,
+            ):
+                return None  # nothing new: an unchanged manifest rewrites no record
+            return merged.to_json()
+
+        return Snapshot.from_json(self._update(self.snapshot_key(snap.key, snap.commit), merge))
 
     def read_snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
-        path = self.snapshot_path(key, commit)
-        data = read_json_bounded(path, RECORD, IntegrityError, missing_ok=True)
-        return None if data is None else Snapshot.from_json(data)
+        found = self._read_json(self.snapshot_key(key, commit))
+        return None if found is None else Snapshot.from_json(found[0])
 
     def snapshots(self, key: RepoKey) -> list[Snapshot]:
-        folder = self._repo_dir(key) / "snapshots"
-        if not folder.is_dir():
-            return []
-        found = (self.read_snapshot(key, p.stem) for p in sorted(folder.glob("*.json")))
+        prefix = f"{self.repo_key(key)}snapshots/"
+        commits = [k[len(prefix) : -5] for k in self.storage.keys(prefix) if k.endswith(".json")]
+        found = (self.read_snapshot(key, c) for c in commits if "/" not in c)
         return [s for s in found if s is not None]
 
-    def refs_path(self, key: RepoKey) -> Path:
-        """Where a repo's revision names are kept."""
-        return self._repo_dir(key) / "refs.json"
-
     def read_refs(self, key: RepoKey) -> dict[str, Ref]:
-        data = read_json_bounded(self.refs_path(key), RECORD, IntegrityError, missing_ok=True)
-        if data is None:
-            return {}
-        return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
+        found = self._read_json(self.refs_key(key))
+        return {} if found is None else _refs(found[0])
 
     def set_refs(self, key: RepoKey, refs: dict[str, str], synced_at: str) -> None:
         """Point revision names at commits (the other names of the repo are kept). A name already at its
         commit keeps the time it got there."""
-        current = self.read_refs(key)
-        if all(name in current and current[name].commit == commit for name, commit in refs.items()):
-            return
-        current.update(
-            {
-                name: Ref(check_commit(commit), synced_at)
-                for name, commit in refs.items()
-                if name not in current or current[name].commit != commit
-            }
-        )
-        data = {name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())}
-        atomic_write_json(self.refs_path(key), data)
+        moves = {name: check_commit(commit) for name, commit in refs.items()}
+
+        def move(data: Any) -> Any | None:
+            current = {} if data is None else _refs(data)
+            if all(name in current and current[name].commit == commit for name, commit in moves.items()):
+                return None
+            current.update(
+                {
+                    name: Ref(commit, synced_at)
+                    for name, commit in moves.items()
+                    if name not in current or current[name].commit != commit
+                }
+            )
+            return _refs_json(current)
+
+        self._update(self.refs_key(key), move)
 
     def drop_refs(self, key: RepoKey, names: Iterable[str]) -> None:
-        """Forget revision names; a repo left with none loses its folder of records."""
-        current = self.read_refs(key)
-        for name in names:
-            current.pop(name, None)
-        if current:
-            data = {
-                name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(current.items())
-            }
-            atomic_write_json(self.refs_path(key), data)
-        else:
-            self.refs_path(key).unlink(missing_ok=True)
+        """Forget revision names; a repo left with none loses its refs.json (that removal is unconditional:
+        the runs that drop names, gc, hold the store's writer lock)."""
+        names = set(names)
+        left = self._update(
+            self.refs_key(key),
+            lambda data: (
+                None
+                if data is None or not names & set(data)
+                else {name: v for name, v in data.items() if name not in names}
+            ),
+        )
+        if not left:
+            self.storage.delete(self.refs_key(key))
 
     def drop_snapshot(self, key: RepoKey, commit: str) -> None:
-        self.snapshot_path(key, commit).unlink(missing_ok=True)
-
-    def drop_blob(self, sha256: str) -> None:
-        remove_path(self.blob_path(sha256))
-        self.lift_doubt(sha256)
+        self.storage.delete(self.snapshot_key(key, commit))
 
     def problem(self) -> str | None:
-        """Why the root is not a store to read (a phrase), None when it is one: a folder holding a store's
-        entries, or an empty folder (a new store)."""
-        try:
-            names = {p.name for p in self.root.iterdir()}
-        except FileNotFoundError:
-            return "it does not exist"
-        except NotADirectoryError:
-            return "it is not a folder"
-        except OSError as e:
-            return f"it cannot be read ({e.strerror or e})"
-        if names and not names & {"blobs", "repos"}:
-            return "it holds neither blobs/ nor repos/: it is not a mirror store"
-        return None
+        """Why this is not a store to read (a phrase), None when it is one: it holds a store's entries, or
+        nothing (a new store)."""
+        return self.storage.problem()
 
     def repos(self) -> list[RepoKey]:
         """Every repo the store has a record of, sorted."""
-        base = self.root / "repos"
-        found: list[RepoKey] = []
-        if not base.is_dir():
-            return found
-        for source_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-            for type_dir in sorted(p for p in source_dir.iterdir() if p.is_dir()):
-                for repo_dir in sorted(p for p in type_dir.iterdir() if p.is_dir()):
-                    if (repo_dir / "refs.json").exists() or any((repo_dir / "snapshots").glob("*.json")):
-                        found.append(
-                            RepoKey(source_dir.name, type_dir.name, repo_id_of_folder(repo_dir.name))
-                        )
-        return found
+        found: set[tuple[str, ...]] = set()
+        for k in self.storage.keys("repos/"):
+            parts = k.split("/")
+            if (len(parts) == 5 and parts[4] == "refs.json") or (
+                len(parts) == 6 and parts[4] == "snapshots" and parts[5].endswith(".json")
+            ):
+                found.add(tuple(parts[1:4]))
+        return [RepoKey(source, kind, repo_id_of_folder(folder)) for source, kind, folder in sorted(found)]
 
     def requests(self) -> list[RevisionRequest]:
         """Every revision name the store holds, as a request for its whole repo (the hub's own endpoint and
@@ -296,30 +344,15 @@ class Store:
         return [RevisionRequest(key, name) for key in self.repos() for name in sorted(self.read_refs(key))]
 
     # lock ------------------------------------------------------------------------------------------
-    @contextmanager
-    def lock(self, wait: float = 0.0, stop: threading.Event | None = None) -> Iterator[None]:
+    def lock(self, wait: float = 0.0, stop: threading.Event | None = None) -> AbstractContextManager[None]:
         """Hold the store's writer lock; another holder makes this raise LockedError (after `wait` seconds,
         or Interrupted as soon as `stop` is set)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        return self.storage.lock(wait, stop)
 
-            def busy() -> LockedError:
-                holder = path.read_text(errors="replace").strip() or "unknown holder"
-                return LockedError(
-                    f"another mirror run holds the store lock {path} ({holder}); "
-                    "try again later or pass --wait SECONDS"
-                )
 
-            def stopped() -> Interrupted:
-                return Interrupted(f"interrupted while waiting for the store lock {path}")
+def _refs(data: Any) -> dict[str, Ref]:
+    return {name: Ref(commit=v["commit"], synced_at=v["synced_at"]) for name, v in data.items()}
 
-            flock_wait(fd, wait, busy, clock=self.clock, stop=stop, stopped=stopped)
-            os.ftruncate(fd, 0)
-            os.write(
-                fd, f"pid {os.getpid()} on {socket.gethostname()} since {self.clock.now_iso()}\n".encode()
-            )
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
+
+def _refs_json(refs: dict[str, Ref]) -> dict[str, Any]:
+    return {name: {"commit": r.commit, "synced_at": r.synced_at} for name, r in sorted(refs.items())}

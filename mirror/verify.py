@@ -14,6 +14,7 @@ from mirror.hashing import file_sha256
 from mirror.layouts.layout import ExpectedFile
 from mirror.paths import is_sha256
 from mirror.progress import NullProgress, ProgressSink
+from mirror.storage.base import MISSING
 from mirror.store import Store
 
 
@@ -45,14 +46,14 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
     again (see `Store.damaged`).
     MirrorError (exit 1) when the store does not exist or holds nothing: there is nothing to vouch for."""
     progress = progress or NullProgress()
-    check = StoreCheck(store=str(store.root))
-    if not store.root.is_dir():
+    check = StoreCheck(store=str(store))
+    if store.problem() == MISSING:
         raise MirrorError(
-            f"the store {store.root} does not exist: nothing to verify (is --store or $MIRROR_STORE right?)"
+            f"the store {store} does not exist: nothing to verify (is --store or $MIRROR_STORE right?)"
         )
-    blobs = list(store.iter_blobs())
+    blobs = [(name, blob, store.storage.stat(blob)) for name, blob in store.iter_blobs()]
     if not blobs and not store.repos():
-        raise MirrorError(f"the store {store.root} holds nothing: nothing to verify (sync something first)")
+        raise MirrorError(f"the store {store} holds nothing: nothing to verify (sync something first)")
     damaged: set[str] = set()
     uses: dict[str, list[tuple[str, str, int]]] = {}
 
@@ -62,18 +63,20 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
         damaged.add(sha256)
         check.problems.append(str(store.damaged(sha256, found, uses)))
 
-    progress.start(sum(p.lstat().st_size for _, p in blobs), "verify")
+    progress.start(sum(st.size for _, _, st in blobs if st is not None), "verify")
     try:
-        for name, path in blobs:
+        for name, blob, st in blobs:
             check.blobs += 1
             if not is_sha256(name):
-                check.problems.append(f"blob {path}: not named by a sha256; `mirror gc` removes it")
+                check.problems.append(
+                    f"blob {store.where(blob)}: not named by a sha256; `mirror gc` removes it"
+                )
                 continue
-            size = path.lstat().st_size
+            size = st.size if st is not None else 0
             check.bytes += size
             found = store.blob_problem(name)
             if found is None:
-                actual = file_sha256(path)
+                actual = store.blob_sha256(name)
                 found = None if actual == name else f"{size} bytes hashing to {actual}"
             if found is not None:
                 name_damage(name, found)

@@ -19,6 +19,7 @@ from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Store
 from tests.hub import LoopbackHub
 from tests.s3server import S3Bucket, S3Server, start_s3_server
+from tests.storages import STORAGES, make_storage
 from tests.tiers import (  # noqa: F401 - pytest's hooks for the fast and the end-to-end tier
     pytest_collection,
     pytest_collection_modifyitems,
@@ -63,6 +64,12 @@ def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucke
     mirror_s3.client.cache_clear()
     yield s3_server.new_bucket()
     mirror_s3.client.cache_clear()
+
+
+@pytest.fixture(params=STORAGES)
+def storage_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty store over each storage of `tests.storages.STORAGES` in turn."""
+    return Store(make_storage(request.param, tmp_path / "store", request, SYSTEM), clock=SYSTEM)
 
 
 @pytest.fixture
@@ -173,7 +180,7 @@ TINY_MAIN = {
 
 @pytest.fixture
 def sample_store(tmp_path: Path, isolated_home: Path) -> SampleStore:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1}, synced_at="2026-11-20T10:00:00Z")
     gpt2 = put_repo(
         store,

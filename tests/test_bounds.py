@@ -72,12 +72,12 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, isolated_home: Path) -> World:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
     bundle = tmp_path / "b.tar.zst"
     write_bundle(store, select_all(store), bundle)
     keys = keygen(tmp_path / "k")
-    return World(tmp_path, store.root, bundle, keys.public_key)
+    return World(tmp_path, store.local_root, bundle, keys.public_key)
 
 
 def plant(path: Path, case: str, bound: bounded.Bound) -> None:
@@ -298,9 +298,9 @@ def test_the_depth_bound_counts_without_recursion() -> None:
 
 
 def test_store_record_refused_names_it(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     repo = put_repo(store, "org/r", {"main": {"a.txt": b"a"}})
-    record = next((store.root / "repos").rglob("snapshots/*.json"))
+    record = next((store.local_root / "repos").rglob("snapshots/*.json"))
     record.write_bytes(b"[" * 10_000)
     from mirror.errors import IntegrityError
 

@@ -213,7 +213,7 @@ def test_zstd_threads_do_not_change_the_bytes(tmp_path: Path, isolated_home: Pat
     rng = random.Random(7)
     words = [rng.randbytes(rng.randint(2, 8)).hex().encode() for _ in range(2000)]
     text = b" ".join(rng.choice(words) for _ in range(1_600_000))
-    st = Store(tmp_path / "store", clock=SYSTEM)
+    st = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(
         st, "org/big", {"main": {"model.safetensors": rng.randbytes(8 << 20) + text, "config.json": b"{}"}}
     )
@@ -292,7 +292,7 @@ def test_unsynced_revision_is_an_error(sample_store: SampleStore) -> None:
 def test_damaged_store_never_leaves_a_bundle(sample_store: SampleStore, tmp_path: Path) -> None:
     st = sample_store.store
     sha = hashlib.sha256(TINY_V1["model.safetensors"]).hexdigest()
-    blob = st.blob_path(sha)
+    blob = st.local_blob(sha)
     blob.chmod(0o644)
     data = bytearray(blob.read_bytes())
     data[100] ^= 1
@@ -319,7 +319,7 @@ def tarfile_stream(store: Store, index: BundleIndex, mtime: int) -> bytes:
                 tar.addfile(_tarinfo(m.name, mtime, link_to=m.link_to))
             else:
                 tar.addfile(
-                    _tarinfo(m.name, mtime, m.size), io.BytesIO(store.blob_path(m.sha256).read_bytes())
+                    _tarinfo(m.name, mtime, m.size), io.BytesIO(store.local_blob(m.sha256).read_bytes())
                 )
     return out.getvalue()
 
@@ -346,7 +346,7 @@ def test_writer_gives_the_tar_stream_tarfile_gave(
     files = {f"small/{i:03d}.txt": rng.randbytes(rng.randint(0, 700)) for i in range(60)}
     files |= {"model.safetensors": rng.randbytes(50_001), "x" * 120 + "/long.bin": rng.randbytes(9_999)}
     files["copy.safetensors"] = files["model.safetensors"]
-    st = Store(tmp_path / "store", clock=SYSTEM)
+    st = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(st, "org/mixed", {"main": files})
     summary = write_bundle(st, select_all(st), tmp_path / "b.tar.zst", created=1700000000)
     compressed = summary.path.read_bytes()
@@ -365,7 +365,7 @@ def test_a_blob_that_shrank_fails_the_export(
     st = sample_store.store
     monkeypatch.setattr(Store, "has_blob", lambda *_: True)  # it shrinks after the export checked the store
     sha = hashlib.sha256(TINY_V1["model.safetensors"]).hexdigest()
-    blob = st.blob_path(sha)
+    blob = st.local_blob(sha)
     blob.chmod(0o644)
     blob.write_bytes(TINY_V1["model.safetensors"][:-10])
     with pytest.raises(IntegrityError, match="shrank"):

@@ -74,7 +74,7 @@ def tar_of(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
 def test_a_model_and_a_dataset_with_one_id_and_commit_travel_apart(
     tmp_path: Path, isolated_home: Path
 ) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     commit = fake_commit("one commit for both")
     put_at_commit(store, "model", MODEL_FILES, commit)
     put_at_commit(store, "dataset", DATASET_FILES, commit)
@@ -134,7 +134,7 @@ def write_format_1(store: Store, out: Path, created: int) -> list[str]:
                 continue
             if sha:
                 first[sha] = name
-                data = store.blob_path(sha).read_bytes()
+                data = store.local_blob(sha).read_bytes()
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     out.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(buf.getvalue()))
@@ -194,7 +194,7 @@ GOLDEN_ZSTD = (1, 5, 7)
 
 
 def golden_store(root: Path) -> Store:
-    store = Store(root, clock=SYSTEM)
+    store = Store.at(root, clock=SYSTEM)
     put_repo(
         store,
         "org/tiny",

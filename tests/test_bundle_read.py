@@ -33,7 +33,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes
         "z/copy.bin": rng.randbytes(777 * 2),
     }
     work = tmp_path_factory.mktemp("read")
-    store = Store(work / "store", clock=SYSTEM)
+    store = Store.at(work / "store", clock=SYSTEM)
     put_repo(store, "org/big", {"main": files})
     return write_bundle(store, select_all(store), work / "big.tar.zst").path, files
 
@@ -71,7 +71,7 @@ def test_threads_stop_when_the_reader_is_left_early(big: tuple[Path, dict[str, b
 
 def test_index_is_read_from_a_bundle_damaged_further_on(tmp_path: Path) -> None:
     # Smaller than one full block: the fault must not take the index down with it.
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/small", {"main": {"model.safetensors": random.Random(8).randbytes(200_000)}})
     bundle = write_bundle(store, select_all(store), tmp_path / "small.tar.zst").path
     data = bytearray(bundle.read_bytes())

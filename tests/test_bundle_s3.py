@@ -71,7 +71,7 @@ def flip_byte(s3: S3Bucket, key: str, at: int) -> None:
 def test_a_bundle_exported_to_a_bucket_is_the_local_one_and_imports_alike(
     store: SampleStore, s3: S3Bucket, tmp_path: Path
 ) -> None:
-    root = store.store.root
+    root = store.store.local_root
     local = tmp_path / "out" / "models.tar.zst"
     mirror("export", "--store", root, "-o", local)
     url = s3.url("exports/models.tar.zst")
@@ -97,7 +97,7 @@ def test_a_bundle_exported_to_a_bucket_is_the_local_one_and_imports_alike(
 def test_the_layout_store_and_a_delta_take_a_bundle_from_the_bucket(
     store: SampleStore, s3: S3Bucket, tmp_path: Path
 ) -> None:
-    root = store.store.root
+    root = store.store.local_root
     first = s3.url("first.tar.zst")
     mirror("export", "--store", root, "-o", first)
     mirror("import", first, "--layout", "store", "--target", tmp_path / "far")
@@ -112,7 +112,7 @@ def test_the_layout_store_and_a_delta_take_a_bundle_from_the_bucket(
 def test_signed_volumes_go_to_the_bucket_beside_each_other(
     store: SampleStore, s3: S3Bucket, tmp_path: Path
 ) -> None:
-    root = store.store.root
+    root = store.store.local_root
     mirror("export", "--store", root, "-o", s3.url("v/set.tar.zst"), "--split", "3M")
     many = [k for k in s3.keys("v/") if k.endswith(".tar.zst")]
     assert len(many) == 5
@@ -146,7 +146,7 @@ def test_a_signed_bundle_in_the_bucket_is_trusted_and_a_forged_signature_refused
     keys = keygen(tmp_path / "site")
     other = keygen(tmp_path / "other")
     url = s3.url("signed.tar.zst")
-    written = mirror("export", "--store", store.store.root, "-o", url, "--sign", keys.private_key)
+    written = mirror("export", "--store", store.store.local_root, "-o", url, "--sign", keys.private_key)
     assert written["signature"]["path"] == f"{url}.sig"
     assert s3.keys() == ["signed.tar.zst", "signed.tar.zst.sha256", "signed.tar.zst.sig"]
     mirror("import", url, "--target", tmp_path / "cache", "--trust", keys.public_key)
@@ -159,7 +159,7 @@ def test_a_signed_bundle_in_the_bucket_is_trusted_and_a_forged_signature_refused
     assert not (tmp_path / "refused").exists()
 
     # an export without --sign removes the stale signature beside the new bundle
-    mirror("export", "--store", store.store.root, "-o", url)
+    mirror("export", "--store", store.store.local_root, "-o", url)
     assert s3.keys() == ["signed.tar.zst", "signed.tar.zst.sha256"]
     message = fail("import", url, "--target", tmp_path / "refused", "--trust", keys.public_key, code=4)
     assert "is not signed" in message
@@ -169,9 +169,9 @@ def test_a_damaged_object_is_refused_as_a_damaged_file_is(
     store: SampleStore, s3: S3Bucket, tmp_path: Path
 ) -> None:
     local = tmp_path / "b.tar.zst"
-    mirror("export", "--store", store.store.root, "-o", local)
+    mirror("export", "--store", store.store.local_root, "-o", local)
     url = s3.url("b.tar.zst")
-    mirror("export", "--store", store.store.root, "-o", url)
+    mirror("export", "--store", store.store.local_root, "-o", url)
     at = local.stat().st_size // 2  # in the big weights, in a frame of their own
     data = bytearray(local.read_bytes())
     data[at] ^= 0x55
@@ -190,7 +190,7 @@ def test_a_truncated_object_and_a_wrong_sha256_beside_it_are_refused(
     store: SampleStore, s3: S3Bucket, tmp_path: Path
 ) -> None:
     url = s3.url("b.tar.zst")
-    mirror("export", "--store", store.store.root, "-o", url)
+    mirror("export", "--store", store.store.local_root, "-o", url)
     client = s3.server.client()
     client.put_object(Bucket=s3.name, Key="b.tar.zst.sha256", Body=b"0" * 64 + b"  b.tar.zst\n")
     assert "the bundle changed in transfer" in fail("verify", url, code=4)
@@ -221,7 +221,7 @@ def test_a_failed_export_leaves_nothing_under_the_key_and_no_upload(
     later = put_repo(store.store, "org/later", {"main": {"model.safetensors": os.urandom(6 << 20)}})
     if cause == "damaged":
         (sha,) = {f.sha256 for f in store.store.read_snapshot(later.key, later.commits["main"]).files}
-        with open(store.store.blob_path(sha), "r+b") as blob:
+        with open(store.store.local_blob(sha), "r+b") as blob:
             blob.seek(3 << 20)
             blob.write(b"X")
     out = ObjectPath(s3.name, "x/models.tar.zst")
@@ -253,7 +253,7 @@ def test_a_failed_export_leaves_nothing_under_the_key_and_no_upload(
 def test_export_over_an_object_replaces_it(store: SampleStore, s3: S3Bucket) -> None:
     s3.server.client().put_object(Bucket=s3.name, Key="b.tar.zst.sha256", Body=b"stale")
     s3.server.client().put_object(Bucket=s3.name, Key="b.tar.zst", Body=b"old")
-    written = mirror("export", "--store", store.store.root, "-o", s3.url("b.tar.zst"))
+    written = mirror("export", "--store", store.store.local_root, "-o", s3.url("b.tar.zst"))
     assert s3.read("b.tar.zst.sha256").decode() == f"{written['sha256']}  b.tar.zst\n"
     assert len(s3.read("b.tar.zst")) == written["size"]
 
@@ -269,7 +269,7 @@ def test_a_missing_bucket_or_object_is_exit_1_naming_bucket_and_endpoint(
     endpoint = s3.server.endpoint
     missing = f"s3://{s3.name}-gone/b.tar.zst"
     for args in (
-        ["export", "--store", store.store.root, "-o", missing],
+        ["export", "--store", store.store.local_root, "-o", missing],
         ["import", missing, "--target", tmp_path / "cache"],
         ["verify", missing],
         ["inspect", missing],
@@ -278,15 +278,15 @@ def test_a_missing_bucket_or_object_is_exit_1_naming_bucket_and_endpoint(
         assert f"bucket '{s3.name}-gone' at {endpoint}" in message and "the bucket does not exist" in message
     message = no_secret(fail("verify", s3.url("absent.tar.zst"), code=1))
     assert f"{s3.url('absent.tar.zst')}: bucket '{s3.name}' at {endpoint}: there is no object" in message
-    assert fail("export", "--store", store.store.root, "-o", f"s3://{s3.name}/", code=2)
+    assert fail("export", "--store", store.store.local_root, "-o", f"s3://{s3.name}/", code=2)
     assert not (tmp_path / "cache").exists()
 
 
 def test_wrong_credentials_are_exit_1_naming_bucket_and_endpoint(store: SampleStore, s3: S3Bucket) -> None:
     url = s3.url("b.tar.zst")
-    mirror("export", "--store", store.store.root, "-o", url)
+    mirror("export", "--store", store.store.local_root, "-o", url)
     with enable_iam_authentication():  # the service now knows no key: ours is refused
-        for args in (["export", "--store", store.store.root, "-o", url], ["verify", url]):
+        for args in (["export", "--store", store.store.local_root, "-o", url], ["verify", url]):
             message = no_secret(fail(*args, code=1))
             assert f"bucket '{s3.name}' at {s3.server.endpoint}" in message
             assert "access key is not known" in message or "access denied" in message
@@ -298,7 +298,7 @@ def test_an_unreachable_endpoint_is_exit_1_naming_it(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED_PORT_ENDPOINT)
     objects.client.cache_clear()
-    for args in (["export", "--store", store.store.root, "-o", s3.url("b.tar.zst")], ["verify", s3.url("b")]):
+    for args in (["export", "--store", store.store.local_root, "-o", s3.url("b.tar.zst")], ["verify", s3.url("b")]):
         message = no_secret(fail(*args, code=1))
         assert f"bucket '{s3.name}' at {CLOSED_PORT_ENDPOINT}" in message and "cannot be reached" in message
 
@@ -337,7 +337,7 @@ def test_memory_stays_flat_exporting_to_and_importing_from_a_bucket(s3: S3Bucket
     import from it does not grow with the bundle, four times larger here, many times the part size."""
     peaks: dict[int, tuple[float, float]] = {}
     for size in (96 << 20, 384 << 20):
-        store = Store(tmp_path / f"store{size}", clock=SYSTEM)
+        store = Store.at(tmp_path / f"store{size}", clock=SYSTEM)
         put_big_model(store, size, incompressible=True)
         env = {**fresh_env(tmp_path / "home"), **s3.env}
         url = s3.url(f"big{size}.tar.zst")

@@ -34,7 +34,7 @@ def run(tmp_path: Path, hub: LoopbackHub, manifest: str, **env: str) -> SyncRepo
     )
     targets = plan_targets(parse_manifest(manifest).requests())
     return sync(
-        Store(tmp_path / "store", clock=SYSTEM), targets, default_source_factory(settings), policy=FAST
+        Store.at(tmp_path / "store", clock=SYSTEM), targets, default_source_factory(settings), policy=FAST
     )
 
 

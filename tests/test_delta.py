@@ -200,7 +200,7 @@ def test_inventory_of_a_cache_huggingface_hub_filled_itself(tmp_path: Path) -> N
 
 
 def test_inventory_of_the_other_layouts(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/a", {"main": {"w.bin": b"weights" * 100, "c.json": b"{}"}, "v1": {"c.json": b"{}"}})
     bundle = write_bundle(store, select_all(store), tmp_path / "b.tar.zst").path
     want = {hashlib.sha256(d).hexdigest(): len(d) for d in (b"weights" * 100, b"{}")}
@@ -257,7 +257,7 @@ class Family:
 @pytest.fixture
 def family(tmp_path: Path, isolated_home: Path) -> Family:
     """A base model, imported on the far side; a fine-tune that shares its weights, synced later."""
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     weights = os.urandom(300_000)
     put_repo(store, "org/base", {"main": {"model.safetensors": weights, "config.json": b'{"v": 1}'}})
     base_bundle = write_bundle(store, select_all(store), tmp_path / "base.tar.zst").path
@@ -350,7 +350,7 @@ def test_a_delta_written_as_volumes(family: Family, tmp_path: Path) -> None:
     run_mirror(
         "export",
         "--store",
-        str(family.store.root),
+        str(family.store.local_root),
         "-o",
         str(out),
         "--have",

@@ -124,22 +124,22 @@ def json_error(*args: str | Path, code: int) -> dict[str, Any]:
 
 @pytest.fixture
 def store(tmp_path: Path, isolated_home: Path) -> Store:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
     return store
 
 
 def bundle_of(repo_id: str, out: Path) -> Path:
-    store = Store(out.parent / f"store-{out.name}", clock=SYSTEM)
+    store = Store.at(out.parent / f"store-{out.name}", clock=SYSTEM)
     put_repo(store, repo_id, {"main": {"config.json": repo_id.encode()}})
     write_bundle(store, select_all(store), out)
     return out
 
 
 def test_ok_is_0(store: Store) -> None:
-    result = run("verify", "--store", store.root)
+    result = run("verify", "--store", store.local_root)
     assert result.exit_code == ExitCode.OK, result.stderr
-    assert result.stdout == f"ok  {store.root}\n"
+    assert result.stdout == f"ok  {store.local_root}\n"
 
 
 def test_a_failure_is_1(tmp_path: Path, isolated_home: Path) -> None:
@@ -150,7 +150,7 @@ def test_a_failure_is_1(tmp_path: Path, isolated_home: Path) -> None:
 def test_a_bad_manifest_or_bad_usage_is_2(tmp_path: Path, store: Store) -> None:
     manifest = tmp_path / "bad.yml"
     manifest.write_text("version: 1\nmodels: 3\n")
-    error = json_error("sync", manifest, "--store", store.root, code=ExitCode.USAGE)
+    error = json_error("sync", manifest, "--store", store.local_root, code=ExitCode.USAGE)
     assert error["type"] == "usage" and "bad.yml" in error["message"]
     assert json_error("status", "--no-such-option", code=ExitCode.USAGE)["type"] == "usage"
 
@@ -205,8 +205,8 @@ def test_a_held_lock_is_75(store: Store, tmp_path: Path) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text("version: 1\nmodels:\n  - repo: org/tiny\n")
     with store.lock():
-        assert json_error("gc", "--store", store.root, code=ExitCode.LOCKED)["type"] == "locked"
-        result = run("sync", manifest, "--store", store.root, "--report", report)
+        assert json_error("gc", "--store", store.local_root, code=ExitCode.LOCKED)["type"] == "locked"
+        result = run("sync", manifest, "--store", store.local_root, "--report", report)
     assert result.exit_code == ExitCode.LOCKED, result.stderr
     assert json.loads(report.read_text())["exit_code"] == ExitCode.LOCKED
 
@@ -218,7 +218,7 @@ def test_an_interrupted_run_is_130(store: Store, monkeypatch: pytest.MonkeyPatch
         raise Interrupted("interrupted while verifying")
 
     monkeypatch.setattr(mirror.verify, "verify_store", interrupted)
-    error = json_error("verify", "--store", store.root, code=ExitCode.INTERRUPTED)
+    error = json_error("verify", "--store", store.local_root, code=ExitCode.INTERRUPTED)
     assert error == {"exit_code": 130, "type": "interrupted", "message": "interrupted while verifying"}
 
 

@@ -211,9 +211,9 @@ def twins(hub: LoopbackHub, tmp_path: Path) -> Path:
     hub.add_commit("org/twin", _hub_files(TWIN_OLD), tags=["v1.0"])
     hub.add_commit("org/twin", _hub_files(TWIN_NEW))
     hub.add_commit("org/other", _hub_files(OTHER))
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     manifest = "version: 1\nmodels:\n  - repo: org/twin\n    revisions: [main, v1.0]\n  - repo: org/other\n"
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     result = sync(
         store,
         plan_targets(parse_manifest(manifest, "m.yml").requests()),
@@ -315,8 +315,12 @@ def test_no_published_file_is_shared_across_repos(
     target = tmp_path / "t"
     if how == "one-repo-first":
         only = write_bundle(
-            Store(tmp_path / "store", clock=SYSTEM),
-            [s for s in select_all(Store(tmp_path / "store", clock=SYSTEM)) if s.key.repo_id == "org/other"],
+            Store.at(tmp_path / "store", clock=SYSTEM),
+            [
+                s
+                for s in select_all(Store.at(tmp_path / "store", clock=SYSTEM))
+                if s.key.repo_id == "org/other"
+            ],
             tmp_path / "other.tar.zst",
         ).path
         import_bundle(only, layout, target, symlinks=symlinks)
@@ -447,8 +451,8 @@ def test_hf_repo_in_modelscope_layout_is_what_modelscope_downloads_and_loads(
     folder = tmp_path / "tiny-bert"
     subprocess.run([sys.executable, "-c", TINY_BERT, str(folder)], check=True, timeout=300)
     hub.add_commit("org/tiny-bert", _hub_files({p.name: p.read_bytes() for p in folder.iterdir()}))
-    store = Store(tmp_path / "store", clock=SYSTEM)
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     manifest = "version: 1\nmodels:\n  - repo: org/tiny-bert\n"
     assert (
         sync(
@@ -497,7 +501,7 @@ def test_hf_repo_in_modelscope_layout_is_what_modelscope_downloads_and_loads(
 def _ms_snapshots(
     tmp_path: Path, revisions: dict[str, dict[str, bytes]], source: str = "huggingface"
 ) -> Path:
-    store = Store(tmp_path / "s", clock=SYSTEM)
+    store = Store.at(tmp_path / "s", clock=SYSTEM)
     put_repo(store, "org/m", revisions, source=source)
     cache = tmp_path / "ms"
     import_bundle(write_bundle(store, select_all(store), tmp_path / "m.tar.zst").path, "modelscope", cache)
@@ -521,7 +525,7 @@ def test_implied_master_is_main_else_the_first_revision_and_never_a_real_master(
 
 
 def test_import_inventory_and_verify_share_the_default_hf_cache(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/m", {"main": {"config.json": b"{}", "w.bin": b"w" * 1000}})
     bundle = write_bundle(store, select_all(store), tmp_path / "m.tar.zst").path
     env: dict[str, str | None] = {

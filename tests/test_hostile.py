@@ -87,11 +87,11 @@ class Fixture:
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> Fixture:
     work = tmp_path_factory.mktemp("hostile")
-    store = Store(work / "store", clock=SYSTEM)
+    store = Store.at(work / "store", clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY}, synced_at="2026-11-20T10:00:00Z")
     good = write_bundle(store, select_all(store), work / "good.tar.zst").path
     good.with_name(good.name + ".sha256").unlink()  # the archive itself must tell (side file tested below)
-    old_store = Store(work / "old-store", clock=SYSTEM)
+    old_store = Store.at(work / "old-store", clock=SYSTEM)
     put_repo(old_store, "org/tiny", {"main": OLD}, synced_at="2026-11-01T00:00:00Z")
     put_repo(old_store, "org/keep", {"main": {"config.json": b"{}"}}, synced_at="2026-11-01T00:00:00Z")
     older = write_bundle(old_store, select_all(old_store), work / "older.tar.zst").path

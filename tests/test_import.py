@@ -224,7 +224,7 @@ def test_hf_filtered_commit_has_its_complete_tree_listing(
 
 
 def test_scan_cache_dir_tolerates_an_import_in_progress(tmp_path: Path, isolated_home: Path) -> None:
-    st = Store(tmp_path / "store", clock=SYSTEM)
+    st = Store.at(tmp_path / "store", clock=SYSTEM)
     # Incompressible, so the bundle is read in many pieces and progress fires while files are staged.
     put_repo(st, "org/big", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(2 << 20)}})
     bundle = write_bundle(st, select_all(st), tmp_path / "big.tar.zst").path
@@ -251,7 +251,7 @@ def test_reimport_changes_nothing(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_other_repos_in_the_target_are_untouched(bundle: Path, tmp_path: Path, isolated_home: Path) -> None:
-    other_store = Store(tmp_path / "other-store", clock=SYSTEM)
+    other_store = Store.at(tmp_path / "other-store", clock=SYSTEM)
     put_repo(other_store, "org/other", {"main": {"config.json": b"{}", "w.safetensors": b"w" * 100}})
     cache = tmp_path / "hub"
     import_bundle(
@@ -308,7 +308,7 @@ def test_truncated_bundle_publishes_nothing(bundle: Path, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("layout", ["hf", "modelscope", "dir"])
 def test_bundle_cut_mid_stream_publishes_nothing(tmp_path: Path, isolated_home: Path, layout: str) -> None:
-    st = Store(tmp_path / "store", clock=SYSTEM)
+    st = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(st, "org/a", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)}})
     put_repo(st, "org/b", {"main": {"config.json": b"[]", "model.safetensors": os.urandom(1 << 20)}})
     data = write_bundle(st, select_all(st), tmp_path / "ab.tar.zst").path.read_bytes()

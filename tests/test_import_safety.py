@@ -51,11 +51,11 @@ class Bundles(NamedTuple):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     work = tmp_path_factory.mktemp("safety")
-    old_store = Store(work / "old-store", clock=SYSTEM)
+    old_store = Store.at(work / "old-store", clock=SYSTEM)
     put_repo(old_store, "org/tiny", {"main": OLD}, synced_at="2026-11-01T00:00:00Z")
     put_repo(old_store, "org/keep", {"main": {"config.json": b"{}"}}, synced_at="2026-11-01T00:00:00Z")
     old = write_bundle(old_store, select_all(old_store), work / "old.tar.zst").path
-    new_store = Store(work / "new-store", clock=SYSTEM)
+    new_store = Store.at(work / "new-store", clock=SYSTEM)
     put_repo(new_store, "org/tiny", {"main": NEW, "v1.0": V1}, synced_at="2026-11-20T00:00:00Z")
     put_repo(
         new_store,
@@ -350,7 +350,7 @@ def test_no_symlinks_import_loads_offline_by_repo_id_with_transformers(tmp_path:
     folder = tmp_path / "tiny-bert"
     env = fresh_env(tmp_path / "home")
     subprocess.run([sys.executable, "-c", TINY_BERT, str(folder)], env=env, check=True, timeout=300)
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny-bert", {"main": {p.name: p.read_bytes() for p in folder.iterdir()}})
     bundle = write_bundle(store, select_all(store), tmp_path / "bert.tar.zst").path
     cache = tmp_path / "home" / ".cache" / "huggingface" / "hub"
@@ -401,7 +401,7 @@ def test_too_little_space_is_a_clear_error_and_nothing_is_written(
 def test_space_check_counts_only_what_the_target_lacks(
     tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/big", {"main": {"model.safetensors": os.urandom(3 << 20), "config.json": b"{}"}})
     bundle = write_bundle(store, select_all(store), tmp_path / "big.tar.zst").path
     index = read_index(bundle)
@@ -455,7 +455,7 @@ def test_verify_target_names_a_changed_byte_and_a_deleted_file(
 ) -> None:
     target = tmp_path / "t"
     if layout == "modelscope":
-        store = Store(tmp_path / "ms-store", clock=SYSTEM)
+        store = Store.at(tmp_path / "ms-store", clock=SYSTEM)
         put_repo(store, "org/tiny", {"main": NEW})
         import_bundle(write_bundle(store, select_all(store), tmp_path / "ms.tar.zst").path, layout, target)
     else:

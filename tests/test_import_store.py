@@ -70,7 +70,7 @@ class World:
 
 
 def sync_into(root: Path, hub: LoopbackHub, time: Time) -> None:
-    store = Store(root, clock=time.clock)
+    store = Store.at(root, clock=time.clock)
     settings = Settings.from_env(root, {"HF_ENDPOINT": hub.url})
     targets = plan_targets(parse_manifest(MANIFEST, "m.yml").requests())
     policy = RetryPolicy(clock=time.clock, attempts=2, base=0.01, cap=0.05, total=30)
@@ -101,9 +101,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         hub.add_commit("org/tiny", {"config.json": b'{"model_type": "bert", "v": 2}\n'}, inherit=True)
         time.now = T1
         sync_into(later, hub, time)
-    bundle = export(Store(first, clock=time.clock), None, work / "first.tar.zst").index
+    bundle = export(Store.at(first, clock=time.clock), None, work / "first.tar.zst").index
     assert bundle.created == "2025-12-05T12:00:00Z"
-    export(Store(later, clock=time.clock), None, work / "later.tar.zst")
+    export(Store.at(later, clock=time.clock), None, work / "later.tar.zst")
     yield World(first, later, work / "first.tar.zst", work / "later.tar.zst", time.clock, work)
 
 
@@ -152,7 +152,7 @@ def test_imported_store_is_the_synced_store(
     report = json.loads(out)["bundles"][0]
     assert {r["repo_id"] for r in report["repos"]} == {"org/tiny", "org/data", "org/filtered"}
     same_store(world.first, target)
-    snap = Store(target, clock=world.clock).read_snapshot(
+    snap = Store.at(target, clock=world.clock).read_snapshot(
         RepoKey("huggingface", "model", "org/filtered"),
         read_index(world.bundle).repos[1].commits[0].commit,
     )
@@ -160,13 +160,13 @@ def test_imported_store_is_the_synced_store(
     assert not (target / "tmp").exists()
     statuses = [run_cli(["status", "--store", str(s), "--json", "-q"], capsys) for s in (world.first, target)]
     assert statuses[0][:2] == statuses[1][:2] and statuses[0][0] == 0
-    assert verify_store(Store(target, clock=world.clock)).ok
+    assert verify_store(Store.at(target, clock=world.clock)).ok
     assert run_cli(["verify", "--store", str(target), "-q"], capsys)[0] == 0
     checked = verify_target("store", target)
     assert checked.ok and checked.files == len(blobs(target))
     # A store that came across exports again: the same bundle, byte for byte.
     again = tmp_path / "again.tar.zst"
-    export(Store(target, clock=world.clock), None, again)
+    export(Store.at(target, clock=world.clock), None, again)
     assert again.read_bytes() == world.bundle.read_bytes()
     # Idempotent: nothing written, not even a time.
     before = state(target)
@@ -200,14 +200,14 @@ def test_a_delta_against_the_store_inventory(
         "org/filtered",
     }
     delta = tmp_path / "delta.tar.zst"
-    result = export(Store(world.later, clock=world.clock), None, delta, have=read_have(have))
+    result = export(Store.at(world.later, clock=world.clock), None, delta, have=read_have(have))
     assert [f.path for f in result.index.files() if not result.index.placement(f.sha256).in_target] == [
         "config.json"
     ]
     report = import_bundle(delta, "store", target, clock=world.clock)
     assert report.exit_code == 0 and not report.missing
     same_store(world.later, target)
-    assert verify_store(Store(target, clock=world.clock)).ok
+    assert verify_store(Store.at(target, clock=world.clock)).ok
 
 
 def test_a_damaged_or_linked_blob_is_replaced_by_the_bundles_copy(world: World, tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ def test_a_damaged_or_linked_blob_is_replaced_by_the_bundles_copy(world: World, 
     report = import_bundle(world.bundle, "store", target, clock=world.clock)
     assert sum(r.files_written for r in report.repos) == 2
     same_store(world.first, target)
-    assert not linked.is_symlink() and verify_store(Store(target, clock=world.clock)).ok
+    assert not linked.is_symlink() and verify_store(Store.at(target, clock=world.clock)).ok
 
 
 def test_bundles_in_either_order_give_the_same_store(world: World, tmp_path: Path) -> None:
@@ -254,7 +254,7 @@ def test_a_volume_set_one_volume_at_a_time(world: World, tmp_path: Path) -> None
     the store's tmp/kept/, and the last volume leaves the synced store and nothing in tmp/."""
     out = tmp_path / "vol" / "first.tar.zst"
     out.parent.mkdir()
-    result = export(Store(world.first, clock=world.clock), None, out, split=100_000)
+    result = export(Store.at(world.first, clock=world.clock), None, out, split=100_000)
     volumes = [b.summary.path for b in result.bundles]
     assert len(volumes) >= 3 and any(p.chunks for p in read_index(volumes[0]).placements.values())
     target = tmp_path / "store"
@@ -262,7 +262,7 @@ def test_a_volume_set_one_volume_at_a_time(world: World, tmp_path: Path) -> None
         (unit,) = group_bundles([volume])
         report = import_unit(unit, "store", target, clock=world.clock)
         if report.repos:
-            assert verify_store(Store(target, clock=world.clock)).ok
+            assert verify_store(Store.at(target, clock=world.clock)).ok
         if i < len(volumes) - 1:
             assert report.missing and list((target / "tmp" / "kept").iterdir())
     assert not report.missing
@@ -275,7 +275,7 @@ def test_signed_bundles_and_the_trust_kept_in_the_store(world: World, tmp_path: 
     trusted = TrustedKey(key_id(key.public_key()), key.public_key(), tmp_path / "k.pub")
     trust = TrustPolicy((trusted,), clock=world.clock)
     signed = tmp_path / "signed.tar.zst"
-    export(Store(world.first, clock=world.clock), None, signed, signer=Signer(key, 7, clock=world.clock))
+    export(Store.at(world.first, clock=world.clock), None, signed, signer=Signer(key, 7, clock=world.clock))
     target = tmp_path / "store"
     import_bundle(world.bundle, "store", target, clock=world.clock)  # a store holding the first sync
     before = state(target)
@@ -293,7 +293,7 @@ def test_a_store_locked_by_another_run_exits_75(
     target = tmp_path / "store"
     import_bundle(world.bundle, "store", target, clock=world.clock)
     before = state(target)
-    with Store(target, clock=world.clock).lock():  # a sync or gc running
+    with Store.at(target, clock=world.clock).lock():  # a sync or gc running
         args = ["import", str(world.bundle_later), "--layout", "store", "--target", str(target), "-q"]
         code, _, err = run_cli(args, capsys)
         fake = FakeClock()
@@ -350,7 +350,7 @@ def test_killed_at_every_step_the_store_is_old_or_new_and_a_rerun_completes(
         ), step
         for path, data in records(target).items():
             assert data in (old.get(path), new.get(path)), f"step {step}: {path} is neither old nor new"
-        assert verify_store(Store(target, clock=world.clock)).ok, step
+        assert verify_store(Store.at(target, clock=world.clock)).ok, step
         import_bundle(world.bundle_later, "store", target, clock=world.clock)  # the rerun
         assert records(target) == new, step
         assert blobs(target) == blobs(reference), step

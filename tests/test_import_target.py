@@ -65,7 +65,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
     work = tmp_path_factory.mktemp("target")
     paths = []
     for name, files, when in (("old", OLD, "2026-11-01T00:00:00Z"), ("new", NEW, "2026-11-20T00:00:00Z")):
-        store = Store(work / f"{name}-store", clock=SYSTEM)
+        store = Store.at(work / f"{name}-store", clock=SYSTEM)
         put_repo(store, "org/tiny", {"main": files}, synced_at=when)
         paths.append(write_bundle(store, select_all(store), work / f"{name}.tar.zst").path)
     return Bundles(*paths)
@@ -239,7 +239,7 @@ def unchecked_names() -> Iterator[None]:
 
 
 def bundle_of(tmp_path: Path, name: str, revisions: dict[str, dict[str, bytes]], when: str) -> Path:
-    store = Store(tmp_path / f"{name}-store", clock=SYSTEM)
+    store = Store.at(tmp_path / f"{name}-store", clock=SYSTEM)
     put_repo(store, "org/tiny", revisions, synced_at=when)
     with unchecked_names():
         return write_bundle(store, select_all(store), tmp_path / f"{name}.tar.zst").path
@@ -439,8 +439,8 @@ def test_installed_mirror_imports_started_together_end_with_the_newer(
 
 
 def synced_bundle(hub: LoopbackHub, tmp_path: Path, name: str, revisions: list[str]) -> Path:
-    store = Store(tmp_path / f"store-{name}", clock=SYSTEM)
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    store = Store.at(tmp_path / f"store-{name}", clock=SYSTEM)
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     specs = parse_manifest(
         f"version: 1\nmodels:\n  - repo: org/tiny\n    revisions: [{', '.join(revisions)}]\n", "m.yml"
     ).requests()

@@ -145,7 +145,7 @@ class MsBundle:
 
 
 def ms_store(tmp_path: Path) -> tuple[Store, SyntheticRepo]:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     repo = put_repo(store, MS_ID, {"master": MS_MASTER, "v1.0": MS_V1}, source="modelscope")
     return store, repo
 
@@ -356,7 +356,7 @@ def test_hf_id_names_the_repo_in_the_hf_cache(tmp_path: Path, isolated_home: Pat
 
 
 def test_implied_main_never_moves_a_real_main(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     hf = put_repo(store, "org/same", {"main": {"config.json": b'{"from": "hf"}'}})
     ms = put_repo(
         store,
@@ -403,7 +403,7 @@ def test_implied_main_never_moves_a_real_main(tmp_path: Path, isolated_home: Pat
 
 
 def test_a_modelscope_repo_with_its_own_main_gets_no_alias(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     ms = put_repo(
         store, "org/m", {"master": {"a.txt": b"master"}, "main": {"a.txt": b"main"}}, source="modelscope"
     )
@@ -464,7 +464,7 @@ def test_modelscope_layout_refuses_a_short_id_before_writing(
 
 
 def test_modelscope_layout_refuses_spaces(tmp_path: Path, isolated_home: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/app", {"main": {"app.py": b"print()"}}, repo_type="space")
     bundle = write_bundle(store, select_all(store), tmp_path / "b.tar.zst").path
     with pytest.raises(MirrorError, match="not spaces"):
@@ -495,7 +495,7 @@ def test_hf_dataset_into_hf_layout_loads_offline(
 @pytest.fixture
 def both_hubs(tmp_path: Path, isolated_home: Path) -> tuple[Store, Path]:
     """One bundle holding org/same from the Hugging Face Hub and org/same from ModelScope."""
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/same", {"main": {"config.json": b'{"from": "hf"}'}})
     put_repo(store, "org/same", {"master": {"config.json": b'{"from": "ms"}'}}, source="modelscope")
     return store, write_bundle(store, select_all(store), tmp_path / "both.tar.zst").path

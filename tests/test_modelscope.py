@@ -47,14 +47,16 @@ FILES = [
 
 
 def sync_text(store: Store, hub: LoopbackHub, text: str, **env: str):  # type: ignore[no-untyped-def]
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url, **env})
+    settings = Settings.from_env(
+        store.local_root, {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url, **env}
+    )
     return sync(
         store, plan_targets(parse_manifest(text).requests()), default_source_factory(settings), policy=FAST
     )
 
 
 def test_modelscope_repo_is_listed_verified_and_recorded(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         commit = hub.add_commit("owner/model", FILES, branch="master", tags=["v1.0"])
         report = sync_text(
@@ -80,7 +82,7 @@ def test_modelscope_repo_is_listed_verified_and_recorded(tmp_path: Path) -> None
 
 
 def test_corrupted_modelscope_download_is_caught_by_mirror(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         hub.add_commit("owner/model", FILES, branch="master")
         hub.add_fault(Fault("corrupt", match="FilePath=tokenizer%2Fvocab.txt", times=None, method="GET"))
@@ -94,7 +96,7 @@ def test_corrupted_modelscope_download_is_caught_by_mirror(tmp_path: Path) -> No
 
 
 def test_same_content_on_both_hubs_is_checked_from_each_and_stored_once(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         hub.add_commit("org/hf-model", [HubFile("model.safetensors", data=SHARED), FILES[0]])
         hub.add_commit("owner/ms-model", [HubFile("weights/model.safetensors", data=SHARED)], branch="master")
@@ -119,7 +121,7 @@ def test_same_content_on_both_hubs_is_checked_from_each_and_stored_once(tmp_path
 
 
 def test_modelscope_token_is_sent_and_never_reported(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         hub.add_commit("owner/private", FILES, branch="master")
         hub.required_token = "ms-secret"

@@ -32,21 +32,21 @@ BIG = os.urandom(1 << 20) * 24  # 24 MiB, an LFS file
 
 
 def sync_text(store: Store, hub: LoopbackHub, text: str):  # type: ignore[no-untyped-def]
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     return sync(
         store, plan_targets(parse_manifest(text).requests()), default_source_factory(settings), policy=FAST
     )
 
 
 def test_status_and_gc(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     both = "version: 1\nmodels:\n  - repo: org/a\n  - repo: org/b\n"
     with LoopbackHub() as hub:
         a1 = hub.add_commit("org/a", {"config.json": b"a1", "shared.txt": b"shared"})
         hub.add_commit("org/b", {"config.json": b"b1", "shared.txt": b"shared"})
         assert sync_text(store, hub, both).exit_code == 0
         a2 = hub.add_commit("org/a", {"config.json": b"a2", "shared.txt": b"shared"})
-        settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+        settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
         rows = revision_status(store, store_targets(store), upstream=(default_source_factory(settings), FAST))
         by_repo = {r.key.repo_id: r for r in rows}
         assert by_repo["org/a"].state == "upstream moved" and by_repo["org/a"].upstream == a2
@@ -54,7 +54,7 @@ def test_status_and_gc(tmp_path: Path) -> None:
         assert by_repo["org/b"].state == "up to date"
         assert sync_text(store, hub, both).exit_code == 0
 
-    blob_a1 = store.blob_path(__import__("hashlib").sha256(b"a1").hexdigest())
+    blob_a1 = store.local_blob(__import__("hashlib").sha256(b"a1").hexdigest())
     keep = plan_keep(store, parse_manifest("version: 1\nmodels:\n  - repo: org/a\n").requests())
     dry = collect_garbage(store, keep, dry_run=True)
     # org/b goes (its ref and snapshot, and its config blob); org/a's old commit and config blob go too
@@ -71,7 +71,7 @@ def test_status_and_gc(tmp_path: Path) -> None:
 
 
 def test_gc_without_arguments_keeps_every_revision(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         hub.add_commit("org/a", {"config.json": b"a1"})
         sync_text(store, hub, "version: 1\nmodels:\n  - repo: org/a\n")

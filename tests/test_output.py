@@ -38,7 +38,7 @@ def assert_escaped(text: str) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path, isolated_home: Path) -> Store:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
     return store
 
@@ -219,7 +219,9 @@ def test_json_error_for_unexpected_exceptions_and_interrupts(
 
     monkeypatch.setattr(mirror.status, "store_targets", explode)
     for as_json in (False, True):
-        rc, out, err = run(["status", "--store", str(store.root), *(["--json"] if as_json else [])], capsys)
+        rc, out, err = run(
+            ["status", "--store", str(store.local_root), *(["--json"] if as_json else [])], capsys
+        )
         assert rc == code
         assert err and "\x1b" not in err
         if as_json:
@@ -293,16 +295,16 @@ def test_read_only_commands_create_nothing_in_a_store_and_target(
 ) -> None:
     target = tmp_path / "cache"
     assert run(["import", str(bundle), "--target", str(target)], capsys)[0] == 0
-    before = listing(store.root), listing(target)
+    before = listing(store.local_root), listing(target)
     for args in (
-        ["status", "--store", str(store.root)],
-        ["verify", "--store", str(store.root)],
+        ["status", "--store", str(store.local_root)],
+        ["verify", "--store", str(store.local_root)],
         ["verify", "--target", str(target)],
         ["inventory", "--target", str(target), "-o", str(tmp_path / "have.json")],
         ["inspect", str(bundle)],
     ):
         assert run(args, capsys)[0] == 0, args
-        assert (listing(store.root), listing(target)) == before, args
+        assert (listing(store.local_root), listing(target)) == before, args
 
 
 def test_index_member_named_in_json_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

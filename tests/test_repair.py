@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mirror import store as store_module
 from mirror.cli import main
 from mirror.clock import SYSTEM
 from mirror.export import export
 from mirror.gc import collect_garbage, plan_keep
-from mirror.hashing import file_sha256
 from mirror.manifest import parse_manifest
 from mirror.repo import RepoKey
 from mirror.store import Store
@@ -116,7 +114,7 @@ def fetched(hub: LoopbackHub, name: str) -> int:
 
 
 def intact(store: Store, sha: str, data: bytes) -> bool:
-    path = store.blob_path(sha)
+    path = store.local_blob(sha)
     return path.is_file() and not path.is_symlink() and path.read_bytes() == data
 
 
@@ -129,10 +127,10 @@ def intact(store: Store, sha: str, data: bytes) -> bool:
 def test_a_sync_fetches_again_a_blob_a_look_shows_damaged(
     hub: LoopbackHub, tmp_path: Path, damage: Callable[[Path], None], name: str, sha: str, data: bytes
 ) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
-    damage(store.blob_path(sha))
+    damage(store.local_blob(sha))
     beside = {p: p.read_bytes() for p in tmp_path.glob("outside/*")}
     assert not verify_store(store).ok
     hub.clear_requests()
@@ -150,11 +148,11 @@ def test_a_sync_fetches_again_a_blob_a_look_shows_damaged(
 def test_flipped_bytes_are_found_by_verify_and_fetched_by_the_next_sync(
     hub: LoopbackHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
-    flip(store.blob_path(SHA_WEIGHTS))
-    flip(store.blob_path(SHA_CONFIG))
+    flip(store.local_blob(SHA_WEIGHTS))
+    flip(store.local_blob(SHA_CONFIG))
     hub.clear_requests()
     assert run(store, hub, MANIFEST).exit_code == 0
     assert hub.downloads() == []  # the documented choice: a sync only looks (type and size), never hashes...
@@ -162,7 +160,7 @@ def test_flipped_bytes_are_found_by_verify_and_fetched_by_the_next_sync(
     assert not check.ok and len(check.problems) == 2
     text = "\n".join(check.problems)
     for sha in (SHA_WEIGHTS, SHA_CONFIG):
-        assert str(store.blob_path(sha)) in text
+        assert str(store.local_blob(sha)) in text
     weights = next(p for p in check.problems if SHA_WEIGHTS in p)
     assert f"expected sha256 {SHA_WEIGHTS}, {len(WEIGHTS)} bytes" in weights
     assert f"found {len(WEIGHTS)} bytes hashing to " in weights
@@ -171,21 +169,22 @@ def test_flipped_bytes_are_found_by_verify_and_fetched_by_the_next_sync(
     assert "mirror sync" in weights and "huggingface:org/a@main, huggingface:org/b@main" in weights
     # ...except the blobs verify found damaged: those it hashes (once each, however many repos use them),
     # and fetches again
-    hashed: list[Path] = []
-    monkeypatch.setattr(store_module, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))
+    hashed: list[str] = []
+    real = Store.blob_sha256
+    monkeypatch.setattr(Store, "blob_sha256", lambda self, sha: hashed.append(sha) or real(self, sha))
     assert run(store, hub, MANIFEST).exit_code == 0
-    assert sorted(hashed) == sorted([store.blob_path(SHA_WEIGHTS), store.blob_path(SHA_CONFIG)])
+    assert sorted(hashed) == sorted([SHA_WEIGHTS, SHA_CONFIG])
     assert fetched(hub, "model.safetensors") == 1 and fetched(hub, "config.json") == 1
     assert intact(store, SHA_WEIGHTS, WEIGHTS) and intact(store, SHA_CONFIG, CONFIG)
     assert verify_store(store).ok
-    assert not (store.root / "doubt").exists() or not any((store.root / "doubt").iterdir())
+    assert not (store.local_root / "doubt").exists() or not any((store.local_root / "doubt").iterdir())
 
 
 def test_a_doubt_the_hash_disproves_is_lifted_without_a_download(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
-    path = store.blob_path(SHA_WEIGHTS)
+    path = store.local_blob(SHA_WEIGHTS)
     flip(path)
     assert not verify_store(store).ok
     flip(path)  # put right by hand before the next sync
@@ -196,32 +195,32 @@ def test_a_doubt_the_hash_disproves_is_lifted_without_a_download(hub: LoopbackHu
 
 
 def test_verify_names_a_damaged_blob_no_snapshot_uses(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/a", {"main": {"a.json": b"a"}})  # a store that holds something besides the orphan
     orphan = store.temp_path("orphan")
     orphan.write_bytes(b"orphan")
     sha = hashlib.sha256(b"orphan").hexdigest()
     store.add_blob(orphan, sha)
-    folder(store.blob_path(sha))
+    folder(store.local_blob(sha))
     check = verify_store(store)
     assert check.problems == [
-        f"store blob {store.blob_path(sha)} is damaged: expected sha256 {sha}, found a folder, not a file "
+        f"store blob {store.local_blob(sha)} is damaged: expected sha256 {sha}, found a folder, not a file "
         "(used by no snapshot); it is marked for a fresh download: no snapshot uses it: `mirror gc` removes it"
     ]
     report = collect_garbage(store, plan_keep(store, None), dry_run=False)
-    assert report.blobs == [sha] and not store.blob_path(sha).exists() and verify_store(store).ok
+    assert report.blobs == [sha] and not store.local_blob(sha).exists() and verify_store(store).ok
 
 
 def test_a_store_where_no_mark_can_be_made_still_names_the_damage(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     add_repos(hub)
     assert run(store, hub, MANIFEST).exit_code == 0
-    (store.root / "doubt").write_bytes(b"not a folder")
-    flip(store.blob_path(SHA_WEIGHTS))
+    (store.local_root / "doubt").write_bytes(b"not a folder")
+    flip(store.local_blob(SHA_WEIGHTS))
     (problem,) = verify_store(store).problems
-    assert str(store.blob_path(SHA_WEIGHTS)) in problem
+    assert str(store.local_blob(SHA_WEIGHTS)) in problem
     assert "could not be marked for a fresh download" in problem and "delete it first" in problem
-    store.blob_path(SHA_WEIGHTS).unlink()  # as told
+    store.local_blob(SHA_WEIGHTS).unlink()  # as told
     assert run(store, hub, MANIFEST).exit_code == 0 and intact(store, SHA_WEIGHTS, WEIGHTS)
 
 
@@ -248,7 +247,7 @@ def test_the_repair_advice_export_prints_works(
     Path("m.yml").write_text(MANIFEST)
     store = str(tmp_path / "the store")
     assert cli(capsys, "sync", "m.yml", "--store", store)[0] == 0
-    damage(Store(Path(store), clock=SYSTEM).blob_path(SHA_WEIGHTS))
+    damage(Store.at(Path(store), clock=SYSTEM).local_blob(SHA_WEIGHTS))
     code, _, err = cli(capsys, "export", "m.yml", "--store", store, "-o", "out.tar.zst", *split)
     assert code == 4, err
     assert SHA_WEIGHTS in err and "huggingface:org/a@main model.safetensors" in err
@@ -271,7 +270,7 @@ def test_export_of_the_whole_store_names_the_revisions_to_sync(
     (tmp_path / "m.yml").write_text(MANIFEST)
     store = str(tmp_path / "store")
     assert cli(capsys, "sync", str(tmp_path / "m.yml"), "--store", store)[0] == 0
-    flip(Store(Path(store), clock=SYSTEM).blob_path(SHA_CONFIG))
+    flip(Store.at(Path(store), clock=SYSTEM).local_blob(SHA_CONFIG))
     code, _, err = cli(capsys, "export", "--store", store, "-o", str(tmp_path / "out.tar.zst"))
     assert code == 4
     assert "a manifest that names huggingface:org/a@main, huggingface:org/b@main" in err
@@ -284,7 +283,7 @@ def test_export_of_the_whole_store_names_the_revisions_to_sync(
 
 def gc_store(root: Path) -> Store:
     """Three repos, two revisions of one, shared content: a gc keeping org/a@main drops some of each."""
-    store = Store(root, clock=SYSTEM)
+    store = Store.at(root, clock=SYSTEM)
     shared = b"shared weights" * 100
     put_repo(
         store, "org/a", {"main": {"w.bin": shared, "c.json": b"a2"}, "v1": {"w.bin": shared, "c.json": b"a1"}}
@@ -338,17 +337,19 @@ def test_gc_killed_at_every_step_leaves_a_store_verify_and_export_accept(tmp_pat
         export(store, None, tmp_path / f"all{step}.tar.zst")  # every revision the store still names
         export(store, keep_a, tmp_path / f"a{step}.tar.zst")
         collect_garbage(store, plan_keep(store, keep_a), dry_run=False)  # the rerun finishes the job
-        assert state(store.root) == state(reference.root), f"killed at step {step} of {len(steps)}"
-        shutil.rmtree(store.root)
+        assert state(store.local_root) == state(reference.local_root), (
+            f"killed at step {step} of {len(steps)}"
+        )
+        shutil.rmtree(store.local_root)
 
 
 def test_gc_removes_refs_before_records_and_records_before_blobs(tmp_path: Path) -> None:
     store = gc_store(tmp_path / "store")
     order: list[str] = []
-    before = state(store.root)
+    before = state(store.local_root)
 
     def record_removal() -> None:
-        now = state(store.root)
+        now = state(store.local_root)
         gone = sorted(set(before) - set(now) - {p for p in order})
         changed = sorted(p for p in now if p in before and now[p] != before[p] and p not in order)
         order.extend(gone + changed)

@@ -154,7 +154,7 @@ def test_a_manifest_a_lock_file_and_the_store_make_the_same_request(tmp_path: Pa
     lock = tmp_path / "m.lock"
     write_lock(lock, [LockedRevision(KEY, "main", COMMIT, (LockedFile("config.json", 2, SHA),))])
     (locked,) = read_lock(lock)
-    store = Store(tmp_path / "store", clock=FakeClock().clock)
+    store = Store.at(tmp_path / "store", clock=FakeClock().clock)
     put_repo(store, "org/a", {"main": {"config.json": b"{}"}})
     assert from_manifest == locked.request == store.requests()[0] == RevisionRequest(KEY, "main")
     # ... and the engines take it alike: the same sync target, the same revision kept by gc.
@@ -260,12 +260,12 @@ def test_flock_wait_waits_on_the_clock_it_is_given(tmp_path: Path) -> None:
 
 def test_the_store_lock_is_stamped_and_waited_for_by_the_stores_clock(tmp_path: Path) -> None:
     fake = FakeClock(1_795_046_400.0)  # 2026-11-19T00:00:00Z
-    store = Store(tmp_path / "store", clock=fake.clock)
+    store = Store.at(tmp_path / "store", clock=fake.clock)
     with store.lock():
-        assert "since 2026-11-19T00:00:00Z" in (store.root / "lock").read_text()
+        assert "since 2026-11-19T00:00:00Z" in (store.local_root / "lock").read_text()
         with (
             pytest.raises(LockedError, match="holds the store lock"),
-            Store(store.root, clock=fake.clock).lock(0.5),
+            Store.at(store.local_root, clock=fake.clock).lock(0.5),
         ):
             pass
     assert sum(fake.waits) == pytest.approx(0.6)  # three polls of fake time
@@ -274,10 +274,10 @@ def test_the_store_lock_is_stamped_and_waited_for_by_the_stores_clock(tmp_path: 
 def test_status_json_names_each_repo_by_its_json_fields(
     tmp_path: Path, isolated_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = Store(tmp_path / "store", clock=FakeClock().clock)
+    store = Store.at(tmp_path / "store", clock=FakeClock().clock)
     put_repo(store, "org/d", {"main": {"a.csv": b"1"}}, repo_type="dataset")
     with pytest.raises(SystemExit) as info:
-        main(["status", "--store", str(store.root), "--json"])
+        main(["status", "--store", str(store.local_root), "--json"])
     assert info.value.code in (0, None)
     (row,) = json.loads(capsys.readouterr().out)
     assert {k: row[k] for k in ("source", "repo_type", "repo_id", "revision")} == {

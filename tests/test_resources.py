@@ -68,11 +68,13 @@ def peak_rss_mb(args: list[str], env: dict[str, str]) -> float:
 
 @pytest.mark.e2e
 def test_export_and_import_memory_stays_flat_for_a_multi_gb_model(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_big_model(store, 3 * GIB)
     env = fresh_env(tmp_path / "home")
     bundle = tmp_path / "big.tar.zst"
-    export_mb = peak_rss_mb([*mirror_command(), "export", "--store", str(store.root), "-o", str(bundle)], env)
+    export_mb = peak_rss_mb(
+        [*mirror_command(), "export", "--store", str(store.local_root), "-o", str(bundle)], env
+    )
     target = tmp_path / "cache"
     import_mb = peak_rss_mb([*mirror_command(), "import", str(bundle), "--target", str(target)], env)
     assert (target / "models--org--big" / "blobs").is_dir()
@@ -83,13 +85,13 @@ def test_export_and_import_memory_stays_flat_for_a_multi_gb_model(tmp_path: Path
 
 @pytest.mark.e2e
 def test_two_exports_of_the_same_content_are_byte_identical(tmp_path: Path) -> None:
-    first_store = Store(tmp_path / "a" / "store", clock=SYSTEM)
+    first_store = Store.at(tmp_path / "a" / "store", clock=SYSTEM)
     put_big_model(first_store, 8 << 20)
     second_root = tmp_path / "b" / "elsewhere" / "store"
-    shutil.copytree(first_store.root, second_root)
+    shutil.copytree(first_store.local_root, second_root)
     env = fresh_env(tmp_path / "home")
     one = tmp_path / "a" / "out.tar.zst"
-    run_mirror("export", "--store", str(first_store.root), "-o", str(one), env=env)
+    run_mirror("export", "--store", str(first_store.local_root), "-o", str(one), env=env)
     time.sleep(1.1)  # a different second on the clock: the bundle must not depend on it
     other = tmp_path / "b" / "other-name.tar.zst"
     proc = subprocess.run(

@@ -36,7 +36,7 @@ def serve(hub: LoopbackHub) -> None:
 
 
 def sync_big(store: Store, hub: LoopbackHub):  # type: ignore[no-untyped-def]
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     return sync(
         store,
         plan_targets(parse_manifest(MANIFEST).requests()),
@@ -74,7 +74,7 @@ def test_the_pieces_progress_is_recorded_at_most_once_a_second_on_the_clock(tmp_
 
 
 def test_large_file_comes_over_several_ranged_connections(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         assert sync_big(store, hub).exit_code == 0
@@ -83,12 +83,12 @@ def test_large_file_comes_over_several_ranged_connections(tmp_path: Path) -> Non
         f"bytes={i * PIECE_SIZE}-{(i + 1) * PIECE_SIZE - 1}" for i in range(4)
     )
     assert {status for _, status, _ in gets} == {206}
-    assert store.blob_path(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
-    assert not list((store.root / "tmp").iterdir())
+    assert store.local_blob(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
+    assert not list((store.local_root / "tmp").iterdir())
 
 
 def test_a_cut_segment_resumes_alone(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         hub.add_fault(Fault("cut", match="model.safetensors", at_byte=PIECE_SIZE // 2, times=1, method="GET"))
@@ -103,7 +103,7 @@ def test_a_cut_segment_resumes_alone(tmp_path: Path) -> None:
 
 
 def test_a_corrupted_segment_is_never_stored(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         hub.add_fault(Fault("corrupt", match="model.safetensors", times=1, method="GET"))
@@ -113,15 +113,15 @@ def test_a_corrupted_segment_is_never_stored(tmp_path: Path) -> None:
 
 
 def test_server_ignoring_range_gets_one_stream(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
         hub.ignore_range = True
         assert sync_big(store, hub).exit_code == 0
         gets = weight_gets(hub)
     assert gets[-1][0] == "" and gets[-1][1] == 200
-    assert store.blob_path(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
-    assert not list((store.root / "tmp").iterdir())
+    assert store.local_blob(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
+    assert not list((store.local_root / "tmp").iterdir())
 
 
 @pytest.mark.e2e  # the installed `mirror`, killed in a subprocess
@@ -158,13 +158,13 @@ def test_killed_segmented_download_resumes_each_segment(tmp_path: Path) -> None:
 
 
 def test_fewer_connections_than_pieces_take_the_pieces_in_file_order(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     with LoopbackHub() as hub:
         serve(hub)
-        settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+        settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
         targets = plan_targets(parse_manifest(MANIFEST).requests())
         assert sync(store, targets, default_source_factory(settings), policy=FAST, segments=2).exit_code == 0
         gets = weight_gets(hub)
     starts = [int(r[6:].split("-")[0]) // PIECE_SIZE for r, _, _ in gets]
     assert sorted(starts[:2]) == [0, 1] and sorted(starts[2:]) == [2, 3]  # handed out front to back
-    assert store.blob_path(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS
+    assert store.local_blob(hashlib.sha256(WEIGHTS).hexdigest()).read_bytes() == WEIGHTS

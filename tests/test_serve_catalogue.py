@@ -82,9 +82,9 @@ def fill(store: Store) -> None:
 
 @pytest.fixture
 def view(tmp_path: Path) -> StoreView:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     fill(store)
-    return StoreView(store.root, store)
+    return StoreView(store)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,8 +159,8 @@ def test_file_urls_per_source_and_type(view: StoreView) -> None:
 
 
 def test_an_empty_store_says_so(tmp_path: Path) -> None:
-    store = Store(tmp_path / "empty", clock=SYSTEM)
-    html = render(StoreView(store.root, store).repos(), BASE)
+    store = Store.at(tmp_path / "empty", clock=SYSTEM)
+    html = render(StoreView(store).repos(), BASE)
     assert "holds no repos yet" in html and parse(html).sections == []
 
 
@@ -215,9 +215,9 @@ def status_of(url: str) -> int:
 
 @pytest.mark.e2e
 def test_the_page_in_a_headless_browser_and_every_link_works(tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     fill(store)
-    with served(store.root) as server:
+    with served(store.local_root) as server:
         dom = dump_dom(server.url + "/", tmp_path / "profile")
         page = parse(dom)
         assert page.scripts == 0 and HOSTILE in "".join(page.text)
@@ -237,12 +237,12 @@ def test_the_page_in_a_headless_browser_and_every_link_works(tmp_path: Path) -> 
 
 
 def test_one_pass_over_the_store_however_many_repos(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = Store(tmp_path / "many", clock=SYSTEM)
+    store = Store.at(tmp_path / "many", clock=SYSTEM)
     for i in range(150):
         put_repo(
             store, f"org/m{i:03d}", {"main": {"config.json": b"{}", f"w{i}.bin": b"w"}, "v1": {"a.txt": b"a"}}
         )
-    view = StoreView(store.root, store)
+    view = StoreView(store)
     reads: list[str] = []
     real = store.read_snapshot
     monkeypatch.setattr(store, "read_snapshot", lambda key, commit: reads.append(commit) or real(key, commit))

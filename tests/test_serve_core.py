@@ -331,7 +331,7 @@ def big_content() -> bytes:
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("served") / "store"
-    store = Store(root, clock=SYSTEM)
+    store = Store.at(root, clock=SYSTEM)
     put_repo(
         store, "org/tiny", {"main": {"config.json": b'{"model_type": "bert"}\n', "big.bin": big_content()}}
     )

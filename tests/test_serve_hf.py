@@ -130,7 +130,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
     made = root / "made"
     subprocess.run([sys.executable, "-c", MAKE_MODELS, str(made)], check=True, timeout=CLIENT_TIMEOUT)
-    store = Store(root / "store", clock=SYSTEM)
+    store = Store.at(root / "store", clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
     bert_files = folder_files(made / "bert")
     tagged = {
@@ -154,7 +154,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         "org/ds-json": {"data/train.jsonl": jsonl},
     }.items():
         put_repo(store, name, {"main": files}, repo_type="dataset")
-    with served(store.root, "--access-log", str(root / "access.log")) as server:
+    with served(store.local_root, "--access-log", str(root / "access.log")) as server:
         yield Fleet(store, server, made, tiny, bert, big)
 
 

@@ -22,6 +22,7 @@ from mirror.snapshot import FileRecord
 from mirror.store import Store
 from tests.asgi import Answer, call
 from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, lfs_pointer, put_repo
+from tests.storages import make_storage
 
 # --- the pure answers -----------------------------------------------------------------------------
 
@@ -163,15 +164,17 @@ class Served:
     data: SyntheticRepo
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Served:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+@pytest.fixture(params=["local", "opaque"])  # "s3": as "opaque" for the routes, a second a test slower
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Served:
+    """The routes over a store in a folder, and over one that does not say it is (`tests.storages`): a
+    local blob goes out by path, any other through the storage's ranged reads, with the same answers."""
+    store = Store(make_storage(request.param, tmp_path / "store", request, SYSTEM), clock=SYSTEM)
     tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
     data = put_repo(store, "org/data", {"main": {"data/train.csv": b"a,b\n1,2\n"}}, repo_type="dataset")
     put_repo(store, "org/ms-only", {"master": {"config.json": b"{}"}}, source="modelscope")
     put_repo(store, "org/carded", {"main": {"README.md": CARD, "config.json": b"{}"}})
     put_repo(store, "org/space", {"main": {"app.py": b"print()"}}, repo_type="space")
-    app = Starlette(routes=hf.routes(StoreView(store.root, store), page_size=3))
+    app = Starlette(routes=hf.routes(StoreView(store), page_size=3))
     return Served(store, Client(app), tiny, data)
 
 
@@ -314,7 +317,7 @@ def test_xet_read_token_and_unknown_routes_are_the_hubs_404(served: Served) -> N
 
 def test_a_file_whose_blob_is_gone_is_not_served_nor_listed(served: Served) -> None:
     sha = sha256(TINY_MAIN["tokenizer.json"]).hexdigest()
-    served.store.blob_path(sha).unlink()
+    served.store.storage.delete(Store.blob_key(sha))
     assert error(served.client.get("/org/tiny/resolve/main/tokenizer.json"))[1] == "EntryNotFound"
     siblings = served.client.get("/api/models/org/tiny").json()["siblings"]
     assert "tokenizer.json" not in [s["rfilename"] for s in siblings]

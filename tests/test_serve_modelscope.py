@@ -71,7 +71,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("serve-ms") / "store"
-    store = Store(root, clock=SYSTEM)
+    store = Store.at(root, clock=SYSTEM)
     with LoopbackHub() as hub:
         commits = {
             "ms-v1": hub.add_commit(MS_REPO, MS_V1, branch="master", tags=["v1.0"]),
@@ -308,11 +308,11 @@ def test_access_log_names_repo_revision_and_path(world: World) -> None:
 
 @pytest.fixture
 def view(tmp_path: Path) -> StoreView:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1})
     put_repo(store, "org/tiny", {"master": {"ms.txt": b"ms"}}, source="modelscope")
     put_repo(store, "org/hf", {"main": {"a.txt": b"a"}, "master": {"b.txt": b"b"}})
-    return StoreView(store.root, store)
+    return StoreView(store)
 
 
 def test_find_repo_takes_modelscope_first_and_master_aliases_main(view: StoreView) -> None:

@@ -186,7 +186,7 @@ def test_export_sign_leaves_the_bundle_byte_identical(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = fresh_env(tmp_path / "home")
-    store = str(sample_store.store.root)
+    store = str(sample_store.store.local_root)
     run_mirror("keygen", "-o", str(tmp_path / "k"), env=env)
     plain, signed = tmp_path / "plain.tar.zst", tmp_path / "signed.tar.zst"
     run_mirror("export", "--store", store, "-o", str(plain), env=env)
@@ -264,7 +264,7 @@ def test_export_sign_usage_errors(
     out = tmp_path / "x.tar.zst"
     args = [a.format(key=keys.key_file, pub=keys.pub_file) for a in args]
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", "--store", str(sample_store.store.root), "-o", str(out), *args])
+        main(["export", "--store", str(sample_store.store.local_root), "-o", str(out), *args])
     assert exit_info.value.code == 2
     assert not out.exists()
 
@@ -578,7 +578,7 @@ def test_export_cli_passes_source_date_epoch_as_the_creation_time(
     sample_store: SampleStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CLI reads SOURCE_DATE_EPOCH and hands it to export; unset or empty, the newest sync counts."""
-    store = str(sample_store.store.root)
+    store = str(sample_store.store.local_root)
 
     def created(name: str) -> str:
         with pytest.raises(SystemExit) as done:

@@ -25,7 +25,7 @@ from tests.conftest import TINY_MAIN, TINY_V1, SampleStore
 
 
 def blob(data: bytes, store: Store) -> Path:
-    return store.blob_path(hashlib.sha256(data).hexdigest())
+    return store.local_blob(hashlib.sha256(data).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def exit_code(args: list[str]) -> int:
 def test_the_cli_exit_codes_of_status_and_gc(
     sample_store: SampleStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = str(sample_store.store.root)
+    root = str(sample_store.store.local_root)
     manifest = tmp_path / "m.yml"
     manifest.write_text("version: 1\nmodels:\n  - repo: org/tiny\n")
     assert exit_code(["status", "--store", root]) == 0

@@ -33,7 +33,7 @@ NESTED = {
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store", clock=SYSTEM)
+    return Store.at(tmp_path / "store", clock=SYSTEM)
 
 
 def run(  # type: ignore[no-untyped-def]
@@ -43,7 +43,7 @@ def run(  # type: ignore[no-untyped-def]
     env: dict[str, str] | None = None,
     policy: RetryPolicy = FAST,
 ):
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, **(env or {})})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url, **(env or {})})
     specs = parse_manifest(manifest, "test.yml").requests()
     return sync(store, plan_targets(specs), default_source_factory(settings), policy=policy)
 
@@ -69,7 +69,7 @@ def test_sync_verifies_and_records_every_file(hub: LoopbackHub, store: Store) ->
     for path, data in NESTED.items():
         f = by_path[path]
         assert not f.lfs and f.oid == hub.file_info("org/nested", path).git_sha1
-        assert store.blob_path(f.sha256).read_bytes() == data
+        assert store.local_blob(f.sha256).read_bytes() == data
     assert store.read_refs(RepoKey("huggingface", "model", "org/nested"))["main"].commit == commit
     assert verify_store(store).ok
 
@@ -118,7 +118,7 @@ def test_unchanged_manifest_costs_one_request_per_revision(hub: LoopbackHub, sto
     hub.add_tag("org/nested", "v1.0")
     manifest = "version: 1\nmodels:\n  - repo: org/nested\n    revisions: [main, v1.0]\n"
     assert run(store, hub, manifest).exit_code == 0
-    records = sorted((store.root / "repos").rglob("*.json"))
+    records = sorted((store.local_root / "repos").rglob("*.json"))
     written = {p: p.stat().st_mtime_ns for p in records}
     hub.clear_requests()
     report = run(store, hub, manifest)
@@ -182,7 +182,7 @@ def test_persistently_corrupted_file_fails_with_integrity(hub: LoopbackHub, stor
     assert isinstance(item.error, IntegrityError) and "tokenizer/vocab.txt" in str(item.error)
     good = hashlib.sha256(NESTED["tokenizer/vocab.txt"]).hexdigest()
     assert not store.has_blob(good)
-    assert not list((store.root / "tmp").iterdir())  # the bad bytes are gone
+    assert not list((store.local_root / "tmp").iterdir())  # the bad bytes are gone
     assert store.read_refs(RepoKey("huggingface", "model", "org/nested")) == {}  # no snapshot published
     assert verify_store(store).ok
 
@@ -257,8 +257,8 @@ def test_lock_file_reproduces_exact_commits_after_upstream_moved(
     lock = tmp_path / "m.lock"
     write_lock(lock, locked_revisions(first))
     hub.add_commit("org/nested", {"config.json": b'{"moved": true}'}, inherit=True)
-    fresh = Store(tmp_path / "other-store", clock=SYSTEM)
-    settings = Settings.from_env(fresh.root, {"HF_ENDPOINT": hub.url})
+    fresh = Store.at(tmp_path / "other-store", clock=SYSTEM)
+    settings = Settings.from_env(fresh.local_root, {"HF_ENDPOINT": hub.url})
     report = sync(fresh, plan_locked(read_lock(lock)), default_source_factory(settings), policy=FAST)
     assert report.exit_code == 0, report.to_json()
     key = RepoKey("huggingface", "model", "org/nested")
@@ -275,7 +275,7 @@ def test_lock_naming_a_vanished_commit_fails_clearly(hub: LoopbackHub, store: St
     lock = tmp_path / "m.lock"
     write_lock(lock, locked_revisions(first))
     lock.write_text(lock.read_text().replace(first.items[0].commit or "", "ab" * 20))
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     report = sync(store, plan_locked(read_lock(lock)), default_source_factory(settings), policy=FAST)
     assert report.exit_code == 1
     assert "revision not found" in str(report.items[0].error)

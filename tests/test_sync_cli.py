@@ -103,10 +103,12 @@ def test_the_store_lock_held_is_reported_with_exit_75(
 ) -> None:
     serve(hub)
     (tmp_path / "m.yml").write_text(MANIFEST)
-    store = Store(tmp_path / "s", clock=SYSTEM)
+    store = Store.at(tmp_path / "s", clock=SYSTEM)
     with store.lock():
         code = sync_main(
-            [str(tmp_path / "m.yml"), "--store", str(store.root), "--report", str(report)], hub, monkeypatch
+            [str(tmp_path / "m.yml"), "--store", str(store.local_root), "--report", str(report)],
+            hub,
+            monkeypatch,
         )
     assert code == 75
     data = read(report)

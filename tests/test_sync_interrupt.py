@@ -63,7 +63,7 @@ def body_started(hub: LoopbackHub) -> bool:
 def sync_in_thread(
     store: Store, hub: LoopbackHub, policy: RetryPolicy
 ) -> tuple[threading.Thread, list[SyncReport]]:
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     targets = plan_targets(parse_manifest(MANIFEST).requests())
     out: list[SyncReport] = []
     thread = threading.Thread(
@@ -107,7 +107,7 @@ def resume(store: Store, hub: LoopbackHub) -> None:
     hub.rate_limit_per_connection = None
     hub.faults.clear()
     before = len(big_gets(hub))
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(None, {"HF_ENDPOINT": hub.url})  # the store is given below
     targets = plan_targets(parse_manifest(MANIFEST).requests())
     assert (
         sync(store, targets, default_source_factory(settings), policy=RetryPolicy(clock=NO_WAIT)).exit_code
@@ -119,9 +119,10 @@ def resume(store: Store, hub: LoopbackHub) -> None:
 
 
 def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partial_file(
-    hub: LoopbackHub, tmp_path: Path
+    hub: LoopbackHub, storage_store: Store
 ) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    """Over every storage (tests/storages.py): the partial file is kept in its local staging."""
+    store = storage_store
     serve(hub)
     hub.rate_limit_per_connection = 256 << 10  # 12 s for the big file
     policy = RetryPolicy(clock=SYSTEM)
@@ -131,13 +132,15 @@ def test_a_stop_during_a_slow_body_records_what_is_complete_and_keeps_the_partia
     )
     report = stop_and_join(policy, thread, out)
     assert_stopped_keeping_what_was_complete(store, report)
-    (part,) = (store.root / "tmp").glob("*.part")
+    (part,) = store.storage.staging().glob("*.part")
     assert 0 < part.stat().st_size < len(BIG)
     resume(store, hub)
 
 
-def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+def test_a_stop_during_a_segmented_download_keeps_every_segment(
+    hub: LoopbackHub, storage_store: Store
+) -> None:
+    store = storage_store
     serve(hub, big := os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20))
     hub.rate_limit_per_connection = 4 << 20
     policy = RetryPolicy(clock=SYSTEM)
@@ -147,14 +150,14 @@ def test_a_stop_during_a_segmented_download_keeps_every_segment(hub: LoopbackHub
     )
     report = stop_and_join(policy, thread, out)
     assert_stopped_keeping_what_was_complete(store, report)
-    (state,) = (store.root / "tmp").glob("*.seg.json")
+    (state,) = store.storage.staging().glob("*.seg.json")
     assert 0 < sum(json.loads(state.read_text())["done"]) < len(big)
     resume(store, hub)
     assert store.has_blob(hashlib.sha256(big).hexdigest(), len(big))
 
 
 def test_a_stop_during_a_retry_backoff_does_not_sleep_it_out(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.add_fault(Fault("status", match="model.safetensors", status=503, retry_after=3600, times=None))
     policy = RetryPolicy(clock=SYSTEM, total=7200)
@@ -169,7 +172,7 @@ STALL = Fault(
 
 
 def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     hub.add_fault(STALL)
     policy = RetryPolicy(clock=SYSTEM)
@@ -179,11 +182,11 @@ def test_a_stop_while_the_hub_stalls_is_not_held_up(hub: LoopbackHub, tmp_path: 
 
 
 def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Path) -> None:
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     serve(hub)
     policy = RetryPolicy(clock=SYSTEM)
     with store.lock():
-        settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+        settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
         targets = plan_targets(parse_manifest(MANIFEST).requests())
         threading.Timer(0.3, policy.stop.set).start()
         with pytest.raises(Interrupted, match="store lock"):
@@ -196,13 +199,13 @@ def test_a_stop_while_waiting_for_the_store_lock(hub: LoopbackHub, tmp_path: Pat
 def test_ctrl_c_stops_a_real_sync_and_the_next_run_resumes(tmp_path: Path, signum: int) -> None:
     manifest = tmp_path / "m.yml"
     manifest.write_text(MANIFEST)
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     report = tmp_path / "report.json"
     with LoopbackHub() as hub:
         serve(hub)
         hub.rate_limit_per_connection = 256 << 10
         env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url)
-        args = ["sync", str(manifest), "--store", str(store.root), "--report", str(report)]
+        args = ["sync", str(manifest), "--store", str(store.local_root), "--report", str(report)]
         proc = subprocess.Popen(
             [*mirror_command(), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -221,7 +224,7 @@ def test_ctrl_c_stops_a_real_sync_and_the_next_run_resumes(tmp_path: Path, signu
         assert "interrupted" in data["items"][1]["error"]
         assert b"FAILED  huggingface:org/big@main" in out
         assert store.read_refs(BIG_KEY) == {} and SMALL in store.repos()
-        (part,) = (store.root / "tmp").glob("*.part")
+        (part,) = (store.local_root / "tmp").glob("*.part")
         assert 0 < part.stat().st_size < len(BIG)
         hub.rate_limit_per_connection = None
         run_mirror(*args, env=env)
@@ -246,7 +249,7 @@ def test_ctrl_c_ends_a_real_sync_even_while_the_hub_stalls(tmp_path: Path) -> No
         )
         try:
             eventually(
-                lambda: SMALL in Store(tmp_path / "store", clock=SYSTEM).repos() and body_started(hub),
+                lambda: SMALL in Store.at(tmp_path / "store", clock=SYSTEM).repos() and body_started(hub),
                 "the stall",
             )
             proc.send_signal(signal.SIGINT)
@@ -255,4 +258,4 @@ def test_ctrl_c_ends_a_real_sync_even_while_the_hub_stalls(tmp_path: Path) -> No
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 130
-    assert SMALL in Store(tmp_path / "store", clock=SYSTEM).repos()
+    assert SMALL in Store.at(tmp_path / "store", clock=SYSTEM).repos()

@@ -33,7 +33,7 @@ BAD_FILES = {"config.json": b'{"bad": true}', "sub/file.txt": b"x" * 100}
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "store", clock=SYSTEM)
+    return Store.at(tmp_path / "store", clock=SYSTEM)
 
 
 def serve(hub: LoopbackHub) -> None:
@@ -51,7 +51,7 @@ def run(
 ) -> SyncReport:
     """Sync org/good and org/bad (`bad`: more manifest lines for org/bad)."""
     manifest = f"version: 1\nmodels:\n  - repo: org/good\n  - repo: {BAD}\n{bad}"
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url})
     sources = default_source_factory(settings)
     if factory is not None:
         sources = factory(sources)
@@ -69,7 +69,7 @@ def assert_bad_fails_alone(
     assert store.read_refs(GOOD)["main"].commit == good.commit
     assert bad.error is not None and not bad.recorded
     assert store.read_refs(RepoKey(source, "model", BAD)) == {}
-    assert not (store.root / "repos" / source / "model" / "org--bad").exists()
+    assert not (store.local_root / "repos" / source / "model" / "org--bad").exists()
     assert verify_store(store).ok
     json.dumps(report.to_json())  # the report can be written
     return str(bad.error)
@@ -368,7 +368,7 @@ def test_a_hostile_modelscope_listing_fails_its_revision_alone(hub: LoopbackHub,
 
 def test_names_that_differ_only_in_case_are_synced(hub: LoopbackHub, store: Store) -> None:
     hub.add_commit("org/case", {"README.md": b"upper", "readme.md": b"lower", "Sub/a": b"1", "sub/a": b"2"})
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     targets = plan_targets(parse_manifest("version: 1\nmodels:\n  - repo: org/case\n").requests())
     report = sync(store, targets, default_source_factory(settings), policy=FAST)
     assert report.exit_code == 0 and len(report.items[0].records) == 4
@@ -386,10 +386,10 @@ def test_other_commands_keep_working_after_a_hostile_listing(
     assert_bad_fails_alone(store, run(store, hub), code=ExitCode.INTEGRITY)
     capsys.readouterr()
     for args in (
-        ["status", "--store", str(store.root)],
-        ["verify", "--store", str(store.root)],
-        ["export", "--store", str(store.root), "-o", str(tmp_path / "out.tar.zst")],
-        ["gc", "--dry-run", "--store", str(store.root)],
+        ["status", "--store", str(store.local_root)],
+        ["verify", "--store", str(store.local_root)],
+        ["export", "--store", str(store.local_root), "-o", str(tmp_path / "out.tar.zst")],
+        ["gc", "--dry-run", "--store", str(store.local_root)],
     ):
         with pytest.raises(SystemExit) as done:
             main(args)
@@ -406,7 +406,7 @@ def test_a_revision_the_store_cannot_plan_fails_alone(
 
     def denied(self: Store, sha256: str, size: int | None = None) -> bool:
         if sha256 == unreadable:  # a blob folder this user may not read
-            raise PermissionError(13, "Permission denied", str(self.blob_path(sha256)))
+            raise PermissionError(13, "Permission denied", str(self.local_blob(sha256)))
         return has_blob(self, sha256, size)
 
     monkeypatch.setattr(Store, "has_blob", denied)

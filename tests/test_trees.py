@@ -46,7 +46,7 @@ FILTERS = [
 
 def _sync(store: Store, hub: LoopbackHub, filters: str) -> None:
     manifest = f"version: 1\nmodels:\n  - repo: org/tiny\n    {filters}\n"
-    settings = Settings.from_env(store.root, {"HF_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"HF_ENDPOINT": hub.url})
     report = sync(
         store,
         plan_targets(parse_manifest(manifest, "m.yml").requests()),
@@ -119,7 +119,7 @@ def test_filtered_import_matches_a_filtered_snapshot_download(
         ignore_patterns=ignore,
         token=False,
     )
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     _sync(store, hub, filters)
     bundle = write_bundle(store, select_all(store), tmp_path / "b.tar.zst").path
     ours = tmp_path / "ours"
@@ -136,7 +136,7 @@ def test_filtered_import_matches_a_filtered_snapshot_download(
 
 def test_the_listing_travels_through_store_and_index(hub: LoopbackHub, tmp_path: Path) -> None:
     hub.add_commit("org/tiny", [HubFile(p, data=d, lfs=p.endswith(".safetensors")) for p, d in FILES.items()])
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     _sync(store, hub, 'include: ["config.json"]')
     (snap,) = store.snapshots(KEY)
     assert not snap.complete and [f.path for f in snap.files] == ["config.json"]
@@ -155,7 +155,9 @@ def test_the_listing_travels_through_store_and_index(hub: LoopbackHub, tmp_path:
     _sync(store, hub, "revisions: [main]")
     (snap,) = store.snapshots(KEY)
     assert snap.complete and snap.listing is None
-    assert "listing" not in json.loads(next((store.root / "repos").rglob("snapshots/*.json")).read_text())
+    assert "listing" not in json.loads(
+        next((store.local_root / "repos").rglob("snapshots/*.json")).read_text()
+    )
 
 
 def test_unfiltered_bundles_carry_no_listing(sample_store: SampleStore, tmp_path: Path) -> None:
@@ -185,7 +187,7 @@ def test_export_filter_of_a_complete_record_writes_the_listing(
 def test_a_partial_record_without_listing_writes_no_tree(tmp_path: Path, isolated_home: Path) -> None:
     """What older stores and bundles hold, and what a ModelScope source gives: no listing, no trees/."""
     for source in ("huggingface", "modelscope"):
-        store = Store(tmp_path / f"store-{source}", clock=SYSTEM)
+        store = Store.at(tmp_path / f"store-{source}", clock=SYSTEM)
         put_repo(store, "org/tiny", {"main": {"config.json": b"{}"}}, complete=False, source=source)
         bundle = write_bundle(store, select_all(store), tmp_path / f"{source}.tar.zst").path
         cache = tmp_path / f"hub-{source}"
@@ -251,12 +253,12 @@ def test_a_filtered_modelscope_sync_keeps_no_listing_and_writes_no_tree(
     filtered commits get no listing, and their HF-cache import no trees/ (offline clients take the folder
     as complete, as before)."""
     commit = hub.add_commit("owner/model", FILES, branch="master")
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     manifest = (
         "version: 1\nmodels:\n  - repo: owner/model\n    source: modelscope\n    revisions: [master]\n"
         '    include: ["*.json"]\n'
     )
-    settings = Settings.from_env(store.root, {"MODELSCOPE_ENDPOINT": hub.url})
+    settings = Settings.from_env(store.local_root, {"MODELSCOPE_ENDPOINT": hub.url})
     report = sync(
         store,
         plan_targets(parse_manifest(manifest, "m.yml").requests()),

@@ -121,7 +121,7 @@ class SplitStore:
 @pytest.fixture
 def split_store(tmp_path: Path, isolated_home: Path) -> SplitStore:
     rng = random.Random(6)
-    store = Store(tmp_path / "store", clock=SYSTEM)
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(  # a weights file over two volumes large: cut into chunks
         store, "org/big", {"main": {"model.safetensors": rng.randbytes(260_000), "config.json": b"{}\n"}}
     )
@@ -143,7 +143,9 @@ def split_store(tmp_path: Path, isolated_home: Path) -> SplitStore:
 
 def export_split(fx: SplitStore, out: Path, *extra: str, split: str = SPLIT) -> list[Path]:
     env = fresh_env(fx.root / "home")
-    run_mirror("export", "--store", str(fx.store.root), "-o", str(out), "--split", split, *extra, env=env)
+    run_mirror(
+        "export", "--store", str(fx.store.local_root), "-o", str(out), "--split", split, *extra, env=env
+    )
     return sorted(out.parent.glob(out.name.replace(".tar.zst", ".[0-9][0-9][0-9].tar.zst")))
 
 
@@ -200,7 +202,7 @@ def test_split_export_done_when(split_store: SplitStore, volumes: list[Path], tm
 
     # The reference: the same store as one plain bundle.
     plain = tmp_path / "plain.tar.zst"
-    run_mirror("export", "--store", str(split_store.store.root), "-o", str(plain), env=env)
+    run_mirror("export", "--store", str(split_store.store.local_root), "-o", str(plain), env=env)
     reference = tmp_path / "reference"
     run_mirror("import", str(plain), "--target", str(reference), env=env)
 
@@ -285,7 +287,7 @@ def test_a_split_too_small_for_the_index_is_a_usage_error(split_store: SplitStor
         proc = run_mirror(
             "export",
             "--store",
-            str(split_store.store.root),
+            str(split_store.store.local_root),
             "-o",
             str(out),
             "--split",

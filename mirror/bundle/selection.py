@@ -89,7 +89,7 @@ def select_requests(store: Store, requests: Iterable[RevisionRequest]) -> list[R
             commit = name
         else:
             raise MirrorError(
-                f"{key}: revision {name} was never synced into the store {store.root}; "
+                f"{key}: revision {name} was never synced into the store {store}; "
                 "run `mirror sync` with a manifest that names it first"
             )
         repo_snaps = snaps.setdefault(key, {})

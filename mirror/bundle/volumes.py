@@ -202,7 +202,7 @@ def _hash_chunks(store: Store, sha256: str, sizes: Iterable[int]) -> list[str]:
     """Each chunk's sha256, read from the blob in one pass that also checks the whole content."""
     whole = hashlib.sha256()
     found = []
-    with open(store.blob_path(sha256), "rb", buffering=0) as blob:
+    with store.open_blob(sha256) as blob:
         for size in sizes:
             piece = hashlib.sha256()
             left = size

@@ -6,6 +6,7 @@ and writes `OUT.sha256` beside it; `write_bundle` indexes a selection and writes
 from __future__ import annotations
 
 import hashlib
+import io
 import mmap
 import queue
 import tarfile
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypedDict, cast
+from typing import BinaryIO, TypedDict, cast
 
 from mirror.bundle import location
 from mirror.bundle.frames import FRAME, FrameWriter, stream_bound, workers_for
@@ -162,14 +163,13 @@ class _BlobReader:
         """Put `m`'s blocks on the queue; what is wrong with them, if anything."""
         sha256 = hashlib.sha256()
         left = m.size
-        with open(self._store.blob_path(m.file.sha256), "rb", buffering=0) as blob:
-            if m.chunk is not None:
-                blob.seek(chunk_offset(self._index, m))
+        start = chunk_offset(self._index, m) if m.chunk is not None else 0
+        with self._store.open_blob(m.file.sha256, start) as blob:
             while left:
                 if (buf := self._buffer()) is None:
                     return None
                 view = memoryview(buf)[: min(_BLOCK, left)]
-                n = blob.readinto(view)
+                n = _read_into(blob, view)
                 if not n:
                     return self._store.damaged(
                         m.file.sha256, "fewer bytes than recorded (it shrank while packing)"
@@ -183,6 +183,15 @@ class _BlobReader:
                 found = f"chunk {m.chunk + 1} hashing to {sha256.hexdigest()}, not {m.sha256}"
             return self._store.damaged(m.file.sha256, found)
         return None
+
+
+def _read_into(stream: BinaryIO, view: memoryview) -> int:
+    """`readinto` where the stream has it (a local file: no copy), else a read copied in."""
+    if isinstance(stream, io.RawIOBase | io.BufferedIOBase):
+        return stream.readinto(view) or 0
+    data = stream.read(len(view))
+    view[: len(data)] = data
+    return len(data)
 
 
 class _TarWriter:

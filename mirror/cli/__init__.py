@@ -33,6 +33,7 @@ from mirror.cli.options import (
     NEW_BUNDLE,
     files_option,
     json_option,
+    open_store,
     output_file_option,
     output_options,
     progress,
@@ -52,6 +53,7 @@ from mirror.cli.output import (
 from mirror.cli.serve import serve as serve_cmd
 from mirror.errors import DamagedBlobError
 from mirror.exits import ExitCode
+from mirror.settings import StoreName
 
 if TYPE_CHECKING:
     from mirror.bundle.location import BundlePath
@@ -106,7 +108,7 @@ def cli() -> None:
 @output_options
 def sync(
     manifests: Sequence[str],
-    store: Path | None,
+    store: StoreName | None,
     workers: int,
     segments: int,
     wait: float,
@@ -131,7 +133,6 @@ def sync(
     from mirror.lockfile import read_lock, write_lock
     from mirror.manifest import load_requests
     from mirror.retry import RetryPolicy
-    from mirror.store import Store
     from mirror.sync import default_source_factory, locked_revisions, plan_locked, plan_targets
     from mirror.sync import sync as run_sync
 
@@ -145,7 +146,7 @@ def sync(
         policy = RetryPolicy(clock=SYSTEM, attempts=retries, total=retry_time)
         with stop_on_signals(policy.stop):
             result = run_sync(
-                Store(cfg.store, clock=SYSTEM),
+                open_store(cfg.store),
                 targets,
                 default_source_factory(cfg),
                 workers=workers,
@@ -173,18 +174,17 @@ def sync(
 @click.option("--check-upstream", is_flag=True, help="Ask the hubs whether each revision has moved since.")
 @json_option
 @output_options
-def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, as_json: bool) -> None:
+def status(manifests: Sequence[str], store: StoreName | None, check_upstream: bool, as_json: bool) -> None:
     """Per model revision (of the MANIFESTS, else of the whole store): the commit held, when it was
     synced, its files and size; with --check-upstream, whether upstream has moved."""
     from mirror.clock import SYSTEM
     from mirror.manifest import load_requests
     from mirror.retry import RetryPolicy
     from mirror.status import revision_status, store_targets
-    from mirror.store import Store
     from mirror.sync import default_source_factory, plan_targets
 
     cfg = settings(store)
-    st = Store(cfg.store, clock=SYSTEM)
+    st = open_store(cfg.store)
     targets = plan_targets(load_requests(manifests)) if manifests else store_targets(st)
     upstream = (default_source_factory(cfg), RetryPolicy(clock=SYSTEM)) if check_upstream else None
     rows = revision_status(st, targets, upstream=upstream)
@@ -207,7 +207,7 @@ def status(manifests: Sequence[str], store: Path | None, check_upstream: bool, a
 @json_option
 @output_options
 def gc(
-    manifests: Sequence[str], store: Path | None, locks: Sequence[Path], dry_run: bool, as_json: bool
+    manifests: Sequence[str], store: StoreName | None, locks: Sequence[Path], dry_run: bool, as_json: bool
 ) -> None:
     """Remove what nothing references any more.
 
@@ -215,17 +215,16 @@ def gc(
     every other revision record and every blob no kept snapshot uses. With neither, keeps every revision
     the store records and removes only unreferenced blobs.
     """
-    from mirror.clock import SYSTEM
     from mirror.gc import collect_garbage, plan_keep
     from mirror.lockfile import read_lock
     from mirror.manifest import load_requests
-    from mirror.store import Store
+    from mirror.storage.base import MISSING
 
-    st = Store(settings(store).store, clock=SYSTEM)
+    st = open_store(settings(store).store)
     requests = load_requests(manifests) if manifests or locks else None
     locked = [rev for lock in locks for rev in read_lock(lock)]
     # A dry run of a store that does not exist must not create it for the lock: there is nothing to remove.
-    with st.lock() if st.root.is_dir() or not dry_run else nullcontext():
+    with st.lock() if not dry_run or st.problem() != MISSING else nullcontext():
         result = collect_garbage(st, plan_keep(st, requests, locked), dry_run=dry_run)
     emit(result, as_json, gc_lines(result))
 
@@ -291,7 +290,7 @@ def gc(
 def export_cmd(
     manifests: Sequence[str],
     output: BundlePath,
-    store: Path | None,
+    store: StoreName | None,
     level: int | None,
     threads: int,
     have_files: Sequence[Path],
@@ -316,7 +315,6 @@ def export_cmd(
     from mirror.export import Signer, export, far_side_holds
     from mirror.manifest import load_requests
     from mirror.signing import load_private_key
-    from mirror.store import Store
     from mirror.units import parse_duration, parse_size
 
     if sign_key is None and (sequence is not None or expires is not None):
@@ -337,7 +335,7 @@ def export_cmd(
     requests = load_requests(manifests) if manifests else None
     try:
         result = export(
-            Store(settings(store).store, clock=SYSTEM),
+            open_store(settings(store).store),
             requests,
             output,
             level=level,

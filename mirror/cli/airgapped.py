@@ -18,6 +18,7 @@ from mirror.cli.options import (
     files_option,
     json_option,
     layout_options,
+    open_store,
     output_file_option,
     output_options,
     progress,
@@ -38,7 +39,7 @@ from mirror.cli.output import (
 )
 from mirror.errors import MirrorError
 from mirror.exits import ExitCode
-from mirror.settings import hf_symlinks_disabled
+from mirror.settings import StoreName, hf_symlinks_disabled, local_target
 
 if TYPE_CHECKING:
     from mirror.bundle.location import BundlePath
@@ -104,7 +105,7 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
 def import_cmd(
     bundles: Sequence[BundlePath],
     layout: str,
-    target: Path | None,
+    target: StoreName | None,
     trust_keys: Sequence[Path],
     require_signature: bool,
     no_symlinks: bool,
@@ -135,7 +136,7 @@ def import_cmd(
         tuple(load_public_key(k) for k in trust_keys), required=require_signature, clock=SYSTEM
     )
 
-    target = resolve_target(layout, target)
+    where = resolve_target(layout, target)  # a folder; for --layout store, also an s3:// URL
     # As huggingface_hub: HF_HUB_DISABLE_SYMLINKS in the environment writes what --no-symlinks writes.
     symlinks = not (no_symlinks or (layout == "hf" and hf_symlinks_disabled(os.environ)))
     units = group_bundles(bundles)
@@ -150,7 +151,7 @@ def import_cmd(
                 import_unit(
                     unit,
                     layout,
-                    target,
+                    where,
                     progress=sink.update,
                     trust=trust,
                     symlinks=symlinks,
@@ -166,7 +167,7 @@ def import_cmd(
             errors.append(e)  # each bundle or set is one unit: the others still import
         finally:
             sink.close()
-    run = ImportRun(target, layout, tuple(reports), tuple(errors))
+    run = ImportRun(where, layout, tuple(reports), tuple(errors))
     emit(run, as_json, [line for r in reports for line in import_report_lines(r)])
     for error in errors:
         print_error(str(error))
@@ -182,7 +183,7 @@ def import_cmd(
 @output_file_option("have.json to write (carry it to the connected side, for export --have).")
 @json_option
 @output_options
-def inventory(layout: str, target: Path | None, output: Path, as_json: bool) -> None:
+def inventory(layout: str, target: StoreName | None, output: Path, as_json: bool) -> None:
     """List what this (air-gapped) machine already holds: every content by sha256 and size, and its repos'
     revisions and commits, as a small JSON file for `mirror export --have`.
 
@@ -218,19 +219,22 @@ def inspect(bundle: BundlePath, as_json: bool) -> None:
 @json_option
 @output_options
 def verify(
-    bundles: Sequence[BundlePath], store: Path | None, target: Path | None, layout: str | None, as_json: bool
+    bundles: Sequence[BundlePath],
+    store: StoreName | None,
+    target: StoreName | None,
+    layout: str | None,
+    as_json: bool,
 ) -> None:
     """Re-hash the store, the BUNDLES (files, or s3://BUCKET/KEY objects read streaming), or an imported
-    tree (--target), offline; name anything that does not match. A damaged blob of the store is marked, so the next sync that needs it fetches it again."""
-    from mirror.clock import SYSTEM
-    from mirror.store import Store
+    tree (--target), offline; name anything that does not match. A damaged blob of the store is marked, so
+    the next sync that needs it fetches it again."""
     from mirror.verify import verify_bundles, verify_store, verify_target
 
     if target is not None or layout is not None:
         if bundles or store is not None:
             raise click.UsageError("--target/--layout verify an imported tree: give no BUNDLE or --store")
         layout = layout or "hf"
-        checked = verify_target(layout, resolve_target(layout, target), progress=progress())
+        checked = verify_target(layout, local_target(resolve_target(layout, target)), progress=progress())
         emit([checked], as_json, target_lines(checked))
         if not checked.ok:
             raise SystemExit(ExitCode.INTEGRITY)
@@ -238,7 +242,7 @@ def verify(
         checks = verify_bundles(bundles, progress=progress())
         emit(checks, as_json, map(describe_verified, checks))
     else:
-        result = verify_store(Store(settings(store).store, clock=SYSTEM), progress=progress())
+        result = verify_store(open_store(settings(store).store), progress=progress())
         emit([result], as_json, store_lines(result))
         if not result.ok:
             raise SystemExit(ExitCode.INTEGRITY)

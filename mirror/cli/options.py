@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,7 +17,10 @@ from mirror.errors import UsageError
 from mirror.objects import ObjectPath
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
 from mirror.s3 import is_s3_url
-from mirror.settings import Settings, default_target
+from mirror.settings import Settings, StoreName, default_target, store_name
+
+if TYPE_CHECKING:
+    from mirror.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,12 +60,30 @@ BUNDLE = BundleType(exists=True)  # a bundle to read
 NEW_BUNDLE = BundleType(exists=False)  # a bundle to write
 
 
+class StoreParam(click.ParamType):  # type: ignore[type-arg, unused-ignore]
+    """A store: a folder (a Path), or an s3://bucket/prefix URL kept as text (a Path would lose a "/")."""
+
+    name = "store"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> StoreName:
+        name = value if isinstance(value, Path) else store_name(str(value))
+        if isinstance(name, str):
+            return name
+        folder: Path = click.Path(file_okay=False, path_type=Path).convert(name, param, ctx)
+        return folder
+
+
+STORE = StoreParam()
+
+
 def store_option(fn: F) -> F:
     return click.option(
         "--store",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=STORE,
         default=None,
-        help="The store folder (default: $MIRROR_STORE, else $XDG_DATA_HOME/mirror, i.e. ~/.local/share/mirror).",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="The store: a folder or an s3://BUCKET/PREFIX URL (default: $MIRROR_STORE, else "
+        "$XDG_DATA_HOME/mirror, i.e. ~/.local/share/mirror).",
     )(fn)
 
 
@@ -128,9 +149,7 @@ def layout_options(
     not given its layout's default)."""
 
     def decorate(fn: F) -> F:
-        fn = click.option(
-            "--target", type=click.Path(file_okay=False, path_type=Path), default=None, help=target_help
-        )(fn)
+        fn = click.option("--target", type=STORE, default=None, metavar="DIR", help=target_help)(fn)
         return click.option(
             "--layout",
             type=click.Choice(LAYOUT_NAMES),
@@ -142,14 +161,16 @@ def layout_options(
     return decorate
 
 
-def resolve_target(layout: str, target: Path | None) -> Path:
+def resolve_target(layout: str, target: StoreName | None) -> StoreName:
     """`--target`, else where the layout's hub client looks (from the environment); a usage error for a
-    layout without a default."""
-    if target is not None:
-        return target
-    found = default_target(layout, os.environ)
+    layout without a default, or an s3:// URL for a layout other than `store`."""
+    found = target if target is not None else default_target(layout, os.environ)
     if found is None:
         raise click.UsageError(f"--layout {layout} needs --target DIR")
+    if isinstance(found, str) and layout != "store":
+        raise click.UsageError(
+            f"--layout {layout} writes a folder: {found} is not one (only a store may be s3://)"
+        )
     return found
 
 
@@ -190,5 +211,14 @@ def progress() -> ProgressSink:
     return sink
 
 
-def settings(store: Path | None) -> Settings:
+def settings(store: StoreName | None) -> Settings:
     return Settings.from_env(store, os.environ)
+
+
+def open_store(name: StoreName) -> Store:
+    """The store a `--store` (or `$MIRROR_STORE`, or a default) names, on the storage it designates."""
+    from mirror.clock import SYSTEM
+    from mirror.storage import open_storage
+    from mirror.store import Store
+
+    return Store(open_storage(name, clock=SYSTEM), clock=SYSTEM)

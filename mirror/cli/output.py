@@ -107,6 +107,7 @@ def gc_lines(result: GcReport) -> list[str]:
         *(f"{verb} revision {r}" for r in result.refs),
         *(f"{verb} snapshot {s}" for s in result.snapshots),
         *(f"{verb} blob {b}" for b in result.blobs),
+        *(f"{verb} abandoned {a}" for a in result.abandoned),
         f"{verb} {len(result.blobs)} blobs, {human_size(result.bytes)}",
     ]
 

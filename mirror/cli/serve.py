@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mirror.cli.options import settings, store_option
+from mirror.settings import StoreName
 
 SERVE_EXIT_CODES = (
     "Exit codes: 0 stopped by SIGTERM or Ctrl-C (a server has nothing to cut short), 1 failure (the address "
@@ -61,7 +62,7 @@ SERVE_EXIT_CODES = (
     "goes to stderr).",
 )
 def serve(
-    store: Path | None,
+    store: StoreName | None,
     host: str,
     port: int,
     workers: int,

@@ -58,7 +58,7 @@ class ImportOptions(TypedDict, total=False):
 
 
 def import_bundle(
-    bundle: BundlePath, layout: str, target: Path, **options: Unpack[ImportOptions]
+    bundle: BundlePath, layout: str, target: Path | str, **options: Unpack[ImportOptions]
 ) -> ImportReport:
     """Import one bundle (a plain bundle, a delta, or one volume of a set); see `import_unit`."""
     (unit,) = group_bundles([bundle])
@@ -68,7 +68,7 @@ def import_bundle(
 def import_unit(
     unit: ImportUnit,
     layout: str,
-    target: Path,
+    target: Path | str,
     *,
     progress: Progress | None = None,
     trust: TrustPolicy | None = None,
@@ -103,18 +103,15 @@ def import_unit(
     """
     if unit.error is not None:
         raise unit.error
-    target = Path(target)
+    writer = make_layout(layout, target, symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint)
 
     def busy() -> LockedError:
         return LockedError(
-            f"another mirror import is writing into {target}; try again later or pass --wait SECONDS"
+            f"another mirror import is writing into {writer.where}; try again later or pass --wait SECONDS"
         )
 
     with Staging() as guard:
-        guard.lock(target, wait, busy, clock)
-        writer = make_layout(
-            layout, target, symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint
-        )
+        guard.lock(writer.target, wait, busy, clock)
         with writer.writing(wait, clock):
             return _import_locked(unit, writer, progress, trust, checkpoint)
 
@@ -178,12 +175,12 @@ def _import_locked(
                 staging.kept = kept.protected(left)
                 kept_lines = kept.describe(left, (v for m in missing for v in m.volumes))
     except OSError as e:
-        raise MirrorError(f"importing {unit.label} into {target} failed: {e}") from e
+        raise MirrorError(f"importing {unit.label} into {writer.where} failed: {e}") from e
     report = ImportReport(
         bundle=bundle,
         bundle_id=bundle_id,
         layout=writer.name,
-        target=target,
+        target=writer.where,
         repos=tuple(reports),
         missing=missing,
         damaged=tuple(damaged),
@@ -339,8 +336,8 @@ def _stream(
         if failed and volume.index.volume_set is None:
             raise BundleImportError(
                 f"{volume.path.name}: {len(failed)} member(s) failed verification, so nothing of the bundle "
-                f"was imported ({writer.target} is unchanged): " + _reasons(failed, 5),
-                ImportReport(volume.path, volume.index_sha256, writer.name, writer.target, ()),
+                f"was imported ({writer.where} is unchanged): " + _reasons(failed, 5),
+                ImportReport(volume.path, volume.index_sha256, writer.name, writer.where, ()),
             )
         if failed:
             bad_volumes.add(volume.number)

@@ -16,6 +16,7 @@ from mirror.layouts.hf import HfLayout
 from mirror.layouts.layout import Layout, no_checkpoint
 from mirror.layouts.modelscope import ModelScopeLayout
 from mirror.layouts.store import StoreLayout
+from mirror.settings import local_target
 
 LAYOUTS: dict[str, Callable[..., Layout]] = {
     "hf": HfLayout,
@@ -27,7 +28,7 @@ LAYOUTS: dict[str, Callable[..., Layout]] = {
 
 def make_layout(
     layout: str,
-    target: Path,
+    target: Path | str,
     *,
     symlinks: bool = True,
     link_shared: bool = False,
@@ -38,7 +39,8 @@ def make_layout(
         factory = LAYOUTS[layout]
     except KeyError:
         raise UsageError(f"unknown layout {layout!r}; choose one of {', '.join(sorted(LAYOUTS))}") from None
-    return factory(Path(target), symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint)
+    where = target if layout == "store" else local_target(target)  # a store may be in a bucket
+    return factory(where, symlinks=symlinks, link_shared=link_shared, checkpoint=checkpoint)
 
 
-__all__ = ["LAYOUTS", "Layout", "make_layout"]
+__all__ = ["LAYOUTS", "Layout", "local_target", "make_layout"]

@@ -171,6 +171,11 @@ class Layout(ABC):
         self.checkpoint = checkpoint  # called after each write (the tests kill an import there)
 
     @property
+    def where(self) -> Path | str:
+        """The target as the user named it, for reports and messages (the folder; a store layout's s3:// URL)."""
+        return self.target
+
+    @property
     @abstractmethod
     def trust_dir(self) -> Path:
         """Where the target keeps the highest sequence accepted per signing key (mirror.signing), out of
@@ -228,6 +233,11 @@ class Layout(ABC):
         """Every regular file in the target that may hold a repo file's content (`mirror inventory`, and
         content a delta expects the target to hold, in any of its repos), with the sha256 its name gives
         (an LFS blob of the hf layout), if any. Symlinks are not followed."""
+
+    def named_content(self) -> Iterator[tuple[str, int]]:
+        """Content the target holds that is no file to hash or stage from (the blobs of a store in a bucket),
+        as (sha256, size): `mirror inventory` lists it beside `content_files`. None by default."""
+        return iter(())
 
     @abstractmethod
     def held_repos(self) -> list[HeldRepo]:

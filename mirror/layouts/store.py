@@ -1,6 +1,10 @@
 """The `store` layout: an import into a mirror store, the format `mirror sync` writes (`mirror.store`), so
 the far side holds complete commit records and refs exactly as the connected side does (and can serve them
-with `mirror serve`, or export them again).
+with `mirror serve`, or export them again). The target is a store's folder or its s3:// URL: into a bucket,
+the same writes go through the storage, and what the import does locally (staging, kept volumes, trust
+state) is in a folder beside the storage's staging (`bucket_work_folder`); a bucket's blobs are never
+content to stage from (`candidates`, `content_files`: none), and `expected_files` lists none (no file to
+hash in place).
 
 Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
 repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
@@ -53,16 +57,26 @@ from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
 from mirror.paths import is_sha256
 from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import FileRecord, Snapshot
+from mirror.storage import open_storage
+from mirror.storage.base import Storage
 from mirror.store import Store
 
 
 class StoreLayout(Layout):
     name = "store"
 
-    def __init__(self, target: Path, **options: Any) -> None:
-        super().__init__(target, **options)
+    def __init__(self, target: Path | str, **options: Any) -> None:
+        self.named = target  # a folder, or an s3:// URL
+        storage = open_storage(target, clock=_READING)
+        root = storage.local_root
+        super().__init__(root if root is not None else bucket_work_folder(storage), **options)
         self.link_shared = True  # a store shares every content across repos by design (--link-shared)
-        self.store = _reader(self.target)
+        self.store = Store(storage, clock=_READING)
+        self.local = root is not None
+
+    @property
+    def where(self) -> Path | str:
+        return self.target if self.local else self.named
 
     @property
     def trust_dir(self) -> Path:
@@ -72,31 +86,40 @@ class StoreLayout(Layout):
     def writing(self, wait: float, clock: Clock | None) -> Iterator[None]:
         if clock is None:
             raise ValueError("an import into a store needs a clock: it stamps the store's writer lock")
-        self.store = Store(self.target, clock=clock)
+        self.store = Store(open_storage(self.named, clock=clock), clock=clock)
         with self.store.lock(wait):
             yield
+
+    def _blob(self, sha256: str) -> Path:
+        return self.target / Store.blob_key(sha256)
 
     def staging_root(self, repo: IndexedRepo) -> Path:
         return self.target / "tmp" / "import"
 
     def uses(self, repo: IndexedRepo) -> Iterator[Use]:
         root, store = self.target, self.store
-        for folder in ("tmp", "tmp/import", "blobs", "blobs/sha256", "doubt", "repos"):
+        for folder in ("tmp", "tmp/import"):
+            yield Use(root / folder, "dir")
+        if not self.local:
+            return  # the rest is in the bucket: keys, no path to check
+        for folder in ("blobs", "blobs/sha256", "doubt", "repos"):
             yield Use(root / folder, "dir")
         for sha in sorted({f.sha256 for f in repo.files()}):
-            blob = store.blob_path(sha)
+            blob = self._blob(sha)
             yield Use(blob.parent, "dir")
             yield Use(blob, "entry")  # a link or a damaged file there is replaced, never followed
         named = root / "repos"
-        refs = store.refs_path(repo.key)
+        refs = root / store.refs_key(repo.key)
         yield Use(refs.parent, "dir", named=named)
         yield Use(refs, "file", named=named)
         for commit in repo.commits:
-            record = store.snapshot_path(repo.key, commit.commit)
+            record = root / store.snapshot_key(repo.key, commit.commit)
             yield Use(record.parent, "dir", named=named)
             yield Use(record, "file", named=named)
 
     def candidates(self, repo: IndexedRepo) -> Iterator[tuple[str, int, Path]]:
+        if not self.local:
+            return  # a bucket's blobs are not files to stage from: the bundle brings what a repo needs
         # Never a link: the store takes one for damage (`Store.blob_problem`), and the import replaces it.
         yield from ((sha, size, path) for sha, size, path in self.copies(repo) if not path.is_symlink())
 
@@ -105,7 +128,7 @@ class StoreLayout(Layout):
         for f in repo.files():
             if f.sha256 not in seen:
                 seen.add(f.sha256)
-                yield f.sha256, f.size, self.store.blob_path(f.sha256)
+                yield f.sha256, f.size, self._blob(f.sha256)
 
     def publish(self, pub: Publication) -> RepoReport:
         repo, store = pub.repo, self.store
@@ -160,9 +183,10 @@ class StoreLayout(Layout):
             store.set_refs(repo.key, moves, pub.stamp.created)
             self.checkpoint()
             changed = True
+        records = store.repo_key(repo.key)
         return RepoReport(
             repo=repo.key,
-            path=store.refs_path(repo.key).parent,
+            path=self.target / records if self.local else store.where(records),
             revisions=repo.revisions,
             files_written=files_written,
             bytes_written=bytes_written,
@@ -176,7 +200,9 @@ class StoreLayout(Layout):
         store = self.store
         if store.blob_problem(f.sha256, f.size) is not None:
             return False
-        if not hashes.holds(store.blob_path(f.sha256), f.size, f.sha256):
+        if not self.local:  # a bucket's blob was verified before it got its key; doubted, it is replaced
+            return not store.in_doubt(f.sha256)
+        if not hashes.holds(self._blob(f.sha256), f.size, f.sha256):
             return False
         if store.in_doubt(f.sha256):
             store.lift_doubt(f.sha256)
@@ -186,6 +212,8 @@ class StoreLayout(Layout):
         files: list[ExpectedFile] = []
         problems: list[str] = []
         store = self.store
+        if not self.local:  # no file to hash in place: `mirror verify --store s3://...` hashes the blobs
+            return files, problems
         for key in store.repos():
             try:
                 snapshots = store.snapshots(key)
@@ -193,13 +221,24 @@ class StoreLayout(Layout):
                 problems.append(f"{key}: unreadable commit record ({e})")
                 continue
             for snap in snapshots:
-                files += [ExpectedFile(store.blob_path(f.sha256), f.size, f.sha256) for f in snap.files]
+                files += [ExpectedFile(self._blob(f.sha256), f.size, f.sha256) for f in snap.files]
         return files, problems
 
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
-        for name, path in self.store.iter_blobs():
+        if not self.local:
+            return  # a bucket's blobs are not files a delta's content can be taken from
+        for name, key in self.store.iter_blobs():
+            path = self.target / key
             if not path.is_symlink() and path.is_file():
                 yield path, name if is_sha256(name) else None
+
+    def named_content(self) -> Iterator[tuple[str, int]]:
+        if self.local:
+            return  # a folder's blobs are `content_files`
+        for name, key in self.store.iter_blobs():
+            st = self.store.storage.stat(key)
+            if is_sha256(name) and st is not None and st.kind == "file":
+                yield name, st.size
 
     def held_repos(self) -> list[HeldRepo]:
         held = []
@@ -218,11 +257,18 @@ class StoreLayout(Layout):
         return held
 
 
-def _reader(root: Path) -> Store:
-    """The store at root, for what reads it (inventory, verify, the checks before an import); reading
-    never asks the time, which only the writer lock's stamp needs (`writing` gives the real clock)."""
-    return Store(root, clock=Clock(time=_no_time))
+def bucket_work_folder(storage: Storage) -> Path:
+    """The local folder of an import into a store in a bucket (its staging, a volume set's kept content,
+    the signature sequences accepted), beside the storage's own staging and so out of reach of the
+    cleaning `mirror gc` asks of it: one per bucket location on this host."""
+    staging = storage.staging()
+    return staging.with_name(f"{staging.name}.import")
 
 
 def _no_time() -> float:
     raise RuntimeError("reading a store needs no time")
+
+
+# For what reads the store (inventory, verify, the checks before an import): reading never asks the time,
+# which only the writer lock needs (`writing` gives the real clock).
+_READING = Clock(time=_no_time)

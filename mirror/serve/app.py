@@ -15,8 +15,6 @@ For the authors of routes:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -29,6 +27,8 @@ from mirror.serve.audit import AccessLog
 from mirror.serve.gate import Gate
 from mirror.serve.tokens import Tokens
 from mirror.serve.view import StoreView
+from mirror.settings import StoreName
+from mirror.storage import open_storage
 from mirror.store import Store
 
 
@@ -38,11 +38,11 @@ async def ready(request: Request) -> Response:
 
 
 def create_app(
-    store_root: Path, *, clock: Clock, tokens: Tokens | None = None, access_log: AccessLog | None = None
+    store: StoreName, *, clock: Clock, tokens: Tokens | None = None, access_log: AccessLog | None = None
 ) -> ASGIApp:
-    """The application over the store at `store_root`; with `tokens`, only requests presenting one of them
-    are answered; with `access_log`, each request is logged there."""
-    view = StoreView(store_root, Store(store_root, clock=clock))
+    """The application over the store `store` names (a folder, an s3:// URL); with `tokens`, only requests
+    presenting one of them are answered; with `access_log`, each request is logged there."""
+    view = StoreView(Store(open_storage(store, clock=clock), clock=clock))
     routes = [*catalogue.routes(view), *modelscope.routes(view), *hf.routes(view)]
     routes.append(Route("/", ready, methods=["GET", "HEAD"]))
     return Gate(Starlette(routes=routes), clock=clock, tokens=tokens, access_log=access_log)

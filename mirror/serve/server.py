@@ -27,14 +27,15 @@ from mirror.errors import MirrorError, UsageError
 from mirror.serve.app import create_app
 from mirror.serve.audit import AccessLog
 from mirror.serve.tokens import Tokens
-from mirror.store import Store
+from mirror.settings import StoreName
+from mirror.storage import open_storage
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """What `mirror serve` serves, where, and how."""
 
-    store: Path
+    store: StoreName  # a folder, or an s3:// URL: each worker opens its storage
     host: str = "127.0.0.1"
     port: int = 8088
     workers: int = 1
@@ -48,11 +49,11 @@ def build_app(config: ServeConfig, clock: Clock, access_log: AccessLog | None) -
     return create_app(config.store, clock=clock, tokens=config.tokens, access_log=access_log)
 
 
-def check_store(root: Path, clock: Clock) -> None:
-    problem = Store(root, clock=clock).problem()
+def check_store(store: StoreName, clock: Clock) -> None:
+    problem = open_storage(store, clock=clock).problem()
     if problem is not None:
         raise UsageError(
-            f"cannot serve the store {root}: {problem} (serve a store `mirror sync` or "
+            f"cannot serve the store {store}: {problem} (serve a store `mirror sync` or "
             "`mirror import --layout store` wrote, or an empty folder)"
         )
 

@@ -7,6 +7,8 @@ record, then the refs, each by an atomic rename.
 
 Only what the store holds is served: a file whose blob is missing (or not a regular file of its size) is
 left out of listings and is not found on resolve.
+
+The view reads through the store's storage: a local folder or a bucket alike.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from mirror.errors import MirrorError
 from mirror.paths import is_commit
 from mirror.repo import HUBS, RepoKey, is_repo_id
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Ref, Store
+
+RECORD_TTL = 5.0  # seconds a record read from a bucket is served before it is read again (every replica
+# thus serves a bundle imported through any host within 10 s); what a look at a blob found, likewise
+BLOBS_KEPT = 1 << 16  # looks at blobs remembered over a bucket (forgotten all at once past this)
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,7 @@ class ServedRepo:
         snap = self.view.snapshot(self.key, commit)
         if snap is None:
             return None
-        store = self.view.store
-        held = tuple(f for f in snap.files if store.has_blob(f.sha256, f.size))
+        held = tuple(f for f in snap.files if self.view.holds(f))
         return ServedCommit(self.key, commit, held, snap.synced_at)
 
     def last_update(self) -> str:
@@ -81,11 +85,11 @@ class ServedRepo:
 class StoreView:
     """A read-only view of a store for serving; safe to share between the threads of one process."""
 
-    def __init__(self, root: Path, store: Store) -> None:
-        self.root = Path(root)
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._records: dict[Path, tuple[tuple[int, int, int], Snapshot | None]] = {}
+        self._records: dict[str, tuple[tuple[float, ...], Snapshot | None]] = {}
+        self._blobs: dict[tuple[str, int], tuple[float, bool]] = {}  # over a bucket: (period, held)
 
     def repos(self) -> list[ServedRepo]:
         return [ServedRepo(self, key, self.store.read_refs(key)) for key in self.store.repos()]
@@ -104,17 +108,16 @@ class StoreView:
         return ServedRepo(self, key, refs)
 
     def snapshot(self, key: RepoKey, commit: str) -> Snapshot | None:
-        """The commit's record, parsed once per version of its file."""
+        """The commit's record, parsed once per version of its file (over a bucket: read again after
+        `RECORD_TTL` seconds)."""
         if not is_commit(commit):
             return None
-        path = self.store.snapshot_path(key, commit)
-        try:
-            st = path.stat()
-        except OSError:
+        record = self.store.snapshot_key(key, commit)
+        stamp = self._stamp(record)
+        if stamp is None:
             return None
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._lock:
-            cached = self._records.get(path)
+            cached = self._records.get(record)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
@@ -122,17 +125,42 @@ class StoreView:
         except MirrorError:
             snap = None
         with self._lock:
-            self._records[path] = (stamp, snap)
+            self._records[record] = (stamp, snap)
         return snap
+
+    def holds(self, record: FileRecord) -> bool:
+        """Whether the store holds the file's blob (`Store.has_blob`: one lstat on a local store). Over a
+        bucket, where a look is a request, what a look found is kept for the `RECORD_TTL` period."""
+        if self.store.local_root is not None:
+            return self.store.has_blob(record.sha256, record.size)
+        stamp = self._period()
+        with self._lock:
+            cached = self._blobs.get((record.sha256, record.size))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        held = self.store.has_blob(record.sha256, record.size)
+        with self._lock:
+            if len(self._blobs) >= BLOBS_KEPT:
+                self._blobs.clear()
+            self._blobs[record.sha256, record.size] = (stamp, held)
+        return held
+
+    def _period(self) -> float:
+        return self.store.clock.monotonic() // RECORD_TTL
+
+    def _stamp(self, record: str) -> tuple[float, ...] | None:
+        """What changes when a record may have: its file's identity on a local store (None when absent), the
+        current `RECORD_TTL` period over a bucket (a look there costs as much as a read)."""
+        root = self.store.local_root
+        if root is None:
+            return (self._period(),)
+        try:
+            st = os.stat(f"{root}/{record}")
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def record(self, key: RepoKey, commit: str, path: str) -> FileRecord | None:
         """The commit's record of one file, its blob not checked (the file's answer checks it)."""
         snap = self.snapshot(key, commit)
         return next((f for f in snap.files if f.path == path), None) if snap is not None else None
-
-    def blob_path(self, record: FileRecord) -> Path:
-        return self.store.blob_path(record.sha256)
-
-    def open_blob(self, record: FileRecord) -> int:
-        """A read-only descriptor of the file's blob (no symlink followed)."""
-        return os.open(self.blob_path(record), os.O_RDONLY | os.O_NOFOLLOW)

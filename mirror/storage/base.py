@@ -42,6 +42,8 @@ Expect = str | _Absent | None  # a tag from `read`, ABSENT, or None (no conditio
 
 Kind = Literal["file", "link", "folder", "other"]
 
+MISSING = "it does not exist"  # what `Storage.problem` says of a storage with no folder (or bucket) at all
+
 
 @dataclass(frozen=True)
 class ObjectStat:
@@ -72,8 +74,8 @@ class Storage(Protocol):
         ...
 
     def problem(self) -> str | None:
-        """Why this is not a store to read (a phrase: "it does not exist"), None when it is one: it holds
-        `blobs/` or `repos/`, or nothing (a new store)."""
+        """Why this is not a store to read (a phrase; `MISSING` when the folder or bucket does not exist),
+        None when it is one: it holds `blobs/` or `repos/`, or nothing (a new store)."""
         ...
 
     # any object ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -24,9 +24,12 @@ from mirror.bounded import Bound, read_bounded
 from mirror.clock import Clock
 from mirror.errors import IntegrityError, Interrupted, LockedError
 from mirror.fsutil import atomic_write_bytes, flock_wait, remove_path
-from mirror.storage.base import ABSENT, ConflictError, Expect, Kind, ObjectStat, Versioned
+from mirror.storage.base import ABSENT, MISSING, ConflictError, Expect, Kind, ObjectStat, Versioned
 
 STAGING = "tmp"  # under the root: downloads and imports in progress, never under a real key
+# Under STAGING: a volume set's verified content waiting for its next volumes (mirror.layouts.kept), which
+# the imports of the set sweep themselves; never taken for abandoned, however long the next disc takes.
+KEPT = "kept"
 
 
 class LocalStorage:
@@ -54,7 +57,7 @@ class LocalStorage:
         try:
             names = {p.name for p in self.root.iterdir()}
         except FileNotFoundError:
-            return "it does not exist"
+            return MISSING
         except NotADirectoryError:
             return "it is not a folder"
         except OSError as e:
@@ -69,15 +72,9 @@ class LocalStorage:
             st = os.lstat(self._file(key))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        kind: Kind = (
-            "link"
-            if stat.S_ISLNK(st.st_mode)
-            else "folder"
-            if stat.S_ISDIR(st.st_mode)
-            else "file"
-            if stat.S_ISREG(st.st_mode)
-            else "other"
-        )
+        if stat.S_ISREG(st.st_mode):  # first: a served commit looks at every file per request
+            return ObjectStat(st.st_size)
+        kind: Kind = "link" if stat.S_ISLNK(st.st_mode) else "folder" if stat.S_ISDIR(st.st_mode) else "other"
         return ObjectStat(st.st_size, kind)
 
     def open_read(self, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
@@ -95,7 +92,8 @@ class LocalStorage:
             yield from _walk(os.fspath(base), prefix.rstrip("/"))
 
     def delete(self, key: str) -> None:
-        remove_path(self.path(key))
+        with contextlib.suppress(NotADirectoryError):  # a file where a folder of the key should be: absent
+            remove_path(self.path(key))
 
     # small objects ------------------------------------------------------------------------------------
     def read(self, key: str, limit: int) -> Versioned | None:
@@ -144,7 +142,7 @@ class LocalStorage:
         folder = self.root / STAGING
         if not folder.is_dir():
             return []
-        return remove_older(folder, self.clock.time() - older_than, STAGING)
+        return remove_older(folder, self.clock.time() - older_than, STAGING, keep={KEPT})
 
     # the writer's lock --------------------------------------------------------------------------------
     @contextmanager
@@ -188,13 +186,13 @@ def _walk(folder: str, rel: str) -> Iterator[str]:
             yield from _walk(entry.path, name)
 
 
-def remove_older(folder: Path, before: float, label: str) -> list[str]:
-    """Remove what `folder` holds that was last modified before `before` (a POSIX time); the names
-    removed, as `label/name`."""
+def remove_older(folder: Path, before: float, label: str, keep: Collection[str] = ()) -> list[str]:
+    """Remove what `folder` holds that was last modified before `before` (a POSIX time), but the names in
+    `keep`; the names removed, as `label/name`."""
     removed = []
     for entry in sorted(folder.iterdir()):
         with contextlib.suppress(FileNotFoundError):
-            if entry.lstat().st_mtime < before:
+            if entry.name not in keep and entry.lstat().st_mtime < before:
                 remove_path(entry)
                 removed.append(f"{label}/{entry.name}")
     return removed

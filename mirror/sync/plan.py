@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mirror.errors import MirrorError
-from mirror.hashing import file_git_sha1, lfs_pointer_oid
+from mirror.hashing import lfs_pointer_oid, stream_git_sha1
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.progress import VERBOSE
 from mirror.repo import RepoKey, RevisionRequest
@@ -152,7 +152,7 @@ def _held(store: Store, target: Target, f: RemoteFile, sha256: str, judged: dict
                 "%s: %s: the store's blob %s is damaged (%s); fetching it again",
                 target,
                 f.path,
-                store.blob_path(sha256),
+                store.where(store.blob_key(sha256)),
                 damage,
             )
         judged[sha256] = damage is None
@@ -161,11 +161,12 @@ def _held(store: Store, target: Target, f: RemoteFile, sha256: str, judged: dict
 
 def check_free_space(store: Store, needed: int) -> None:
     """Refuse to start downloads that cannot fit (the partial files would only fill the disk)."""
-    free = shutil.disk_usage(store.root).free
+    staging = store.storage.staging()  # downloads are written there, then published
+    free = shutil.disk_usage(staging).free
     if needed > free:
         raise MirrorError(
-            f"the planned downloads need {needed} bytes but only {free} are free on the file system of the store "
-            f"{store.root}; free some space (mirror gc) or use another --store"
+            f"the planned downloads need {needed} bytes but only {free} are free on the file system of "
+            f"{staging}; free some space (mirror gc) or use another --store"
         )
 
 
@@ -211,5 +212,6 @@ class Known:
         if sha256 not in self._oid:
             self._load_all()
         if sha256 not in self._oid:
-            self._oid[sha256] = file_git_sha1(self._store.blob_path(sha256))  # small: not LFS
+            with self._store.open_blob(sha256) as blob:  # small: not LFS
+                self._oid[sha256] = stream_git_sha1(blob, f.size)
         return self._oid[sha256]

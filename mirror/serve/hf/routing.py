@@ -163,8 +163,8 @@ class HubRoutes:
             return None
         if readme.sha256 not in self.cards:
             try:
-                with open(self.view.blob_path(readme), "rb") as f:
-                    card = answers.card_data(f.read(CARD.size + 1))
+                with self.view.store.open_blob(readme.sha256, 0, readme.size) as f:
+                    card = answers.card_data(f.read())
             except OSError:
                 return None
             if len(self.cards) >= CARDS_KEPT:
