@@ -298,7 +298,10 @@ def test_an_unreachable_endpoint_is_exit_1_naming_it(
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED_PORT_ENDPOINT)
     objects.client.cache_clear()
-    for args in (["export", "--store", store.store.local_root, "-o", s3.url("b.tar.zst")], ["verify", s3.url("b")]):
+    for args in (
+        ["export", "--store", store.store.local_root, "-o", s3.url("b.tar.zst")],
+        ["verify", s3.url("b")],
+    ):
         message = no_secret(fail(*args, code=1))
         assert f"bucket '{s3.name}' at {CLOSED_PORT_ENDPOINT}" in message and "cannot be reached" in message
 
@@ -337,16 +340,17 @@ def test_memory_stays_flat_exporting_to_and_importing_from_a_bucket(s3: S3Bucket
     import from it does not grow with the bundle, four times larger here, many times the part size."""
     peaks: dict[int, tuple[float, float]] = {}
     for size in (96 << 20, 384 << 20):
-        store = Store.at(tmp_path / f"store{size}", clock=SYSTEM)
+        root = tmp_path / f"store{size}"
+        store = Store.at(root, clock=SYSTEM)
         put_big_model(store, size, incompressible=True)
         env = {**fresh_env(tmp_path / "home"), **s3.env}
         url = s3.url(f"big{size}.tar.zst")
-        export_mb = peak_rss_mb([*mirror_command(), "export", "--store", str(store.root), "-o", url], env)
+        export_mb = peak_rss_mb([*mirror_command(), "export", "--store", str(root), "-o", url], env)
         target = tmp_path / f"cache{size}"
         import_mb = peak_rss_mb([*mirror_command(), "import", url, "--target", str(target)], env)
         assert next(target.glob("models--org--big/snapshots/*/model.safetensors")).stat().st_size == size
         peaks[size] = (export_mb, import_mb)
-        shutil.rmtree(store.root)
+        shutil.rmtree(root)
         shutil.rmtree(target)
     print(f"peak RSS (export, import) by weights size: {peaks}")
     (small_export, small_import), (big_export, big_import) = peaks.values()
