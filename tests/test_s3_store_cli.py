@@ -1,0 +1,208 @@
+"""`mirror sync` into a store in a bucket, as a process (end-to-end): killed with SIGKILL at any moment, it
+leaves no object under a final key that is not verified, and the rerun completes once the killed run's
+lease has expired (a live lease gives the rerun exit 75, as a second sync running at once gets it); `gc`
+removes the temporary uploads and incomplete multipart uploads killed runs abandoned; a missing bucket,
+refused credentials and an unreachable endpoint are exit 1 naming the bucket and the endpoint, never a
+credential."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from moto.core.authorization import enable_iam_authentication
+
+from mirror.clock import SYSTEM, Clock
+from mirror.gc import ABANDONED, collect_garbage
+from mirror.storage import open_storage
+from mirror.store import Store
+from tests.hub import LoopbackHub
+from tests.roundtrip import fresh_env, mirror_command
+from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
+
+pytestmark = pytest.mark.e2e
+
+FILES = {f"shard-{i}.safetensors": os.urandom(3 << 20) for i in range(3)}  # 9 MiB in three LFS files
+MANIFEST = "version: 1\nmodels:\n  - repo: org/big\n"
+FAILSAFE = 60.0
+
+
+@pytest.fixture
+def hub() -> Iterator[LoopbackHub]:
+    with LoopbackHub() as hub:
+        hub.add_commit("org/big", {"config.json": b"{}\n", **FILES})
+        yield hub
+
+
+def eventually(condition: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + FAILSAFE
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the sync ended ({proc.returncode}) before: {what}")
+        assert time.monotonic() < deadline, f"not within {FAILSAFE} s: {what}"
+        time.sleep(0.01)
+
+
+def sync_args(manifest: Path, store: str) -> list[str]:
+    return [*mirror_command(), "sync", str(manifest), "--store", store, "--no-progress"]
+
+
+def blobs_verified(s3: S3Bucket, prefix: str) -> list[str]:
+    """The blobs under their final keys, each checked to hash to its name."""
+    names = []
+    for key in s3.keys(f"{prefix}/blobs/sha256/"):
+        name = key.rsplit("/", 1)[1]
+        assert hashlib.sha256(s3.read(key)).hexdigest() == name, f"{key} is not its content's hash"
+        names.append(name)
+    return names
+
+
+def expire_lease(s3: S3Bucket, prefix: str) -> None:
+    """What a minute does to a killed run's lease: its expiry passes (the lease itself is the killed run's)."""
+    key = f"{prefix}/lock"
+    lease = json.loads(s3.read(key))
+    lease["expires"] = time.time() - 1
+    s3.server.client().put_object(Bucket=s3.name, Key=key, Body=json.dumps(lease).encode())
+
+
+MOMENTS = {
+    "body started": lambda s3, hub: any(r.bytes_sent > 0 for r in hub.downloads()),
+    "first blob up": lambda s3, hub: bool(s3.keys("near/blobs/")),
+    "upload in flight": lambda s3, hub: bool(s3.keys("near/tmp/uploads/")) or len(s3.keys("near/blobs/")) > 1,
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_a_sync_killed_at_any_moment_leaves_only_verified_blobs_and_a_rerun_completes(
+    s3: S3Bucket, hub: LoopbackHub, tmp_path: Path, moment: str
+) -> None:
+    manifest = tmp_path / "m.yml"
+    manifest.write_text(MANIFEST)
+    env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
+    store = s3.url("near")
+    hub.rate_limit_per_connection = 4 << 20  # bytes/s: the sync lasts a few seconds
+    proc = subprocess.Popen(
+        sync_args(manifest, store), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        eventually(lambda: MOMENTS[moment](s3, hub), moment, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(FAILSAFE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    blobs_verified(s3, "near")
+    assert "near/lock" in s3.keys("near/")  # the killed run's lease is left behind ...
+    hub.rate_limit_per_connection = None
+    blocked = subprocess.run(sync_args(manifest, store), env=env, capture_output=True, text=True, timeout=600)
+    assert blocked.returncode == 75, blocked.stderr  # ... live for its minute
+    assert "s3://" in blocked.stderr and SECRET_KEY not in blocked.stderr
+    expire_lease(s3, "near")
+    done = subprocess.run(sync_args(manifest, store), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    expected = {hashlib.sha256(d).hexdigest() for d in [b"{}\n", *FILES.values()]}
+    assert set(blobs_verified(s3, "near")) == expected
+    assert "near/lock" not in s3.keys("near/")
+    verify = subprocess.run(
+        [*mirror_command(), "verify", "--store", store], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_two_syncs_into_one_bucket_at_once_one_gets_75(
+    s3: S3Bucket, hub: LoopbackHub, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.yml"
+    manifest.write_text(MANIFEST)
+    env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
+    store = s3.url("near")
+    hub.rate_limit_per_connection = 4 << 20
+    first = subprocess.Popen(
+        sync_args(manifest, store), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        eventually(lambda: "near/lock" in s3.keys("near/"), "the first sync holds the lease", first)
+        second = subprocess.run(
+            sync_args(manifest, store), env=env, capture_output=True, text=True, timeout=600
+        )
+        assert second.returncode == 75, second.stderr
+        hub.rate_limit_per_connection = None
+        _, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert "near/lock" not in s3.keys("near/")
+
+
+def test_gc_removes_what_killed_runs_left_in_the_bucket(s3: S3Bucket, tmp_path: Path) -> None:
+    """A temporary upload and an incomplete multipart upload, as a run killed mid-upload leaves them: gc
+    keeps them while they may still be a live run's, and removes them once abandoned (a day on)."""
+    client = s3.server.client()
+    client.put_object(Bucket=s3.name, Key="near/tmp/uploads/0123abcd", Body=b"half a blob")
+    upload = client.create_multipart_upload(Bucket=s3.name, Key="near/tmp/uploads/4567ef01")["UploadId"]
+    client.upload_part(
+        Bucket=s3.name, Key="near/tmp/uploads/4567ef01", UploadId=upload, PartNumber=1, Body=b"x" * (5 << 20)
+    )
+
+    def uploads() -> list[str]:
+        return [u["Key"] for u in client.list_multipart_uploads(Bucket=s3.name).get("Uploads", [])]
+
+    later = Clock(time=lambda: time.time() + ABANDONED + 3600, wait=SYSTEM.wait)
+    for clock, gone in ((SYSTEM, False), (later, True)):
+        store = Store(open_storage(s3.url("near"), clock=clock), clock=clock)
+        with store.lock():
+            report = collect_garbage(store, {}, dry_run=False)
+        left = s3.keys("near/tmp/")
+        if gone:
+            assert left == [] and uploads() == []
+            assert any("0123abcd" in name for name in report.abandoned)
+        else:
+            assert left == ["near/tmp/uploads/0123abcd"]  # young: perhaps a live run's
+
+
+@pytest.mark.parametrize("trouble", ["missing bucket", "refused credentials", "unreachable endpoint"])
+def test_a_store_in_a_bucket_that_cannot_be_reached_is_exit_1_naming_bucket_and_endpoint(
+    s3: S3Bucket, hub: LoopbackHub, tmp_path: Path, trouble: str
+) -> None:
+    manifest = tmp_path / "m.yml"
+    manifest.write_text(MANIFEST)
+    env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
+    bucket, endpoint = s3.name, s3.env["AWS_ENDPOINT_URL"]
+    if trouble == "missing bucket":
+        bucket = "no-such-bucket"
+    elif trouble == "unreachable endpoint":
+        sock_port = _closed_port()
+        endpoint = env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{sock_port}"
+        env["AWS_MAX_ATTEMPTS"] = "1"
+    checking = enable_iam_authentication() if trouble == "refused credentials" else contextlib.nullcontext()
+    with checking:  # moto knows no key when it checks them: ours is refused
+        for command in (["sync", str(manifest)], ["status"], ["verify"], ["gc", str(manifest)]):
+            done = subprocess.run(
+                [*mirror_command(), *command, "--store", f"s3://{bucket}/near", "--no-progress"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            said = done.stdout + done.stderr
+            assert done.returncode == 1, (command, said)
+            assert bucket in said and endpoint in said, (command, said)
+            assert ACCESS_KEY not in said and SECRET_KEY not in said
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
