@@ -40,9 +40,10 @@ CARDS_KEPT = 256  # parsed cards kept, the oldest forgotten first
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def routes(view: StoreView, *, page_size: int = answers.PAGE_SIZE) -> list[BaseRoute]:
-    """The Hub's routes over `view`; `page_size` tree entries per answer."""
-    hub = HubRoutes(view, page_size)
+def routes(view: StoreView, *, page_size: int = answers.PAGE_SIZE, redirect: bool = False) -> list[BaseRoute]:
+    """The Hub's routes over `view`; `page_size` tree entries per answer; with `redirect`, the resolve of an
+    LFS file in a bucket is a 302 to the object (`files.file_response`)."""
+    hub = HubRoutes(view, page_size, redirect)
     api = [Route(f"/api/{t}/{{rest:path}}", hub.api, methods=["GET", "HEAD", "POST"]) for t in API_TYPES]
     # a repo id is one or two segments, after an optional type prefix: the handler reads the raw path
     files = [
@@ -81,9 +82,10 @@ def answering(handler: Handler) -> Handler:
 
 
 class HubRoutes:
-    def __init__(self, view: StoreView, page_size: int) -> None:
+    def __init__(self, view: StoreView, page_size: int, redirect: bool = False) -> None:
         self.view = view
         self.page_size = page_size
+        self.redirect = redirect
         self.cards: dict[str, dict[str, Any] | None] = {}  # a README's sha256 -> its card's metadata
         self.api = answering(self._api)
         self.resolve = answering(self._resolve)
@@ -151,7 +153,8 @@ class HubRoutes:
         record = self.view.record(repo.key, commit, path)
         response = None
         if record is not None:
-            response = file_response(self.view, record, answers.file_headers(record, commit))
+            headers = answers.file_headers(record, commit)
+            response = file_response(self.view, record, headers, redirect=self.redirect)
         if response is None:
             raise answers.entry_not_found(commit)
         return response
