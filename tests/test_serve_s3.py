@@ -1,8 +1,8 @@
 """`mirror serve` over a store in a bucket, with and without `--redirect`.
 
 In process (fast tier, the moto server of tests/s3server.py): with `redirect`, the resolve of an LFS file
-(HF GET and HEAD, ModelScope's download route) is a 302 to a presigned URL of the blob carrying every
-header the 200 carries, a git file is answered directly, a missing blob is a 404 as without it, the
+(HF GET and HEAD, ModelScope's download route but for a request with a cookie) is a 302 to a presigned URL
+of the blob carrying every header the 200 carries, a git file is answered directly, a missing blob is a 404 as without it, the
 access log records the 302 and never the URL; over a folder `--redirect` is a usage error.
 
 End to end (`mirror serve` in subprocesses over one bucket): huggingface_hub (with hf_xet and with
@@ -138,7 +138,9 @@ def test_redirect_of_a_missing_blob_is_not_found_as_without_it(bucketed: Buckete
         assert "location" not in got.headers
 
 
-def test_modelscope_downloads_redirect_lfs_files_and_send_git_files(bucketed: Bucketed) -> None:
+def test_modelscope_downloads_redirect_lfs_files_but_send_git_files_and_a_cookies_bearer_its_file(
+    bucketed: Bucketed,
+) -> None:
     app = Starlette(routes=modelscope.routes(StoreView(bucketed.store), redirect=True))
     base = "/api/v1/models/owner/ms/repo?Revision=master&FilePath="
     moved = call(app, "GET", base + "pytorch_model.bin")
@@ -147,6 +149,9 @@ def test_modelscope_downloads_redirect_lfs_files_and_send_git_files(bucketed: Bu
     assert fetch(moved.headers["location"])[2] == MS_FILES["pytorch_model.bin"]
     sent = call(app, "GET", base + "configuration.json")
     assert (sent.status, sent.body) == (200, MS_FILES["configuration.json"])
+    # the client would carry its cookie (a token) to the object store: such a request is answered here
+    kept = call(app, "GET", base + "pytorch_model.bin", {"Cookie": "m_session_id=TOKEN"})
+    assert (kept.status, kept.body) == (200, MS_FILES["pytorch_model.bin"])
 
 
 def test_the_access_log_records_the_302_and_never_the_presigned_url(
