@@ -31,7 +31,7 @@ from mirror.s3 import parse_s3_url
 from mirror.serve import hf, modelscope
 from mirror.serve.app import create_app
 from mirror.serve.audit import AccessLog
-from mirror.serve.files import PRESIGNED_FOR
+from mirror.serve.files import PRESIGNED_FOR, disposition
 from mirror.serve.view import StoreView
 from mirror.storage.s3 import S3Storage
 from mirror.store import Store
@@ -116,7 +116,9 @@ def test_the_redirects_url_serves_the_blob_and_a_range_from_the_object_store(buc
     moved = call(hub_app(bucketed.store, redirect=True), "GET", "/org/tiny/resolve/v1.0/sub/dir/weights.bin")
     location = moved.headers["location"]
     data = TINY_V1["sub/dir/weights.bin"]
-    assert fetch(location)[::2] == (200, data)
+    status, headers, body = fetch(location)
+    assert (status, body) == (200, data)
+    assert headers["content-disposition"] == 'inline; filename="weights.bin"'  # not the blob's sha256
     status, headers, body = fetch(location, Range="bytes=100-199")
     assert (status, headers["content-range"], body) == (206, f"bytes 100-199/{len(data)}", data[100:200])
 
@@ -146,7 +148,9 @@ def test_modelscope_downloads_redirect_lfs_files_but_send_git_files_and_a_cookie
     moved = call(app, "GET", base + "pytorch_model.bin")
     assert moved.status == 302
     assert moved.headers["x-linked-etag"] == f'"{sha256(MS_FILES["pytorch_model.bin"]).hexdigest()}"'
-    assert fetch(moved.headers["location"])[2] == MS_FILES["pytorch_model.bin"]
+    _, headers, body = fetch(moved.headers["location"])
+    assert body == MS_FILES["pytorch_model.bin"]
+    assert headers["content-disposition"] == 'attachment; filename="pytorch_model.bin"'  # as the 200's
     sent = call(app, "GET", base + "configuration.json")
     assert (sent.status, sent.body) == (200, MS_FILES["configuration.json"])
     # the client would carry its cookie (a token) to the object store: such a request is answered here
@@ -184,6 +188,12 @@ def test_redirect_over_a_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert done.value.code == 2
     assert "--redirect needs a store in a bucket" in err and "s3://" in err and str(folder) in err
+
+
+def test_a_redirects_disposition_names_the_file_whatever_its_characters() -> None:
+    assert disposition("inline", "sub/dir/w.bin") == 'inline; filename="w.bin"'
+    assert disposition("attachment", 'a "b";c.txt') == "attachment; filename*=UTF-8''a%20%22b%22%3Bc.txt"
+    assert disposition("inline", "modèle.bin") == "inline; filename*=UTF-8''mod%C3%A8le.bin"
 
 
 # --- end to end: real clients through `mirror serve` over a bucket -----------------------------------

@@ -19,6 +19,7 @@ import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -65,7 +66,10 @@ def file_response(
     if store.blob_problem(record.sha256, record.size) is not None:
         return None
     if redirect and record.lfs:
-        url = store.storage.presign(store.blob_key(record.sha256), PRESIGNED_FOR)
+        # the object's name is its sha256: the URL says the file's, as the Hub's do (`inline` but for
+        # a `filename` asked as an attachment)
+        shown = disposition("attachment", filename) if filename else disposition("inline", record.path)
+        url = store.storage.presign(store.blob_key(record.sha256), PRESIGNED_FOR, disposition=shown)
         if url is not None:
             return redirect_response(url, headers)
     return _ObjectResponse(
@@ -76,6 +80,14 @@ def file_response(
         filename=filename,
         stat_result=os.stat_result((stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, record.size, 0, 0, 0)),
     )
+
+
+def disposition(kind: str, path: str) -> str:
+    """A Content-Disposition naming the last part of `path` (RFC 6266; percent-encoded UTF-8 when it is not
+    plain ASCII a quoted string holds)."""
+    name = path.rsplit("/", 1)[-1]
+    quoted = quote(name)
+    return f'{kind}; filename="{name}"' if quoted == name else f"{kind}; filename*=UTF-8''{quoted}"
 
 
 def redirect_response(url: str, headers: Mapping[str, str]) -> Response:
