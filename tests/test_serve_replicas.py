@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 
-from mirror import s3 as mirror_s3
 from mirror.clock import SYSTEM
 from mirror.export import export
 from mirror.store import Store
-from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, put_repo
+from tests.conftest import TINY_MAIN, SyntheticRepo, put_repo
 from tests.s3server import S3Server
 from tests.serving import Served, served
-from tests.test_serve_s3 import MS_FILES, bucket_store, server_env
+from tests.test_serve_s3 import filled_bucket, server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -48,16 +47,9 @@ class Replicas:
 @pytest.fixture(scope="module")
 def replicas(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     root = tmp_path_factory.mktemp("replicas")
-    bucket = s3_server.new_bucket()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in s3_server.env.items():
-            patch.setenv(name, value)
-        mirror_s3.client.cache_clear()
-        store = bucket_store(bucket, root / "staging")
-        tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
-        put_repo(store, "owner/ms", {"master": MS_FILES}, source="modelscope")
-    mirror_s3.client.cache_clear()
-    env, url = server_env(s3_server, root / "home"), bucket.url("store")
+    with filled_bucket(s3_server, root / "staging") as (url, _, tiny):
+        pass
+    env = server_env(s3_server, root / "home")
     with served(url, env=env) as a, served(url, env=env) as b:
         yield Replicas(a, b, url, env, tiny)
 

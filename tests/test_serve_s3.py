@@ -16,6 +16,7 @@ import json
 import os
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -214,21 +215,31 @@ def server_env(server: S3Server, home: Path) -> dict[str, str]:
     return {**os.environ, **server.env, "HOME": str(home)}
 
 
+@contextmanager
+def filled_bucket(server: S3Server, staging: Path) -> Iterator[tuple[str, Store, SyntheticRepo]]:
+    """A new bucket of `server` with a store at s3://BUCKET/store holding org/tiny and the ModelScope repo
+    owner/ms: its URL, the store and org/tiny. In the block, this process's AWS_* settings point at
+    `server` (the `s3` fixture does that for one test; this is for a module's fixture)."""
+    bucket = server.new_bucket()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.env.items():
+            patch.setenv(name, value)
+        mirror_s3.client.cache_clear()
+        try:
+            store = bucket_store(bucket, staging)
+            tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
+            put_repo(store, "owner/ms", {"master": MS_FILES}, source="modelscope")
+            yield bucket.url("store"), store, tiny
+        finally:
+            mirror_s3.client.cache_clear()
+
+
 @pytest.fixture(scope="module")
 def pair(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("serve-s3")
-    bucket = s3_server.new_bucket()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in s3_server.env.items():
-            patch.setenv(name, value)
-        mirror_s3.client.cache_clear()
-        store = bucket_store(bucket, root / "staging")
-        tiny = put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1, "refs/pr/1": TINY_V1})
+    with filled_bucket(s3_server, root / "staging") as (url, store, tiny):
         put_repo(store, "org/big", {"main": {"big.bin": BIG, "README.md": b"# big\n"}})
-        put_repo(store, "owner/ms", {"master": MS_FILES}, source="modelscope")
-    mirror_s3.client.cache_clear()
     env = server_env(s3_server, root / "home")
-    url = bucket.url("store")
     with (
         served(url, "--redirect", "--access-log", str(root / "redirect.jsonl"), env=env) as redirect,
         served(url, "--access-log", str(root / "streamed.jsonl"), env=env) as streamed,
