@@ -6,7 +6,7 @@
                                                        [&PageNumber=N&PageSize=M]   the files (and folders)
     GET       /api/v1/{models|datasets}/{owner}/{name}/repo/tree?...          the same (what datasets page)
     HEAD|GET  /api/v1/{models|datasets}/{owner}/{name}/repo?Revision=R&FilePath=P   a file, with Range
-                                      (with `redirect`, an LFS file's 302 to the bucket, but for a cookie's bearer)
+              with `redirect`, an LFS file is a 302 to its object in the bucket (not with a Cookie)
     GET       /api/v1/repos/internalAccelerationInfo                          region probe: no region
     *         /openapi/...                                                    404 ResourceNotFound
 

@@ -1,7 +1,8 @@
 """The Hugging Face Hub's URLs over a store view: which repo, revision and path a URL names, and the
 handler that answers it (the answers themselves are built in `answers`).
 
-    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}    the file (Range, If-Range)
+    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}    the file (Range, If-Range); with
+             `redirect`, an LFS file is a 302 to its object in the bucket (headers as the Hub's 302)
     GET      /api/{models|datasets|spaces}/{repo}[/revision/{rev}]   repo info (`?blobs=true`)
     GET      /api/{t}/{repo}/tree/{rev}[/{path}]                     listing (`recursive`, paged)
     POST     /api/{t}/{repo}/paths-info/{rev}                        entries of `paths` (form or JSON)
