@@ -3,7 +3,8 @@
 In process (fast tier, the moto server of tests/s3server.py): with `redirect`, the resolve of an LFS file
 (HF GET and HEAD, ModelScope's download route but for a request with a cookie) is a 302 to a presigned URL
 of the blob carrying every header the 200 carries, a git file is answered directly, a missing blob is a 404 as without it, the
-access log records the 302 and never the URL; over a folder `--redirect` is a usage error.
+access log records the 302 and never the URL; over a folder `--redirect` is a usage error; over a bucket
+the Hub's routes read the store off the event loop.
 
 End to end (`mirror serve` in subprocesses over one bucket): huggingface_hub (with hf_xet and with
 HF_HUB_DISABLE_XET) and modelscope download byte-identical trees through `--redirect` and through the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,12 +36,14 @@ from mirror.serve.app import create_app
 from mirror.serve.audit import AccessLog
 from mirror.serve.files import PRESIGNED_FOR, disposition
 from mirror.serve.view import StoreView
+from mirror.storage.base import ObjectStat, Versioned
 from mirror.storage.s3 import S3Storage
 from mirror.store import Store
 from tests.asgi import Answer, call
 from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, put_repo
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket, S3Server
 from tests.serving import Served, served
+from tests.storages import OpaqueStorage
 from tests.test_hub_modelscope import hexed, ms_env
 from tests.test_hub_modelscope import run_client as run_ms_client
 from tests.test_serve_hf import folder_files, hf_env, run_code
@@ -195,6 +199,42 @@ def test_a_redirects_disposition_names_the_file_whatever_its_characters() -> Non
     assert disposition("inline", "sub/dir/w.bin") == 'inline; filename="w.bin"'
     assert disposition("attachment", 'a "b";c.txt') == "attachment; filename*=UTF-8''a%20%22b%22%3Bc.txt"
     assert disposition("inline", "modèle.bin") == "inline; filename*=UTF-8''mod%C3%A8le.bin"
+
+
+class Watched(OpaqueStorage):
+    """A folder that does not say it is one (as a bucket), noting the threads that look into it."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, clock=SYSTEM)
+        self.threads: set[int] = set()
+
+    def stat(self, key: str) -> ObjectStat | None:
+        self.threads.add(threading.get_ident())
+        return super().stat(key)
+
+    def read(self, key: str, limit: int) -> Versioned | None:
+        self.threads.add(threading.get_ident())
+        return super().read(key, limit)
+
+
+def test_over_a_bucket_the_hubs_routes_read_the_store_off_the_event_loop(tmp_path: Path) -> None:
+    """Over a bucket a look is a request: answered in a worker thread, it holds up no other answer."""
+    storage = Watched(tmp_path / "store")
+    store = Store(storage, clock=SYSTEM)
+    put_repo(store, "org/tiny", {"main": TINY_MAIN})
+    app = hub_app(store, redirect=False)
+    storage.threads.clear()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for method, target, body in (
+        ("HEAD", f"/org/tiny/resolve/main/{CONFIG}", b""),
+        ("GET", "/api/models/org/tiny", b""),
+        ("GET", "/api/models/org/tiny/tree/main/sub", b""),
+        ("POST", "/api/models/org/tiny/paths-info/main", b"paths=config.json&paths=sub"),
+    ):
+        answer = call(app, method, target, form if body else {}, body)
+        assert answer.status == 200, (target, answer.body)
+    assert storage.threads and threading.get_ident() not in storage.threads  # the loop runs in this one
+    assert [e["path"] for e in answer.json()] == ["config.json", "sub"]
 
 
 # --- end to end: real clients through `mirror serve` over a bucket -----------------------------------
