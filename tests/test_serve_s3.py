@@ -35,6 +35,7 @@ from mirror.serve import hf, modelscope
 from mirror.serve.app import create_app
 from mirror.serve.audit import AccessLog
 from mirror.serve.files import PRESIGNED_FOR, disposition
+from mirror.serve.tokens import read_tokens
 from mirror.serve.view import StoreView
 from mirror.storage.base import ObjectStat, Versioned
 from mirror.storage.s3 import S3Storage
@@ -183,6 +184,18 @@ def test_the_access_log_records_the_302_and_never_the_presigned_url(
     ]
     for secret in (*SIGNED, *locations, "X-Amz"):
         assert secret not in text
+
+
+def test_with_tokens_the_redirect_is_only_given_to_a_tokens_bearer(
+    bucketed: Bucketed, tmp_path: Path
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("team:s3cr3t-token\n")
+    app = create_app(bucketed.url, clock=SYSTEM, tokens=read_tokens(tokens), redirect=True)
+    target = f"/org/tiny/resolve/main/{WEIGHTS}"
+    assert call(app, "HEAD", target).status == 401
+    moved = call(app, "HEAD", target, {"Authorization": "Bearer s3cr3t-token"})
+    assert moved.status == 302 and "s3cr3t-token" not in moved.headers["location"]
 
 
 def test_redirect_over_a_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
