@@ -1,5 +1,6 @@
-"""`served(store_root, *extra_args)`: the installed `mirror serve` over a store, in a subprocess, for the
-tests of the server and of the clients that use it (mark them `pytest.mark.e2e`).
+"""`served(store_root, *extra_args)`: the installed `mirror serve` over a store (a folder, or an s3:// URL
+with `env` giving the AWS settings), in a subprocess, for the tests of the server and of the clients that
+use it (mark them `pytest.mark.e2e`).
 
     with served(store_root) as server:
         urlopen(server.url + "/api/models/org/name")
@@ -85,7 +86,7 @@ def first_token(token_file: str | None) -> str | None:
     return None
 
 
-def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = None) -> Served:
+def start(store_root: Path | str, *extra_args: str, env: Mapping[str, str] | None = None) -> Served:
     """Start `mirror serve` and wait until it is ready; `stop` it (or use `served`). A port taken by
     someone else between the choice and the bind is given up for another one."""
     for attempt in range(3):
@@ -108,7 +109,7 @@ def start(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = No
     raise AssertionError("unreachable")
 
 
-def _launch(store_root: Path, extra_args: tuple[str, ...], env: Mapping[str, str] | None) -> Served:
+def _launch(store_root: Path | str, extra_args: tuple[str, ...], env: Mapping[str, str] | None) -> Served:
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="mirror-serve-", suffix=".stderr", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "mirror", "serve", "--store", str(store_root), "--host", "127.0.0.1"]
@@ -145,7 +146,9 @@ def stop(server: Served) -> int:
 
 
 @contextmanager
-def served(store_root: Path, *extra_args: str, env: Mapping[str, str] | None = None) -> Iterator[Served]:
+def served(
+    store_root: Path | str, *extra_args: str, env: Mapping[str, str] | None = None
+) -> Iterator[Served]:
     """`mirror serve` over `store_root` for the time of the block (see the module's docstring)."""
     server = start(store_root, *extra_args, env=env)
     try:

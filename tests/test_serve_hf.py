@@ -162,14 +162,18 @@ _runs = itertools.count()
 
 
 def client_env(fleet: Fleet, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of one client run: a fresh HOME and HF_HOME, the served endpoint, online."""
+    return hf_env(fleet.server.url, tmp_path, **extra)
+
+
+def hf_env(endpoint: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of one client run: a fresh HOME and HF_HOME, `endpoint` as HF_ENDPOINT, online."""
     home = tmp_path / f"client-{next(_runs)}"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(
         HOME=str(home),
         HF_HOME=str(home / "hf"),
-        HF_ENDPOINT=fleet.server.url,
+        HF_ENDPOINT=endpoint,
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
@@ -181,7 +185,12 @@ def client_env(fleet: Fleet, tmp_path: Path, **extra: str) -> dict[str, str]:
 def run_client(fleet: Fleet, tmp_path: Path, code: str, *args: str, **extra: str) -> Any:
     """Run `code` (with `args` in sys.argv) in a fresh Python with a fresh HF_HOME and the environment
     `extra`; what it prints last, as JSON."""
-    env = client_env(fleet, tmp_path, **extra)
+    return run_code(client_env(fleet, tmp_path, **extra), code, *args)
+
+
+def run_code(env: dict[str, str], code: str, *args: str) -> Any:
+    """Run `code` (with `args` in sys.argv) in a fresh Python with the environment `env`; what it prints
+    last, as JSON."""
     done = subprocess.run(
         [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=CLIENT_TIMEOUT
     )

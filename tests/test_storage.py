@@ -159,6 +159,10 @@ def test_presign_gives_a_url_any_client_fetches_without_credentials(place: Place
     assert url is not None and "X-Amz-Signature=" in url and SECRET_KEY not in url
     with urllib.request.urlopen(url) as answer:  # no credentials: the signature is in the URL
         assert answer.read() == b"served bytes"
+    named = storage.presign("blobs/sha256/ab/abc", 300, disposition='attachment; filename="w.bin"')
+    assert named is not None
+    with urllib.request.urlopen(named) as answer:  # the GET answers with the disposition asked
+        assert answer.headers["Content-Disposition"] == 'attachment; filename="w.bin"'
 
 
 def test_clean_abandoned_removes_staging_leftovers_older_than_asked(place: Place) -> None:

@@ -12,7 +12,7 @@ from mirror.settings import StoreName
 SERVE_EXIT_CODES = (
     "Exit codes: 0 stopped by SIGTERM or Ctrl-C (a server has nothing to cut short), 1 failure (the address "
     "in use, a worker failed), 2 bad usage (not a store, a bad --token-file, an access log that cannot be "
-    "opened)."
+    "opened, --redirect over a folder)."
 )
 
 
@@ -55,6 +55,14 @@ SERVE_EXIT_CODES = (
     help="On SIGTERM or Ctrl-C, downloads in flight get SECONDS to finish before they are cut.",
 )
 @click.option(
+    "--redirect",
+    is_flag=True,
+    help="Over a store in a bucket (--store s3://...): answer the download of an LFS file with a 302 to a "
+    "presigned URL of its blob, valid 5 minutes, so its bytes flow from the object store; clients must reach "
+    "the endpoint the server's AWS configuration names. Git files are still sent by the server. Without it, "
+    "every file is streamed through the server.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -69,6 +77,7 @@ def serve(
     token_file: Path | None,
     access_log: Path | None,
     grace: int,
+    redirect: bool,
     as_json: bool,
 ) -> None:
     """Serve the store, read-only, as a Hugging Face Hub and a ModelScope hub on one origin.
@@ -86,4 +95,5 @@ def serve(
     from mirror.serve.tokens import read_tokens
 
     tokens = read_tokens(token_file) if token_file is not None else None
-    run(ServeConfig(settings(store).store, host, port, workers, tokens, access_log, grace), SYSTEM)
+    config = ServeConfig(settings(store).store, host, port, workers, tokens, access_log, grace, redirect)
+    run(config, SYSTEM)

@@ -38,11 +38,18 @@ async def ready(request: Request) -> Response:
 
 
 def create_app(
-    store: StoreName, *, clock: Clock, tokens: Tokens | None = None, access_log: AccessLog | None = None
+    store: StoreName,
+    *,
+    clock: Clock,
+    tokens: Tokens | None = None,
+    access_log: AccessLog | None = None,
+    redirect: bool = False,
 ) -> ASGIApp:
     """The application over the store `store` names (a folder, an s3:// URL); with `tokens`, only requests
-    presenting one of them are answered; with `access_log`, each request is logged there."""
+    presenting one of them are answered; with `access_log`, each request is logged there; with `redirect`,
+    an LFS file of a store in a bucket is answered by a 302 to a presigned URL of its blob."""
     view = StoreView(Store(open_storage(store, clock=clock), clock=clock))
-    routes = [*catalogue.routes(view), *modelscope.routes(view), *hf.routes(view)]
+    files = [*modelscope.routes(view, redirect=redirect), *hf.routes(view, redirect=redirect)]
+    routes = [*catalogue.routes(view), *files]
     routes.append(Route("/", ready, methods=["GET", "HEAD"]))
     return Gate(Starlette(routes=routes), clock=clock, tokens=tokens, access_log=access_log)

@@ -6,7 +6,10 @@ it offers one (ASGI `http.response.pathsend`, which granian implements), a `Rang
 headers alone. Memory stays flat whatever the file's size: nothing is read into memory whole.
 
 A blob of a local store goes out by its path; over a bucket the same response streams the object
-(`Storage.open_read`, from the range's start), so Range, If-Range and HEAD behave the same.
+(`Storage.open_read`, from the range's start), so Range, If-Range and HEAD behave the same. With
+`redirect` (`mirror serve --redirect`), an LFS file of a store in a bucket is answered, as the Hub answers
+it, by a 302 to a short-lived presigned URL of its blob carrying every header the 200 would (the client
+reads them from the 302 and sends its Range to the object store); a git file is still sent directly.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from mirror.serve.view import StoreView
@@ -27,14 +31,22 @@ from mirror.snapshot import FileRecord
 from mirror.store import Store
 
 PATHSEND = "http.response.pathsend"
+PRESIGNED_FOR = 300  # seconds a redirect's URL stays valid: a client follows it at once (a download begun
+# in time runs to its end); a URL copied from a log or a proxy opens nothing five minutes later
 
 
 def file_response(
-    view: StoreView, record: FileRecord, headers: Mapping[str, str], *, filename: str | None = None
-) -> FileResponse | None:
+    view: StoreView,
+    record: FileRecord,
+    headers: Mapping[str, str],
+    *,
+    filename: str | None = None,
+    redirect: bool = False,
+) -> Response | None:
     """The blob of `record` with `headers` (which should name the ETag the API uses); None when the store
     no longer holds it (removed or replaced since the listing was read), which the caller answers as not
-    found. `filename` adds `Content-Disposition: attachment`."""
+    found. `filename` adds `Content-Disposition: attachment`. With `redirect`, an LFS file of a storage
+    that presigns (a bucket) is a 302 to its blob (`redirect_response`)."""
     store = view.store
     path = store.local_blob(record.sha256)
     if path is not None:
@@ -53,6 +65,13 @@ def file_response(
         )
     if store.blob_problem(record.sha256, record.size) is not None:
         return None
+    if redirect and record.lfs:
+        # the object's name is its sha256: the URL says the file's, as the Hub's do (`inline` but for
+        # a `filename` asked as an attachment)
+        shown = disposition("attachment", filename) if filename else disposition("inline", record.path)
+        url = store.storage.presign(store.blob_key(record.sha256), PRESIGNED_FOR, disposition=shown)
+        if url is not None:
+            return redirect_response(url, headers)
     return _ObjectResponse(
         store,
         record.sha256,
@@ -61,6 +80,22 @@ def file_response(
         filename=filename,
         stat_result=os.stat_result((stat.S_IFREG | 0o444, 0, 0, 1, 0, 0, record.size, 0, 0, 0)),
     )
+
+
+def disposition(kind: str, path: str) -> str:
+    """A Content-Disposition naming the last part of `path` (RFC 6266; percent-encoded UTF-8 when it is not
+    plain ASCII a quoted string holds)."""
+    name = path.rsplit("/", 1)[-1]
+    quoted = quote(name)
+    return f'{kind}; filename="{name}"' if quoted == name else f"{kind}; filename*=UTF-8''{quoted}"
+
+
+def redirect_response(url: str, headers: Mapping[str, str]) -> Response:
+    """A 302 to `url` as the Hub answers the resolve of an LFS file: the file's headers (ETag, X-Repo-Commit,
+    X-Linked-Etag, X-Linked-Size, which huggingface_hub reads from the 302 itself), `Accept-Ranges`, and
+    a short text body whose length is the `Content-Length` (the file's size is X-Linked-Size)."""
+    head = {**headers, "Location": url, "Accept-Ranges": "bytes"}
+    return Response(f"Found. Redirecting to {url}", status_code=302, headers=head, media_type="text/plain")
 
 
 class _ObjectResponse(FileResponse):

@@ -6,6 +6,7 @@
                                                        [&PageNumber=N&PageSize=M]   the files (and folders)
     GET       /api/v1/{models|datasets}/{owner}/{name}/repo/tree?...          the same (what datasets page)
     HEAD|GET  /api/v1/{models|datasets}/{owner}/{name}/repo?Revision=R&FilePath=P   a file, with Range
+              with `redirect`, an LFS file is a 302 to its object in the bucket (not with a Cookie)
     GET       /api/v1/repos/internalAccelerationInfo                          region probe: no region
     *         /openapi/...                                                    404 ResourceNotFound
 
@@ -157,7 +158,9 @@ def note(request: Request, repo: str, revision: str | None = None, path: str | N
     request.state.repo, request.state.revision, request.state.path = repo, revision, path
 
 
-def routes(view: StoreView) -> list[BaseRoute]:
+def routes(view: StoreView, *, redirect: bool = False) -> list[BaseRoute]:
+    """ModelScope's routes over `view`; with `redirect`, the download of an LFS file in a bucket is a 302 to
+    the object (`files.file_response`) unless the request carries a cookie."""
     # The handlers that read the store are plain functions: Starlette runs them in its thread pool, so
     # the event loop never waits on the disk.
 
@@ -233,7 +236,11 @@ def routes(view: StoreView) -> list[BaseRoute]:
         response = None
         if record is not None:
             headers = {"ETag": f'"{record.etag}"', "X-Linked-ETag": f'"{record.sha256}"'}
-            response = file_response(view, record, headers, filename=path.rsplit("/", 1)[-1])
+            name = path.rsplit("/", 1)[-1]
+            # the modelscope client (requests) sends its cookies, a token among them, to wherever it is
+            # redirected: a request with a cookie is answered here, never sent to the object store
+            moved = redirect and "cookie" not in request.headers
+            response = file_response(view, record, headers, filename=name, redirect=moved)
         if response is None:
             return not_found(f"File {path} does not exist at revision {commit}")
         return response

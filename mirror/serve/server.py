@@ -42,15 +42,26 @@ class ServeConfig:
     tokens: Tokens | None = None
     access_log: Path | None = None
     grace: int = 30  # seconds the answers in flight get to finish on SIGTERM/SIGINT
+    redirect: bool = False  # an LFS file of a store in a bucket: a 302 to a presigned URL of its blob
 
 
 def build_app(config: ServeConfig, clock: Clock, access_log: AccessLog | None) -> ASGIApp:
     """The application of one worker (called in the worker process)."""
-    return create_app(config.store, clock=clock, tokens=config.tokens, access_log=access_log)
+    return create_app(
+        config.store, clock=clock, tokens=config.tokens, access_log=access_log, redirect=config.redirect
+    )
 
 
-def check_store(store: StoreName, clock: Clock) -> None:
-    problem = open_storage(store, clock=clock).problem()
+def check_store(store: StoreName, clock: Clock, *, redirect: bool = False) -> None:
+    """A UsageError for a store that cannot be served, or a redirect asked of a store that is not in a bucket
+    (a folder's files have no URL to send a client to)."""
+    storage = open_storage(store, clock=clock)
+    if redirect and storage.local_root is not None:
+        raise UsageError(
+            f"--redirect needs a store in a bucket (an s3://BUCKET/PREFIX URL): {store} is a folder, "
+            "whose files the server sends itself (leave --redirect out)"
+        )
+    problem = storage.problem()
     if problem is not None:
         raise UsageError(
             f"cannot serve the store {store}: {problem} (serve a store `mirror sync` or "
@@ -83,9 +94,9 @@ def _stderr_logging() -> dict[str, Any]:
 
 def serve(config: ServeConfig, clock: Clock) -> None:
     """Serve until SIGTERM or SIGINT; returns once every worker has stopped. A UsageError (exit 2) for a
-    folder that is not a store or an access log that cannot be opened; a MirrorError (exit 1) when the
-    address cannot be bound."""
-    check_store(config.store, clock)
+    folder that is not a store, `redirect` over a folder, or an access log that cannot be opened; a
+    MirrorError (exit 1) when the address cannot be bound."""
+    check_store(config.store, clock, redirect=config.redirect)
     check_port(config.host, config.port)
     access_log = AccessLog(config.access_log) if config.access_log is not None else None
     server = Granian(

@@ -119,9 +119,10 @@ class Storage(Protocol):
         the key is replaced."""
         ...
 
-    def presign(self, key: str, seconds: int) -> str | None:
+    def presign(self, key: str, seconds: int, *, disposition: str | None = None) -> str | None:
         """A URL any HTTP client can GET the object from for `seconds`, without credentials; None for a
-        local storage."""
+        local storage. `disposition`: the Content-Disposition the GET through it answers with (a name to
+        save the object under)."""
         ...
 
     def clean_abandoned(self, older_than: float) -> list[str]:

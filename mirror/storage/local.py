@@ -135,7 +135,7 @@ class LocalStorage:
             remove_path(dest)  # os.replace cannot put a file over a folder
         os.replace(path, dest)
 
-    def presign(self, key: str, seconds: int) -> str | None:
+    def presign(self, key: str, seconds: int, *, disposition: str | None = None) -> str | None:
         return None
 
     def clean_abandoned(self, older_than: float) -> list[str]:

@@ -208,13 +208,12 @@ class S3Storage:
             s3.client().copy(source, self.location.bucket, self._key(key), Config=config)
         self.delete(temporary)
 
-    def presign(self, key: str, seconds: int) -> str | None:
+    def presign(self, key: str, seconds: int, *, disposition: str | None = None) -> str | None:
+        params = {"Bucket": self.location.bucket, "Key": self._key(key)}
+        if disposition is not None:
+            params["ResponseContentDisposition"] = disposition
         with self._doing("signing a URL for", key):
-            url = s3.client().generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.location.bucket, "Key": self._key(key)},
-                ExpiresIn=seconds,
-            )
+            url = s3.client().generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
         return str(url)
 
     def clean_abandoned(self, older_than: float) -> list[str]:

@@ -1,7 +1,8 @@
 """The Hugging Face Hub's URLs over a store view: which repo, revision and path a URL names, and the
 handler that answers it (the answers themselves are built in `answers`).
 
-    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}    the file (Range, If-Range)
+    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}    the file (Range, If-Range); with
+             `redirect`, an LFS file is a 302 to its object in the bucket (headers as the Hub's 302)
     GET      /api/{models|datasets|spaces}/{repo}[/revision/{rev}]   repo info (`?blobs=true`)
     GET      /api/{t}/{repo}/tree/{rev}[/{path}]                     listing (`recursive`, paged)
     POST     /api/{t}/{repo}/paths-info/{rev}                        entries of `paths` (form or JSON)
@@ -11,15 +12,19 @@ The path is read from the raw URL, one segment at a time, so a percent-encoded `
 segment: a revision `refs/pr/1` comes as `refs%2Fpr%2F1` (as huggingface_hub quotes it), and a path in
 the tree route as one segment. A revision spread over several segments is read too, the shortest name the
 repo has first. Repos of source "huggingface" are served here; ModelScope's are served on its own routes.
+Over a folder the store is read on the event loop (a look is an lstat); over a bucket, where a look is a
+request, in a worker thread, so one answer never holds up the others.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -38,11 +43,13 @@ README = "README.md"  # the card, whose metadata repo info carries
 CARDS_KEPT = 256  # parsed cards kept, the oldest forgotten first
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
-def routes(view: StoreView, *, page_size: int = answers.PAGE_SIZE) -> list[BaseRoute]:
-    """The Hub's routes over `view`; `page_size` tree entries per answer."""
-    hub = HubRoutes(view, page_size)
+def routes(view: StoreView, *, page_size: int = answers.PAGE_SIZE, redirect: bool = False) -> list[BaseRoute]:
+    """The Hub's routes over `view`; `page_size` tree entries per answer; with `redirect`, the resolve of an
+    LFS file in a bucket is a 302 to the object (`files.file_response`)."""
+    hub = HubRoutes(view, page_size, redirect)
     api = [Route(f"/api/{t}/{{rest:path}}", hub.api, methods=["GET", "HEAD", "POST"]) for t in API_TYPES]
     # a repo id is one or two segments, after an optional type prefix: the handler reads the raw path
     files = [
@@ -81,10 +88,12 @@ def answering(handler: Handler) -> Handler:
 
 
 class HubRoutes:
-    def __init__(self, view: StoreView, page_size: int) -> None:
+    def __init__(self, view: StoreView, page_size: int, redirect: bool = False) -> None:
         self.view = view
         self.page_size = page_size
+        self.redirect = redirect
         self.cards: dict[str, dict[str, Any] | None] = {}  # a README's sha256 -> its card's metadata
+        self.lock = threading.Lock()
         self.api = answering(self._api)
         self.resolve = answering(self._resolve)
 
@@ -134,7 +143,17 @@ class HubRoutes:
 
     # --- files --------------------------------------------------------------------------------------
 
+    async def _reading(self, read: Callable[..., T], *args: Any) -> T:
+        """`read(*args)`, which reads the store: on the event loop over a folder (a look is an lstat), in a
+        worker thread over a bucket (a look is a request, which must not hold up the other answers)."""
+        if self.view.store.local_root is None:
+            return await anyio.to_thread.run_sync(read, *args)
+        return read(*args)
+
     async def _resolve(self, request: Request) -> Response:
+        return await self._reading(self._resolved, request)
+
+    def _resolved(self, request: Request) -> Response:
         segs = segments(request)
         repo_type = "model"
         if segs[0] in URL_TYPES and "resolve" in segs[2:4]:  # not a model repo named "datasets/..."
@@ -151,7 +170,8 @@ class HubRoutes:
         record = self.view.record(repo.key, commit, path)
         response = None
         if record is not None:
-            response = file_response(self.view, record, answers.file_headers(record, commit))
+            headers = answers.file_headers(record, commit)
+            response = file_response(self.view, record, headers, redirect=self.redirect)
         if response is None:
             raise answers.entry_not_found(commit)
         return response
@@ -161,20 +181,36 @@ class HubRoutes:
         readme = served.file(README)
         if readme is None or readme.size > CARD.size:
             return None
-        if readme.sha256 not in self.cards:
-            try:
-                with self.view.store.open_blob(readme.sha256, 0, readme.size) as f:
-                    card = answers.card_data(f.read())
-            except OSError:
-                return None
+        with self.lock:
+            if readme.sha256 in self.cards:
+                return self.cards[readme.sha256]
+        try:
+            with self.view.store.open_blob(readme.sha256, 0, readme.size) as f:
+                card = answers.card_data(f.read())
+        except OSError:
+            return None
+        with self.lock:  # over a bucket, answers are made in several threads
             if len(self.cards) >= CARDS_KEPT:
                 self.cards.pop(next(iter(self.cards)))
             self.cards[readme.sha256] = card
-        return self.cards[readme.sha256]
+        return card
 
     # --- the API ------------------------------------------------------------------------------------
 
     async def _api(self, request: Request) -> Response:
+        answer = await self._reading(self._answer, request)
+        if isinstance(answer, Response):
+            return answer
+        repo, commit = answer  # paths-info: the body is read once the repo and revision are known
+        paths = await paths_asked(request)
+        return await self._reading(self._paths_info, repo, commit, paths)
+
+    def _paths_info(self, repo: ServedRepo, commit: str, paths: list[str]) -> Response:
+        entries = answers.entries_at(self.served(repo, commit).files, paths)
+        return JSONResponse([answers.entry_json(e) for e in entries])
+
+    def _answer(self, request: Request) -> Response | tuple[ServedRepo, str]:
+        """The answer of an API request, or for paths-info the repo and commit it asks about."""
         segs = segments(request)
         repo_type = API_TYPES.get(segs[1])
         if repo_type is None:
@@ -198,9 +234,7 @@ class HubRoutes:
             return JSONResponse(answers.repo_info(repo, served, blobs, self.card(served)))
         if word == "paths-info":
             _, commit, _ = self.revision(request, repo, tail, whole=True)
-            paths = await paths_asked(request)
-            entries = answers.entries_at(self.served(repo, commit).files, paths)
-            return JSONResponse([answers.entry_json(e) for e in entries])
+            return repo, commit
         name, commit, rest = self.revision(request, repo, tail, whole=False)
         under = "/".join(rest).strip("/")
         note(request, str(repo.key), name, under or None)
