@@ -13,7 +13,7 @@ import os
 import shutil
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,23 +150,40 @@ class Bench:
         path.write_text("version: 1\nmodels:\n" + "".join(f"  - repo: {r}\n" for r in repos))
         return path
 
-    def measure(self, label: str, cmd: Sequence[str], log: str, inputs: Sequence[Path] = ()) -> Run:
+    def measure(
+        self,
+        label: str,
+        cmd: Sequence[str],
+        log: str,
+        inputs: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Run:
+        """Run `cmd` with a fresh HOME, the loopback hub as HF_ENDPOINT and `env` added; say and return
+        what it took."""
         warm(inputs)
         os.sync()  # the previous run's dirty pages are written back now, not during this run
-        env = fresh_env(
+        child_env = fresh_env(
             self.runs_dir / "homes" / log,
             HF_ENDPOINT=self.hub.url,
             HF_HUB_DISABLE_PROGRESS_BARS="1",
             HF_HUB_ETAG_TIMEOUT="60",
+            **(env or {}),
         )
-        result = run(label, cmd, env=env, log=self.logs / f"{log}.log", cwd=PROJECT)
+        result = run(label, cmd, env=child_env, log=self.logs / f"{log}.log", cwd=PROJECT)
         self.say(
             f"  {label}: {result.seconds:.2f} s, CPU {result.cpu:.2f} s, peak RSS {result.peak_rss / MB:.0f} MB"
         )
         return result
 
-    def mirror(self, label: str, args: Sequence[str], log: str, inputs: Sequence[Path] = ()) -> Run:
-        return self.measure(label, [*mirror_command(), *args, "--no-progress"], log, inputs)
+    def mirror(
+        self,
+        label: str,
+        args: Sequence[str],
+        log: str,
+        inputs: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Run:
+        return self.measure(label, [*mirror_command(), *args, "--no-progress"], log, inputs, env)
 
     def snapshot_download(self, label: str, repos: Sequence[str], cache: Path, log: str) -> Run:
         inputs = [m.folder for m in self.data.models if m.repo_id in repos]

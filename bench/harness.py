@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.data import FULL, QUICK, ensure_data
 from bench.figures import Bench, Row, start_hub
 from bench.measure import BenchError
+from bench.objects import ObjectBench
 from bench.report import machine, markdown
 from bench.serving import ServeBench
 from tests.roundtrip import PROJECT
@@ -35,8 +36,16 @@ ROWS = {
     "7": ["7"],
     "8": ["8"],
     "9": ["9", "9b", "9c"],
+    "10": ["10a", "10b", "10c"],
+    "11": ["11"],
 }
-NAMES = {"serve-big": "7", "serve-many": "8", "serve-meta": "9"}  # --only takes these names too
+NAMES = {
+    "serve-big": "7",
+    "serve-many": "8",
+    "serve-meta": "9",
+    "s3-store": "10",
+    "serve-redirect": "11",
+}  # --only takes these names too
 
 
 def selected(only: str) -> set[str]:
@@ -68,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=",".join(ROWS),
-        help="figures to run, e.g. 1,4,5 (5 needs 4) or serve-big,serve-meta",
+        help="figures to run, e.g. 1,4,5 (5 needs 4) or serve-big,serve-meta,s3-store,serve-redirect",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -94,11 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"bench: loopback hub at {hub.url} ready in {time.perf_counter() - t:.1f} s (it hashes every file)")
     rows: list[Row] = []
     serve: ServeBench | None = None
+    objects: ObjectBench | None = None
     # SIGTERM ends the bench as Ctrl-C does: through the `finally` below, which stops the servers it started.
     on_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         bench = Bench(scale, work, data, hub, _say)
         serve = ServeBench(bench)
+        objects = ObjectBench(bench)
         steps: list[tuple[str, str, Callable[[], Row | list[Row]]]] = [
             ("1", "sync of the 2 GB model", bench.sync_two_gb),
             ("2", "sync of the 1 GB file, rate-limited hub", bench.sync_rate_limited),
@@ -109,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("7", "serve-big: mirror serve vs nginx, one large file", serve.serve_big),
             ("8", "serve-many: mirror serve vs nginx, one file per client", serve.serve_many),
             ("9", "serve-meta: cached snapshot_downloads, mirror vs loopback hub", serve.serve_meta),
+            (
+                "10",
+                "s3-store: sync, export, import with the store in the S3 server vs on disk",
+                objects.store_figures,
+            ),
+            ("11", "serve-redirect: serve over the S3 server, --redirect vs streaming", objects.redirect),
         ]
         for key, title, step in steps:
             if key not in only:
@@ -125,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if serve is not None:
             serve.cleanup()
+        if objects is not None:
+            objects.cleanup()
         hub.stop()
         signal.signal(signal.SIGTERM, on_term)
 

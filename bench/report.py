@@ -97,9 +97,11 @@ def markdown(rows: Sequence[Row], info: dict[str, Any], wall: float, command: st
             f"load average {info['load_average'][0]} before, {info['load_average'][1]} after (anything else "
             "running on the machine shows in the times).",
             "Ratios are mirror / peer (time), except figure 2 (peer / mirror: how many times faster), "
-            "figure 6 (4 GB model / 1 GB model) and figures 7-9 (mirror / peer of the figure shown: "
-            "throughput, latency, requests/s). CPU is user + system seconds of the command (figures 7-9: of "
-            "the server's process tree during the runs; their peak RSS is the tree's, summed). All runs are "
+            "figure 6 (4 GB model / 1 GB model), figures 7-9 (mirror / peer of the figure shown: "
+            "throughput, latency, requests/s), figure 10 (the store in the S3 server / on local disk, both "
+            "mirror) and figure 11 (throughput with --redirect / streamed through the server). CPU is user + "
+            "system seconds of the command (figures 7-9 and 11: of the server's process tree during the runs; "
+            "their peak RSS is the tree's, summed). All runs are "
             "warm-cache (the page cache cannot be dropped without root; each run's inputs are read just "
             "before it). MB and GB are 10^6 and 10^9 bytes.",
         ]

@@ -20,6 +20,21 @@ SECRET_KEY = "mirror-test-secret-never-printed-0001"
 REGION = "us-east-1"
 
 
+def s3_env(endpoint: str) -> dict[str, str]:
+    """What points any S3 client (boto3, `mirror` in a subprocess) at the server at `endpoint`, with the
+    fixed credentials, and nothing of the machine's own AWS setup."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/dev/null",  # no profile of the machine's user leaks in
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance role
+    }
+
+
 @dataclass
 class S3Server:
     """moto's server, running; `env` points any S3 client at it."""
@@ -30,16 +45,7 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_CONFIG_FILE": "/dev/null",  # no profile of the machine's user leaks in
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-            "AWS_EC2_METADATA_DISABLED": "true",  # never wait for an instance role
-        }
+        return s3_env(self.endpoint)
 
     def client(self) -> Any:
         """A boto3 client of its own (to arrange and inspect buckets behind mirror's back)."""
