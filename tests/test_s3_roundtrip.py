@@ -6,11 +6,9 @@ folders gives the clients the very same trees and rows."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +17,10 @@ from typing import Any
 import pytest
 
 from tests.hub import LoopbackHub
-from tests.roundtrip import fresh_env, mirror_command
+from tests.roundtrip import SCRIPT_HEAD, fresh_env, mirror_command
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
 from tests.serving import served
-from tests.test_serve_hf import parquet_bytes
+from tests.test_serve_hf import hf_env, parquet_bytes, run_code
 
 pytestmark = pytest.mark.e2e
 
@@ -42,19 +40,12 @@ models:
 WEIGHTS = random.Random(14).randbytes(3 << 20)  # an LFS file
 ROWS = {"text": ["a", "b", "c"], "label": [0, 1, 0]}
 
-CLIENTS = """
-import hashlib, json, os, sys
+CLIENTS = (
+    SCRIPT_HEAD
+    + """
 from huggingface_hub import snapshot_download
 import datasets
 from modelscope import snapshot_download as ms_snapshot_download
-
-def tree(folder):
-    out = {}
-    for root, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(root, n)
-            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return out
 
 got = {
     "model": tree(snapshot_download(sys.argv[1])),
@@ -64,6 +55,7 @@ got = {
 }
 print(json.dumps(got))
 """
+)
 
 
 @dataclass(frozen=True)
@@ -93,34 +85,15 @@ def travel(journey: Journey, manifest: Path, env: dict[str, str]) -> None:
     run_mirror(env, "import", journey.bundle, "--layout", "store", "--target", journey.far)
 
 
-def clients(server_url: str, home: Path, s3_env: dict[str, str]) -> Any:
-    """What the real clients get from the server (a fresh HF_HOME and ModelScope cache, online)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("HF_", "HUGGINGFACE_", "MODELSCOPE", "AWS_")) and "proxy" not in k.lower()
-    }
-    env.update(
-        HOME=str(home),
-        HF_HOME=str(home / "hf"),
-        HF_ENDPOINT=server_url,
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        MODELSCOPE_ENDPOINT=server_url,
-        MODELSCOPE_CACHE=str(home / "ms"),
-        MODELSCOPE_DOWNLOAD_INTRA_CLOUD="false",
-        TQDM_DISABLE="1",
+def clients(server_url: str, tmp_path: Path) -> Any:
+    """What the real clients get from the server (a fresh HF_HOME and ModelScope cache, online; the
+    object store out of their reach)."""
+    env = hf_env(
+        server_url, tmp_path, MODELSCOPE_ENDPOINT=server_url, MODELSCOPE_DOWNLOAD_INTRA_CLOUD="false"
     )
-    home.mkdir(parents=True)
-    done = subprocess.run(
-        [sys.executable, "-c", CLIENTS, MODEL, DATA, MS_MODEL],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-    )
-    assert done.returncode == 0, f"clients failed:\n{done.stderr[-4000:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    env.update(MODELSCOPE_CACHE=os.path.join(env["HOME"], "ms"), TQDM_DISABLE="1")
+    return run_code(env, CLIENTS, MODEL, DATA, MS_MODEL)
 
 
 @pytest.fixture
@@ -163,9 +136,9 @@ def test_sync_export_import_serve_through_a_bucket_gives_the_clients_what_folder
 
     server_env = {**fresh_env(tmp_path / "server-home"), **s3.env}
     with served(Path(local.far), env=server_env) as server:
-        from_folders = clients(server.url, tmp_path / "client-local", s3.env)
+        from_folders = clients(server.url, tmp_path)
     with served(bucket.far, env=server_env) as server:  # type: ignore[arg-type]
-        from_bucket = clients(server.url, tmp_path / "client-s3", s3.env)
+        from_bucket = clients(server.url, tmp_path)
     assert from_bucket == from_folders
     assert from_bucket["dataset"] == ROWS
     assert set(from_bucket["model"]) == {"config.json", "model.safetensors", "vocab.txt"}

@@ -27,6 +27,7 @@ from mirror.store import Store
 from tests.hub import LoopbackHub
 from tests.roundtrip import fresh_env, mirror_command
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
+from tests.test_resources import peak_rss_mb, put_big_model
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +50,13 @@ def eventually(condition: Callable[[], bool], what: str, proc: subprocess.Popen[
             raise AssertionError(f"the sync ended ({proc.returncode}) before: {what}")
         assert time.monotonic() < deadline, f"not within {FAILSAFE} s: {what}"
         time.sleep(0.01)
+
+
+def arranged(s3: S3Bucket, hub: LoopbackHub, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The manifest, and the environment of `mirror` with the hub and the bucket."""
+    manifest = tmp_path / "m.yml"
+    manifest.write_text(MANIFEST)
+    return manifest, fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
 
 
 def sync_args(manifest: Path, store: str) -> list[str]:
@@ -84,9 +92,7 @@ MOMENTS = {
 def test_a_sync_killed_at_any_moment_leaves_only_verified_blobs_and_a_rerun_completes(
     s3: S3Bucket, hub: LoopbackHub, tmp_path: Path, moment: str
 ) -> None:
-    manifest = tmp_path / "m.yml"
-    manifest.write_text(MANIFEST)
-    env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
+    manifest, env = arranged(s3, hub, tmp_path)
     store = s3.url("near")
     hub.rate_limit_per_connection = 4 << 20  # bytes/s: the sync lasts a few seconds
     proc = subprocess.Popen(
@@ -120,9 +126,7 @@ def test_a_sync_killed_at_any_moment_leaves_only_verified_blobs_and_a_rerun_comp
 def test_two_syncs_into_one_bucket_at_once_one_gets_75(
     s3: S3Bucket, hub: LoopbackHub, tmp_path: Path
 ) -> None:
-    manifest = tmp_path / "m.yml"
-    manifest.write_text(MANIFEST)
-    env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
+    manifest, env = arranged(s3, hub, tmp_path)
     store = s3.url("near")
     hub.rate_limit_per_connection = 4 << 20
     first = subprocess.Popen(
@@ -173,9 +177,7 @@ def test_gc_removes_what_killed_runs_left_in_the_bucket(s3: S3Bucket, tmp_path: 
 def test_a_store_in_a_bucket_that_cannot_be_reached_is_exit_1_naming_bucket_and_endpoint(
     s3: S3Bucket, hub: LoopbackHub, tmp_path: Path, trouble: str
 ) -> None:
-    manifest = tmp_path / "m.yml"
-    manifest.write_text(MANIFEST)
-    env = fresh_env(tmp_path / "home", HF_ENDPOINT=hub.url, **s3.env)
+    manifest, env = arranged(s3, hub, tmp_path)
     bucket, endpoint = s3.name, s3.env["AWS_ENDPOINT_URL"]
     if trouble == "missing bucket":
         bucket = "no-such-bucket"
@@ -206,3 +208,32 @@ def _closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def test_memory_stays_flat_exporting_from_and_importing_into_a_store_in_a_bucket(
+    s3: S3Bucket, tmp_path: Path
+) -> None:
+    """The installed `mirror`, in a child process: the peak memory of an export from a store in the bucket
+    and of an import into one does not grow with the weights, four times larger here, many times the
+    storage's part size."""
+    peaks: dict[int, tuple[float, float]] = {}
+    env = {**fresh_env(tmp_path / "home"), **s3.env}
+    for size in (96 << 20, 384 << 20):
+        near, far = s3.url(f"near{size}"), s3.url(f"far{size}")
+        put_big_model(Store(open_storage(near, clock=SYSTEM), clock=SYSTEM), size, incompressible=True)
+        bundle = tmp_path / f"big{size}.tar.zst"
+        export_mb = peak_rss_mb([*mirror_command(), "export", "--store", near, "-o", str(bundle)], env)
+        import_cmd = [*mirror_command(), "import", str(bundle), "--layout", "store", "--target", far]
+        import_mb = peak_rss_mb(import_cmd, env)
+        held = [
+            k
+            for k in s3.keys(f"far{size}/blobs/")
+            if s3.server.client().head_object(Bucket=s3.name, Key=k)["ContentLength"] == size
+        ]
+        assert len(held) == 1
+        peaks[size] = (export_mb, import_mb)
+        bundle.unlink()
+    print(f"peak RSS (export, import) by weights size: {peaks}")
+    (small_export, small_import), (big_export, big_import) = peaks.values()
+    assert big_export < small_export + 24, peaks  # the weights grew by 288 MiB
+    assert big_import < small_import + 24, peaks
