@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 
+from mirror.bundle import read_index
 from mirror.cli import main
 from mirror.cli.options import STORE
 from mirror.clock import SYSTEM
@@ -120,6 +121,37 @@ def test_a_bundle_imported_into_a_store_in_a_bucket_is_the_store_it_came_from(
     local = ["inventory", "--layout", "store", "--target", str(source.local_root), "-o", str(near)]
     assert run_cli(local, capsys)[0] == 0
     assert far.read_bytes() == near.read_bytes()  # the same blobs, repos, revisions and commits
+
+
+def test_a_delta_against_a_buckets_inventory_imports_into_it_without_carrying_what_it_holds(
+    sample_store: object, s3: S3Bucket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The far side's inventory of a store in a bucket, carried back, makes the next export a delta that
+    leaves out the blobs the bucket holds; importing it completes every repo from the bucket's own blobs."""
+    source: Store = sample_store.store  # type: ignore[attr-defined]
+    first = tmp_path / "first.tar.zst"
+    export(source, None, first)
+    url = s3.url("far")
+    assert run_cli(["import", str(first), "--layout", "store", "--target", url], capsys)[0] == 0
+    have = tmp_path / "have.json"
+    assert run_cli(["inventory", "--layout", "store", "--target", url, "-o", str(have)], capsys)[0] == 0
+    weights = os.urandom(300_000)
+    later = put_repo(source, "org/tiny", {"main": {**TINY_MAIN, "model-2.safetensors": weights}})
+    delta = tmp_path / "delta.tar.zst"
+    have_args = ["export", "--store", str(source.local_root), "--have", str(have), "-o", str(delta)]
+    assert run_cli(have_args, capsys)[0] == 0
+    index = read_index(delta)
+    left = {f.sha256 for f in index.files() if index.placement(f.sha256).in_target}
+    assert left and hashlib.sha256(weights).hexdigest() not in left  # the bucket's blobs stay behind
+    code, out = run_cli(["import", str(delta), "--layout", "store", "--target", url], capsys)
+    assert code == 0, out
+    far = Store(open_storage(url, clock=SYSTEM), clock=SYSTEM)
+    assert far.read_refs(KEY)["main"].commit == later.commits["main"]
+    assert run_cli(["verify", "--store", url], capsys)[0] == 0
+    again, near = tmp_path / "again.tar.zst", tmp_path / "near.tar.zst"
+    assert run_cli(["export", "--store", url, "-o", str(again)], capsys)[0] == 0
+    assert run_cli(["export", "--store", str(source.local_root), "-o", str(near)], capsys)[0] == 0
+    assert again.read_bytes() == near.read_bytes()  # the bucket holds what the source holds
 
 
 # --- conditional writes of records and refs ---------------------------------------------------------

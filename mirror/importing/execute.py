@@ -11,7 +11,7 @@ written, the bytes the import will add are checked against the free space of the
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -139,13 +139,15 @@ def _import_locked(
         with Staging() as staging:
             folders, home = _make_staging(staging, writer, index, kept)
             pool: dict[str, Path] = dict(kept.whole) if kept else {}  # sha256 -> verified content
-            corrupt = _take_from_target(plan, writer, pool, home, hashes, checkpoint)
+            in_place = {sha for sha in plan.from_target if writer.in_place(sha, plan.files[sha].size)}
+            corrupt = _take_from_target(plan, writer, pool, home, hashes, checkpoint, in_place)
             stream = VolumeStream(
-                index, pool, home, plan.to_stage(set(pool)), plan.held, hashes, kept, checkpoint
+                index, pool, home, plan.to_stage(set(pool) | in_place), plan.held, hashes, kept, checkpoint
             )
             damaged, bad_volumes = _stream(unit, stream, writer, progress)
             damaged += stream.join_chunks()
-            gathered = Gathered(frozenset(pool), stream.received, bad_volumes, corrupt, stream.unjoined)
+            at_hand = frozenset(pool) | in_place
+            gathered = Gathered(at_hand, stream.received, bad_volumes, corrupt, stream.unjoined)
             complete = plan.complete(gathered.at_hand)
             missing = plan.missing(gathered)
             bundle_id = volume_set.id if volume_set is not None else unit.volumes[0].index_sha256
@@ -216,7 +218,7 @@ def _publish(
         staging.publishing = True
     reports = []
     for repo in repos:
-        content = {f.sha256: pool[f.sha256] for f in repo.files()}
+        content = {f.sha256: pool[f.sha256] for f in repo.files() if f.sha256 in pool}  # not: in place
         reports.append(
             writer.publish(Publication(repo, content, folders[repo.key], receipt(repo), stamp, hashes))
         )
@@ -306,14 +308,17 @@ def _take_from_target(
     home: dict[str, Path],
     hashes: HashCache,
     checkpoint: Callable[[], None],
+    in_place: Set[str],
 ) -> dict[str, list[str]]:
     """Stage, from anywhere in the target, the content nothing given carries (a delta's `in_target`, a
-    volume's not given); the files that say they hold a content but do not, by content."""
+    volume's not given) but what the target keeps `in_place`; the files that say they hold a content but
+    do not, by content."""
     corrupt: dict[str, list[str]] = {}
-    if not plan.from_target:
+    wanted = [sha for sha in plan.from_target if sha not in in_place]
+    if not wanted:
         return corrupt
     finder = TargetContent(writer)
-    for sha in plan.from_target:
+    for sha in wanted:
         f = plan.files[sha]
         found = [*plan.held.get(sha, ()), *finder.candidates(sha, f.size, f.etag)]
         if _link_verified(dict.fromkeys(found), home[sha] / sha, f, hashes):

@@ -65,7 +65,7 @@ class Publication:
     """What `Layout.publish` gets for one repo whose every file verified."""
 
     repo: IndexedRepo
-    content: Mapping[str, Path]  # sha256 -> verified file in staging
+    content: Mapping[str, Path]  # sha256 -> verified file in staging (none for content `Layout.in_place`)
     scratch: Path  # the repo's staging folder: temp names for atomic writes, on the target's file system
     receipt: Receipt
     stamp: Stamp
@@ -233,6 +233,12 @@ class Layout(ABC):
         """Every regular file in the target that may hold a repo file's content (`mirror inventory`, and
         content a delta expects the target to hold, in any of its repos), with the sha256 its name gives
         (an LFS blob of the hf layout), if any. Symlinks are not followed."""
+
+    def in_place(self, sha256: str, size: int) -> bool:
+        """Whether the target already keeps this content where publishing puts it, so an import needs neither
+        to stage nor to write it (content a delta leaves to a store in a bucket). False by default: other
+        layouts stage what they publish."""
+        return False
 
     def named_content(self) -> Iterator[tuple[str, int]]:
         """Content the target holds that is no file to hash or stage from (the blobs of a store in a bucket),

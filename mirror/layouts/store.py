@@ -3,8 +3,9 @@ the far side holds complete commit records and refs exactly as the connected sid
 with `mirror serve`, or export them again). The target is a store's folder or its s3:// URL: into a bucket,
 the same writes go through the storage, and what the import does locally (staging, kept volumes, trust
 state) is in a folder beside the storage's staging (`bucket_work_folder`); a bucket's blobs are never
-content to stage from (`candidates`, `content_files`: none), and `expected_files` lists none (no file to
-hash in place).
+content to stage from (`candidates`, `content_files`: none), but a blob the bucket holds is `in_place`:
+content a delta leaves to the target needs no staging there; `expected_files` lists none (no file to hash
+in place).
 
 Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
 repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
@@ -194,14 +195,19 @@ class StoreLayout(Layout):
             kept=tuple(kept),
         )
 
+    def in_place(self, sha256: str, size: int) -> bool:
+        # A bucket's blob was verified before it got its key; doubted, it is replaced.
+        store = self.store
+        return not self.local and store.blob_problem(sha256, size) is None and not store.in_doubt(sha256)
+
     def _holds(self, f: FileRecord, hashes: HashCache) -> bool:
         """Whether the store's blob holds the file's content, hashed (free for a blob the import already
         hashed); a doubt the hash disproves is lifted."""
         store = self.store
+        if not self.local:
+            return self.in_place(f.sha256, f.size)
         if store.blob_problem(f.sha256, f.size) is not None:
             return False
-        if not self.local:  # a bucket's blob was verified before it got its key; doubted, it is replaced
-            return not store.in_doubt(f.sha256)
         if not hashes.holds(self._blob(f.sha256), f.size, f.sha256):
             return False
         if store.in_doubt(f.sha256):
