@@ -9,6 +9,8 @@ Keys under the storage (guidance, not a contract):
     tmp/                                               downloads in progress: `Storage.staging`, a local
                                                        folder (this one in a local store)
     doubt/<sha256>                                     blobs that hashing (verify, export) found damaged
+    trust/<key id>.json                                the highest signature sequence an import accepted
+                                                       from a key (mirror.signing owns the record)
     lock                                               one writer at a time (`Storage.lock`)
 
 How a sync judges a blob it already holds: cheaply, by one look (`Storage.stat`: one lstat of a string path
@@ -321,6 +323,22 @@ class Store:
 
     def drop_snapshot(self, key: RepoKey, commit: str) -> None:
         self.storage.delete(self.snapshot_key(key, commit))
+
+    # the importer's trust state ----------------------------------------------------------------------
+    @staticmethod
+    def trust_key(key_id: str) -> str:
+        """Where the record of the sequences an import accepted from a signing key is kept."""
+        return f"trust/{key_id}.json"
+
+    def read_trust(self, key_id: str) -> Any:
+        """The key's record (mirror.signing reads it), None when absent."""
+        found = self._read_json(self.trust_key(key_id))
+        return None if found is None else found[0]
+
+    def update_trust(self, key_id: str, change: Callable[[Any], Any | None]) -> None:
+        """Write `change(the key's record)` with a conditional write, applied again to what another writer
+        wrote meanwhile (see the module docstring)."""
+        self._update(self.trust_key(key_id), change)
 
     def problem(self) -> str | None:
         """Why this is not a store to read (a phrase), None when it is one: it holds a store's entries, or

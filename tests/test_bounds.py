@@ -314,7 +314,7 @@ def test_records_beside_an_import_and_the_trust_state_are_bounded(tmp_path: Path
     whose loss would forget an accepted sequence, is refused naming it. Neither blocks or grows memory."""
     from mirror.errors import MirrorError
     from mirror.fsutil import read_json_record
-    from mirror.signing import read_sequence
+    from mirror.signing import FolderSequences, read_sequence
 
     record = tmp_path / "implied-main.json"
     plant(record, case, bounded.RECORD)
@@ -322,7 +322,7 @@ def test_records_beside_an_import_and_the_trust_state_are_bounded(tmp_path: Path
     state = tmp_path / "trust.json"
     plant(state, case, bounded.RECORD)
     with pytest.raises(MirrorError, match=str(state)):
-        read_sequence(state)
+        read_sequence(FolderSequences(tmp_path), "trust")
 
 
 @pytest.mark.parametrize("case", ["fifo", "devzero", "dir", "huge"])

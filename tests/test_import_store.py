@@ -27,7 +27,7 @@ from mirror.manifest import parse_manifest
 from mirror.repo import RepoKey
 from mirror.retry import RetryPolicy
 from mirror.settings import Settings
-from mirror.signing import TrustedKey, TrustPolicy, key_id, read_sequence
+from mirror.signing import FolderSequences, TrustedKey, TrustPolicy, key_id, read_sequence
 from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from mirror.verify import verify_store, verify_target
@@ -283,8 +283,43 @@ def test_signed_bundles_and_the_trust_kept_in_the_store(world: World, tmp_path: 
         import_bundle(world.bundle_later, "store", target, clock=world.clock, trust=trust)
     assert state(target) == before
     import_bundle(signed, "store", target, clock=world.clock, trust=trust)
-    assert read_sequence(target / "trust" / f"{trusted.key_id}.json") == 7
+    assert read_sequence(FolderSequences(target / "trust"), trusted.key_id) == 7  # the folder's own file
     same_store(world.first, target)
+
+
+def test_a_local_stores_existing_trust_file_is_read_and_raised_in_place(world: World, tmp_path: Path) -> None:
+    """A store's `trust/<key id>.json` as earlier versions wrote it keeps refusing an older bundle, and a
+    newer one raises that same file, in the same format."""
+    key = Ed25519PrivateKey.generate()
+    trusted = TrustedKey(key_id(key.public_key()), key.public_key(), tmp_path / "k.pub")
+    trust = TrustPolicy((trusted,), clock=world.clock)
+    target = tmp_path / "store"
+    import_bundle(world.bundle, "store", target, clock=world.clock)
+    recorded = target / "trust" / f"{trusted.key_id}.json"
+    recorded.parent.mkdir()
+    earlier = {
+        "accepted": "2026-01-01T00:00:00Z",
+        "bundle": "old.tar.zst",
+        "index_sha256": "0" * 64,
+        "key_id": trusted.key_id,
+        "sequence": 8,
+    }
+    recorded.write_text(json.dumps(earlier, indent=1, sort_keys=True) + "\n")
+    for sequence in (7, 9):
+        signed = tmp_path / f"signed-{sequence}.tar.zst"
+        signer = Signer(key, sequence, clock=world.clock)
+        export(Store.at(world.later, clock=world.clock), None, signed, signer=signer)
+        if sequence == 7:
+            before = state(target)
+            with pytest.raises(IntegrityError, match=f"sequence 7 is older than sequence 8 .*{recorded}"):
+                import_bundle(signed, "store", target, clock=world.clock, trust=trust)
+            assert state(target) == before
+        else:
+            import_bundle(signed, "store", target, clock=world.clock, trust=trust)
+    now = json.loads(recorded.read_text())
+    assert (now["sequence"], now["bundle"], now["key_id"]) == (9, "signed-9.tar.zst", trusted.key_id)
+    assert recorded.read_text() == json.dumps(now, indent=1, sort_keys=True) + "\n"
+    assert sorted(p.name for p in recorded.parent.iterdir()) == [recorded.name]
 
 
 def test_a_store_locked_by_another_run_exits_75(

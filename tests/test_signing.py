@@ -28,6 +28,7 @@ from mirror.export import export as export_bundles
 from mirror.importing import BundleImportError, ImportUnit, Volume, import_bundle, import_unit
 from mirror.layouts import make_layout
 from mirror.signing import (
+    FolderSequences,
     TrustedKey,
     TrustPolicy,
     check_trust,
@@ -51,7 +52,14 @@ CLOCK = Clock(time=lambda: float(NOW))
 
 def trust_dir(layout: str, target: Path) -> Path:
     """Where the layout keeps the sequences accepted per key."""
-    return make_layout(layout, target).trust_dir
+    sequences = make_layout(layout, target).sequences
+    assert isinstance(sequences, FolderSequences)
+    return sequences.folder
+
+
+def accepted(state: Path) -> int | None:
+    """The sequence the trust state file `<key id>.json` holds."""
+    return read_sequence(FolderSequences(state.parent), state.stem)
 
 
 @dataclass(frozen=True)
@@ -301,7 +309,7 @@ def test_newer_sequence_is_accepted_and_remembered(bundle: Path, keys: Keys, tmp
     import_bundle(bundle, "hf", cache, trust=trust(keys))
     sign_bundle(bundle, keys.private, clock=CLOCK, sequence=9)
     import_bundle(bundle, "hf", cache, trust=trust(keys))
-    assert read_sequence(hf_state(cache, keys)) == 9
+    assert accepted(hf_state(cache, keys)) == 9
 
 
 @pytest.mark.parametrize(("layout", "where"), sorted(TRUST_STATE.items()))
@@ -315,7 +323,7 @@ def test_where_each_layout_remembers_the_sequence(
     target = tmp_path / layout
     import_bundle(bundle, layout, target, trust=trust(keys))
     state = target / where / f"{keys.public.key_id}.json"
-    assert read_sequence(state) == 3
+    assert accepted(state) == 3
     assert json.loads(state.read_text())["accepted"] == iso(NOW)
     if layout == "modelscope":
         from modelscope_hub._cache_manager import scan_cache
@@ -435,7 +443,7 @@ def test_rejected_with_the_target_untouched(
         import_bundle(victim, "hf", cache, trust=trust(keys))
     assert case.message in str(error.value)
     assert (tree_hash(tmp_path / "hub"), tree_hash(tmp_path / "home")) == before
-    assert read_sequence(hf_state(cache, keys)) == 100
+    assert accepted(hf_state(cache, keys)) == 100
 
 
 @pytest.mark.e2e
@@ -480,7 +488,7 @@ def test_sequence_is_not_remembered_when_the_import_fails(bundle: Path, keys: Ke
     signature_path(cut).write_bytes(signature_path(bundle).read_bytes())
     with pytest.raises(IntegrityError, match=r"truncated|corrupt"):
         import_bundle(cut, "hf", cache, trust=trust(keys))
-    assert read_sequence(hf_state(cache, keys)) == 1
+    assert accepted(hf_state(cache, keys)) == 1
 
 
 def test_sequence_is_not_remembered_when_nothing_was_published(
@@ -497,7 +505,7 @@ def test_sequence_is_not_remembered_when_nothing_was_published(
     sign_bundle(damaged, keys.private, clock=CLOCK, sequence=4)
     with pytest.raises(BundleImportError):
         import_bundle(damaged, "hf", tmp_path / "hub", trust=trust(keys))
-    assert read_sequence(hf_state(tmp_path / "hub", keys)) is None
+    assert accepted(hf_state(tmp_path / "hub", keys)) is None
 
 
 def test_check_binds_the_signed_index_to_the_one_the_import_streams(
@@ -505,12 +513,12 @@ def test_check_binds_the_signed_index_to_the_one_the_import_streams(
 ) -> None:
     sign_bundle(bundle, keys.private, clock=CLOCK, sequence=1)
     subset = export(sample_store, tmp_path / "subset.tar.zst", count=1)
-    state_dir, target = tmp_path / "hub" / TRUST_STATE["hf"], tmp_path / "hub"
+    state, target = FolderSequences(tmp_path / "hub" / TRUST_STATE["hf"]), tmp_path / "hub"
     # The index bytes the import streams against must be the signed ones ...
     with pytest.raises(IntegrityError, match="is not the one"):
-        check_trust(trust(keys), bundle, read_index_bytes(subset), state_dir=state_dir, target=target)
+        check_trust(trust(keys), bundle, read_index_bytes(subset), state=state, target=target)
     signed = read_index_bytes(bundle)
-    assert check_trust(trust(keys), bundle, signed, state_dir=state_dir, target=target) is not None
+    assert check_trust(trust(keys), bundle, signed, state=state, target=target) is not None
     # ... and the engine hands the trust check the bytes of the very index it streams against.
     other: BundleIndex = read_index(subset)
     with pytest.raises(IntegrityError, match="is not the one"):
@@ -527,7 +535,7 @@ def test_expiry_is_checked_against_the_clock(bundle: Path, keys: Keys, tmp_path:
 
     def check(now: int) -> object:
         policy = trust(keys, clock=Clock(time=lambda: float(now)))
-        return check_trust(policy, bundle, data, state_dir=tmp_path / "trust", target=tmp_path)
+        return check_trust(policy, bundle, data, state=FolderSequences(tmp_path / "trust"), target=tmp_path)
 
     assert check(expires - 1) is not None
     with pytest.raises(IntegrityError, match=r"expired at .* \(now " + iso(expires)):
@@ -544,14 +552,16 @@ def test_each_trust_state_folder_keeps_its_own_sequence(
     data = read_index_bytes(bundle)
 
     def check(folder: Path, clock: Clock = CLOCK) -> object:
-        return check_trust(trust(keys, clock=clock), bundle, data, state_dir=folder, target=target)
+        return check_trust(
+            trust(keys, clock=clock), bundle, data, state=FolderSequences(folder), target=target
+        )
 
     sign_bundle(bundle, keys.private, clock=CLOCK, sequence=9)
     acceptance = check(folders[kind], Clock(time=lambda: float(NOW + 5)))
     assert acceptance is not None
     acceptance.record()
     state = folders[kind] / f"{keys.public.key_id}.json"
-    assert read_sequence(state) == 9
+    assert accepted(state) == 9
     assert json.loads(state.read_text())["accepted"] == iso(NOW + 5)  # the clock's time, not the wall's
 
     sign_bundle(bundle, keys.private, clock=CLOCK, sequence=5)
@@ -560,7 +570,7 @@ def test_each_trust_state_folder_keeps_its_own_sequence(
     for other, folder in folders.items():
         if other != kind:
             assert check(folder) is not None  # a folder of another kind has accepted nothing yet
-            assert read_sequence(folder / f"{keys.public.key_id}.json") is None
+            assert accepted(folder / f"{keys.public.key_id}.json") is None
 
 
 def test_export_signs_at_the_clocks_time(sample_store: SampleStore, keys: Keys, tmp_path: Path) -> None:

@@ -232,7 +232,7 @@ def _check_trust(unit: ImportUnit, writer: Layout, trust: TrustPolicy | None) ->
     bundle (any volume of a set) before anything is written; the index checked is the one read for the
     import, and the sequences accepted are kept where the layout says."""
     return [
-        check_trust(trust, v.path, v.index_bytes, state_dir=writer.trust_dir, target=writer.target)
+        check_trust(trust, v.path, v.index_bytes, state=writer.sequences, target=writer.where)
         for v in unit.volumes
     ]
 

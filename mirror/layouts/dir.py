@@ -37,6 +37,7 @@ from mirror.paths import check_relpath, is_commit, join_inside
 from mirror.receipt import read_receipt
 from mirror.repo import RepoKey
 from mirror.report import HeldRepo, RepoReport
+from mirror.signing import FolderSequences
 from mirror.snapshot import FileRecord
 
 
@@ -87,8 +88,8 @@ class DirLayout(Layout):
         return self.target / ".mirror" / "tmp"
 
     @property
-    def trust_dir(self) -> Path:
-        return self.target / ".mirror" / "trust"
+    def sequences(self) -> FolderSequences:
+        return FolderSequences(self.target / ".mirror" / "trust")
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         """The folder a report names for the repo."""

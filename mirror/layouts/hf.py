@@ -62,6 +62,7 @@ from mirror.layouts.layout import Layout, Publication, Stamp, Use, claim_folder
 from mirror.paths import is_commit, join_inside, name_problem
 from mirror.repo import RepoKey, cache_folder_name
 from mirror.report import RepoReport
+from mirror.signing import FolderSequences
 from mirror.snapshot import ListedFile
 
 # What huggingface_hub (_local_folder.CACHEDIR_TAG_CONTENT) writes, with our name in the comment.
@@ -105,8 +106,8 @@ class HfLayout(HfCacheReader, Layout):
         return self.target / cache_folder_name(repo.repo_type, repo.hf_id or repo.repo_id)
 
     @property
-    def trust_dir(self) -> Path:
-        return self.target / ".locks" / "mirror-trust"
+    def sequences(self) -> FolderSequences:
+        return FolderSequences(self.target / ".locks" / "mirror-trust")
 
     def check(self, index: BundleIndex) -> None:
         owners: dict[Path, RepoKey] = {}

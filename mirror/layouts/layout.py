@@ -32,6 +32,7 @@ from mirror.paths import name_problem
 from mirror.receipt import Receipt
 from mirror.repo import RepoKey
 from mirror.report import HeldRepo, RepoReport
+from mirror.signing import SequenceState
 
 
 def no_checkpoint() -> None:
@@ -177,7 +178,7 @@ class Layout(ABC):
 
     @property
     @abstractmethod
-    def trust_dir(self) -> Path:
+    def sequences(self) -> SequenceState:
         """Where the target keeps the highest sequence accepted per signing key (mirror.signing), out of
         the layout's tools' sight."""
 

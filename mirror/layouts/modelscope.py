@@ -37,6 +37,7 @@ from mirror.fsutil import regular_files
 from mirror.layouts.dir import DirLayout, Placement
 from mirror.layouts.layout import claim_folder
 from mirror.repo import RepoKey, folder_name, repo_id_of_folder
+from mirror.signing import FolderSequences
 
 # repo_type -> the cache folder modelscope_hub keeps that type in (`{repo_type}s`).
 TYPE_FOLDERS = {"model": "models", "dataset": "datasets"}
@@ -112,8 +113,8 @@ class ModelScopeLayout(DirLayout):
         return self.repo_dir(repo) / ".mirror" / "tmp"
 
     @property
-    def trust_dir(self) -> Path:
-        return self.target / ".mirror-trust"
+    def sequences(self) -> FolderSequences:
+        return FolderSequences(self.target / ".mirror-trust")
 
     def repo_path(self, repo: IndexedRepo) -> Path:
         return self.repo_dir(repo)

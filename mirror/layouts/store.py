@@ -1,8 +1,8 @@
 """The `store` layout: an import into a mirror store, the format `mirror sync` writes (`mirror.store`), so
 the far side holds complete commit records and refs exactly as the connected side does (and can serve them
 with `mirror serve`, or export them again). The target is a store's folder or its s3:// URL: into a bucket,
-the same writes go through the storage, and what the import does locally (staging, kept volumes, trust
-state) is in a folder beside the storage's staging (`bucket_work_folder`); a bucket's blobs are never
+the same writes go through the storage, and what the import does locally (staging, kept volumes) is in a
+folder beside the storage's staging (`bucket_work_folder`); a bucket's blobs are never
 content to stage from (`candidates`, `content_files`: none), but a blob the bucket holds is `in_place`:
 content a delta leaves to the target needs no staging there; `expected_files` lists none (no file to hash
 in place).
@@ -29,7 +29,10 @@ What the store keeps of an import, and where:
   --layout store`) is every blob, its sha256 read from its name (no hashing), so `export --have` against a
   store costs one directory walk.
 - staging: `tmp/import/<id>/` (a volume set's kept content: `tmp/kept/<set id>/`), on the store's file
-  system; signature sequences accepted: `trust/`.
+  system (for a bucket, in `bucket_work_folder`).
+- signature sequences accepted (`sequences`): in the store itself, `trust/<key id>.json` (a file of the
+  folder, an object of the bucket), so every host importing into one bucket refuses a bundle older than
+  one any of them accepted; raised with conditional writes, never lowered (`Store.update_trust`).
 - sharing: a store holds each content once whatever repos use it, so `--link-shared` is always in effect
   and `--no-symlinks` means nothing here; `copies` is one per content.
 - `candidates`: the blob each file of the repo would have; a blob with the right size is hashed before it
@@ -44,7 +47,7 @@ What the store keeps of an import, and where:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -80,8 +83,8 @@ class StoreLayout(Layout):
         return self.target if self.local else self.named
 
     @property
-    def trust_dir(self) -> Path:
-        return self.target / "trust"
+    def sequences(self) -> StoreSequences:
+        return StoreSequences(self.store)
 
     @contextmanager
     def writing(self, wait: float, clock: Clock | None) -> Iterator[None]:
@@ -263,10 +266,26 @@ class StoreLayout(Layout):
         return held
 
 
+class StoreSequences:
+    """The trust state (mirror.signing's `SequenceState`) kept in the store: `trust/<key id>.json`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def where(self, key_id: str) -> str:
+        return self.store.where(Store.trust_key(key_id))
+
+    def read(self, key_id: str) -> Any:
+        return self.store.read_trust(key_id)
+
+    def update(self, key_id: str, change: Callable[[Any], Any]) -> None:
+        self.store.update_trust(key_id, change)
+
+
 def bucket_work_folder(storage: Storage) -> Path:
-    """The local folder of an import into a store in a bucket (its staging, a volume set's kept content,
-    the signature sequences accepted), beside the storage's own staging and so out of reach of the
-    cleaning `mirror gc` asks of it: one per bucket location on this host."""
+    """The local folder of an import into a store in a bucket (its staging, a volume set's kept content),
+    beside the storage's own staging and so out of reach of the cleaning `mirror gc` asks of it: one per
+    bucket location on this host."""
     staging = storage.staging()
     return staging.with_name(f"{staging.name}.import")
 

@@ -5,7 +5,8 @@ Two ideas, each its own module:
 - keys and signed statements: `keys` (make, name and load Ed25519 keys) and `statement` (what a signature
   says, the `.sig` file beside a bundle, `sign_bundle`), used by `mirror keygen` and `mirror export --sign`;
 - the importer's trust: `trust` (`TrustPolicy`, `check_trust` before anything is written, the highest
-  sequence accepted per key, kept in the trust-state folder the layout chooses, so a rollback is refused).
+  sequence accepted per key, kept in the trust state the layout gives (`SequenceState`: a folder,
+  `FolderSequences`, or a store's storage), so a rollback is refused).
 """
 
 from mirror.signing.keys import KeyFiles, TrustedKey, key_id, keygen, load_private_key, load_public_key
@@ -17,11 +18,20 @@ from mirror.signing.statement import (
     sign_bundle,
     signature_path,
 )
-from mirror.signing.trust import Acceptance, TrustPolicy, check_trust, read_sequence
+from mirror.signing.trust import (
+    Acceptance,
+    FolderSequences,
+    SequenceState,
+    TrustPolicy,
+    check_trust,
+    read_sequence,
+)
 
 __all__ = [
     "Acceptance",
+    "FolderSequences",
     "KeyFiles",
+    "SequenceState",
     "Signed",
     "Statement",
     "TrustPolicy",

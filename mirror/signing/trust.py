@@ -1,9 +1,10 @@
 """The importer's trust: which keys it accepts, the check of a bundle's `.sig` before anything is written,
 and the highest sequence accepted per key, remembered so an older bundle is refused (rollback).
 
-That sequence is kept per key in a trust-state folder of the target, one JSON file per key id; where that
-folder is, out of its tools' sight, is the layout's choice (the engine passes it as `state_dir`). The
-clock the policy carries judges expiry and stamps what was accepted.
+That sequence is kept per key in the target's trust state (`SequenceState`), one JSON record per key id,
+whose format this module owns; where it is, out of its tools' sight, is the layout's choice: a folder of
+`<key id>.json` files (`FolderSequences`), or a store's own storage. The clock the policy carries judges
+expiry and stamps what was accepted.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidSignature
 
@@ -54,34 +55,79 @@ class TrustPolicy:
         return bool(self.keys) or self.required
 
 
+class SequenceState(Protocol):
+    """Where a target keeps its trust state: one record per key id, of the highest sequence accepted from
+    that key (this module writes and reads the records; the state only keeps them)."""
+
+    def where(self, key_id: str) -> str:
+        """The key's record, for messages: its path, or its s3:// URL (never a credential)."""
+        ...
+
+    def read(self, key_id: str) -> Any:
+        """The key's record (parsed JSON), None when absent; IntegrityError or ValueError when unreadable."""
+        ...
+
+    def update(self, key_id: str, change: Callable[[Any], Any]) -> None:
+        """Write `change(the record as read)` in its place (None: write nothing), atomically and never over
+        a record another writer changed meanwhile: then read it again and apply `change` again."""
+        ...
+
+
+class FolderSequences:
+    """The trust state in a folder: `<key id>.json`, each replaced atomically under a lock of the folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _path(self, key_id: str) -> Path:
+        return self.folder / f"{key_id}.json"
+
+    def where(self, key_id: str) -> str:
+        return str(self._path(key_id))
+
+    def read(self, key_id: str) -> Any:
+        raw = read_bounded(self._path(key_id), RECORD, IntegrityError, missing_ok=True)
+        return None if raw is None else parse_json(raw, RECORD)
+
+    def update(self, key_id: str, change: Callable[[Any], Any]) -> None:
+        with _locked(self.folder):
+            new = change(self.read(key_id))
+            if new is not None:
+                atomic_write_json(self._path(key_id), new)
+
+
 @dataclass(frozen=True)
 class Acceptance:
     """A bundle's signature passed; `record` remembers its sequence once the import has published it."""
 
     bundle: location.BundlePath
     statement: Statement
-    state: Path
+    state: SequenceState
     clock: Clock
 
     def record(self) -> None:
-        """Raise the key's remembered sequence to this one (never lower it), atomically, under a lock."""
+        """Raise the key's remembered sequence to this one, never lowering it: a higher one another writer
+        recorded meanwhile is kept."""
+        statement, state = self.statement, self.state
+        accepted = {
+            "key_id": statement.key_id,
+            "sequence": statement.sequence,
+            "index_sha256": statement.index_sha256,
+            "bundle": self.bundle.name,
+            "accepted": iso(self.clock.time()),
+        }
+
+        def raised(record: Any) -> Any:
+            current = _sequence(record, state, statement.key_id)
+            return None if current is not None and current >= statement.sequence else accepted
+
         try:
-            with _locked(self.state.parent):
-                current = read_sequence(self.state)
-                if current is not None and current >= self.statement.sequence:
-                    return
-                atomic_write_json(
-                    self.state,
-                    {
-                        "key_id": self.statement.key_id,
-                        "sequence": self.statement.sequence,
-                        "index_sha256": self.statement.index_sha256,
-                        "bundle": self.bundle.name,
-                        "accepted": iso(self.clock.time()),
-                    },
-                )
+            with _reading(state, statement.key_id):
+                state.update(statement.key_id, raised)
         except OSError as e:
-            raise MirrorError(f"recording the accepted sequence in {self.state} failed: {e}") from e
+            raise MirrorError(
+                f"recording the accepted sequence in {state.where(statement.key_id)} failed: {e}"
+            ) from e
 
 
 @contextmanager
@@ -95,22 +141,32 @@ def _locked(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def read_sequence(state: Path) -> int | None:
-    """The highest sequence accepted so far (None: nothing yet)."""
+@contextmanager
+def _reading(state: SequenceState, key_id: str) -> Iterator[None]:
+    """A record that cannot be read, named, with what to do about it."""
     try:
-        raw = read_bounded(state, RECORD, MirrorError, missing_ok=True)
-        if raw is None:
-            return None
-        data = parse_json(raw, RECORD)
-    except (MirrorError, ValueError) as e:
+        yield
+    except (IntegrityError, ValueError) as e:
         raise MirrorError(
-            f"the trust state {state} is unreadable ({e}); restore it, or remove it to forget which sequence "
-            "was accepted from that key"
+            f"the trust state {state.where(key_id)} is unreadable ({e}); restore it, or remove it to forget "
+            "which sequence was accepted from that key"
         ) from None
-    sequence = data.get("sequence") if isinstance(data, dict) else None
+
+
+def _sequence(record: Any, state: SequenceState, key_id: str) -> int | None:
+    if record is None:
+        return None
+    sequence = record.get("sequence") if isinstance(record, dict) else None
     if not is_int(sequence):
-        raise MirrorError(f"the trust state {state} holds no sequence; restore or remove it")
+        raise MirrorError(f"the trust state {state.where(key_id)} holds no sequence; restore or remove it")
     return cast(int, sequence)
+
+
+def read_sequence(state: SequenceState, key_id: str) -> int | None:
+    """The highest sequence accepted so far from the key (None: nothing yet)."""
+    with _reading(state, key_id):
+        record = state.read(key_id)
+    return _sequence(record, state, key_id)
 
 
 def check_trust(
@@ -118,15 +174,15 @@ def check_trust(
     bundle: location.BundlePath,
     index_bytes: bytes,
     *,
-    state_dir: Path,
-    target: Path,
+    state: SequenceState,
+    target: Path | str,
 ) -> Acceptance | None:
     """Refuse (IntegrityError), before anything is written, a bundle the policy does not accept.
 
     `index_bytes` are the bytes of the bundle's index that the import streams against (the caller read and
     parsed them): they must be the signed ones, so the import's own verification then pins every file to
-    what was signed. `state_dir` is the target's trust-state folder (one `<key id>.json` per key); `target`
-    names the target in messages. None when no policy applies.
+    what was signed. `state` is the target's trust state (the layout's `sequences`); `target` names the
+    target in messages. None when no policy applies.
     """
     sig = signature_path(bundle)
     if policy is None or not policy.active:
@@ -166,15 +222,14 @@ def check_trust(
             f"{sig.name}: the signature expired at {iso(statement.expires)} (now {iso(now)}); "
             "export and sign a fresh bundle (or check this machine's clock)"
         )
-    state = Path(state_dir) / f"{statement.key_id}.json"
-    accepted = read_sequence(state)
+    accepted = read_sequence(state, statement.key_id)
     if accepted is not None and statement.sequence < accepted:
         raise IntegrityError(
             f"{sig.name}: sequence {statement.sequence} is older than sequence {accepted} already accepted "
-            f"from key {statement.key_id} into {target} (rollback refused; recorded in {state}); import a "
-            "newer bundle"
+            f"from key {statement.key_id} into {target} (rollback refused; recorded in "
+            f"{state.where(statement.key_id)}); import a newer bundle"
         )
     return Acceptance(bundle, statement, state, policy.clock)
 
 
-__all__ = ["Acceptance", "TrustPolicy", "check_trust", "read_sequence"]
+__all__ = ["Acceptance", "FolderSequences", "SequenceState", "TrustPolicy", "check_trust", "read_sequence"]
