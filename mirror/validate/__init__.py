@@ -1,0 +1,11 @@
+"""Model-aware validation: what a file of a repo is, judged from its bytes without loading it, and the
+findings a policy turns into verdicts (issue 15: nothing unsafe crosses the gap unseen).
+
+- `findings`: the types every check returns (`Finding`, `Kind`), one owner of their JSON form;
+- `safetensors`, `gguf`, `onnx`: header checks (only the header is read);
+- `pickles`: the globals a pickle-based file imports, against an allowlist (deny by default);
+- `remote_code`: `*.py` files, `auto_map`, code taken from other repos;
+- `policy`: the manifest's `policy:` section and `--policy FILE`, and the verdict of a set of findings.
+
+Checks read streams (`BinaryIO`) so they run on a store's blob, a bundle member or a file alike.
+"""
