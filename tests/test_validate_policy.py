@@ -10,7 +10,7 @@ import pytest
 
 from mirror.cards import card_licenses
 from mirror.errors import ManifestError
-from mirror.manifest import load_policy_file, parse_manifest, parse_policy
+from mirror.manifest import load_manifest, load_policy_file, parse_manifest, parse_policy
 from mirror.validate.findings import Finding
 from mirror.validate.policy import DEFAULT_POLICY, Policy, Ruling, Verdict, revision_licenses
 
@@ -359,3 +359,8 @@ def test_a_licence_that_is_not_text_is_kept_and_refused() -> None:
     assert card_licenses({"license": [None, {"a": 1}]}) == ('{"a": 1}',)
     assert card_licenses({}) == () and card_licenses(None) == ()
     assert not ALLOW.verdict([], license=card_licenses({"license": {"mit": 1}}), size=0).ok
+
+
+def test_the_example_manifest_spells_out_the_defaults() -> None:
+    example = load_manifest(Path(__file__).resolve().parent.parent / "manifests" / "example.yml")
+    assert {spec.policy for spec in example.models} == {DEFAULT_POLICY}
