@@ -196,3 +196,9 @@ def test_a_huge_auto_map_is_listed_up_to_the_cap() -> None:
     assert len(result.findings) == MAX_REFERENCES + 1
     assert len(result.repos) == MAX_REFERENCES
     assert f"has {MAX_REFERENCES + 10} class references" in result.findings[-1].detail
+
+
+def test_a_huge_bad_repo_part_is_cut_in_the_finding() -> None:
+    result = check({"config.json": {"auto_map": {"AutoModel": "a/b/" * 10_000 + "--m.M"}}})
+    assert "which is not a repo id" in result.findings[0].detail
+    assert len(result.findings[0].detail) < 500

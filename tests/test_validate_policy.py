@@ -364,3 +364,15 @@ def test_a_licence_that_is_not_text_is_kept_and_refused() -> None:
 def test_the_example_manifest_spells_out_the_defaults() -> None:
     example = load_manifest(Path(__file__).resolve().parent.parent / "manifests" / "example.yml")
     assert {spec.policy for spec in example.models} == {DEFAULT_POLICY}
+
+
+def test_licence_and_size_findings_given_are_judged_again_by_this_policy() -> None:
+    recorded = [
+        Finding("", "license", "licence 'gpl-3.0' is not allowed; allowed: mit"),
+        Finding("", "size", "the revision is 2.0 GiB, over max_size 1G"),
+    ]
+    assert DEFAULT_POLICY.verdict(recorded, license="gpl-3.0", size=2 << 30) == Verdict()
+    verdict = ALLOW.verdict(recorded, license="gpl-3.0", size=0)
+    assert [r.finding.detail for r in verdict.denied] == [
+        "licence 'gpl-3.0' is not allowed; allowed: apache-2.0, mit"
+    ]

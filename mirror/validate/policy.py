@@ -22,6 +22,7 @@ Action = Literal["deny", "warn", "allow"]
 ACTIONS: tuple[str, ...] = get_args(Action)
 RULED = ("pickle", "remote_code", "hub_flagged")  # the finding kinds a policy key rules on
 KEYS = ("pickle", "remote_code", "licenses", "max_size", "hub_flagged")  # the keys of a `policy:` mapping
+JUDGED = ("license", "size")  # the finding kinds the policy makes itself, from a revision's licence and size
 ALWAYS = "invalid: always refused"
 
 
@@ -57,10 +58,12 @@ class Policy:
         self, findings: Iterable[Finding], *, license: str | Sequence[str] | None, size: int
     ) -> Verdict:
         """The verdict on a revision: its files' findings, its licence(s) (`revision_licenses`) and its size
-        in bytes. `invalid` findings are always denied."""
+        in bytes. `invalid` findings are always denied. Findings of kind `license` or `size` are this
+        policy's own, from `license` and `size`: any given (another policy's, recorded) are left out."""
         licenses = (license,) if isinstance(license, str) else tuple(license or ())
         by_action: dict[Action, list[Ruling]] = {"deny": [], "warn": [], "allow": []}
-        for finding in sorted({*findings, *self.judge(licenses, size)}):
+        own = {f for f in findings if f.kind not in JUDGED}
+        for finding in sorted({*own, *self.judge(licenses, size)}):
             by_action[self.action(finding.kind)].append(Ruling(finding, self.rule(finding.kind)))
         return Verdict(tuple(by_action["deny"]), tuple(by_action["warn"]), tuple(by_action["allow"]))
 

@@ -67,8 +67,11 @@ def check_remote_code(files: Mapping[str, int], read: Read) -> RemoteCode:
 
 def _shown(value: Any) -> str:
     """An untrusted value quoted for a finding: repr escapes control and bidi characters; cut when long."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[:_SHOWN] + "...'"
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 @dataclass
@@ -149,7 +152,7 @@ class _ConfigCheck:
             return self.note(f"{where}: {code} in this repo{self.missing(module + '.py')}")
         problem = repo_id_problem(repo)
         if problem is not None:
-            return self.note(f"{where}: {code} from {_shown(repo)}, which is not a repo id ({problem})")
+            return self.note(f"{where}: {code} from {_shown(repo)}, which is not a repo id ({_cut(problem)})")
         self.repos.add(repo)
         return self.note(f"{where}: {code} from another repo, {repo}")
 
