@@ -45,6 +45,8 @@ RECORD = Bound("record", 256 << 20, depth=16)  # receipts, .mirror/*.json, store
 REF = Bound("ref", 4 << 10)  # a ref file of a Hugging Face cache: one commit hash
 HUB_ANSWER = Bound("hub's answer", 256 << 20, depth=64)  # a listing; a model card's metadata nests in it
 CARD = Bound("model card", 1 << 20, depth=16, values=1 << 16)  # a README's YAML front matter, served
+POLICY = Bound("policy file", 64 << 10, depth=8, values=1 << 12)  # --policy FILE
+MODEL_CONFIG = Bound("model config", 16 << 20, depth=64)  # config.json, tokenizer_config.json: their auto_map
 
 
 def refusal(error: type[MirrorError], path: Path, reason: str) -> MirrorError:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from starlette.applications import Starlette
 
+from mirror.cards import card_data
 from mirror.clock import SYSTEM
 from mirror.serve import hf
 from mirror.serve.hf import answers
@@ -117,17 +118,17 @@ released: 2024-01-02
 
 
 def test_card_data_is_the_readmes_front_matter() -> None:
-    assert answers.card_data(CARD) == {
+    assert card_data(CARD) == {
         "license": "apache-2.0",
         "library_name": "sentence-transformers",
         "pipeline_tag": "sentence-similarity",
         "tags": ["sentence-transformers", 42],
         "released": "2024-01-02",
     }
-    assert answers.card_data(b"# no metadata\n---\na: 1\n---\n") is None
-    assert answers.card_data(b"---\na: 1\n") is None  # never closed
-    assert answers.card_data(b"---\n- a list\n---\n") is None
-    assert answers.card_data(b"---\n? [a, b]\n: complex key\n---\n") is None
+    assert card_data(b"# no metadata\n---\na: 1\n---\n") is None
+    assert card_data(b"---\na: 1\n") is None  # never closed
+    assert card_data(b"---\n- a list\n---\n") is None
+    assert card_data(b"---\n? [a, b]\n: complex key\n---\n") is None
 
 
 def test_card_data_refuses_a_billion_laughs() -> None:
@@ -135,7 +136,7 @@ def test_card_data_refuses_a_billion_laughs() -> None:
     for level in "bcdefgh":
         prev = chr(ord(level) - 1)
         laughs.append(f"{level}: &{level} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]")
-    assert answers.card_data(("---\n" + "\n".join(laughs) + "\n---\n").encode()) is None
+    assert card_data(("---\n" + "\n".join(laughs) + "\n---\n").encode()) is None
 
 
 # --- the application, called in process ------------------------------------------------------------
@@ -341,7 +342,7 @@ def test_repo_info_names_the_commit_and_its_files(served: Served) -> None:
     assert plain["siblings"][0] == {"rfilename": "README.md"}
     assert_no_xet(served.client.get("/api/models/org/tiny?blobs=true"))
     carded = served.client.get("/api/models/org/carded").json()
-    assert carded["cardData"] == answers.card_data(CARD)
+    assert carded["cardData"] == card_data(CARD)
     assert carded["tags"] == ["sentence-transformers"]
     assert (carded["pipeline_tag"], carded["library_name"]) == (
         "sentence-similarity",

@@ -6,7 +6,8 @@ and the key path (``models[2].revisions``; list indices count from 0, as in jq).
 
 `nodes` composes the YAML into a node tree that keeps every line and reports a problem at its line,
 `values` checks one value (repo id, revision, pattern, source...), `schema` walks the tree: which keys go
-where, the defaults, one entry per repo; `spec` holds the result.
+where, the defaults, one entry per repo; `policy` reads a `policy:` mapping (and `--policy FILE`);
+`spec` holds the result.
 """
 
 from __future__ import annotations
@@ -14,24 +15,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from mirror.bounded import MANIFEST, read_bounded
-from mirror.errors import ManifestError
+from mirror.bounded import MANIFEST
+from mirror.manifest.nodes import read_text
+from mirror.manifest.policy import load_policy_file, parse_policy
 from mirror.manifest.schema import parse_manifest
 from mirror.manifest.spec import Manifest, ModelSpec
 from mirror.repo import RevisionRequest
 
-__all__ = ["Manifest", "ModelSpec", "load_manifest", "load_manifests", "load_requests", "parse_manifest"]
+__all__ = [
+    "Manifest",
+    "ModelSpec",
+    "load_manifest",
+    "load_manifests",
+    "load_policy_file",
+    "load_requests",
+    "parse_manifest",
+    "parse_policy",
+]
 
 
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate one manifest file."""
-    name = str(path)
-    data = read_bounded(Path(path), MANIFEST, ManifestError)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ManifestError("manifest is not UTF-8 text", file=name) from exc
-    return parse_manifest(text, name)
+    return parse_manifest(read_text(path, MANIFEST), str(path))
 
 
 def load_manifests(paths: Iterable[str | Path]) -> list[Manifest]:

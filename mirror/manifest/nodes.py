@@ -8,12 +8,13 @@ PyYAML would silently collapse, are caught.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NoReturn
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from mirror.bounded import MANIFEST, compose_yaml
+from mirror.bounded import MANIFEST, Bound, compose_yaml, read_bounded
 from mirror.errors import ManifestError
 
 TAG = "tag:yaml.org,2002:"
@@ -61,11 +62,20 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     return problem
 
 
-def compose(text: str, file: str) -> Node | None:
-    """The node tree of manifest text (None for an empty document); invalid YAML is a ManifestError at its
-    line."""
+def read_text(path: str | Path, bound: Bound) -> str:
+    """The UTF-8 text of a manifest or a policy file, within its bound; ManifestError naming the file."""
+    data = read_bounded(Path(path), bound, ManifestError)
     try:
-        return compose_yaml(text, MANIFEST)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{bound.what} is not UTF-8 text", file=str(path)) from exc
+
+
+def compose(text: str, file: str, bound: Bound = MANIFEST) -> Node | None:
+    """The node tree of manifest text (or a policy file's; None for an empty document); invalid YAML is a
+    ManifestError at its line."""
+    try:
+        return compose_yaml(text, bound)
     except yaml.reader.ReaderError as exc:
         at = text.count("\n", 0, exc.position) + 1
         code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)

@@ -4,12 +4,14 @@ how an entry inherits the defaults, and one entry per repo. Walks the node tree 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from mirror.errors import ManifestError
 from mirror.manifest.nodes import TAG, NodeReader, compose, join_key, kind, line
+from mirror.manifest.policy import make_policy, policy_fields
 from mirror.manifest.spec import Manifest, ModelSpec
 from mirror.manifest.values import closest, glob_problem, revision_problem, scalar_problem
 from mirror.repo import HUBS, SOURCES, SYNC_REPO_TYPES
@@ -17,7 +19,17 @@ from mirror.repo import HUBS, SOURCES, SYNC_REPO_TYPES
 MANIFEST_VERSION = 1
 
 TOP_KEYS = ("version", "defaults", "models")
-DEFAULT_KEYS = ("source", "revisions", "revision", "include", "exclude", "type", "token_env", "endpoint")
+DEFAULT_KEYS = (
+    "source",
+    "revisions",
+    "revision",
+    "include",
+    "exclude",
+    "type",
+    "token_env",
+    "endpoint",
+    "policy",
+)
 MODEL_KEYS = ("repo", *DEFAULT_KEYS, "hf_id")
 
 
@@ -30,7 +42,7 @@ def parse_manifest(text: str, path: str = "<string>") -> Manifest:
 class _Value:
     """A validated value and where it was written (for errors that involve several keys)."""
 
-    value: str | tuple[str, ...]
+    value: str | tuple[str, ...] | dict[str, Any]  # a dict: the keys a `policy:` sets
     node: Node
     key: str
 
@@ -121,8 +133,10 @@ class _Parser(NodeReader):
         values: dict[str, _Value] = {}
         for name, (_, node) in items.items():
             field_key = join_key(key, name)
-            value: str | tuple[str, ...]
-            if name == "revision":
+            value: str | tuple[str, ...] | dict[str, Any]
+            if name == "policy":
+                value = policy_fields(self, node, field_key)
+            elif name == "revision":
                 rev = self.string(node, field_key)
                 self.check(node, field_key, revision_problem(rev))
                 name, value = "revisions", (rev,)
@@ -173,6 +187,10 @@ class _Parser(NodeReader):
             value = merged[name].value if name in merged else None
             return value if isinstance(value, tuple) else None
 
+        def policy_of(values: dict[str, _Value]) -> dict[str, Any]:
+            value = values["policy"].value if "policy" in values else None
+            return value if isinstance(value, dict) else {}
+
         repo = str(own["repo"].value)
         source = text("source") or SOURCES[0]
         repo_type = text("type") or SYNC_REPO_TYPES[0]
@@ -202,6 +220,7 @@ class _Parser(NodeReader):
             token_env=text("token_env"),
             endpoint=text("endpoint"),
             hf_id=text("hf_id"),
+            policy=make_policy(policy_of(defaults), policy_of(own)),
             file=self.file,
             line=line(node),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mirror.repo import RepoKey, RevisionRequest, wants
+from mirror.validate.policy import DEFAULT_POLICY, Policy
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class ModelSpec:
     token_env: str | None = None
     endpoint: str | None = None
     hf_id: str | None = None
+    policy: Policy = DEFAULT_POLICY  # its `policy:` over the defaults' `policy:`, key by key
     file: str = ""
     line: int = 0
 

@@ -4,17 +4,13 @@ pages, refs, a file's headers, and the Hub's not-found answers. Pure: no request
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import yaml
 from starlette.responses import JSONResponse
-from yaml.constructor import SafeConstructor
 
-from mirror.bounded import CARD, compose_yaml
 from mirror.clock import parse_iso
 from mirror.hashing import lfs_pointer
 from mirror.serve.replies import hub_error
@@ -89,27 +85,6 @@ def lfs_json(record: FileRecord, sha_key: str) -> dict[str, Any]:
 
 
 # --- repo info and refs -------------------------------------------------------------------------------
-
-
-def card_data(readme: bytes) -> dict[str, Any] | None:
-    """The metadata of a model or dataset card: the YAML block that opens its README.md (`---` lines around
-    it), as JSON values; None without one, or when it is not a mapping or is beyond the CARD bound."""
-    text = readme.decode("utf-8", "replace")
-    lines = text.splitlines()
-    if len(readme) > CARD.size or not lines or lines[0].strip() != "---":
-        return None
-    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() == "---"), None)
-    if end is None:
-        return None
-    try:
-        node = compose_yaml("\n".join(lines[1:end]), CARD)
-        data = SafeConstructor().construct_document(node) if node is not None else None
-        if not isinstance(data, dict):
-            return None
-        parsed: dict[str, Any] = json.loads(json.dumps(data, default=str))  # dates as text, as the Hub's
-    except (yaml.YAMLError, ValueError, TypeError):
-        return None
-    return parsed
 
 
 def repo_info(

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mirror.bounded import CARD
+from mirror.cards import card_data
 from mirror.serve.files import file_response
 from mirror.serve.hf import answers
 from mirror.serve.hf.answers import Miss
@@ -186,7 +187,7 @@ class HubRoutes:
                 return self.cards[readme.sha256]
         try:
             with self.view.store.open_blob(readme.sha256, 0, readme.size) as f:
-                card = answers.card_data(f.read())
+                card = card_data(f.read())
         except OSError:
             return None
         with self.lock:  # over a bucket, answers are made in several threads
