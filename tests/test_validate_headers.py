@@ -20,15 +20,16 @@ from mirror.validate.headers import check_header, header_check
 from mirror.validate.onnx import MAX_FIELDS, check_onnx
 from mirror.validate.reader import MAX_FINDINGS
 from mirror.validate.safetensors import MAX_HEADER, check_safetensors
+from tests.roundtrip import minilm_folder
 
 Check = Callable[[str, BinaryIO, int], list[Finding]]
 
 
 class Counting(io.RawIOBase):
-    """A stream over `data` that counts what is read from it, seekable or not."""
+    """A stream over `data` (bytes or a file) that counts what is read from it, seekable or not."""
 
-    def __init__(self, data: bytes, *, seekable: bool = True) -> None:
-        self.inner = io.BytesIO(data)
+    def __init__(self, data: bytes | BinaryIO, *, seekable: bool = True) -> None:
+        self.inner = io.BytesIO(data) if isinstance(data, bytes) else data
         self.can_seek = seekable
         self.bytes_read = 0
 
@@ -99,6 +100,15 @@ def test_safetensors_written_by_the_library_through_numpy_pass(tmp_path: Path) -
         assert run(check_safetensors, data, seekable=False) == []
     save_file({}, tmp_path / "none.safetensors")
     assert run(check_safetensors, (tmp_path / "none.safetensors").read_bytes()) == []
+
+
+def test_the_real_minilm_safetensors_passes_reading_only_its_header() -> None:
+    path = minilm_folder() / "model.safetensors"
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        stream = Counting(f)
+        assert check_safetensors("model.safetensors", stream, size) == []
+    assert stream.bytes_read < 1 << 16  # the header, never the data
 
 
 def test_safetensors_hand_written_pass_in_any_key_order_with_padding_and_sub_byte_dtypes() -> None:
@@ -236,7 +246,7 @@ class Gguf:
         raw = text.encode() if isinstance(text, str) else text
         return struct.pack(self.n, len(raw)) + raw
 
-    def kv(self, key: str, kind: int, value: bytes) -> Gguf:
+    def kv(self, key: str | bytes, kind: int, value: bytes) -> Gguf:
         self.kvs.append(self.string(key) + struct.pack("<I", kind) + value)
         return self
 
@@ -312,6 +322,12 @@ def gguf_with(**changes: Callable[[Gguf], object]) -> bytes:
         (Gguf().kv("k", U8, b"\x01").kv("k", U8, b"\x02").bytes(), "the metadata key 'k' appears twice"),
         (Gguf().kv("general.alignment", U32, struct.pack("<I", 48)).bytes(), "48, not a power of two"),
         (Gguf().kv("general.alignment", U64, struct.pack("<Q", 32)).bytes(), "not uint32"),
+        (Gguf().kv(b"k\xff", U8, b"\x01").bytes(), "the metadata key 'k\ufffd' is not UTF-8 text"),
+        (
+            gguf_with(t=lambda g: g.tensor("token_embd.weight", [1], 0, 128)),
+            "'token_embd.weight' appears twice",
+        ),
+        (gguf_with(t=lambda g: g.tensor(b"t\xc3", [1], 0, 128)), "the tensor name 't\ufffd' is not UTF-8"),
         (gguf_with(t=lambda g: g.tensor("x" * 64, [1], 0, 128)), "64 bytes long, over ggml's limit of 63"),
         (gguf_with(t=lambda g: g.tensor("t", [1] * 5, 0, 128)), "tensor 't' has 5 dimensions, more than 4"),
         (gguf_with(t=lambda g: g.tensor("t", [1], 4, 128)), "tensor 't' has unknown ggml type 4"),

@@ -92,6 +92,7 @@ class _Walk:
         self.wide = True  # version 2 and later: 64-bit counts and lengths
         self.alignment = DEFAULT_ALIGNMENT
         self.items = 0  # strings and arrays walked one by one in arrays
+        self.tensor_names: set[bytes] = set()
 
     def run(self) -> None:
         r = self.reader
@@ -137,16 +138,25 @@ class _Walk:
         if n > MAX_KEY:
             raise Malformed(f"a metadata key at byte {r.pos} is {n} bytes long, over the limit of {MAX_KEY}")
         key = r.read(n, "a metadata key")
-        name = shown(key.decode("utf-8", "replace"))
-        digest = hashlib.sha256(key).digest()  # a key's digest, not the key: the set stays small
-        if digest in keys:
-            self.defects.append(f"the metadata key {name} appears twice")
-        keys.add(digest)
+        name = self.name(key, "the metadata key", keys)
         (kind,) = r.unpack("<I", f"the type of metadata {name}")
         if key == b"general.alignment":
             self.read_alignment(kind)
         else:
             self.value(kind, f"metadata {name}", 0)
+
+    def name(self, raw: bytes, what: str, seen: set[bytes]) -> str:
+        """A key or tensor name as shown in a finding; noted when it is not UTF-8 or was seen before."""
+        try:
+            name = shown(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            name = shown(raw.decode("utf-8", "replace"))
+            self.defects.append(f"{what} {name} is not UTF-8 text")
+        digest = hashlib.sha256(raw).digest()  # a name's digest, not the name: the set stays small
+        if digest in seen:
+            self.defects.append(f"{what} {name} appears twice")
+        seen.add(digest)
+        return name
 
     def read_alignment(self, kind: int) -> None:
         if kind != UINT32:
@@ -194,7 +204,7 @@ class _Walk:
             raise Malformed(
                 f"a tensor name at byte {r.pos} is {n} bytes long, over ggml's limit of {MAX_NAME}"
             )
-        name = shown(r.read(n, "a tensor name").decode("utf-8", "replace"))
+        name = self.name(r.read(n, "a tensor name"), "the tensor name", self.tensor_names)
         tensor = f"tensor {name}"
         (n_dims,) = r.unpack("<I", f"the dimension count of {tensor}")
         if n_dims > MAX_DIMS:
