@@ -441,6 +441,31 @@ def test_onnx_defect_is_named(data: bytes, needle: str) -> None:
     one(check_onnx, data, needle)
 
 
+class ReadOnly:
+    """A stream with nothing but `read` (as a bucket's object reader or a bundle's inflating stream)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.inner = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.inner.read(n)
+
+
+@pytest.mark.parametrize(
+    ("check", "data"),
+    [
+        (check_safetensors, safetensors_file({"a": tensor("F32", [2], 0, 8)}, bytes(8))),
+        (check_gguf, benign_gguf().bytes(102)),
+        (check_onnx, MODEL),
+    ],
+)
+def test_a_stream_that_only_reads_is_read_and_discarded(check: Check, data: bytes) -> None:
+    assert check("f", ReadOnly(data), len(data)) == []
+    assert check(
+        "f", ReadOnly(data[:20]), len(data)
+    )  # the stream ends in the header, before its recorded size
+
+
 def test_onnx_with_endless_top_level_fields_is_refused_at_the_bound() -> None:
     one(check_onnx, field(1, 9) * (MAX_FIELDS + 10), f"more than {MAX_FIELDS} top-level fields")
 

@@ -32,6 +32,7 @@ class HeaderReader:
         self.stream = stream
         self.size = size
         self.pos = 0
+        self.seeks = _seekable(stream)
 
     @property
     def left(self) -> int:
@@ -59,7 +60,7 @@ class HeaderReader:
 
     def skip(self, n: int, what: str) -> None:
         self.need(n, what)
-        if self.stream.seekable():
+        if self.seeks:
             self.stream.seek(n, 1)
         else:
             wanted = n
@@ -75,6 +76,15 @@ class HeaderReader:
 
     def _ended(self, what: str) -> Malformed:
         return Malformed(f"the file ends early, before {what} (its record says {self.size} bytes)")
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    """Whether the stream moves by seek; one that only reads (a bundle's or a bucket's stream without
+    `seekable`) is read and discarded instead."""
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def shown(name: str) -> str:
