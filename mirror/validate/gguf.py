@@ -5,9 +5,10 @@ the metadata (key, type, value; values nest in arrays), then one info per tensor
 type, offset into the data), then the data, aligned to `general.alignment` (32 by default). Version 1
 counts and measures strings with 32 bits, later versions with 64. Checked: magic and version, each count
 and length against what is left of the file before anything is read for it, every value type known,
-keys unique, `general.alignment` a power of two, each tensor's name, dimensions (at most 4) and type,
-its offset aligned, its data (elements / block size × block bytes) inside the file and overlapping no
-other's. Only the header is read: strings and arrays of numbers are skipped, never loaded.
+keys and tensor names UTF-8 and unique, `general.alignment` a power of two, each tensor's name,
+dimensions (at most 4) and type, its offset aligned, its data (elements / block size × block bytes)
+inside the file and overlapping no other's. Only the header is read: strings and arrays of numbers are
+skipped, never loaded.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def check_gguf(path: str, stream: BinaryIO, size: int) -> list[Finding]:
 
 
 class _Walk:
+    """One pass over the header: what breaks its structure raises Malformed (the walk cannot go on), the
+    rest is noted in `defects` and the walk goes on."""
+
     def __init__(self, reader: HeaderReader) -> None:
         self.reader = reader
         self.defects: list[str] = []
