@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -121,10 +122,13 @@ def read_bounded(
     return b"".join(chunks)
 
 
-def parse_json(data: bytes, bound: Bound) -> Any:
-    """JSON text (UTF-8) nested at most `bound.depth` deep; ValueError saying what is wrong."""
+def parse_json(
+    data: bytes, bound: Bound, *, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None
+) -> Any:
+    """JSON text (UTF-8) nested at most `bound.depth` deep; ValueError saying what is wrong.
+    `object_pairs_hook` as json.loads's (to see a key an object repeats)."""
     try:
-        value = json.loads(data.decode("utf-8"))
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=object_pairs_hook)
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     except RecursionError:
