@@ -7,6 +7,7 @@ import io
 import pickle
 import posix
 import struct
+import tarfile
 import zipfile
 
 import joblib
@@ -186,6 +187,15 @@ def test_a_huge_length_prefix_is_not_read_into_memory() -> None:
 def test_a_line_without_end_is_bounded() -> None:
     data = b"c" + b"a" * (pickle_walk.MAX_LINE + 10) + b"\n"
     assert details(data) == [f"pickle not judged: a line longer than {pickle_walk.MAX_LINE} bytes at byte 1"]
+
+
+def test_a_tar_which_torch_load_would_unpickle_is_a_finding() -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        info = tarfile.TarInfo("pickle")
+        info.size = len(STATE_DICT)
+        archive.addfile(info, io.BytesIO(STATE_DICT))
+    assert details(out.getvalue()) == ["a tar archive (torch's oldest checkpoint format): not judged"]
 
 
 def test_a_damaged_zip_is_a_finding() -> None:

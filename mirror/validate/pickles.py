@@ -5,13 +5,15 @@ judged against an allowlist, deny by default; nothing is ever unpickled (README 
 a finding per global outside ALLOWED and per thing that could not be judged, [] only when every pickle
 in the file imports only allowed globals. Containers understood: a zip (torch.save's default, .npz),
 torch's legacy format (pickles back to back, then raw storages), .npy (a pickle only for object
-arrays), and a bare pickle (protocols 0 to 5). The stream must be seekable for a zip (a store's blob is
-a file); everything else is read as consumed.
+arrays), a bare pickle (protocols 0 to 5); a tar (torch's oldest format) is flagged, not judged. The
+stream must be seekable (a store's blob is a file: a zip is read through its directory, and the first
+block is peeked); pickles are read as consumed.
 """
 
 from __future__ import annotations
 
 import ast
+import tarfile
 import zipfile
 import zlib
 from typing import BinaryIO, Final
@@ -87,7 +89,9 @@ def check_pickled(path: str, stream: BinaryIO, size: int) -> list[Finding]:
 
 
 def _judge(stream: BinaryIO, size: int) -> list[str]:
-    head = _peek(stream, 16)
+    head = _peek(stream, 512)
+    if _is_tar(head):  # torch.load tries a tar first (its oldest format) and unpickles its members
+        return ["a tar archive (torch's oldest checkpoint format): not judged"]
     if head.startswith((_ZIP, _EMPTY_ZIP)):
         return _judge_zip(stream)
     if head.startswith(_NPY):
@@ -96,6 +100,15 @@ def _judge(stream: BinaryIO, size: int) -> list[str]:
     if head.startswith(_LEGACY_TORCH):
         return _judge_pickles(reader, _LEGACY_PICKLES)
     return _judge_pickles(reader, None, raw_ok=head[:1] != b"\x80" or head[1:2] > b"\x05")
+
+
+def _is_tar(head: bytes) -> bool:
+    """Whether the first block is a tar header, as tarfile (and so torch.load) reads one: its checksum."""
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
 
 
 def _peek(stream: BinaryIO, n: int) -> bytes:
