@@ -30,7 +30,6 @@ MAX_DEPTH = 4  # pickles inside pickles
 _CHUNK = 1 << 20
 
 _OPAQUE = object()  # a value on the stack or in the memo that is not a known string
-_MARK = object()
 
 
 class _Stop(Exception):

@@ -13,6 +13,7 @@ block is peeked); pickles are read as consumed.
 from __future__ import annotations
 
 import ast
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -75,6 +76,17 @@ _NPY = b"\x93NUMPY"
 _LEGACY_TORCH = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
 _LEGACY_PICKLES = 5  # magic number, protocol version, sys info, the object, the storage keys
 _MAX_NPY_HEADER = 1 << 16
+# What zipfile raises on a damaged or hostile archive or member (encrypted, unknown compression, bad data).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    EOFError,
+    zlib.error,
+    struct.error,
+)
 
 
 def is_pickle_based(path: str) -> bool:
@@ -195,7 +207,7 @@ def _judge_zip(stream: BinaryIO) -> list[str]:
             for info in archive.infolist():
                 if not info.is_dir():
                     details += [f"{info.filename}: {d}" for d in _judge_member(archive, info)]
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, RuntimeError, EOFError) as exc:
+    except (zipfile.LargeZipFile, *_ZIP_ERRORS) as exc:
         details.append(f"not a readable zip ({exc})")
     return details
 
@@ -216,5 +228,5 @@ def _judge_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> list[str]:
             if one.end is None:
                 return []  # opens like a pickle but is not one: raw bytes
             return [f"nested pickle {d}" for d in _details(one)]
-    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError, zlib.error) as exc:
+    except _ZIP_ERRORS as exc:
         return [f"cannot be read ({exc})"]
