@@ -6,9 +6,11 @@ import _compat_pickle
 import io
 import pickle
 import posix
+import random
 import struct
 import tarfile
 import zipfile
+from pathlib import Path
 
 import joblib
 import numpy
@@ -198,6 +200,32 @@ def test_a_tar_which_torch_load_would_unpickle_is_a_finding() -> None:
     assert details(out.getvalue()) == ["a tar archive (torch's oldest checkpoint format): not judged"]
 
 
+def test_a_npy_header_nested_without_end_is_a_finding() -> None:
+    header = b"{'descr': " + b"[" * 5000 + b"]" * 5000 + b", 'fortran_order': False, 'shape': (1,), }\n"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+    assert details(data, "a.npy")[0].startswith("not a .npy: its header is unreadable")
+
+
+def test_damaged_files_give_findings_never_an_exception() -> None:
+    """Seeded mutations of each kind of file: every one judged, none raising."""
+    out = io.BytesIO()
+    numpy.save(out, numpy.array([1, "x"], dtype=object), allow_pickle=True)
+    seeds = [
+        out.getvalue(),
+        STATE_DICT,
+        torch_like_zip({"archive/data.pkl": STATE_DICT, "archive/data/0": b"\0" * 8}),
+        pickle.dumps({"a": [1, 2.0, "x", b"y", (1,), {1}, frozenset()], "b": bytearray(b"z")}, protocol=5),
+        pickle.dumps({"a": [1, 2.0, "x", b"y", (1,)]}, protocol=0),
+    ]
+    rng = random.Random(15)
+    for _ in range(2000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            data[at : at + rng.randint(0, 3)] = rng.randbytes(rng.randint(0, 3))
+        assert isinstance(details(bytes(data)), list)
+
+
 def test_a_damaged_zip_is_a_finding() -> None:
     data = torch_like_zip({"archive/data.pkl": STATE_DICT})
     assert details(data[: len(data) - 30])[0].startswith("not a readable zip")
@@ -242,6 +270,21 @@ def test_real_torch_checkpoints_zip_and_legacy() -> None:
         torch.save({"w": torch.zeros(2), "x": Evil()}, out, _use_new_zipfile_serialization=zipped)
         found = details(out.getvalue())
         assert found and found[0].endswith(SYSTEM)
+
+
+@pytest.mark.e2e
+def test_minilm_saved_as_pytorch_model_bin_has_no_findings(tmp_path: Path) -> None:
+    """The real MiniLM weights, written as transformers 4 wrote a pytorch_model.bin (torch.save of the state
+    dict; the installed transformers 5 writes safetensors only)."""
+    import torch
+    from transformers import AutoModel
+
+    from tests.roundtrip import minilm_folder
+
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(AutoModel.from_pretrained(minilm_folder()).state_dict(), path)
+    with path.open("rb") as stream:
+        assert check_pickled("pytorch_model.bin", stream, path.stat().st_size) == []
 
 
 def test_findings_are_the_shared_type() -> None:

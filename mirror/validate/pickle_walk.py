@@ -44,7 +44,6 @@ class _Stop(Exception):
 class Walk:
     """What one pickle imports and what could not be judged, in the order met."""
 
-    start: int
     imports: list[str] = field(default_factory=list)  # "module.name", each once
     problems: list[str] = field(default_factory=list)  # details of things not judged
     end: int | None = None  # the byte after STOP, when the walk reached it
@@ -118,7 +117,7 @@ _JOBLIB_WRAPPERS = {"joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickl
 
 def walk(reader: Reader, depth: int = 0) -> Walk:
     """Walk the pickle at the reader's position up to its STOP (the reader left just past it)."""
-    result = Walk(reader.pos)
+    result = Walk()
     state = _State(reader, result, depth)
     try:
         state.run()
