@@ -4,7 +4,8 @@ findings a policy turns into verdicts (issue 15: nothing unsafe crosses the gap 
 - `findings`: the types every check returns (`Finding`, `Kind`), one owner of their JSON form;
 - `safetensors`, `gguf`, `onnx`: header checks (only the header is read), `headers` the table from a path's
   suffix to its check, `reader` the header read from a stream within the file's size;
-- `pickles`: the globals a pickle-based file imports, against an allowlist (deny by default);
+- `pickles`: the globals a pickle-based file imports, against an allowlist (deny by default), and its
+  containers; `pickle_walk` walks one pickle's opcodes for it (bounded, never loaded);
 - `remote_code`: `*.py` files, `auto_map`, code taken from other repos;
 - `policy`: the manifest's `policy:` section and `--policy FILE`, and the verdict of a set of findings.
 
