@@ -102,8 +102,8 @@ def finding(path: str, status: Any, level: str) -> Finding:
 
 
 def _pickle_words(scan: dict[str, Any]) -> str | None:
-    """ "pickle imports posix.system (dangerous), ..." for the globals not called innocuous, None when the
-    scan flags none."""
+    """The pickle scan's words: the globals it did not call innocuous ("pickle imports posix.system
+    (dangerous), ..."), else its rating or status when it flags; None when it flags nothing."""
     imports = scan.get("pickleImports", scan.get("imports"))
     named = []
     for item in imports if isinstance(imports, list) else []:
