@@ -10,13 +10,13 @@ Routes (`{t}` is `models`, `datasets` or `spaces`; file urls use no prefix, `dat
     GET  /api/{t}/{repo}/tree/{rev}[/{path}]              tree listing, `Link: rel="next"` pagination
     GET  /api/{t}/{repo}/refs                             branches, tags, pull requests
     POST /api/{t}/{repo}/paths-info/{rev}                 entries for `paths` (form or JSON body)
+    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}   file content, Range support
 
 The hub's own scan, as the Hub reports it, only when asked: `set_security` gives a file a status;
 `securityStatus=true` (or `expand=securityRepoStatus`; any `expand` returns only the properties it names)
 adds `securityRepoStatus` {scansDone, filesWithIssues: [{path, level}]} to the repo info, and `expand=true`
 on the tree listing and paths-info adds each file's `securityFileStatus` {status, avScan, pickleImportScan}.
 `reports_security = False` is a hub that reports no scan (an older hub, a mirror).
-    HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}   file content, Range support
 
 The same repos are also served through the ModelScope HTTP API (`MODELSCOPE_ENDPOINT=hub.modelscope_url`,
 `{t}` is `models` or `datasets`, `{repo}` must be `owner/name`):
