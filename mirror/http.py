@@ -150,11 +150,32 @@ def get_json(
     """GET a hub's JSON answer, read within the HUB_ANSWER bound. Our errors for a status other than 200,
     a request that failed or an answer too large; ValueError (saying why) for a body that is not JSON, so the
     source says what it expected."""
+    return _json_answer("GET", url, where, token, headers=headers, params=params)
+
+
+def post_form_json(
+    url: str, where: str, token: TokenHint, *, headers: Mapping[str, str], form: Mapping[str, Any]
+) -> Any:
+    """POST a form (a list value repeats its field, as huggingface_hub sends paths-info) and read the hub's
+    JSON answer as `get_json` does."""
+    return _json_answer("POST", url, where, token, headers=headers, form=form)
+
+
+def _json_answer(
+    method: str,
+    url: str,
+    where: str,
+    token: TokenHint,
+    *,
+    headers: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+    form: Mapping[str, Any] | None = None,
+) -> Any:
     import httpx2
 
     body = bytearray()
     try:
-        with session().stream("GET", url, headers=dict(headers), params=params) as response:
+        with session().stream(method, url, headers=dict(headers), params=params, data=form) as response:
             error = status_error(response.status_code, response.headers, where, token)
             if error is not None:
                 raise error

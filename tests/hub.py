@@ -12,6 +12,12 @@ Routes (`{t}` is `models`, `datasets` or `spaces`; file urls use no prefix, `dat
     POST /api/{t}/{repo}/paths-info/{rev}                 entries for `paths` (form or JSON body)
     HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}   file content, Range support
 
+The hub's own scan, as the Hub reports it, only when asked: `set_security` gives a file a status;
+`securityStatus=true` (or `expand=securityRepoStatus`; any `expand` returns only the properties it names)
+adds `securityRepoStatus` {scansDone, filesWithIssues: [{path, level}]} to the repo info, and `expand=true`
+on the tree listing and paths-info adds each file's `securityFileStatus` {status, avScan, pickleImportScan}.
+`reports_security = False` is a hub that reports no scan (an older hub, a mirror).
+
 The same repos are also served through the ModelScope HTTP API (`MODELSCOPE_ENDPOINT=hub.modelscope_url`,
 `{t}` is `models` or `datasets`, `{repo}` must be `owner/name`):
 
@@ -184,6 +190,12 @@ class FileInfo:
         if lfs is None:
             lfs = size >= LFS_SIZE_THRESHOLD or path.lower().endswith(LFS_SUFFIXES)
         return cls(path=path, size=size, sha256=sha256, git_sha1=sha1, lfs=lfs, data=data, source=source)
+
+
+def _query_list(raw_query: str, name: str) -> list[str]:
+    """Every value of `name` in a query string (`expand=a&expand=b`, `expand[]=a`, or `expand=a,b`)."""
+    values = parse_qs(raw_query).get(name, []) + parse_qs(raw_query).get(f"{name}[]", [])
+    return [v for value in values for v in value.split(",") if v]
 
 
 def _normalize_repo_path(path: str) -> str:
@@ -647,6 +659,9 @@ class LoopbackHub:
         self.ignore_range = False
         self.tree_page_size = 1000
         self.rate_limit_per_connection: float | None = None
+        self.reports_security = True  # False: a hub that answers no securityRepoStatus/securityFileStatus
+        self.scans_done = True  # securityRepoStatus.scansDone
+        self._security: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._port = port
         self._repos: dict[tuple[str, str], _Repo] = {}
         self._lock = threading.RLock()
@@ -799,6 +814,65 @@ class LoopbackHub:
             raise KeyError(f"unknown revision {revision!r} of {repo_id}")
         return sorted(commit.files)
 
+    def set_security(
+        self,
+        repo_id: str,
+        path: str,
+        *,
+        status: str | None = "unsafe",
+        pickle_imports: Sequence[tuple[str, str, str]] = (),
+        virus: str | None = None,
+        legacy: bool = False,
+        repo_type: str = "model",
+    ) -> None:
+        """Give `path` (at every commit that has it) the hub's scan `status` ("safe", "unsafe", "caution",
+        "suspicious", "queued", "unscanned", "error"; None: as never scanned), the globals its pickle imports
+        as (module, name, safety: "innocuous" | "suspicious" | "dangerous") and the virus its antivirus found.
+        The file's `securityFileStatus` takes the Hub's current shape (avScan/pickleImportScan with a `status`,
+        a `message`, `pickleImports`), or with `legacy` the older one huggingface_hub documents
+        (avScan {virusFound, virusNames}, pickleImportScan {highestSafetyLevel, imports})."""
+        key = (repo_type, repo_id, path)
+        with self._lock:
+            if status is None:
+                self._security.pop(key, None)
+                return
+            imports = [{"module": m, "name": n, "safety": f} for m, n, f in pickle_imports]
+            order = ("innocuous", "suspicious", "dangerous")
+            highest = max((i["safety"] for i in imports), key=order.index, default=None)
+            if legacy:
+                av: dict[str, Any] = {
+                    "virusFound": virus is not None,
+                    "virusNames": [virus] if virus else None,
+                }
+                pickle: dict[str, Any] | None = (
+                    {"highestSafetyLevel": highest, "imports": imports} if imports else None
+                )
+            else:
+                av = {"status": "unsafe", "message": virus} if virus else {"status": "safe"}
+                level = {"innocuous": "safe", "suspicious": "suspicious", "dangerous": "unsafe"}
+                pickle = (
+                    {"status": level[highest or "innocuous"], "pickleImports": imports}
+                    if imports
+                    else {"status": "unscanned"}
+                )
+            self._security[key] = {"status": status, "avScan": av, "pickleImportScan": pickle}
+
+    def _security_json(self, repo: _Repo, path: str) -> dict[str, Any]:
+        """A file's `securityFileStatus`: what `set_security` gave it, else never scanned."""
+        with self._lock:
+            found = self._security.get((repo.repo_type, repo.repo_id, path))
+        unscanned = {"status": "unscanned"}
+        return found or {"status": "unscanned", "avScan": unscanned, "pickleImportScan": unscanned}
+
+    def _repo_security_json(self, repo: _Repo, commit: _Commit) -> dict[str, Any]:
+        """`securityRepoStatus`: the files of `commit` whose scan found an issue, with its level."""
+        issues = []
+        for path in sorted(commit.files):
+            level = self._security_json(repo, path)["status"]
+            if level not in ("safe", "unscanned", "queued", "error"):
+                issues.append({"path": path, "level": level})
+        return {"scansDone": self.scans_done, "filesWithIssues": issues}
+
     def _get_repo(self, repo_id: str, repo_type: str) -> _Repo:
         repo = self._repos.get((repo_type, repo_id))
         if repo is None:
@@ -874,7 +948,9 @@ class LoopbackHub:
         query = {k: v[-1] for k, v in parse_qs(query_string, keep_blank_values=True).items()}
         segs = raw_path.lstrip("/").split("/")
         if len(segs) >= 3 and segs[0] == "api" and segs[1] in _API_PLURAL:
-            return self._route_api(method, _API_PLURAL[segs[1]], segs[1], segs[2:], raw_path, query, body)
+            return self._route_api(
+                method, _API_PLURAL[segs[1]], segs[1], segs[2:], raw_path, query, body, query_string
+            )
         repo_type = "model"
         if segs[0] in ("datasets", "spaces") and len(segs) > 1:
             repo_type, segs = _API_PLURAL[segs[0]], segs[1:]
@@ -935,6 +1011,7 @@ class LoopbackHub:
         raw_path: str,
         query: dict[str, str],
         body: bytes,
+        raw_query: str = "",
     ) -> _Response:
         found = self._split_repo(repo_type, segs, ("revision", "tree", "refs", "paths-info", ""))
         if found is None:
@@ -959,7 +1036,16 @@ class LoopbackHub:
             if rest:
                 return _error(404, None, "Not Found")
             blobs = query.get("blobs", "").lower() in ("1", "true")
-            return _json_response(200, self._info_json(repo, commit, blobs))
+            info = self._info_json(repo, commit, blobs)
+            wanted_props = _query_list(raw_query, "expand")
+            if self.reports_security and (
+                query.get("securityStatus", "").lower() in ("1", "true")
+                or "securityRepoStatus" in wanted_props
+            ):
+                info["securityRepoStatus"] = self._repo_security_json(repo, commit)
+            if wanted_props:  # as the Hub: only the properties named (and the ids)
+                info = {k: v for k, v in info.items() if k in ("_id", "id", *wanted_props)}
+            return _json_response(200, info)
         expand = query.get("expand", "").lower() in ("1", "true")
         if kw == "paths-info":
             return self._paths_info(repo, commit, rest, body, expand)
@@ -1031,6 +1117,8 @@ class LoopbackHub:
             with self._lock:
                 last = repo.last_commit_for(commit, path)
             entry["lastCommit"] = {"id": last.sha, "title": last.message, "date": _iso(last.date)}
+            if info is not None and self.reports_security:
+                entry["securityFileStatus"] = self._security_json(repo, path)
         return entry
 
     def _tree(

@@ -2,16 +2,22 @@
 
 The two metadata requests are the ones huggingface_hub's `HfApi.model_info` (`dataset_info`) makes, with its
 headers, over its session (see mirror.http); not importing `HfApi` itself keeps a cron run's start short.
+`hub_scan` asks the hub for its own scan of a commit's files (what its answers mean: mirror.sources.hub_scan).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 from mirror.errors import HubError
-from mirror.http import FileRequest, get_json, hf_headers
+from mirror.http import FileRequest, get_json, hf_headers, post_form_json
 from mirror.sources import HubSource, RemoteFile, RemoteSnapshot
+from mirror.sources.hub_scan import HubScan, file_statuses, finding, flagged_paths, scans_done
+
+# Files per paths-info request with `expand` (the Hub answers at most 50 expanded entries at once).
+PATHS_INFO_BATCH = 50
 
 
 class HuggingFaceSource(HubSource):
@@ -51,11 +57,51 @@ class HuggingFaceSource(HubSource):
         url = hf_hub_url(repo_id, path, repo_type=repo_type, revision=commit, endpoint=self.endpoint)
         return FileRequest(url=url, headers=dict(self._headers), token_hint=self._token_hint)
 
-    def _info(self, repo_id: str, repo_type: str, revision: str, *, blobs: bool) -> dict[str, Any]:
+    def hub_scan(self, repo_id: str, repo_type: str, commit: str, paths: Iterable[str]) -> HubScan:
+        """The hub's own scan of `paths` (files of `commit`): a `hub_flagged` finding per file it flagged.
+
+        One request when nothing is flagged: the repo info with `securityStatus=true` (HfApi.model_info's
+        `securityStatus`) lists the files with issues; then paths-info with `expand=true` for those files only
+        (one request per PATHS_INFO_BATCH), for the hub's words. The tree listing with `expand=true` would
+        give the same per file, but at 50 entries a request for every file of the repo, each costing the hub a
+        last-commit lookup. A hub that does not report, or a request that fails, gives no finding and a note:
+        never an error (the sync does not depend on it)."""
+        where = _where(repo_id, repo_type, commit, self.endpoint)
+        try:
+            info = self._info(repo_id, repo_type, commit, params={"securityStatus": True})
+        except HubError as e:
+            return HubScan(notes=(f"the hub's own scan was not read: {e}",))
+        flagged = flagged_paths(info, paths)
+        if flagged is None:
+            return HubScan(notes=(f"{where}: the hub does not report a scan of its own",))
+        notes = [] if scans_done(info) else [f"{where}: the hub has not finished scanning this revision"]
+        statuses: dict[str, Any] = {}
+        names = sorted(flagged)
+        url = f"{self.endpoint}/api/{repo_type}s/{repo_id}/paths-info/{quote(commit, safe='')}"
+        for start in range(0, len(names), PATHS_INFO_BATCH):
+            form: Mapping[str, Any] = {"paths": names[start : start + PATHS_INFO_BATCH], "expand": True}
+            try:
+                entries = post_form_json(url, where, self._token_hint, headers=self._headers, form=form)
+            except (HubError, ValueError) as e:
+                notes.append(f"the hub's detail of its scan was not read ({e}): its level is recorded")
+                break
+            statuses.update(file_statuses(entries))
+        findings = tuple(finding(path, statuses.get(path), flagged[path]) for path in names)
+        return HubScan(findings, tuple(notes))
+
+    def _info(
+        self,
+        repo_id: str,
+        repo_type: str,
+        revision: str,
+        *,
+        blobs: bool = False,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """`GET /api/{models,datasets}/{repo}/revision/{revision}[?blobs=true]`, as HfApi sends it."""
         where = _where(repo_id, repo_type, revision, self.endpoint)
         url = f"{self.endpoint}/api/{repo_type}s/{repo_id}/revision/{quote(revision, safe='')}"
-        params = {"blobs": True} if blobs else None
+        params = {"blobs": True} if blobs else params
         try:
             data = get_json(url, where, self._token_hint, headers=self._headers, params=params)
         except ValueError as e:

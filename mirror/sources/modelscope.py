@@ -9,6 +9,7 @@ cache needs are computed while the files stream (see transfer.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -16,6 +17,7 @@ from mirror.errors import HubError, NotFoundError, UsageError
 from mirror.http import FileRequest, get_json, modelscope_headers
 from mirror.paths import is_commit
 from mirror.sources import HubSource, RemoteFile, RemoteSnapshot
+from mirror.sources.hub_scan import HubScan
 
 
 class ModelScopeSource(HubSource):
@@ -65,6 +67,13 @@ class ModelScopeSource(HubSource):
         if not is_commit(commit):
             raise HubError(f"{where}: the listing does not name one commit for this revision")
         return RemoteSnapshot(commit=commit, files=files)
+
+    def hub_scan(self, repo_id: str, repo_type: str, commit: str, paths: Iterable[str]) -> HubScan:
+        """No request: ModelScope's API (its files listing, its model info; modelscope_hub's client) reports no
+        scan of its own for a file."""
+        return HubScan(
+            notes=(f"modelscope {repo_id} at {commit}: ModelScope does not report a scan of its own",)
+        )
 
     def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
         url = f"{self._repo_url(repo_id, repo_type)}/repo?Revision={quote_plus(commit)}&FilePath={quote_plus(path)}"

@@ -8,6 +8,7 @@ findings a policy turns into verdicts (issue 15: nothing unsafe crosses the gap 
   containers; `pickle_walk` walks one pickle's opcodes for it (bounded, never loaded);
 - `remote_code`: `*.py` files, `auto_map`, code taken from other repos;
 - `policy`: the manifest's `policy:` section and `--policy FILE`, and the verdict of a set of findings.
+- the hub's own scan (`hub_flagged`) is read from the hub's answers, not the bytes: `mirror.sources.hub_scan`.
 
 Checks read streams (`BinaryIO`) so they run on a store's blob, a bundle member or a file alike.
 """
