@@ -91,6 +91,7 @@ def test_the_default_policy_warns_about_pickles_and_remote_code_and_names_the_mi
     assert f"warned  pytorch_model.bin: {IMPORTS_SYSTEM} [policy pickle: warn]" in out
     assert "auto_map refers to org/other, which is not here: the model will not load offline" in out
     assert "from another repo, org/other [policy remote_code: warn]" in out
+    assert "huggingface:org/good@" in out and "(licence mit; 0 denied, 0 warned, 0 allowed)" in out
     assert out.splitlines()[-1].startswith(f"ok  {store}: 3 revision(s) scanned")
 
 

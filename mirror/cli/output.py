@@ -238,8 +238,9 @@ def scanned_revision_lines(revision: ScannedRevision) -> list[str]:
     not here, and what could not be read."""
     verdict = revision.verdict
     state = "DENIED" if not verdict.ok else "ok"
+    licences = ", ".join(revision.scan.licenses) or "none named"
     counts = f"{len(verdict.denied)} denied, {len(verdict.warned)} warned, {len(verdict.allowed)} allowed"
-    out = [f"{state:<8}{revision.repo}@{revision.commit[:12]} ({counts})"]
+    out = [f"{state:<8}{revision.repo}@{revision.commit[:12]} (licence {licences}; {counts})"]
     for word, rulings in (
         ("denied", verdict.denied),
         ("warned", verdict.warned),
@@ -249,7 +250,7 @@ def scanned_revision_lines(revision: ScannedRevision) -> list[str]:
             f"  {word:<8}{r.finding.path or '(revision)'}: {r.finding.detail} [{r.rule}]" for r in rulings
         ]
     out += [
-        f"  missing {repo}: auto_map refers to {repo}, which is not here: the model will not load offline"
+        f"  missing auto_map refers to {repo}, which is not here: the model will not load offline"
         for repo in revision.missing_repos
     ]
     out += [f"  unread  {why}" for why in revision.unscanned]

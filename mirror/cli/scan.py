@@ -11,14 +11,13 @@ import click
 
 from mirror.cli.exits import EXIT_CODES_HELP
 from mirror.cli.options import (
-    BUNDLE,
     json_option,
-    layout_options,
     open_store,
     output_options,
     resolve_target,
     settings,
-    store_option,
+    source_options,
+    tree_layout,
 )
 from mirror.cli.output import emit, scan_lines
 from mirror.exits import ExitCode
@@ -34,13 +33,9 @@ SCAN_EXITS = (
 
 
 @click.command(epilog=SCAN_EXITS + EXIT_CODES_HELP)
-@click.argument("bundles", nargs=-1, type=BUNDLE)
-@store_option
-@layout_options(
-    layout_help="The layout of --target (default: hf).",
+@source_options(
     target_help="Scan the revisions a `mirror import` wrote there (default with --layout: where import "
-    "writes), as its receipts list them.",
-    layout_default=None,
+    "writes), as its receipts list them."
 )
 @click.option(
     "--policy",
@@ -70,10 +65,8 @@ def scan(
     from mirror.validate.policy import DEFAULT_POLICY
 
     policy = load_policy_file(policy_file) if policy_file is not None else DEFAULT_POLICY
-    if target is not None or layout is not None:
-        if bundles or store is not None:
-            raise click.UsageError("--target/--layout scan an imported tree: give no BUNDLE or --store")
-        layout = layout or "hf"
+    layout = tree_layout(bundles, store, target, layout, "scan")
+    if layout is not None:
         where = resolve_target(layout, target)
         if layout == "store":
             report = scan_store(open_store(where), policy)
