@@ -4,7 +4,8 @@ store (every commit it records), of bundles (streamed once, verified as read) or
 
 A bundle is read once, in archive order: a member some check reads (a header, a pickle, a config file,
 the README) is spooled to a temporary file (at most its size: disk, never memory) and checked for every
-revision file that holds that content; the other members are only verified. What a bundle does not pack
+revision file that holds that content (config files and the README kept on disk until the revisions are
+assembled); the other members are only verified. What a bundle does not pack
 itself (content a delta leaves in the target, pieces of a file split across volumes, files of another
 volume) is reported as not scanned.
 """
@@ -32,6 +33,7 @@ from mirror.validate.scan import (
     checks_for,
     is_small_read,
     read_bound,
+    read_small,
     revision_scan,
     scan_file,
     scan_revision,
@@ -183,11 +185,14 @@ def scan_bundles(
     return _report(", ".join(str(b) for b in bundles), found, policy)
 
 
-def _small(small: dict[tuple[Where, str], bytes], where: Where, path: str) -> bytes | None:
-    return small.get((where, path))
-
-
 def _scan_bundle(bundle: location.BundlePath, temp_dir: Path | None) -> list[_Scanned]:
+    with tempfile.TemporaryDirectory(dir=temp_dir, prefix="mirror-scan-") as kept:
+        return _scan_bundle_in(bundle, Path(kept))
+
+
+def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[_Scanned]:
+    """One bundle, its members spooled in `spool_dir`: each deleted once checked, except the small files
+    (config files, the README) kept there until their revisions are assembled, so memory stays flat."""
     with open_bundle(bundle) as reader:
         index = reader.index
         this = index.volume_set.volume if index.volume_set is not None else None
@@ -210,29 +215,36 @@ def _scan_bundle(bundle: location.BundlePath, temp_dir: Path | None) -> list[_Sc
                     else:
                         users[f.sha256].append((where, f.path))
         content: dict[Where, list[Finding]] = defaultdict(list)
-        small: dict[tuple[Where, str], bytes] = {}
-        for member in reader.files():
+        small: dict[tuple[Where, str], ScanFile] = {}
+        for number, member in enumerate(reader.files()):
             holders = users.get(member.member.sha256, [])
             wanted = member.member.chunk is None and member.link_to is None
             if not wanted or not any(checks_for(p) or is_small_read(p) for _, p in holders):
                 member.read()
                 continue
-            with tempfile.NamedTemporaryFile(dir=temp_dir, prefix="mirror-scan-") as spool:
-                member.read(spool.write)
-                spool.flush()
-                opener = partial(_open_file, Path(spool.name))
-                for where, path in holders:
-                    file = ScanFile(path, member.member.size, opener)
-                    content[where] += scan_file(file, temp_dir)
-                    if is_small_read(path) and file.size <= read_bound(path):
-                        with opener() as stream:
-                            small[(where, path)] = stream.read(read_bound(path) + 1)
-    return [
-        _Scanned(
-            where[0],
-            where[1],
-            revision_scan(files, content[where], partial(_small, small, where)),
-            tuple(unscanned[where]),
-        )
-        for where, files in sizes.items()
-    ]
+            spool = spool_dir / str(number)
+            with spool.open("wb") as sink:
+                member.read(sink.write)
+            kept = False
+            for where, path in holders:
+                file = ScanFile(path, member.member.size, partial(_open_file, spool))
+                content[where] += scan_file(file, spool_dir)
+                if is_small_read(path) and file.size <= read_bound(path):
+                    small[(where, path)] = file
+                    kept = True
+            if not kept:
+                spool.unlink()
+        return [
+            _Scanned(
+                where[0],
+                where[1],
+                revision_scan(files, content[where], partial(_small, small, where)),
+                tuple(unscanned[where]),
+            )
+            for where, files in sizes.items()
+        ]
+
+
+def _small(small: dict[tuple[Where, str], ScanFile], where: Where, path: str) -> bytes | None:
+    file = small.get((where, path))
+    return read_small(file) if file is not None else None

@@ -15,9 +15,11 @@ import pytest
 
 from mirror.clock import SYSTEM
 from mirror.s3 import parse_s3_url
+from mirror.scanning import scan_bundles
 from mirror.storage.s3 import S3Storage
 from mirror.store import Store
 from mirror.validate.findings import Finding
+from mirror.validate.policy import DEFAULT_POLICY
 from mirror.validate.scan import ScanFile, checks_for, scan_file, scan_revision
 from tests.conftest import put_repo
 from tests.s3server import S3Bucket
@@ -277,6 +279,14 @@ def test_a_stream_that_cannot_seek_is_spooled_for_the_pickle_check(tmp_path: Pat
     assert found == scan_file(ScanFile("model.bin", len(EVIL), opener(EVIL)))
     assert found == [Finding("model.bin", "pickle", IMPORTS_SYSTEM)]
     assert all(s.closed for s in OPENED) and list(spool.iterdir()) == []
+
+
+def test_a_bundle_scan_leaves_nothing_in_its_temporary_folder(store: Store, tmp_path: Path) -> None:
+    bundle, spool = tmp_path / "b.tar.zst", tmp_path / "spool"
+    assert run("export", "--store", store.local_root, "-o", bundle).exit_code == 0
+    spool.mkdir()
+    report = scan_bundles([bundle], DEFAULT_POLICY, spool)
+    assert report.ok and len(report.revisions) == 3 and list(spool.iterdir()) == []
 
 
 def test_files_no_check_reads_are_never_opened() -> None:
