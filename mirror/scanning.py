@@ -2,25 +2,29 @@
 store (every commit it records), of bundles (streamed once, verified as read) or of a tree an import wrote
 (every revision its receipts list), each judged by a policy.
 
-A bundle is read once, in archive order: a member some check reads (a header, a pickle, a config file,
-the README) is spooled to a temporary file (at most its size: disk, never memory) and checked for every
-revision file that holds that content (config files and the README kept on disk until the revisions are
-assembled); the other members are only verified. What a bundle does not pack
-itself (content a delta leaves in the target, pieces of a file split across volumes, files of another
-volume) is reported as not scanned.
+A bundle is read once, in archive order. A member one header check reads is checked as it streams by
+(`MemberPipe`); a member some other check reads (a pickle: it seeks; a config file, the README; content
+held under several names) is spooled to a temporary file (at most its size: disk, never memory) and
+checked for every revision file that holds it (config files and the README kept on disk until the
+revisions are assembled); the other members are only verified. What a bundle does not pack itself
+(content a delta leaves in the target, pieces of a file split across volumes, files of another volume)
+is reported as not scanned.
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mirror.bundle import location, open_bundle
+from mirror.bundle.reader import BundleFile
 from mirror.errors import MirrorError
 from mirror.repo import RepoKey
 from mirror.storage.base import MISSING
@@ -28,6 +32,8 @@ from mirror.store import Store
 from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy, Verdict
 from mirror.validate.scan import (
+    SEEKS,
+    MemberPipe,
     RevisionScan,
     ScanFile,
     checks_for,
@@ -222,6 +228,11 @@ def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[_Scann
             if not wanted or not any(checks_for(p) or is_small_read(p) for _, p in holders):
                 member.read()
                 continue
+            streamed = _streamable(holders)
+            if streamed is not None:
+                where, path = streamed
+                content[where] += _scan_streaming(member, path, spool_dir)
+                continue
             spool = spool_dir / str(number)
             with spool.open("wb") as sink:
                 member.read(sink.write)
@@ -243,6 +254,29 @@ def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[_Scann
             )
             for where, files in sizes.items()
         ]
+
+
+def _streamable(holders: Sequence[tuple[Where, str]]) -> tuple[Where, str] | None:
+    """The one file a member's content is checked as, when that check reads forward only (a header) and no
+    small file needs its bytes: then the member is checked as it streams, never spooled."""
+    read = [(where, path) for where, path in holders if checks_for(path) or is_small_read(path)]
+    if len(read) != 1 or is_small_read(read[0][1]) or any(c in SEEKS for c in checks_for(read[0][1])):
+        return None
+    return read[0]
+
+
+def _scan_streaming(member: BundleFile, path: str, spool_dir: Path) -> list[Finding]:
+    """Check a member as the bundle reader verifies it: the check reads a pipe on a thread of its own, fed
+    by the reader (a few blocks at a time); what it leaves unread is only verified."""
+    pipe = MemberPipe()
+    file = ScanFile(path, member.member.size, lambda: io.BufferedReader(pipe))
+    with ThreadPoolExecutor(1, thread_name_prefix="mirror-scan") as pool:
+        checked = pool.submit(scan_file, file, spool_dir)
+        try:
+            member.read(pipe.feed)
+        finally:
+            pipe.end()
+        return checked.result()
 
 
 def _small(small: dict[tuple[Where, str], ScanFile], where: Where, path: str) -> bytes | None:

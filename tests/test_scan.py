@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
 
+from mirror import scanning
 from mirror.clock import SYSTEM
 from mirror.s3 import parse_s3_url
 from mirror.scanning import scan_bundles
@@ -20,7 +23,7 @@ from mirror.storage.s3 import S3Storage
 from mirror.store import Store
 from mirror.validate.findings import Finding
 from mirror.validate.policy import DEFAULT_POLICY
-from mirror.validate.scan import ScanFile, checks_for, scan_file, scan_revision
+from mirror.validate.scan import MemberPipe, ScanFile, checks_for, scan_file, scan_revision
 from tests.conftest import put_repo
 from tests.s3server import S3Bucket
 from tests.test_exits import run
@@ -31,6 +34,7 @@ from tests.test_validate_pickles import Evil
 GOOD = safetensors_file({"w": tensor("F32", [2], 0, 8)}, bytes(8))
 BROKEN = safetensors_file({"w": tensor("F32", [4], 0, 16)}, bytes(8))  # the data holds 8 bytes, not 16
 EVIL = pickle.dumps(Evil(), protocol=2)
+FAILSAFE = 60.0  # seconds a thread of a test may take before it is called stuck
 AUTO_MAP = json.dumps({"auto_map": {"AutoModel": "org/other--modeling.Model"}}).encode()
 
 
@@ -287,6 +291,60 @@ def test_a_bundle_scan_leaves_nothing_in_its_temporary_folder(store: Store, tmp_
     spool.mkdir()
     report = scan_bundles([bundle], DEFAULT_POLICY, spool)
     assert report.ok and len(report.revisions) == 3 and list(spool.iterdir()) == []
+
+
+def test_a_header_is_checked_as_the_bundle_streams_and_pickles_are_spooled(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = safetensors_file({"w": tensor("U8", [3 << 20], 0, 3 << 20)}, os.urandom(3 << 20))
+    fill(store, {"org/big": {"model.safetensors": big}})
+    bundle = tmp_path / "b.tar.zst"
+    assert run("export", "--store", store.local_root, "-o", bundle).exit_code == 0
+    streamed: list[str] = []
+    original = scanning._scan_streaming
+
+    def spy(member: Any, path: str, spool_dir: Path) -> list[Finding]:
+        streamed.append(path)
+        return original(member, path, spool_dir)
+
+    monkeypatch.setattr(scanning, "_scan_streaming", spy)
+    report = by_repo(scan_bundles([bundle], DEFAULT_POLICY).to_json())
+    # org/big's alone; org/good's and org/remote's are one content under two names: spooled, checked twice
+    assert streamed == ["model.safetensors"]
+    assert report["org/big"]["findings"] == [] and report["org/evil"]["findings"][0]["kind"] == "pickle"
+
+
+def test_a_pipe_closed_early_never_blocks_its_feeder() -> None:
+    pipe = MemberPipe(depth=1)
+    blocks = [bytes([i]) * 1000 for i in range(50)]
+
+    def feed() -> None:
+        for block in blocks:
+            pipe.feed(memoryview(block))
+        pipe.end()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with io.BufferedReader(pipe) as stream:
+        assert stream.read(1500) == blocks[0] + blocks[1][:500]
+    feeder.join(FAILSAFE)
+    assert not feeder.is_alive()
+
+
+def test_a_pipe_read_to_its_end_gives_every_byte() -> None:
+    pipe = MemberPipe(depth=2)
+    data = os.urandom(100_000)
+
+    def feed() -> None:
+        for start in range(0, len(data), 7000):
+            pipe.feed(data[start : start + 7000])
+        pipe.end()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with io.BufferedReader(pipe) as stream:
+        assert stream.read() == data
+    feeder.join(FAILSAFE)
 
 
 def test_files_no_check_reads_are_never_opened() -> None:

@@ -13,8 +13,11 @@ within their bounds only.
 
 from __future__ import annotations
 
+import io
 import posixpath
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -99,6 +102,57 @@ def read_small(file: ScanFile) -> bytes:
     """A small file's bytes, one more than its bound at most (so that an overlong one shows)."""
     with closing(file.open()) as stream:
         return stream.read(read_bound(file.path) + 1)
+
+
+class MemberPipe(io.RawIOBase):
+    """A forward-only stream of bytes pushed by another thread (`feed`, then `end`): a bundle member read
+    by a check while the bundle reader verifies it. At most a few blocks wait in it. Closing it early (the
+    check read its header) makes `feed` discard the rest, so the pusher never blocks on a reader gone."""
+
+    def __init__(self, depth: int = 4) -> None:
+        super().__init__()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._gone = threading.Event()
+        self._block = memoryview(b"")
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def feed(self, block: memoryview | bytes) -> None:
+        """Give the reader a copy of `block` (waiting while the pipe is full); nothing once it is closed."""
+        if not self._gone.is_set():
+            self._queue.put(bytes(block))
+
+    def end(self) -> None:
+        """No more bytes: the reader gets end of file."""
+        if not self._gone.is_set():
+            self._queue.put(None)
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._block:
+            if self._ended:
+                return 0
+            item = self._queue.get()
+            if item is None:
+                self._ended = True
+                return 0
+            self._block = memoryview(item)
+        n = min(len(buffer), len(self._block))
+        buffer[:n] = self._block[:n]
+        self._block = self._block[n:]
+        return n
+
+    def close(self) -> None:
+        """Stop reading: what is queued is dropped, which frees a `feed` waiting for room (it then puts
+        its one block in the emptied queue and returns), and later feeds drop theirs."""
+        self._gone.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        super().close()
 
 
 @dataclass(frozen=True)
