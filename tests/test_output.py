@@ -156,6 +156,7 @@ def _failures(tmp_path: Path, bundle: Path) -> dict[str, tuple[list[str], int]]:
         "keygen": (["keygen", "-o", str(tmp_path / "taken")], 1),
         "inspect": (["inspect", str(tmp_path / "bad.yml")], 4),
         "verify": (["verify", str(damaged)], 4),
+        "scan": (["scan", str(damaged)], 4),
         "serve": (["serve", "--store", str(tmp_path / "no-store")], 2),
     }
 

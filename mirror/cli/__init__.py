@@ -50,6 +50,7 @@ from mirror.cli.output import (
     keygen_lines,
     status_line,
 )
+from mirror.cli.scan import scan as scan_cmd
 from mirror.cli.serve import serve as serve_cmd
 from mirror.errors import DamagedBlobError
 from mirror.exits import ExitCode
@@ -375,7 +376,7 @@ def keygen(prefix: Path, as_json: bool) -> None:
     emit(keys, as_json, keygen_lines(keys))
 
 
-for command in (*airgapped.COMMANDS, serve_cmd):
+for command in (*airgapped.COMMANDS, scan_cmd, serve_cmd):
     cli.add_command(command)
 
 

@@ -24,7 +24,8 @@ from mirror.cli.options import (
     progress,
     resolve_target,
     settings,
-    store_option,
+    source_options,
+    tree_layout,
     wait_option,
 )
 from mirror.cli.output import (
@@ -208,13 +209,9 @@ def inspect(bundle: BundlePath, as_json: bool) -> None:
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("bundles", nargs=-1, type=BUNDLE)
-@store_option
-@layout_options(
-    layout_help="The layout of --target (default: hf).",
+@source_options(
     target_help="Re-hash a tree `mirror import` wrote (default with --layout: where import writes) against "
-    "the receipts it left; name every file changed or missing.",
-    layout_default=None,
+    "the receipts it left; name every file changed or missing."
 )
 @json_option
 @output_options
@@ -230,10 +227,8 @@ def verify(
     the next sync that needs it fetches it again."""
     from mirror.verify import verify_bundles, verify_store, verify_target
 
-    if target is not None or layout is not None:
-        if bundles or store is not None:
-            raise click.UsageError("--target/--layout verify an imported tree: give no BUNDLE or --store")
-        layout = layout or "hf"
+    layout = tree_layout(bundles, store, target, layout, "verify")
+    if layout is not None:
         checked = verify_target(layout, local_target(resolve_target(layout, target)), progress=progress())
         emit([checked], as_json, target_lines(checked))
         if not checked.ok:

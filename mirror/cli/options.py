@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -159,6 +159,30 @@ def layout_options(
         )(fn)
 
     return decorate
+
+
+def source_options(*, target_help: str) -> Callable[[F], F]:
+    """BUNDLES, --store and --layout/--target: what `verify` and `scan` read (see `tree_layout`)."""
+
+    def decorate(fn: F) -> F:
+        fn = layout_options(
+            layout_help="The layout of --target (default: hf).", target_help=target_help, layout_default=None
+        )(fn)
+        return click.argument("bundles", nargs=-1, type=BUNDLE)(store_option(fn))
+
+    return decorate
+
+
+def tree_layout(
+    bundles: Sequence[Any], store: StoreName | None, target: StoreName | None, layout: str | None, verb: str
+) -> str | None:
+    """The layout of the imported tree --target/--layout name (`hf` by default), None when they name none;
+    a usage error when BUNDLE or --store is given beside them."""
+    if target is None and layout is None:
+        return None
+    if bundles or store is not None:
+        raise click.UsageError(f"--target/--layout {verb} an imported tree: give no BUNDLE or --store")
+    return layout or "hf"
 
 
 def resolve_target(layout: str, target: StoreName | None) -> StoreName:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mirror.gc import GcReport
     from mirror.inventory import InventoryWritten
     from mirror.report import ImportReport, MissingRepo, RepoReport
+    from mirror.scanning import ScannedRevision, ScanReport
     from mirror.signing import KeyFiles
     from mirror.status import RevisionStatus
     from mirror.sync import ItemResult
@@ -226,4 +227,45 @@ def import_report_lines(report: ImportReport) -> list[str]:
     out += [f"  CORRUPT   {c}" for c in report.corrupt]
     out += [f"  {line}" for m in report.missing for line in missing_repo_lines(m)]
     out += [f"  KEPT      {k}" for k in report.kept]
+    return out
+
+
+# scan
+
+
+def scanned_revision_lines(revision: ScannedRevision) -> list[str]:
+    """scan: one revision's verdict, then each finding with its verdict and rule, what it refers to that is
+    not here, and what could not be read."""
+    verdict = revision.verdict
+    state = "DENIED" if not verdict.ok else "ok"
+    licences = ", ".join(revision.scan.licenses) or "none named"
+    counts = f"{len(verdict.denied)} denied, {len(verdict.warned)} warned, {len(verdict.allowed)} allowed"
+    out = [f"{state:<8}{revision.repo}@{revision.commit[:12]} (licence {licences}; {counts})"]
+    for word, rulings in (
+        ("denied", verdict.denied),
+        ("warned", verdict.warned),
+        ("allowed", verdict.allowed),
+    ):
+        out += [
+            f"  {word:<8}{r.finding.path or '(revision)'}: {r.finding.detail} [{r.rule}]" for r in rulings
+        ]
+    out += [
+        f"  missing auto_map refers to {repo}, which is not here: the model will not load offline"
+        for repo in revision.missing_repos
+    ]
+    out += [f"  unread  {why}" for why in revision.unscanned]
+    return out
+
+
+def scan_lines(report: ScanReport) -> list[str]:
+    """scan: every revision, the problems of the source, and a summary."""
+    out = [line for r in report.revisions for line in scanned_revision_lines(r)]
+    out += [f"PROBLEM {p}" for p in report.problems]
+    denied = sum(1 for r in report.revisions if not r.verdict.ok)
+    findings = sum(len(r.scan.findings) for r in report.revisions)
+    state = "ok  " if report.ok else "DENIED  "
+    out.append(
+        f"{state}{report.scanned}: {len(report.revisions)} revision(s) scanned, {findings} finding(s), "
+        f"{denied} revision(s) denied by the policy"
+    )
     return out

@@ -234,8 +234,9 @@ class DirLayout(Layout):
                 if record.folder is None or record.commit is None:
                     raise ValueError("malformed: no folder or commit")
                 folder = join_inside(self.target, check_relpath(record.folder))
+                key = RepoKey(record.source, record.repo_type, record.repo_id)
                 files += [
-                    ExpectedFile(join_inside(folder, path), size, sha256)
+                    ExpectedFile(join_inside(folder, path), size, sha256, key, c, path)
                     for c, path, size, sha256 in record.files()
                     if c == record.commit
                 ]

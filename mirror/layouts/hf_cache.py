@@ -16,7 +16,7 @@ from mirror.fsutil import entries, regular_files
 from mirror.layouts.layout import ExpectedFile
 from mirror.paths import is_commit, is_sha256, join_inside
 from mirror.receipt import read_receipt
-from mirror.repo import parse_cache_folder_name
+from mirror.repo import RepoKey, parse_cache_folder_name
 from mirror.report import HeldRepo
 
 
@@ -73,11 +73,13 @@ class HfCacheReader:
             removed = _removed_commits(repo_dir)
             for receipt in sorted((repo_dir / ".mirror" / "receipts").glob("*.json")):
                 try:
-                    for commit, path, size, sha256 in read_receipt(receipt).files():
+                    record = read_receipt(receipt)
+                    key = RepoKey(record.source, record.repo_type, record.repo_id)
+                    for commit, path, size, sha256 in record.files():
                         if commit in removed:
                             continue
                         snap = join_inside(repo_dir / "snapshots" / commit, path)
-                        files.append(ExpectedFile(snap, size, sha256))
+                        files.append(ExpectedFile(snap, size, sha256, key, commit, path))
                 except (OSError, ValueError) as e:
                     problems.append(f"{receipt}: unreadable receipt ({e})")
         return files, problems

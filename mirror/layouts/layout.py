@@ -41,11 +41,15 @@ def no_checkpoint() -> None:
 
 @dataclass(frozen=True)
 class ExpectedFile:
-    """A file an import wrote, as its receipt records it (for `mirror verify --target`)."""
+    """A file an import wrote, as its receipt records it (for `mirror verify --target`), and which repo
+    revision's file it is (`repo`, `commit`, `name`: its path in the repo; for `mirror scan --target`)."""
 
     path: Path
     size: int
     sha256: str
+    repo: RepoKey | None = None
+    commit: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)

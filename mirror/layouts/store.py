@@ -230,7 +230,10 @@ class StoreLayout(Layout):
                 problems.append(f"{key}: unreadable commit record ({e})")
                 continue
             for snap in snapshots:
-                files += [ExpectedFile(self._blob(f.sha256), f.size, f.sha256) for f in snap.files]
+                files += [
+                    ExpectedFile(self._blob(f.sha256), f.size, f.sha256, key, snap.commit, f.path)
+                    for f in snap.files
+                ]
         return files, problems
 
     def content_files(self) -> Iterator[tuple[Path, str | None]]:
