@@ -483,6 +483,7 @@ def test_onnx_skips_a_large_graph_without_reading_it_when_it_can_seek() -> None:
 @pytest.mark.e2e
 def test_onnx_model_exported_by_torch_passes(tmp_path: Path) -> None:
     import torch  # torch.onnx.export needs the onnx package too (a test dependency)
+
     torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(tmp_path / "m.onnx"), dynamo=False)
     assert run(check_onnx, (tmp_path / "m.onnx").read_bytes()) == []
 
