@@ -43,7 +43,7 @@ from mirror.cli.options import (
     wait_option,
 )
 from mirror.cli.output import (
-    describe_item,
+    describe_items,
     emit,
     export_lines,
     gc_lines,
@@ -162,7 +162,7 @@ def sync(
         if lock_file is not None:
             write_lock(lock_file, locked_revisions(result))
     quiet = click.get_current_context().meta.get("quiet", False)
-    emit(summary, as_json, map(describe_item, result.failed if quiet else result.items))
+    emit(summary, as_json, describe_items(result.failed if quiet else result.items))
     if policy.stop.is_set():
         exit_leaving_stuck_transfers(result.exit_code)
     if result.exit_code:
