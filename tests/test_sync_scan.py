@@ -49,6 +49,15 @@ def item(report: SyncReport, repo: str):  # type: ignore[no-untyped-def]
     return next(i for i in report.items if i.target.key.repo_id == repo)
 
 
+def sync_ok(hub: LoopbackHub, store: Store, repo: str, files: dict[str, bytes]):  # type: ignore[no-untyped-def]
+    """Serve `files` as `repo`, sync it (expected to succeed) and check its ref moved: its commit and result."""
+    commit = hub.add_commit(repo, files)
+    report = run(store, hub, manifest(repo))
+    assert report.exit_code == ExitCode.OK, report.to_json()
+    assert store.read_refs(key(repo))["main"].commit == commit
+    return commit, report, item(report, repo)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store.at(tmp_path / "store", clock=SYSTEM)
@@ -57,13 +66,9 @@ def store(tmp_path: Path) -> Store:
 def test_a_benign_safetensors_model_syncs_with_no_findings_and_its_scan_recorded(
     hub: LoopbackHub, store: Store
 ) -> None:
-    commit = hub.add_commit("org/good", {"config.json": CONFIG, "model.safetensors": BENIGN})
-    report = run(store, hub, manifest("org/good"))
-    assert report.exit_code == ExitCode.OK, report.to_json()
-    good = item(report, "org/good")
+    commit, _, good = sync_ok(hub, store, "org/good", {"config.json": CONFIG, "model.safetensors": BENIGN})
     assert good.checked is not None and good.checked.scanned
     assert good.checked.scan.findings == () and good.warnings == []
-    assert store.read_refs(key("org/good"))["main"].commit == commit
     record = store.read_scan(key("org/good"), commit)
     assert set(record["files"]) == {"config.json", "model.safetensors"}
     assert record["scan"]["findings"] == [] and record["scan"]["size"] == len(CONFIG) + len(BENIGN)
@@ -80,11 +85,7 @@ def test_a_benign_safetensors_model_syncs_with_no_findings_and_its_scan_recorded
 def test_a_malicious_pickle_under_the_default_policy_syncs_with_a_warning(
     hub: LoopbackHub, store: Store
 ) -> None:
-    commit = hub.add_commit("org/evil", {"config.json": CONFIG, "pytorch_model.bin": EVIL})
-    report = run(store, hub, manifest("org/evil"))
-    assert report.exit_code == ExitCode.OK, report.to_json()
-    evil = item(report, "org/evil")
-    assert store.read_refs(key("org/evil"))["main"].commit == commit
+    _, report, evil = sync_ok(hub, store, "org/evil", {"config.json": CONFIG, "pytorch_model.bin": EVIL})
     assert any(
         "pytorch_model.bin" in w and "posix.system" in w and "policy pickle: warn" in w for w in evil.warnings
     )
