@@ -125,7 +125,9 @@ def sync(
     Each revision is resolved to a commit, every file is checked against the hub's own hash while it
     streams (sha256 for LFS files, git blob sha1 for the others), and only what the store lacks is fetched.
     Each model revision succeeds or fails on its own (exit 3 when some failed), whatever its error, and a
-    hub listing that cannot be a real tree is refused. Ctrl-C (or SIGTERM) stops within about a second:
+    hub listing that cannot be a real tree is refused. Each revision, once its files are in, is scanned (the
+    checks of `mirror scan` and the hub's own scan), the scan recorded in the store, and judged by its
+    manifest's policy: a revision the policy denies fails alone, its revision names not moved. Ctrl-C (or SIGTERM) stops within about a second:
     revisions complete by then are recorded, partial downloads are kept for the next run (exit 130).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
