@@ -56,6 +56,12 @@ class PartialError(MirrorError):
     exit_code = ExitCode.PARTIAL
 
 
+class PolicyDenied(MirrorError):
+    """A revision the policy refuses (a sync: exit 3, the others are done; its refs are not moved)."""
+
+    exit_code = ExitCode.PARTIAL
+
+
 class IntegrityError(MirrorError):
     """A hash or size mismatch, a corrupt or hostile bundle (exit 4)."""
 

@@ -14,6 +14,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from mirror.errors import IntegrityError
+from mirror.validate.policy import DEFAULT_POLICY, Policy
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def wants(path: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool
 class RevisionRequest:
     """One revision of one repo, as a manifest entry, a lock file entry or the store's records ask for it:
     which files (include/exclude), where to ask (`endpoint`, None for the hub's own; the token from the
-    variable `token_env`, None for the hub's), and the id it takes in the HF cache (`hf_id`)."""
+    variable `token_env`, None for the hub's), the id it takes in the HF cache (`hf_id`) and the policy a
+    sync judges it by (a manifest entry's `policy:`; the defaults for a lock file's or the store's)."""
 
     key: RepoKey
     revision: str
@@ -165,6 +167,7 @@ class RevisionRequest:
     endpoint: str | None = None
     token_env: str | None = None
     hf_id: str | None = None
+    policy: Policy = DEFAULT_POLICY
 
     def wants(self, path: str) -> bool:
         return wants(path, self.include, self.exclude)

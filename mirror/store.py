@@ -6,6 +6,8 @@ Keys under the storage (guidance, not a contract):
     blobs/sha256/ab/<sha256>                           each content once, whatever repo it came from
     repos/<source>/<type>/<org--name>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
     repos/<source>/<type>/<org--name>/refs.json        revision name -> commit, when synced
+    repos/<source>/<type>/<org--name>/scans/<commit>.json   the validation scan a sync made of the commit's
+                                                       files (mirror.sync.scan owns the record)
     tmp/                                               downloads in progress: `Storage.staging`, a local
                                                        folder (this one in a local store)
     doubt/<sha256>                                     blobs that hashing (verify, export) found damaged
@@ -19,7 +21,7 @@ damaged and fetched again. Bytes flipped in place keep the size, so only hashing
 and `mirror export` hash every blob they read and mark the damaged ones under doubt/, and a sync re-hashes a
 marked blob before it trusts it.
 
-Records and refs are written with conditional writes (the tag read, or ABSENT): a writer that finds the
+Records, scans and refs are written with conditional writes (the tag read, or ABSENT): a writer that finds the
 object changed since it read it re-reads it and applies its change again (a record merges, refs move only
 the names this writer moves), up to `ATTEMPTS` times, then gives up with ConflictError. Two writers thus
 never silently overwrite each other's names or files.
@@ -322,7 +324,23 @@ class Store:
             self.storage.delete(self.refs_key(key))
 
     def drop_snapshot(self, key: RepoKey, commit: str) -> None:
+        """Forget a commit's record and its scan."""
         self.storage.delete(self.snapshot_key(key, commit))
+        self.storage.delete(self.scan_key(key, commit))
+
+    # scans -----------------------------------------------------------------------------------------
+    def scan_key(self, key: RepoKey, commit: str) -> str:
+        """Where the validation scan of a repo commit is kept, beside its record."""
+        return f"{self.repo_key(key)}scans/{check_commit(commit)}.json"
+
+    def read_scan(self, key: RepoKey, commit: str) -> Any:
+        """The commit's scan record (mirror.sync.scan reads it), None when absent."""
+        found = self._read_json(self.scan_key(key, commit))
+        return None if found is None else found[0]
+
+    def write_scan(self, key: RepoKey, commit: str, record: Any) -> None:
+        """Record the commit's scan (a conditional write: written only when it differs from what is there)."""
+        self._update(self.scan_key(key, commit), lambda data: None if data == record else record)
 
     # the importer's trust state ----------------------------------------------------------------------
     @staticmethod

@@ -17,12 +17,13 @@ from mirror.settings import Settings
 from mirror.store import Store
 from mirror.sync import SyncReport, default_source_factory, plan_targets, sync
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command
 from tests.test_sync import FAST
 
 FILES = [
     HubFile("config.json", data=b'{"model_type": "bert"}'),
-    HubFile("model.safetensors", data=b"w" * 5000),
+    HubFile("model.safetensors", data=safetensors_sized(b"w" * 5000)),
 ]
 HF = "version: 1\nmodels:\n  - repo: org/a\n"
 MS = "version: 1\nmodels:\n  - repo: org/a\n    source: modelscope\n"

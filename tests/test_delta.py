@@ -21,6 +21,7 @@ from mirror.inventory import had_by_bundles, read_have, take_inventory
 from mirror.store import Store
 from tests.conftest import put_repo
 from tests.hub import HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import (
     MINILM,
     embeddings,
@@ -163,7 +164,7 @@ def test_since_an_earlier_bundle_gives_the_same_delta(moved: Moved, tmp_path: Pa
 def test_inventory_of_a_cache_huggingface_hub_filled_itself(tmp_path: Path) -> None:
     """No receipts: LFS blobs are taken by name, ordinary blobs hashed; a delta against it packs nothing, and
     its import takes every file from the blobs huggingface_hub wrote."""
-    weights = os.urandom(200_000)
+    weights = safetensors_sized(os.urandom(200_000))
     files = {"config.json": b'{"model_type": "bert"}\n', "model.safetensors": weights}
     manifest = tmp_path / "m.yml"
     manifest.write_text("version: 1\nmodels:\n  - repo: org/hubbed\n")

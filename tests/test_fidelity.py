@@ -32,6 +32,7 @@ from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from tests.conftest import put_repo
 from tests.hub import HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.test_sync import FAST
 
 # -- where the caches are ---------------------------------------------------------------------------------
@@ -181,7 +182,9 @@ def test_inventory_and_verify_default_to_the_clients_cache(
 
 # -- HF_HUB_DISABLE_SYMLINKS: what huggingface_hub writes ------------------------------------------------
 
-WEIGHTS = bytes(range(256)) * 1024  # 256 KiB, an LFS file shared by both repos and both revisions
+WEIGHTS = safetensors_sized(
+    bytes(range(256)) * 1024
+)  # 256 KiB, an LFS file shared by both repos and both revisions
 TWIN_OLD = {
     "config.json": b'{"v": 1}',
     "model.safetensors": WEIGHTS,

@@ -32,6 +32,7 @@ from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from tests.conftest import put_repo
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command
 from tests.test_hub import run_client
 from tests.test_sync import FAST
@@ -454,11 +455,15 @@ def test_a_ref_huggingface_hub_moved_online_is_never_moved_back_by_an_older_bund
     hub: LoopbackHub, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = hub.add_commit(
-        "org/tiny", {"config.json": b'{"v": 1}', "model.safetensors": b"w1" * 100}, tags=["v1.0"]
+        "org/tiny",
+        {"config.json": b'{"v": 1}', "model.safetensors": safetensors_sized(b"w1" * 100)},
+        tags=["v1.0"],
     )
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     older = synced_bundle(hub, tmp_path, "older", ["main"])
-    second = hub.add_commit("org/tiny", {"config.json": b'{"v": 2}', "model.safetensors": b"w2" * 100})
+    second = hub.add_commit(
+        "org/tiny", {"config.json": b'{"v": 2}', "model.safetensors": safetensors_sized(b"w2" * 100)}
+    )
     cache = tmp_path / "cache"
     refs = cache / HF_REPO / "refs"
 
@@ -490,7 +495,9 @@ def test_a_ref_huggingface_hub_moved_online_is_never_moved_back_by_an_older_bund
     assert tree_state(other) == before
 
     # A bundle that itself lists the online commit under another revision (v1.0) moves main past it.
-    third = hub.add_commit("org/tiny", {"config.json": b'{"v": 3}', "model.safetensors": b"w3" * 100})
+    third = hub.add_commit(
+        "org/tiny", {"config.json": b'{"v": 3}', "model.safetensors": safetensors_sized(b"w3" * 100)}
+    )
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000100")
     newer = synced_bundle(hub, tmp_path, "newer", ["main", "v1.0"])
     online = tmp_path / "cache3"

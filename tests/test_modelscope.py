@@ -23,6 +23,7 @@ from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import (
     CLOSED_PORT_ENDPOINT,
     MINILM,
@@ -38,7 +39,7 @@ from tests.test_sync import FAST
 
 pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
 
-SHARED = b"the same weights on both hubs" * 1000
+SHARED = safetensors_sized(b"the same weights on both hubs" * 1000)
 FILES = [
     HubFile("config.json", data=b'{"model_type": "bert"}'),
     HubFile("tokenizer/vocab.txt", data=b"[PAD]\n[UNK]\n"),

@@ -23,12 +23,13 @@ from mirror.store import Store
 from mirror.sync import default_source_factory, plan_targets, sync
 from mirror.verify import verify_store
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
 
 pytestmark = pytest.mark.e2e  # the loopback hub, and the installed `mirror` in subprocesses
 
-BIG = os.urandom(1 << 20) * 24  # 24 MiB, an LFS file
+BIG = safetensors_sized(os.urandom(1 << 20) * 24)  # 24 MiB, an LFS file
 
 
 def sync_text(store: Store, hub: LoopbackHub, text: str):  # type: ignore[no-untyped-def]

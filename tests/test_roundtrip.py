@@ -14,6 +14,7 @@ import pytest
 import zstandard
 
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import (
     MINILM,
     embeddings,
@@ -148,7 +149,7 @@ SHARED = {
     "config.json": b'{"model_type": "gpt2"}',
     "tokenizer/vocab.json": b'{"a": 0}',
     "tokenizer/nested/merges.txt": b"#version: 0.2\na b\n",
-    "model.safetensors": b"\x00" * 300_000,
+    "model.safetensors": safetensors_sized(b"\x00" * 300_000),
     "onnx/model.onnx": b"onnx" * 1000,
     "flax_model.msgpack": b"msgpack" * 100,
 }

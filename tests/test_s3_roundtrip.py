@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import SCRIPT_HEAD, fresh_env, mirror_command
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
 from tests.serving import served
@@ -37,7 +38,7 @@ models:
   - repo: {MS_MODEL}
     source: modelscope
 """
-WEIGHTS = random.Random(14).randbytes(3 << 20)  # an LFS file
+WEIGHTS = safetensors_sized(random.Random(14).randbytes(3 << 20))  # an LFS file
 ROWS = {"text": ["a", "b", "c"], "label": [0, 1, 0]}
 
 CLIENTS = (

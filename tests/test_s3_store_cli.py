@@ -25,13 +25,16 @@ from mirror.gc import ABANDONED, collect_garbage
 from mirror.storage import open_storage
 from mirror.store import Store
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
 from tests.test_resources import peak_rss_mb, put_big_model
 
 pytestmark = pytest.mark.e2e
 
-FILES = {f"shard-{i}.safetensors": os.urandom(3 << 20) for i in range(3)}  # 9 MiB in three LFS files
+FILES = {
+    f"shard-{i}.safetensors": safetensors_sized(os.urandom(3 << 20)) for i in range(3)
+}  # 9 MiB in three LFS files
 MANIFEST = "version: 1\nmodels:\n  - repo: org/big\n"
 FAILSAFE = 60.0
 

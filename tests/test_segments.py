@@ -21,11 +21,12 @@ from mirror.transfer import PIECE_SIZE, SAVE_EVERY, _Segments
 from mirror.verify import verify_store
 from tests.clocks import FakeClock
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 from tests.test_sync import FAST
 
 SIZE = 4 * PIECE_SIZE  # four pieces
-WEIGHTS = os.urandom(1 << 20) * (SIZE >> 20)
+WEIGHTS = safetensors_sized(os.urandom(1 << 20) * (SIZE >> 20))
 MANIFEST = "version: 1\nmodels:\n  - repo: org/big\n"
 
 

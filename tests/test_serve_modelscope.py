@@ -27,6 +27,7 @@ from mirror.store import Store
 from tests.asgi import call
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.serving import Served, served
 from tests.test_hub_modelscope import hexed, ms_env, ms_get, run_client
 from tests.test_modelscope import sync_text
@@ -40,7 +41,7 @@ MS_V1 = {
     "configuration.json": b'{"framework": "pytorch"}\n',
     "sub/dir/nested.txt": b"nested file\n",
     "odd name+plus.txt": b"quote_plus in FilePath\n",
-    "weights/model.safetensors": random.Random(1).randbytes(3 << 20),  # 3 MiB, LFS
+    "weights/model.safetensors": safetensors_sized(random.Random(1).randbytes(3 << 20)),  # 3 MiB, LFS
 }
 MS_MASTER = {**MS_V1, "configuration.json": b'{"framework": "pytorch", "v": 2}\n'}
 HF_FILES = {"config.json": b'{"model_type": "bert"}\n', "tokenizer/vocab.txt": b"[PAD]\n[UNK]\n"}

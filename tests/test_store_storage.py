@@ -33,6 +33,7 @@ from tests.asgi import call
 from tests.clocks import FakeClock, ManualClock
 from tests.conftest import TINY_MAIN, TINY_V1, put_repo
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.s3server import SECRET_KEY, S3Bucket
 from tests.storages import OpaqueStorage
 
@@ -340,7 +341,7 @@ def test_sync_status_verify_export_gc_and_serve_run_over_a_store_in_a_bucket(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    weights = bytes(range(256)) * 40
+    weights = safetensors_sized(bytes(range(256)) * 40)
     hub.add_commit("org/a", {"config.json": b'{"model_type": "bert"}', "model.safetensors": weights})
     manifest = tmp_path / "m.yml"
     manifest.write_text("version: 1\nmodels:\n  - repo: org/a\n")

@@ -20,14 +20,15 @@ from mirror.sync import default_source_factory, locked_revisions, plan_locked, p
 from mirror.verify import verify_store
 from tests.clocks import NO_WAIT, FakeClock
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import ONNX_MODEL, safetensors_sized
 
 FAST = RetryPolicy(clock=NO_WAIT, attempts=4, base=0.01, cap=0.05, total=30)
-WEIGHTS = bytes(range(256)) * 4096  # 1 MiB, served as an LFS file
+WEIGHTS = safetensors_sized(bytes(range(256)) * 4096)  # 1 MiB, served as an LFS file
 NESTED = {
     "config.json": b'{"model_type": "bert"}',
     "tokenizer/vocab.txt": b"[PAD]\n[UNK]\nhello\n",
     "tokenizer/deep/merges.txt": b"a b\n",
-    "onnx/model.onnx": b"onnx-bytes" * 100,
+    "onnx/model.onnx": ONNX_MODEL,
 }
 
 
@@ -135,7 +136,8 @@ def test_first_sync_asks_for_the_full_listing_at_once(hub: LoopbackHub, store: S
     add_nested(hub)
     assert run(store, hub, "version: 1\nmodels:\n  - repo: org/nested\n").exit_code == 0
     metadata = [r.path for r in hub.requests if r.path.startswith("/api/")]
-    assert len(metadata) == 1 and "blobs=true" in metadata[0].lower()
+    assert len(metadata) == 2 and "blobs=true" in metadata[0].lower()
+    assert "securitystatus=true" in metadata[1].lower()  # then the hub's own scan of the new commit
 
 
 def test_a_partial_record_is_not_taken_for_the_listing(hub: LoopbackHub, store: Store) -> None:
@@ -159,7 +161,8 @@ def test_moved_branch_fetches_only_changed_files(hub: LoopbackHub, store: Store)
     assert run(store, hub, manifest).exit_code == 0
     assert [r.path.rsplit("/", 1)[1] for r in hub.downloads()] == ["config.json"]
     metadata = [r.path for r in hub.requests if r.path.startswith("/api/")]
-    assert len(metadata) == 2 and "blobs=true" in metadata[1].lower()  # the commit moved: then the listing
+    assert len(metadata) == 3 and "blobs=true" in metadata[1].lower()  # the commit moved: then the listing
+    assert "securitystatus=true" in metadata[2].lower()  # and the hub's own scan of the new commit
 
 
 def test_corrupted_body_is_retried_and_never_stored(hub: LoopbackHub, store: Store) -> None:

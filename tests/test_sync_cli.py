@@ -14,6 +14,7 @@ from mirror.cli import cli, main
 from mirror.clock import SYSTEM
 from mirror.store import Store
 from tests.hub import Fault, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, run_mirror
 
 STALE = {"ok": True, "exit_code": 0, "error": None, "items": [{"status": "ok"}]}
@@ -21,7 +22,7 @@ MANIFEST = "version: 1\nmodels:\n  - repo: org/a\n"
 
 
 def serve(hub: LoopbackHub) -> None:
-    hub.add_commit("org/a", {"config.json": b"{}", "model.safetensors": b"w" * 5000})
+    hub.add_commit("org/a", {"config.json": b"{}", "model.safetensors": safetensors_sized(b"w" * 5000)})
     hub.add_commit("org/b", {"config.json": b"{}"})
 
 

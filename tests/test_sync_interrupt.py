@@ -29,9 +29,10 @@ from mirror.transfer import PIECE_SIZE
 from mirror.verify import verify_store
 from tests.clocks import NO_WAIT
 from tests.hub import Fault, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 
-BIG = os.urandom(1 << 20) * 3  # 3 MiB, one stream
+BIG = safetensors_sized(os.urandom(1 << 20) * 3)  # 3 MiB, one stream
 MANIFEST = "version: 1\nmodels:\n  - repo: org/small\n  - repo: org/big\n"
 SMALL = RepoKey("huggingface", "model", "org/small")
 BIG_KEY = RepoKey("huggingface", "model", "org/big")
@@ -141,7 +142,7 @@ def test_a_stop_during_a_segmented_download_keeps_every_segment(
     hub: LoopbackHub, storage_store: Store
 ) -> None:
     store = storage_store
-    serve(hub, big := os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20))
+    serve(hub, big := safetensors_sized(os.urandom(1 << 20) * (3 * PIECE_SIZE >> 20)))
     hub.rate_limit_per_connection = 4 << 20
     policy = RetryPolicy(clock=SYSTEM)
     thread, out = sync_in_thread(store, hub, policy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,17 @@ from mirror.paths import tree_problems
 from mirror.repo import RepoKey, RevisionRequest
 from mirror.settings import Settings
 from mirror.sources import Source
+from mirror.sources.hub_scan import HubScan
 from mirror.store import Store
 from mirror.sync import SourceFactory, SyncReport, default_source_factory, plan_targets, sync
 from mirror.verify import verify_store
 from tests.hub import Fault, GarbageServer, HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.test_sync import FAST
 
 GOOD = RepoKey("huggingface", "model", "org/good")
 BAD = "org/bad"
-WEIGHTS = bytes(range(256)) * 1024
+WEIGHTS = safetensors_sized(bytes(range(256)) * 1024)
 BAD_FILES = {"config.json": b'{"bad": true}', "sub/file.txt": b"x" * 100}
 
 
@@ -253,6 +255,9 @@ class Broken:
         if repo_id == BAD and self.where == "file_request":
             raise RuntimeError("a bug in the url builder")
         return self.real.file_request(repo_id, repo_type, commit, path)
+
+    def hub_scan(self, repo_id: str, repo_type: str, commit: str, paths: Iterable[str]) -> HubScan:
+        return self.real.hub_scan(repo_id, repo_type, commit, paths)
 
 
 @pytest.mark.parametrize("where", ["resolve", "file_request", "factory"])

@@ -24,6 +24,7 @@ from mirror.sync import default_source_factory, plan_targets, remote_listing, sy
 from tests.clocks import NO_WAIT
 from tests.conftest import TINY_MAIN, SampleStore, put_repo
 from tests.hub import HubFile, LoopbackHub
+from tests.modelfiles import safetensors_sized
 
 FAST = RetryPolicy(clock=NO_WAIT, attempts=2, base=0.01, cap=0.05, total=10)
 FILES = {
@@ -31,8 +32,8 @@ FILES = {
     "README.md": b"# tiny\n",
     "sub/other.json": b'{"x": 1}',
     "sub/deep/vocab.txt": b"a\nb\nc\n",
-    "model.safetensors": bytes(range(256)) * 300,
-    "sub/deep/adapter.safetensors": b"\x01\x02" * 500,
+    "model.safetensors": safetensors_sized(bytes(range(256)) * 300),
+    "sub/deep/adapter.safetensors": safetensors_sized(b"\x01\x02" * 500),
 }
 KEY = RepoKey("huggingface", "model", "org/tiny")
 

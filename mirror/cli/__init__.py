@@ -43,7 +43,7 @@ from mirror.cli.options import (
     wait_option,
 )
 from mirror.cli.output import (
-    describe_item,
+    describe_items,
     emit,
     export_lines,
     gc_lines,
@@ -125,7 +125,9 @@ def sync(
     Each revision is resolved to a commit, every file is checked against the hub's own hash while it
     streams (sha256 for LFS files, git blob sha1 for the others), and only what the store lacks is fetched.
     Each model revision succeeds or fails on its own (exit 3 when some failed), whatever its error, and a
-    hub listing that cannot be a real tree is refused. Ctrl-C (or SIGTERM) stops within about a second:
+    hub listing that cannot be a real tree is refused. Each revision, once its files are in, is scanned (the
+    checks of `mirror scan` and the hub's own scan), the scan recorded in the store, and judged by its
+    manifest's policy: a revision the policy denies fails alone, its revision names not moved. Ctrl-C (or SIGTERM) stops within about a second:
     revisions complete by then are recorded, partial downloads are kept for the next run (exit 130).
     Endpoints come from HF_ENDPOINT (or a manifest's endpoint:), tokens from HF_TOKEN (or token_env:).
     """
@@ -162,7 +164,7 @@ def sync(
         if lock_file is not None:
             write_lock(lock_file, locked_revisions(result))
     quiet = click.get_current_context().meta.get("quiet", False)
-    emit(summary, as_json, map(describe_item, result.failed if quiet else result.items))
+    emit(summary, as_json, describe_items(result.failed if quiet else result.items))
     if policy.stop.is_set():
         exit_leaving_stuck_transfers(result.exit_code)
     if result.exit_code:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -83,6 +83,13 @@ class EscapingFormatter(logging.Formatter):
 
 
 # the commands' lines -----------------------------------------------------------------------------------------
+def describe_items(items: Iterable[ItemResult]) -> Iterator[str]:
+    """sync: a line per model revision, then one per warning of its checks (each line printed escaped)."""
+    for item in items:
+        yield describe_item(item)
+        yield from (f"  warning: {w}" for w in item.warnings)
+
+
 def describe_item(item: ItemResult) -> str:
     """sync: one model revision."""
     if item.error:

@@ -35,7 +35,7 @@ class ModelSpec:
         return wants(path, self.include, self.exclude)
 
     def requests(self) -> tuple[RevisionRequest, ...]:
-        """What the entry asks for: each of its revisions, with its filter, endpoint, token and hf_id."""
+        """What the entry asks for: each of its revisions, with its filter, endpoint, token, hf_id and policy."""
         return tuple(
             RevisionRequest(
                 self.key,
@@ -45,6 +45,7 @@ class ModelSpec:
                 endpoint=self.endpoint,
                 token_env=self.token_env,
                 hf_id=self.hf_id,
+                policy=self.policy,
             )
             for revision in self.revisions
         )

@@ -6,14 +6,18 @@ hashing, progress) are shared by all sources.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mirror.errors import HubError, UsageError
 from mirror.http import FileRequest, TokenHint, session
 from mirror.paths import check_commit, check_tree, is_commit, is_sha256
 from mirror.repo import HUBS
 from mirror.settings import Settings, check_endpoint
+
+if TYPE_CHECKING:
+    from mirror.sources.hub_scan import HubScan
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ class Source(Protocol):
 
     def file_request(self, repo_id: str, repo_type: str, commit: str, path: str) -> FileRequest:
         """Where to GET a file of a commit, with the headers (auth) it needs."""
+        ...
+
+    def hub_scan(self, repo_id: str, repo_type: str, commit: str, paths: Iterable[str]) -> HubScan:
+        """The hub's own scan of `paths` (files of `commit`): findings of kind hub_flagged, and notes; never
+        raises for the hub's answers (a sync does not depend on them)."""
         ...
 
 

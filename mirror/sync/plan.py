@@ -17,6 +17,7 @@ from mirror.snapshot import Snapshot
 from mirror.sources import RemoteFile, RemoteSnapshot
 from mirror.store import Store
 from mirror.transfer import Expected, Fetched
+from mirror.validate.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Target:
     """One revision of one repo, with every request for it (their filters are united; the first says where
-    to ask).
+    to ask, and which policy judges it).
 
     A target from a lock file is pinned: exactly that commit, exactly those files with those sha256.
     """
@@ -39,6 +40,11 @@ class Target:
         if self.pinned_commit is not None:
             return any(f.path == path for f in self.pinned)
         return any(request.wants(path) for request in self.requests)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy a sync judges the revision by: its first request's."""
+        return self.requests[0].policy
 
     def pinned_sha256(self, path: str) -> str | None:
         return next((f.sha256 for f in self.pinned if f.path == path), None)

@@ -12,6 +12,7 @@ from mirror.exits import ExitCode, combine
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.snapshot import FileRecord
 from mirror.sync.plan import Target
+from mirror.sync.scan import Checked, missing_words, ruling_words
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,18 @@ class ItemResult:
     bytes_downloaded: int = 0
     error: MirrorError | None = None
     recorded: bool = False  # its snapshot and ref are in the store
+    checked: Checked | None = None  # what the checks said of it, once its files were in
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a report says besides the outcome: each finding the policy warned about, each repo the
+        revision's auto_map refers to that the sync does not hold."""
+        if self.checked is None:
+            return []
+        return [
+            *(ruling_words(r) for r in self.checked.verdict.warned),
+            *missing_words(self.target, self.checked.missing_repos),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +49,8 @@ class ItemResult:
             "downloaded": self.downloaded,
             "bytes_downloaded": self.bytes_downloaded,
             "error": str(self.error) if self.error else None,
+            "warnings": self.warnings,
+            "scan": self.checked.to_json() if self.checked else None,
         }
 
 

@@ -14,11 +14,12 @@ from mirror.paths import is_commit, is_sha256
 from mirror.progress import VERBOSE, NullProgress, ProgressSink
 from mirror.retry import RetryPolicy
 from mirror.snapshot import FileRecord, ListedFile, Snapshot
-from mirror.sources import RemoteFile, RemoteSnapshot
+from mirror.sources import RemoteFile, RemoteSnapshot, Source
 from mirror.store import Store
 from mirror.sync.plan import Fetch, Known, Resolved, Target, check_free_space, plan_revision
 from mirror.sync.report import ItemResult, SyncReport, failure
 from mirror.sync.resolve import SourceFactory, resolve
+from mirror.sync.scan import check_revision, denial
 from mirror.transfer import SEGMENTS, Fetched, download
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,16 @@ def _run(
     if fetches:
         log.info("downloading %d files, %d bytes", len(fetches), total)
     results: dict[str, Fetched | MirrorError] = {}
+    synced = {i.target.key.repo_id for i in report.items}
 
     def record_when_complete(index: int) -> None:
         if not needs[index]:
             item = report.items[index]
             try:
                 now = policy.clock.now_iso()
+                source = sources(item.target.requests[0])
                 _record(store, item, resolved[index], wanted[index], fetches, results, known, now)
+                _check(store, item, source, synced, now)
             except Exception as e:  # noqa: BLE001 - a revision that cannot be recorded fails alone
                 item.error = failure(e, str(item.target))
 
@@ -228,8 +232,6 @@ def _record(
         listing=remote_listing(remote) if len(files) != len(remote.files) else None,
     )
     store.write_snapshot(snap)
-    store.set_refs(item.target.key, {item.target.revision: remote.commit}, snap.synced_at)
-    item.recorded = True
     log.log(
         VERBOSE,
         "%s: recorded commit %s (%d files, %d downloaded, %d bytes)",
@@ -239,6 +241,29 @@ def _record(
         item.downloaded,
         item.bytes_downloaded,
     )
+
+
+def _check(store: Store, item: ItemResult, source: Source, synced: set[str], synced_at: str) -> None:
+    """Run the checks on a recorded revision (`mirror.sync.scan`) and move its refs unless its policy
+    denies it (then it fails alone, PolicyDenied)."""
+    if item.error is not None:
+        return
+    commit, key = item.commit, item.target.key
+    assert commit is not None
+    item.checked = check_revision(
+        store,
+        item.target,
+        commit,
+        item.records,
+        lambda: source.hub_scan(key.repo_id, key.repo_type, commit, (f.path for f in item.records)),
+        synced,
+        store.storage.staging(),
+    )
+    if not item.checked.verdict.ok:
+        item.error = failure(denial(item.target, commit, item.checked.verdict), str(item.target))
+        return
+    store.set_refs(key, {item.target.revision: commit}, synced_at)
+    item.recorded = True
 
 
 def remote_listing(remote: RemoteSnapshot) -> tuple[ListedFile, ...] | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 from mirror.bounded import CARD, MODEL_CONFIG
 from mirror.hashing import CHUNK
@@ -175,6 +175,22 @@ class RevisionScan:
             "licenses": list(self.licenses),
             "size": self.size,
         }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RevisionScan:
+        """From its JSON form (`to_json`); ValueError saying what is wrong (a record may be damaged)."""
+        if not isinstance(data, dict):
+            raise ValueError("a revision scan is not an object")
+        findings, repos, licenses, size = (data.get(k) for k in ("findings", "repos", "licenses", "size"))
+        if not isinstance(findings, list) or not isinstance(size, int) or isinstance(size, bool):
+            raise ValueError("a revision scan needs a list of findings and a size")
+        if not _strings(repos) or not _strings(licenses):
+            raise ValueError("a revision scan's repos and licenses must be lists of strings")
+        return cls(tuple(Finding.from_json(f) for f in findings), tuple(repos), tuple(licenses), size)
+
+
+def _strings(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
 
 
 def revision_scan(sizes: Mapping[str, int], content: Sequence[Finding], read: Read) -> RevisionScan:

@@ -1,0 +1,33 @@
+"""Model files that hold together, for tests that sync them (a sync refuses an invalid safetensors or ONNX
+header): `safetensors_sized` keeps a test's bytes and size, `ONNX_MODEL` is a small valid ONNX model."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+HEADER = 128  # bytes of JSON header, padded with spaces
+
+
+def safetensors_sized(payload: bytes) -> bytes:
+    """A valid safetensors file exactly as long as `payload` (at least 136 bytes): one U8 tensor holding the
+    payload's first bytes after the header."""
+    size = len(payload) - 8 - HEADER
+    assert size >= 0, "a payload of at least 136 bytes"
+    text = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+    return struct.pack("<Q", HEADER) + text.ljust(HEADER) + payload[:size]
+
+
+def _field(number: int, value: int | bytes) -> bytes:
+    if isinstance(value, int):
+        return bytes([number << 3]) + bytes([value])
+    return bytes([number << 3 | 2, len(value)]) + value
+
+
+# ir_version 9, producer "pytorch", a graph (node, name), opset_import {"", 17}
+ONNX_MODEL = (
+    _field(1, 9)
+    + _field(2, b"pytorch")
+    + _field(7, _field(1, b"node") + _field(2, b"main"))
+    + _field(8, _field(1, b"") + _field(2, 17))
+)
