@@ -32,8 +32,9 @@ from bench.figures import MB, Bench, Row, gigabytes, median, remove, warm
 from bench.measure import BenchError
 from bench.servers import NGINX_MISSING, Server, free_port, nginx, serving
 from mirror.clock import SYSTEM
+from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
-from mirror.store import RepoKey, Store
+from mirror.store import Store
 from tests.hub import FileInfo, HubFile
 from tests.roundtrip import PROJECT, fresh_env, mirror_command
 

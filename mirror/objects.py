@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mirror.errors import MirrorError, UsageError
-from mirror.s3 import SCHEME, S3Location, client, endpoint, error_code, parse_s3_url, translated
+from mirror.s3 import ABSENT_CODES, SCHEME, S3Location, client, endpoint, error_code, parse_s3_url, translated
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ IN_FLIGHT = 4
 RANGE = 8 << 20
 AHEAD = 4
 _ATTEMPTS = 3  # a range whose body is cut off is asked again (the client retries the requests themselves)
-_ABSENT = ("NoSuchKey", "404", "NotFound")
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ def _service(path: ObjectPath, doing: str) -> Iterator[None]:
 
 
 def _absent(e: BaseException) -> bool:
-    return error_code(e) in _ABSENT
+    return error_code(e) in ABSENT_CODES
 
 
 def _no_object(path: ObjectPath) -> MirrorError:

@@ -154,6 +154,9 @@ def translated(location: S3Location, doing: str) -> Iterator[None]:
         raise MirrorError(_message(location, doing, None, type(e).__name__)) from None
 
 
+ABSENT_CODES = frozenset({"404", "NoSuchKey", "NotFound"})  # what the service answers for no such object
+
+
 def error_code(e: BaseException) -> str | None:
     """The service's error code of a client error ("NoSuchKey", "PreconditionFailed", "404"), else None."""
     from botocore.exceptions import ClientError

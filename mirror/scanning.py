@@ -27,6 +27,7 @@ from mirror.bundle import location, open_bundle
 from mirror.bundle.reader import BundleFile
 from mirror.errors import MirrorError
 from mirror.repo import RepoKey
+from mirror.snapshot import FileRecord
 from mirror.storage.base import MISSING
 from mirror.store import Store
 from mirror.validate.findings import Finding
@@ -133,10 +134,14 @@ def scan_store(store: Store, policy: Policy, temp_dir: Path | None = None) -> Sc
     found = []
     for key in store.repos():
         for snap in store.snapshots(key):
-            held = [f for f in snap.files if store.has_blob(f.sha256, f.size)]
-            unscanned = tuple(f"{f.path}: missing from the store" for f in snap.files if f not in held)
+            held: list[FileRecord] = []
+            missing: list[FileRecord] = []
+            for f in snap.files:
+                (held if store.has_blob(f.sha256, f.size) else missing).append(f)
+            unscanned = tuple(f"{f.path}: missing from the store" for f in missing)
             files = [ScanFile(f.path, f.size, partial(store.open_blob, f.sha256)) for f in held]
-            found.append(_Scanned(key, snap.commit, scan_revision(files, temp_dir), unscanned))
+            scan = scan_revision(files, temp_dir or store.storage.staging())
+            found.append(_Scanned(key, snap.commit, scan, unscanned))
     return _report(str(store), found, policy)
 
 

@@ -76,17 +76,20 @@ def check_endpoint(url: str, origin: str) -> str:
 
 def store_name(text: str | Path) -> StoreName:
     """What the user named as a store: an s3:// URL kept as it is (not resolved against the current folder),
-    anything else a folder as given."""
-    return text if isinstance(text, str) and is_s3_url(text) else Path(text)
+    anything else a folder as given; UsageError for a URL of another scheme (never taken for a folder)."""
+    if isinstance(text, str) and is_s3_url(text):
+        return text
+    if "://" in str(text):
+        raise UsageError(f"{str(text)!r}: a store is a folder or an s3://BUCKET/PREFIX URL")
+    return Path(text)
 
 
 def local_target(target: Path | str) -> Path:
     """The folder a layout writes or reads; UsageError for an s3:// URL, which only a store may be (and
-    which `verify --target` does not read: `verify --store s3://...` re-hashes such a store)."""
+    which `verify` and `scan` read as `--store`, not as a `--target`)."""
     if is_s3_url(target):
         raise UsageError(
-            f"{target}: `verify --target` needs a folder; `mirror verify --store {target}` re-hashes a store "
-            "in a bucket"
+            f"{target}: a --target here is a folder; a store in a bucket is read with --store {target}"
         )
     return Path(target)
 

@@ -42,13 +42,13 @@ from mirror.errors import DamagedBlobError, IntegrityError
 from mirror.fsutil import json_bytes
 from mirror.hashing import stream_sha256
 from mirror.paths import check_commit, is_sha256
-from mirror.repo import RepoKey as RepoKey  # its home is mirror.repo; kept here for code not yet moved
-from mirror.repo import RevisionRequest, folder_name, repo_id_of_folder
+from mirror.repo import RepoKey, RevisionRequest, folder_name, repo_id_of_folder
 from mirror.snapshot import Snapshot
-from mirror.storage.base import ABSENT, ConflictError, Storage
+from mirror.storage.base import ABSENT, ConflictError, ObjectStat, Storage
 from mirror.storage.local import LocalStorage
 
 BLOBS = "blobs/sha256/"
+_NOT_A_FILE = {"link": "a symbolic link, not a file", "folder": "a folder, not a file"}
 ATTEMPTS = 5  # conditional writes of one record before a writer gives up (another keeps changing it)
 
 
@@ -103,15 +103,16 @@ class Store:
         return self.blob_problem(sha256, size) is None
 
     def blob_problem(self, sha256: str, size: int | None = None) -> str | None:
-        """What a look at a blob (no hashing) finds wrong with it: "missing", a link, a folder, a wrong size;
-        None when it is a regular file of `size` bytes."""
-        st = self.storage.stat(self.blob_key(sha256))
+        """What a look at a blob (no hashing) finds wrong with it (`problem_of`)."""
+        return self.problem_of(self.storage.stat(self.blob_key(sha256)), size)
+
+    @staticmethod
+    def problem_of(st: ObjectStat | None, size: int | None = None) -> str | None:
+        """A look at a blob (`Storage.stat`) in words: "missing", a link, a wrong size; None when whole."""
         if st is None:
             return "missing"
         if st.kind != "file":
-            return {"link": "a symbolic link, not a file", "folder": "a folder, not a file"}.get(
-                st.kind, "not a regular file"
-            )
+            return _NOT_A_FILE.get(st.kind, "not a regular file")
         if size is not None and st.size != size:
             return f"{st.size} bytes, not {size}"
         return None
@@ -194,6 +195,10 @@ class Store:
         if self.has_blob(sha256, temp.stat().st_size) and not self.in_doubt(sha256):
             temp.unlink(missing_ok=True)
             return
+        self.put_blob(temp, sha256)
+
+    def put_blob(self, temp: Path, sha256: str) -> None:
+        """Publish a verified local file under its sha256, replacing what is there; lift a doubt on it."""
         self.storage.put_file(temp, self.blob_key(sha256))
         self.lift_doubt(sha256)
 
@@ -312,15 +317,15 @@ class Store:
         """Forget revision names; a repo left with none loses its refs.json (that removal is unconditional:
         the runs that drop names, gc, hold the store's writer lock)."""
         names = set(names)
-        left = self._update(
+        found = self._update(
             self.refs_key(key),
             lambda data: (
-                None
-                if data is None or not names & set(data)
+                None  # nothing to write: no record, none of the names, or every name goes (deleted below)
+                if data is None or not names & set(data) or set(data) <= names
                 else {name: v for name, v in data.items() if name not in names}
             ),
         )
-        if not left:
+        if found is not None and set(found) <= names:
             self.storage.delete(self.refs_key(key))
 
     def drop_snapshot(self, key: RepoKey, commit: str) -> None:

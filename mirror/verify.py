@@ -74,7 +74,7 @@ def verify_store(store: Store, progress: ProgressSink | None = None) -> StoreChe
                 continue
             size = st.size if st is not None else 0
             check.bytes += size
-            found = store.blob_problem(name)
+            found = store.problem_of(st)  # the look the listing above took
             if found is None:
                 actual = store.blob_sha256(name)
                 found = None if actual == name else f"{size} bytes hashing to {actual}"

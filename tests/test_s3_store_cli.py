@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +26,10 @@ from mirror.storage import open_storage
 from mirror.store import Store
 from tests.hub import LoopbackHub
 from tests.modelfiles import safetensors_sized
-from tests.roundtrip import fresh_env, mirror_command
+from tests.roundtrip import CLOSED_PORT_ENDPOINT, fresh_env, mirror_command
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
 from tests.test_resources import peak_rss_mb, put_big_model
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -44,15 +45,6 @@ def hub() -> Iterator[LoopbackHub]:
     with LoopbackHub() as hub:
         hub.add_commit("org/big", {"config.json": b"{}\n", **FILES})
         yield hub
-
-
-def eventually(condition: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + FAILSAFE
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the sync ended ({proc.returncode}) before: {what}")
-        assert time.monotonic() < deadline, f"not within {FAILSAFE} s: {what}"
-        time.sleep(0.01)
 
 
 def arranged(s3: S3Bucket, hub: LoopbackHub, tmp_path: Path) -> tuple[Path, dict[str, str]]:
@@ -85,9 +77,11 @@ def expire_lease(s3: S3Bucket, prefix: str) -> None:
 
 
 MOMENTS = {
-    "body started": lambda s3, hub: any(r.bytes_sent > 0 for r in hub.downloads()),
+    "body started": lambda s3, hub: any(r.bytes_sent > 0 for r in hub.downloads() if "shard-" in r.path),
     "first blob up": lambda s3, hub: bool(s3.keys("near/blobs/")),
-    "upload in flight": lambda s3, hub: bool(s3.keys("near/tmp/uploads/")) or len(s3.keys("near/blobs/")) > 1,
+    "an upload in flight, or a second blob up": lambda s3, hub: (
+        bool(s3.keys("near/tmp/uploads/")) or len(s3.keys("near/blobs/")) > 1
+    ),
 }
 
 
@@ -102,7 +96,7 @@ def test_a_sync_killed_at_any_moment_leaves_only_verified_blobs_and_a_rerun_comp
         sync_args(manifest, store), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        eventually(lambda: MOMENTS[moment](s3, hub), moment, proc)
+        eventually(lambda: MOMENTS[moment](s3, hub), moment, proc=proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(FAILSAFE)
     finally:
@@ -136,7 +130,7 @@ def test_two_syncs_into_one_bucket_at_once_one_gets_75(
         sync_args(manifest, store), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        eventually(lambda: "near/lock" in s3.keys("near/"), "the first sync holds the lease", first)
+        eventually(lambda: "near/lock" in s3.keys("near/"), "the first sync holds the lease", proc=first)
         second = subprocess.run(
             sync_args(manifest, store), env=env, capture_output=True, text=True, timeout=600
         )
@@ -185,8 +179,7 @@ def test_a_store_in_a_bucket_that_cannot_be_reached_is_exit_1_naming_bucket_and_
     if trouble == "missing bucket":
         bucket = "no-such-bucket"
     elif trouble == "unreachable endpoint":
-        sock_port = _closed_port()
-        endpoint = env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{sock_port}"
+        endpoint = env["AWS_ENDPOINT_URL"] = CLOSED_PORT_ENDPOINT
         env["AWS_MAX_ATTEMPTS"] = "1"
     checking = enable_iam_authentication() if trouble == "refused credentials" else contextlib.nullcontext()
     with checking:  # moto knows no key when it checks them: ours is refused
@@ -202,15 +195,6 @@ def test_a_store_in_a_bucket_that_cannot_be_reached_is_exit_1_naming_bucket_and_
             assert done.returncode == 1, (command, said)
             assert bucket in said and endpoint in said, (command, said)
             assert ACCESS_KEY not in said and SECRET_KEY not in said
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_memory_stays_flat_exporting_from_and_importing_into_a_store_in_a_bucket(

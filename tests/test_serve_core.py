@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from tests.asgi import call
 from tests.clocks import FakeClock
 from tests.conftest import put_repo
 from tests.serving import Served, served
+from tests.waiting import wait_until
 
 ALICE, BOB = "alice-Secret-1f3a9c", "bob.Secret_77e0"
 TOKEN_FILE = f"# who may read\n\nalice:{ALICE}\n  bob : {BOB}  \n"
@@ -530,15 +530,6 @@ def test_two_workers_share_the_port_stay_light_and_stop_on_sigint(store_root: Pa
         assert server.proc.wait(30) == 0
     for pid in workers:
         assert wait_until(lambda pid=pid: gone(pid)), f"worker {pid} left behind"
-
-
-def wait_until(done: Any, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def start_download(port: int) -> tuple[http.client.HTTPResponse, bytes]:

@@ -14,7 +14,6 @@ streaming server; a Range through the redirect is answered 206 by the object sto
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -42,12 +41,14 @@ from mirror.storage.s3 import S3Storage
 from mirror.store import Store
 from tests.asgi import Answer, call
 from tests.conftest import TINY_MAIN, TINY_V1, SyntheticRepo, put_repo
+from tests.roundtrip import fresh_env
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket, S3Server
 from tests.serving import Served, served
 from tests.storages import OpaqueStorage
 from tests.test_hub_modelscope import hexed, ms_env
 from tests.test_hub_modelscope import run_client as run_ms_client
 from tests.test_serve_hf import folder_files, hf_env, run_code
+from tests.waiting import wait_until
 
 WEIGHTS = "model.safetensors"  # an LFS file of TINY_MAIN
 CONFIG = "config.json"  # a git file of it
@@ -264,8 +265,7 @@ class Pair:
 
 def server_env(server: S3Server, home: Path) -> dict[str, str]:
     """A `mirror` subprocess's environment: the bucket's AWS_* settings, a HOME of its own."""
-    home.mkdir(exist_ok=True)
-    return {**os.environ, **server.env, "HOME": str(home)}
+    return fresh_env(home, **server.env)
 
 
 @contextmanager
@@ -340,12 +340,15 @@ def test_huggingface_hub_downloads_byte_identical_files_through_the_redirect_or_
     assert folder_files(Path(got["pr"])) == TINY_V1
     assert Path(got["big"]).read_bytes() == BIG
     assert Path(got["readme"]).read_bytes() == b"# big\n"
-    asked = [(e["method"], e["path"], e["status"]) for e in logged(server)[seen:]]
+
+    def asked() -> list[tuple[str, str, int]]:
+        return [(e["method"], e["path"], e["status"]) for e in logged(server)[seen:]]
+
+    # a line is written once its answer is sent: wait for the last ones the clients' calls make
+    last = ("GET", "README.md", 200) if mode == "redirect" else ("GET", "big.bin", 200)
+    assert wait_until(lambda: last in asked())
     if mode == "redirect":  # the LFS file's bytes came from the object store, the git file's from here
-        assert ("HEAD", "big.bin", 302) in asked and ("GET", "big.bin", 200) not in asked
-        assert ("GET", "README.md", 200) in asked
-    else:
-        assert ("GET", "big.bin", 200) in asked
+        assert ("HEAD", "big.bin", 302) in asked() and ("GET", "big.bin", 200) not in asked()
 
 
 @pytest.mark.e2e

@@ -11,8 +11,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,7 @@ from tests.clocks import NO_WAIT
 from tests.hub import Fault, HubFile, LoopbackHub
 from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
+from tests.waiting import eventually
 
 BIG = safetensors_sized(os.urandom(1 << 20) * 3)  # 3 MiB, one stream
 MANIFEST = "version: 1\nmodels:\n  - repo: org/small\n  - repo: org/big\n"
@@ -42,13 +41,6 @@ FAILSAFE = 60.0
 def serve(hub: LoopbackHub, big: bytes = BIG) -> None:
     hub.add_commit("org/small", {"config.json": b"{}"})
     hub.add_commit("org/big", [HubFile("model.safetensors", data=big), HubFile("config.json", data=b"{}")])
-
-
-def eventually(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + FAILSAFE
-    while not condition():
-        assert time.monotonic() < deadline, f"failsafe: never saw {what}"
-        time.sleep(0.02)
 
 
 def big_gets(hub: LoopbackHub) -> list[str]:

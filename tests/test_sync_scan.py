@@ -203,6 +203,11 @@ def test_a_new_revision_costs_one_hub_request_more(hub: LoopbackHub, store: Stor
     assert run(store, hub, manifest("org/good")).exit_code == ExitCode.OK
     api = [r.path for r in hub.requests if r.path.startswith("/api/")]
     assert len(api) == 2 and "securityStatus=true" in api[1]
+    hub.add_commit("org/good", {"config.json": CONFIG + b" "}, inherit=True)  # main moves: a new commit
+    hub.clear_requests()
+    assert run(store, hub, manifest("org/good")).exit_code == ExitCode.OK
+    scans = [r.path for r in hub.requests if "securityStatus=true" in r.path]
+    assert len(scans) == 1  # the new commit's scan: one request
 
 
 def test_a_damaged_scan_record_is_scanned_again(hub: LoopbackHub, store: Store) -> None:

@@ -16,7 +16,7 @@ from mirror.cli.output import setup_logging
 from mirror.errors import UsageError
 from mirror.objects import ObjectPath
 from mirror.progress import BarProgress, NullProgress, ProgressSink, wants_bar
-from mirror.s3 import is_s3_url
+from mirror.s3 import is_s3_url, parse_s3_url
 from mirror.settings import Settings, StoreName, default_target, store_name
 
 if TYPE_CHECKING:
@@ -66,9 +66,13 @@ class StoreParam(click.ParamType):  # type: ignore[type-arg, unused-ignore]
     name = "store"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> StoreName:
-        name = value if isinstance(value, Path) else store_name(str(value))
-        if isinstance(name, str):
-            return name
+        try:
+            name = value if isinstance(value, Path) else store_name(str(value))
+            if isinstance(name, str):
+                parse_s3_url(name)  # a bad URL is refused here, naming the option, not later
+                return name
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
         folder: Path = click.Path(file_okay=False, path_type=Path).convert(name, param, ctx)
         return folder
 

@@ -146,10 +146,10 @@ class StoreLayout(Layout):
             if self._holds(f, pub.hashes):
                 continue
             if store.blob_problem(f.sha256) is None:
-                store.doubt_blob(f.sha256)  # a damaged blob of the right size: add_blob replaces it then
+                store.doubt_blob(f.sha256)  # a damaged blob of the right size, until put_blob replaces it
             temp = pub.scratch / uuid.uuid4().hex
             link_or_copy(pub.content[f.sha256], temp)  # the staged file may serve other repos too
-            store.add_blob(temp, f.sha256)
+            store.put_blob(temp, f.sha256)  # `_holds` judged what is there: nothing to look at again
             self.checkpoint()
             files_written += 1
             bytes_written += f.size

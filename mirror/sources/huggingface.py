@@ -101,7 +101,7 @@ class HuggingFaceSource(HubSource):
         """`GET /api/{models,datasets}/{repo}/revision/{revision}[?blobs=true]`, as HfApi sends it."""
         where = _where(repo_id, repo_type, revision, self.endpoint)
         url = f"{self.endpoint}/api/{repo_type}s/{repo_id}/revision/{quote(revision, safe='')}"
-        params = {"blobs": True} if blobs else params
+        params = {**({"blobs": True} if blobs else {}), **(params or {})}
         try:
             data = get_json(url, where, self._token_hint, headers=self._headers, params=params)
         except ValueError as e:

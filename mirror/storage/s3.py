@@ -39,7 +39,6 @@ PART_SIZE = 64 << 20  # multipart upload part (and threshold): 10,000 parts make
 COPY_LIMIT = 5 * 1000**3  # one CopyObject up to here (an engine may copy it without moving bytes)
 COPY_PART = 512 << 20
 THREADS = 8
-_MISSING = {"404", "NoSuchKey", "NotFound"}
 _CONFLICT = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
 
 
@@ -357,7 +356,7 @@ def _missing_as_none(call: Any) -> Any:
         return call()
     except Exception as e:
         code = s3.error_code(e)
-        if code in _MISSING:
+        if code in s3.ABSENT_CODES:
             raise _Missing from None
         if code in ("416", "InvalidRange"):
             raise _Beyond from None
@@ -369,7 +368,7 @@ def _conflict_as_error(call: Any) -> Any:
     try:
         return call()
     except Exception as e:
-        if s3.error_code(e) in _CONFLICT | _MISSING:
+        if s3.error_code(e) in _CONFLICT | s3.ABSENT_CODES:
             raise _Conflict from None
         raise
 

@@ -20,6 +20,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from mirror.hashing import CHUNK
+
 MAX_OPCODES = 10_000_000  # a state dict of 100,000 tensors takes about 2,000,000
 MAX_MEMO = 1_000_000
 MAX_STACK = 1_000_000
@@ -27,7 +29,6 @@ MAX_LINE = 64 << 10  # a protocol 0 argument (a module name, a number) is a line
 MAX_STRING = 4096  # longer strings are kept opaque: no module or name is that long
 MAX_NESTED = 1 << 20  # a bytes argument up to this size starting with PROTO is walked as a nested pickle
 MAX_DEPTH = 4  # pickles inside pickles
-_CHUNK = 1 << 20
 
 _OPAQUE = object()  # a value on the stack or in the memo that is not a known string
 
@@ -80,7 +81,7 @@ class Reader:
 
     def skip(self, n: int) -> None:
         while n > 0:
-            step = min(n, _CHUNK)
+            step = min(n, CHUNK)
             self.read(step)
             n -= step
 

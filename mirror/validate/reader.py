@@ -13,9 +13,9 @@ import struct
 from collections.abc import Iterable
 from typing import BinaryIO
 
+from mirror.hashing import CHUNK  # what a skip reads at a time from a stream that cannot seek
 from mirror.validate.findings import Finding
 
-CHUNK = 1 << 20  # what a skip reads at a time from a stream that cannot seek
 MAX_FINDINGS = 20  # per file: past these, one more finding counts the rest
 NAME_SHOWN = 120  # characters of a name from the file shown in a finding
 
