@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from mirror.cli.options import settings, store_option
+from mirror.cli.options import policy_option, read_policy, settings, store_option
 from mirror.settings import StoreName
 
 SERVE_EXIT_CODES = (
     "Exit codes: 0 stopped by SIGTERM or Ctrl-C (a server has nothing to cut short), 1 failure (the address "
     "in use, a worker failed), 2 bad usage (not a store, a bad --token-file, an access log that cannot be "
-    "opened, --redirect over a folder)."
+    "opened, --redirect over a folder, a bad --policy file)."
 )
 
 
@@ -62,6 +62,12 @@ SERVE_EXIT_CODES = (
     "the endpoint the server's AWS configuration names. Git files are still sent by the server. Without it, "
     "every file is streamed through the server.",
 )
+@policy_option(
+    "Refuse to serve what the policy denies: a file with a denied finding, every file of a revision whose "
+    "licence or size it denies, answered 403 with the file, finding and rule (no redirect). Judge each "
+    "revision's scan recorded in the store (by sync, import), else the server's own scan of its blobs, "
+    "made once per revision. Listings still show every file. Judge"
+)
 @click.option(
     "--json",
     "as_json",
@@ -78,6 +84,7 @@ def serve(
     access_log: Path | None,
     grace: int,
     redirect: bool,
+    policy_file: Path | None,
     as_json: bool,
 ) -> None:
     """Serve the store, read-only, as a Hugging Face Hub and a ModelScope hub on one origin.
@@ -86,14 +93,18 @@ def serve(
     Clients point at it with no code change:
       HF_ENDPOINT=http://HOST:PORT  MODELSCOPE_ENDPOINT=http://HOST:PORT
 
-    GET / is a catalogue of what the store holds (200 once the server is ready). A bundle imported into
-    the store while it serves shows at the next request. SIGTERM or Ctrl-C stops the server gracefully.
+    GET / is a catalogue of what the store holds (200 once the server is ready), with what the policy
+    refuses and why. A bundle imported into the store while it serves shows at the next request. SIGTERM or
+    Ctrl-C stops the server gracefully.
     """
     from mirror.clock import SYSTEM
     from mirror.serve.server import ServeConfig
     from mirror.serve.server import serve as run
     from mirror.serve.tokens import read_tokens
 
+    policy = read_policy(policy_file)  # checked before the port is bound: a bad file is exit 2
     tokens = read_tokens(token_file) if token_file is not None else None
-    config = ServeConfig(settings(store).store, host, port, workers, tokens, access_log, grace, redirect)
+    config = ServeConfig(
+        settings(store).store, host, port, workers, tokens, access_log, grace, redirect, policy
+    )
     run(config, SYSTEM)

@@ -11,6 +11,8 @@ For the authors of routes:
   in the repo). Unset or empty, the log writes null. The gate has already refused unknown tokens and
   unsafe paths.
 - Error answers in the clients' shapes: `mirror.serve.replies` (`hub_error`, `modelscope_error`).
+- A route that sends a file asks `view.policing.reason(key, commit, path)` first: a file the policy refuses
+  is answered 403 with that reason, never sent nor redirected.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from mirror.serve.view import StoreView
 from mirror.settings import StoreName
 from mirror.storage import open_storage
 from mirror.store import Store
+from mirror.validate.policy import DEFAULT_POLICY, Policy
 
 
 async def ready(request: Request) -> Response:
@@ -44,11 +47,13 @@ def create_app(
     tokens: Tokens | None = None,
     access_log: AccessLog | None = None,
     redirect: bool = False,
+    policy: Policy = DEFAULT_POLICY,
 ) -> ASGIApp:
     """The application over the store `store` names (a folder, an s3:// URL); with `tokens`, only requests
     presenting one of them are answered; with `access_log`, each request is logged there; with `redirect`,
-    an LFS file of a store in a bucket is answered by a 302 to a presigned URL of its blob."""
-    view = StoreView(Store(open_storage(store, clock=clock), clock=clock))
+    an LFS file of a store in a bucket is answered by a 302 to a presigned URL of its blob; what `policy`
+    denies is refused (403, mirror.serve.policing)."""
+    view = StoreView(Store(open_storage(store, clock=clock), clock=clock), policy)
     files = [*modelscope.routes(view, redirect=redirect), *hf.routes(view, redirect=redirect)]
     routes = [*catalogue.routes(view), *files]
     routes.append(Route("/", ready, methods=["GET", "HEAD"]))

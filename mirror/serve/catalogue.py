@@ -1,8 +1,8 @@
 """GET /: the catalogue of `mirror serve`, the page a person reads.
 
 Every repo the store holds (both sources, models and datasets), with its revisions, the commit each names
-and when it arrived, the files of each commit with their sizes and download links, and a command to copy
-that loads the repo through this server. One pass over the store per request; plain server-rendered HTML
+and when it arrived, the files of each commit with their sizes and download links, what the policy refuses
+of them and why (mirror.serve.policing), and a command to copy that loads the repo through this server. One pass over the store per request; plain server-rendered HTML
 with no script and no external resource. Every name on the page (repo ids, revisions, file names) is
 escaped, and the page's Content-Security-Policy allows nothing but its own inline style.
 """
@@ -10,6 +10,7 @@ escaped, and the page's Content-Security-Policy allows nothing but its own inlin
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from html import escape
 from urllib.parse import quote, quote_plus
 
@@ -18,8 +19,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from mirror.repo import RepoKey
+from mirror.serve.policing import Judged
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
 from mirror.units import human_size
+from mirror.validate.policy import Ruling, ruling_words
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 FOLD_OVER = 20  # file lists longer than this start folded
@@ -33,7 +36,7 @@ table{border-collapse:collapse;margin:.4em 0}td,th{padding:.15em .8em .15em 0;te
 td.size{text-align:right;white-space:nowrap}code,pre{font:13px ui-monospace,monospace}
 pre{background:#f5f5f5;padding:.5em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 .tag{font-size:.8em;background:#eef;border-radius:3px;padding:0 .4em;margin-left:.4em;font-weight:normal}
-.muted{color:#666}
+.muted{color:#666}.refused{color:#a00}
 """
 
 
@@ -95,19 +98,30 @@ def base_url(request: Request) -> str:
     return f"{request.url.scheme}://{host}"
 
 
-def _commit_html(key: RepoKey, commit: ServedCommit, names: list[str]) -> str:
+def _refused_html(rulings: Sequence[Ruling]) -> str:
+    """What refuses a file or a revision, as the 403 says it (each finding and its rule), escaped."""
+    if not rulings:
+        return ""
+    return f'<span class="refused">refused: {escape("; ".join(ruling_words(r) for r in rulings))}</span>'
+
+
+def _commit_html(key: RepoKey, commit: ServedCommit, names: list[str], judged: Judged | None) -> str:
     total = sum(f.size for f in commit.files)
+    whole = judged.whole if judged is not None else ()
     rows = "".join(
         f'<tr><td><a href="{escape(file_url(key, commit.commit, f.path))}">{escape(f.path)}</a></td>'
         f'<td class="size" title="{f.size} bytes">{human_size(f.size)}</td>'
-        f"<td>{'LFS' if f.lfs else ''}</td></tr>"
+        f"<td>{'LFS' if f.lfs else ''}</td>"
+        # a file the revision's own denial refuses says so once, above the table
+        f"<td>{_refused_html([r for r in judged.refusing(f.path) if r not in whole]) if judged else ''}</td></tr>"
         for f in commit.files
     )
     fold = "" if len(commit.files) > FOLD_OVER else " open"
+    refused = f"<p>every file {_refused_html(whole)}</p>" if whole else ""
     return (
         f'<details id="{escape(anchor(key, commit.commit))}"{fold}><summary>commit <code>{escape(commit.commit)}</code>'
         f" ({escape(', '.join(names))}): {len(commit.files)} files, {human_size(total)}, "
-        f'arrived {escape(commit.synced_at)}</summary><table class="files">{rows}</table></details>'
+        f'arrived {escape(commit.synced_at)}</summary>{refused}<table class="files">{rows}</table></details>'
     )
 
 
@@ -138,7 +152,7 @@ def section(repo: ServedRepo, base: str, modelscope_too: bool) -> str:
     for commit_id, names in commits.items():
         commit = repo.at(commit_id)
         if commit is not None:
-            held.append(_commit_html(key, commit, names))
+            held.append(_commit_html(key, commit, names, repo.view.policing.judged(key, commit_id)))
     return head + code + revisions + "".join(held) + "</section>"
 
 

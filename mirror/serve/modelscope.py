@@ -6,7 +6,8 @@
                                                        [&PageNumber=N&PageSize=M]   the files (and folders)
     GET       /api/v1/{models|datasets}/{owner}/{name}/repo/tree?...          the same (what datasets page)
     HEAD|GET  /api/v1/{models|datasets}/{owner}/{name}/repo?Revision=R&FilePath=P   a file, with Range
-              with `redirect`, an LFS file is a 302 to its object in the bucket (not with a Cookie)
+              with `redirect`, an LFS file is a 302 to its object in the bucket (not with a Cookie);
+              a file the policy refuses: 403 with the reason in the envelope's Message
     GET       /api/v1/repos/internalAccelerationInfo                          region probe: no region
     *         /openapi/...                                                    404 ResourceNotFound
 
@@ -235,6 +236,9 @@ def routes(view: StoreView, *, redirect: bool = False) -> list[BaseRoute]:
         record = view.record(repo.key, commit, path)  # not repo.at(): one blob checked, not every one
         response = None
         if record is not None:
+            reason = view.policing.reason(repo.key, commit, path)
+            if reason is not None:  # before any redirect: a refused file has no URL to be sent to
+                return modelscope_error(403, reason)
             headers = {"ETag": f'"{record.etag}"', "X-Linked-ETag": f'"{record.sha256}"'}
             name = path.rsplit("/", 1)[-1]
             # the modelscope client (requests) sends its cookies, a token among them, to wherever it is

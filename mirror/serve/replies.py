@@ -20,10 +20,20 @@ def hub_error(
     status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """An error as the Hugging Face Hub answers it; `code` is the X-Error-Code (`RepoNotFound`, ...)."""
-    head = {"X-Error-Message": message, **(headers or {})}
+    head = {"X-Error-Message": header_text(message), **(headers or {})}
     if code is not None:
         head["X-Error-Code"] = code
     return JSONResponse({"error": message}, status_code=status, headers=head)
+
+
+def header_text(message: str) -> str:
+    """`message` as a header value: printable ASCII, anything else escaped (`\\n`, `\\xe9`), as a header carries
+    no line break and no character beyond Latin-1 (a message may quote a file's name or a pickle's global)."""
+    if message.isascii() and message.isprintable():
+        return message
+    return "".join(
+        c if c.isascii() and c.isprintable() else c.encode("unicode_escape").decode() for c in message
+    )
 
 
 def modelscope_error(status: int, message: str) -> JSONResponse:

@@ -29,6 +29,7 @@ from mirror.serve.audit import AccessLog
 from mirror.serve.tokens import Tokens
 from mirror.settings import StoreName
 from mirror.storage import open_storage
+from mirror.validate.policy import DEFAULT_POLICY, Policy
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,18 @@ class ServeConfig:
     access_log: Path | None = None
     grace: int = 30  # seconds the answers in flight get to finish on SIGTERM/SIGINT
     redirect: bool = False  # an LFS file of a store in a bucket: a 302 to a presigned URL of its blob
+    policy: Policy = DEFAULT_POLICY  # what is refused (403)
 
 
 def build_app(config: ServeConfig, clock: Clock, access_log: AccessLog | None) -> ASGIApp:
     """The application of one worker (called in the worker process)."""
     return create_app(
-        config.store, clock=clock, tokens=config.tokens, access_log=access_log, redirect=config.redirect
+        config.store,
+        clock=clock,
+        tokens=config.tokens,
+        access_log=access_log,
+        redirect=config.redirect,
+        policy=config.policy,
     )
 
 

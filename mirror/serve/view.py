@@ -6,7 +6,8 @@ nothing is served that the store has not published: an import writes blobs first
 record, then the refs, each by an atomic rename.
 
 Only what the store holds is served: a file whose blob is missing (or not a regular file of its size) is
-left out of listings and is not found on resolve.
+left out of listings and is not found on resolve. What the policy refuses is still listed, and refused on
+download (`mirror.serve.policing`).
 
 The view reads through the store's storage: a local folder or a bucket alike.
 """
@@ -15,13 +16,17 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mirror.errors import MirrorError
 from mirror.paths import is_commit
 from mirror.repo import HUBS, RepoKey, is_repo_id
+from mirror.serve.policing import Policing
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Ref, Store
+from mirror.validate.policy import DEFAULT_POLICY, Policy
 
 RECORD_TTL = 5.0  # seconds a record read from a bucket is served before it is read again (every replica
 # thus serves a bundle imported through any host within 10 s); what a look at a blob found, likewise
@@ -83,12 +88,14 @@ class ServedRepo:
 
 
 class StoreView:
-    """A read-only view of a store for serving; safe to share between the threads of one process."""
+    """A read-only view of a store for serving, judged by `policy` (`policing`); safe to share between the
+    threads of one process."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, policy: Policy = DEFAULT_POLICY) -> None:
         self.store = store
+        self.policing = Policing(self, policy)  # what the policy refuses to serve, and why
         self._lock = threading.Lock()
-        self._records: dict[str, tuple[tuple[float, ...], Snapshot | None]] = {}
+        self._records: dict[str, tuple[tuple[float, ...], Any]] = {}  # a record's name -> (stamp, parsed)
         self._blobs: dict[tuple[str, int], tuple[float, bool]] = {}  # over a bucket: (period, held)
 
     def repos(self) -> list[ServedRepo]:
@@ -112,21 +119,34 @@ class StoreView:
         `RECORD_TTL` seconds)."""
         if not is_commit(commit):
             return None
-        record = self.store.snapshot_key(key, commit)
-        stamp = self._stamp(record)
+        snap: Snapshot | None = self._read(
+            self.store.snapshot_key(key, commit), self.store.read_snapshot, key, commit
+        )
+        return snap
+
+    def scan_record(self, key: RepoKey, commit: str) -> Any:
+        """The commit's scan record (`Store.read_scan`), read once per version of its file as `snapshot`
+        is; None when absent or unreadable. The same object is returned while the file is unchanged."""
+        if not is_commit(commit):
+            return None
+        return self._read(self.store.scan_key(key, commit), self.store.read_scan, key, commit)
+
+    def _read(self, name: str, read: Callable[[RepoKey, str], Any], key: RepoKey, commit: str) -> Any:
+        """`read(key, commit)` of the record stored as `name`, kept while its `_stamp` is unchanged."""
+        stamp = self._stamp(name)
         if stamp is None:
             return None
         with self._lock:
-            cached = self._records.get(record)
+            cached = self._records.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            snap = self.store.read_snapshot(key, commit)
+            found = read(key, commit)
         except MirrorError:
-            snap = None
+            found = None
         with self._lock:
-            self._records[record] = (stamp, snap)
-        return snap
+            self._records[name] = (stamp, found)
+        return found
 
     def holds(self, record: FileRecord) -> bool:
         """Whether the store holds the file's blob (`Store.has_blob`: one lstat on a local store). Over a

@@ -21,8 +21,8 @@ from mirror.snapshot import FileRecord
 from mirror.sources.hub_scan import HubScan
 from mirror.store import Store
 from mirror.sync.plan import Target
-from mirror.validate.policy import Ruling, Verdict
-from mirror.validate.scan import RevisionScan, ScanFile, scan_revision
+from mirror.validate.policy import Verdict, ruling_words
+from mirror.validate.scan import RevisionScan, ScanFile, recorded_scan, scan_revision
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def check_revision(
     the repo ids this sync holds (an auto_map naming another repo is said)."""
     key = target.key
     covered = {f.path: f.sha256 for f in files}
-    recorded = _recorded(store.read_scan(key, commit), covered)
+    recorded = recorded_scan(store.read_scan(key, commit), covered)
     if recorded is not None:
         scan, notes = recorded
         scanned = False
@@ -82,19 +82,6 @@ def check_revision(
     return checked
 
 
-def _recorded(record: Any, covered: dict[str, str]) -> tuple[RevisionScan, tuple[str, ...]] | None:
-    """The recorded scan and its notes when the record covers exactly these files; None otherwise (no
-    record, a record of other files, or one that cannot be read: the revision is scanned again)."""
-    if not isinstance(record, dict) or record.get("files") != covered:
-        return None
-    notes = record.get("notes")
-    try:
-        scan = RevisionScan.from_json(record.get("scan"))
-    except ValueError:
-        return None
-    return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
-
-
 def _log(target: Target, checked: Checked) -> None:
     for ruling in checked.verdict.warned:
         log.warning("%s: %s", target, ruling_words(ruling))
@@ -102,13 +89,6 @@ def _log(target: Target, checked: Checked) -> None:
         log.warning("%s", line)
     for note in checked.notes:
         log.info("%s", note)
-
-
-def ruling_words(ruling: Ruling) -> str:
-    """One finding and its rule, as a report line says it ("model.bin: imports posix.system (policy pickle:
-    deny)"); a finding of the revision as a whole is "the revision: ..."."""
-    finding = ruling.finding
-    return f"{finding.path or 'the revision'}: {finding.detail} ({ruling.rule})"
 
 
 def missing_words(target: Target, repos: Sequence[str]) -> list[str]:

@@ -129,6 +129,13 @@ class Verdict:
         }
 
 
+def ruling_words(ruling: Ruling) -> str:
+    """One finding and its rule, as a report line says it ("model.bin: imports posix.system (policy pickle:
+    deny)"); a finding of the revision as a whole is "the revision: ..."."""
+    finding = ruling.finding
+    return f"{finding.path or 'the revision'}: {finding.detail} ({ruling.rule})"
+
+
 def revision_licenses(readme: bytes | None, hub_card: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     """The licences a revision names: its README's front matter `license:` and, when the caller has the
     hub's metadata, its `cardData.license` (pass `cardData`); each once, in the order found."""

@@ -221,3 +221,17 @@ def scan_revision(files: Sequence[ScanFile], temp_dir: Path | None = None) -> Re
             return None
 
     return revision_scan({f.path: f.size for f in files}, content, read)
+
+
+def recorded_scan(record: Any, covered: Mapping[str, str]) -> tuple[RevisionScan, tuple[str, ...]] | None:
+    """The scan a store records of a commit (`Store.read_scan`: {"files": {path: sha256}, "scan", "notes"})
+    and its notes, when the record covers exactly the files `covered` (path -> sha256); None otherwise (no
+    record, a record of other files, or one that cannot be read: the revision must be scanned again)."""
+    if not isinstance(record, dict) or record.get("files") != covered:
+        return None
+    notes = record.get("notes")
+    try:
+        scan = RevisionScan.from_json(record.get("scan"))
+    except ValueError:
+        return None
+    return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()

@@ -23,6 +23,10 @@ PAGE_SIZE = 1000  # tree entries per answer, as the Hub pages them; `Link: <...>
 REPO_NOT_FOUND = "RepoNotFound"
 REVISION_NOT_FOUND = "RevisionNotFound"
 ENTRY_NOT_FOUND = "EntryNotFound"
+# A file the policy refuses (403): huggingface_hub raises its error, with the server's message, at once only
+# for this code (a 403 of any other code on the HEAD of a download becomes "check your connection", the
+# message lost), so the reason reaches the user; the message says it is the policy, not a gate.
+POLICY_DENIED = "GatedRepo"
 
 
 class Miss(Exception):
@@ -53,6 +57,11 @@ def revision_not_found(revision: str) -> Miss:
 
 def entry_not_found(commit: str) -> Miss:
     return Miss(ENTRY_NOT_FOUND, "Entry not found", commit)
+
+
+def policy_refused(commit: str, reason: str) -> Miss:
+    """A file the serving policy refuses: 403 with the reason (`Policing.reason`)."""
+    return Miss(POLICY_DENIED, reason, commit, status=403)
 
 
 def no_route() -> Miss:

@@ -2,7 +2,8 @@
 handler that answers it (the answers themselves are built in `answers`).
 
     HEAD|GET /[datasets/|spaces/]{repo}/resolve/{rev}/{path}    the file (Range, If-Range); with
-             `redirect`, an LFS file is a 302 to its object in the bucket (headers as the Hub's 302)
+             `redirect`, an LFS file is a 302 to its object in the bucket (headers as the Hub's 302);
+             a file the policy refuses: 403 with the reason (`answers.policy_refused`)
     GET      /api/{models|datasets|spaces}/{repo}[/revision/{rev}]   repo info (`?blobs=true`)
     GET      /api/{t}/{repo}/tree/{rev}[/{path}]                     listing (`recursive`, paged)
     POST     /api/{t}/{repo}/paths-info/{rev}                        entries of `paths` (form or JSON)
@@ -34,6 +35,7 @@ from mirror.cards import card_data
 from mirror.serve.files import file_response
 from mirror.serve.hf import answers
 from mirror.serve.hf.answers import Miss
+from mirror.serve.policing import Unscanned
 from mirror.serve.view import ServedCommit, ServedRepo, StoreView
 
 SOURCE = "huggingface"
@@ -152,9 +154,13 @@ class HubRoutes:
         return read(*args)
 
     async def _resolve(self, request: Request) -> Response:
-        return await self._reading(self._resolved, request)
+        try:
+            return await self._reading(self._resolved, request, self.view.store.local_root is None)
+        except Unscanned:  # the server scans the commit first: never on the event loop
+            return await anyio.to_thread.run_sync(self._resolved, request, True)
 
-    def _resolved(self, request: Request) -> Response:
+    def _resolved(self, request: Request, scan: bool) -> Response:
+        """The file's answer; `Unscanned` when the policy must scan the commit and `scan` is False."""
         segs = segments(request)
         repo_type = "model"
         if segs[0] in URL_TYPES and "resolve" in segs[2:4]:  # not a model repo named "datasets/..."
@@ -171,6 +177,9 @@ class HubRoutes:
         record = self.view.record(repo.key, commit, path)
         response = None
         if record is not None:
+            reason = self.view.policing.reason(repo.key, commit, path, scan=scan)
+            if reason is not None:  # before any redirect: a refused file has no URL to be sent to
+                raise answers.policy_refused(commit, reason)
             headers = answers.file_headers(record, commit)
             response = file_response(self.view, record, headers, redirect=self.redirect)
         if response is None:
