@@ -5,6 +5,7 @@ One origin answers both the Hugging Face Hub API (`HF_ENDPOINT`) and the ModelSc
 `mirror sync` or `mirror import --layout store`.
 
     view        what the store holds, read fresh on each request (a bundle imported while serving shows)
+    policing    what the policy (`--policy FILE`) refuses to serve, and why (a 403 with the reason)
     hf          the Hugging Face routes: resolve, revision and repo info, tree, paths-info, refs
     modelscope  the ModelScope routes: files, file download, revisions, model info
     catalogue   GET /: the page a person reads
