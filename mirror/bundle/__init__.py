@@ -40,6 +40,7 @@ from mirror.bundle.members import (
     chunk_offset,
     describe_index,
     iter_members,
+    judge_index,
     member_name,
     sums_text,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "chunk_offset",
     "describe_index",
     "iter_members",
+    "judge_index",
     "member_name",
     "open_bundle",
     "read_index",

@@ -123,6 +123,19 @@ def output_file_option(help: str, kind: click.ParamType[Any, Any] | None = None)
     )
 
 
+def policy_option(fn: F) -> F:
+    """--policy FILE: the far side's own rules, instead of the default policy."""
+    return click.option(
+        "--policy",
+        "policy_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help="A YAML file with the manifest's `policy:` keys at its top level (default: the default policy: "
+        "pickle warn, remote_code warn, hub_flagged deny, any licence and size).",
+    )(fn)
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
 

@@ -14,6 +14,7 @@ from mirror.cli.options import (
     json_option,
     open_store,
     output_options,
+    policy_option,
     resolve_target,
     settings,
     source_options,
@@ -37,15 +38,7 @@ SCAN_EXITS = (
     target_help="Scan the revisions a `mirror import` wrote there (default with --layout: where import "
     "writes), as its receipts list them."
 )
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="A YAML file with the manifest's `policy:` keys at its top level (default: the default policy: "
-    "pickle warn, remote_code warn, hub_flagged deny, any licence and size).",
-)
+@policy_option
 @json_option
 @output_options
 def scan(
