@@ -22,8 +22,8 @@ from mirror.progress import NullProgress
 from mirror.signing import keygen
 from mirror.store import Store
 from tests.conftest import SampleStore, put_repo
-from tests.roundtrip import CLOSED_PORT_ENDPOINT, fresh_env, mirror_command, tree_contents
 from tests.modelfiles import safetensors_sized
+from tests.roundtrip import CLOSED_PORT_ENDPOINT, fresh_env, mirror_command, tree_contents
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
 from tests.test_exits import run
 from tests.test_resources import peak_rss_mb, put_big_model

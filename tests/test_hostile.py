@@ -254,9 +254,7 @@ CASES: dict[str, tuple[Callable[[Good], bytes], str]] = {
         "config.json",
     ),
     "index size disagrees with the bytes": (
-        lambda g: z(
-            g.with_index(lambda ix: resize_first_file(ix["repos"][0]["commits"][0], 3), sums=True)
-        ),
+        lambda g: z(g.with_index(lambda ix: resize_first_file(ix["repos"][0]["commits"][0], 3), sums=True)),
         "config.json",
     ),
     "SHA256SUMS disagrees": (

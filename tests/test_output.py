@@ -40,7 +40,11 @@ def assert_escaped(text: str) -> None:
 @pytest.fixture
 def store(tmp_path: Path, isolated_home: Path) -> Store:
     store = Store.at(tmp_path / "store", clock=SYSTEM)
-    put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 136)}})
+    put_repo(
+        store,
+        "org/tiny",
+        {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 136)}},
+    )
     return store
 
 

@@ -300,7 +300,11 @@ def test_an_export_is_byte_identical_over_every_storage(storage_store: Store, tm
     reference = Store.at(tmp_path / "reference", clock=SYSTEM)
     for store in (reference, storage_store):
         put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1})
-        put_repo(store, "gpt2", {"main": {"config.json": b"{}", "model.safetensors": safetensors_sized(b"w" * 5000)}})
+        put_repo(
+            store,
+            "gpt2",
+            {"main": {"config.json": b"{}", "model.safetensors": safetensors_sized(b"w" * 5000)}},
+        )
     export(reference, None, tmp_path / "reference.tar.zst")
     export(storage_store, None, tmp_path / "other.tar.zst")
     assert (tmp_path / "reference.tar.zst").read_bytes() == (tmp_path / "other.tar.zst").read_bytes()
