@@ -214,8 +214,11 @@ def test_a_manifest_that_denies_pickles_refuses_the_export_with_exit_3(
     assert error["exit_code"] == ExitCode.PARTIAL and error["type"] == "partial"
     assert "policy pickle: deny" in error["message"]
     assert_nothing_written(out)
-    # the same store under the manifest that warns exports
-    assert run("export", synced, "--store", store.local_root, "-o", out).exit_code == 0
+    # the same store under the manifest that warns exports, and says what it warns about
+    warned = run("export", synced, "--store", store.local_root, "-o", out)
+    assert warned.exit_code == 0, warned.output
+    line = f"  warning: huggingface:org/evil@main: pytorch_model.bin: {IMPORTS_SYSTEM} (policy pickle: warn)"
+    assert line in warned.stdout.splitlines()
 
 
 def test_an_invalid_header_in_the_store_refuses_an_export_of_the_whole_store(

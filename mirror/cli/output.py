@@ -15,6 +15,7 @@ from mirror.printable import printable
 from mirror.progress import VERBOSE
 from mirror.repo import RepoKey
 from mirror.units import human_size
+from mirror.validate.policy import ruling_words
 
 if TYPE_CHECKING:
     from mirror.export import ExportResult
@@ -137,6 +138,7 @@ def export_lines(result: ExportResult) -> list[str]:
         lines.append(
             f"delta: {len(elsewhere)} files ({human_size(sum(f.size for f in elsewhere))}) left to the far side"
         )
+    lines += [f"  warning: {r}: {ruling_words(w)}" for r in result.revisions for w in r.verdict.warned]
     return lines
 
 
