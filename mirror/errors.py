@@ -57,7 +57,8 @@ class PartialError(MirrorError):
 
 
 class PolicyDenied(MirrorError):
-    """A revision the policy refuses (a sync: exit 3, the others are done; its refs are not moved)."""
+    """A revision the policy refuses (a sync: exit 3, the others are done, its refs are not moved; an export:
+    exit 3, nothing is written)."""
 
     exit_code = ExitCode.PARTIAL
 

@@ -1,11 +1,14 @@
 """`mirror export` in one call: choose what of the store to pack, describe it in an index (a delta when
-told what the far side holds), write it as one bundle or as volumes, and sign each one.
+told what the far side holds; each commit with its validation scan), judge each revision by its policy (the
+same check as sync's: a denied one refuses the whole export before anything is written), write it as one
+bundle or as volumes, and sign each one.
 
 The CLI parses the options and prints the result; everything between is here.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +26,19 @@ from mirror.bundle import (
 from mirror.bundle.location import BundlePath, remove
 from mirror.bundle.volumes import write_volumes
 from mirror.clock import Clock
-from mirror.errors import MirrorError
+from mirror.errors import MirrorError, PolicyDenied
 from mirror.inventory import had_by_bundles, read_have
 from mirror.progress import NullProgress, ProgressSink
-from mirror.repo import RevisionRequest
+from mirror.repo import RepoKey, RevisionRequest
 from mirror.signing import Signed, sign_bundle, signature_path
 from mirror.snapshot import FileRecord
 from mirror.store import Store
+from mirror.validate.policy import DEFAULT_POLICY, Policy, Verdict, ruling_words
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,11 +67,64 @@ class Exported:
 
 
 @dataclass(frozen=True)
+class RevisionVerdict:
+    """A revision exported, and the verdict of its policy on its commit's scan."""
+
+    repo: RepoKey
+    revision: str
+    commit: str
+    verdict: Verdict
+
+    def __str__(self) -> str:
+        return f"{self.repo}@{self.revision}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.repo.to_json(),
+            "revision": self.revision,
+            "commit": self.commit,
+            "verdict": self.verdict.to_json(),
+        }
+
+
+def judge_export(index: BundleIndex, requests: Sequence[RevisionRequest] | None) -> list[RevisionVerdict]:
+    """Each revision of `index` judged by its policy: the policy of each request naming it (a manifest
+    entry's `policy:`), the default policy when exporting the whole store (`requests` None)."""
+    policies: dict[tuple[RepoKey, str], list[Policy]] = {}
+    for request in requests or ():
+        found = policies.setdefault((request.key, request.revision), [])
+        if request.policy not in found:
+            found.append(request.policy)
+    judged = []
+    for repo in index.repos:
+        for name, commit in repo.revisions:
+            scan = repo.commit(commit).scan
+            assert scan is not None, "build_index gives every commit its scan"
+            for policy in policies.get((repo.key, name), [DEFAULT_POLICY]):
+                judged.append(RevisionVerdict(repo.key, name, commit, scan.verdict(policy)))
+    return judged
+
+
+def refusal(judged: Sequence[RevisionVerdict]) -> PolicyDenied | None:
+    """The error that refuses an export some revision of which its policy denies (naming each revision,
+    commit, file, finding and rule); None when none is denied."""
+    denied = [j for j in judged if not j.verdict.ok]
+    if not denied:
+        return None
+    return PolicyDenied(
+        "the export is refused by the policy, nothing was written: "
+        + "; ".join(f"{j} (commit {j.commit}): {j.verdict.denied_words()}" for j in denied)
+        + " (leave the revision out of the manifest, or change its `policy:` if the finding is acceptable)"
+    )
+
+
+@dataclass(frozen=True)
 class ExportResult:
     index: BundleIndex
     bundles: tuple[Exported, ...]
     volumes: bool  # written as volumes (`--split`)
     delta: bool  # told what the far side holds (`--have`/`--since`)
+    revisions: tuple[RevisionVerdict, ...] = ()  # each revision's verdict
 
     @property
     def left_to_target(self) -> list[FileRecord]:
@@ -83,6 +142,7 @@ class ExportResult:
         if self.delta:
             elsewhere = self.left_to_target
             data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
+        data["revisions"] = [r.to_json() for r in self.revisions]
         return data
 
 
@@ -115,11 +175,20 @@ def export(
     """Pack what `requests` name (None: the whole store) into `output` (a file, or an object in a bucket:
     everything beside it goes there too), or into volumes of at most `split` bytes beside it; with `have`,
     a delta. `progress` gets the bytes packed. The creation time is `created`
-    (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`)."""
+    (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`).
+    Each revision is judged by its policy first (`judge_export`): PolicyDenied, and nothing written, when one
+    is denied; what is warned about is logged."""
     selection = select_requests(store, requests) if requests is not None else select_all(store)
     if not selection:
         raise MirrorError(f"the store {store} holds nothing to export; run `mirror sync MANIFEST` first")
     index = build_index(store, selection, created=created, have=have)
+    judged = judge_export(index, requests)
+    denied = refusal(judged)
+    if denied is not None:
+        raise denied
+    for revision in judged:
+        for ruling in revision.verdict.warned:
+            log.warning("%s: %s", revision, ruling_words(ruling))
     if split is None:
         remove(signature_path(output))  # a stale signature must not sit beside the new bundle
     progress = progress or NullProgress()
@@ -151,7 +220,18 @@ def export(
                 expires=expires,
             )
         bundles.append(Exported(summary, signed))
-    return ExportResult(index, tuple(bundles), volumes=split is not None, delta=have is not None)
+    return ExportResult(
+        index, tuple(bundles), volumes=split is not None, delta=have is not None, revisions=tuple(judged)
+    )
 
 
-__all__ = ["ExportResult", "Exported", "Signer", "export", "far_side_holds"]
+__all__ = [
+    "ExportResult",
+    "Exported",
+    "RevisionVerdict",
+    "Signer",
+    "export",
+    "far_side_holds",
+    "judge_export",
+    "refusal",
+]

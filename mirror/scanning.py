@@ -31,42 +31,22 @@ from mirror.snapshot import FileRecord
 from mirror.storage.base import MISSING
 from mirror.store import Store
 from mirror.validate.findings import Finding
-from mirror.validate.policy import Policy, Verdict
+from mirror.validate.policy import Policy
 from mirror.validate.scan import (
     SEEKS,
     MemberPipe,
     RevisionScan,
     ScanFile,
+    ScannedRevision,
     checks_for,
     is_small_read,
     read_bound,
     read_small,
     revision_scan,
+    scan_blobs,
     scan_file,
     scan_revision,
 )
-
-
-@dataclass(frozen=True)
-class ScannedRevision:
-    """One repo revision scanned, and the policy's verdict on it."""
-
-    repo: RepoKey
-    commit: str
-    scan: RevisionScan
-    verdict: Verdict
-    missing_repos: tuple[str, ...] = ()  # repos its auto_map refers to that the scanned set does not hold
-    unscanned: tuple[str, ...] = ()  # "path: why" for each file that could not be read
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.repo.to_json(),
-            "commit": self.commit,
-            **self.scan.to_json(),
-            "verdict": self.verdict.to_json(),
-            "missing_repos": list(self.missing_repos),
-            "unscanned": list(self.unscanned),
-        }
 
 
 @dataclass
@@ -111,14 +91,7 @@ def _report(
     """The verdicts, and the referenced repos the scanned set does not hold."""
     held = {s.repo.repo_id for s in found}
     revisions = [
-        ScannedRevision(
-            s.repo,
-            s.commit,
-            s.scan,
-            s.scan.verdict(policy),
-            tuple(r for r in s.scan.repos if r not in held),
-            s.unscanned,
-        )
+        ScannedRevision.judge(s.repo, s.commit, s.scan, policy, held, s.unscanned)
         for s in sorted(found, key=lambda s: (s.repo, s.commit))
     ]
     return ScanReport(scanned, revisions, list(problems))
@@ -139,8 +112,7 @@ def scan_store(store: Store, policy: Policy, temp_dir: Path | None = None) -> Sc
             for f in snap.files:
                 (held if store.has_blob(f.sha256, f.size) else missing).append(f)
             unscanned = tuple(f"{f.path}: missing from the store" for f in missing)
-            files = [ScanFile(f.path, f.size, partial(store.open_blob, f.sha256)) for f in held]
-            scan = scan_revision(files, temp_dir or store.storage.staging())
+            scan = scan_blobs(store.open_blob, held, temp_dir or store.storage.staging())
             found.append(_Scanned(key, snap.commit, scan, unscanned))
     return _report(str(store), found, policy)
 

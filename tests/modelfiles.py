@@ -12,10 +12,16 @@ HEADER = 128  # bytes of JSON header, padded with spaces
 def safetensors_sized(payload: bytes) -> bytes:
     """A valid safetensors file exactly as long as `payload` (at least 136 bytes): one U8 tensor holding the
     payload's first bytes after the header."""
-    size = len(payload) - 8 - HEADER
-    assert size >= 0, "a payload of at least 136 bytes"
-    text = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
-    return struct.pack("<Q", HEADER) + text.ljust(HEADER) + payload[:size]
+    head = safetensors_head(len(payload))
+    return head + payload[: len(payload) - len(head)]
+
+
+def safetensors_head(size: int) -> bytes:
+    """The first 136 bytes of a valid safetensors file of `size` bytes (one U8 tensor: any bytes follow)."""
+    data = size - 8 - HEADER
+    assert data >= 0, "a file of at least 136 bytes"
+    text = json.dumps({"w": {"dtype": "U8", "shape": [data], "data_offsets": [0, data]}}).encode()
+    return struct.pack("<Q", HEADER) + text.ljust(HEADER)
 
 
 def _field(number: int, value: int | bytes) -> bytes:

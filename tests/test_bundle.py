@@ -168,7 +168,7 @@ def test_gnu_tar_extracts_and_sha256sum_checks(
     v1 = dest / "repos" / "huggingface" / "model" / "org" / "tiny" / tiny.commits["v1.0"]
     assert {p.relative_to(v1).as_posix(): p.read_bytes() for p in v1.rglob("*") if p.is_file()} == TINY_V1
     index = json.loads((dest / INDEX_NAME).read_text())
-    assert index["format"] == "mirror-bundle" and index["format_version"] == "1.1"
+    assert index["format"] == "mirror-bundle" and index["format_version"] == "1.2"
 
 
 @pytest.mark.e2e

@@ -9,6 +9,7 @@ import json
 import tarfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -93,8 +94,8 @@ def test_a_model_and_a_dataset_with_one_id_and_commit_travel_apart(
     # The content both share is packed once: the model's config is a hardlink to the dataset's.
     link = next(info for info, _ in members if info.name.endswith("model/org/x/" + commit + "/config.json"))
     assert link.islnk() and link.linkname == f"repos/huggingface/dataset/org/x/{commit}/config.json"
-    assert json.loads(data[INDEX_NAME])["format_version"] == "1.1"
-    assert verify_bundle(bundle).index.format_version == "1.1"
+    assert json.loads(data[INDEX_NAME])["format_version"] == "1.2"
+    assert verify_bundle(bundle).index.format_version == "1.2"
 
     cache = tmp_path / "hub"
     import_bundle(bundle, "hf", cache)
@@ -106,12 +107,22 @@ def test_a_model_and_a_dataset_with_one_id_and_commit_travel_apart(
         assert (cache / folder / "refs" / "main").read_text() == commit
 
 
+def old_index(store: Store, version: int | str, created: int) -> dict[str, Any]:
+    """The index of the whole store as a mirror of format `version` (before 1.2) wrote it: no commit carries
+    a scan."""
+    index = build_index(store, select_all(store), created=created).to_json()
+    index["format_version"] = version
+    for repo in index["repos"]:
+        for commit in repo["commits"]:
+            del commit["scan"]
+    return index
+
+
 def write_format_1(store: Store, out: Path, created: int) -> list[str]:
     """What mirror wrote before member names carried the repo type: format_version 1, members named
     `repos/<source>/<repo_id>/<commit>/<path>`, sorted, repeats as hardlinks; the member names, in order.
     Built here by hand, so that it does not depend on the code under test."""
-    index = build_index(store, select_all(store), created=created).to_json()
-    index["format_version"] = 1
+    index = old_index(store, 1, created)
     index_bytes = (json.dumps(index, indent=1) + "\n").encode()
     files = sorted(
         (f"repos/{r['source']}/{r['repo_id']}/{c['commit']}/{f['path']}", f["sha256"])
@@ -167,12 +178,12 @@ def test_a_bundle_of_format_1_still_reads_verifies_and_imports(
     assert (data_snapshot / "data" / "train.csv").read_bytes() == b"a,b\n1,2\n"
 
 
-@pytest.mark.parametrize("version", [2, "1.2", "2.0"])
+@pytest.mark.parametrize("version", [2, "1.3", "2.0"])
 def test_a_newer_format_asks_for_a_newer_mirror(sample_store: SampleStore, version: object) -> None:
     data = build_index(sample_store.store, select_all(sample_store.store)).to_json()
     data["format_version"] = version
     with pytest.raises(
-        IntegrityError, match=r"not supported \(this mirror reads 1 and 1\.1\); upgrade mirror"
+        IntegrityError, match=r"not supported \(this mirror reads 1, 1\.1 and 1\.2\); upgrade mirror"
     ):
         BundleIndex.from_json(data)
 
@@ -187,9 +198,10 @@ def test_a_format_version_no_mirror_wrote_is_refused(sample_store: SampleStore, 
 
 # The bundle of GOLDEN_STORE, created at SOURCE_DATE_EPOCH=1700000000 by tool version "golden": the sha256
 # of its tar stream (mirror's own bytes) and of the file (also zstd's: checked with the libzstd it was made
-# with). A change here changes every bundle: it must be a documented format change.
-GOLDEN_TAR_SHA256 = "f384822edda18d8dd529cbe1e933e3c3be67d4dc05de4431db564a53178e1f05"
-GOLDEN_SHA256 = "1d12298c803c27f2cbd203abc1472c92a2fa19e241f900aa78864c3e15c55213"
+# with). A change here changes every bundle: it must be a documented format change (the last: format 1.2, each
+# commit carries its scan).
+GOLDEN_TAR_SHA256 = "6c9072368c4c8f8e2bfd275783f0862ae90537ad00bf72708d0d1e246d7392a5"
+GOLDEN_SHA256 = "00a219462d9574848a8ea12ae74638376fc56ea909bd174f2a89539860cafe07"
 GOLDEN_ZSTD = (1, 5, 7)
 
 

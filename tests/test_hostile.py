@@ -254,9 +254,7 @@ CASES: dict[str, tuple[Callable[[Good], bytes], str]] = {
         "config.json",
     ),
     "index size disagrees with the bytes": (
-        lambda g: z(
-            g.with_index(lambda ix: ix["repos"][0]["commits"][0]["files"][0].update(size=3), sums=True)
-        ),
+        lambda g: z(g.with_index(lambda ix: resize_first_file(ix["repos"][0]["commits"][0], 3), sums=True)),
         "config.json",
     ),
     "SHA256SUMS disagrees": (
@@ -398,6 +396,13 @@ def test_hostile_bundle_is_refused_and_the_target_untouched(
         assert names in message, message
         assert tree_state(parent) == before, f"{case}: {layout} target changed"
         shutil.rmtree(parent)
+
+
+def resize_first_file(commit: dict[str, Any], size: int) -> None:
+    """Say the commit's first file is `size` bytes, its scan's size told alike (so that the index holds
+    together: only the member's bytes disagree)."""
+    commit["scan"]["size"] += size - commit["files"][0]["size"]
+    commit["files"][0]["size"] = size
 
 
 ATTACKS = [

@@ -18,18 +18,22 @@ from mirror.hashing import lfs_pointer_oid
 from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Store
+from tests.modelfiles import safetensors_head
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 
 GIB = 1 << 30
 
 
 def put_big_model(store: Store, size: int, *, incompressible: bool = False) -> str:
-    """A model whose weights are one sparse `size`-byte file (zeros), or random bytes (whole MiBs) that
-    compress to their own size, put straight into the store."""
+    """A model whose weights are one sparse `size`-byte safetensors file (zeros after its header), or random
+    bytes (whole MiBs) that compress to their own size, put straight into the store."""
     temp = store.temp_path("big.part")
+    head = safetensors_head(size)  # a valid header (an export refuses an invalid one), then the data
     with open(temp, "wb") as f:
+        f.write(head)
         if incompressible:
-            for _ in range(size >> 20):
+            f.write(os.urandom((1 << 20) - len(head)))
+            for _ in range((size >> 20) - 1):
                 f.write(os.urandom(1 << 20))
         else:
             f.truncate(size)

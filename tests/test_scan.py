@@ -16,7 +16,9 @@ from typing import Any, BinaryIO
 import pytest
 
 from mirror import scanning
+from mirror.bundle import select_all, write_bundle
 from mirror.clock import SYSTEM
+from mirror.export import far_side_holds
 from mirror.s3 import parse_s3_url
 from mirror.scanning import scan_bundles
 from mirror.storage.s3 import S3Storage
@@ -160,7 +162,8 @@ def test_a_referenced_repo_in_the_scanned_set_is_not_missing(store: Store) -> No
 def test_a_bundle_gives_the_same_findings_and_a_damaged_one_exits_4(store: Store, tmp_path: Path) -> None:
     fill(store, {"org/broken": {"model.safetensors": BROKEN}, "org/twin": {"weights.pt": EVIL}})
     bundle = tmp_path / "b.tar.zst"
-    assert run("export", "--store", store.local_root, "-o", bundle).exit_code == 0
+    assert run("export", "--store", store.local_root, "-o", bundle).exit_code == 3  # export refuses it
+    write_bundle(store, select_all(store), bundle)  # as a bundle from elsewhere may hold it
     from_store = scan_json("--store", store.local_root, code=4)
     from_bundle = scan_json(bundle, code=4)
     assert from_bundle["scanned"] == str(bundle)
@@ -225,7 +228,7 @@ def test_what_a_delta_bundle_leaves_in_the_target_is_named_as_not_read(store: St
     first, delta = tmp_path / "first.tar.zst", tmp_path / "delta.tar.zst"
     assert run("export", "--store", store.local_root, "-o", first).exit_code == 0
     fill(store, {"org/new": {"model.safetensors": BROKEN}})
-    assert run("export", "--store", store.local_root, "-o", delta, "--since", first).exit_code == 0
+    write_bundle(store, select_all(store), delta, have=far_side_holds([], [first]))  # export would refuse it
     report = by_repo(scan_json(delta, code=4))
     assert report["org/new"]["verdict"]["denied"][0]["kind"] == "invalid"
     left = "left in the target by this delta bundle"

@@ -184,7 +184,7 @@ def test_a_no_op_re_sync_asks_the_hub_nothing_more_and_does_not_rescan(
     def no_scan(*args: object, **kwargs: object) -> None:
         raise AssertionError("an unchanged revision was scanned again")
 
-    monkeypatch.setattr("mirror.sync.scan.scan_revision", no_scan)
+    monkeypatch.setattr("mirror.sync.scan.scan_blobs", no_scan)
     hub.clear_requests()
     report = run(store, hub, text)
     assert report.exit_code == ExitCode.OK and len(hub.requests) == baseline

@@ -2,7 +2,8 @@
 
 A bundle is a plain zstd-compressed POSIX tar (README, "The bundle"):
 
-    MIRROR-BUNDLE.json                                      the index: repos, revisions -> commit, files
+    MIRROR-BUNDLE.json                                      the index: repos, revisions -> commit, files,
+                                                            each commit's validation scan (format 1.2)
     SHA256SUMS                                              `sha256sum -c` lines for every file member
     chunks/<sha256>/<NNN>                                   pieces of a file larger than a volume (volumes)
     repos/<source>/<repo_type>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a hardlink
@@ -15,7 +16,7 @@ the top-level `"volume_set"`. See `Placement` and `VolumeSet`.
 
 The package owns the format: `index` (the typed index), `parse` (its one validation), `members` (the one
 place that names and orders the file members: the writer, the verifier and the importers all walk it),
-`selection` (what of the store goes in), `writer`, `frames` and `framereader` (zstd frames on every core),
+`selection` (what of the store goes in, each commit with its scan), `writer`, `frames` and `framereader` (zstd frames on every core),
 `stream` (the inflating stream), `reader` (the checked pass over a bundle), `tarheader` (the tar headers a
 bundle may hold), `diagnosis` (what a refusal names), `volumes` (`export --split`).
 """
@@ -40,6 +41,7 @@ from mirror.bundle.members import (
     chunk_offset,
     describe_index,
     iter_members,
+    judge_index,
     member_name,
     sums_text,
 )
@@ -78,6 +80,7 @@ __all__ = [
     "chunk_offset",
     "describe_index",
     "iter_members",
+    "judge_index",
     "member_name",
     "open_bundle",
     "read_index",

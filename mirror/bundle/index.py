@@ -21,14 +21,17 @@ from mirror.bounded import INDEX
 from mirror.records import FieldsJson
 from mirror.repo import RepoKey, revisions_json
 from mirror.snapshot import FileRecord, ListedFile
+from mirror.validate.scan import RevisionScan
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
 FORMAT = "mirror-bundle"
 # The version this mirror writes, and every version it reads (oldest first). 1.1 put the repo type in the
-# member names (a model and a dataset with the same source, id and commit had the same names in 1).
-FORMAT_VERSION: int | str = "1.1"
-FORMAT_VERSIONS: tuple[int | str, ...] = (1, "1.1")
+# member names (a model and a dataset with the same source, id and commit had the same names in 1); 1.2
+# added each commit's validation scan (`IndexedCommit.scan`), member names unchanged.
+FORMAT_VERSION: int | str = "1.2"
+FORMAT_VERSIONS: tuple[int | str, ...] = (1, "1.1", "1.2")
+SCANNED_SINCE: int | str = "1.2"  # the first version whose commits carry their scan
 MAX_INDEX_SIZE = INDEX.size
 DEFAULT_BRANCHES = ("main", "master")
 
@@ -41,12 +44,19 @@ class IndexedCommit:
 
     `listing` (optional, only on a commit that is not complete) is the commit's complete listing, for the
     HF cache's trees/<commit>.json; bundles without it are read as before (no trees/ for such a commit).
+
+    `scan` (format 1.2; None in older bundles) is the validation scan of exactly these files, as the store
+    recorded it at sync (the hub's own findings merged) or as export made it, and `scan_notes` what a
+    reviewer should know of it (the hub's scan absent, ...). Part of the index, it is covered by the
+    index's digest and signature like everything in it.
     """
 
     commit: str
     complete: bool
     files: tuple[FileRecord, ...]
     listing: tuple[ListedFile, ...] | None = None
+    scan: RevisionScan | None = None
+    scan_notes: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -56,6 +66,8 @@ class IndexedCommit:
         data = {"commit": self.commit, "complete": self.complete, "files": [f.to_json() for f in self.files]}
         if self.listing is not None:  # written only when set: other bundles stay byte-identical
             data["listing"] = [e.to_json() for e in self.listing]
+        if self.scan is not None:
+            data["scan"] = {**self.scan.to_json(), "notes": list(self.scan_notes)}
         return data
 
 

@@ -1,16 +1,19 @@
 """The file members an index implies: `iter_members` is the one place that names and orders them (the
 writer, the reader, volume planning and the importers all walk it), with `sums_text` (SHA256SUMS),
-`chunk_offset`, and `describe_index`, what a bundle holds as `mirror inspect` shows it.
+`chunk_offset`, and `describe_index`, what a bundle holds as `mirror inspect` shows it (with `judge_index`,
+the policy's verdict on each commit's scan).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from mirror.bundle.index import FORMAT, FORMAT_VERSION, BundleIndex, IndexedCommit, IndexedRepo
-from mirror.repo import revisions_json
+from mirror.repo import RepoKey, revisions_json
 from mirror.snapshot import FileRecord
+from mirror.validate.policy import DEFAULT_POLICY, Policy
+from mirror.validate.scan import ScannedRevision
 
 
 class BundleMember(NamedTuple):
@@ -88,8 +91,37 @@ def sums_text(index: BundleIndex) -> bytes:
     return "".join(f"{m.sha256}  {m.name}\n" for m in iter_members(index)).encode("utf-8")
 
 
-def describe_index(index: BundleIndex) -> dict[str, Any]:
-    """What a bundle holds, JSON-friendly (`mirror inspect --json`)."""
+Judged = Mapping[tuple[RepoKey, str], ScannedRevision]  # (repo, commit) -> its scan and verdict
+
+
+def judge_index(
+    index: BundleIndex, policy: Policy = DEFAULT_POLICY
+) -> dict[tuple[RepoKey, str], ScannedRevision]:
+    """The verdict of `policy` on each commit's scan the index carries (format 1.2; an older bundle's commits
+    have none, and are left out); the repos an auto_map refers to are missing when the bundle lacks them."""
+    held = {repo.repo_id for repo in index.repos}
+    return {
+        (repo.key, c.commit): ScannedRevision.judge(repo.key, c.commit, c.scan, policy, held)
+        for repo in index.repos
+        for c in repo.commits
+        if c.scan is not None
+    }
+
+
+def _commit_scan(commit: IndexedCommit, judged: ScannedRevision | None) -> dict[str, Any]:
+    """A commit's scan as `mirror inspect --json` describes it: null when the bundle carries none."""
+    if judged is None:
+        return {"scan": None}
+    data = judged.to_json()
+    for key in ("source", "repo_type", "repo_id", "commit", "unscanned"):
+        del data[key]
+    return {"scan": {**data, "notes": list(commit.scan_notes)}}
+
+
+def describe_index(index: BundleIndex, judged: Judged | None = None) -> dict[str, Any]:
+    """What a bundle holds, JSON-friendly (`mirror inspect --json`): each commit with its scan and the verdict
+    on it (`judged`, from `judge_index`; default: the default policy's)."""
+    judged = judge_index(index) if judged is None else judged
     repos = []
     for repo in index.repos:
         repos.append(
@@ -98,7 +130,13 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
                 **({"hf_id": repo.hf_id} if repo.hf_id is not None else {}),
                 "revisions": revisions_json(repo.revisions),
                 "commits": [
-                    {"commit": c.commit, "complete": c.complete, "files": len(c.files), "bytes": c.size}
+                    {
+                        "commit": c.commit,
+                        "complete": c.complete,
+                        "files": len(c.files),
+                        "bytes": c.size,
+                        **_commit_scan(c, judged.get((repo.key, c.commit))),
+                    }
                     for c in repo.commits
                 ],
                 "files": sum(len(c.files) for c in repo.commits),
@@ -116,6 +154,7 @@ def describe_index(index: BundleIndex) -> dict[str, Any]:
         "files": len(members),
         "total_bytes": sum(m.size for m in members),
         "unique_bytes": sum(m.size for m in members if m.link_to is None),
+        "ok": all(j.verdict.ok for j in judged.values()),  # the policy denies nothing the bundle carries
     }
     # Only for deltas and volumes, so a plain bundle's description is as it always was.
     if index.volume_set is not None:

@@ -12,9 +12,11 @@ from typing import Any, cast
 
 from mirror.bundle.index import (
     FORMAT,
+    FORMAT_VERSION,
     FORMAT_VERSIONS,
     IN_TARGET,
     PACKED_HERE,
+    SCANNED_SINCE,
     BundleIndex,
     Chunk,
     IndexedCommit,
@@ -36,6 +38,7 @@ from mirror.paths import (
 )
 from mirror.repo import REPO_TYPES, check_repo_id
 from mirror.snapshot import FileRecord, check_listing, listing_from_json
+from mirror.validate.scan import RevisionScan
 
 # Of PATH_MAX, what a name in a bundle leaves for the target's own path and the folders a layout puts
 # around it (the longest: the hf layout's `models--<org>--<name>/.mirror/tmp/<id>/snapshot-<commit>/`).
@@ -122,7 +125,28 @@ def _file(data: Any, volumes: VolumeSet | None, placements: _Placements) -> File
     return record
 
 
-def _commit(data: Any, volumes: VolumeSet | None, placements: _Placements) -> IndexedCommit:
+def _scan(data: Any, what: str, files: tuple[FileRecord, ...]) -> tuple[RevisionScan, tuple[str, ...]]:
+    """A commit's scan (format 1.2): a `RevisionScan` of exactly its files, and notes (strings)."""
+    try:
+        scan = RevisionScan.from_json(data)
+    except ValueError as e:
+        raise _bad(f"{what}: its scan is invalid ({e})") from None
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise _bad(f"{what}: its scan's notes must be a list of strings")
+    size = sum(f.size for f in files)
+    if scan.size != size:
+        raise _bad(f"{what}: its scan covers {scan.size} bytes, its files hold {size}")
+    paths = {f.path for f in files}
+    for finding in scan.findings:
+        if finding.path and finding.path not in paths:
+            raise _bad(f"{what}: its scan has a finding on {finding.path!r}, which is not one of its files")
+    return scan, tuple(notes)
+
+
+def _commit(
+    data: Any, volumes: VolumeSet | None, placements: _Placements, version: int | str
+) -> IndexedCommit:
     commit = check_commit(_field(data, "commit", str, "commit entry"))
     complete = _field(data, "complete", bool, f"commit {commit}")
     files = tuple(_file(f, volumes, placements) for f in _field(data, "files", list, f"commit {commit}"))
@@ -143,15 +167,23 @@ def _commit(data: Any, volumes: VolumeSet | None, placements: _Placements) -> In
             check_listing(files, listing, f"commit {commit}")
         except IntegrityError as e:
             raise _bad(str(e)) from None
+    scan: RevisionScan | None = None
+    notes: tuple[str, ...] = ()
+    if "scan" in data:
+        if FORMAT_VERSIONS.index(version) < FORMAT_VERSIONS.index(SCANNED_SINCE):
+            raise _bad(f"commit {commit} carries a scan, which a bundle of format {version} cannot")
+        scan, notes = _scan(data["scan"], f"commit {commit}", files)
     return IndexedCommit(
         commit=commit,
         complete=complete,
         files=tuple(sorted(files, key=lambda f: f.path)),
         listing=listing,
+        scan=scan,
+        scan_notes=notes,
     )
 
 
-def _repo(data: Any, volumes: VolumeSet | None, placements: _Placements) -> IndexedRepo:
+def _repo(data: Any, volumes: VolumeSet | None, placements: _Placements, version: int | str) -> IndexedRepo:
     source = _field(data, "source", str, "repo entry")
     if not _SOURCE.match(source):
         raise _bad(f"invalid source {source!r}")
@@ -166,7 +198,7 @@ def _repo(data: Any, volumes: VolumeSet | None, placements: _Placements) -> Inde
             check_repo_id(hf_id)
         except IntegrityError:
             raise _bad(f"{repo_id} has an invalid hf_id {hf_id!r}") from None
-    commits = tuple(_commit(c, volumes, placements) for c in _field(data, "commits", list, repo_id))
+    commits = tuple(_commit(c, volumes, placements, version) for c in _field(data, "commits", list, repo_id))
     known = {c.commit for c in commits}
     if len(known) != len(commits):
         raise _bad(f"{repo_id} lists a commit twice")
@@ -222,10 +254,12 @@ def _format_version(value: Any) -> int | str:
     if type(value) in (int, str) and value in FORMAT_VERSIONS:
         return cast(int | str, value)
     number = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", str(value)) if type(value) in (int, str) else None
-    if number is not None and (int(number[1]), int(number[2] or 0)) > (1, 1):
+    newest = tuple(int(n) for n in str(FORMAT_VERSION).split("."))
+    if number is not None and (int(number[1]), int(number[2] or 0)) > newest:
+        *older, last = map(str, FORMAT_VERSIONS)
         raise IntegrityError(
             f"bundle format version {value!r} is not supported (this mirror reads "
-            f"{' and '.join(map(str, FORMAT_VERSIONS))}); upgrade mirror on this machine"
+            f"{', '.join(older)} and {last}); upgrade mirror on this machine"
         )
     raise _bad(f"invalid format_version {value!r}")
 
@@ -240,7 +274,7 @@ def parse_index(data: Any) -> BundleIndex:
         raise _bad(f"invalid creation time {created!r}")
     volume_set = _volume_set(data["volume_set"]) if "volume_set" in data else None
     placements: _Placements = {}
-    repos = tuple(_repo(r, volume_set, placements) for r in _field(data, "repos", list, "index"))
+    repos = tuple(_repo(r, volume_set, placements, version) for r in _field(data, "repos", list, "index"))
     if len({r.key for r in repos}) != len(repos):
         raise _bad("a repo is listed twice")
     index = BundleIndex(

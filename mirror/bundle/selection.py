@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import BinaryIO, TypedDict
 
 from mirror.bundle.index import (
     DEFAULT_BRANCHES,
@@ -20,6 +21,7 @@ from mirror.paths import is_commit
 from mirror.repo import RepoKey, RevisionRequest
 from mirror.snapshot import Snapshot
 from mirror.store import Store
+from mirror.validate.scan import RevisionScan, recorded_scan, scan_blobs
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,39 @@ def select_requests(store: Store, requests: Iterable[RevisionRequest]) -> list[R
     return selection
 
 
+EXPORT_SCANNED = (
+    "scanned at export: the store holds no scan of these files (synced before mirror scanned, or a subset "
+    "of them exported); the hub's own scan was not asked"
+)
+
+
+class _Scanned(TypedDict):
+    scan: RevisionScan
+    scan_notes: tuple[str, ...]
+
+
+def _scan_of(store: Store, key: RepoKey, snapshot: Snapshot) -> _Scanned:
+    """The scan of the snapshot's files a bundle carries: the one the store recorded at sync when it covers
+    exactly them (`recorded_scan`), else one made now from the blobs (not recorded, nor spooled in the store:
+    an export only reads it), with a note saying so."""
+    recorded = recorded_scan(store.read_scan(key, snapshot.commit), snapshot.files)
+    if recorded is not None:
+        return {"scan": recorded[0], "scan_notes": recorded[1]}
+    paths = {f.sha256: f.path for f in snapshot.files}
+
+    def open_blob(sha256: str) -> BinaryIO:
+        try:
+            return store.open_blob(sha256)
+        except FileNotFoundError:
+            raise MirrorError(
+                f"{key}@{snapshot.commit}: the store lacks {paths[sha256]} ({sha256}); "
+                "run `mirror sync` again or `mirror verify` to check the store"
+            ) from None
+
+    scan = scan_blobs(open_blob, snapshot.files)  # a pickle from a bucket spools to the system's temp
+    return {"scan": scan, "scan_notes": (EXPORT_SCANNED,)}
+
+
 def build_index(
     store: Store,
     selection: Iterable[RepoSelection],
@@ -131,7 +166,8 @@ def build_index(
     created: int | None = None,
     have: Mapping[str, int] | None = None,
 ) -> BundleIndex:
-    """The index of a bundle holding `selection`, validated as a reader would.
+    """The index of a bundle holding `selection`, validated as a reader would, each commit with its scan
+    (`_scan_of`).
 
     `created` (unix seconds; the CLI passes SOURCE_DATE_EPOCH) defaults to the newest sync of what is
     selected, never the clock, so the same store gives the same bundle. `have` (sha256 -> size: what the
@@ -156,6 +192,7 @@ def build_index(
                         s.complete,
                         tuple(sorted(s.files, key=lambda f: f.path)),
                         listing=None if s.complete else s.listing,
+                        **_scan_of(store, sel.key, s),
                     )
                     for s in sorted(sel.snapshots, key=lambda s: s.commit)
                 ),

@@ -21,7 +21,9 @@ from mirror.cli.options import (
     open_store,
     output_file_option,
     output_options,
+    policy_option,
     progress,
+    read_policy,
     resolve_target,
     settings,
     source_options,
@@ -197,15 +199,30 @@ def inventory(layout: str, target: StoreName | None, output: Path, as_json: bool
     emit(written, as_json, [inventory_line(written)])
 
 
-@click.command(epilog=EXIT_CODES_HELP)
-@click.argument("bundle", type=BUNDLE)
-@json_option
-def inspect(bundle: BundlePath, as_json: bool) -> None:
-    """Show what BUNDLE (a file, or an s3://BUCKET/KEY object) holds (reads only its index)."""
-    from mirror.bundle import describe_index, read_index
+INSPECT_EXITS = (
+    "mirror inspect exits 0 when the policy denies nothing the bundle carries, 4 when it denies anything (as "
+    "`mirror scan`), or when the bundle's index is damaged. "
+)
 
-    data = describe_index(read_index(bundle))
-    emit(data, as_json, describe_bundle(data))
+
+@click.command(epilog=INSPECT_EXITS + EXIT_CODES_HELP)
+@click.argument("bundle", type=BUNDLE)
+@policy_option("Judge each commit's scan the bundle carries")
+@json_option
+def inspect(bundle: BundlePath, policy_file: Path | None, as_json: bool) -> None:
+    """Show what BUNDLE (a file, or an s3://BUCKET/KEY object) holds (reads only its index): per repo and
+    commit, its files, the findings of the scan the bundle carries (file, kind, detail) and the verdict of
+    the policy on each, its licences and the repos its code refers to, so a reviewer can approve the bundle
+    before it is imported. A bundle older than format 1.2 carries no scan: its commits show "not scanned"
+    (`mirror scan BUNDLE` reads every byte and scans them)."""
+    from mirror.bundle import describe_index, judge_index, read_index
+
+    index = read_index(bundle)
+    judged = judge_index(index, read_policy(policy_file))
+    data = describe_index(index, judged)
+    emit(data, as_json, describe_bundle(data, judged))
+    if not data["ok"]:
+        raise SystemExit(ExitCode.INTEGRITY)
 
 
 @click.command(epilog=EXIT_CODES_HELP)

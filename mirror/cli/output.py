@@ -6,24 +6,27 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from mirror.printable import printable
 from mirror.progress import VERBOSE
+from mirror.repo import RepoKey
 from mirror.units import human_size
+from mirror.validate.policy import ruling_words
 
 if TYPE_CHECKING:
     from mirror.export import ExportResult
     from mirror.gc import GcReport
     from mirror.inventory import InventoryWritten
     from mirror.report import ImportReport, MissingRepo, RepoReport
-    from mirror.scanning import ScannedRevision, ScanReport
+    from mirror.scanning import ScanReport
     from mirror.signing import KeyFiles
     from mirror.status import RevisionStatus
     from mirror.sync import ItemResult
+    from mirror.validate.scan import ScannedRevision
     from mirror.verify import BundleCheck, StoreCheck, TargetCheck
 
 __all__ = ["emit", "human_size", "print_error"]
@@ -135,6 +138,7 @@ def export_lines(result: ExportResult) -> list[str]:
         lines.append(
             f"delta: {len(elsewhere)} files ({human_size(sum(f.size for f in elsewhere))}) left to the far side"
         )
+    lines += [f"  warning: {r}: {ruling_words(w)}" for r in result.revisions for w in r.verdict.warned]
     return lines
 
 
@@ -154,17 +158,31 @@ def keygen_lines(keys: KeyFiles) -> list[str]:
     ]
 
 
-def describe_bundle(data: dict[str, Any]) -> list[str]:
-    """inspect: what a bundle holds (`describe_index`'s data)."""
+NOT_SCANNED = (
+    "not scanned: a bundle of format {version} carries no scan; `mirror scan BUNDLE` reads every byte and "
+    "scans it"
+)
+
+
+def describe_bundle(data: dict[str, Any], judged: Mapping[tuple[RepoKey, str], ScannedRevision]) -> list[str]:
+    """inspect: what a bundle holds (`describe_index`'s data), each commit with its findings and verdict
+    (`judged`, `judge_index`'s), as `mirror scan` shows a revision."""
     lines = [
         f"mirror bundle v{data['format_version']}, made {data['created']} by mirror {data['tool_version']}"
     ]
     for repo in data["repos"]:
+        key = RepoKey(repo["source"], repo["repo_type"], repo["repo_id"])
         lines.append(f"{repo['source']}:{repo['repo_id']} ({repo['repo_type']})")
         for rev in repo["revisions"]:
             lines.append(f"  {rev['name']} -> {rev['commit']}")
         for c in repo["commits"]:
             lines.append(f"  {c['commit']}: {c['files']} files, {human_size(c['bytes'])}")
+            revision = judged.get((key, c["commit"]))
+            if revision is None:
+                lines.append("    " + NOT_SCANNED.format(version=data["format_version"]))
+                continue
+            lines += [f"    {line}" for line in scanned_revision_lines(revision)]
+            lines += [f"    note    {note}" for note in c["scan"]["notes"]]
     if "volume_set" in data:
         names = data["volume_set"]["names"]
         lines.append(f"volume {data['volume_set']['volume']} of {len(names)}: {', '.join(names)}")
@@ -174,6 +192,10 @@ def describe_bundle(data: dict[str, Any]) -> list[str]:
             f"delta: {elsewhere['files']} files ({human_size(elsewhere['bytes'])}) are left to the target"
         )
     lines.append(f"total {human_size(data['total_bytes'])}, unique {human_size(data['unique_bytes'])}")
+    denied = sum(1 for r in judged.values() if not r.verdict.ok)
+    if judged:
+        state = "ok  " if denied == 0 else "DENIED  "
+        lines.append(f"{state}{len(judged)} revision(s) scanned, {denied} denied by the policy")
     return lines
 
 

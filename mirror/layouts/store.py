@@ -15,6 +15,8 @@ naming a missing blob, nor a ref naming a missing record; a kill leaves at most 
 (`writing`), as `mirror sync` and `mirror gc` do: another holder makes it exit 75, or wait `--wait`.
 
 What the store keeps of an import, and where:
+- scans: the scan each commit of the bundle carries (format 1.2), recorded as a sync records it
+  (`Store.write_scan`) when the store has none of the same files, so an export from this store carries it.
 - commit records: the bundle's files (sha256, git oid, LFS flag, size) and, for a partial commit, its
   complete listing; merged with a record the store already has (`Store.write_snapshot`). Their
   `synced_at`, and that of every ref the import sets, is the bundle's creation time (a bundle carries no
@@ -64,6 +66,7 @@ from mirror.snapshot import FileRecord, Snapshot
 from mirror.storage import open_storage
 from mirror.storage.base import Storage
 from mirror.store import Store
+from mirror.validate.scan import recorded_scan, scan_record
 
 
 class StoreLayout(Layout):
@@ -169,6 +172,17 @@ class StoreLayout(Layout):
                 )
             )
             if after != before:
+                self.checkpoint()
+                changed = True
+            # The scan the bundle carries, recorded as a sync records it (an export from here carries it
+            # again), unless the store holds a scan of these very files already.
+            if (
+                commit.scan is not None
+                and recorded_scan(store.read_scan(repo.key, commit.commit), commit.files) is None
+            ):
+                store.write_scan(
+                    repo.key, commit.commit, scan_record(commit.files, commit.scan, commit.scan_notes)
+                )
                 self.checkpoint()
                 changed = True
         # The refs last, in one write: a revision name resolves only once everything it names is in place.

@@ -89,7 +89,7 @@ class Policing:
         if cached is not None and cached[0] is snap and cached[1] is record:
             return cached[2]
         covered = {f.path: f.sha256 for f in snap.files}
-        found = recorded_scan(record, covered)
+        found = recorded_scan(record, snap.files)
         revision = found[0] if found is not None else self._kept(key, commit, covered)
         if revision is None:
             if not scan:

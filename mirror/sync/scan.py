@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from mirror.sources.hub_scan import HubScan
 from mirror.store import Store
 from mirror.sync.plan import Target
 from mirror.validate.policy import Verdict, ruling_words
-from mirror.validate.scan import RevisionScan, ScanFile, recorded_scan, scan_revision
+from mirror.validate.scan import RevisionScan, recorded_scan, scan_blobs, scan_record
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +61,16 @@ def check_revision(
     policy. `hub_scan` asks the hub for its own scan (only when the revision is scanned now); `synced` are
     the repo ids this sync holds (an auto_map naming another repo is said)."""
     key = target.key
-    covered = {f.path: f.sha256 for f in files}
-    recorded = recorded_scan(store.read_scan(key, commit), covered)
+    recorded = recorded_scan(store.read_scan(key, commit), files)
     if recorded is not None:
         scan, notes = recorded
         scanned = False
     else:
-        scan = scan_revision(
-            [ScanFile(f.path, f.size, partial(store.open_blob, f.sha256)) for f in files], temp_dir
-        )
+        scan = scan_blobs(store.open_blob, files, temp_dir)
         hub = hub_scan()
         scan = replace(scan, findings=tuple(sorted({*scan.findings, *hub.findings})))
         notes = hub.notes
-        store.write_scan(key, commit, {"files": covered, "scan": scan.to_json(), "notes": list(notes)})
+        store.write_scan(key, commit, scan_record(files, scan, notes))
         scanned = True
     missing = tuple(repo for repo in scan.repos if repo not in synced and repo != key.repo_id)
     checked = Checked(scan, scan.verdict(target.policy), missing, notes, scanned)
@@ -104,5 +100,5 @@ def denial(target: Target, commit: str, verdict: Verdict) -> PolicyDenied:
     """The error that fails a revision its policy denies, naming each file, finding and rule."""
     return PolicyDenied(
         f"{target}: commit {commit} is refused by the policy, its refs are not moved: "
-        + "; ".join(ruling_words(r) for r in verdict.denied)
+        + verdict.denied_words()
     )

@@ -107,6 +107,13 @@ class Ruling:
         return {**self.finding.to_json(), "rule": self.rule}
 
 
+def ruling_words(ruling: Ruling) -> str:
+    """One finding and its rule, as a report line says it ("model.bin: imports posix.system (policy pickle:
+    deny)"); a finding of the revision as a whole is "the revision: ..."."""
+    finding = ruling.finding
+    return f"{finding.path or 'the revision'}: {finding.detail} ({ruling.rule})"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Every finding of a revision, sorted into what the policy denies, warns about and allows."""
@@ -120,6 +127,10 @@ class Verdict:
         """Whether the revision may pass (nothing denied)."""
         return not self.denied
 
+    def denied_words(self) -> str:
+        """Every denied finding and its rule, as a refusal names them."""
+        return "; ".join(ruling_words(r) for r in self.denied)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -127,13 +138,6 @@ class Verdict:
             "warned": [r.to_json() for r in self.warned],
             "allowed": [r.to_json() for r in self.allowed],
         }
-
-
-def ruling_words(ruling: Ruling) -> str:
-    """One finding and its rule, as a report line says it ("model.bin: imports posix.system (policy pickle:
-    deny)"); a finding of the revision as a whole is "the revision: ..."."""
-    finding = ruling.finding
-    return f"{finding.path or 'the revision'}: {finding.detail} ({ruling.rule})"
 
 
 def revision_licenses(readme: bytes | None, hub_card: Mapping[str, Any] | None = None) -> tuple[str, ...]:

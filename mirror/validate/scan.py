@@ -18,14 +18,17 @@ import posixpath
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
 
 from mirror.bounded import CARD, MODEL_CONFIG
 from mirror.hashing import CHUNK
+from mirror.repo import RepoKey
+from mirror.snapshot import FileRecord
 from mirror.validate.findings import Finding
 from mirror.validate.headers import Check, header_check
 from mirror.validate.pickles import check_pickled, is_pickle_based
@@ -223,11 +226,25 @@ def scan_revision(files: Sequence[ScanFile], temp_dir: Path | None = None) -> Re
     return revision_scan({f.path: f.size for f in files}, content, read)
 
 
-def recorded_scan(record: Any, covered: Mapping[str, str]) -> tuple[RevisionScan, tuple[str, ...]] | None:
-    """The scan a store records of a commit (`Store.read_scan`: {"files": {path: sha256}, "scan", "notes"})
-    and its notes, when the record covers exactly the files `covered` (path -> sha256); None otherwise (no
-    record, a record of other files, or one that cannot be read: the revision must be scanned again)."""
-    if not isinstance(record, dict) or record.get("files") != covered:
+def scan_blobs(
+    open_blob: Callable[[str], BinaryIO], files: Sequence[FileRecord], temp_dir: Path | None = None
+) -> RevisionScan:
+    """Scan a revision of a store from its file records: `open_blob(sha256)` streams a blob (`Store.open_blob`)."""
+    return scan_revision([ScanFile(f.path, f.size, partial(open_blob, f.sha256)) for f in files], temp_dir)
+
+
+# The store's record of a commit's scan (`Store.write_scan`): the files it covers (path -> sha256), the
+# scan, and notes on it (the hub's own scan). A commit's files never change, so the record is used again
+# while it covers exactly the same files (a sync's no-op re-sync, an export).
+def scan_record(files: Sequence[FileRecord], scan: RevisionScan, notes: Sequence[str]) -> dict[str, Any]:
+    """The record of a commit's scan of `files`, as the store keeps it."""
+    return {"files": {f.path: f.sha256 for f in files}, "scan": scan.to_json(), "notes": list(notes)}
+
+
+def recorded_scan(record: Any, files: Sequence[FileRecord]) -> tuple[RevisionScan, tuple[str, ...]] | None:
+    """The recorded scan and its notes when `record` (`Store.read_scan`) covers exactly `files`; None
+    otherwise (no record, a record of other files, or one that cannot be read: the files are scanned again)."""
+    if not isinstance(record, dict) or record.get("files") != {f.path: f.sha256 for f in files}:
         return None
     notes = record.get("notes")
     try:
@@ -235,3 +252,40 @@ def recorded_scan(record: Any, covered: Mapping[str, str]) -> tuple[RevisionScan
     except ValueError:
         return None
     return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
+
+
+@dataclass(frozen=True)
+class ScannedRevision:
+    """One repo revision scanned, and the policy's verdict on it (`mirror scan`, `mirror inspect`)."""
+
+    repo: RepoKey
+    commit: str
+    scan: RevisionScan
+    verdict: Verdict
+    missing_repos: tuple[str, ...] = ()  # repos its auto_map refers to that the scanned set does not hold
+    unscanned: tuple[str, ...] = ()  # "path: why" for each file that could not be read
+
+    @classmethod
+    def judge(
+        cls,
+        repo: RepoKey,
+        commit: str,
+        scan: RevisionScan,
+        policy: Policy,
+        held: Collection[str],
+        unscanned: tuple[str, ...] = (),
+    ) -> ScannedRevision:
+        """The verdict of `policy` on `scan`; `held` are the repo ids beside it (the others its auto_map
+        refers to are missing)."""
+        missing = tuple(r for r in scan.repos if r not in held)
+        return cls(repo, commit, scan, scan.verdict(policy), missing, unscanned)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.repo.to_json(),
+            "commit": self.commit,
+            **self.scan.to_json(),
+            "verdict": self.verdict.to_json(),
+            "missing_repos": list(self.missing_repos),
+            "unscanned": list(self.unscanned),
+        }
