@@ -21,6 +21,7 @@ from mirror.settings import Settings, StoreName, default_target, store_name
 
 if TYPE_CHECKING:
     from mirror.store import Store
+    from mirror.validate.policy import Policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,6 +122,29 @@ def output_file_option(help: str, kind: click.ParamType[Any, Any] | None = None)
     return click.option(
         "-o", "--output", required=True, type=kind or click.Path(dir_okay=False, path_type=Path), help=help
     )
+
+
+def policy_option(what: str) -> Callable[[F], F]:
+    """--policy FILE: the rules `what` is judged by (`read_policy`)."""
+    return click.option(
+        "--policy",
+        "policy_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="FILE",
+        help=f"Judge {what} by this YAML file's rules: the manifest's `policy:` keys at its top level "
+        "(default: the default policy: pickle warn, remote_code warn, hub_flagged deny, any licence and "
+        "size; an invalid safetensors/GGUF/ONNX header is always refused).",
+    )
+
+
+def read_policy(policy_file: Path | None) -> Policy:
+    """The policy of `--policy FILE` (ManifestError, exit 2, naming the file, line and key when it is
+    wrong); the default policy without it."""
+    from mirror.manifest import load_policy_file
+    from mirror.validate.policy import DEFAULT_POLICY
+
+    return load_policy_file(policy_file) if policy_file is not None else DEFAULT_POLICY
 
 
 def json_option(fn: F) -> F:

@@ -14,6 +14,8 @@ from mirror.cli.options import (
     json_option,
     open_store,
     output_options,
+    policy_option,
+    read_policy,
     resolve_target,
     settings,
     source_options,
@@ -37,15 +39,7 @@ SCAN_EXITS = (
     target_help="Scan the revisions a `mirror import` wrote there (default with --layout: where import "
     "writes), as its receipts list them."
 )
-@click.option(
-    "--policy",
-    "policy_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="A YAML file with the manifest's `policy:` keys at its top level (default: the default policy: "
-    "pickle warn, remote_code warn, hub_flagged deny, any licence and size).",
-)
+@policy_option("each revision")
 @json_option
 @output_options
 def scan(
@@ -60,11 +54,9 @@ def scan(
     size) on every revision the store records (default), the BUNDLES hold (files or s3://BUCKET/KEY objects,
     streamed once and verified as read), or an imported tree (--layout/--target), and judge them by the
     policy. Each revision's findings are shown with their verdict and rule."""
-    from mirror.manifest import load_policy_file
     from mirror.scanning import scan_bundles, scan_store, scan_target
-    from mirror.validate.policy import DEFAULT_POLICY
 
-    policy = load_policy_file(policy_file) if policy_file is not None else DEFAULT_POLICY
+    policy = read_policy(policy_file)
     layout = tree_layout(bundles, store, target, layout, "scan")
     if layout is not None:
         where = resolve_target(layout, target)

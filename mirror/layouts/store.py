@@ -50,20 +50,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from mirror.bundle import IndexedRepo
+from mirror.bundle import IndexedCommit, IndexedRepo
 from mirror.clock import Clock
 from mirror.errors import MirrorError
 from mirror.fsutil import link_or_copy
 from mirror.hashing import HashCache
 from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
 from mirror.paths import is_sha256
+from mirror.repo import RepoKey
 from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.storage import open_storage
 from mirror.storage.base import Storage
 from mirror.store import Store
+from mirror.validate.scan import RevisionScan, covered_files, recorded_scan, scan_record
 
 
 class StoreLayout(Layout):
@@ -171,6 +173,10 @@ class StoreLayout(Layout):
             if after != before:
                 self.checkpoint()
                 changed = True
+        for commit in repo.commits:  # their scans, for `mirror serve` and the next sync (before the refs)
+            if self._record_scan(repo.key, commit, pub.scans.get(commit.commit)):
+                self.checkpoint()
+                changed = True
         # The refs last, in one write: a revision name resolves only once everything it names is in place.
         current = store.read_refs(repo.key)
         moves: dict[str, str] = {}
@@ -197,6 +203,21 @@ class StoreLayout(Layout):
             already_present=not changed,
             kept=tuple(kept),
         )
+
+    def _record_scan(self, key: RepoKey, commit: IndexedCommit, scan: RevisionScan | None) -> bool:
+        """Record the import's scan of a commit as a sync does (`scan_record`), unless a record of the same
+        files holds the same scan (a sync's, with its notes on the hub's scan, is kept). Whether it wrote."""
+        if scan is None:
+            return False
+        covered = covered_files(commit.files)
+        recorded = recorded_scan(self.store.read_scan(key, commit.commit), covered)
+        if recorded is not None and recorded[0] == scan:
+            return False
+        self.store.write_scan(key, commit.commit, scan_record(covered, scan))
+        return True
+
+    def open_in_place(self, sha256: str) -> BinaryIO:
+        return self.store.open_blob(sha256)
 
     def in_place(self, sha256: str, size: int) -> bool:
         # A bucket's blob was verified before it got its key; doubted, it is replaced.

@@ -12,7 +12,8 @@ from mirror.exits import ExitCode, combine
 from mirror.lockfile import LockedFile, LockedRevision
 from mirror.snapshot import FileRecord
 from mirror.sync.plan import Target
-from mirror.sync.scan import Checked, missing_words, ruling_words
+from mirror.sync.scan import Checked, missing_words
+from mirror.validate.policy import ruling_words
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,15 @@ from mirror.snapshot import FileRecord
 from mirror.sources.hub_scan import HubScan
 from mirror.store import Store
 from mirror.sync.plan import Target
-from mirror.validate.policy import Ruling, Verdict
-from mirror.validate.scan import RevisionScan, ScanFile, scan_revision
+from mirror.validate.policy import Verdict, ruling_words
+from mirror.validate.scan import (
+    RevisionScan,
+    ScanFile,
+    covered_files,
+    recorded_scan,
+    scan_record,
+    scan_revision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +69,8 @@ def check_revision(
     policy. `hub_scan` asks the hub for its own scan (only when the revision is scanned now); `synced` are
     the repo ids this sync holds (an auto_map naming another repo is said)."""
     key = target.key
-    covered = {f.path: f.sha256 for f in files}
-    recorded = _recorded(store.read_scan(key, commit), covered)
+    covered = covered_files(files)
+    recorded = recorded_scan(store.read_scan(key, commit), covered)
     if recorded is not None:
         scan, notes = recorded
         scanned = False
@@ -72,27 +79,14 @@ def check_revision(
             [ScanFile(f.path, f.size, partial(store.open_blob, f.sha256)) for f in files], temp_dir
         )
         hub = hub_scan()
-        scan = replace(scan, findings=tuple(sorted({*scan.findings, *hub.findings})))
+        scan = scan.with_findings(hub.findings)
         notes = hub.notes
-        store.write_scan(key, commit, {"files": covered, "scan": scan.to_json(), "notes": list(notes)})
+        store.write_scan(key, commit, scan_record(covered, scan, notes))
         scanned = True
     missing = tuple(repo for repo in scan.repos if repo not in synced and repo != key.repo_id)
     checked = Checked(scan, scan.verdict(target.policy), missing, notes, scanned)
     _log(target, checked)
     return checked
-
-
-def _recorded(record: Any, covered: dict[str, str]) -> tuple[RevisionScan, tuple[str, ...]] | None:
-    """The recorded scan and its notes when the record covers exactly these files; None otherwise (no
-    record, a record of other files, or one that cannot be read: the revision is scanned again)."""
-    if not isinstance(record, dict) or record.get("files") != covered:
-        return None
-    notes = record.get("notes")
-    try:
-        scan = RevisionScan.from_json(record.get("scan"))
-    except ValueError:
-        return None
-    return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
 
 
 def _log(target: Target, checked: Checked) -> None:
@@ -102,13 +96,6 @@ def _log(target: Target, checked: Checked) -> None:
         log.warning("%s", line)
     for note in checked.notes:
         log.info("%s", note)
-
-
-def ruling_words(ruling: Ruling) -> str:
-    """One finding and its rule, as a report line says it ("model.bin: imports posix.system (policy pickle:
-    deny)"); a finding of the revision as a whole is "the revision: ..."."""
-    finding = ruling.finding
-    return f"{finding.path or 'the revision'}: {finding.detail} ({ruling.rule})"
 
 
 def missing_words(target: Target, repos: Sequence[str]) -> list[str]:

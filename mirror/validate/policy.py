@@ -107,6 +107,13 @@ class Ruling:
         return {**self.finding.to_json(), "rule": self.rule}
 
 
+def ruling_words(ruling: Ruling) -> str:
+    """One finding and its rule, as a report line says it ("model.bin: imports posix.system (policy pickle:
+    deny)"); a finding of the revision as a whole is "the revision: ..."."""
+    finding = ruling.finding
+    return f"{finding.path or 'the revision'}: {finding.detail} ({ruling.rule})"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Every finding of a revision, sorted into what the policy denies, warns about and allows."""

@@ -18,14 +18,15 @@ import posixpath
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
 
 from mirror.bounded import CARD, MODEL_CONFIG
 from mirror.hashing import CHUNK
+from mirror.snapshot import FileRecord
 from mirror.validate.findings import Finding
 from mirror.validate.headers import Check, header_check
 from mirror.validate.pickles import check_pickled, is_pickle_based
@@ -168,6 +169,10 @@ class RevisionScan:
     def verdict(self, policy: Policy) -> Verdict:
         return policy.verdict(self.findings, license=self.licenses, size=self.size)
 
+    def with_findings(self, extra: Iterable[Finding]) -> RevisionScan:
+        """This scan with `extra` findings beside its own (the hub's scan; what a bundle carries), each once."""
+        return replace(self, findings=tuple(sorted({*self.findings, *extra})))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "findings": [f.to_json() for f in self.findings],
@@ -187,6 +192,31 @@ class RevisionScan:
         if not _strings(repos) or not _strings(licenses):
             raise ValueError("a revision scan's repos and licenses must be lists of strings")
         return cls(tuple(Finding.from_json(f) for f in findings), tuple(repos), tuple(licenses), size)
+
+
+def covered_files(files: Iterable[FileRecord]) -> dict[str, str]:
+    """What a scan record covers: each file's path and sha256 (its content)."""
+    return {f.path: f.sha256 for f in files}
+
+
+def scan_record(covered: Mapping[str, str], scan: RevisionScan, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """The record of a commit's scan a store keeps (`Store.write_scan`; a sync and an import into a store
+    write it, `mirror serve` reads it): the files it covers (`covered_files`), the scan, notes on it."""
+    return {"files": dict(covered), "scan": scan.to_json(), "notes": list(notes)}
+
+
+def recorded_scan(record: Any, covered: Mapping[str, str]) -> tuple[RevisionScan, tuple[str, ...]] | None:
+    """The recorded scan (`scan_record`) and its notes when the record covers exactly these files; None
+    otherwise (no record, a record of other files, or one that cannot be read: the revision is scanned
+    again)."""
+    if not isinstance(record, dict) or record.get("files") != covered:
+        return None
+    notes = record.get("notes")
+    try:
+        scan = RevisionScan.from_json(record.get("scan"))
+    except ValueError:
+        return None
+    return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
 
 
 def _strings(value: Any) -> TypeGuard[list[str]]:
