@@ -18,6 +18,7 @@ from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Store
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.s3server import S3Bucket, S3Server, start_s3_server
 from tests.storages import STORAGES, make_storage
 from tests.tiers import (  # noqa: F401 - pytest's hooks for the fast and the end-to-end tier
@@ -167,7 +168,7 @@ class SampleStore:
 TINY_V1 = {
     "config.json": b'{"model_type": "bert", "hidden_size": 8}\n',
     "tokenizer.json": b'{"vocab": ["a", "b", "c"]}\n' * 50,
-    "model.safetensors": bytes(range(256)) * 64,
+    "model.safetensors": safetensors_sized(bytes(range(256)) * 64),
     "sub/dir/weights.bin": b"\x00\x01weights" * 1000,
     "README.md": b"# tiny\n",
 }

@@ -19,6 +19,7 @@ from mirror.clock import SYSTEM
 from mirror.printable import printable
 from mirror.store import Store
 from tests.conftest import put_repo
+from tests.modelfiles import safetensors_sized
 from tests.test_bounds import _bundle_with_index
 
 HOSTILE = "\x1b[2J\x1b]0;pwned\x07\rok\x9b31m\u202eevil\u2066\udc80"
@@ -39,7 +40,11 @@ def assert_escaped(text: str) -> None:
 @pytest.fixture
 def store(tmp_path: Path, isolated_home: Path) -> Store:
     store = Store.at(tmp_path / "store", clock=SYSTEM)
-    put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
+    put_repo(
+        store,
+        "org/tiny",
+        {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 200)}},
+    )
     return store
 
 
