@@ -74,7 +74,11 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, isolated_home: Path) -> World:
     store = Store.at(tmp_path / "store", clock=SYSTEM)
-    put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 200)}})
+    put_repo(
+        store,
+        "org/tiny",
+        {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 200)}},
+    )
     bundle = tmp_path / "b.tar.zst"
     write_bundle(store, select_all(store), bundle)
     keys = keygen(tmp_path / "k")

@@ -22,6 +22,7 @@ from mirror.progress import NullProgress
 from mirror.signing import keygen
 from mirror.store import Store
 from tests.conftest import SampleStore, put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import CLOSED_PORT_ENDPOINT, fresh_env, mirror_command, tree_contents
 from tests.s3server import ACCESS_KEY, SECRET_KEY, S3Bucket
 from tests.test_exits import run
@@ -35,7 +36,9 @@ def store(sample_store: SampleStore, monkeypatch: pytest.MonkeyPatch) -> SampleS
     """The sample store and a model with an incompressible weights file; the upload's parts and the read's
     ranges made small (the service's least part, 5 MiB), so that this bundle takes several of each."""
     put_repo(
-        sample_store.store, "org/big", {"main": {"model.safetensors": os.urandom(BIG), "config.json": b"{}"}}
+        sample_store.store,
+        "org/big",
+        {"main": {"model.safetensors": safetensors_sized(os.urandom(BIG)), "config.json": b"{}"}},
     )
     monkeypatch.setattr(objects, "PART", 5 << 20)
     monkeypatch.setattr(objects, "RANGE", 1 << 20)
@@ -218,7 +221,9 @@ def test_a_failed_export_leaves_nothing_under_the_key_and_no_upload(
 ) -> None:
     """The export fails after parts of the bundle are up (the store's copy of a file packed after the big
     one is damaged, or Ctrl-C there): the upload is abandoned, and the key holds what it held before."""
-    later = put_repo(store.store, "org/later", {"main": {"model.safetensors": os.urandom(6 << 20)}})
+    later = put_repo(
+        store.store, "org/later", {"main": {"model.safetensors": safetensors_sized(os.urandom(6 << 20))}}
+    )
     if cause == "damaged":
         (sha,) = {f.sha256 for f in store.store.read_snapshot(later.key, later.commits["main"]).files}
         with open(store.store.local_blob(sha), "r+b") as blob:

@@ -259,7 +259,7 @@ class Family:
 def family(tmp_path: Path, isolated_home: Path) -> Family:
     """A base model, imported on the far side; a fine-tune that shares its weights, synced later."""
     store = Store.at(tmp_path / "store", clock=SYSTEM)
-    weights = os.urandom(300_000)
+    weights = safetensors_sized(os.urandom(300_000))
     put_repo(store, "org/base", {"main": {"model.safetensors": weights, "config.json": b'{"v": 1}'}})
     base_bundle = write_bundle(store, select_all(store), tmp_path / "base.tar.zst").path
     put_repo(store, "org/tune", {"main": {"model.safetensors": weights, "config.json": b'{"v": 2}'}})
@@ -346,7 +346,7 @@ def test_a_delta_written_as_volumes(family: Family, tmp_path: Path) -> None:
     env = fresh_env(tmp_path / "home")
     have = tmp_path / "have.json"
     run_mirror("inventory", "--target", str(cache), "-o", str(have), env=env)
-    put_repo(family.store, "org/new", {"main": {"model.safetensors": os.urandom(150_000)}})
+    put_repo(family.store, "org/new", {"main": {"model.safetensors": safetensors_sized(os.urandom(150_000))}})
     out = tmp_path / "out" / "d.tar.zst"
     run_mirror(
         "export",

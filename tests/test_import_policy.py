@@ -7,6 +7,7 @@ default policy applies (pickles warned about); an import into a store records ea
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import pytest
 
 from mirror.clock import SYSTEM
 from mirror.export import export
-from mirror.importing import PolicyRefused, import_bundle
+from mirror.importing import PolicyRefused, group_bundles, import_bundle, import_unit
 from mirror.importing.judge import carried_findings
 from mirror.manifest import parse_manifest, parse_policy
 from mirror.repo import RepoKey
@@ -26,7 +27,8 @@ from mirror.store import Store
 from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy
 from mirror.validate.scan import RevisionScan, covered_files, recorded_scan
-from tests.conftest import env_for_subprocess
+from tests.conftest import env_for_subprocess, put_repo
+from tests.modelfiles import safetensors_sized
 from tests.hub import LoopbackHub
 from tests.roundtrip import mirror_command
 from tests.test_exits import run
@@ -197,6 +199,32 @@ def test_an_import_into_a_store_records_each_commits_scan_as_a_sync_does(
     # the same import again writes nothing
     again = import_bundle(world.bundles["org/evil"], "store", tmp_path / "store", clock=SYSTEM)
     assert again.repos[0].already_present
+
+
+def test_a_denied_repo_refuses_the_whole_import_of_a_volume_set(tmp_path: Path, isolated_home: Path) -> None:
+    store = Store.at(tmp_path / "store", clock=SYSTEM)
+    put_repo(store, "org/evil", {"main": REPOS["org/evil"]})
+    put_repo(
+        store,
+        "org/big",
+        {"main": {"model.safetensors": safetensors_sized(random.Random(3).randbytes(250_000))}},
+    )
+    result = export(store, None, tmp_path / "vol" / "set.tar.zst", split=100_000)
+    volumes = [b.summary.path for b in result.bundles]
+    assert len(volumes) >= 3
+    (unit,) = group_bundles(volumes)
+    target = tmp_path / "target"
+    before = tree_state(target)
+    with pytest.raises(PolicyRefused) as caught:
+        import_unit(unit, "dir", target, policy=policy("pickle: deny\n"), clock=SYSTEM)
+    assert tree_state(target) == before  # org/big is complete and allowed, yet not published either
+    assert {r.repo.repo_id: r.verdict.ok for r in caught.value.report.revisions} == {
+        "org/big": True,
+        "org/evil": False,
+    }
+    assert caught.value.report.volumes == tuple(v.name for v in volumes)
+    report = import_unit(unit, "dir", target, clock=SYSTEM)  # the default policy: warned, imported
+    assert report.exit_code == 0 and {r.repo.repo_id for r in report.repos} == {"org/big", "org/evil"}
 
 
 def test_the_findings_a_bundle_carries_are_taken_only_when_no_offline_scan_can_make_them() -> None:

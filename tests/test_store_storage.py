@@ -136,7 +136,7 @@ def test_a_delta_against_a_buckets_inventory_imports_into_it_without_carrying_wh
     assert run_cli(["import", str(first), "--layout", "store", "--target", url], capsys)[0] == 0
     have = tmp_path / "have.json"
     assert run_cli(["inventory", "--layout", "store", "--target", url, "-o", str(have)], capsys)[0] == 0
-    weights = os.urandom(300_000)
+    weights = safetensors_sized(os.urandom(300_000))
     later = put_repo(source, "org/tiny", {"main": {**TINY_MAIN, "model-2.safetensors": weights}})
     delta = tmp_path / "delta.tar.zst"
     have_args = ["export", "--store", str(source.local_root), "--have", str(have), "-o", str(delta)]
@@ -300,7 +300,11 @@ def test_an_export_is_byte_identical_over_every_storage(storage_store: Store, tm
     reference = Store.at(tmp_path / "reference", clock=SYSTEM)
     for store in (reference, storage_store):
         put_repo(store, "org/tiny", {"main": TINY_MAIN, "v1.0": TINY_V1})
-        put_repo(store, "gpt2", {"main": {"config.json": b"{}", "model.safetensors": b"w" * 5000}})
+        put_repo(
+            store,
+            "gpt2",
+            {"main": {"config.json": b"{}", "model.safetensors": safetensors_sized(b"w" * 5000)}},
+        )
     export(reference, None, tmp_path / "reference.tar.zst")
     export(storage_store, None, tmp_path / "other.tar.zst")
     assert (tmp_path / "reference.tar.zst").read_bytes() == (tmp_path / "other.tar.zst").read_bytes()

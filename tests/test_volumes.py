@@ -35,6 +35,7 @@ from mirror.importing import group_bundles, import_bundle, import_unit
 from mirror.store import Store
 from mirror.units import format_size, parse_size
 from tests.conftest import put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, run_mirror, tree_contents
 
 SPLIT = "100K"
@@ -123,15 +124,21 @@ def split_store(tmp_path: Path, isolated_home: Path) -> SplitStore:
     rng = random.Random(6)
     store = Store.at(tmp_path / "store", clock=SYSTEM)
     put_repo(  # a weights file over two volumes large: cut into chunks
-        store, "org/big", {"main": {"model.safetensors": rng.randbytes(260_000), "config.json": b"{}\n"}}
+        store,
+        "org/big",
+        {"main": {"model.safetensors": safetensors_sized(rng.randbytes(260_000)), "config.json": b"{}\n"}},
     )
     shared = rng.randbytes(30_000)
-    put_repo(store, "org/mid", {"main": {"model.safetensors": rng.randbytes(50_000), "vocab.txt": shared}})
+    put_repo(
+        store,
+        "org/mid",
+        {"main": {"model.safetensors": safetensors_sized(rng.randbytes(50_000)), "vocab.txt": shared}},
+    )
     put_repo(  # shares a file with org/mid (one content, packed once); two revisions
         store,
         "org/tune",
         {
-            "main": {"vocab.txt": shared, "model.safetensors": rng.randbytes(45_000)},
+            "main": {"vocab.txt": shared, "model.safetensors": safetensors_sized(rng.randbytes(45_000))},
             "v1": {"vocab.txt": shared, "notes.md": b"# v1\n" * 100},
         },
     )

@@ -150,6 +150,7 @@ def _import_locked(
         check_space(unit.label, target, plan.space)
         with Staging() as staging:
             folders, home = _make_staging(staging, writer, index, kept)
+            held = kept.held() if kept is not None else frozenset()
             pool: dict[str, Path] = dict(kept.whole) if kept else {}  # sha256 -> verified content
             in_place = {sha for sha in plan.from_target if writer.in_place(sha, plan.files[sha].size)}
             corrupt = _take_from_target(plan, writer, pool, home, hashes, checkpoint, in_place)
@@ -167,6 +168,8 @@ def _import_locked(
             names = tuple(v.path.name for v in unit.volumes) if volume_set is not None else ()
             revisions = scan_to_publish(complete, pool, writer, policy, folders)
             if any(not r.verdict.ok for r in revisions):
+                if kept is not None:  # keeps nothing of its own either: staging goes, as for a plain bundle
+                    staging.kept = kept.protected(kept.put_back(held))
                 raise refusal(
                     unit.label,
                     ImportReport(

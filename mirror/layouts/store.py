@@ -7,9 +7,11 @@ content to stage from (`candidates`, `content_files`: none), but a blob the buck
 content a delta leaves to the target needs no staging there; `expected_files` lists none (no file to hash
 in place).
 
-Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
-repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
-refs.json (all its revision names in one write). A reader (a server, a sync) thus never sees a record
+Every write goes through `Store` (`add_blob`, `write_snapshot`, `write_scan`, `set_refs`), which owns the
+format. Per repo, in this order, each write atomic: the blobs its commits use, then its commit records,
+then the import's scan of each commit (`mirror.importing.judge`; the record a sync writes, so `mirror serve`
+finds it; a sync's record of the same files and findings is kept), then its refs.json (all its revision
+names in one write). A reader (a server, a sync) thus never sees a record
 naming a missing blob, nor a ref naming a missing record; a kill leaves at most blobs no record uses yet
 (`mirror gc` removes them; the rerun uses them). The import holds the store's writer lock throughout
 (`writing`), as `mirror sync` and `mirror gc` do: another holder makes it exit 75, or wait `--wait`.
