@@ -28,8 +28,8 @@ from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy
 from mirror.validate.scan import RevisionScan, covered_files, recorded_scan
 from tests.conftest import env_for_subprocess, put_repo
-from tests.modelfiles import safetensors_sized
 from tests.hub import LoopbackHub
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import mirror_command
 from tests.test_exits import run
 from tests.test_hostile import tree_state
