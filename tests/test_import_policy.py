@@ -23,6 +23,7 @@ from mirror.importing import PolicyRefused, group_bundles, import_bundle, import
 from mirror.importing.judge import carried_findings
 from mirror.manifest import parse_manifest, parse_policy
 from mirror.repo import RepoKey
+from mirror.storage import open_storage
 from mirror.store import Store
 from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy
@@ -31,6 +32,7 @@ from tests.conftest import env_for_subprocess, put_repo
 from tests.hub import LoopbackHub
 from tests.modelfiles import safetensors_sized
 from tests.roundtrip import mirror_command
+from tests.s3server import S3Bucket
 from tests.test_exits import run
 from tests.test_hostile import tree_state
 from tests.test_scan import card
@@ -91,16 +93,22 @@ def unlocked_state(target: Path) -> dict[str, tuple[Any, ...]]:
     return found
 
 
+def refused_by(bundle: Path, layout: str, target: Path | str, rules: Policy) -> PolicyRefused:
+    """Import `bundle` under `rules`, expecting a refusal that publishes nothing."""
+    with pytest.raises(PolicyRefused) as caught:
+        import_bundle(bundle, layout, target, policy=rules, clock=SYSTEM)
+    error = caught.value
+    assert error.exit_code == 4 and error.report.exit_code == 4 and error.report.refused
+    assert error.report.repos == () and "nothing of it was imported" in str(error)
+    return error
+
+
 def refused(world: World, repo: str, layout: str, target: Path, rules: Policy) -> PolicyRefused:
     """Import `repo`'s bundle under `rules`, expecting a refusal that leaves `target` byte for byte as it was."""
     before = unlocked_state(target)
-    with pytest.raises(PolicyRefused) as caught:
-        import_bundle(world.bundles[repo], layout, target, policy=rules, clock=SYSTEM)
+    error = refused_by(world.bundles[repo], layout, target, rules)
     assert unlocked_state(target) == before
-    error = caught.value
-    assert error.exit_code == 4 and error.report.exit_code == 4 and error.report.refused
-    assert error.report.repos == ()
-    assert f"{key(repo)}@{world.commits[repo]}" in str(error) and "nothing of it was imported" in str(error)
+    assert f"{key(repo)}@{world.commits[repo]}" in str(error)
     return error
 
 
@@ -225,6 +233,31 @@ def test_a_denied_repo_refuses_the_whole_import_of_a_volume_set(tmp_path: Path, 
     assert caught.value.report.volumes == tuple(v.name for v in volumes)
     report = import_unit(unit, "dir", target, clock=SYSTEM)  # the default policy: warned, imported
     assert report.exit_code == 0 and {r.repo.repo_id for r in report.repos} == {"org/big", "org/evil"}
+
+
+def test_content_a_store_in_a_bucket_keeps_in_place_is_scanned_from_there(
+    s3: S3Bucket, tmp_path: Path, isolated_home: Path
+) -> None:
+    near = Store.at(tmp_path / "near", clock=SYSTEM)
+    put_repo(near, "org/evil", {"main": REPOS["org/evil"]})
+    first = export(near, None, tmp_path / "first.tar.zst").index
+    target = s3.url("far")
+    assert import_bundle(tmp_path / "first.tar.zst", "store", target, clock=SYSTEM).exit_code == 0
+    later = put_repo(near, "org/evil", {"main": {**REPOS["org/evil"], "config.json": b'{"v": 2}'}})
+    have = {f.sha256: f.size for f in first.files()}
+    delta = export(near, None, tmp_path / "delta.tar.zst", have=have).index
+    evil = next(f for f in first.files() if f.path == "pytorch_model.bin")
+    assert delta.placement(evil.sha256).in_target  # the pickle is not in the delta: the bucket keeps it
+    before = s3.keys()
+    error = refused_by(tmp_path / "delta.tar.zst", "store", target, policy("pickle: deny\n"))
+    assert f"pytorch_model.bin: {IMPORTS_SYSTEM} (policy pickle: deny)" in str(error)
+    assert s3.keys() == before
+    report = import_bundle(tmp_path / "delta.tar.zst", "store", target, clock=SYSTEM)
+    assert report.exit_code == 0
+    scan = Store(open_storage(target, clock=SYSTEM), clock=SYSTEM).read_scan(
+        key("org/evil"), later.commits["main"]
+    )
+    assert [(f["path"], f["kind"]) for f in scan["scan"]["findings"]] == [("pytorch_model.bin", "pickle")]
 
 
 def test_the_findings_a_bundle_carries_are_taken_only_when_no_offline_scan_can_make_them() -> None:
