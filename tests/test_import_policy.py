@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ LAYOUTS = ("hf", "dir", "store")
 class World:
     commits: dict[str, str]  # repo -> its commit
     bundles: dict[str, Path]  # repo -> a bundle of it alone
+    store: Path  # the near side's store, synced under NEAR (its scans recorded by the sync)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         requests = parse_manifest(f"version: 1\nmodels:\n  - repo: {repo}\n", "m.yml").requests()
         bundles[repo] = work / f"{repo.replace('/', '-')}.tar.zst"
         export(store, requests, bundles[repo])
-    yield World(commits, bundles)
+    yield World(commits, bundles, work / "store")
 
 
 def key(repo: str) -> RepoKey:
@@ -207,6 +209,18 @@ def test_an_import_into_a_store_records_each_commits_scan_as_a_sync_does(
     # the same import again writes nothing
     again = import_bundle(world.bundles["org/evil"], "store", tmp_path / "store", clock=SYSTEM)
     assert again.repos[0].already_present
+
+
+def test_a_scan_a_sync_recorded_of_the_same_files_and_findings_is_kept(world: World, tmp_path: Path) -> None:
+    shutil.copytree(world.store, tmp_path / "synced")
+    store = Store.at(tmp_path / "synced", clock=SYSTEM)
+    commit = world.commits["org/evil"]
+    record = store.read_scan(key("org/evil"), commit)
+    record["notes"] = ["a note of the sync's on the hub's scan"]
+    store.write_scan(key("org/evil"), commit, record)
+    report = import_bundle(world.bundles["org/evil"], "store", tmp_path / "synced", clock=SYSTEM)
+    assert report.exit_code == 0 and report.repos[0].already_present
+    assert store.read_scan(key("org/evil"), commit) == record
 
 
 def test_a_denied_repo_refuses_the_whole_import_of_a_volume_set(tmp_path: Path, isolated_home: Path) -> None:
