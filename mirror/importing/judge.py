@@ -67,7 +67,7 @@ def scan_to_publish(
             files = [ScanFile(f.path, f.size, _opener(f.sha256, content, writer)) for f in commit.files]
             scan = scan_revision(files, scratch[repo.key]).with_findings(carried_findings(commit))
             found.append(Scanned(repo.key, commit.commit, scan, ()))
-    revisions = tuple(judged(writer.name, found, policy).revisions)
+    revisions = tuple(judged(str(writer.where), found, policy).revisions)
     for revision in revisions:
         for ruling in revision.verdict.warned:
             log.warning("%s@%s: %s", revision.repo, revision.commit, ruling_words(ruling))
