@@ -28,7 +28,7 @@ from mirror.storage import open_storage
 from mirror.store import Store
 from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy
-from mirror.validate.scan import RevisionScan, covered_files, recorded_scan
+from mirror.validate.scan import RevisionScan, recorded_scan
 from tests.conftest import env_for_subprocess, put_repo
 from tests.hub import LoopbackHub
 from tests.modelfiles import safetensors_sized
@@ -201,7 +201,7 @@ def test_an_import_into_a_store_records_each_commits_scan_as_a_sync_does(
     commit = world.commits["org/evil"]
     snap = store.read_snapshot(key("org/evil"), commit)
     assert snap is not None
-    recorded = recorded_scan(store.read_scan(key("org/evil"), commit), covered_files(snap.files))
+    recorded = recorded_scan(store.read_scan(key("org/evil"), commit), snap.files)
     assert recorded is not None
     scan, _ = recorded
     assert scan == report.revisions[0].scan

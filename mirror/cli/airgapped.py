@@ -103,7 +103,10 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
     "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
 )
 @wait_option("another import into the same target")
-@policy_option("every revision of the bundles (the far side's own rules; the bundle's are never taken)")
+@policy_option(
+    "Judge every revision of the bundles (the far side's own rules: the near side's are never taken; an "
+    "invalid safetensors/GGUF/ONNX header is always refused)"
+)
 @json_option
 @output_options
 def import_cmd(

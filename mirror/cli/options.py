@@ -125,22 +125,21 @@ def output_file_option(help: str, kind: click.ParamType[Any, Any] | None = None)
 
 
 def policy_option(what: str) -> Callable[[F], F]:
-    """--policy FILE: the rules `what` is judged by (`read_policy`)."""
+    """--policy FILE (`policy_file`), the policy `what` is judged by (read it with `read_policy`)."""
     return click.option(
         "--policy",
         "policy_file",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         metavar="FILE",
-        help=f"Judge {what} by this YAML file's rules: the manifest's `policy:` keys at its top level "
-        "(default: the default policy: pickle warn, remote_code warn, hub_flagged deny, any licence and "
-        "size; an invalid safetensors/GGUF/ONNX header is always refused).",
+        help=f"{what} by the policy in FILE: a YAML file with the manifest's `policy:` keys at its top level "
+        "(default: the default policy: pickle warn, remote_code warn, hub_flagged deny, any licence and size).",
     )
 
 
 def read_policy(policy_file: Path | None) -> Policy:
-    """The policy of `--policy FILE` (ManifestError, exit 2, naming the file, line and key when it is
-    wrong); the default policy without it."""
+    """The policy `--policy FILE` names, or the default policy; a ManifestError (exit 2) naming the file, the
+    line and the key when the file is not a valid policy."""
     from mirror.manifest import load_policy_file
     from mirror.validate.policy import DEFAULT_POLICY
 

@@ -39,7 +39,7 @@ SCAN_EXITS = (
     target_help="Scan the revisions a `mirror import` wrote there (default with --layout: where import "
     "writes), as its receipts list them."
 )
-@policy_option("each revision")
+@policy_option("Judge each revision")
 @json_option
 @output_options
 def scan(

@@ -67,7 +67,7 @@ from mirror.snapshot import FileRecord, Snapshot
 from mirror.storage import open_storage
 from mirror.storage.base import Storage
 from mirror.store import Store
-from mirror.validate.scan import RevisionScan, covered_files, recorded_scan, scan_record
+from mirror.validate.scan import RevisionScan, recorded_scan, scan_record
 
 
 class StoreLayout(Layout):
@@ -211,11 +211,10 @@ class StoreLayout(Layout):
         files holds the same scan (a sync's, with its notes on the hub's scan, is kept). Whether it wrote."""
         if scan is None:
             return False
-        covered = covered_files(commit.files)
-        recorded = recorded_scan(self.store.read_scan(key, commit.commit), covered)
+        recorded = recorded_scan(self.store.read_scan(key, commit.commit), commit.files)
         if recorded is not None and recorded[0] == scan:
             return False
-        self.store.write_scan(key, commit.commit, scan_record(covered, scan))
+        self.store.write_scan(key, commit.commit, scan_record(commit.files, scan, ()))
         return True
 
     def open_in_place(self, sha256: str) -> BinaryIO:

@@ -25,7 +25,6 @@ from mirror.validate.policy import Verdict, ruling_words
 from mirror.validate.scan import (
     RevisionScan,
     ScanFile,
-    covered_files,
     recorded_scan,
     scan_record,
     scan_revision,
@@ -69,8 +68,7 @@ def check_revision(
     policy. `hub_scan` asks the hub for its own scan (only when the revision is scanned now); `synced` are
     the repo ids this sync holds (an auto_map naming another repo is said)."""
     key = target.key
-    covered = covered_files(files)
-    recorded = recorded_scan(store.read_scan(key, commit), covered)
+    recorded = recorded_scan(store.read_scan(key, commit), files)
     if recorded is not None:
         scan, notes = recorded
         scanned = False
@@ -81,7 +79,7 @@ def check_revision(
         hub = hub_scan()
         scan = scan.with_findings(hub.findings)
         notes = hub.notes
-        store.write_scan(key, commit, scan_record(covered, scan, notes))
+        store.write_scan(key, commit, scan_record(files, scan, notes))
         scanned = True
     missing = tuple(repo for repo in scan.repos if repo not in synced and repo != key.repo_id)
     checked = Checked(scan, scan.verdict(target.policy), missing, notes, scanned)

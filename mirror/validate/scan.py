@@ -194,22 +194,18 @@ class RevisionScan:
         return cls(tuple(Finding.from_json(f) for f in findings), tuple(repos), tuple(licenses), size)
 
 
-def covered_files(files: Iterable[FileRecord]) -> dict[str, str]:
-    """What a scan record covers: each file's path and sha256 (its content)."""
-    return {f.path: f.sha256 for f in files}
+# The store's record of a commit's scan (`Store.write_scan`): the files it covers (path -> sha256), the
+# scan, and notes on it (the hub's own scan). A commit's files never change, so the record is used again
+# while it covers exactly the same files (a sync's no-op re-sync, an export).
+def scan_record(files: Sequence[FileRecord], scan: RevisionScan, notes: Sequence[str]) -> dict[str, Any]:
+    """The record of a commit's scan of `files`, as the store keeps it."""
+    return {"files": {f.path: f.sha256 for f in files}, "scan": scan.to_json(), "notes": list(notes)}
 
 
-def scan_record(covered: Mapping[str, str], scan: RevisionScan, notes: Sequence[str] = ()) -> dict[str, Any]:
-    """The record of a commit's scan a store keeps (`Store.write_scan`; a sync and an import into a store
-    write it, `mirror serve` reads it): the files it covers (`covered_files`), the scan, notes on it."""
-    return {"files": dict(covered), "scan": scan.to_json(), "notes": list(notes)}
-
-
-def recorded_scan(record: Any, covered: Mapping[str, str]) -> tuple[RevisionScan, tuple[str, ...]] | None:
-    """The recorded scan (`scan_record`) and its notes when the record covers exactly these files; None
-    otherwise (no record, a record of other files, or one that cannot be read: the revision is scanned
-    again)."""
-    if not isinstance(record, dict) or record.get("files") != covered:
+def recorded_scan(record: Any, files: Sequence[FileRecord]) -> tuple[RevisionScan, tuple[str, ...]] | None:
+    """The recorded scan and its notes when `record` (`Store.read_scan`) covers exactly `files`; None
+    otherwise (no record, a record of other files, or one that cannot be read: the files are scanned again)."""
+    if not isinstance(record, dict) or record.get("files") != {f.path: f.sha256 for f in files}:
         return None
     notes = record.get("notes")
     try:
