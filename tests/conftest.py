@@ -181,7 +181,7 @@ class SampleStore:
 TINY_V1 = {
     "config.json": b'{"model_type": "bert", "hidden_size": 8}\n',
     "tokenizer.json": b'{"vocab": ["a", "b", "c"]}\n' * 50,
-    "model.safetensors": safetensors_sized(bytes(range(256)) * 64),
+    "model.safetensors": safetensors_sized(bytes(range(256)) * 64),  # valid: an export refuses an invalid one
     "sub/dir/weights.bin": b"\x00\x01weights" * 1000,
     "README.md": b"# tiny\n",
 }

@@ -1,6 +1,5 @@
 """Model files that hold together, for tests that sync them (a sync refuses an invalid safetensors or ONNX
-header, and so does an import): `safetensors_sized` keeps a test's bytes and size, `safetensors_header`
-starts a file too big for memory, `ONNX_MODEL` is a small valid ONNX model."""
+header): `safetensors_sized` keeps a test's bytes and size, `ONNX_MODEL` is a small valid ONNX model."""
 
 from __future__ import annotations
 
@@ -13,16 +12,15 @@ HEADER = 128  # bytes of JSON header, padded with spaces
 def safetensors_sized(payload: bytes) -> bytes:
     """A valid safetensors file exactly as long as `payload` (at least 136 bytes): one U8 tensor holding the
     payload's first bytes after the header."""
-    header = safetensors_header(len(payload))
-    return header + payload[: len(payload) - len(header)]
+    head = safetensors_head(len(payload))
+    return head + payload[: len(payload) - len(head)]
 
 
-def safetensors_header(total: int) -> bytes:
-    """The first bytes of a valid safetensors file `total` bytes long (at least 136): its header, for one
-    U8 tensor the rest of the file holds (a test writes that data itself, e.g. a file too big for memory)."""
-    size = total - 8 - HEADER
-    assert size >= 0, "a file of at least 136 bytes"
-    text = json.dumps({"w": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}}).encode()
+def safetensors_head(size: int) -> bytes:
+    """The first 136 bytes of a valid safetensors file of `size` bytes (one U8 tensor: any bytes follow)."""
+    data = size - 8 - HEADER
+    assert data >= 0, "a file of at least 136 bytes"
+    text = json.dumps({"w": {"dtype": "U8", "shape": [data], "data_offsets": [0, data]}}).encode()
     return struct.pack("<Q", HEADER) + text.ljust(HEADER)
 
 

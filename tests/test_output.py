@@ -43,7 +43,7 @@ def store(tmp_path: Path, isolated_home: Path) -> Store:
     put_repo(
         store,
         "org/tiny",
-        {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 200)}},
+        {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 136)}},
     )
     return store
 

@@ -18,23 +18,25 @@ from mirror.hashing import lfs_pointer_oid
 from mirror.repo import RepoKey
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.store import Store
-from tests.modelfiles import safetensors_header
+from tests.modelfiles import safetensors_head
 from tests.roundtrip import fresh_env, mirror_command, run_mirror
 
 GIB = 1 << 30
 
 
 def put_big_model(store: Store, size: int, *, incompressible: bool = False) -> str:
-    """A model whose weights are one sparse `size`-byte file (a safetensors header, then zeros), or random
+    """A model whose weights are one sparse `size`-byte safetensors file (zeros after its header), or random
     bytes (whole MiBs) that compress to their own size, put straight into the store."""
     temp = store.temp_path("big.part")
-    header = safetensors_header(size)  # an import refuses a safetensors file whose header does not hold
+    head = safetensors_head(size)  # a valid header (an export refuses an invalid one), then the data
     with open(temp, "wb") as f:
-        f.write(header)
+        f.write(head)
         if incompressible:
-            for _ in range(size >> 20):
+            f.write(os.urandom((1 << 20) - len(head)))
+            for _ in range((size >> 20) - 1):
                 f.write(os.urandom(1 << 20))
-        f.truncate(size)
+        else:
+            f.truncate(size)
     with open(temp, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     store.add_blob(temp, sha256)
