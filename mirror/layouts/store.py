@@ -207,14 +207,17 @@ class StoreLayout(Layout):
         )
 
     def _record_scan(self, key: RepoKey, commit: IndexedCommit, scan: RevisionScan | None) -> bool:
-        """Record the import's scan of a commit as a sync does (`scan_record`), unless a record of the same
-        files holds the same scan (a sync's, with its notes on the hub's scan, is kept). Whether it wrote."""
+        """Record the import's own scan of a commit (`mirror.importing.judge`: the far side's, with the hub's
+        findings the bundle carries) as a sync does (`scan_record`), with the notes on the hub's scan the
+        bundle carries, unless a record of the same files holds the same scan (a sync's is kept). Whether
+        it wrote."""
         if scan is None:
             return False
         recorded = recorded_scan(self.store.read_scan(key, commit.commit), commit.files)
         if recorded is not None and recorded[0] == scan:
             return False
-        self.store.write_scan(key, commit.commit, scan_record(commit.files, scan, ()))
+        notes = getattr(commit, "scan_notes", ())  # the near side's notes on the hub's scan (bundle 1.2)
+        self.store.write_scan(key, commit.commit, scan_record(commit.files, scan, notes))
         return True
 
     def open_in_place(self, sha256: str) -> BinaryIO:
