@@ -15,6 +15,7 @@ from mirror.repo import RepoKey, revisions_json
 
 if TYPE_CHECKING:
     from mirror.bundle.location import BundlePath
+    from mirror.validate.scan import ScannedRevision
 
 
 def repo_json(repo: RepoKey, revisions: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -97,11 +98,18 @@ class ImportReport:
     corrupt: tuple[str, ...] = ()  # one message per file of the target whose content is not what it should be
     volumes: tuple[str, ...] = ()  # the volumes imported (a volume set)
     kept: tuple[str, ...] = ()  # what of a volume set is kept in the target for its next volumes (kept.py)
+    revisions: tuple[ScannedRevision, ...] = ()  # each revision to publish: its scan and the policy's verdict
+
+    @property
+    def refused(self) -> bool:
+        """Whether the import's policy denied a revision, so that nothing of the bundle was published."""
+        return any(not r.verdict.ok for r in self.revisions)
 
     @property
     def exit_code(self) -> ExitCode:
-        """4 if anything was damaged, 3 if repos were left out for want of content, else 0."""
-        if self.damaged or self.corrupt:
+        """4 if anything was damaged or the policy refused the bundle, 3 if repos were left out for want of
+        content, else 0."""
+        if self.damaged or self.corrupt or self.refused:
             return ExitCode.INTEGRITY
         return ExitCode.PARTIAL if self.missing else ExitCode.OK
 
@@ -112,6 +120,8 @@ class ImportReport:
             "layout": self.layout,
             "target": str(self.target),
             "repos": [r.to_json() for r in self.repos],
+            "refused_by_policy": self.refused,
+            "revisions": [r.to_json() for r in self.revisions],
         }
         if self.volumes:
             data["volumes"] = list(self.volumes)

@@ -78,17 +78,20 @@ class ScanReport:
 
 
 @dataclass(frozen=True)
-class _Scanned:
+class Scanned:
+    """A repo revision's scan, not yet judged (`judged`), and what of it could not be read."""
+
     repo: RepoKey
     commit: str
     scan: RevisionScan
     unscanned: tuple[str, ...]
 
 
-def _report(
-    scanned: str, found: Sequence[_Scanned], policy: Policy, problems: Sequence[str] = ()
+def judged(
+    scanned: str, found: Sequence[Scanned], policy: Policy, problems: Sequence[str] = ()
 ) -> ScanReport:
-    """The verdicts, and the referenced repos the scanned set does not hold."""
+    """The report of the revisions `found` (a store's, bundles', a tree's, or what an import is about to
+    publish): each one's verdict by `policy`, and the referenced repos the scanned set does not hold."""
     held = {s.repo.repo_id for s in found}
     revisions = [
         ScannedRevision.judge(s.repo, s.commit, s.scan, policy, held, s.unscanned)
@@ -113,8 +116,8 @@ def scan_store(store: Store, policy: Policy, temp_dir: Path | None = None) -> Sc
                 (held if store.has_blob(f.sha256, f.size) else missing).append(f)
             unscanned = tuple(f"{f.path}: missing from the store" for f in missing)
             scan = scan_blobs(store.open_blob, held, temp_dir or store.storage.staging())
-            found.append(_Scanned(key, snap.commit, scan, unscanned))
-    return _report(str(store), found, policy)
+            found.append(Scanned(key, snap.commit, scan, unscanned))
+    return judged(str(store), found, policy)
 
 
 def scan_target(layout: str, target: Path, policy: Policy, temp_dir: Path | None = None) -> ScanReport:
@@ -135,22 +138,23 @@ def scan_target(layout: str, target: Path, policy: Policy, temp_dir: Path | None
             continue
         where = (f.repo, f.commit)
         if f.path.is_file():
-            revisions[where][f.name] = ScanFile(f.name, f.size, partial(_open_file, f.path))
+            revisions[where][f.name] = ScanFile(f.name, f.size, partial(open_file, f.path))
         else:
             unscanned[where].append(f"{f.name}: missing from the target")
     found = [
-        _Scanned(key, commit, scan_revision(list(files.values()), temp_dir), tuple(unscanned[(key, commit)]))
+        Scanned(key, commit, scan_revision(list(files.values()), temp_dir), tuple(unscanned[(key, commit)]))
         for (key, commit), files in revisions.items()
     ]
     found += [
-        _Scanned(key, commit, revision_scan({}, [], lambda _: None), tuple(paths))
+        Scanned(key, commit, revision_scan({}, [], lambda _: None), tuple(paths))
         for (key, commit), paths in unscanned.items()
         if (key, commit) not in revisions
     ]
-    return _report(str(target), found, policy, problems)
+    return judged(str(target), found, policy, problems)
 
 
-def _open_file(path: Path) -> BinaryIO:
+def open_file(path: Path) -> BinaryIO:
+    """A `ScanFile.open` of a local file."""
     return path.open("rb")
 
 
@@ -162,18 +166,18 @@ def scan_bundles(
 ) -> ScanReport:
     """Every repo commit of each bundle, streamed once and verified as read: IntegrityError (exit 4) when a
     bundle is damaged. Bundles are scanned one by one; a repo revision of several is reported for each."""
-    found: list[_Scanned] = []
+    found: list[Scanned] = []
     for bundle in bundles:
         found += _scan_bundle(bundle, temp_dir)
-    return _report(", ".join(str(b) for b in bundles), found, policy)
+    return judged(", ".join(str(b) for b in bundles), found, policy)
 
 
-def _scan_bundle(bundle: location.BundlePath, temp_dir: Path | None) -> list[_Scanned]:
+def _scan_bundle(bundle: location.BundlePath, temp_dir: Path | None) -> list[Scanned]:
     with tempfile.TemporaryDirectory(dir=temp_dir, prefix="mirror-scan-") as kept:
         return _scan_bundle_in(bundle, Path(kept))
 
 
-def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[_Scanned]:
+def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[Scanned]:
     """One bundle, its members spooled in `spool_dir`: each deleted once checked, except the small files
     (config files, the README) kept there until their revisions are assembled, so memory stays flat."""
     with open_bundle(bundle) as reader:
@@ -215,7 +219,7 @@ def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[_Scann
                 member.read(sink.write)
             kept = False
             for where, path in holders:
-                file = ScanFile(path, member.member.size, partial(_open_file, spool))
+                file = ScanFile(path, member.member.size, partial(open_file, spool))
                 content[where] += scan_file(file, spool_dir)
                 if is_small_read(path) and file.size <= read_bound(path):
                     small[(where, path)] = file
@@ -223,7 +227,7 @@ def _scan_bundle_in(bundle: location.BundlePath, spool_dir: Path) -> list[_Scann
             if not kept:
                 spool.unlink()
         return [
-            _Scanned(
+            Scanned(
                 where[0],
                 where[1],
                 revision_scan(files, content[where], partial(_small, small, where)),

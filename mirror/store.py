@@ -6,8 +6,9 @@ Keys under the storage (guidance, not a contract):
     blobs/sha256/ab/<sha256>                           each content once, whatever repo it came from
     repos/<source>/<type>/<org--name>/snapshots/<commit>.json   path -> sha256, size, hub oid, lfs flag
     repos/<source>/<type>/<org--name>/refs.json        revision name -> commit, when synced
-    repos/<source>/<type>/<org--name>/scans/<commit>.json   the validation scan a sync made of the commit's
-                                                       files (mirror.sync.scan owns the record)
+    repos/<source>/<type>/<org--name>/scans/<commit>.json   the validation scan a sync or an import made of
+                                                       the commit's files (mirror.validate.scan owns
+                                                       the record)
     tmp/                                               downloads in progress: `Storage.staging`, a local
                                                        folder (this one in a local store)
     doubt/<sha256>                                     blobs that hashing (verify, export) found damaged

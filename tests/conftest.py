@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,6 +29,18 @@ from tests.tiers import (  # noqa: F401 - pytest's hooks for the fast and the en
     pytest_runtest_setup,
     pytest_runtest_teardown,
 )
+
+
+@pytest.fixture(autouse=True)
+def mirror_logger_put_back() -> Iterator[None]:
+    """An in-process CLI run (`setup_logging`) gives the `mirror` logger a handler of its own and stops it
+    propagating; put it back after each test, so that `caplog` sees the log lines of every later test."""
+    logger = logging.getLogger("mirror")
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture

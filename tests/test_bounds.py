@@ -27,6 +27,7 @@ from mirror.clock import SYSTEM
 from mirror.signing import keygen
 from mirror.store import Store
 from tests.conftest import put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import mirror_command
 
 DEEP = b"[" * 100_000
@@ -73,7 +74,11 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, isolated_home: Path) -> World:
     store = Store.at(tmp_path / "store", clock=SYSTEM)
-    put_repo(store, "org/tiny", {"main": {"config.json": b"{}\n", "model.safetensors": b"w" * 100}})
+    put_repo(
+        store,
+        "org/tiny",
+        {"main": {"config.json": b"{}\n", "model.safetensors": safetensors_sized(b"w" * 200)}},
+    )
     bundle = tmp_path / "b.tar.zst"
     write_bundle(store, select_all(store), bundle)
     keys = keygen(tmp_path / "k")

@@ -34,11 +34,12 @@ from mirror.repo import RepoKey
 from mirror.snapshot import Snapshot
 from mirror.store import Store
 from tests.conftest import SampleStore, fake_commit, file_record, put_repo
+from tests.modelfiles import safetensors_sized
 
 MODEL_FILES = {
     "README.md": b"# a model\n",
     "config.json": b'{"shared": true}\n',
-    "model.safetensors": b"w" * 999,
+    "model.safetensors": safetensors_sized(b"w" * 999),
 }
 DATASET_FILES = {
     "README.md": b"# a dataset\n",
@@ -213,7 +214,7 @@ def golden_store(root: Path) -> Store:
         {
             "main": {
                 "config.json": b'{"a": 1}\n',
-                "model.safetensors": bytes(range(256)) * 40,
+                "model.safetensors": bytes(range(256)) * 40,  # exported only: never imported
                 "x" * 120: b"long",
             },
             "v1": {"config.json": b'{"a": 0}\n', "model.safetensors": bytes(range(256)) * 40},

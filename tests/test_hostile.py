@@ -26,6 +26,7 @@ from mirror.errors import IntegrityError
 from mirror.importing import import_bundle
 from mirror.store import Store
 from tests.conftest import put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, run_mirror
 
 Member = tuple[tarfile.TarInfo, bytes]
@@ -68,12 +69,15 @@ def content_state(root: Path) -> dict[str, str]:
 
 TINY = {
     "config.json": b'{"model_type": "bert"}\n',
-    "model.safetensors": bytes(range(256)) * 16,
+    "model.safetensors": safetensors_sized(bytes(range(256)) * 16),
     "tokenizer.json": b'{"vocab": ["a"]}\n' * 20,
     "copy/tokenizer.json": b'{"vocab": ["a"]}\n' * 20,  # the same content: a hardlink member
     "sub/dir/w.bin": b"\x00weights" * 100,
 }
-OLD = {"config.json": b'{"model_type": "bert", "old": true}\n', "model.safetensors": b"old" * 100}
+OLD = {
+    "config.json": b'{"model_type": "bert", "old": true}\n',
+    "model.safetensors": safetensors_sized(b"old" * 100),
+}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from mirror.importing import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, env_for_subprocess, put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import SCRIPT_HEAD
 
 OFFLINE_CHECK = (
@@ -226,7 +227,11 @@ def test_hf_filtered_commit_has_its_complete_tree_listing(
 def test_scan_cache_dir_tolerates_an_import_in_progress(tmp_path: Path, isolated_home: Path) -> None:
     st = Store.at(tmp_path / "store", clock=SYSTEM)
     # Incompressible, so the bundle is read in many pieces and progress fires while files are staged.
-    put_repo(st, "org/big", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(2 << 20)}})
+    put_repo(
+        st,
+        "org/big",
+        {"main": {"config.json": b"{}", "model.safetensors": safetensors_sized(os.urandom(2 << 20))}},
+    )
     bundle = write_bundle(st, select_all(st), tmp_path / "big.tar.zst").path
     for cache in (tmp_path / "fresh", tmp_path / "again", tmp_path / "again"):
         seen: list[list[Any]] = []
@@ -252,7 +257,11 @@ def test_reimport_changes_nothing(bundle: Path, tmp_path: Path) -> None:
 
 def test_other_repos_in_the_target_are_untouched(bundle: Path, tmp_path: Path, isolated_home: Path) -> None:
     other_store = Store.at(tmp_path / "other-store", clock=SYSTEM)
-    put_repo(other_store, "org/other", {"main": {"config.json": b"{}", "w.safetensors": b"w" * 100}})
+    put_repo(
+        other_store,
+        "org/other",
+        {"main": {"config.json": b"{}", "w.safetensors": safetensors_sized(b"w" * 200)}},
+    )
     cache = tmp_path / "hub"
     import_bundle(
         write_bundle(other_store, select_all(other_store), tmp_path / "o.tar.zst").path, "hf", cache
@@ -309,8 +318,16 @@ def test_truncated_bundle_publishes_nothing(bundle: Path, tmp_path: Path) -> Non
 @pytest.mark.parametrize("layout", ["hf", "modelscope", "dir"])
 def test_bundle_cut_mid_stream_publishes_nothing(tmp_path: Path, isolated_home: Path, layout: str) -> None:
     st = Store.at(tmp_path / "store", clock=SYSTEM)
-    put_repo(st, "org/a", {"main": {"config.json": b"{}", "model.safetensors": os.urandom(1 << 20)}})
-    put_repo(st, "org/b", {"main": {"config.json": b"[]", "model.safetensors": os.urandom(1 << 20)}})
+    put_repo(
+        st,
+        "org/a",
+        {"main": {"config.json": b"{}", "model.safetensors": safetensors_sized(os.urandom(1 << 20))}},
+    )
+    put_repo(
+        st,
+        "org/b",
+        {"main": {"config.json": b"[]", "model.safetensors": safetensors_sized(os.urandom(1 << 20))}},
+    )
     data = write_bundle(st, select_all(st), tmp_path / "ab.tar.zst").path.read_bytes()
     cut = tmp_path / "cut.tar.zst"
     cut.write_bytes(data[: len(data) * 3 // 4])  # org/a is whole in what is left, org/b is not

@@ -29,12 +29,13 @@ from mirror.importing import bytes_to_add, import_bundle
 from mirror.importing.plan import TargetView
 from mirror.store import Store
 from tests.conftest import killed_in_child, put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import fresh_env, offline_env, run_mirror
 
-OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": b"old weights" * 300}
+OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": safetensors_sized(b"old weights" * 300)}
 NEW = {
     "config.json": b'{"v": "new"}\n',
-    "model.safetensors": bytes(range(256)) * 64,
+    "model.safetensors": safetensors_sized(bytes(range(256)) * 64),
     "tokenizer.json": b'{"vocab": ["a", "b"]}\n' * 40,
     "sub/dir/w.bin": b"\x00\x01weights" * 500,
 }
@@ -335,6 +336,7 @@ BertModel(config).save_pretrained(sys.argv[1])
 LOAD_BOTH = r"""
 import json, sys, torch
 from transformers import AutoModel
+from tests.modelfiles import safetensors_sized
 ids = torch.tensor([[1, 5, 9, 2]])
 out = {}
 for name, ref in (("original", sys.argv[1]), ("imported", sys.argv[2])):
@@ -402,7 +404,11 @@ def test_space_check_counts_only_what_the_target_lacks(
     tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = Store.at(tmp_path / "store", clock=SYSTEM)
-    put_repo(store, "org/big", {"main": {"model.safetensors": os.urandom(3 << 20), "config.json": b"{}"}})
+    put_repo(
+        store,
+        "org/big",
+        {"main": {"model.safetensors": safetensors_sized(os.urandom(3 << 20)), "config.json": b"{}"}},
+    )
     bundle = write_bundle(store, select_all(store), tmp_path / "big.tar.zst").path
     index = read_index(bundle)
     space = bytes_to_add(index, TargetView())

@@ -111,8 +111,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def records(root: Path) -> dict[str, bytes]:
-    """The store's records (commit records and refs), by path, byte for byte. The scans a sync records
-    (scans/<commit>.json) are left out: a bundle does not carry them yet."""
+    """The store's records (commit records and refs), by path, byte for byte. The scans (scans/<commit>.json)
+    are left out: a sync's holds its notes on the hub's scan, which a bundle does not carry yet, and an
+    import records its own (tests/test_import_policy.py)."""
     found = sorted((root / "repos").rglob("*.json"))
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in found if p.parent.name != "scans"}
 

@@ -37,8 +37,16 @@ from tests.roundtrip import fresh_env, mirror_command
 from tests.test_hub import run_client
 from tests.test_sync import FAST
 
-OLD = {"config.json": b'{"v": "old"}\n', "model.safetensors": b"old weights" * 300, "sub/x.txt": b"x"}
-NEW = {"config.json": b'{"v": "new"}\n', "model.safetensors": b"new weights" * 300, "sub/x.txt": b"y"}
+OLD = {
+    "config.json": b'{"v": "old"}\n',
+    "model.safetensors": safetensors_sized(b"old weights" * 300),
+    "sub/x.txt": b"x",
+}
+NEW = {
+    "config.json": b'{"v": "new"}\n',
+    "model.safetensors": safetensors_sized(b"new weights" * 300),
+    "sub/x.txt": b"y",
+}
 
 
 def tree_state(root: Path) -> dict[str, tuple[Any, ...]]:

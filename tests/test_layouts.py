@@ -25,6 +25,7 @@ from mirror.importing import BundleImportError, import_bundle
 from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, SyntheticRepo, env_for_subprocess, put_repo
+from tests.modelfiles import safetensors_sized
 from tests.roundtrip import SCRIPT_HEAD
 from tests.test_import import corrupt_member, leftovers, state
 
@@ -33,7 +34,7 @@ MS_ID = "owner/ms-model"
 MS_MASTER = {
     "config.json": b'{"model_type": "bert", "hidden_size": 32}\n',
     "configuration.json": b'{"framework": "pytorch", "task": "feature-extraction"}\n',
-    "model.safetensors": bytes(range(256)) * 128,  # the one LFS file
+    "model.safetensors": safetensors_sized(bytes(range(256)) * 128),  # the one LFS file
     "tokenizer/vocab.txt": b"[PAD]\n[UNK]\nhello\nworld\n",
     "sub/dir/notes.txt": b"nested two deep\n",
     "README.md": b"# ms-model\n",

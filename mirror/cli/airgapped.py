@@ -103,6 +103,10 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
     "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
 )
 @wait_option("another import into the same target")
+@policy_option(
+    "Judge every revision of the bundles (the far side's own rules: the near side's are never taken; an "
+    "invalid safetensors/GGUF/ONNX header is always refused)"
+)
 @json_option
 @output_options
 def import_cmd(
@@ -114,6 +118,7 @@ def import_cmd(
     no_symlinks: bool,
     wait: float,
     link_shared: bool,
+    policy_file: Path | None,
     as_json: bool,
 ) -> None:
     """Verify BUNDLES (files, or s3://BUCKET/KEY objects read streaming) byte by byte, then restore them
@@ -127,14 +132,19 @@ def import_cmd(
     takes the files it leaves out from the target, hashed first; a repo the target lacks some of is not
     published, and named with those files (exit 3). With --trust, a bundle is accepted only if its .sig
     verifies with a trusted key, has not expired, and its sequence is not older than one already accepted.
-    One import at a time per target: another one exits 75, or waits --wait SECONDS.
+    Before anything is published, every revision is scanned here (headers, pickles, remote code, licence,
+    size) and judged by --policy FILE (default: the default policy): one it denies refuses the whole bundle
+    (or the volumes given of a set), nothing is published (exit 4), and every file, finding and rule is
+    named; warnings are shown. One import at a time per target: another one exits 75, or waits --wait
+    SECONDS.
     """
     from mirror.bundle import location
     from mirror.clock import SYSTEM
-    from mirror.importing import group_bundles, import_unit
+    from mirror.importing import PolicyRefused, group_bundles, import_unit
     from mirror.report import ImportRun
     from mirror.signing import TrustPolicy, load_public_key
 
+    policy = read_policy(policy_file)
     trust = TrustPolicy(
         tuple(load_public_key(k) for k in trust_keys), required=require_signature, clock=SYSTEM
     )
@@ -162,8 +172,12 @@ def import_cmd(
                     wait=wait,
                     clock=SYSTEM,
                     checkpoint=checkpoint,
+                    policy=policy,
                 )
             )
+        except PolicyRefused as e:  # reported like an import (each revision's verdict), and exit 4
+            reports.append(e.report)
+            errors.append(e)
         except MirrorError as e:
             if len(units) == 1:
                 raise

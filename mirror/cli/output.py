@@ -251,7 +251,11 @@ def import_report_lines(report: ImportReport) -> list[str]:
         head = f"{report.bundle.name}: volumes {', '.join(report.volumes)} (set {report.bundle_id[:16]})"
     else:
         head = f"{report.bundle.name} (bundle id {report.bundle_id[:16]})"
-    out = [head] + [f"  {repo_report_line(r)}" for r in report.repos]
+    out = [head]
+    if report.refused:
+        out.append("  REFUSED   by the import's policy: nothing of the bundle was published")
+    out += [f"  {repo_report_line(r)}" for r in report.repos]
+    out += [f"  {line}" for r in report.revisions for line in scanned_revision_lines(r)]
     out += [f"  DAMAGED   {d}" for d in report.damaged]
     out += [f"  CORRUPT   {c}" for c in report.corrupt]
     out += [f"  {line}" for m in report.missing for line in missing_repo_lines(m)]

@@ -15,12 +15,18 @@ its files is at hand; the others are reported (`MissingRepo`) and left as they w
 volume is dropped whole, and the rest still count; what a set's import verified for repos it could not
 complete is kept in the target for the next volumes, given in later runs (`layouts.kept.KeptSet`).
 
+The far side's policy: before anything is published, every revision to publish is scanned from its verified
+content and judged by the import's own policy (`judge`); one it denies refuses the whole unit, as damage
+does (exit 4, the target as it was).
+
 The modules: `unit` reads each volume's index once and groups the volumes of a set; `plan` decides, without
 writing, what is carried, held, taken from the target, missing, and the space needed; `stream` verifies the
-volumes into `staging`; `execute` runs the whole import and publishes through the layout (`mirror.layouts`).
+volumes into `staging`; `judge` scans and judges what is about to be published; `execute` runs the whole
+import and publishes through the layout (`mirror.layouts`).
 """
 
 from mirror.importing.execute import BundleImportError, import_bundle, import_unit, survey
+from mirror.importing.judge import PolicyRefused
 from mirror.importing.plan import ImportPlan, Kept, TargetView, bytes_to_add, plan_import
 from mirror.importing.unit import ImportUnit, Volume, group_bundles
 
@@ -29,6 +35,7 @@ __all__ = [
     "ImportPlan",
     "ImportUnit",
     "Kept",
+    "PolicyRefused",
     "TargetView",
     "Volume",
     "bytes_to_add",

@@ -11,7 +11,7 @@ written, the bytes the import will add are checked against the free space of the
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -21,6 +21,7 @@ from mirror.clock import Clock
 from mirror.errors import IntegrityError, LockedError, MirrorError
 from mirror.fsutil import is_file_of_size, link_or_copy
 from mirror.hashing import HashCache
+from mirror.importing.judge import refusal, scan_to_publish
 from mirror.importing.plan import Gathered, ImportPlan, Kept, Space, TargetView, plan_import
 from mirror.importing.staging import Staging
 from mirror.importing.stream import VolumeStream
@@ -35,6 +36,8 @@ from mirror.report import ImportReport, RepoReport
 from mirror.signing import Acceptance, TrustPolicy, check_trust
 from mirror.snapshot import FileRecord
 from mirror.units import human_size
+from mirror.validate.policy import DEFAULT_POLICY, Policy
+from mirror.validate.scan import RevisionScan
 
 
 class BundleImportError(IntegrityError):
@@ -55,6 +58,7 @@ class ImportOptions(TypedDict, total=False):
     wait: float
     clock: Clock | None
     checkpoint: Callable[[], None]
+    policy: Policy
 
 
 def import_bundle(
@@ -77,6 +81,7 @@ def import_unit(
     wait: float = 0.0,
     clock: Clock | None = None,
     checkpoint: Callable[[], None] = no_checkpoint,
+    policy: Policy = DEFAULT_POLICY,
 ) -> ImportReport:
     """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
 
@@ -100,6 +105,12 @@ def import_unit(
     symlink or a file in the way of it is refused, and nothing is written.
     `checkpoint` is called after each step (a file staged, a name published): the tests kill the import
     there, to show that a killed import never leaves a broken tree.
+
+    Before the first repo is published, every revision about to be published is scanned from its verified
+    content and judged by `policy` (the far side's; `mirror.importing.judge`): if it denies any, nothing is
+    published and the target is left as it was (PolicyRefused, exit 4, its report naming every finding and
+    rule). The report carries each revision's verdict; warnings are logged. An import into a store records
+    each published commit's scan there, as a sync does.
     """
     if unit.error is not None:
         raise unit.error
@@ -113,7 +124,7 @@ def import_unit(
     with Staging() as guard:
         guard.lock(writer.target, wait, busy, clock)
         with writer.writing(wait, clock):
-            return _import_locked(unit, writer, progress, trust, checkpoint)
+            return _import_locked(unit, writer, progress, trust, checkpoint, policy)
 
 
 def _import_locked(
@@ -122,6 +133,7 @@ def _import_locked(
     progress: Progress | None,
     trust: TrustPolicy | None,
     checkpoint: Callable[[], None],
+    policy: Policy,
 ) -> ImportReport:
     """`import_unit`, once it holds the target's lock."""
     index, target = unit.index, writer.target
@@ -138,6 +150,7 @@ def _import_locked(
         check_space(unit.label, target, plan.space)
         with Staging() as staging:
             folders, home = _make_staging(staging, writer, index, kept)
+            held = kept.held() if kept is not None else frozenset()
             pool: dict[str, Path] = dict(kept.whole) if kept else {}  # sha256 -> verified content
             in_place = {sha for sha in plan.from_target if writer.in_place(sha, plan.files[sha].size)}
             corrupt = _take_from_target(plan, writer, pool, home, hashes, checkpoint, in_place)
@@ -153,6 +166,26 @@ def _import_locked(
             bundle_id = volume_set.id if volume_set is not None else unit.volumes[0].index_sha256
             bundle = unit.volumes[0].path.with_name(unit.label)
             names = tuple(v.path.name for v in unit.volumes) if volume_set is not None else ()
+            revisions = scan_to_publish(complete, pool, writer, policy, folders)
+            if any(not r.verdict.ok for r in revisions):
+                if kept is not None:  # keeps nothing of its own either: staging goes, as for a plain bundle
+                    staging.kept = kept.protected(kept.put_back(held))
+                raise refusal(
+                    unit.label,
+                    ImportReport(
+                        bundle,
+                        bundle_id,
+                        writer.name,
+                        writer.where,
+                        (),
+                        missing,
+                        tuple(damaged),
+                        _corrupt_lines(plan, corrupt),
+                        names,
+                        revisions=revisions,
+                    ),
+                )
+            scans = {(r.repo, r.commit): r.scan for r in revisions}
             reports = _publish(
                 writer,
                 staging,
@@ -161,6 +194,7 @@ def _import_locked(
                 folders,
                 hashes,
                 Stamp(index.created, bundle_id),
+                scans,
                 lambda repo: Receipt.of(
                     bundle,
                     bundle_id,
@@ -186,20 +220,26 @@ def _import_locked(
         repos=tuple(reports),
         missing=missing,
         damaged=tuple(damaged),
-        corrupt=tuple(
-            f"{path} does not hold the content {sha} its name or receipt says (wanted for "
-            f"{plan.files[sha].path}); `mirror verify --target` checks the whole target"
-            for sha, paths in sorted(corrupt.items())
-            for path in paths
-        ),
+        corrupt=_corrupt_lines(plan, corrupt),
         volumes=names,
         kept=tuple(kept_lines),
+        revisions=revisions,
     )
     if reports:  # mirror.signing: remember the sequence of what was published
         for acceptance in accepted:
             if acceptance is not None:
                 acceptance.record()
     return report
+
+
+def _corrupt_lines(plan: ImportPlan, corrupt: dict[str, list[str]]) -> tuple[str, ...]:
+    """One line per file of the target that does not hold the content it should."""
+    return tuple(
+        f"{path} does not hold the content {sha} its name or receipt says (wanted for "
+        f"{plan.files[sha].path}); `mirror verify --target` checks the whole target"
+        for sha, paths in sorted(corrupt.items())
+        for path in paths
+    )
 
 
 def _publish(
@@ -210,6 +250,7 @@ def _publish(
     folders: dict[RepoKey, Path],
     hashes: HashCache,
     stamp: Stamp,
+    scans: Mapping[tuple[RepoKey, str], RevisionScan],
     receipt: Callable[[IndexedRepo], Receipt],
 ) -> list[RepoReport]:
     """Publish each complete repo through the layout, from its verified content in staging; from the
@@ -219,8 +260,9 @@ def _publish(
     reports = []
     for repo in repos:
         content = {f.sha256: pool[f.sha256] for f in repo.files() if f.sha256 in pool}  # not: in place
+        own = {c.commit: scans[(repo.key, c.commit)] for c in repo.commits}
         reports.append(
-            writer.publish(Publication(repo, content, folders[repo.key], receipt(repo), stamp, hashes))
+            writer.publish(Publication(repo, content, folders[repo.key], receipt(repo), stamp, hashes, own))
         )
         staging.sweep(writer.staging_root(repo))
     staging.changed = not all(r.already_present for r in reports)

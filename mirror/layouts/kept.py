@@ -135,6 +135,31 @@ class KeptSet:
                 remove_empty(folder, folder.parent)
         return left
 
+    def held(self) -> frozenset[Path]:
+        """Every entry of the set's kept folders now (before an import streams into them: `put_back`)."""
+        return frozenset(
+            entry
+            for folder in self.folders()
+            if not folder.is_symlink() and folder.is_dir()
+            for entry in entries(folder)
+        )
+
+    def put_back(self, held: frozenset[Path]) -> list[Path]:
+        """Remove what this import added to the kept area (entries not `held` before it streamed), for an
+        import that publishes nothing and keeps nothing of its own (a bundle its policy refused): what
+        earlier imports kept stays, and a chunk file they started keeps the chunks this one verified. The
+        folders that still hold something."""
+        left = []
+        for folder in self.folders():
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            for entry in entries(folder):
+                if entry not in held:
+                    remove_path(entry)
+            if entries(folder):
+                left.append(folder)
+        return left
+
     def protected(self, folders: list[Path]) -> list[Path]:
         """What the import must not remove on its way out: the folders still holding kept content, and the
         staging parents of their repos (the hf layout's `snapshots/`, without which scan_cache_dir takes

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 from mirror.bundle import BundleIndex, IndexedRepo
 from mirror.clock import Clock
@@ -33,6 +33,7 @@ from mirror.receipt import Receipt
 from mirror.repo import RepoKey
 from mirror.report import HeldRepo, RepoReport
 from mirror.signing import SequenceState
+from mirror.validate.scan import RevisionScan
 
 
 def no_checkpoint() -> None:
@@ -75,6 +76,7 @@ class Publication:
     receipt: Receipt
     stamp: Stamp
     hashes: HashCache = field(default_factory=HashCache)
+    scans: Mapping[str, RevisionScan] = field(default_factory=dict)  # commit -> the import's scan of it
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,11 @@ class Layout(ABC):
         to stage nor to write it (content a delta leaves to a store in a bucket). False by default: other
         layouts stage what they publish."""
         return False
+
+    def open_in_place(self, sha256: str) -> BinaryIO:
+        """A stream of content the target keeps `in_place` (an import scans it before publishing). Only a
+        layout whose `in_place` holds some content opens any."""
+        raise NotImplementedError(f"the {self.name} layout keeps no content in place")
 
     def named_content(self) -> Iterator[tuple[str, int]]:
         """Content the target holds that is no file to hash or stage from (the blobs of a store in a bucket),

@@ -7,9 +7,11 @@ content to stage from (`candidates`, `content_files`: none), but a blob the buck
 content a delta leaves to the target needs no staging there; `expected_files` lists none (no file to hash
 in place).
 
-Every write goes through `Store` (`add_blob`, `write_snapshot`, `set_refs`), which owns the format. Per
-repo, in this order, each write atomic: the blobs its commits use, then its commit records, then its
-refs.json (all its revision names in one write). A reader (a server, a sync) thus never sees a record
+Every write goes through `Store` (`add_blob`, `write_snapshot`, `write_scan`, `set_refs`), which owns the
+format. Per repo, in this order, each write atomic: the blobs its commits use, then its commit records,
+then the import's scan of each commit (`mirror.importing.judge`; the record a sync writes, so `mirror serve`
+finds it; a sync's record of the same files and findings is kept), then its refs.json (all its revision
+names in one write). A reader (a server, a sync) thus never sees a record
 naming a missing blob, nor a ref naming a missing record; a kill leaves at most blobs no record uses yet
 (`mirror gc` removes them; the rerun uses them). The import holds the store's writer lock throughout
 (`writing`), as `mirror sync` and `mirror gc` do: another holder makes it exit 75, or wait `--wait`.
@@ -52,21 +54,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from mirror.bundle import IndexedRepo
+from mirror.bundle import IndexedCommit, IndexedRepo
 from mirror.clock import Clock
 from mirror.errors import MirrorError
 from mirror.fsutil import link_or_copy
 from mirror.hashing import HashCache
 from mirror.layouts.layout import ExpectedFile, Layout, Publication, Use
 from mirror.paths import is_sha256
+from mirror.repo import RepoKey
 from mirror.report import HeldRepo, RepoReport
 from mirror.snapshot import FileRecord, Snapshot
 from mirror.storage import open_storage
 from mirror.storage.base import Storage
 from mirror.store import Store
-from mirror.validate.scan import recorded_scan, scan_record
+from mirror.validate.scan import RevisionScan, recorded_scan, scan_record
 
 
 class StoreLayout(Layout):
@@ -174,15 +177,8 @@ class StoreLayout(Layout):
             if after != before:
                 self.checkpoint()
                 changed = True
-            # The scan the bundle carries, recorded as a sync records it (an export from here carries it
-            # again), unless the store holds a scan of these very files already.
-            if (
-                commit.scan is not None
-                and recorded_scan(store.read_scan(repo.key, commit.commit), commit.files) is None
-            ):
-                store.write_scan(
-                    repo.key, commit.commit, scan_record(commit.files, commit.scan, commit.scan_notes)
-                )
+        for commit in repo.commits:  # their scans, for `mirror serve` and the next sync (before the refs)
+            if self._record_scan(repo.key, commit, pub.scans.get(commit.commit)):
                 self.checkpoint()
                 changed = True
         # The refs last, in one write: a revision name resolves only once everything it names is in place.
@@ -211,6 +207,23 @@ class StoreLayout(Layout):
             already_present=not changed,
             kept=tuple(kept),
         )
+
+    def _record_scan(self, key: RepoKey, commit: IndexedCommit, scan: RevisionScan | None) -> bool:
+        """Record the import's own scan of a commit (`mirror.importing.judge`: the far side's, with the hub's
+        findings the bundle carries) as a sync does (`scan_record`), with the notes on the hub's scan the
+        bundle carries, unless a record of the same files holds the same scan (a sync's is kept). Whether
+        it wrote."""
+        if scan is None:
+            return False
+        recorded = recorded_scan(self.store.read_scan(key, commit.commit), commit.files)
+        if recorded is not None and recorded[0] == scan:
+            return False
+        notes = commit.scan_notes  # the near side's notes on the hub's scan (bundle 1.2)
+        self.store.write_scan(key, commit.commit, scan_record(commit.files, scan, notes))
+        return True
+
+    def open_in_place(self, sha256: str) -> BinaryIO:
+        return self.store.open_blob(sha256)
 
     def in_place(self, sha256: str, size: int) -> bool:
         # A bucket's blob was verified before it got its key; doubted, it is replaced.

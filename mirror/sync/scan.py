@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ def check_revision(
     else:
         scan = scan_blobs(store.open_blob, files, temp_dir)
         hub = hub_scan()
-        scan = replace(scan, findings=tuple(sorted({*scan.findings, *hub.findings})))
+        scan = scan.with_findings(hub.findings)
         notes = hub.notes
         store.write_scan(key, commit, scan_record(files, scan, notes))
         scanned = True

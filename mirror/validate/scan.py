@@ -18,9 +18,9 @@ import posixpath
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeGuard
@@ -171,6 +171,10 @@ class RevisionScan:
     def verdict(self, policy: Policy) -> Verdict:
         return policy.verdict(self.findings, license=self.licenses, size=self.size)
 
+    def with_findings(self, extra: Iterable[Finding]) -> RevisionScan:
+        """This scan with `extra` findings beside its own (the hub's scan; what a bundle carries), each once."""
+        return replace(self, findings=tuple(sorted({*self.findings, *extra})))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "findings": [f.to_json() for f in self.findings],
@@ -190,6 +194,27 @@ class RevisionScan:
         if not _strings(repos) or not _strings(licenses):
             raise ValueError("a revision scan's repos and licenses must be lists of strings")
         return cls(tuple(Finding.from_json(f) for f in findings), tuple(repos), tuple(licenses), size)
+
+
+# The store's record of a commit's scan (`Store.write_scan`): the files it covers (path -> sha256), the
+# scan, and notes on it (the hub's own scan). A commit's files never change, so the record is used again
+# while it covers exactly the same files (a sync's no-op re-sync, an export).
+def scan_record(files: Sequence[FileRecord], scan: RevisionScan, notes: Sequence[str]) -> dict[str, Any]:
+    """The record of a commit's scan of `files`, as the store keeps it."""
+    return {"files": {f.path: f.sha256 for f in files}, "scan": scan.to_json(), "notes": list(notes)}
+
+
+def recorded_scan(record: Any, files: Sequence[FileRecord]) -> tuple[RevisionScan, tuple[str, ...]] | None:
+    """The recorded scan and its notes when `record` (`Store.read_scan`) covers exactly `files`; None
+    otherwise (no record, a record of other files, or one that cannot be read: the files are scanned again)."""
+    if not isinstance(record, dict) or record.get("files") != {f.path: f.sha256 for f in files}:
+        return None
+    notes = record.get("notes")
+    try:
+        scan = RevisionScan.from_json(record.get("scan"))
+    except ValueError:
+        return None
+    return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
 
 
 def _strings(value: Any) -> TypeGuard[list[str]]:
@@ -231,27 +256,6 @@ def scan_blobs(
 ) -> RevisionScan:
     """Scan a revision of a store from its file records: `open_blob(sha256)` streams a blob (`Store.open_blob`)."""
     return scan_revision([ScanFile(f.path, f.size, partial(open_blob, f.sha256)) for f in files], temp_dir)
-
-
-# The store's record of a commit's scan (`Store.write_scan`): the files it covers (path -> sha256), the
-# scan, and notes on it (the hub's own scan). A commit's files never change, so the record is used again
-# while it covers exactly the same files (a sync's no-op re-sync, an export).
-def scan_record(files: Sequence[FileRecord], scan: RevisionScan, notes: Sequence[str]) -> dict[str, Any]:
-    """The record of a commit's scan of `files`, as the store keeps it."""
-    return {"files": {f.path: f.sha256 for f in files}, "scan": scan.to_json(), "notes": list(notes)}
-
-
-def recorded_scan(record: Any, files: Sequence[FileRecord]) -> tuple[RevisionScan, tuple[str, ...]] | None:
-    """The recorded scan and its notes when `record` (`Store.read_scan`) covers exactly `files`; None
-    otherwise (no record, a record of other files, or one that cannot be read: the files are scanned again)."""
-    if not isinstance(record, dict) or record.get("files") != {f.path: f.sha256 for f in files}:
-        return None
-    notes = record.get("notes")
-    try:
-        scan = RevisionScan.from_json(record.get("scan"))
-    except ValueError:
-        return None
-    return scan, tuple(n for n in notes if isinstance(n, str)) if isinstance(notes, list) else ()
 
 
 @dataclass(frozen=True)
