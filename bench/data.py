@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -300,3 +301,86 @@ def ensure_data(scale: Scale, root: Path, say: Callable[[str], None]) -> Dataset
         (data.four_gb.folder / name).write_bytes(four_small[name])
     stamp_path.write_text(json.dumps(stamp, indent=2))
     return data
+
+
+# --------------------------------------------------------------------------------------------------
+# pickle checkpoints (figure 12), made with torch when it is importable
+# --------------------------------------------------------------------------------------------------
+
+TORCH_MISSING = "torch not importable (it is a test dependency: pip install -e '.[test]')"
+PICKLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The 2 GB model's weights as one `pytorch_model.bin` written by `torch.save`, in its zip format and in
+    its legacy one (`_use_new_zipfile_serialization=False`), each beside the model's small files."""
+
+    zip: Model
+    legacy: Model
+
+
+def _mapped_state_dict(shards: list[Path]) -> dict[str, Any]:
+    """The tensors of safetensors `shards` as torch tensors over private maps of the files (no copy in
+    memory: torch.save writes them from the page cache; the maps go with the tensors)."""
+    import mmap
+
+    import torch
+
+    state: dict[str, Any] = {}
+    for shard in shards:
+        with open(shard, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+            mapped = mmap.mmap(
+                f.fileno(), 0, access=mmap.ACCESS_COPY
+            )  # writable for frombuffer, never written
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            tensor = torch.frombuffer(
+                mapped, dtype=torch.bfloat16, count=(end - start) // 2, offset=8 + n + start
+            )
+            state[name] = tensor.view(entry["shape"])
+    return state
+
+
+def ensure_checkpoints(source: Model, root: Path, say: Callable[[str], None]) -> Checkpoints:
+    """The pickle checkpoints of `source`'s weights under `root`, written once (a stamp records the source's
+    files, their sizes and times); ImportError when torch is not importable (TORCH_MISSING says so)."""
+    import torch
+
+    made = Checkpoints(
+        zip=Model("bench/pickle-zip", root / "pickle-zip"),
+        legacy=Model("bench/pickle-legacy", root / "pickle-legacy"),
+    )
+    files = source.files()
+    stamp = {
+        "version": PICKLE_VERSION,
+        "torch": torch.__version__,
+        "source": [
+            [f.relative_to(source.folder).as_posix(), f.stat().st_size, f.stat().st_mtime_ns] for f in files
+        ],
+    }
+    stamp_path = root / STAMP
+    if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
+        return made
+    if root.exists():
+        shutil.rmtree(root)
+    shards = [f for f in files if f.suffix == ".safetensors"]
+    weights = sum(s.stat().st_size for s in shards)
+    say(f"bench: writing {weights / 1e9:.2f} GB of weights as torch.save checkpoints into {root} (once)")
+    state = _mapped_state_dict(shards)
+    for model, zipped in ((made.zip, True), (made.legacy, False)):
+        model.folder.mkdir(parents=True)
+        temp = model.folder / "pytorch_model.bin.part"
+        torch.save(state, temp, _use_new_zipfile_serialization=zipped)
+        temp.rename(model.folder / "pytorch_model.bin")
+        for f in files:  # the small files beside the weights (hard links)
+            rel = f.relative_to(source.folder)
+            if f.suffix != ".safetensors" and rel.name != "model.safetensors.index.json":
+                (model.folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, model.folder / rel)
+    stamp_path.write_text(json.dumps(stamp, indent=2))
+    return made

@@ -127,6 +127,7 @@ class Bench:
         self, scale: Scale, work: Path, data: Dataset, hub: LoopbackHub, say: Callable[[str], None]
     ) -> None:
         self.scale = scale
+        self.work = work
         self.data = data
         self.hub = hub
         self.say = say
@@ -136,15 +137,15 @@ class Bench:
             remove(d)
             d.mkdir(parents=True)
         self.manifest_dir = work / "manifests"
-        self.manifests = {m.repo_id: self._manifest(m.repo_id, [m.repo_id]) for m in data.models}
-        self.small_manifest = self._manifest("small", [repo for repo, _ in data.small])
+        self.manifests = {m.repo_id: self.add_manifest(m.repo_id, [m.repo_id]) for m in data.models}
+        self.small_manifest = self.add_manifest("small", [repo for repo, _ in data.small])
         self.main_store = self.runs_dir / "store-main"  # the last store of figure 1, exported later
         self.bundles = self.runs_dir / "bundles"
         self.bundles.mkdir()
 
     # ---- plumbing -------------------------------------------------------------------------------
 
-    def _manifest(self, name: str, repos: list[str]) -> Path:
+    def add_manifest(self, name: str, repos: list[str]) -> Path:
         path = self.manifest_dir / f"{name.split('/')[-1]}.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("version: 1\nmodels:\n" + "".join(f"  - repo: {r}\n" for r in repos))

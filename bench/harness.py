@@ -23,6 +23,7 @@ from bench.figures import Bench, Row, start_hub
 from bench.measure import BenchError
 from bench.objects import ObjectBench
 from bench.report import machine, markdown
+from bench.scans import ScanBench
 from bench.serving import ServeBench
 from tests.roundtrip import PROJECT
 
@@ -38,6 +39,7 @@ ROWS = {
     "9": ["9", "9b", "9c"],
     "10": ["10a", "10b", "10c"],
     "11": ["11"],
+    "12": ["12a", "12b", "12c"],
 }
 NAMES = {
     "serve-big": "7",
@@ -45,6 +47,7 @@ NAMES = {
     "serve-meta": "9",
     "s3-store": "10",
     "serve-redirect": "11",
+    "scan-overhead": "12",
 }  # --only takes these names too
 
 
@@ -77,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=",".join(ROWS),
-        help="figures to run, e.g. 1,4,5 (5 needs 4) or serve-big,serve-meta,s3-store,serve-redirect",
+        help="figures to run, e.g. 1,4,5 (5 needs 4) or serve-big,serve-meta,s3-store,serve-redirect,scan-overhead",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -126,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 objects.store_figures,
             ),
             ("11", "serve-redirect: serve over the S3 server, --redirect vs streaming", objects.redirect),
+            ("12", "scan-overhead: what the scan adds to a sync", ScanBench(bench).scan_overhead),
         ]
         for key, title, step in steps:
             if key not in only:

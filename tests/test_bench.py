@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bench import servers
+from bench.data import QUICK, TORCH_MISSING, Model, ensure_checkpoints, layer_tensors, write_safetensors
 from bench.harness import main, selected
 from bench.measure import BenchError
 from bench.servers import NGINX_MISSING, nginx, nginx_config, sample_tree
@@ -40,6 +42,9 @@ ROWS = [
     "10b",
     "10c",
     "11",
+    "12a",
+    "12b",
+    "12c",
 ]
 REPORTED = {"10a", "10b", "10c"}  # ratios without a target: the S3 server against a local disk
 
@@ -99,8 +104,9 @@ def test_only_takes_numbers_and_the_serve_figures_names() -> None:
     assert selected("1, 4,5") == {"1", "4", "5"}
     assert selected("serve-big,serve-meta,8") == {"7", "9", "8"}
     assert selected("s3-store,serve-redirect") == {"10", "11"}
-    with pytest.raises(ValueError, match="no figure 12"):
-        selected("1,12")
+    assert selected("scan-overhead") == {"12"}
+    with pytest.raises(ValueError, match="no figure 13"):
+        selected("1,13")
 
 
 def test_a_process_tree_sample_counts_this_process() -> None:
@@ -121,6 +127,9 @@ def test_quick_bench_fills_every_row(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert row["met"] in ((None,) if row["id"] in REPORTED else (True, False)), row
     assert all(s > 0 for s in rows["1"]["data"]["mirror_seconds"] + rows["1"]["data"]["peer_seconds"])
     assert all(r > 0 for r in rows["6a"]["data"]["peak_rss_big"] + rows["6b"]["data"]["peak_rss_big"])
+    for row_id in ("12a", "12b", "12c"):  # the scan timed alone judged the same files: nothing to find
+        scan = rows[row_id]["data"]
+        assert scan["findings"] == [] and all(s > 0 for s in scan["scan_seconds"] + scan["sync_seconds"])
     printed = capsys.readouterr().out
     for row_id in ROWS:
         assert f"\n| {row_id} | " in printed
@@ -138,3 +147,50 @@ def test_without_nginx_the_serve_figure_shows_mirror_alone_and_says_why(
     assert row["id"] == "7" and row["error"] is None and row["met"] is None
     assert row["peer"] == NGINX_MISSING and row["mirror"].endswith(" GB/s")
     assert not (work / "runs" / "serve").exists()  # the served store is removed at the end
+
+
+@pytest.mark.e2e  # imports torch (heavy)
+def test_the_checkpoints_hold_the_safetensors_weights_in_both_torch_formats(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    source = Model("bench/two", tmp_path / "two")
+    source.folder.mkdir()
+    for k in (1, 2):  # two shards of a layer stack and a config, as the bench's 2 GB model at a small scale
+        shard = source.folder / f"model-{k:05d}-of-00002.safetensors"
+        write_safetensors(shard, layer_tensors(QUICK, QUICK.shard_bytes, 10 * k))
+    (source.folder / "config.json").write_bytes(b'{"model_type": "llama"}')
+    made = ensure_checkpoints(source, tmp_path / "checkpoints", lambda _: None)
+    expected: dict[str, object] = {}
+    for shard in sorted(source.folder.glob("*.safetensors")):
+        expected |= load_file(shard)
+    zipped, legacy = made.zip.folder / "pytorch_model.bin", made.legacy.folder / "pytorch_model.bin"
+    assert zipped.read_bytes()[:4] == b"PK\x03\x04"  # torch.save's zip format
+    assert legacy.read_bytes()[:2] == b"\x80\x02"  # pickles back to back, then the storages
+    for path in (zipped, legacy):
+        loaded = torch.load(path, weights_only=True)
+        assert list(loaded) == list(expected)
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert (made.zip.folder / "config.json").read_bytes() == (source.folder / "config.json").read_bytes()
+    assert not any(p.suffix == ".safetensors" for p in made.zip.files())
+    again = ensure_checkpoints(source, tmp_path / "checkpoints", lambda _: None)
+    assert (
+        again == made
+        and zipped.stat().st_mtime_ns == (made.zip.folder / "pytorch_model.bin").stat().st_mtime_ns
+    )
+
+
+@pytest.mark.e2e  # `mirror sync` in subprocesses
+def test_without_torch_the_scan_figure_measures_safetensors_and_says_why_not_the_pickles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    work = tmp_path / "bench-work"
+    assert main(["--quick", "--only", "scan-overhead", "--workdir", str(work)]) == 0
+    rows = {row["id"]: row for row in json.loads((work / "results.json").read_text())["rows"]}
+    assert list(rows) == ["12a", "12b", "12c"]
+    assert rows["12a"]["met"] in (True, False) and rows["12a"]["mirror"].startswith("scan ")
+    for row_id in ("12b", "12c"):
+        assert rows[row_id]["error"] is None and rows[row_id]["met"] is None
+        assert rows[row_id]["peer"] == TORCH_MISSING
+    assert not (work / "checkpoints-quick").exists()
