@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import struct
 
+from mirror.validate.safetensors import DTYPE_BITS
+
 HEADER = 128  # bytes of JSON header, padded with spaces
 
 
@@ -37,3 +39,17 @@ ONNX_MODEL = (
     + _field(7, _field(1, b"node") + _field(2, b"main"))
     + _field(8, _field(1, b"") + _field(2, 17))
 )
+
+
+def safetensors_of(tensors: list[tuple[str, str, bytes]], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file of (name, dtype, data) tensors, in that order, its header length as the JSON
+    gives it (not padded: the data may start at any offset). The caller keeps each data's length whole
+    elements of its dtype."""
+    header: dict[str, object] = {"__metadata__": metadata} if metadata is not None else {}
+    offset = 0
+    for name, dtype, data in tensors:
+        shape = [len(data) * 8 // DTYPE_BITS[dtype]]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + b"".join(data for _, _, data in tensors)

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO, TypedDict, cast
 
-from mirror.bundle import location
+from mirror.bundle import bytegroup, location
+from mirror.bundle.bytegroup import Codec
 from mirror.bundle.frames import FRAME, FrameWriter, stream_bound, workers_for
-from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex, Progress
-from mirror.bundle.members import BundleMember, chunk_offset, iter_members, sums_text
+from mirror.bundle.index import INDEX_NAME, README_NAME, SUMS_NAME, BundleIndex, Progress
+from mirror.bundle.members import BundleMember, chunk_offset, iter_members, readme_text, sums_text
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
@@ -169,7 +170,7 @@ class _BlobReader:
                 if (buf := self._buffer()) is None:
                     return None
                 view = memoryview(buf)[: min(_BLOCK, left)]
-                n = _read_into(blob, view)
+                n = _read_full(blob, view)  # whole blocks: a codec groups the file's blocks of BLOCK
                 if not n:
                     return self._store.damaged(
                         m.file.sha256, "fewer bytes than recorded (it shrank while packing)"
@@ -185,6 +186,14 @@ class _BlobReader:
         return None
 
 
+def _read_full(stream: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from the stream; fewer bytes only where the stream ends."""
+    n = 0
+    while n < len(view) and (k := _read_into(stream, view[n:])):
+        n += k
+    return n
+
+
 def _read_into(stream: BinaryIO, view: memoryview) -> int:
     """`readinto` where the stream has it (a local file: no copy), else a read copied in."""
     if isinstance(stream, io.RawIOBase | io.BufferedIOBase):
@@ -198,8 +207,17 @@ class _TarWriter:
     """Writes a tar stream byte for byte as `tarfile.open(mode="w|", format=PAX_FORMAT)` would, as zstd frames:
     headers, padding and small files gathered, each large file's data in frames of its own."""
 
-    def __init__(self, frames: FrameWriter) -> None:
+    def __init__(self, frames: FrameWriter, workers: int) -> None:
         self._frames = frames
+        # Buffers for grouped blocks (a codec's), made as needed: one per frame in flight, one being grouped.
+        self._grouped: queue.Queue[bytearray] = queue.Queue()
+        self._made, self._most = 0, workers + 4
+
+    def _grouped_buffer(self) -> bytearray:
+        if self._grouped.empty() and self._made < self._most:
+            self._made += 1
+            return bytearray(bytegroup.BLOCK)
+        return self._grouped.get()  # a frame in flight gives its buffer back once compressed
 
     def member(
         self,
@@ -208,23 +226,32 @@ class _TarWriter:
         blobs: _BlobReader | None = None,
         level: int = DEFAULT_LEVEL,
         progress: Progress | None = None,
+        codec: Codec | None = None,
     ) -> None:
-        """Add a member: its header, then its data (`data`, or `info.size` bytes from `blobs`), padded to a
-        tar block. Data of a frame's size or more goes in frames of its own, at `level`."""
+        """Add a member: its header, then its data (`data`, or `info.size` bytes from `blobs`, packed by
+        `codec` when given), padded to a tar block. Data of a frame's size or more goes in frames of its
+        own, at `level`."""
         frames = self._frames
         frames.write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
         frames.write(data)
         size = len(data)
         for block in blobs.blocks() if blobs is not None else ():
             assert blobs is not None
-            size += len(block)
+            n = len(block)
+            release = partial(blobs.release, block)
+            if codec is not None:  # the file's block at offset `size - len(data)`, grouped into a buffer of its own
+                grouped = self._grouped_buffer()
+                bytegroup.group(cast(bytearray, block.obj), grouped, codec.ranges, size - len(data), n)
+                release()
+                block, release = memoryview(grouped)[:n], partial(self._grouped.put, grouped)
+            size += n
             if info.size >= _BLOCK:
-                frames.frame(block, level, partial(blobs.release, block))
+                frames.frame(block, level, release)
             else:
                 frames.write(block)
-                blobs.release(block)
+                release()
             if progress is not None:
-                progress(len(block))
+                progress(n)
         if size != info.size:  # a bug, never the store: the reader gives each member's size
             raise MirrorError(f"{info.name}: {size} bytes packed for {info.size}")
         if size % tarfile.BLOCKSIZE:
@@ -325,18 +352,22 @@ def write_archive(
             )
     index_bytes = index.to_bytes()
     sums = sums_text(index)
+    readme = readme_text(index)
     workers = workers_for(threads)
     side = out.with_name(out.name + ".sha256")
-    with location.creating(out, _size_bound(members, len(index_bytes) + len(sums))) as raw:
+    head = len(index_bytes) + len(sums) + len(readme or b"")
+    with location.creating(out, _size_bound(members, head)) as raw:
         sink = _HashingWriter(raw)
         with (
             # a buffer per frame in flight (see FrameWriter), one being read, one ready
             _BlobReader(store, index, members, workers + 4) as blobs,
             FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
         ):
-            tar = _TarWriter(frames)
+            tar = _TarWriter(frames, workers)
             tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), index_bytes)
             tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), sums)
+            if readme is not None:
+                tar.member(_tarinfo(README_NAME, mtime, len(readme)), readme)
             for m in members:
                 if m.link_to is not None:
                     tar.member(_tarinfo(m.name, mtime, link_to=m.link_to))
@@ -344,7 +375,13 @@ def write_archive(
                         progress(m.size)
                     continue
                 level_here = data_level(m.file.path, level)
-                tar.member(_tarinfo(m.name, mtime, m.size), blobs=blobs, level=level_here, progress=progress)
+                tar.member(
+                    _tarinfo(m.name, mtime, m.size),
+                    blobs=blobs,
+                    level=level_here,
+                    progress=progress,
+                    codec=index.codec(m.sha256),
+                )
             tar.close()
         sink.close()
         if limit is not None and sink.size > limit:

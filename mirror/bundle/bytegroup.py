@@ -1,0 +1,158 @@
+"""The `bytegroup` codec (`export --codec bytegroup`): a safetensors file's 16-bit tensors (BF16, F16) packed
+as their high bytes, then their low bytes, so that zstd finds the exponents together (they compress well;
+the mantissas barely do), as the ZipNN paper does. Bundle format 1.3.
+
+A member so packed holds a permutation of its file's bytes, of the same size. The file is cut into blocks
+of BLOCK bytes at offsets 0, BLOCK, 2 BLOCK, ...; in each block, every part of a grouped range (the index
+records the ranges: `Codec.ranges`, [begin, end) file offsets of whole 16-bit values) holds its values'
+high bytes (the odd offsets from the range's start, little-endian), then their low bytes; a value cut by a
+block boundary stays as it is, as does every byte outside the ranges. So a block is grouped and restored
+on its own, in flat memory, and a member streams forward.
+
+The ranges come from the safetensors header at export (`choose_codecs`). The header is data: a lying one
+only makes grouping pointless, never wrong, since restoring is the exact inverse of grouping for any
+ranges; and import checks the restored bytes against the file's sha256 as for any member, so a member
+whose ranges or bytes were altered is refused.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from mirror.bundle.frames import FRAME
+
+NAME = "bytegroup"
+CODECS = (NAME,)  # the values of `export --codec` besides the default, "zstd"
+BLOCK = FRAME  # grouped and restored on its own: the writer's blocks, one frame each
+SIXTEEN_BIT = frozenset({"BF16", "F16"})
+SUFFIX = ".safetensors"
+MAX_RANGES = 1 << 16  # per file: a header naming more (by lying) is merged to fewer, never refused
+Ranges = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Codec:
+    """How a content is packed when not as is: `name` (bytegroup) and the ranges it groups."""
+
+    name: str
+    ranges: Ranges
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ranges": [list(r) for r in self.ranges]}
+
+
+def ranges_problem(ranges: Ranges, size: int) -> str | None:
+    """What makes `ranges` unusable on a file of `size` bytes, if anything: they must be sorted, apart,
+    within the file, and each of whole 16-bit values (an even length of at least 2)."""
+    if len(ranges) > MAX_RANGES:
+        return f"{len(ranges)} ranges, over the limit of {MAX_RANGES}"
+    reached = 0
+    for begin, end in ranges:
+        if begin < reached or end > size or end - begin < 2 or (end - begin) % 2:
+            return f"the range [{begin}, {end}) is out of order, outside the file's {size} bytes or not of 16-bit values"
+        reached = end
+    return None
+
+
+def merged(spans: Iterable[tuple[int, int]], size: int) -> Ranges:
+    """Sorted [begin, end) spans (as a header gives them: perhaps overlapping) as ranges `ranges_problem`
+    accepts: overlaps dropped, each cut to whole values and to the file, ranges that touch joined, at
+    most MAX_RANGES (the longest)."""
+    out: list[list[int]] = []
+    for begin, end in sorted(spans):
+        if out and begin < out[-1][1]:
+            begin = out[-1][1]  # an overlap: the part already grouped is not grouped twice
+        end = min(end, size)
+        end -= (end - begin) % 2
+        if end - begin < 2:
+            continue
+        if out and begin == out[-1][1]:  # the range before is of whole values: this one goes on from it
+            out[-1][1] = end
+        else:
+            out.append([begin, end])
+    if len(out) > MAX_RANGES:  # only a lying header gets here: the longest are grouped, the rest not
+        out = sorted(sorted(out, key=lambda r: r[0] - r[1])[:MAX_RANGES])
+    return tuple((b, e) for b, e in out)
+
+
+def parts(ranges: Ranges, start: int, length: int) -> Iterator[tuple[int, int]]:
+    """The grouped parts of the block [start, start + length) of a file: [a, b) offsets in the block, each of
+    whole values of its range (a value cut by the block's edge is left out)."""
+    stop = start + length
+    i = max(0, bisect_right(ranges, (start, stop)) - 1)
+    for begin, end in ranges[i:]:
+        if begin >= stop:
+            break
+        a, b = max(begin, start), min(end, stop)
+        a += (a - begin) % 2
+        b -= (b - begin) % 2
+        if b - a >= 2:
+            yield a - start, b - start
+
+
+def group(src: bytes | bytearray, dst: bytearray, ranges: Ranges, start: int, length: int) -> None:
+    """Write into `dst` the block of `length` bytes `src` holds (the file's bytes from `start`), grouped."""
+    dst[:length] = memoryview(src)[:length]
+    for a, b in parts(ranges, start, length):
+        half = (b - a) // 2
+        dst[a : a + half] = src[a + 1 : b : 2]
+        dst[a + half : b] = src[a:b:2]
+
+
+def restore(src: bytearray, dst: bytearray, ranges: Ranges, start: int, length: int) -> None:
+    """The inverse of `group`: write into `dst` the file's bytes of the grouped block `src` holds."""
+    view = memoryview(src)
+    dst[:length] = view[:length]
+    for a, b in parts(ranges, start, length):
+        half = (b - a) // 2
+        dst[a + 1 : b : 2] = view[a : a + half]
+        dst[a:b:2] = view[a + half : b]
+
+
+def restored(views: Iterable[memoryview], codec: Codec) -> Iterator[memoryview]:
+    """A grouped member's bytes (`views`, in order, from the file's first byte) restored, as views of two
+    BLOCK buffers used again for each block: use each before taking the next. Blocks with nothing grouped
+    pass through as they come."""
+    ranges = codec.ranges
+    held = bytearray(BLOCK)  # the block being gathered
+    out = bytearray(BLOCK)
+    pos = filled = 0  # file offset of the block being gathered, and bytes gathered
+    for view in views:
+        while view:
+            start = pos + filled
+            block = start - start % BLOCK
+            take = min(len(view), block + BLOCK - start)
+            if not filled and next(parts(ranges, block, BLOCK), None) is None:
+                yield view[:take]  # nothing grouped in this block (only its own bytes: parts ignore the rest)
+                pos = start + take
+            else:
+                pos = block
+                held[filled : filled + take] = view[:take]
+                filled += take
+                if filled == BLOCK:
+                    restore(held, out, ranges, block, BLOCK)
+                    yield memoryview(out)
+                    pos, filled = block + BLOCK, 0
+            view = view[take:]
+    if filled:  # the file's last block (or where the member was cut off: its sha256 then fails)
+        restore(held, out, ranges, pos, filled)
+        yield memoryview(out)[:filled]
+
+
+__all__ = [
+    "BLOCK",
+    "CODECS",
+    "NAME",
+    "SIXTEEN_BIT",
+    "SUFFIX",
+    "Codec",
+    "group",
+    "merged",
+    "parts",
+    "ranges_problem",
+    "restore",
+    "restored",
+]
