@@ -18,11 +18,13 @@ def safetensors_sized(payload: bytes) -> bytes:
     return head + payload[: len(payload) - len(head)]
 
 
-def safetensors_head(size: int) -> bytes:
-    """The first 136 bytes of a valid safetensors file of `size` bytes (one U8 tensor: any bytes follow)."""
+def safetensors_head(size: int, dtype: str = "U8") -> bytes:
+    """The first 136 bytes of a valid safetensors file of `size` bytes (one tensor of `dtype`, by default U8:
+    any bytes follow; a wider dtype needs whole elements)."""
     data = size - 8 - HEADER
     assert data >= 0, "a file of at least 136 bytes"
-    text = json.dumps({"w": {"dtype": "U8", "shape": [data], "data_offsets": [0, data]}}).encode()
+    shape = [data * 8 // DTYPE_BITS[dtype]]
+    text = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": [0, data]}}).encode()
     return struct.pack("<Q", HEADER) + text.ljust(HEADER)
 
 

@@ -182,6 +182,9 @@ def describe_index(index: BundleIndex, judged: Judged | None = None) -> dict[str
     # Only for deltas and volumes, so a plain bundle's description is as it always was.
     if index.volume_set is not None:
         data["volume_set"] = index.volume_set.to_json()
+    coded = [(m, codec) for m in members if (codec := index.codec(m.sha256)) is not None]
+    if coded:  # format 1.3: each member a codec packs, with it (every other member is plain zstd)
+        data["codecs"] = [{"member": m.name, "codec": codec.name, "bytes": m.size} for m, codec in coded]
     elsewhere = index.left_in_target()
     if elsewhere:
         data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}
