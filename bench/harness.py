@@ -38,6 +38,7 @@ ROWS = {
     "9": ["9", "9b", "9c"],
     "10": ["10a", "10b", "10c"],
     "11": ["11"],
+    "13": ["13", "13b", "13c", "13d", "13e"],
 }
 NAMES = {
     "serve-big": "7",
@@ -45,6 +46,7 @@ NAMES = {
     "serve-meta": "9",
     "s3-store": "10",
     "serve-redirect": "11",
+    "codec": "13",
 }  # --only takes these names too
 
 
@@ -126,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 objects.store_figures,
             ),
             ("11", "serve-redirect: serve over the S3 server, --redirect vs streaming", objects.redirect),
+            (
+                "13",
+                "codec: export --codec bytegroup vs plain, bf16 and a real bf16/fp16 checkpoint",
+                bench.codec,
+            ),
         ]
         for key, title, step in steps:
             if key not in only:

@@ -40,8 +40,14 @@ ROWS = [
     "10b",
     "10c",
     "11",
+    "13",
+    "13b",
+    "13c",
+    "13d",
+    "13e",
 ]
-REPORTED = {"10a", "10b", "10c"}  # ratios without a target: the S3 server against a local disk
+# ratios without a target: the S3 server against a local disk; the codec on a real checkpoint
+REPORTED = {"10a", "10b", "10c", "13d", "13e"}
 
 
 def test_percentile_interpolates_between_ranks_as_numpy_does() -> None:
@@ -98,7 +104,7 @@ def test_without_nginx_the_peer_says_how_to_install_it(
 def test_only_takes_numbers_and_the_serve_figures_names() -> None:
     assert selected("1, 4,5") == {"1", "4", "5"}
     assert selected("serve-big,serve-meta,8") == {"7", "9", "8"}
-    assert selected("s3-store,serve-redirect") == {"10", "11"}
+    assert selected("s3-store,serve-redirect,codec") == {"10", "11", "13"}
     with pytest.raises(ValueError, match="no figure 12"):
         selected("1,12")
 

@@ -17,8 +17,8 @@ from itertools import accumulate
 from typing import Any
 
 from mirror import __version__
-from mirror.bundle.bytegroup import Codec
 from mirror.bounded import INDEX
+from mirror.bundle.bytegroup import Codec
 from mirror.records import FieldsJson
 from mirror.repo import RepoKey, revisions_json
 from mirror.snapshot import FileRecord, ListedFile

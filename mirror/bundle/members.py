@@ -97,7 +97,9 @@ def sums_text(index: BundleIndex) -> bytes:
 def readme_text(index: BundleIndex) -> bytes | None:
     """README.txt, for a bundle with members packed by a codec (None for any other): what they are, and
     that `mirror import` restores them."""
-    coded = [(codec.name, m.name) for m in iter_members(index) if (codec := index.codec(m.sha256)) is not None]
+    coded = [
+        (codec.name, m.name) for m in iter_members(index) if (codec := index.codec(m.sha256)) is not None
+    ]
     if not coded:
         return None
     lines = [

@@ -13,8 +13,8 @@ from typing import Any, cast
 from mirror.bundle import bytegroup
 from mirror.bundle.bytegroup import Codec
 from mirror.bundle.index import (
-    FORMAT,
     CODECS_SINCE,
+    FORMAT,
     FORMAT_VERSIONS,
     IN_TARGET,
     PACKED_HERE,
@@ -185,7 +185,8 @@ def _commit(
     commit = check_commit(_field(data, "commit", str, "commit entry"))
     complete = _field(data, "complete", bool, f"commit {commit}")
     files = tuple(
-        _file(f, volumes, placements, codecs, version) for f in _field(data, "files", list, f"commit {commit}")
+        _file(f, volumes, placements, codecs, version)
+        for f in _field(data, "files", list, f"commit {commit}")
     )
     paths = {f.path for f in files}
     if len(paths) != len(files):

@@ -239,7 +239,9 @@ class _TarWriter:
             assert blobs is not None
             n = len(block)
             release = partial(blobs.release, block)
-            if codec is not None:  # the file's block at offset `size - len(data)`, grouped into a buffer of its own
+            if (
+                codec is not None
+            ):  # the file's block at offset `size - len(data)`, grouped into a buffer of its own
                 grouped = self._grouped_buffer()
                 bytegroup.group(cast(bytearray, block.obj), grouped, codec.ranges, size - len(data), n)
                 release()
