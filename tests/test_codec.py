@@ -113,7 +113,7 @@ def test_group_and_restore_are_inverse_for_any_ranges_and_cuts(monkeypatch: pyte
         cuts = sorted(rng.sample(range(1, size), min(5, size - 1))) if size > 1 else []
         views = [memoryview(bytes(grouped[a:b])) for a, b in zip([0, *cuts], [*cuts, size], strict=True)]
         codec = bytegroup.Codec(bytegroup.NAME, ranges)
-        assert b"".join(bytes(v) for v in bytegroup.restored(views, codec)) == data
+        assert b"".join(bytes(v.data) for v in bytegroup.restored(views, codec)) == data
 
 
 @pytest.mark.e2e  # GNU tar and sha256sum

@@ -17,10 +17,13 @@ whose ranges or bytes were altered is refused.
 
 from __future__ import annotations
 
+import mmap
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import zstandard
 
 from mirror.bundle.frames import FRAME
 
@@ -31,6 +34,22 @@ SIXTEEN_BIT = frozenset({"BF16", "F16"})
 SUFFIX = ".safetensors"
 MAX_RANGES = 1 << 16  # per file: a header naming more (by lying) is merged to fewer, never refused
 Ranges = tuple[tuple[int, int], ...]
+# How a grouped block is compressed (unless `export --level` says otherwise): zstd's fast strategy with a tiny
+# hash table and matches of 7 bytes or more. The high bytes take few symbols, so level 1 finds a match almost
+# everywhere, each short: 0.366 of their size at ~200 MB/s a core. These settings leave them to the entropy
+# coder: 0.335 at ~500 MB/s (the low bytes stay incompressible, stored at ~3 GB/s); a grouped bf16 block of
+# random normals comes to 0.668 of its size at 1.2 times the speed of level 1 on the plain block (0.777),
+# and decompresses 3 times as fast.
+GROUPED_LEVEL = zstandard.ZstdCompressionParameters(
+    strategy=zstandard.STRATEGY_FAST,
+    window_log=17,
+    hash_log=6,
+    chain_log=6,
+    search_log=1,
+    min_match=7,
+    target_length=0,
+    write_checksum=True,
+)
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,9 @@ def group(src: bytes | bytearray, dst: bytearray, ranges: Ranges, start: int, le
         dst[a + half : b] = src[a:b:2]
 
 
-def restore(src: bytearray, dst: bytearray, ranges: Ranges, start: int, length: int) -> None:
+def restore(
+    src: bytearray | mmap.mmap, dst: bytearray | mmap.mmap, ranges: Ranges, start: int, length: int
+) -> None:
     """The inverse of `group`: write into `dst` the file's bytes of the grouped block `src` holds."""
     view = memoryview(src)
     dst[:length] = view[:length]
@@ -112,13 +133,24 @@ def restore(src: bytearray, dst: bytearray, ranges: Ranges, start: int, length: 
         dst[a:b:2] = view[a + half : b]
 
 
-def restored(views: Iterable[memoryview], codec: Codec) -> Iterator[memoryview]:
-    """A grouped member's bytes (`views`, in order, from the file's first byte) restored, as views of two
-    BLOCK buffers used again for each block: use each before taking the next. Blocks with nothing grouped
-    pass through as they come."""
+class Restored(NamedTuple):
+    """A piece of a restored member: `own` when it is in `restored`'s own buffers (it stays as it is while
+    the next piece is made), else a view of the caller's input (use it before taking the next)."""
+
+    data: memoryview
+    own: bool
+
+
+def restored(views: Iterable[memoryview], codec: Codec) -> Iterator[Restored]:
+    """A grouped member's bytes (`views`, in order, from the file's first byte) restored, in pieces. A block
+    with nothing grouped passes through as it comes; the others are restored into two BLOCK buffers used
+    in turn, so a restored block stays whole while the next one is made (and no longer). They start on a
+    page (anonymous mmaps), at file offsets that are multiples of BLOCK, so they take the direct path to
+    disk (fsutil.BulkWriter)."""
     ranges = codec.ranges
-    held = bytearray(BLOCK)  # the block being gathered
-    out = bytearray(BLOCK)
+    held = mmap.mmap(-1, BLOCK)  # the block being gathered
+    outs = (mmap.mmap(-1, BLOCK), mmap.mmap(-1, BLOCK))
+    made = 0  # blocks restored: the next goes into outs[made % 2]
     pos = filled = 0  # file offset of the block being gathered, and bytes gathered
     for view in views:
         while view:
@@ -126,29 +158,34 @@ def restored(views: Iterable[memoryview], codec: Codec) -> Iterator[memoryview]:
             block = start - start % BLOCK
             take = min(len(view), block + BLOCK - start)
             if not filled and next(parts(ranges, block, BLOCK), None) is None:
-                yield view[:take]  # nothing grouped in this block (only its own bytes: parts ignore the rest)
+                yield Restored(view[:take], False)  # nothing grouped here (parts look at its own bytes only)
                 pos = start + take
             else:
                 pos = block
                 held[filled : filled + take] = view[:take]
                 filled += take
                 if filled == BLOCK:
+                    out = outs[made % 2]
                     restore(held, out, ranges, block, BLOCK)
-                    yield memoryview(out)
+                    made += 1
+                    yield Restored(memoryview(out), True)
                     pos, filled = block + BLOCK, 0
             view = view[take:]
     if filled:  # the file's last block (or where the member was cut off: its sha256 then fails)
+        out = outs[made % 2]
         restore(held, out, ranges, pos, filled)
-        yield memoryview(out)[:filled]
+        yield Restored(memoryview(out)[:filled], True)
 
 
 __all__ = [
     "BLOCK",
     "CODECS",
+    "GROUPED_LEVEL",
     "NAME",
     "SIXTEEN_BIT",
     "SUFFIX",
     "Codec",
+    "Restored",
     "group",
     "merged",
     "parts",

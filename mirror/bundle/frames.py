@@ -25,6 +25,7 @@ from mirror.errors import IntegrityError
 FRAME = 4 << 20  # the most stream bytes one frame holds
 ZSTD_MAGIC = 0xFD2FB528
 Buffer = mmap.mmap  # what frames are compressed and decompressed into
+Level = int | zstandard.ZstdCompressionParameters  # a zstd level, or parameters of its own (with a checksum)
 
 
 class FrameError(IntegrityError):
@@ -104,7 +105,7 @@ class FrameWriter:
             self._submit(bytes(self._gathered[:FRAME]), self._level, None)
             del self._gathered[:FRAME]
 
-    def frame(self, data: memoryview, level: int, release: Callable[[], None] | None = None) -> None:
+    def frame(self, data: memoryview, level: Level, release: Callable[[], None] | None = None) -> None:
         """`data` (at most FRAME bytes) as a frame of its own, at `level`."""
         if len(data) > FRAME:
             raise ValueError(f"a frame holds at most {FRAME} bytes")
@@ -132,7 +133,7 @@ class FrameWriter:
             self._submit(bytes(self._gathered), self._level, None)
             self._gathered.clear()
 
-    def _submit(self, data: bytes | memoryview, level: int, release: Callable[[], None] | None) -> None:
+    def _submit(self, data: bytes | memoryview, level: Level, release: Callable[[], None] | None) -> None:
         self._pending.append(self._pool.submit(self._compress, data, level, release))
         while len(self._pending) > self._limit:
             self._write_oldest()
@@ -143,13 +144,17 @@ class FrameWriter:
         self._spare.put(out)
 
     def _compress(
-        self, data: bytes | memoryview, level: int, release: Callable[[], None] | None
+        self, data: bytes | memoryview, level: Level, release: Callable[[], None] | None
     ) -> tuple[Buffer, int]:
         try:
-            contexts: dict[int, zstandard.ZstdCompressor] = self._local.__dict__.setdefault("contexts", {})
+            contexts: dict[Level, zstandard.ZstdCompressor] = self._local.__dict__.setdefault("contexts", {})
             cctx = contexts.get(level)
             if cctx is None:
-                cctx = contexts[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+                cctx = contexts[level] = (
+                    zstandard.ZstdCompressor(level=level, write_checksum=True)
+                    if isinstance(level, int)
+                    else zstandard.ZstdCompressor(compression_params=level)
+                )
             out = spare_buffer(self._spare, compressed_bound(FRAME))  # a frame always fits
             view, n = memoryview(out), 0
             reader = cctx.stream_reader(data, size=len(data))
@@ -270,6 +275,7 @@ __all__ = [
     "FrameError",
     "FrameWalker",
     "FrameWriter",
+    "Level",
     "compressed_bound",
     "spare_buffer",
     "stream_bound",

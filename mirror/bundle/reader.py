@@ -10,7 +10,7 @@ import hashlib
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -93,6 +93,7 @@ class BundleReader:
         self._broken: IntegrityError | None = None
         self._started = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mirror-bundle-write")
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="mirror-bundle-restored-hash")
         self.sha256: str | None = (
             None  # the archive's own digest (if asked for), once files() has run to its end
         )
@@ -112,6 +113,7 @@ class BundleReader:
 
     def close(self) -> None:
         self._writer.shutdown()
+        self._hasher.shutdown()
 
     @contextmanager
     def _archive_errors(self) -> Iterator[None]:
@@ -155,16 +157,43 @@ class BundleReader:
     ) -> str:
         """Pass the current member's bytes to sink in pieces (never more than its size), restored first when
         a codec packed them; the sha256 of what was passed."""
+        if codec is not None:
+            return self._copy_restored(info, sink, codec)
         digest = hashlib.sha256()
         with self._archive_errors():
-            views = self._take(info)
-            for view in views if codec is None else bytegroup.restored(views, codec):
+            for view in self._take(info):
                 # The sink writes on a thread of its own while this one hashes: both are done with the view
                 # before the next is taken (which hands the view's memory back to the decompressor).
                 written = self._writer.submit(sink, view) if sink is not None else None
                 digest.update(view)
                 if written is not None:
                     written.result()
+        return digest.hexdigest()
+
+    def _copy_restored(
+        self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None, codec: Codec
+    ) -> str:
+        """`_copy` for a member a codec packed: its bytes restored, then hashed and passed to sink. A block is
+        hashed (on a thread of its own) and written while the next one is restored (on this one, which
+        holds the GIL for it): the three overlap."""
+        digest = hashlib.sha256()
+        pending: list[Future[object]] = []
+
+        def finish() -> None:
+            while pending:
+                pending.pop(0).result()
+
+        try:
+            with self._archive_errors():
+                for view, own in bytegroup.restored(self._take(info), codec):
+                    finish()  # the block before is used: `restored` may fill its buffer again
+                    pending.append(self._hasher.submit(digest.update, view))
+                    if sink is not None:
+                        pending.append(self._writer.submit(sink, view))
+                    if not own:  # a view of the stream: used before the stream moves on
+                        finish()
+        finally:
+            finish()
         return digest.hexdigest()
 
     def _read_small(self, info: tarfile.TarInfo) -> bytes:

@@ -18,7 +18,7 @@ from typing import BinaryIO, TypedDict, cast
 
 from mirror.bundle import bytegroup, location
 from mirror.bundle.bytegroup import Codec
-from mirror.bundle.frames import FRAME, FrameWriter, stream_bound, workers_for
+from mirror.bundle.frames import FRAME, FrameWriter, Level, stream_bound, workers_for
 from mirror.bundle.index import INDEX_NAME, README_NAME, SUMS_NAME, BundleIndex, Progress
 from mirror.bundle.members import BundleMember, chunk_offset, iter_members, readme_text, sums_text
 from mirror.bundle.selection import RepoSelection, build_index
@@ -224,7 +224,7 @@ class _TarWriter:
         info: tarfile.TarInfo,
         data: bytes = b"",
         blobs: _BlobReader | None = None,
-        level: int = DEFAULT_LEVEL,
+        level: Level = DEFAULT_LEVEL,
         progress: Progress | None = None,
         codec: Codec | None = None,
     ) -> None:
@@ -376,13 +376,16 @@ def write_archive(
                     if progress is not None and m.size:
                         progress(m.size)
                     continue
-                level_here = data_level(m.file.path, level)
+                codec = index.codec(m.sha256)
+                level_here = (
+                    bytegroup.GROUPED_LEVEL if codec and level is None else data_level(m.file.path, level)
+                )
                 tar.member(
                     _tarinfo(m.name, mtime, m.size),
                     blobs=blobs,
                     level=level_here,
                     progress=progress,
-                    codec=index.codec(m.sha256),
+                    codec=codec,
                 )
             tar.close()
         sink.close()
