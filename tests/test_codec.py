@@ -303,3 +303,15 @@ def test_memory_stays_flat_grouping_and_restoring_a_large_file(tmp_path: Path) -
     print(f"peak RSS with bytegroup: export {export_mb:.0f} MB, import {import_mb:.0f} MB")
     assert export_mb < 200, export_mb
     assert import_mb < 200, import_mb
+
+
+def test_a_readme_that_disagrees_with_the_index_is_refused(tmp_path: Path, isolated_home: Path) -> None:
+    store = coded_store(tmp_path, {"model.safetensors": safetensors_of([("a", "BF16", bytes(range(64)))])})
+    bundle = export(store, tmp_path / "b.tar.zst", "--codec", "bytegroup")
+
+    def change(name: str, content: bytes) -> bytes:
+        return content.replace(b"mirror import", b"mirror IMPORT") if name == README_NAME else content
+
+    crafted = rewritten(bundle, tmp_path / "crafted.tar.zst", change)
+    with pytest.raises(IntegrityError, match="README.txt disagrees with the bundle index"):
+        verify_bundle(crafted)
