@@ -18,10 +18,11 @@ whose ranges or bytes were altered is refused.
 from __future__ import annotations
 
 import mmap
+import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import zstandard
 
@@ -121,6 +122,19 @@ def group(src: bytes | bytearray, dst: bytearray, ranges: Ranges, start: int, le
         dst[a + half : b] = src[a:b:2]
 
 
+_scratch = threading.local()  # each thread's buffer for `grouped`
+
+
+def grouped(ranges: Ranges, start: int, block: memoryview) -> memoryview:
+    """The file's block `block` (its bytes from `start`, a view from the start of a bytearray), grouped into
+    a buffer of this thread's own: use it before this thread's next call."""
+    out: bytearray | None = getattr(_scratch, "buffer", None)
+    if out is None:
+        out = _scratch.buffer = bytearray(BLOCK)
+    group(cast(bytearray, block.obj), out, ranges, start, len(block))
+    return memoryview(out)[: len(block)]
+
+
 def restore(
     src: bytearray | mmap.mmap, dst: bytearray | mmap.mmap, ranges: Ranges, start: int, length: int
 ) -> None:
@@ -187,6 +201,7 @@ __all__ = [
     "Codec",
     "Restored",
     "group",
+    "grouped",
     "merged",
     "parts",
     "ranges_problem",

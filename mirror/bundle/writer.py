@@ -207,17 +207,8 @@ class _TarWriter:
     """Writes a tar stream byte for byte as `tarfile.open(mode="w|", format=PAX_FORMAT)` would, as zstd frames:
     headers, padding and small files gathered, each large file's data in frames of its own."""
 
-    def __init__(self, frames: FrameWriter, workers: int) -> None:
+    def __init__(self, frames: FrameWriter) -> None:
         self._frames = frames
-        # Buffers for grouped blocks (a codec's), made as needed: one per frame in flight, one being grouped.
-        self._grouped: queue.Queue[bytearray] = queue.Queue()
-        self._made, self._most = 0, workers + 4
-
-    def _grouped_buffer(self) -> bytearray:
-        if self._grouped.empty() and self._made < self._most:
-            self._made += 1
-            return bytearray(bytegroup.BLOCK)
-        return self._grouped.get()  # a frame in flight gives its buffer back once compressed
 
     def member(
         self,
@@ -239,18 +230,15 @@ class _TarWriter:
             assert blobs is not None
             n = len(block)
             release = partial(blobs.release, block)
-            if (
-                codec is not None
-            ):  # the file's block at offset `size - len(data)`, grouped into a buffer of its own
-                grouped = self._grouped_buffer()
-                bytegroup.group(cast(bytearray, block.obj), grouped, codec.ranges, size - len(data), n)
-                release()
-                block, release = memoryview(grouped)[:n], partial(self._grouped.put, grouped)
+            # a codec's member: each block of the file grouped (on the worker that compresses it)
+            transform = (
+                partial(bytegroup.grouped, codec.ranges, size - len(data)) if codec is not None else None
+            )
             size += n
             if info.size >= _BLOCK:
-                frames.frame(block, level, release)
+                frames.frame(block, level, release, transform)
             else:
-                frames.write(block)
+                frames.write(transform(block) if transform is not None else block)
                 release()
             if progress is not None:
                 progress(n)
@@ -365,7 +353,7 @@ def write_archive(
             _BlobReader(store, index, members, workers + 4) as blobs,
             FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
         ):
-            tar = _TarWriter(frames, workers)
+            tar = _TarWriter(frames)
             tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), index_bytes)
             tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), sums)
             if readme is not None:
