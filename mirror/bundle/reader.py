@@ -93,7 +93,6 @@ class BundleReader:
         self._broken: IntegrityError | None = None
         self._started = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mirror-bundle-write")
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="mirror-bundle-restored-hash")
         self.sha256: str | None = (
             None  # the archive's own digest (if asked for), once files() has run to its end
         )
@@ -113,7 +112,6 @@ class BundleReader:
 
     def close(self) -> None:
         self._writer.shutdown()
-        self._hasher.shutdown()
 
     @contextmanager
     def _archive_errors(self) -> Iterator[None]:
@@ -173,27 +171,29 @@ class BundleReader:
     def _copy_restored(
         self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None, codec: Codec
     ) -> str:
-        """`_copy` for a member a codec packed: its bytes restored, then hashed and passed to sink. A block is
-        hashed (on a thread of its own) and written while the next one is restored (on this one, which
-        holds the GIL for it): the three overlap."""
+        """`_copy` for a member a codec packed: its bytes restored, then hashed and passed to sink. A restored
+        block is written (on the writer's thread) while the next one is restored and hashed on this one."""
         digest = hashlib.sha256()
-        pending: list[Future[object]] = []
-
-        def finish() -> None:
-            while pending:
-                pending.pop(0).result()
-
+        written: Future[object] | None = None
         try:
             with self._archive_errors():
                 for view, own in bytegroup.restored(self._take(info), codec):
-                    finish()  # the block before is used: `restored` may fill its buffer again
-                    pending.append(self._hasher.submit(digest.update, view))
+                    if (
+                        written is not None
+                    ):  # the block before is written: `restored` may fill its buffer again
+                        written.result()
+                        written = None
                     if sink is not None:
-                        pending.append(self._writer.submit(sink, view))
-                    if not own:  # a view of the stream: used before the stream moves on
-                        finish()
+                        written = self._writer.submit(sink, view)
+                    digest.update(view)
+                    if (
+                        not own and written is not None
+                    ):  # a view of the stream: used before the stream moves on
+                        written.result()
+                        written = None
         finally:
-            finish()
+            if written is not None:
+                written.result()
         return digest.hexdigest()
 
     def _read_small(self, info: tarfile.TarInfo) -> bytes:
