@@ -313,5 +313,5 @@ def test_a_readme_that_disagrees_with_the_index_is_refused(tmp_path: Path, isola
         return content.replace(b"mirror import", b"mirror IMPORT") if name == README_NAME else content
 
     crafted = rewritten(bundle, tmp_path / "crafted.tar.zst", change)
-    with pytest.raises(IntegrityError, match="README.txt disagrees with the bundle index"):
+    with pytest.raises(IntegrityError, match=r"README\.txt disagrees with the bundle index"):
         verify_bundle(crafted)
