@@ -9,7 +9,7 @@ high bytes (the odd offsets from the range's start, little-endian), then their l
 block boundary stays as it is, as does every byte outside the ranges. So a block is grouped and restored
 on its own, in flat memory, and a member streams forward.
 
-The ranges come from the safetensors header at export (`choose_codecs`). The header is data: a lying one
+The ranges come from the safetensors header at export (`mirror.bundle.selection`). The header is data: a lying one
 only makes grouping pointless, never wrong, since restoring is the exact inverse of grouping for any
 ranges; and import checks the restored bytes against the file's sha256 as for any member, so a member
 whose ranges or bytes were altered is refused.
@@ -33,7 +33,7 @@ CODECS = (NAME,)  # the values of `export --codec` besides the default, "zstd"
 BLOCK = FRAME  # grouped and restored on its own: the writer's blocks, one frame each
 SIXTEEN_BIT = frozenset({"BF16", "F16"})
 SUFFIX = ".safetensors"
-MAX_RANGES = 1 << 16  # per file: a header naming more (by lying) is merged to fewer, never refused
+MAX_RANGES = 1 << 16  # per file: of a header naming more (by lying), the longest are grouped, never refused
 Ranges = tuple[tuple[int, int], ...]
 # How a grouped block is compressed (unless `export --level` says otherwise): zstd's fast strategy with a tiny
 # hash table and matches of 7 bytes or more. The high bytes take few symbols, so level 1 finds a match almost
