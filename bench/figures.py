@@ -198,15 +198,24 @@ class Bench:
         args = ["sync", str(self.manifests[model.repo_id]), "--store", str(store)]
         return self.mirror(label, args, log, [model.folder])
 
-    def export(self, model: Model, out: Path, label: str, log: str) -> Run:
+    def export(
+        self,
+        model: Model,
+        out: Path,
+        label: str,
+        log: str,
+        extra: Sequence[str] = (),
+        store: Path | None = None,
+    ) -> Run:
         remove(out)
         remove(out.with_name(out.name + ".sha256"))
-        store = Store.at(self.main_store, clock=SYSTEM)
+        root = store or self.main_store
+        held = Store.at(root, clock=SYSTEM)
         blobs = [
-            store.local_blob(self.hub.file_info(model.repo_id, p).sha256)
+            held.local_blob(self.hub.file_info(model.repo_id, p).sha256)
             for p in self.hub.list_files(model.repo_id)
         ]
-        args = ["export", str(self.manifests[model.repo_id]), "--store", str(self.main_store), "-o", str(out)]
+        args = ["export", str(self.manifests[model.repo_id]), "--store", str(root), "-o", str(out), *extra]
         return self.mirror(label, args, log, blobs)
 
     def import_(self, bundle: Path, target: Path, label: str, log: str) -> Run:
@@ -410,6 +419,102 @@ class Bench:
                 "big_bytes": big.size,
             }
         return list(rows.values())
+
+    # ---- figure 13: export --codec bytegroup against the plain codec --------------------------
+
+    def codec(self) -> list[Row]:
+        """The 2 GB bf16 model exported and imported with `--codec bytegroup` and without (the peer column:
+        the plain codec, zstd alone), then a real checkpoint (all-MiniLM-L6-v2's weights cast by torch to
+        bf16, and to fp16) exported both ways: the bundle's size against the raw size."""
+        model = self.data.two_gb
+        if not self.main_store.exists():
+            self.sync(model, self.main_store, "mirror sync two-gb (setup, not counted)", "13-setup")
+        size_row = Row(
+            "13", f"bundle size of {gigabytes(model.size)} of bf16, --codec bytegroup vs plain", "≤ 0.70× raw"
+        )
+        export_row = Row("13b", "export time, --codec bytegroup vs plain", "time ratio ≤ 1.2")
+        import_row = Row("13c", "import time of that bundle, bytegroup vs plain", "time ratio ≤ 1.2")
+        exports, imports = Pair(), Pair()
+        sizes: dict[str, list[int]] = {"bytegroup": [], "zstd": []}
+        target = self.runs_dir / "import-codec"
+        for i in range(self.scale.runs):
+            for codec, runs in (("zstd", exports.peer), ("bytegroup", exports.mirror)):
+                out = self.bundles / f"codec-{codec}.tar.zst"
+                runs.append(
+                    self.export(
+                        model,
+                        out,
+                        f"mirror export --codec {codec} run {i + 1}",
+                        "13-export",
+                        ["--codec", codec],
+                    )
+                )
+                sizes[codec].append(out.stat().st_size)
+            for codec, runs in (("zstd", imports.peer), ("bytegroup", imports.mirror)):
+                out = self.bundles / f"codec-{codec}.tar.zst"
+                runs.append(self.import_(out, target, f"mirror import ({codec}) run {i + 1}", "13-import"))
+                remove(target)
+        for codec in sizes:
+            remove(self.bundles / f"codec-{codec}.tar.zst")
+        exports.fill(export_row, limit=1.2)
+        imports.fill(import_row, limit=1.2)
+        coded, plain = median(sizes["bytegroup"]), median(sizes["zstd"])
+        _size_row(size_row, coded, plain, model.size, self.scale.runs, limit=0.70)
+        size_row.cpu, size_row.rss = export_row.cpu, export_row.rss
+        return [size_row, export_row, import_row, *self._real_checkpoints()]
+
+    def _real_checkpoints(self) -> list[Row]:
+        """Rows 13d (bf16) and 13e (fp16): all-MiniLM-L6-v2 cast by torch, synced, exported both ways."""
+        import safetensors.torch
+        import torch
+
+        from tests.roundtrip import minilm_folder
+
+        weights = safetensors.torch.load_file(minilm_folder() / "model.safetensors")
+        rows = []
+        for row_id, dtype, name in (("13d", torch.bfloat16, "bf16"), ("13e", torch.float16, "fp16")):
+            folder = self.runs_dir / "checkpoints" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "model.safetensors"
+            safetensors.torch.save_file({k: v.to(dtype).contiguous() for k, v in weights.items()}, path)
+            checkpoint = Model(f"bench/minilm-{name}", folder)
+            self.hub.add_commit(checkpoint.repo_id, [HubFile("model.safetensors", source=path)])
+            self.manifests[checkpoint.repo_id] = self._manifest(checkpoint.repo_id, [checkpoint.repo_id])
+            store = self.runs_dir / f"store-{name}"
+            self.sync(checkpoint, store, f"mirror sync minilm-{name} (setup, not counted)", "13-setup")
+            sizes: dict[str, list[int]] = {"bytegroup": [], "zstd": []}
+            for codec in sizes:
+                out = self.bundles / f"minilm-{name}-{codec}.tar.zst"
+                run = self.export(
+                    checkpoint,
+                    out,
+                    f"mirror export minilm-{name} --codec {codec}",
+                    "13-real",
+                    ["--codec", codec],
+                    store,
+                )
+                sizes[codec].append(out.stat().st_size)
+                remove(out)
+            row = Row(
+                row_id,
+                f"bundle size of all-MiniLM-L6-v2 cast to {name} by torch, bytegroup vs plain",
+                "reported",
+            )
+            _size_row(row, sizes["bytegroup"][0], sizes["zstd"][0], path.stat().st_size, 1, limit=None)
+            row.cpu, row.rss = f"{run.cpu:.1f} s", f"{run.peak_rss / MB:.0f} MB"
+            rows.append(row)
+        return rows
+
+
+def _size_row(row: Row, coded: float, plain: float, raw: int, runs: int, *, limit: float | None) -> None:
+    """A size row of figure 13: each codec's bundle against the raw size; met when bytegroup's is within
+    `limit` (None: reported only)."""
+    row.runs = str(runs)
+    row.mirror = f"{gigabytes(coded)} ({coded / raw:.3f}× raw)"
+    row.peer = f"{gigabytes(plain)} ({plain / raw:.3f}× raw)"
+    row.ratio = f"{coded / raw:.3f}"
+    row.met = coded / raw <= limit if limit is not None else None
+    row.data = {"bytegroup_bytes": coded, "zstd_bytes": plain, "raw_bytes": raw}
 
 
 def start_hub(data: Dataset) -> LoopbackHub:

@@ -40,6 +40,7 @@ ROWS = {
     "10": ["10a", "10b", "10c"],
     "11": ["11"],
     "12": ["12a", "12b", "12c"],
+    "13": ["13", "13b", "13c", "13d", "13e"],
 }
 NAMES = {
     "serve-big": "7",
@@ -48,6 +49,7 @@ NAMES = {
     "s3-store": "10",
     "serve-redirect": "11",
     "scan-overhead": "12",
+    "codec": "13",
 }  # --only takes these names too
 
 
@@ -130,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             ("11", "serve-redirect: serve over the S3 server, --redirect vs streaming", objects.redirect),
             ("12", "scan-overhead: what the scan adds to a sync", ScanBench(bench).scan_overhead),
+            (
+                "13",
+                "codec: export --codec bytegroup vs plain, bf16 and a real bf16/fp16 checkpoint",
+                bench.codec,
+            ),
         ]
         for key, title, step in steps:
             if key not in only:

@@ -99,10 +99,12 @@ def markdown(rows: Sequence[Row], info: dict[str, Any], wall: float, command: st
             "Ratios are mirror / peer (time), except figure 2 (peer / mirror: how many times faster), "
             "figure 6 (4 GB model / 1 GB model), figures 7-9 (mirror / peer of the figure shown: "
             "throughput, latency, requests/s), figure 10 (the store in the S3 server / on local disk, both "
-            "mirror), figure 11 (throughput with --redirect / streamed through the server) and figure 12 (the "
-            "scan's time / the rest of the sync's, in %). CPU is user + system seconds of the command "
-            "(figures 7-9 and 11: of the server's process tree during the runs, their peak RSS the tree's, "
-            "summed; figure 12: of the scan call / of the whole sync). All runs are "
+            "mirror), figure 11 (throughput with --redirect / streamed through the server), figure 12 (the "
+            "scan's time / the rest of the sync's, in %) and figure 13 (13, 13d, 13e: the --codec bytegroup "
+            "bundle's size / the raw size, the plain one's in the peer column; 13b, 13c: time with --codec "
+            "bytegroup / with the plain codec). CPU is user + system seconds of the command (figures 7-9 and "
+            "11: of the server's process tree during the runs, their peak RSS the tree's, summed; figure 12: "
+            "of the scan call / of the whole sync). All runs are "
             "warm-cache (the page cache cannot be dropped without root; each run's inputs are read just "
             "before it). MB and GB are 10^6 and 10^9 bytes.",
         ]

@@ -171,17 +171,21 @@ def export(
     created: int | None = None,
     signer: Signer | None = None,
     progress: ProgressSink | None = None,
+    codec: str | None = None,
 ) -> ExportResult:
     """Pack what `requests` name (None: the whole store) into `output` (a file, or an object in a bucket:
     everything beside it goes there too), or into volumes of at most `split` bytes beside it; with `have`,
-    a delta. `progress` gets the bytes packed. The creation time is `created`
+    a delta. `codec` (bytegroup; not with `split`) packs the 16-bit tensors of safetensors files grouped
+    by byte (bundle format 1.3). `progress` gets the bytes packed. The creation time is `created`
     (unix seconds; the CLI passes SOURCE_DATE_EPOCH) when given, else the newest sync (see `build_index`).
     Each revision is judged by its policy first (`judge_export`): PolicyDenied, and nothing written, when one
     is denied; what is warned about is logged."""
+    if codec is not None and split is not None:
+        raise MirrorError(f"--codec {codec} cannot make volumes (--split); export with one or the other")
     selection = select_requests(store, requests) if requests is not None else select_all(store)
     if not selection:
         raise MirrorError(f"the store {store} holds nothing to export; run `mirror sync MANIFEST` first")
-    index = build_index(store, selection, created=created, have=have)
+    index = build_index(store, selection, created=created, have=have, codec=codec)
     judged = judge_export(index, requests)
     denied = refusal(judged)
     if denied is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import struct
 
+from mirror.validate.safetensors import DTYPE_BITS
+
 HEADER = 128  # bytes of JSON header, padded with spaces
 
 
@@ -16,11 +18,13 @@ def safetensors_sized(payload: bytes) -> bytes:
     return head + payload[: len(payload) - len(head)]
 
 
-def safetensors_head(size: int) -> bytes:
-    """The first 136 bytes of a valid safetensors file of `size` bytes (one U8 tensor: any bytes follow)."""
+def safetensors_head(size: int, dtype: str = "U8") -> bytes:
+    """The first 136 bytes of a valid safetensors file of `size` bytes (one tensor of `dtype`, by default U8:
+    any bytes follow; a wider dtype needs whole elements)."""
     data = size - 8 - HEADER
     assert data >= 0, "a file of at least 136 bytes"
-    text = json.dumps({"w": {"dtype": "U8", "shape": [data], "data_offsets": [0, data]}}).encode()
+    shape = [data * 8 // DTYPE_BITS[dtype]]
+    text = json.dumps({"w": {"dtype": dtype, "shape": shape, "data_offsets": [0, data]}}).encode()
     return struct.pack("<Q", HEADER) + text.ljust(HEADER)
 
 
@@ -37,3 +41,17 @@ ONNX_MODEL = (
     + _field(7, _field(1, b"node") + _field(2, b"main"))
     + _field(8, _field(1, b"") + _field(2, 17))
 )
+
+
+def safetensors_of(tensors: list[tuple[str, str, bytes]], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file of (name, dtype, data) tensors, in that order, its header length as the JSON
+    gives it (not padded: the data may start at any offset). The caller keeps each data's length whole
+    elements of its dtype."""
+    header: dict[str, object] = {"__metadata__": metadata} if metadata is not None else {}
+    offset = 0
+    for name, dtype, data in tensors:
+        shape = [len(data) * 8 // DTYPE_BITS[dtype]]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + b"".join(data for _, _, data in tensors)

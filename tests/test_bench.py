@@ -45,8 +45,14 @@ ROWS = [
     "12a",
     "12b",
     "12c",
+    "13",
+    "13b",
+    "13c",
+    "13d",
+    "13e",
 ]
-REPORTED = {"10a", "10b", "10c"}  # ratios without a target: the S3 server against a local disk
+# ratios without a target: the S3 server against a local disk; the codec on a real checkpoint
+REPORTED = {"10a", "10b", "10c", "13d", "13e"}
 
 
 def test_percentile_interpolates_between_ranks_as_numpy_does() -> None:
@@ -103,10 +109,10 @@ def test_without_nginx_the_peer_says_how_to_install_it(
 def test_only_takes_numbers_and_the_serve_figures_names() -> None:
     assert selected("1, 4,5") == {"1", "4", "5"}
     assert selected("serve-big,serve-meta,8") == {"7", "9", "8"}
-    assert selected("s3-store,serve-redirect") == {"10", "11"}
+    assert selected("s3-store,serve-redirect,codec") == {"10", "11", "13"}
     assert selected("scan-overhead") == {"12"}
-    with pytest.raises(ValueError, match="no figure 13"):
-        selected("1,13")
+    with pytest.raises(ValueError, match="no figure 14"):
+        selected("1,14")
 
 
 def test_a_process_tree_sample_counts_this_process() -> None:

@@ -179,12 +179,12 @@ def test_a_bundle_of_format_1_still_reads_verifies_and_imports(
     assert (data_snapshot / "data" / "train.csv").read_bytes() == b"a,b\n1,2\n"
 
 
-@pytest.mark.parametrize("version", [2, "1.3", "2.0"])
+@pytest.mark.parametrize("version", [2, "1.4", "2.0"])
 def test_a_newer_format_asks_for_a_newer_mirror(sample_store: SampleStore, version: object) -> None:
     data = build_index(sample_store.store, select_all(sample_store.store)).to_json()
     data["format_version"] = version
     with pytest.raises(
-        IntegrityError, match=r"not supported \(this mirror reads 1, 1\.1 and 1\.2\); upgrade mirror"
+        IntegrityError, match=r"not supported \(this mirror reads 1, 1\.1, 1\.2 and 1\.3\); upgrade mirror"
     ):
         BundleIndex.from_json(data)
 

@@ -24,11 +24,12 @@ from tests.roundtrip import fresh_env, mirror_command, run_mirror
 GIB = 1 << 30
 
 
-def put_big_model(store: Store, size: int, *, incompressible: bool = False) -> str:
+def put_big_model(store: Store, size: int, *, incompressible: bool = False, dtype: str = "U8") -> str:
     """A model whose weights are one sparse `size`-byte safetensors file (zeros after its header), or random
-    bytes (whole MiBs) that compress to their own size, put straight into the store."""
+    bytes (whole MiBs) that compress to their own size, put straight into the store; its one tensor is of
+    `dtype`."""
     temp = store.temp_path("big.part")
-    head = safetensors_head(size)  # a valid header (an export refuses an invalid one), then the data
+    head = safetensors_head(size, dtype)  # a valid header (an export refuses an invalid one), then the data
     with open(temp, "wb") as f:
         f.write(head)
         if incompressible:

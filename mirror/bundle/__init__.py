@@ -4,7 +4,10 @@ A bundle is a plain zstd-compressed POSIX tar (README, "The bundle"):
 
     MIRROR-BUNDLE.json                                      the index: repos, revisions -> commit, files,
                                                             each commit's validation scan (format 1.2)
-    SHA256SUMS                                              `sha256sum -c` lines for every file member
+    SHA256SUMS                                              `sha256sum -c` lines for every file member (but
+                                                            those a codec packs)
+    README.txt                                              only with members a codec packs (format 1.3):
+                                                            names them, and that `mirror import` restores them
     chunks/<sha256>/<NNN>                                   pieces of a file larger than a volume (volumes)
     repos/<source>/<repo_type>/<repo_id>/<commit>/<path>    the files, sorted; repeated content is a hardlink
 
@@ -17,6 +20,7 @@ the top-level `"volume_set"`. See `Placement` and `VolumeSet`.
 The package owns the format: `index` (the typed index), `parse` (its one validation), `members` (the one
 place that names and orders the file members: the writer, the verifier and the importers all walk it),
 `selection` (what of the store goes in, each commit with its scan), `writer`, `frames` and `framereader` (zstd frames on every core),
+`bytegroup` (the codec of `export --codec bytegroup`: a file's 16-bit tensors grouped by byte, format 1.3),
 `stream` (the inflating stream), `reader` (the checked pass over a bundle), `tarheader` (the tar headers a
 bundle may hold), `diagnosis` (what a refusal names), `volumes` (`export --split`).
 """

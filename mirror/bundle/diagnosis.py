@@ -8,8 +8,8 @@ import tarfile
 from collections.abc import Iterator
 
 from mirror.bundle.frames import FRAME, FrameError
-from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex
-from mirror.bundle.members import iter_members, sums_text
+from mirror.bundle.index import INDEX_NAME, README_NAME, SUMS_NAME, BundleIndex
+from mirror.bundle.members import iter_members, readme_text, sums_text
 from mirror.paths import is_sha256
 
 
@@ -67,6 +67,8 @@ def _spans(index_bytes: bytes, index: BundleIndex) -> Iterator[tuple[int, int, s
         (INDEX_NAME, len(index_bytes), None),
         (SUMS_NAME, len(sums_text(index)), None),
     ]
+    if (readme := readme_text(index)) is not None:
+        members.append((README_NAME, len(readme), None))
     members += [(m.name, 0 if m.link_to else m.size, m.link_to) for m in iter_members(index)]
     for name, size, link in members:
         info = tarfile.TarInfo(name)

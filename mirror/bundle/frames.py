@@ -17,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 import zstandard
 
@@ -25,6 +26,9 @@ from mirror.errors import IntegrityError
 FRAME = 4 << 20  # the most stream bytes one frame holds
 ZSTD_MAGIC = 0xFD2FB528
 Buffer = mmap.mmap  # what frames are compressed and decompressed into
+Level = int | zstandard.ZstdCompressionParameters  # a zstd level, or parameters of its own (with a checksum)
+# What a frame holds made from the caller's bytes, on the worker: as long, in a buffer of the worker's own.
+Transform = Callable[[memoryview], bytes | memoryview]
 
 
 class FrameError(IntegrityError):
@@ -104,13 +108,20 @@ class FrameWriter:
             self._submit(bytes(self._gathered[:FRAME]), self._level, None)
             del self._gathered[:FRAME]
 
-    def frame(self, data: memoryview, level: int, release: Callable[[], None] | None = None) -> None:
-        """`data` (at most FRAME bytes) as a frame of its own, at `level`."""
+    def frame(
+        self,
+        data: memoryview,
+        level: Level,
+        release: Callable[[], None] | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        """`data` (at most FRAME bytes) as a frame of its own, at `level`; with `transform`, the frame holds
+        what it makes of `data` (as long, made on the worker, which compresses it before its next call)."""
         if len(data) > FRAME:
             raise ValueError(f"a frame holds at most {FRAME} bytes")
         self._flush()
         self.offset += len(data)
-        self._submit(data, level, release)
+        self._submit(data, level, release, transform)
 
     def close(self) -> None:
         """Compress what is gathered, give every frame to the sink, stop the workers."""
@@ -132,8 +143,14 @@ class FrameWriter:
             self._submit(bytes(self._gathered), self._level, None)
             self._gathered.clear()
 
-    def _submit(self, data: bytes | memoryview, level: int, release: Callable[[], None] | None) -> None:
-        self._pending.append(self._pool.submit(self._compress, data, level, release))
+    def _submit(
+        self,
+        data: bytes | memoryview,
+        level: Level,
+        release: Callable[[], None] | None,
+        transform: Transform | None = None,
+    ) -> None:
+        self._pending.append(self._pool.submit(self._compress, data, level, release, transform))
         while len(self._pending) > self._limit:
             self._write_oldest()
 
@@ -143,13 +160,26 @@ class FrameWriter:
         self._spare.put(out)
 
     def _compress(
-        self, data: bytes | memoryview, level: int, release: Callable[[], None] | None
+        self,
+        data: bytes | memoryview,
+        level: Level,
+        release: Callable[[], None] | None,
+        transform: Transform | None = None,
     ) -> tuple[Buffer, int]:
         try:
-            contexts: dict[int, zstandard.ZstdCompressor] = self._local.__dict__.setdefault("contexts", {})
+            if transform is not None:
+                data = transform(cast(memoryview, data))
+                done, release = release, None
+                if done is not None:
+                    done()  # the caller's buffer is no longer needed
+            contexts: dict[Level, zstandard.ZstdCompressor] = self._local.__dict__.setdefault("contexts", {})
             cctx = contexts.get(level)
             if cctx is None:
-                cctx = contexts[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+                cctx = contexts[level] = (
+                    zstandard.ZstdCompressor(level=level, write_checksum=True)
+                    if isinstance(level, int)
+                    else zstandard.ZstdCompressor(compression_params=level)
+                )
             out = spare_buffer(self._spare, compressed_bound(FRAME))  # a frame always fits
             view, n = memoryview(out), 0
             reader = cctx.stream_reader(data, size=len(data))
@@ -270,6 +300,8 @@ __all__ = [
     "FrameError",
     "FrameWalker",
     "FrameWriter",
+    "Level",
+    "Transform",
     "compressed_bound",
     "spare_buffer",
     "stream_bound",

@@ -18,6 +18,7 @@ from typing import Any
 
 from mirror import __version__
 from mirror.bounded import INDEX
+from mirror.bundle.bytegroup import Codec
 from mirror.records import FieldsJson
 from mirror.repo import RepoKey, revisions_json
 from mirror.snapshot import FileRecord, ListedFile
@@ -25,13 +26,17 @@ from mirror.validate.scan import RevisionScan
 
 INDEX_NAME = "MIRROR-BUNDLE.json"
 SUMS_NAME = "SHA256SUMS"
+README_NAME = "README.txt"  # third, only in a bundle with members packed by a codec (format 1.3)
 FORMAT = "mirror-bundle"
 # The version this mirror writes, and every version it reads (oldest first). 1.1 put the repo type in the
 # member names (a model and a dataset with the same source, id and commit had the same names in 1); 1.2
-# added each commit's validation scan (`IndexedCommit.scan`), member names unchanged.
+# added each commit's validation scan (`IndexedCommit.scan`), member names unchanged. 1.3 packs some files
+# with a codec (`export --codec bytegroup`, each such file's `codec`): written only when one is, so a bundle
+# without stays 1.2, byte for byte.
 FORMAT_VERSION: int | str = "1.2"
-FORMAT_VERSIONS: tuple[int | str, ...] = (1, "1.1", "1.2")
+FORMAT_VERSIONS: tuple[int | str, ...] = (1, "1.1", "1.2", "1.3")
 SCANNED_SINCE: int | str = "1.2"  # the first version whose commits carry their scan
+CODECS_SINCE: int | str = "1.3"  # the first version whose files may name a codec
 MAX_INDEX_SIZE = INDEX.size
 DEFAULT_BRANCHES = ("main", "master")
 
@@ -177,7 +182,8 @@ class BundleIndex:
     """The parsed, validated `MIRROR-BUNDLE.json`.
 
     `format_version` is the one the index was written in (a bundle read is described as it was written);
-    a new index has this mirror's. `placements` maps a content's sha256 to where it is, for content the bundle does not pack itself (a
+    a new index has this mirror's (1.3 once it has `codecs`). `codecs` maps a packed content's sha256 to
+    its codec, for content packed other than as is (`export --codec`). `placements` maps a content's sha256 to where it is, for content the bundle does not pack itself (a
     delta's `in_target`, a volume set's volumes); `volume_set` is set on a volume of a set.
     """
 
@@ -188,9 +194,14 @@ class BundleIndex:
     placements: Mapping[str, Placement] = field(default_factory=dict)
     volume_set: VolumeSet | None = None
     format_version: int | str = FORMAT_VERSION  # as the index gives it: one of FORMAT_VERSIONS
+    codecs: Mapping[str, Codec] = field(default_factory=dict)  # sha256 -> how it is packed, if not as is
 
     def placement(self, sha256: str) -> Placement:
         return self.placements.get(sha256, PACKED_HERE)
+
+    def codec(self, sha256: str) -> Codec | None:
+        """How the bundle packs this content, when not as is (format 1.3)."""
+        return self.codecs.get(sha256)
 
     def files(self) -> Iterator[FileRecord]:
         """Every file record of every repo it describes."""
@@ -216,6 +227,8 @@ class BundleIndex:
             for commit in entry["commits"]:
                 for f in commit["files"]:
                     f.update(self.placement(f["sha256"]).to_json())
+                    if (codec := self.codec(f["sha256"])) is not None:  # only then: others stay as they were
+                        f["codec"] = codec.to_json()
             repos.append(entry)
         data["repos"] = repos
         return data

@@ -87,8 +87,33 @@ def chunk_offset(index: BundleIndex, member: BundleMember) -> int:
 
 
 def sums_text(index: BundleIndex) -> bytes:
-    """SHA256SUMS: one `sha256sum -c` line per file member, in member order."""
-    return "".join(f"{m.sha256}  {m.name}\n" for m in iter_members(index)).encode("utf-8")
+    """SHA256SUMS: one `sha256sum -c` line per file member whose bytes are its content, in member order (a
+    member packed by a codec is not: README.txt names those)."""
+    return "".join(
+        f"{m.sha256}  {m.name}\n" for m in iter_members(index) if index.codec(m.sha256) is None
+    ).encode("utf-8")
+
+
+def readme_text(index: BundleIndex) -> bytes | None:
+    """README.txt, for a bundle with members packed by a codec (None for any other): what they are, and
+    that `mirror import` restores them."""
+    coded = [
+        (codec.name, m.name) for m in iter_members(index) if (codec := index.codec(m.sha256)) is not None
+    ]
+    if not coded:
+        return None
+    lines = [
+        "This is a mirror bundle (MIRROR-BUNDLE.json describes it). It opens with `tar --zstd -x`, but the",
+        "members listed below are packed with a codec: their bytes are not their files' content until",
+        "`mirror import` restores them (and checks each against its sha256, from the index). Every other",
+        "file member is its content as is; `sha256sum -c SHA256SUMS` checks those.",
+        "",
+        "bytegroup: the 16-bit tensors (BF16, F16) of a safetensors file, each block of 4 MiB holding their",
+        "high bytes, then their low bytes (the index gives the ranges: each file's `codec`).",
+        "",
+        *(f"{codec}  {name}" for codec, name in coded),
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 Judged = Mapping[tuple[RepoKey, str], ScannedRevision]  # (repo, commit) -> its scan and verdict
@@ -159,6 +184,9 @@ def describe_index(index: BundleIndex, judged: Judged | None = None) -> dict[str
     # Only for deltas and volumes, so a plain bundle's description is as it always was.
     if index.volume_set is not None:
         data["volume_set"] = index.volume_set.to_json()
+    coded = [(m, codec) for m in members if (codec := index.codec(m.sha256)) is not None]
+    if coded:  # format 1.3: each member a codec packs, with it (every other member is plain zstd)
+        data["codecs"] = [{"member": m.name, "codec": codec.name, "bytes": m.size} for m, codec in coded]
     elsewhere = index.left_in_target()
     if elsewhere:
         data["in_target"] = {"files": len(elsewhere), "bytes": sum(f.size for f in elsewhere)}

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any, cast
 
+from mirror.bundle import bytegroup
+from mirror.bundle.bytegroup import Codec
 from mirror.bundle.index import (
+    CODECS_SINCE,
     FORMAT,
-    FORMAT_VERSION,
     FORMAT_VERSIONS,
     IN_TARGET,
     PACKED_HERE,
@@ -46,8 +48,9 @@ PATH_ROOM = 512
 
 _SOURCE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
-# What the files parsed so far say of each content's placement (sha256 -> placement).
+# What the files parsed so far say of each content's placement and codec (sha256 -> placement, codec).
 _Placements = dict[str, Placement]
+_Codecs = dict[str, Codec | None]
 
 
 def _bad(what: str) -> IntegrityError:
@@ -109,8 +112,35 @@ def _placement(data: dict[str, Any], record: FileRecord, volumes: VolumeSet | No
     return Placement(chunks=tuple(chunks))
 
 
-def _file(data: Any, volumes: VolumeSet | None, placements: _Placements) -> FileRecord:
-    """A file record, its placement recorded in `placements` (files with one content are placed alike)."""
+def _codec(data: Any, record: FileRecord, volumes: VolumeSet | None, version: int | str) -> Codec:
+    """A file's `codec` (format 1.3): one this mirror restores, with ranges it can restore by."""
+    what = f"file {record.path!r}"
+    if FORMAT_VERSIONS.index(version) < FORMAT_VERSIONS.index(CODECS_SINCE):
+        raise _bad(f"{what} names a codec, which a bundle of format {version} cannot")
+    name = _field(data, "name", str, f"{what} codec")
+    if name not in bytegroup.CODECS:
+        raise _bad(f"{what} is packed with the codec {name!r}, which this mirror does not know")
+    if volumes is not None:
+        raise _bad(f"{what} names a codec, which a volume of a set cannot")
+    spans = _field(data, "ranges", list, f"{what} codec")
+    if len(spans) > bytegroup.MAX_RANGES:
+        raise _bad(f"{what}: its codec has {len(spans)} ranges, over the limit of {bytegroup.MAX_RANGES}")
+    ranges = []
+    for span in spans:
+        if not (isinstance(span, list) and len(span) == 2 and all(type(n) is int for n in span)):
+            raise _bad(f"{what}: its codec has a range that is not two integers: {span!r}")
+        ranges.append((span[0], span[1]))
+    problem = bytegroup.ranges_problem(tuple(ranges), record.size)
+    if problem is not None:
+        raise _bad(f"{what}: its codec's ranges do not fit it ({problem})")
+    return Codec(name, tuple(ranges))
+
+
+def _file(
+    data: Any, volumes: VolumeSet | None, placements: _Placements, codecs: _Codecs, version: int | str
+) -> FileRecord:
+    """A file record, its placement recorded in `placements` and its codec in `codecs` (files with one
+    content are placed and packed alike)."""
     path = _field(data, "path", str, "file record")
     _field(data, "size", int, f"file {path!r}")
     _field(data, "sha256", str, f"file {path!r}")
@@ -122,6 +152,11 @@ def _file(data: Any, volumes: VolumeSet | None, placements: _Placements) -> File
     placement = _placement(data, record, volumes)
     if placements.setdefault(record.sha256, placement) != placement:
         raise _bad(f"files with the content {record.sha256} are placed differently")
+    codec = _codec(data["codec"], record, volumes, version) if "codec" in data else None
+    if codec is not None and placement != PACKED_HERE:
+        raise _bad(f"file {path!r} names a codec, but the bundle does not pack it")
+    if codecs.setdefault(record.sha256, codec) != codec:
+        raise _bad(f"files with the content {record.sha256} are packed differently")
     return record
 
 
@@ -145,11 +180,14 @@ def _scan(data: Any, what: str, files: tuple[FileRecord, ...]) -> tuple[Revision
 
 
 def _commit(
-    data: Any, volumes: VolumeSet | None, placements: _Placements, version: int | str
+    data: Any, volumes: VolumeSet | None, placements: _Placements, codecs: _Codecs, version: int | str
 ) -> IndexedCommit:
     commit = check_commit(_field(data, "commit", str, "commit entry"))
     complete = _field(data, "complete", bool, f"commit {commit}")
-    files = tuple(_file(f, volumes, placements) for f in _field(data, "files", list, f"commit {commit}"))
+    files = tuple(
+        _file(f, volumes, placements, codecs, version)
+        for f in _field(data, "files", list, f"commit {commit}")
+    )
     paths = {f.path for f in files}
     if len(paths) != len(files):
         raise _bad(f"commit {commit} lists a path twice")
@@ -183,7 +221,9 @@ def _commit(
     )
 
 
-def _repo(data: Any, volumes: VolumeSet | None, placements: _Placements, version: int | str) -> IndexedRepo:
+def _repo(
+    data: Any, volumes: VolumeSet | None, placements: _Placements, codecs: _Codecs, version: int | str
+) -> IndexedRepo:
     source = _field(data, "source", str, "repo entry")
     if not _SOURCE.match(source):
         raise _bad(f"invalid source {source!r}")
@@ -198,7 +238,9 @@ def _repo(data: Any, volumes: VolumeSet | None, placements: _Placements, version
             check_repo_id(hf_id)
         except IntegrityError:
             raise _bad(f"{repo_id} has an invalid hf_id {hf_id!r}") from None
-    commits = tuple(_commit(c, volumes, placements, version) for c in _field(data, "commits", list, repo_id))
+    commits = tuple(
+        _commit(c, volumes, placements, codecs, version) for c in _field(data, "commits", list, repo_id)
+    )
     known = {c.commit for c in commits}
     if len(known) != len(commits):
         raise _bad(f"{repo_id} lists a commit twice")
@@ -254,7 +296,7 @@ def _format_version(value: Any) -> int | str:
     if type(value) in (int, str) and value in FORMAT_VERSIONS:
         return cast(int | str, value)
     number = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", str(value)) if type(value) in (int, str) else None
-    newest = tuple(int(n) for n in str(FORMAT_VERSION).split("."))
+    newest = tuple(int(n) for n in str(FORMAT_VERSIONS[-1]).split("."))
     if number is not None and (int(number[1]), int(number[2] or 0)) > newest:
         *older, last = map(str, FORMAT_VERSIONS)
         raise IntegrityError(
@@ -274,7 +316,10 @@ def parse_index(data: Any) -> BundleIndex:
         raise _bad(f"invalid creation time {created!r}")
     volume_set = _volume_set(data["volume_set"]) if "volume_set" in data else None
     placements: _Placements = {}
-    repos = tuple(_repo(r, volume_set, placements, version) for r in _field(data, "repos", list, "index"))
+    codecs: _Codecs = {}
+    repos = tuple(
+        _repo(r, volume_set, placements, codecs, version) for r in _field(data, "repos", list, "index")
+    )
     if len({r.key for r in repos}) != len(repos):
         raise _bad("a repo is listed twice")
     index = BundleIndex(
@@ -285,6 +330,7 @@ def parse_index(data: Any) -> BundleIndex:
         placements={sha: p for sha, p in sorted(placements.items()) if p != PACKED_HERE},
         volume_set=volume_set,
         format_version=version,
+        codecs={sha: c for sha, c in sorted(codecs.items()) if c is not None},
     )
     if volume_set is not None and index.set_id() != volume_set.id:
         raise _bad("the volume set id does not match the index (a damaged or altered volume)")

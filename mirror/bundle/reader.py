@@ -10,7 +10,7 @@ import hashlib
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,11 +19,12 @@ from typing import IO, cast
 import zstandard
 
 from mirror.bounded import INDEX, SHA256_LINE, SUMS, parse_json
-from mirror.bundle import location
+from mirror.bundle import bytegroup, location
+from mirror.bundle.bytegroup import Codec
 from mirror.bundle.diagnosis import frame_holds, sums_disagreement
 from mirror.bundle.frames import FrameError
-from mirror.bundle.index import INDEX_NAME, MAX_INDEX_SIZE, SUMS_NAME, BundleIndex, Progress
-from mirror.bundle.members import BundleMember, iter_members, sums_text
+from mirror.bundle.index import INDEX_NAME, MAX_INDEX_SIZE, README_NAME, SUMS_NAME, BundleIndex, Progress
+from mirror.bundle.members import BundleMember, iter_members, readme_text, sums_text
 from mirror.bundle.stream import InflatingStream, RawReader, copied
 from mirror.bundle.tarheader import REGULAR, GuardedTarInfo, kind
 from mirror.errors import IntegrityError
@@ -73,7 +74,7 @@ class BundleFile:
             return
         if self._info.size != member.size:  # files() refuses these before yielding them
             raise RuntimeError(f"{name}: size not checked")
-        digest = self._reader._copy(self._info, sink)
+        digest = self._reader._copy(self._info, sink, self._reader.index.codec(member.sha256))
         if digest != member.sha256:
             raise IntegrityError(
                 f"{self._reader.path}: {name}: sha256 {digest} does not match the index ({member.sha256}); "
@@ -149,8 +150,13 @@ class BundleReader:
         if remaining:
             raise EOFError(f"archive ends inside {info.name}")
 
-    def _copy(self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None) -> str:
-        """Pass the current member's bytes to sink in pieces (never more than its size); their sha256."""
+    def _copy(
+        self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None, codec: Codec | None = None
+    ) -> str:
+        """Pass the current member's bytes to sink in pieces (never more than its size), restored first when
+        a codec packed them; the sha256 of what was passed."""
+        if codec is not None:
+            return self._copy_restored(info, sink, codec)
         digest = hashlib.sha256()
         with self._archive_errors():
             for view in self._take(info):
@@ -160,6 +166,34 @@ class BundleReader:
                 digest.update(view)
                 if written is not None:
                     written.result()
+        return digest.hexdigest()
+
+    def _copy_restored(
+        self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None, codec: Codec
+    ) -> str:
+        """`_copy` for a member a codec packed: its bytes restored, then hashed and passed to sink. A restored
+        block is written (on the writer's thread) while the next one is restored and hashed on this one."""
+        digest = hashlib.sha256()
+        written: Future[object] | None = None
+        try:
+            with self._archive_errors():
+                for view, own in bytegroup.restored(self._take(info), codec):
+                    if (
+                        written is not None
+                    ):  # the block before is written: `restored` may fill its buffer again
+                        written.result()
+                        written = None
+                    if sink is not None:
+                        written = self._writer.submit(sink, view)
+                    digest.update(view)
+                    if (
+                        not own and written is not None
+                    ):  # a view of the stream: used before the stream moves on
+                        written.result()
+                        written = None
+        finally:
+            if written is not None:
+                written.result()
         return digest.hexdigest()
 
     def _read_small(self, info: tarfile.TarInfo) -> bytes:
@@ -208,6 +242,7 @@ class BundleReader:
                 f"{self.path}: {SUMS_NAME} disagrees with the bundle index: "
                 f"{sums_disagreement(expected_sums, sums)}; the bundle is corrupt or crafted, copy or export it again"
             )
+        self._check_readme()
         expected = {m.name: m for m in iter_members(self.index)}
         seen: dict[str, bool] = {}  # member name -> verified
         while (info := self._next()) is not None:
@@ -237,6 +272,23 @@ class BundleReader:
                 "copy or export it again"
             )
         self._finish()
+
+    def _check_readme(self) -> None:
+        """A bundle with members packed by a codec has README.txt third, exactly as the index implies it."""
+        expected = readme_text(self.index)
+        if expected is None:
+            return
+        info = self._next()
+        if info is None or info.name != README_NAME or info.type not in REGULAR or info.size != len(expected):
+            raise IntegrityError(
+                f"{self.path}: the third member must be {README_NAME} naming the members packed by a codec; "
+                "the bundle is corrupt or crafted, copy or export it again"
+            )
+        if self._read_small(info) != expected:
+            raise IntegrityError(
+                f"{self.path}: {README_NAME} disagrees with the bundle index; the bundle is corrupt or crafted, "
+                "copy or export it again"
+            )
 
     def _check_member(
         self, info: tarfile.TarInfo, expected: dict[str, BundleMember], seen: dict[str, bool]

@@ -5,22 +5,27 @@ and `build_index`, which turns a selection into the validated index a bundle is 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO, TypedDict
 
+from mirror.bundle import bytegroup
+from mirror.bundle.bytegroup import Codec
 from mirror.bundle.index import (
+    CODECS_SINCE,
     DEFAULT_BRANCHES,
     IN_TARGET,
     BundleIndex,
     IndexedCommit,
     IndexedRepo,
 )
+from mirror.bundle.members import iter_members
 from mirror.clock import iso, parse_iso
 from mirror.errors import MirrorError
 from mirror.paths import is_commit
 from mirror.repo import RepoKey, RevisionRequest
 from mirror.snapshot import Snapshot
 from mirror.store import Store
+from mirror.validate import safetensors
 from mirror.validate.scan import RevisionScan, recorded_scan, scan_blobs
 
 
@@ -159,15 +164,35 @@ def _scan_of(store: Store, key: RepoKey, snapshot: Snapshot) -> _Scanned:
     return {"scan": scan, "scan_notes": (EXPORT_SCANNED,)}
 
 
+def _codecs(store: Store, index: BundleIndex) -> dict[str, Codec]:
+    """The bytegroup codec of each packed safetensors content whose header names 16-bit tensors (the
+    ranges it gives, made usable: see `bytegroup.merged`); only the header is read."""
+    codecs: dict[str, Codec] = {}
+    for m in iter_members(index):
+        if m.link_to is not None or not m.file.path.lower().endswith(bytegroup.SUFFIX):
+            continue
+        try:
+            with store.open_blob(m.sha256) as blob:
+                spans = safetensors.spans_of(blob, m.size, bytegroup.SIXTEEN_BIT)
+        except FileNotFoundError:
+            continue  # the export names what the store lacks
+
+        ranges = bytegroup.merged(spans, m.size)
+        if ranges:
+            codecs[m.sha256] = Codec(bytegroup.NAME, ranges)
+    return codecs
+
+
 def build_index(
     store: Store,
     selection: Iterable[RepoSelection],
     *,
     created: int | None = None,
     have: Mapping[str, int] | None = None,
+    codec: str | None = None,
 ) -> BundleIndex:
     """The index of a bundle holding `selection`, validated as a reader would, each commit with its scan
-    (`_scan_of`).
+    (`_scan_of`); with `codec` (bytegroup), the files it packs say so (`_codecs`).
 
     `created` (unix seconds; the CLI passes SOURCE_DATE_EPOCH) defaults to the newest sync of what is
     selected, never the clock, so the same store gives the same bundle. `have` (sha256 -> size: what the
@@ -219,5 +244,7 @@ def build_index(
     index = BundleIndex(
         created=iso(created), repos=tuple(sorted(repos, key=lambda r: r.key)), placements=placements
     )
+    if codec is not None and (codecs := _codecs(store, index)):
+        index = replace(index, codecs=codecs, format_version=CODECS_SINCE)
     # Never write what a reader would refuse.
     return BundleIndex.from_json(index.to_json())

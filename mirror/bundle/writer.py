@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO, TypedDict, cast
 
-from mirror.bundle import location
-from mirror.bundle.frames import FRAME, FrameWriter, stream_bound, workers_for
-from mirror.bundle.index import INDEX_NAME, SUMS_NAME, BundleIndex, Progress
-from mirror.bundle.members import BundleMember, chunk_offset, iter_members, sums_text
+from mirror.bundle import bytegroup, location
+from mirror.bundle.bytegroup import Codec
+from mirror.bundle.frames import FRAME, FrameWriter, Level, stream_bound, workers_for
+from mirror.bundle.index import INDEX_NAME, README_NAME, SUMS_NAME, BundleIndex, Progress
+from mirror.bundle.members import BundleMember, chunk_offset, iter_members, readme_text, sums_text
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
@@ -169,7 +170,7 @@ class _BlobReader:
                 if (buf := self._buffer()) is None:
                     return None
                 view = memoryview(buf)[: min(_BLOCK, left)]
-                n = _read_into(blob, view)
+                n = _read_full(blob, view)  # whole blocks: a codec groups the file's blocks of BLOCK
                 if not n:
                     return self._store.damaged(
                         m.file.sha256, "fewer bytes than recorded (it shrank while packing)"
@@ -183,6 +184,14 @@ class _BlobReader:
                 found = f"chunk {m.chunk + 1} hashing to {sha256.hexdigest()}, not {m.sha256}"
             return self._store.damaged(m.file.sha256, found)
         return None
+
+
+def _read_full(stream: BinaryIO, view: memoryview) -> int:
+    """Fill `view` from the stream; fewer bytes only where the stream ends."""
+    n = 0
+    while n < len(view) and (k := _read_into(stream, view[n:])):
+        n += k
+    return n
 
 
 def _read_into(stream: BinaryIO, view: memoryview) -> int:
@@ -206,25 +215,33 @@ class _TarWriter:
         info: tarfile.TarInfo,
         data: bytes = b"",
         blobs: _BlobReader | None = None,
-        level: int = DEFAULT_LEVEL,
+        level: Level = DEFAULT_LEVEL,
         progress: Progress | None = None,
+        codec: Codec | None = None,
     ) -> None:
-        """Add a member: its header, then its data (`data`, or `info.size` bytes from `blobs`), padded to a
-        tar block. Data of a frame's size or more goes in frames of its own, at `level`."""
+        """Add a member: its header, then its data (`data`, or `info.size` bytes from `blobs`, packed by
+        `codec` when given), padded to a tar block. Data of a frame's size or more goes in frames of its
+        own, at `level`."""
         frames = self._frames
         frames.write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
         frames.write(data)
         size = len(data)
         for block in blobs.blocks() if blobs is not None else ():
             assert blobs is not None
-            size += len(block)
+            n = len(block)
+            release = partial(blobs.release, block)
+            # a codec's member: each block of the file grouped (on the worker that compresses it)
+            transform = (
+                partial(bytegroup.grouped, codec.ranges, size - len(data)) if codec is not None else None
+            )
+            size += n
             if info.size >= _BLOCK:
-                frames.frame(block, level, partial(blobs.release, block))
+                frames.frame(block, level, release, transform)
             else:
-                frames.write(block)
-                blobs.release(block)
+                frames.write(transform(block) if transform is not None else block)
+                release()
             if progress is not None:
-                progress(len(block))
+                progress(n)
         if size != info.size:  # a bug, never the store: the reader gives each member's size
             raise MirrorError(f"{info.name}: {size} bytes packed for {info.size}")
         if size % tarfile.BLOCKSIZE:
@@ -325,9 +342,11 @@ def write_archive(
             )
     index_bytes = index.to_bytes()
     sums = sums_text(index)
+    readme = readme_text(index)
     workers = workers_for(threads)
     side = out.with_name(out.name + ".sha256")
-    with location.creating(out, _size_bound(members, len(index_bytes) + len(sums))) as raw:
+    head = len(index_bytes) + len(sums) + len(readme or b"")
+    with location.creating(out, _size_bound(members, head)) as raw:
         sink = _HashingWriter(raw)
         with (
             # a buffer per frame in flight (see FrameWriter), one being read, one ready
@@ -337,14 +356,25 @@ def write_archive(
             tar = _TarWriter(frames)
             tar.member(_tarinfo(INDEX_NAME, mtime, len(index_bytes)), index_bytes)
             tar.member(_tarinfo(SUMS_NAME, mtime, len(sums)), sums)
+            if readme is not None:
+                tar.member(_tarinfo(README_NAME, mtime, len(readme)), readme)
             for m in members:
                 if m.link_to is not None:
                     tar.member(_tarinfo(m.name, mtime, link_to=m.link_to))
                     if progress is not None and m.size:
                         progress(m.size)
                     continue
-                level_here = data_level(m.file.path, level)
-                tar.member(_tarinfo(m.name, mtime, m.size), blobs=blobs, level=level_here, progress=progress)
+                codec = index.codec(m.sha256)
+                level_here = (
+                    bytegroup.GROUPED_LEVEL if codec and level is None else data_level(m.file.path, level)
+                )
+                tar.member(
+                    _tarinfo(m.name, mtime, m.size),
+                    blobs=blobs,
+                    level=level_here,
+                    progress=progress,
+                    codec=codec,
+                )
             tar.close()
         sink.close()
         if limit is not None and sink.size > limit:

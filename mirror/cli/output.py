@@ -183,6 +183,10 @@ def describe_bundle(data: dict[str, Any], judged: Mapping[tuple[RepoKey, str], S
                 continue
             lines += [f"    {line}" for line in scanned_revision_lines(revision)]
             lines += [f"    note    {note}" for note in c["scan"]["notes"]]
+    for coded in data.get("codecs", ()):
+        lines.append(f"codec {coded['codec']}  {coded['member']} (restored by mirror import)")
+    if "codecs" in data:
+        lines.append("codec zstd  every other member (as is)")
     if "volume_set" in data:
         names = data["volume_set"]["names"]
         lines.append(f"volume {data['volume_set']['volume']} of {len(names)}: {', '.join(names)}")

@@ -62,6 +62,29 @@ def check_safetensors(path: str, stream: BinaryIO, size: int) -> list[Finding]:
     )
 
 
+def spans_of(stream: BinaryIO, size: int, dtypes: frozenset[str]) -> list[tuple[int, int]]:
+    """Where the tensors of `dtypes` lie in the file (`size` bytes, read from `stream` at its first byte), as
+    the header says: [begin, end) file offsets, sorted, those that fit the file only. [] when the header
+    does not parse. The header is data: a caller must not trust the spans beyond their bounds (they may
+    overlap, or name the wrong dtype)."""
+    reader = HeaderReader(stream, size)
+    try:
+        header, _ = _read_header(reader)
+    except Malformed:
+        return []
+    start = reader.pos
+    spans = []
+    for name, info in header.items():
+        if name == METADATA or not isinstance(info, dict) or info.get("dtype") not in dtypes:
+            continue
+        offsets = info.get("data_offsets")
+        if isinstance(offsets, list) and len(offsets) == 2 and all(_natural(n) for n in offsets):
+            begin, end = offsets
+            if begin < end <= reader.left:
+                spans.append((start + begin, start + end))
+    return sorted(spans)
+
+
 def _read_header(reader: HeaderReader) -> tuple[dict[str, Any], list[str]]:
     """The header object and the keys its objects repeat (json.loads would keep the last silently)."""
     (length,) = reader.unpack("<Q", "the 8-byte header length")
