@@ -7,7 +7,8 @@ of BLOCK bytes at offsets 0, BLOCK, 2 BLOCK, ...; in each block, every part of a
 records the ranges: `Codec.ranges`, [begin, end) file offsets of whole 16-bit values) holds its values'
 high bytes (the odd offsets from the range's start, little-endian), then their low bytes; a value cut by a
 block boundary stays as it is, as does every byte outside the ranges. So a block is grouped and restored
-on its own, in flat memory, and a member streams forward.
+on its own, in flat memory, and a member streams forward. The byte shuffles are numpy's (whole arrays at a
+time, outside the GIL: about 4 GB/s a core, where Python's slice assignment does 0.5 to 1).
 
 The ranges come from the safetensors header at export (`mirror.bundle.selection`). The header is data: a lying one
 only makes grouping pointless, never wrong, since restoring is the exact inverse of grouping for any
@@ -24,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple, cast
 
+import numpy
 import zstandard
 
 from mirror.bundle.frames import FRAME
@@ -32,6 +34,7 @@ NAME = "bytegroup"
 CODECS = (NAME,)  # the values of `export --codec` besides the default, "zstd"
 BLOCK = FRAME  # grouped and restored on its own: the writer's blocks, one frame each
 SIXTEEN_BIT = frozenset({"BF16", "F16"})
+LITTLE_16 = numpy.dtype("<u2")  # a 16-bit value as safetensors stores it: little-endian
 SUFFIX = ".safetensors"
 MAX_RANGES = 1 << 16  # per file: of a header naming more (by lying), the longest are grouped, never refused
 Ranges = tuple[tuple[int, int], ...]
@@ -116,10 +119,12 @@ def parts(ranges: Ranges, start: int, length: int) -> Iterator[tuple[int, int]]:
 def group(src: bytes | bytearray, dst: bytearray, ranges: Ranges, start: int, length: int) -> None:
     """Write into `dst` the block of `length` bytes `src` holds (the file's bytes from `start`), grouped."""
     dst[:length] = memoryview(src)[:length]
+    source, out = _bytes(src), _bytes(dst)
     for a, b in parts(ranges, start, length):
         half = (b - a) // 2
-        dst[a : a + half] = src[a + 1 : b : 2]
-        dst[a + half : b] = src[a:b:2]
+        values = source[a:b].view(LITTLE_16)
+        numpy.right_shift(values, 8, out=out[a : a + half], casting="unsafe")  # the high bytes
+        numpy.bitwise_and(values, 0xFF, out=out[a + half : b], casting="unsafe")  # the low bytes
 
 
 _scratch = threading.local()  # each thread's buffer for `grouped`
@@ -139,12 +144,18 @@ def restore(
     src: bytearray | mmap.mmap, dst: bytearray | mmap.mmap, ranges: Ranges, start: int, length: int
 ) -> None:
     """The inverse of `group`: write into `dst` the file's bytes of the grouped block `src` holds."""
-    view = memoryview(src)
-    dst[:length] = view[:length]
+    dst[:length] = memoryview(src)[:length]
+    source, out = _bytes(src), _bytes(dst)
     for a, b in parts(ranges, start, length):
         half = (b - a) // 2
-        dst[a + 1 : b : 2] = view[a : a + half]
-        dst[a:b:2] = view[a + half : b]
+        values = out[a:b].view(LITTLE_16)
+        numpy.left_shift(source[a : a + half], 8, out=values, dtype=LITTLE_16)  # the high bytes back
+        numpy.bitwise_or(values, source[a + half : b], out=values)  # and the low ones
+
+
+def _bytes(buffer: bytes | bytearray | mmap.mmap) -> numpy.ndarray[Any, numpy.dtype[numpy.uint8]]:
+    """`buffer` as an array of bytes, without a copy (writable when the buffer is)."""
+    return numpy.frombuffer(buffer, dtype=numpy.uint8)
 
 
 class Restored(NamedTuple):
