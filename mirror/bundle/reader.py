@@ -378,21 +378,25 @@ def check_side_file(bundle: location.BundlePath, sha256: str) -> bool:
 
 @contextmanager
 def open_bundle(
-    bundle: location.BundlePath, progress: Progress | None = None, *, archive_digest: bool = True
+    bundle: location.BundlePath,
+    progress: Progress | None = None,
+    *,
+    archive_digest: bool = True,
+    threads: int = -1,
 ) -> Iterator[BundleReader]:
     """Open a bundle (a file, or an object in a bucket) for one streaming pass; the index is read and
     validated on open.
 
     `progress` gets the compressed bytes as they are read, so the bundle's size is the total. With
     `archive_digest`, the whole bundle is hashed too: `reader.sha256` once the members are read, checked
-    against a `.sha256` beside the bundle.
+    against a `.sha256` beside the bundle. `threads` decompress the frames (-1: one per core).
     """
     bundle = location.bundle_path(bundle)
     with location.reading(bundle) as f:  # read in CHUNKs
         stop = threading.Event()
         raw = RawReader(f, stop, archive_digest)
         try:
-            stream = InflatingStream(raw, stop, progress)
+            stream = InflatingStream(raw, stop, progress, threads)
             try:
                 reader = BundleReader(bundle, raw, stream)
                 try:
