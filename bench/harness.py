@@ -139,7 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "codec: export --codec bytegroup vs plain, bf16 and a real bf16/fp16 checkpoint",
                 bench.codec,
             ),
-            ("14", "threads: the busiest thread's share of the CPU, sync, export, import", bench.busiest_thread),
+            (
+                "14",
+                "threads: the busiest thread's share of the CPU, sync, export, import",
+                bench.busiest_thread,
+            ),
         ]
         for key, title, step in steps:
             if key not in only:

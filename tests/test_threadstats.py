@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mirror import threadstats
+from mirror.hashing import HashLanes
 from tests.roundtrip import fresh_env, run_mirror
 
 
@@ -46,3 +47,22 @@ def test_mirror_writes_its_threads_cpu_at_exit_when_asked(tmp_path: Path) -> Non
     got = json.loads(out.read_text())
     assert got["total"] > 0 and got["threads"][0]["name"] == "MainThread"
     assert set(got) == {"total", "threads", "unaccounted"}
+
+
+def test_hash_lanes_hash_consecutive_streams_on_threads_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threading.Thread, "run", threading.Thread.run)
+    monkeypatch.setattr(threadstats, "_ended", [])
+    threadstats.note_ended_threads()
+    pieces = [bytes([k]) * (8 << 20) for k in range(4)]
+    with HashLanes(4, "test-lane") as lanes:
+        streams = [lanes.stream() for _ in pieces]
+        for stream, piece in zip(streams, pieces, strict=True):
+            for _ in range(4):
+                stream.update(piece)
+        digests = [s.hexdigest().result() for s in streams]
+    assert digests == [hashlib.sha256(p * 4).hexdigest() for p in pieces]
+    lanes_cpu = {
+        t["name"]: t["cpu"] for t in threadstats.stats()["threads"] if t["name"].startswith("test-lane")
+    }
+    assert sorted(lanes_cpu) == [f"test-lane-{i}_0" for i in range(4)]  # each stream hashed on its own thread
+    assert all(cpu > 0 for cpu in lanes_cpu.values())
