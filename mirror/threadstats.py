@@ -45,7 +45,7 @@ def note_ended_threads() -> None:
     if not getattr(threading.Thread.run, "_mirror_noted", False):
         noted = _noting(threading.Thread.run)
         noted._mirror_noted = True  # type: ignore[attr-defined]
-        threading.Thread.run = noted  # type: ignore[method-assign]
+        threading.Thread.run = noted  # type: ignore[method-assign,assignment]
 
 
 def stats() -> dict[str, Any]:

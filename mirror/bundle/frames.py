@@ -59,10 +59,11 @@ def stream_bound(n: int) -> int:
 
 
 # The memory budget of the frames in flight: each worker's frame holds up to a frame of input and one of output
-# (2 x FRAME), so the workers are capped here whatever `--threads` or the core count says: 12 of them hold
-# about 100 MB, and export and import stay under 200 MB with `--threads 16` or 64 (issue 16). More workers
-# could not help without more memory: the frame size is part of the bundle's bytes.
-MAX_WORKERS = 12
+# (2 x FRAME, and the frames queued behind), so the workers are capped here whatever `--threads` or the core
+# count says: 8 of them (about 9 MB each), and export and import stay well under 200 MB with `--threads 16`
+# or 64 (issue 16; 12 workers measured 196 MB at import). More workers could not help without more memory:
+# the frame size is part of the bundle's bytes.
+MAX_WORKERS = 8
 
 
 def workers_for(threads: int) -> int:

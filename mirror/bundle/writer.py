@@ -376,9 +376,9 @@ def write_archive(
     with (
         location.creating(out, _size_bound(members, head)) as raw,
         HashLanes(workers, "mirror-bundle-sha256") as lanes,
-        HashLanes(1, "mirror-bundle-digest") as digest,
+        HashLanes(1, "mirror-bundle-digest") as digest_lane,
     ):
-        sink = _HashingWriter(raw, digest.stream())
+        sink = _HashingWriter(raw, digest_lane.stream())
         with (
             # a buffer per frame in flight (see FrameWriter), one being read, one ready
             _BlobReader(store, index, members, workers + 4, lanes) as blobs,
