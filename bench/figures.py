@@ -564,7 +564,7 @@ class Bench:
             safetensors.torch.save_file({k: v.to(dtype).contiguous() for k, v in weights.items()}, path)
             checkpoint = Model(f"bench/minilm-{name}", folder)
             self.hub.add_commit(checkpoint.repo_id, [HubFile("model.safetensors", source=path)])
-            self.manifests[checkpoint.repo_id] = self._manifest(checkpoint.repo_id, [checkpoint.repo_id])
+            self.manifests[checkpoint.repo_id] = self.add_manifest(checkpoint.repo_id, [checkpoint.repo_id])
             store = self.runs_dir / f"store-{name}"
             self.sync(checkpoint, store, f"mirror sync minilm-{name} (setup, not counted)", "13-setup")
             sizes: dict[str, list[int]] = {"bytegroup": [], "zstd": []}
