@@ -153,8 +153,8 @@ def threads_option(what: str) -> Callable[[F], F]:
         default=-1,
         show_default=True,
         type=int,
-        help=f"Worker threads that {what} (-1: one per core). Memory stays bounded whatever N is: the "
-        "frames in flight share a fixed budget.",
+        help=f"Worker threads that {what} (-1: one per core; at most 8, mirror.bundle.frames.MAX_WORKERS: "
+        "each holds frames in memory, so memory stays bounded whatever N is).",
     )
 
 
