@@ -28,6 +28,8 @@ from tests.roundtrip import PROJECT, fresh_env, mirror_command
 RATE_LIMIT = 25e6  # bytes/s per connection in figure 2, as a CDN or a long link caps one connection
 LATENCY = 0.02  # seconds added to each API request in figure 3c: a hub a few network hops away
 MB = 1e6
+THREADS = 16  # figures 6c, 6d: export and import with this many workers, more than this machine's cores
+SHARE = 1 / 8  # figure 14: the busiest thread's CPU / the process's, so that the work spreads over 8 cores
 
 
 @dataclass
@@ -158,9 +160,10 @@ class Bench:
         log: str,
         inputs: Sequence[Path] = (),
         env: Mapping[str, str] | None = None,
+        thread_stats: bool = False,
     ) -> Run:
         """Run `cmd` with a fresh HOME, the loopback hub as HF_ENDPOINT and `env` added; say and return
-        what it took."""
+        what it took (with `thread_stats`, `cmd` is mirror: its busiest thread too)."""
         warm(inputs)
         os.sync()  # the previous run's dirty pages are written back now, not during this run
         child_env = fresh_env(
@@ -170,9 +173,16 @@ class Bench:
             HF_HUB_ETAG_TIMEOUT="60",
             **(env or {}),
         )
-        result = run(label, cmd, env=child_env, log=self.logs / f"{log}.log", cwd=PROJECT)
+        result = run(
+            label, cmd, env=child_env, log=self.logs / f"{log}.log", cwd=PROJECT, thread_stats=thread_stats
+        )
+        busiest = ""
+        if result.threads is not None:
+            name, share = result.busiest()
+            busiest = f", busiest thread {name} {share:.0%} of the CPU"
         self.say(
             f"  {label}: {result.seconds:.2f} s, CPU {result.cpu:.2f} s, peak RSS {result.peak_rss / MB:.0f} MB"
+            + busiest
         )
         return result
 
@@ -184,7 +194,9 @@ class Bench:
         inputs: Sequence[Path] = (),
         env: Mapping[str, str] | None = None,
     ) -> Run:
-        return self.measure(label, [*mirror_command(), *args, "--no-progress"], log, inputs, env)
+        return self.measure(
+            label, [*mirror_command(), *args, "--no-progress"], log, inputs, env, thread_stats=True
+        )
 
     def snapshot_download(self, label: str, repos: Sequence[str], cache: Path, log: str) -> Run:
         inputs = [m.folder for m in self.data.models if m.repo_id in repos]
@@ -218,8 +230,8 @@ class Bench:
         args = ["export", str(self.manifests[model.repo_id]), "--store", str(root), "-o", str(out), *extra]
         return self.mirror(label, args, log, blobs)
 
-    def import_(self, bundle: Path, target: Path, label: str, log: str) -> Run:
-        return self.mirror(label, ["import", str(bundle), "--target", str(target)], log, [bundle])
+    def import_(self, bundle: Path, target: Path, label: str, log: str, extra: Sequence[str] = ()) -> Run:
+        return self.mirror(label, ["import", str(bundle), "--target", str(target), *extra], log, [bundle])
 
     # ---- figure 1: sync of the 2 GB model ---------------------------------------------------
 
@@ -382,41 +394,114 @@ class Bench:
         sizes = f"{gigabytes(small.size)} vs {gigabytes(big.size)} model"
         target = "≤ 200 MB; 4 GB ≤ 1.1× 1 GB"
         rows = {
-            "export": Row("6a", f"peak RSS of export, {sizes}", target),
-            "import": Row("6b", f"peak RSS of import, {sizes}", target),
+            ("export", ""): Row("6a", f"peak RSS of export, {sizes}", target),
+            ("import", ""): Row("6b", f"peak RSS of import, {sizes}", target),
+            ("export", "16"): Row("6c", f"peak RSS of export --threads {THREADS}, {sizes}", target),
+            ("import", "16"): Row("6d", f"peak RSS of import --threads {THREADS}, {sizes}", target),
         }
-        runs: dict[tuple[str, str], list[Run]] = {}
-        for model in (small, big):
-            name = model.repo_id.split("/")[1]
-            out = self.bundles / f"{name}.tar.zst"
-            for i in range(self.scale.runs):
-                r = self.export(model, out, f"mirror export {name} run {i + 1}", "6-export")
-                runs.setdefault(("export", name), []).append(r)
-            for i in range(self.scale.runs):
-                target_dir = self.runs_dir / f"import-{name}"
-                r = self.import_(out, target_dir, f"mirror import {name} run {i + 1}", "6-import")
-                remove(target_dir)
-                runs.setdefault(("import", name), []).append(r)
-            remove(out)
+        runs: dict[tuple[str, str, str], list[Run]] = {}
+        for threads in ("", str(THREADS)):
+            extra = ["--threads", threads] if threads else []
+            said = f" --threads {threads}" if threads else ""
+            for model in (small, big):
+                name = model.repo_id.split("/")[1]
+                out = self.bundles / f"{name}.tar.zst"
+                for i in range(self.scale.runs):
+                    r = self.export(model, out, f"mirror export{said} {name} run {i + 1}", "6-export", extra)
+                    runs.setdefault(("export", threads, name), []).append(r)
+                for i in range(self.scale.runs):
+                    target_dir = self.runs_dir / f"import-{name}"
+                    label = f"mirror import{said} {name} run {i + 1}"
+                    r = self.import_(out, target_dir, label, "6-import", extra)
+                    remove(target_dir)
+                    runs.setdefault(("import", threads, name), []).append(r)
+                remove(out)
         s, b = small.repo_id.split("/")[1], big.repo_id.split("/")[1]
-        for what, row in rows.items():
-            lo, hi = median(r.peak_rss for r in runs[(what, s)]), median(r.peak_rss for r in runs[(what, b)])
+        for (what, threads), row in rows.items():
+            lows, highs = runs[(what, threads, s)], runs[(what, threads, b)]
+            lo, hi = median(r.peak_rss for r in lows), median(r.peak_rss for r in highs)
             row.runs = str(self.scale.runs)
             row.mirror = f"{lo / MB:.0f} MB → {hi / MB:.0f} MB"
             row.peer = "—"
             row.ratio = f"{hi / lo:.2f}"
             row.met = hi <= 200 * MB and hi / lo <= 1.1
-            row.cpu = f"{median(r.cpu for r in runs[(what, s)]):.1f} s → {median(r.cpu for r in runs[(what, b)]):.1f} s"
+            row.cpu = f"{median(r.cpu for r in lows):.1f} s → {median(r.cpu for r in highs):.1f} s"
             row.rss = row.mirror
             row.data = {
-                "peak_rss_small": [r.peak_rss for r in runs[(what, s)]],
-                "peak_rss_big": [r.peak_rss for r in runs[(what, b)]],
-                "seconds_small": [r.seconds for r in runs[(what, s)]],
-                "seconds_big": [r.seconds for r in runs[(what, b)]],
-                "cpu_seconds_small": [r.cpu for r in runs[(what, s)]],
-                "cpu_seconds_big": [r.cpu for r in runs[(what, b)]],
+                "threads": int(threads) if threads else None,
+                "peak_rss_small": [r.peak_rss for r in lows],
+                "peak_rss_big": [r.peak_rss for r in highs],
+                "seconds_small": [r.seconds for r in lows],
+                "seconds_big": [r.seconds for r in highs],
+                "cpu_seconds_small": [r.cpu for r in lows],
+                "cpu_seconds_big": [r.cpu for r in highs],
                 "small_bytes": small.size,
                 "big_bytes": big.size,
+            }
+        return list(rows.values())
+
+    # ---- figure 14: the busiest thread's share of the CPU -------------------------------------
+
+    def busiest_thread(self) -> list[Row]:
+        """Sync, export and import of the 2 GB model, each run telling its threads' CPU (MIRROR_THREAD_STATS):
+        the busiest thread's CPU / the process's. At most 1/8: the work spreads over 8 cores or more. Export
+        and import run with `--threads 16`, as on a machine of 16 cores (by default, one worker per core: on
+        2 cores each of the 2 zstd workers does half the compression, whatever the rest does)."""
+        threads = ["--threads", str(THREADS)]
+        model = self.data.two_gb
+        target = f"≤ {SHARE:.3f}"
+        rows = {
+            "export": Row(
+                "14a",
+                f"busiest thread's share of the CPU, export --threads {THREADS} of {gigabytes(model.size)}",
+                target,
+            ),
+            "import": Row(
+                "14b", f"busiest thread's share of the CPU, import --threads {THREADS} of that bundle", target
+            ),
+            "sync": Row("14c", f"busiest thread's share of the CPU, sync of {gigabytes(model.size)}", target),
+        }
+        runs: dict[str, list[Run]] = {what: [] for what in rows}
+        store, bundle, target_dir = (
+            self.runs_dir / "store-threads",
+            self.bundles / "threads.tar.zst",
+            self.runs_dir / "import-threads",
+        )
+        for i in range(self.scale.runs):
+            remove(store)
+            runs["sync"].append(self.sync(model, store, f"mirror sync run {i + 1}", "14-sync"))
+            runs["export"].append(
+                self.export(
+                    model,
+                    bundle,
+                    f"mirror export --threads {THREADS} run {i + 1}",
+                    "14-export",
+                    threads,
+                    store,
+                )
+            )
+            label = f"mirror import --threads {THREADS} run {i + 1}"
+            runs["import"].append(self.import_(bundle, target_dir, label, "14-import", threads))
+            remove(target_dir)
+        remove(store)
+        remove(bundle)
+        for what, row in rows.items():
+            shares = [r.busiest() for r in runs[what]]
+            share = median(s for _, s in shares)
+            named = sorted({n for n, _ in shares})
+            row.runs = str(self.scale.runs)
+            row.mirror = f"{share:.3f} ({', '.join(named)})"
+            row.peer = "—"
+            row.ratio = f"{share:.3f}"
+            row.met = share <= SHARE
+            row.cpu = f"{median(r.cpu for r in runs[what]):.1f} s"
+            row.rss = f"{median(r.peak_rss for r in runs[what]) / MB:.0f} MB"
+            row.data = {
+                "busiest_share": [s for _, s in shares],
+                "busiest_thread": [n for n, _ in shares],
+                "seconds": [r.seconds for r in runs[what]],
+                "cpu_seconds": [r.cpu for r in runs[what]],
+                "threads": [r.threads for r in runs[what]],
             }
         return list(rows.values())
 

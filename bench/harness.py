@@ -33,7 +33,7 @@ ROWS = {
     "3": ["3", "3b", "3c"],
     "4": ["4", "4b"],
     "5": ["5"],
-    "6": ["6a", "6b"],
+    "6": ["6a", "6b", "6c", "6d"],
     "7": ["7"],
     "8": ["8"],
     "9": ["9", "9b", "9c"],
@@ -41,6 +41,7 @@ ROWS = {
     "11": ["11"],
     "12": ["12a", "12b", "12c"],
     "13": ["13", "13b", "13c", "13d", "13e"],
+    "14": ["14a", "14b", "14c"],
 }
 NAMES = {
     "serve-big": "7",
@@ -50,6 +51,7 @@ NAMES = {
     "serve-redirect": "11",
     "scan-overhead": "12",
     "codec": "13",
+    "threads": "14",
 }  # --only takes these names too
 
 
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("3", "no-op re-sync of many small repos", bench.noop_resync),
             ("4", "export of the 2 GB model", bench.export_two_gb),
             ("5", "import of that bundle", bench.import_two_gb),
-            ("6", "peak RSS of export and import, 1 GB vs 4 GB", bench.memory),
+            ("6", "peak RSS of export and import, 1 GB vs 4 GB, default and 16 threads", bench.memory),
             ("7", "serve-big: mirror serve vs nginx, one large file", serve.serve_big),
             ("8", "serve-many: mirror serve vs nginx, one file per client", serve.serve_many),
             ("9", "serve-meta: cached snapshot_downloads, mirror vs loopback hub", serve.serve_meta),
@@ -136,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "13",
                 "codec: export --codec bytegroup vs plain, bf16 and a real bf16/fp16 checkpoint",
                 bench.codec,
+            ),
+            (
+                "14",
+                "threads: the busiest thread's share of the CPU, sync, export, import",
+                bench.busiest_thread,
             ),
         ]
         for key, title, step in steps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -13,6 +14,53 @@ from typing import BinaryIO
 from mirror.records import FieldsJson
 
 CHUNK = 1 << 20
+
+
+class HashLanes:
+    """sha256 of several byte streams at once, off the caller's thread: each stream (`stream()`) is hashed in
+    order on one thread, and consecutive streams on different threads (the lanes, taken in turn).
+
+    One stream's sha256 is sequential; what spreads is the streams: the files of a bundle or of a model are
+    hashed on as many threads as there are lanes, none of which hashes them all (a file of its own still
+    takes its whole hash on one thread: the floor). The caller keeps each piece's memory until its update
+    is done (`HashStream.update` gives a Future). Use as a context manager: leaving it stops the threads.
+    """
+
+    def __init__(self, lanes: int, name: str) -> None:
+        self._lanes = [ThreadPoolExecutor(1, thread_name_prefix=f"{name}-{i}") for i in range(max(1, lanes))]
+        self._turn = 0
+
+    def stream(self) -> HashStream:
+        """A new stream, on the next lane."""
+        lane = self._lanes[self._turn % len(self._lanes)]
+        self._turn += 1
+        return HashStream(lane)
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> HashLanes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HashStream:
+    """One stream's sha256, updated in order on its lane's thread."""
+
+    def __init__(self, lane: ThreadPoolExecutor) -> None:
+        self._lane = lane
+        self._sha256 = hashlib.sha256()
+
+    def update(self, data: bytes | memoryview) -> Future[None]:
+        """Hash `data` after the pieces given before; keep its memory until the Future is done."""
+        return self._lane.submit(self._sha256.update, data)
+
+    def hexdigest(self) -> Future[str]:
+        """The sha256 of every piece given, once they are hashed."""
+        return self._lane.submit(self._sha256.hexdigest)
 
 
 @dataclass(frozen=True)

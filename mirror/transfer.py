@@ -274,7 +274,7 @@ def _download_segmented(
     segs = _Segments(data, state, expected.size, policy.clock)
     fd = os.open(data, os.O_RDWR)
     try:
-        with ThreadPoolExecutor(max_workers=count) as pool:
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="mirror-fetch-segment") as pool:
             for _ in range(count):
                 pool.submit(_run_connection, segs, fd, request, expected, policy, progress, budget)
             hasher = _hash_in_order(segs, fd, expected, count)

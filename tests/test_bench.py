@@ -33,6 +33,8 @@ ROWS = [
     "5",
     "6a",
     "6b",
+    "6c",
+    "6d",
     "7",
     "8",
     "9",
@@ -50,6 +52,9 @@ ROWS = [
     "13c",
     "13d",
     "13e",
+    "14a",
+    "14b",
+    "14c",
 ]
 # ratios without a target: the S3 server against a local disk; the codec on a real checkpoint
 REPORTED = {"10a", "10b", "10c", "13d", "13e"}
@@ -110,9 +115,9 @@ def test_only_takes_numbers_and_the_serve_figures_names() -> None:
     assert selected("1, 4,5") == {"1", "4", "5"}
     assert selected("serve-big,serve-meta,8") == {"7", "9", "8"}
     assert selected("s3-store,serve-redirect,codec") == {"10", "11", "13"}
-    assert selected("scan-overhead") == {"12"}
-    with pytest.raises(ValueError, match="no figure 14"):
-        selected("1,14")
+    assert selected("scan-overhead") == {"12"} and selected("threads") == {"14"}
+    with pytest.raises(ValueError, match="no figure 15"):
+        selected("1,15")
 
 
 def test_a_process_tree_sample_counts_this_process() -> None:
@@ -133,6 +138,13 @@ def test_quick_bench_fills_every_row(tmp_path: Path, capsys: pytest.CaptureFixtu
         assert row["met"] in ((None,) if row["id"] in REPORTED else (True, False)), row
     assert all(s > 0 for s in rows["1"]["data"]["mirror_seconds"] + rows["1"]["data"]["peer_seconds"])
     assert all(r > 0 for r in rows["6a"]["data"]["peak_rss_big"] + rows["6b"]["data"]["peak_rss_big"])
+    assert rows["6c"]["data"]["threads"] == rows["6d"]["data"]["threads"] == 16
+    for row_id in ("14a", "14b", "14c"):  # every run told its threads' CPU; the busiest one is named
+        busiest = rows[row_id]["data"]
+        assert all(0 < share <= 1 for share in busiest["busiest_share"]), busiest
+        assert all(name in rows[row_id]["mirror"] for name in busiest["busiest_thread"])
+        for stats in busiest["threads"]:
+            assert stats["total"] > 0 and stats["threads"][0]["name"] in busiest["busiest_thread"]
     for row_id in ("12a", "12b", "12c"):  # the scan timed alone judged the same files: nothing to find
         scan = rows[row_id]["data"]
         assert scan["findings"] == [] and all(s > 0 for s in scan["scan_seconds"] + scan["sync_seconds"])

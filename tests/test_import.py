@@ -24,7 +24,7 @@ from mirror.manifest import ModelSpec
 from mirror.store import Store
 from tests.conftest import TINY_MAIN, TINY_V1, SampleStore, env_for_subprocess, put_repo
 from tests.modelfiles import safetensors_sized
-from tests.roundtrip import SCRIPT_HEAD
+from tests.roundtrip import SCRIPT_HEAD, run_mirror
 
 OFFLINE_CHECK = (
     SCRIPT_HEAD
@@ -118,6 +118,40 @@ def bundle(sample_store: SampleStore, tmp_path: Path) -> Path:
 
 
 # -- hf layout -------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e  # the installed `mirror` in subprocesses
+def test_import_threads_restore_the_same_files_and_damage_is_caught_at_any_count(
+    bundle: Path, tmp_path: Path
+) -> None:
+    env = env_for_subprocess(tmp_path / "home")
+    trees = {}
+    for threads in ("1", "16"):
+        target = tmp_path / f"dir-{threads}"
+        run_mirror(
+            "import", str(bundle), "--layout", "dir", "--target", str(target), "--threads", threads, env=env
+        )
+        trees[threads] = {
+            p.relative_to(target).as_posix(): p.read_bytes() for p in sorted(target.rglob("*")) if p.is_file()
+        }
+    assert trees["1"] == trees["16"] and any(name.endswith("model.safetensors") for name in trees["1"])
+    damaged = corrupt_member(bundle, tmp_path / "damaged.tar.zst", "model.safetensors")
+    target = tmp_path / "dir-damaged"
+    proc = run_mirror(
+        "import",
+        str(damaged),
+        "--layout",
+        "dir",
+        "--target",
+        str(target),
+        "--threads",
+        "16",
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 4 and "model.safetensors" in proc.stderr and not target.exists()
+    help_text = run_mirror("import", "--help", env=env).stdout
+    assert "--threads" in help_text and "decompress" in help_text
 
 
 @pytest.mark.e2e

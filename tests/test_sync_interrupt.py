@@ -68,7 +68,8 @@ def sync_in_thread(
 
 
 def workers() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor") and t.is_alive()}
+    names = ("ThreadPoolExecutor", "mirror-sync", "mirror-fetch-segment")  # the sync's pools and the rest
+    return {t for t in threading.enumerate() if t.name.startswith(names) and t.is_alive()}
 
 
 def stop_and_join(

@@ -58,9 +58,17 @@ def stream_bound(n: int) -> int:
     return n + (n >> 8) + frames * (64 + 64)
 
 
+# The memory budget of the frames in flight: each worker's frame holds up to a frame of input and one of output
+# (2 x FRAME, and the frames queued behind), so the workers are capped here whatever `--threads` or the core
+# count says: 8 of them (about 9 MB each), and export and import stay well under 200 MB with `--threads 16`
+# or 64 (issue 16; 12 workers measured 196 MB at import). More workers could not help without more memory:
+# the frame size is part of the bundle's bytes.
+MAX_WORKERS = 8
+
+
 def workers_for(threads: int) -> int:
-    """Worker threads for a `--threads` value: -1 (or 0) is one per core."""
-    return threads if threads > 0 else max(1, os.cpu_count() or 1)
+    """Worker threads for a `--threads` value: -1 (or 0) is one per core; at most MAX_WORKERS (memory)."""
+    return min(threads if threads > 0 else max(1, os.cpu_count() or 1), MAX_WORKERS)
 
 
 def spare_buffer(spare: queue.SimpleQueue[Buffer], size: int) -> Buffer:

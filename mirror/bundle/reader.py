@@ -22,13 +22,13 @@ from mirror.bounded import INDEX, SHA256_LINE, SUMS, parse_json
 from mirror.bundle import bytegroup, location
 from mirror.bundle.bytegroup import Codec
 from mirror.bundle.diagnosis import frame_holds, sums_disagreement
-from mirror.bundle.frames import FrameError
+from mirror.bundle.frames import FrameError, workers_for
 from mirror.bundle.index import INDEX_NAME, MAX_INDEX_SIZE, README_NAME, SUMS_NAME, BundleIndex, Progress
 from mirror.bundle.members import BundleMember, iter_members, readme_text, sums_text
 from mirror.bundle.stream import InflatingStream, RawReader, copied
 from mirror.bundle.tarheader import REGULAR, GuardedTarInfo, kind
 from mirror.errors import IntegrityError
-from mirror.hashing import CHUNK
+from mirror.hashing import CHUNK, HashLanes
 from mirror.paths import is_safe_relpath, is_sha256
 
 # After the tar's end-of-archive blocks only zero padding may follow; a little more than one tar record.
@@ -86,10 +86,15 @@ class BundleFile:
 class BundleReader:
     """One pass over a bundle: the index on open, then the file members through `files()`."""
 
-    def __init__(self, path: location.BundlePath, raw: RawReader, stream: InflatingStream) -> None:
+    def __init__(
+        self, path: location.BundlePath, raw: RawReader, stream: InflatingStream, lanes: HashLanes
+    ) -> None:
         self.path = path
         self._raw = raw
         self._stream = stream
+        # Each member is hashed on a lane of its own (consecutive members on different threads) while this
+        # thread parses the tar stream and the writer's writes: no thread hashes every member.
+        self._lanes = lanes
         self._broken: IntegrityError | None = None
         self._started = False
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="mirror-bundle-write")
@@ -157,23 +162,23 @@ class BundleReader:
         a codec packed them; the sha256 of what was passed."""
         if codec is not None:
             return self._copy_restored(info, sink, codec)
-        digest = hashlib.sha256()
+        digest = self._lanes.stream()
         with self._archive_errors():
             for view in self._take(info):
-                # The sink writes on a thread of its own while this one hashes: both are done with the view
+                # The sink writes on a thread of its own while a lane hashes: both are done with the view
                 # before the next is taken (which hands the view's memory back to the decompressor).
                 written = self._writer.submit(sink, view) if sink is not None else None
-                digest.update(view)
+                digest.update(view).result()
                 if written is not None:
                     written.result()
-        return digest.hexdigest()
+        return digest.hexdigest().result()
 
     def _copy_restored(
         self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None, codec: Codec
     ) -> str:
         """`_copy` for a member a codec packed: its bytes restored, then hashed and passed to sink. A restored
         block is written (on the writer's thread) while the next one is restored and hashed on this one."""
-        digest = hashlib.sha256()
+        digest = self._lanes.stream()
         written: Future[object] | None = None
         try:
             with self._archive_errors():
@@ -185,7 +190,7 @@ class BundleReader:
                         written = None
                     if sink is not None:
                         written = self._writer.submit(sink, view)
-                    digest.update(view)
+                    digest.update(view).result()
                     if (
                         not own and written is not None
                     ):  # a view of the stream: used before the stream moves on
@@ -194,7 +199,7 @@ class BundleReader:
         finally:
             if written is not None:
                 written.result()
-        return digest.hexdigest()
+        return digest.hexdigest().result()
 
     def _read_small(self, info: tarfile.TarInfo) -> bytes:
         with self._archive_errors():
@@ -378,27 +383,32 @@ def check_side_file(bundle: location.BundlePath, sha256: str) -> bool:
 
 @contextmanager
 def open_bundle(
-    bundle: location.BundlePath, progress: Progress | None = None, *, archive_digest: bool = True
+    bundle: location.BundlePath,
+    progress: Progress | None = None,
+    *,
+    archive_digest: bool = True,
+    threads: int = -1,
 ) -> Iterator[BundleReader]:
     """Open a bundle (a file, or an object in a bucket) for one streaming pass; the index is read and
     validated on open.
 
     `progress` gets the compressed bytes as they are read, so the bundle's size is the total. With
     `archive_digest`, the whole bundle is hashed too: `reader.sha256` once the members are read, checked
-    against a `.sha256` beside the bundle.
+    against a `.sha256` beside the bundle. `threads` decompress the frames (-1: one per core).
     """
     bundle = location.bundle_path(bundle)
     with location.reading(bundle) as f:  # read in CHUNKs
         stop = threading.Event()
         raw = RawReader(f, stop, archive_digest)
         try:
-            stream = InflatingStream(raw, stop, progress)
+            stream = InflatingStream(raw, stop, progress, threads)
             try:
-                reader = BundleReader(bundle, raw, stream)
-                try:
-                    yield reader
-                finally:
-                    reader.close()
+                with HashLanes(workers_for(threads), "mirror-bundle-sha256") as lanes:
+                    reader = BundleReader(bundle, raw, stream, lanes)
+                    try:
+                        yield reader
+                    finally:
+                        reader.close()
             finally:
                 stream.close()  # before the file closes: its thread reads the file
         finally:

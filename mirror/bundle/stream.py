@@ -102,12 +102,14 @@ class InflatingStream:
     `progress` gets the compressed bytes as the blocks they became are taken.
     """
 
-    def __init__(self, raw: RawReader, stop: threading.Event, progress: Progress | None) -> None:
+    def __init__(
+        self, raw: RawReader, stop: threading.Event, progress: Progress | None, threads: int = -1
+    ) -> None:
         self._raw = raw
         self._stop = stop
         self._progress = progress
         self._blocks: queue.Queue[Block | BaseException] = queue.Queue(_AHEAD)
-        self._frames = FrameReader(raw.read, raw.walker, workers_for(-1), stop)
+        self._frames = FrameReader(raw.read, raw.walker, workers_for(threads), stop)
         self._view = memoryview(b"")  # what is left of the current block
         self._buffer: Buffer | None = None  # the current block's, to recycle once it is used
         self._pos = 0

@@ -5,13 +5,13 @@ and writes `OUT.sha256` beside it; `write_bundle` indexes a selection and writes
 
 from __future__ import annotations
 
-import hashlib
 import io
 import mmap
 import queue
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import BinaryIO, TypedDict, cast
@@ -24,6 +24,7 @@ from mirror.bundle.members import BundleMember, chunk_offset, iter_members, read
 from mirror.bundle.selection import RepoSelection, build_index
 from mirror.clock import parse_iso
 from mirror.errors import IntegrityError, MirrorError
+from mirror.hashing import HashLanes, HashStream
 from mirror.records import NOT_IN_JSON, FieldsJson
 from mirror.store import Store
 
@@ -42,10 +43,12 @@ class BundleSummary(FieldsJson):
     index_bytes: bytes = field(repr=False, metadata=NOT_IN_JSON)
 
 
-# The blobs are read and hashed in a thread of their own (`_BlobReader`), in blocks of one zstd frame, which
-# `FrameWriter`'s workers compress straight from the reader's buffers; the main thread hashes and writes the
-# frames in order. hashlib, zstd and file I/O release the GIL, so on 2 cores these overlap. A few buffers
-# are used in turn: memory stays flat whatever the bundle holds.
+# The blobs are read in a thread of their own (`_BlobReader`), in blocks of one zstd frame, which
+# `FrameWriter`'s workers compress straight from the reader's buffers. Each blob is hashed on a lane of its
+# own (`HashLanes`: consecutive blobs on different threads), the bundle's own sha256 on another, while the
+# main thread writes the frames in order: no thread does the bulk of the work, so the export spreads over as
+# many cores as there are workers. hashlib, zstd and file I/O release the GIL. A few buffers are used in
+# turn: memory stays flat whatever the bundle holds (see frames.MAX_WORKERS for the budget).
 _BLOCK = FRAME
 # The level of the data of a model's weights, unless `--level` says otherwise: their bytes are near random,
 # so zstd finds few matches, and level 1 gives the smallest output as well as the fastest (bf16 safetensors:
@@ -69,18 +72,24 @@ _STAGE = 4 << 20
 
 
 class _HashingWriter:
-    """Takes the compressed bytes in order, hashing and counting them, and writes them in aligned pieces of
-    _STAGE bytes (to a file: past the page cache); `close` writes the last, shorter one."""
+    """Takes the compressed bytes in order, hashing (on a thread of its own, `digest`) and counting them, and
+    writes them in aligned pieces of _STAGE bytes (to a file: past the page cache); `close` writes the last,
+    shorter one."""
 
-    def __init__(self, out: location.Sink) -> None:
+    def __init__(self, out: location.Sink, digest: HashStream) -> None:
         self._out = out
-        self.sha256 = hashlib.sha256()
+        self.digest = digest
         self.size = 0
         self._stage = memoryview(mmap.mmap(-1, _STAGE))  # page-aligned
         self._used = 0
 
     def write(self, data: bytes | memoryview) -> int:
-        self.sha256.update(data)
+        hashed = self.digest.update(data)  # while this thread copies and writes it
+        self._stage_write(data)
+        hashed.result()  # the caller may reuse data's memory once this returns
+        return len(data)
+
+    def _stage_write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         view = memoryview(data).cast("B")
         while view:
@@ -91,7 +100,6 @@ class _HashingWriter:
             if self._used == _STAGE:
                 self._out.write(self._stage)
                 self._used = 0
-        return len(data)
 
     def close(self) -> None:
         if self._used:
@@ -101,19 +109,30 @@ class _HashingWriter:
 
 class _BlobReader:
     """Reads the data members' store blobs in archive order, from a thread of its own, in large blocks, and
-    checks each member's bytes against its hash (a damaged store fails the export, not the import).
+    checks each member's bytes against its hash (a damaged store fails the export, not the import): each
+    member is hashed on a lane of `lanes` as its blocks are read, and `check()` (once every block is taken)
+    raises for the first member whose bytes did not match.
 
     `blocks()` gives the next member's bytes: its blocks must be taken in order, whole. The blocks are views
     of `buffers` buffers used in turn (no allocation, so no page faults, per block): give each back with
-    `release` once it is used. Use as a context manager: leaving it stops the thread.
+    `release` once it is used (it is reused once its hash is done too). Use as a context manager: leaving it
+    stops the thread.
     """
 
     def __init__(
-        self, store: Store, index: BundleIndex, members: Iterable[BundleMember], buffers: int
+        self,
+        store: Store,
+        index: BundleIndex,
+        members: Iterable[BundleMember],
+        buffers: int,
+        lanes: HashLanes,
     ) -> None:
         self._store = store
         self._index = index
         self._members = [m for m in members if m.link_to is None]
+        self._lanes = lanes
+        self._hashing: dict[int, Future[None]] = {}  # a buffer's id -> the hash of the block it holds
+        self._digests: list[tuple[BundleMember, Future[str]]] = []
         self._full: queue.Queue[memoryview | BaseException | None] = queue.Queue()
         self._free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(buffers):
@@ -130,8 +149,19 @@ class _BlobReader:
             yield item
 
     def release(self, block: memoryview) -> None:
-        """Give a block's buffer back for the blocks to come."""
-        self._free.put(cast(bytearray, block.obj))
+        """Give a block's buffer back for the blocks to come (once its hash is done)."""
+        buffer = cast(bytearray, block.obj)
+        self._hashing.pop(id(buffer)).add_done_callback(lambda _: self._free.put(buffer))
+
+    def check(self) -> None:
+        """Once every block is taken: IntegrityError (the store's) for the first member whose bytes did not
+        hash to its sha256."""
+        for m, digest in self._digests:
+            if (found := digest.result()) != m.sha256:
+                what = f"content hashing to {found}"
+                if m.chunk is not None:
+                    what = f"chunk {m.chunk + 1} hashing to {found}, not {m.sha256}"
+                raise self._store.damaged(m.file.sha256, what)
 
     def __enter__(self) -> _BlobReader:
         return self
@@ -161,8 +191,9 @@ class _BlobReader:
                 return
 
     def _read(self, m: BundleMember) -> IntegrityError | None:
-        """Put `m`'s blocks on the queue; what is wrong with them, if anything."""
-        sha256 = hashlib.sha256()
+        """Put `m`'s blocks on the queue, hashing them on a lane; what is wrong with them, if anything (a
+        wrong hash is found by `check`)."""
+        sha256 = self._lanes.stream()
         left = m.size
         start = chunk_offset(self._index, m) if m.chunk is not None else 0
         with self._store.open_blob(m.file.sha256, start) as blob:
@@ -175,14 +206,10 @@ class _BlobReader:
                     return self._store.damaged(
                         m.file.sha256, "fewer bytes than recorded (it shrank while packing)"
                     )
-                sha256.update(view[:n])
+                self._hashing[id(buf)] = sha256.update(view[:n])
                 left -= n
                 self._full.put(view[:n])
-        if sha256.hexdigest() != m.sha256:
-            found = f"content hashing to {sha256.hexdigest()}"
-            if m.chunk is not None:
-                found = f"chunk {m.chunk + 1} hashing to {sha256.hexdigest()}, not {m.sha256}"
-            return self._store.damaged(m.file.sha256, found)
+        self._digests.append((m, sha256.hexdigest()))
         return None
 
 
@@ -346,11 +373,15 @@ def write_archive(
     workers = workers_for(threads)
     side = out.with_name(out.name + ".sha256")
     head = len(index_bytes) + len(sums) + len(readme or b"")
-    with location.creating(out, _size_bound(members, head)) as raw:
-        sink = _HashingWriter(raw)
+    with (
+        location.creating(out, _size_bound(members, head)) as raw,
+        HashLanes(workers, "mirror-bundle-sha256") as lanes,
+        HashLanes(1, "mirror-bundle-digest") as digest_lane,
+    ):
+        sink = _HashingWriter(raw, digest_lane.stream())
         with (
             # a buffer per frame in flight (see FrameWriter), one being read, one ready
-            _BlobReader(store, index, members, workers + 4) as blobs,
+            _BlobReader(store, index, members, workers + 4, lanes) as blobs,
             FrameWriter(sink.write, DEFAULT_LEVEL if level is None else level, workers) as frames,
         ):
             tar = _TarWriter(frames)
@@ -376,14 +407,15 @@ def write_archive(
                     codec=codec,
                 )
             tar.close()
+            blobs.check()
         sink.close()
+        digest = sink.digest.hexdigest().result()
         if limit is not None and sink.size > limit:
             raise MirrorError(
                 f"{out.name} came out at {sink.size} bytes, over the volume size {limit}; this is a bug in "
                 "mirror's volume planning, please report it (export with a smaller --split meanwhile)"
             )
         location.remove(side)  # a stale digest must not sit beside the new bundle
-    digest = sink.sha256.hexdigest()
     try:
         location.write_side(side, f"{digest}  {out.name}\n".encode())
     except OSError as e:

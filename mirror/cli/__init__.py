@@ -40,6 +40,7 @@ from mirror.cli.options import (
     retry_options,
     settings,
     store_option,
+    threads_option,
     wait_option,
 )
 from mirror.cli.output import (
@@ -242,13 +243,7 @@ def gc(
     help="zstd level for everything. Default: 1 for model weights (.safetensors, .bin, ...: level 1 packs "
     "them smallest and fastest), 3 for the rest.",
 )
-@click.option(
-    "--threads",
-    default=-1,
-    show_default=True,
-    type=int,
-    help="zstd worker threads (-1: one per core). The bundle's bytes do not depend on it.",
-)
+@threads_option("compress the bundle's zstd frames; the bundle's bytes do not depend on N")
 @files_option(
     "--have",
     "have_files",
@@ -399,6 +394,10 @@ for command in (*airgapped.COMMANDS, scan_cmd, serve_cmd):
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: the one place where errors become messages and exit codes."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if stats_file := os.environ.get("MIRROR_THREAD_STATS"):  # the benchmark's per-thread CPU (bench/README)
+        from mirror import threadstats
+
+        threadstats.install(stats_file)
     try:
         rc = cli.main(args=args, prog_name="mirror", standalone_mode=False)
     except SystemExit:

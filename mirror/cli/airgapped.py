@@ -27,6 +27,7 @@ from mirror.cli.options import (
     resolve_target,
     settings,
     source_options,
+    threads_option,
     tree_layout,
     wait_option,
 )
@@ -103,6 +104,7 @@ def kill_hook(env: Mapping[str, str]) -> Callable[[], None]:
     "frees less than it reports. Default: each repo its own copy, as the hub clients keep them.",
 )
 @wait_option("another import into the same target")
+@threads_option("decompress the bundle's zstd frames")
 @policy_option(
     "Judge every revision of the bundles (the far side's own rules: the near side's are never taken; an "
     "invalid safetensors/GGUF/ONNX header is always refused)"
@@ -118,6 +120,7 @@ def import_cmd(
     no_symlinks: bool,
     wait: float,
     link_shared: bool,
+    threads: int,
     policy_file: Path | None,
     as_json: bool,
 ) -> None:
@@ -173,6 +176,7 @@ def import_cmd(
                     clock=SYSTEM,
                     checkpoint=checkpoint,
                     policy=policy,
+                    threads=threads,
                 )
             )
         except PolicyRefused as e:  # reported like an import (each revision's verdict), and exit 4

@@ -146,6 +146,18 @@ def read_policy(policy_file: Path | None) -> Policy:
     return load_policy_file(policy_file) if policy_file is not None else DEFAULT_POLICY
 
 
+def threads_option(what: str) -> Callable[[F], F]:
+    """--threads N: the worker threads of a bundle's zstd frames (`what` they do); -1, one per core."""
+    return click.option(
+        "--threads",
+        default=-1,
+        show_default=True,
+        type=int,
+        help=f"Worker threads that {what} (-1: one per core; at most 8, mirror.bundle.frames.MAX_WORKERS: "
+        "each holds frames in memory, so memory stays bounded whatever N is).",
+    )
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(fn)
 

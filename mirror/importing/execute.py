@@ -59,6 +59,7 @@ class ImportOptions(TypedDict, total=False):
     clock: Clock | None
     checkpoint: Callable[[], None]
     policy: Policy
+    threads: int
 
 
 def import_bundle(
@@ -82,6 +83,7 @@ def import_unit(
     clock: Clock | None = None,
     checkpoint: Callable[[], None] = no_checkpoint,
     policy: Policy = DEFAULT_POLICY,
+    threads: int = -1,
 ) -> ImportReport:
     """Verify everything given while streaming it once; only then publish, repo by repo, into `target`.
 
@@ -111,6 +113,8 @@ def import_unit(
     published and the target is left as it was (PolicyRefused, exit 4, its report naming every finding and
     rule). The report carries each revision's verdict; warnings are logged. An import into a store records
     each published commit's scan there, as a sync does.
+
+    `threads` (`--threads`): the worker threads that decompress the frames (-1: one per core).
     """
     if unit.error is not None:
         raise unit.error
@@ -124,7 +128,7 @@ def import_unit(
     with Staging() as guard:
         guard.lock(writer.target, wait, busy, clock)
         with writer.writing(wait, clock):
-            return _import_locked(unit, writer, progress, trust, checkpoint, policy)
+            return _import_locked(unit, writer, progress, trust, checkpoint, policy, threads)
 
 
 def _import_locked(
@@ -134,6 +138,7 @@ def _import_locked(
     trust: TrustPolicy | None,
     checkpoint: Callable[[], None],
     policy: Policy,
+    threads: int,
 ) -> ImportReport:
     """`import_unit`, once it holds the target's lock."""
     index, target = unit.index, writer.target
@@ -155,7 +160,15 @@ def _import_locked(
             in_place = {sha for sha in plan.from_target if writer.in_place(sha, plan.files[sha].size)}
             corrupt = _take_from_target(plan, writer, pool, home, hashes, checkpoint, in_place)
             stream = VolumeStream(
-                index, pool, home, plan.to_stage(set(pool) | in_place), plan.held, hashes, kept, checkpoint
+                index,
+                pool,
+                home,
+                plan.to_stage(set(pool) | in_place),
+                plan.held,
+                hashes,
+                kept,
+                checkpoint,
+                threads,
             )
             damaged, bad_volumes = _stream(unit, stream, writer, progress)
             damaged += stream.join_chunks()

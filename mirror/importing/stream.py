@@ -33,6 +33,7 @@ class VolumeStream:
         hashes: HashCache,
         kept: KeptSet | None,
         checkpoint: Callable[[], None],
+        threads: int = -1,
     ) -> None:
         self.index = index
         self.pool = pool
@@ -42,6 +43,7 @@ class VolumeStream:
         self.hashes = hashes
         self.kept = kept  # a volume set's: chunks are recorded there as they arrive, and were loaded from it
         self.checkpoint = checkpoint
+        self.threads = threads  # --threads: the workers decompressing each volume's frames
         self.parts: dict[str, Path] = kept.parts if kept else {}  # sha256 -> the file its chunks are in
         self.received: dict[str, set[int]] = kept.received if kept else {}  # sha256 -> its verified chunks
         self.unjoined: set[str] = set()  # contents whose verified chunks do not join to their sha256
@@ -57,7 +59,7 @@ class VolumeStream:
         try:
             # The archive's own digest is not computed: every byte of every file is checked against the
             # index, and zstd's frame checksums cover the rest (the `.sha256` is for the transfer).
-            with open_bundle(volume.path, progress, archive_digest=False) as reader:
+            with open_bundle(volume.path, progress, archive_digest=False, threads=self.threads) as reader:
                 if reader.index_bytes != volume.index_bytes:
                     raise IntegrityError(f"{volume.path}: changed while it was being read; copy it again")
                 for file in reader.files():

@@ -59,7 +59,7 @@ def sync(
         except Exception:  # noqa: BLE001 - a source that cannot be made fails its revisions in resolve
             continue
     with store.lock(wait, policy.stop):
-        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mirror-sync")
         try:
             _run(store, report, sources, pool, policy, progress, segments)
         except KeyboardInterrupt:
