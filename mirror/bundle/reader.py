@@ -176,24 +176,23 @@ class BundleReader:
     def _copy_restored(
         self, info: tarfile.TarInfo, sink: Callable[[memoryview], object] | None, codec: Codec
     ) -> str:
-        """`_copy` for a member a codec packed: its bytes restored, then hashed and passed to sink. A restored
-        block is written (on the writer's thread) while the next one is restored and hashed on this one."""
+        """`_copy` for a member a codec packed: its bytes restored (on this thread: numpy shuffles outside the
+        GIL), then hashed on a lane and passed to sink; a restored block is written (on the writer's thread)
+        while the next one is restored."""
         digest = self._lanes.stream()
         written: Future[object] | None = None
         try:
             with self._archive_errors():
                 for view, own in bytegroup.restored(self._take(info), codec):
-                    if (
-                        written is not None
-                    ):  # the block before is written: `restored` may fill its buffer again
+                    # the block before is written first: `restored` may fill its buffer again
+                    if written is not None:
                         written.result()
                         written = None
                     if sink is not None:
                         written = self._writer.submit(sink, view)
                     digest.update(view).result()
-                    if (
-                        not own and written is not None
-                    ):  # a view of the stream: used before the stream moves on
+                    # a view of the stream is used before the stream moves on
+                    if not own and written is not None:
                         written.result()
                         written = None
         finally:
