@@ -567,10 +567,11 @@ class Bench:
             self.manifests[checkpoint.repo_id] = self.add_manifest(checkpoint.repo_id, [checkpoint.repo_id])
             store = self.runs_dir / f"store-{name}"
             self.sync(checkpoint, store, f"mirror sync minilm-{name} (setup, not counted)", "13-setup")
-            sizes: dict[str, list[int]] = {"bytegroup": [], "zstd": []}
-            for codec in sizes:
+            sizes: dict[str, int] = {}
+            runs = {}
+            for codec in ("bytegroup", "zstd"):
                 out = self.bundles / f"minilm-{name}-{codec}.tar.zst"
-                run = self.export(
+                runs[codec] = self.export(
                     checkpoint,
                     out,
                     f"mirror export minilm-{name} --codec {codec}",
@@ -578,15 +579,16 @@ class Bench:
                     ["--codec", codec],
                     store,
                 )
-                sizes[codec].append(out.stat().st_size)
+                sizes[codec] = out.stat().st_size
                 remove(out)
             row = Row(
                 row_id,
                 f"bundle size of all-MiniLM-L6-v2 cast to {name} by torch, bytegroup vs plain",
                 "reported",
             )
-            _size_row(row, sizes["bytegroup"][0], sizes["zstd"][0], path.stat().st_size, 1, limit=None)
-            row.cpu, row.rss = f"{run.cpu:.1f} s", f"{run.peak_rss / MB:.0f} MB"
+            _size_row(row, sizes["bytegroup"], sizes["zstd"], path.stat().st_size, 1, limit=None)
+            coded = runs["bytegroup"]  # the row's mirror column
+            row.cpu, row.rss = f"{coded.cpu:.1f} s", f"{coded.peak_rss / MB:.0f} MB"
             rows.append(row)
         return rows
 

@@ -20,9 +20,10 @@ class HashLanes:
     """sha256 of several byte streams at once, off the caller's thread: each stream (`stream()`) is hashed in
     order on one thread, and consecutive streams on different threads (the lanes, taken in turn).
 
-    One stream's sha256 is sequential; what spreads is the streams: the files of a bundle or of a model are
-    hashed on as many threads as there are lanes, none of which hashes them all (a file of its own still
-    takes its whole hash on one thread: the floor). The caller keeps each piece's memory until its update
+    One stream's sha256 is sequential; what spreads is the streams: when the caller goes on to the next file
+    without waiting (export's blob reader), files are hashed on as many threads as there are lanes, none of
+    which hashes them all (a file of its own still takes its whole hash on one thread: the floor); a caller
+    that waits for each piece (the bundle reader) only moves the hashing off its own thread. The caller keeps each piece's memory until its update
     is done (`HashStream.update` gives a Future). Use as a context manager: leaving it stops the threads.
     """
 

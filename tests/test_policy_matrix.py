@@ -261,7 +261,7 @@ def test_export_judges_by_the_manifest_policy_and_writes_nothing_when_denied(gap
     assert list(out.parent.iterdir()) == []  # no bundle, no .sha256, nothing half-written
     assert case.repo in strict.stderr or case.repo in strict.stdout
     lenient = gap.export(case, case.allow, out)
-    assert lenient.exit_code == 0, lenient.output and out.is_file()
+    assert lenient.exit_code == 0 and out.is_file(), lenient.output
 
 
 @pytest.mark.parametrize("case", params(INVALID))

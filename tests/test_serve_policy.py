@@ -11,9 +11,9 @@ so they hold the scan records a sync writes; without them (deleted) the server s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import pytest
@@ -26,9 +26,10 @@ from mirror.serve.app import create_app
 from mirror.serve.audit import AccessLog
 from mirror.serve.hf.answers import POLICY_DENIED
 from mirror.settings import StoreName
+from mirror.snapshot import FileRecord
 from mirror.store import Store
 from mirror.validate.policy import Policy
-from mirror.validate.scan import RevisionScan, ScanFile
+from mirror.validate.scan import RevisionScan
 from tests.asgi import Answer, call
 from tests.hub import LoopbackHub
 from tests.s3server import S3Bucket
@@ -207,15 +208,17 @@ def test_the_access_log_records_the_403(store: Store, evil: str, tmp_path: Path)
 
 @pytest.fixture
 def scans(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths of the revisions the server scanned itself, one list per scan (`scan_revision` counted)."""
+    """The paths of the revisions the server scanned itself, one list per scan (`scan_blobs` counted)."""
     made: list[str] = []
-    real = mirror.serve.policing.scan_revision
+    real = mirror.serve.policing.scan_blobs
 
-    def counted(files: list[ScanFile], temp_dir: Path | None = None) -> RevisionScan:
+    def counted(
+        open_blob: Callable[[str], BinaryIO], files: list[FileRecord], temp_dir: Path | None = None
+    ) -> RevisionScan:
         made.append(",".join(sorted(f.path for f in files)))
-        return real(files, temp_dir)
+        return real(open_blob, files, temp_dir)
 
-    monkeypatch.setattr(mirror.serve.policing, "scan_revision", counted)
+    monkeypatch.setattr(mirror.serve.policing, "scan_blobs", counted)
     return made
 
 

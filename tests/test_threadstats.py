@@ -32,12 +32,11 @@ def test_a_thread_that_ended_before_the_stats_counts_with_its_name(monkeypatch: 
     (burner,) = [t for t in got["threads"] if t["name"] == "test-burner"]
     assert burner["ended"] is True and burner["cpu"] > 0
     names = [t["name"] for t in got["threads"]]
-    assert "MainThread" in names and len([t for t in got["threads"] if t["name"] == "test-burner"]) == 1
+    assert "MainThread" in names
     cpus = [t["cpu"] for t in got["threads"]]
     assert cpus == sorted(cpus, reverse=True)  # the busiest first
-    # the process's total counts the ended thread too: what is listed is (to clock ticks) all of it
+    # the process's total counts the ended thread too
     assert got["total"] >= burner["cpu"] - 0.02
-    assert got["unaccounted"] == pytest.approx(got["total"] - sum(cpus))
 
 
 @pytest.mark.e2e  # the installed `mirror` in a subprocess

@@ -16,10 +16,11 @@ import pytest
 
 from mirror.validate.findings import Finding
 from mirror.validate.gguf import MAX_ITEMS, MAX_TENSORS, check_gguf
-from mirror.validate.headers import check_header, header_check
+from mirror.validate.headers import header_check
 from mirror.validate.onnx import MAX_FIELDS, check_onnx
 from mirror.validate.reader import MAX_FINDINGS
 from mirror.validate.safetensors import MAX_HEADER, check_safetensors
+from mirror.validate.scan import ScanFile, scan_file
 from tests.roundtrip import minilm_folder
 
 Check = Callable[[str, BinaryIO, int], list[Finding]]
@@ -496,8 +497,8 @@ def test_the_table_picks_the_check_by_suffix() -> None:
     assert header_check("model-Q4_K_M.GGUF") is check_gguf
     assert header_check("onnx/model.onnx") is check_onnx
     assert header_check("model.safetensors.index.json") is None and header_check("pytorch_model.bin") is None
-    assert check_header("config.json", io.BytesIO(b"{}"), 2) == []
-    assert check_header("m.onnx", io.BytesIO(b""), 0) == [
+    assert scan_file(ScanFile("config.json", 2, lambda: io.BytesIO(b"{}"))) == []
+    assert scan_file(ScanFile("m.onnx", 0, lambda: io.BytesIO(b""))) == [
         Finding("m.onnx", "invalid", d)
         for d in (
             "the model has no ir_version (field 1)",

@@ -69,9 +69,8 @@ class Codec:
 
 def ranges_problem(ranges: Ranges, size: int) -> str | None:
     """What makes `ranges` unusable on a file of `size` bytes, if anything: they must be sorted, apart,
-    within the file, and each of whole 16-bit values (an even length of at least 2)."""
-    if len(ranges) > MAX_RANGES:
-        return f"{len(ranges)} ranges, over the limit of {MAX_RANGES}"
+    within the file, and each of whole 16-bit values (an even length of at least 2). Their count is the
+    parser's to bound (at most MAX_RANGES), before it builds them."""
     reached = 0
     for begin, end in ranges:
         if begin < reached or end > size or end - begin < 2 or (end - begin) % 2:
@@ -118,9 +117,10 @@ def parts(ranges: Ranges, start: int, length: int) -> Iterator[tuple[int, int]]:
 
 def group(src: bytes | bytearray, dst: bytearray, ranges: Ranges, start: int, length: int) -> None:
     """Write into `dst` the block of `length` bytes `src` holds (the file's bytes from `start`), grouped."""
-    dst[:length] = memoryview(src)[:length]
+    grouping = list(parts(ranges, start, length))
+    _copy_between(src, dst, grouping, length)
     source, out = _bytes(src), _bytes(dst)
-    for a, b in parts(ranges, start, length):
+    for a, b in grouping:
         half = (b - a) // 2
         values = source[a:b].view(LITTLE_16)
         numpy.right_shift(values, 8, out=out[a : a + half], casting="unsafe")  # the high bytes
@@ -144,13 +144,28 @@ def restore(
     src: bytearray | mmap.mmap, dst: bytearray | mmap.mmap, ranges: Ranges, start: int, length: int
 ) -> None:
     """The inverse of `group`: write into `dst` the file's bytes of the grouped block `src` holds."""
-    dst[:length] = memoryview(src)[:length]
+    grouping = list(parts(ranges, start, length))
+    _copy_between(src, dst, grouping, length)
     source, out = _bytes(src), _bytes(dst)
-    for a, b in parts(ranges, start, length):
+    for a, b in grouping:
         half = (b - a) // 2
         values = out[a:b].view(LITTLE_16)
         numpy.left_shift(source[a : a + half], 8, out=values, dtype=LITTLE_16)  # the high bytes back
         numpy.bitwise_or(values, source[a + half : b], out=values)  # and the low ones
+
+
+def _copy_between(
+    src: bytes | bytearray | mmap.mmap,
+    dst: bytearray | mmap.mmap,
+    grouping: list[tuple[int, int]],
+    length: int,
+) -> None:
+    """Copy the bytes of the block outside its grouped parts as they are (the shuffles write every byte of
+    the parts: copying the whole block first would write most of it twice)."""
+    view, done = memoryview(src), 0
+    for a, b in (*grouping, (length, length)):
+        dst[done:a] = view[done:a]
+        done = b
 
 
 def _bytes(buffer: bytes | bytearray | mmap.mmap) -> numpy.ndarray[Any, numpy.dtype[numpy.uint8]]:

@@ -133,6 +133,7 @@ class _BlobReader:
         self._lanes = lanes
         self._hashing: dict[int, Future[None]] = {}  # a buffer's id -> the hash of the block it holds
         self._digests: list[tuple[BundleMember, Future[str]]] = []
+        self._checked = 0  # how many of them hashed to their sha256
         self._full: queue.Queue[memoryview | BaseException | None] = queue.Queue()
         self._free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(buffers):
@@ -156,12 +157,24 @@ class _BlobReader:
     def check(self) -> None:
         """Once every block is taken: IntegrityError (the store's) for the first member whose bytes did not
         hash to its sha256."""
-        for m, digest in self._digests:
+        if (damage := self._damaged(wait=True)) is not None:
+            raise damage
+
+    def _damaged(self, *, wait: bool) -> IntegrityError | None:
+        """The store's error for the first member read whose bytes did not hash to its sha256; members whose
+        hash is not done yet are waited for (`wait`) or left for later. Members found sound are not looked
+        at again."""
+        while self._checked < len(self._digests):
+            m, digest = self._digests[self._checked]
+            if not wait and not digest.done():
+                return None
             if (found := digest.result()) != m.sha256:
                 what = f"content hashing to {found}"
                 if m.chunk is not None:
                     what = f"chunk {m.chunk + 1} hashing to {found}, not {m.sha256}"
-                raise self._store.damaged(m.file.sha256, what)
+                return self._store.damaged(m.file.sha256, what)
+            self._checked += 1
+        return None
 
     def __enter__(self) -> _BlobReader:
         return self
@@ -182,8 +195,8 @@ class _BlobReader:
     def _read_all(self) -> None:
         for m in self._members:
             failure: BaseException | None
-            try:
-                failure = self._read(m)
+            try:  # a damaged blob already hashed stops the packing here, not at its end
+                failure = self._damaged(wait=False) or self._read(m)
             except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
                 failure = e
             self._full.put(failure)

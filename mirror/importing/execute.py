@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Set
+from dataclasses import replace
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -180,24 +181,22 @@ def _import_locked(
             bundle = unit.volumes[0].path.with_name(unit.label)
             names = tuple(v.path.name for v in unit.volumes) if volume_set is not None else ()
             revisions = scan_to_publish(complete, pool, writer, policy, folders)
-            if any(not r.verdict.ok for r in revisions):
+            judged = ImportReport(
+                bundle=bundle,
+                bundle_id=bundle_id,
+                layout=writer.name,
+                target=writer.where,
+                repos=(),
+                missing=missing,
+                damaged=tuple(damaged),
+                corrupt=_corrupt_lines(plan, corrupt),
+                volumes=names,
+                revisions=revisions,
+            )  # nothing published yet
+            if judged.refused:
                 if kept is not None:  # keeps nothing of its own either: staging goes, as for a plain bundle
                     staging.kept = kept.protected(kept.put_back(held))
-                raise refusal(
-                    unit.label,
-                    ImportReport(
-                        bundle,
-                        bundle_id,
-                        writer.name,
-                        writer.where,
-                        (),
-                        missing,
-                        tuple(damaged),
-                        _corrupt_lines(plan, corrupt),
-                        names,
-                        revisions=revisions,
-                    ),
-                )
+                raise refusal(unit.label, judged)
             scans = {(r.repo, r.commit): r.scan for r in revisions}
             reports = _publish(
                 writer,
@@ -225,19 +224,7 @@ def _import_locked(
                 kept_lines = kept.describe(left, (v for m in missing for v in m.volumes))
     except OSError as e:
         raise MirrorError(f"importing {unit.label} into {writer.where} failed: {e}") from e
-    report = ImportReport(
-        bundle=bundle,
-        bundle_id=bundle_id,
-        layout=writer.name,
-        target=writer.where,
-        repos=tuple(reports),
-        missing=missing,
-        damaged=tuple(damaged),
-        corrupt=_corrupt_lines(plan, corrupt),
-        volumes=names,
-        kept=tuple(kept_lines),
-        revisions=revisions,
-    )
+    report = replace(judged, repos=tuple(reports), kept=tuple(kept_lines))
     if reports:  # mirror.signing: remember the sequence of what was published
         for acceptance in accepted:
             if acceptance is not None:

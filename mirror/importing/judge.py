@@ -25,7 +25,7 @@ from mirror.report import ImportReport
 from mirror.scanning import Scanned, judged, open_file
 from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy, ruling_words
-from mirror.validate.scan import ScanFile, ScannedRevision, scan_revision
+from mirror.validate.scan import ScannedRevision, scan_blobs
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def scan_to_publish(
     found = []
     for repo in repos:
         for commit in repo.commits:
-            files = [ScanFile(f.path, f.size, _opener(f.sha256, content, writer)) for f in commit.files]
-            scan = scan_revision(files, scratch[repo.key]).with_findings(carried_findings(commit))
+            scan = scan_blobs(partial(_open, content, writer), commit.files, scratch[repo.key])
+            scan = scan.with_findings(carried_findings(commit))
             found.append(Scanned(repo.key, commit.commit, scan, ()))
     revisions = tuple(judged(str(writer.where), found, policy).revisions)
     for revision in revisions:
@@ -73,11 +73,10 @@ def scan_to_publish(
     return revisions
 
 
-def _opener(sha256: str, content: Mapping[str, Path], writer: Layout) -> partial[BinaryIO]:
+def _open(content: Mapping[str, Path], writer: Layout, sha256: str) -> BinaryIO:
+    """The verified content `sha256`: its staged copy, or the target's own (kept in place)."""
     staged = content.get(sha256)
-    if staged is not None:
-        return partial(open_file, staged)
-    return partial(writer.open_in_place, sha256)
+    return open_file(staged) if staged is not None else writer.open_in_place(sha256)
 
 
 def refusal(label: str, report: ImportReport) -> PolicyRefused:

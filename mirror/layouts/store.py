@@ -17,8 +17,9 @@ naming a missing blob, nor a ref naming a missing record; a kill leaves at most 
 (`writing`), as `mirror sync` and `mirror gc` do: another holder makes it exit 75, or wait `--wait`.
 
 What the store keeps of an import, and where:
-- scans: the scan each commit of the bundle carries (format 1.2), recorded as a sync records it
-  (`Store.write_scan`) when the store has none of the same files, so an export from this store carries it.
+- scans: the import's own scan of each commit (`mirror.importing.judge`: with the hub's findings the bundle
+  carries, and its notes on them), recorded as a sync records it (`Store.write_scan`) unless a record of
+  the same files holds the same scan; an export from this store carries it.
 - commit records: the bundle's files (sha256, git oid, LFS flag, size) and, for a partial commit, its
   complete listing; merged with a record the store already has (`Store.write_snapshot`). Their
   `synced_at`, and that of every ref the import sets, is the bundle's creation time (a bundle carries no
@@ -149,6 +150,8 @@ class StoreLayout(Layout):
             if f.sha256 in placed:
                 continue
             placed.add(f.sha256)
+            if f.sha256 not in pub.content:  # kept in place (`in_place`), judged under this same lock
+                continue
             if self._holds(f, pub.hashes):
                 continue
             if store.blob_problem(f.sha256) is None:

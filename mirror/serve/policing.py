@@ -17,7 +17,6 @@ next request: only what is known to be safe is served.
 from __future__ import annotations
 
 import threading
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from mirror.repo import RepoKey
 from mirror.snapshot import Snapshot
 from mirror.validate.findings import Finding
 from mirror.validate.policy import Policy, Ruling, Verdict, ruling_words
-from mirror.validate.scan import RevisionScan, ScanFile, recorded_scan, scan_revision
+from mirror.validate.scan import RevisionScan, recorded_scan, scan_blobs
 
 if TYPE_CHECKING:
     from mirror.serve.view import StoreView
@@ -36,11 +35,10 @@ UNSCANNABLE = "what cannot be scanned is refused"  # the rule of a commit whose 
 
 
 class Judged:
-    """The policy's verdict on one commit, and whether its scan was the store's record (or the server's)."""
+    """The policy's verdict on one commit, and the rulings that refuse each file."""
 
-    def __init__(self, verdict: Verdict, *, recorded: bool) -> None:
+    def __init__(self, verdict: Verdict) -> None:
         self.verdict = verdict
-        self.recorded = recorded
         self._by_path: dict[str, tuple[Ruling, ...]] = {}
         for ruling in verdict.denied:
             path = ruling.finding.path
@@ -97,8 +95,8 @@ class Policing:
             try:
                 revision = self._own_scan(key, commit, snap, covered)
             except (OSError, MirrorError) as e:
-                return Judged(Verdict(denied=(_unscannable(e),)), recorded=False)  # not kept: tried again
-        judged = Judged(revision.verdict(self.policy), recorded=found is not None)
+                return Judged(Verdict(denied=(_unscannable(e),)))  # not kept: tried again
+        judged = Judged(revision.verdict(self.policy))
         with self._lock:
             if len(self._judged) >= KEPT:
                 self._judged.clear()
@@ -132,15 +130,10 @@ class Policing:
 
     def _scan(self, key: RepoKey, commit: str, snap: Snapshot, covered: dict[str, str]) -> RevisionScan:
         store = self.view.store
-        files = [
-            ScanFile(f.path, f.size, partial(store.open_blob, f.sha256))
-            for f in snap.files
-            if self.view.holds(f)
-        ]
         # a pickle in a bucket is spooled to disk to be read (it seeks): into the storage's local
         # staging folder, never into the served folder (a server may not write there)
         temp_dir: Path | None = store.storage.staging() if store.local_root is None else None
-        revision = scan_revision(files, temp_dir)
+        revision = scan_blobs(store.open_blob, [f for f in snap.files if self.view.holds(f)], temp_dir)
         with self._lock:
             if len(self._scans) >= KEPT:
                 self._scans.clear()

@@ -21,7 +21,7 @@ from mirror.sources.hub_scan import HubScan
 from mirror.store import Store
 from mirror.sync.plan import Target
 from mirror.validate.policy import Verdict, ruling_words
-from mirror.validate.scan import RevisionScan, recorded_scan, scan_blobs, scan_record
+from mirror.validate.scan import RevisionScan, ScannedRevision, recorded_scan, scan_blobs, scan_record
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def check_revision(
         notes = hub.notes
         store.write_scan(key, commit, scan_record(files, scan, notes))
         scanned = True
-    missing = tuple(repo for repo in scan.repos if repo not in synced and repo != key.repo_id)
-    checked = Checked(scan, scan.verdict(target.policy), missing, notes, scanned)
+    judged = ScannedRevision.judge(key, commit, scan, target.policy, synced)
+    checked = Checked(scan, judged.verdict, judged.missing_repos, notes, scanned)
     _log(target, checked)
     return checked
 

@@ -1,7 +1,7 @@
 """Which header check reads which file: one table from a repo path's suffix to its check.
 
-`check_header(path, stream, size)` runs the check a path's suffix names (`.safetensors`, `.gguf`, `.onnx`,
-in any case) and returns its findings; a path no check applies to gives []. Each check reads only the
+`header_check(path)` is the check a path's suffix names (`.safetensors`, `.gguf`, `.onnx`, in any case), or
+None (`mirror.validate.scan.checks_for` runs it with the others). Each check reads only the
 header, from a stream at the file's first byte, and returns `invalid` findings, never raising for what
 the file holds (an I/O error of the stream itself is not a finding, and passes through).
 """
@@ -27,9 +27,3 @@ def header_check(path: str) -> Check | None:
     """The check for the repo file `path`, by its suffix; None when no header check applies."""
     lowered = path.lower()
     return next((check for suffix, check in HEADER_CHECKS.items() if lowered.endswith(suffix)), None)
-
-
-def check_header(path: str, stream: BinaryIO, size: int) -> list[Finding]:
-    """The findings of the header check `path` calls for ([] when none applies)."""
-    check = header_check(path)
-    return check(path, stream, size) if check else []
