@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +23,10 @@ class HashLanes:
     One stream's sha256 is sequential; what spreads is the streams: when the caller goes on to the next file
     without waiting (export's blob reader), files are hashed on as many threads as there are lanes, none of
     which hashes them all (a file of its own still takes its whole hash on one thread: the floor); a caller
-    that waits for each piece (the bundle reader) only moves the hashing off its own thread. The caller keeps each piece's memory until its update
-    is done (`HashStream.update` gives a Future). Use as a context manager: leaving it stops the threads.
+    that waits for each piece (the bundle reader) only moves the hashing off its own thread. A lane can also
+    read what it hashes (`HashStream.fill`), so the reading spreads too (export's blob reader). The caller
+    keeps each piece's memory until its update is done (`HashStream.update` gives a Future). Use as a context
+    manager: leaving it stops the threads.
     """
 
     def __init__(self, lanes: int, name: str) -> None:
@@ -59,9 +61,23 @@ class HashStream:
         """Hash `data` after the pieces given before; keep its memory until the Future is done."""
         return self._lane.submit(self._sha256.update, data)
 
+    def fill(self, read: Callable[[], memoryview]) -> Future[memoryview]:
+        """Run `read` on the lane, after the pieces given before, and hash the bytes it gives (the Future's
+        result, once hashed): the reading spreads over the lanes with the hashing."""
+        return self._lane.submit(self._fill, read)
+
+    def then(self, step: Callable[[], object]) -> None:
+        """Run `step` on the lane once the pieces given before are hashed (closing what `fill` read from)."""
+        self._lane.submit(step)
+
     def hexdigest(self) -> Future[str]:
         """The sha256 of every piece given, once they are hashed."""
         return self._lane.submit(self._sha256.hexdigest)
+
+    def _fill(self, read: Callable[[], memoryview]) -> memoryview:
+        data = read()
+        self._sha256.update(data)
+        return data
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,11 @@ class BundleSummary(FieldsJson):
     index_bytes: bytes = field(repr=False, metadata=NOT_IN_JSON)
 
 
-# The blobs are read in a thread of their own (`_BlobReader`), in blocks of one zstd frame, which
-# `FrameWriter`'s workers compress straight from the reader's buffers. Each blob is hashed on a lane of its
-# own (`HashLanes`: consecutive blobs on different threads), the bundle's own sha256 on another, while the
-# main thread writes the frames in order: no thread does the bulk of the work, so the export spreads over as
-# many cores as there are workers. hashlib, zstd and file I/O release the GIL. A few buffers are used in
+# The blobs are read in blocks of one zstd frame (`_BlobReader`), which `FrameWriter`'s workers compress
+# straight from the reader's buffers. Each blob is read and hashed on a lane of its own (`HashLanes`:
+# consecutive blobs on different threads), the bundle's own sha256 on another, while the main thread writes
+# the frames in order: no thread does the bulk of the work, so the export spreads over as many cores as there
+# are workers (the bundle's sha256, one sequential hash of the whole bundle, is the one stage that cannot). hashlib, zstd and file I/O release the GIL. A few buffers are used in
 # turn: memory stays flat whatever the bundle holds (see frames.MAX_WORKERS for the budget).
 _BLOCK = FRAME
 # The level of the data of a model's weights, unless `--level` says otherwise: their bytes are near random,
@@ -108,15 +108,16 @@ class _HashingWriter:
 
 
 class _BlobReader:
-    """Reads the data members' store blobs in archive order, from a thread of its own, in large blocks, and
-    checks each member's bytes against its hash (a damaged store fails the export, not the import): each
-    member is hashed on a lane of `lanes` as its blocks are read, and `check()` (once every block is taken)
-    raises for the first member whose bytes did not match.
+    """Reads the data members' store blobs in archive order, in large blocks, and checks each member's bytes
+    against its hash (a damaged store fails the export, not the import): each member is read and hashed on
+    a lane of `lanes`, block after block (`HashStream.fill`; consecutive members on different lanes), and
+    `check()` (once every block is taken) raises for the first member whose bytes did not match. A thread of
+    its own (`mirror-bundle-read`) only plans: it opens each blob and hands each block a free buffer, in
+    archive order, so the earliest block not taken always has one (no lane waits on another).
 
     `blocks()` gives the next member's bytes: its blocks must be taken in order, whole. The blocks are views
     of `buffers` buffers used in turn (no allocation, so no page faults, per block): give each back with
-    `release` once it is used (it is reused once its hash is done too). Use as a context manager: leaving it
-    stops the thread.
+    `release` once it is used. Use as a context manager: leaving it stops the thread.
     """
 
     def __init__(
@@ -131,10 +132,9 @@ class _BlobReader:
         self._index = index
         self._members = [m for m in members if m.link_to is None]
         self._lanes = lanes
-        self._hashing: dict[int, Future[None]] = {}  # a buffer's id -> the hash of the block it holds
         self._digests: list[tuple[BundleMember, Future[str]]] = []
         self._checked = 0  # how many of them hashed to their sha256
-        self._full: queue.Queue[memoryview | BaseException | None] = queue.Queue()
+        self._full: queue.Queue[Future[memoryview] | BaseException | None] = queue.Queue()
         self._free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(buffers):
             self._free.put(bytearray(_BLOCK))
@@ -147,12 +147,11 @@ class _BlobReader:
         while (item := self._full.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            yield item.result()
 
     def release(self, block: memoryview) -> None:
-        """Give a block's buffer back for the blocks to come (once its hash is done)."""
-        buffer = cast(bytearray, block.obj)
-        self._hashing.pop(id(buffer)).add_done_callback(lambda _: self._free.put(buffer))
+        """Give a block's buffer back for the blocks to come (its hash is done: `fill` gave it once hashed)."""
+        self._free.put(cast(bytearray, block.obj))
 
     def check(self) -> None:
         """Once every block is taken: IntegrityError (the store's) for the first member whose bytes did not
@@ -196,34 +195,35 @@ class _BlobReader:
         for m in self._members:
             failure: BaseException | None
             try:  # a damaged blob already hashed stops the packing here, not at its end
-                failure = self._damaged(wait=False) or self._read(m)
+                if (failure := self._damaged(wait=False)) is None:
+                    self._read(m)
             except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
                 failure = e
             self._full.put(failure)
             if failure is not None:
                 return
 
-    def _read(self, m: BundleMember) -> IntegrityError | None:
-        """Put `m`'s blocks on the queue, hashing them on a lane; what is wrong with them, if anything (a
-        wrong hash is found by `check`)."""
+    def _read(self, m: BundleMember) -> None:
+        """Put `m`'s blocks on the queue, each read and hashed on its lane (a block that comes short raises
+        there, for the main thread; a wrong hash is found by `check`)."""
         sha256 = self._lanes.stream()
         left = m.size
         start = chunk_offset(self._index, m) if m.chunk is not None else 0
-        with self._store.open_blob(m.file.sha256, start) as blob:
-            while left:
-                if (buf := self._buffer()) is None:
-                    return None
+        blob = self._store.open_blob(m.file.sha256, start)
+        try:
+            while left and (buf := self._buffer()) is not None:
                 view = memoryview(buf)[: min(_BLOCK, left)]
-                n = _read_full(blob, view)  # whole blocks: a codec groups the file's blocks of BLOCK
-                if not n:
-                    return self._store.damaged(
-                        m.file.sha256, "fewer bytes than recorded (it shrank while packing)"
-                    )
-                self._hashing[id(buf)] = sha256.update(view[:n])
-                left -= n
-                self._full.put(view[:n])
+                self._full.put(sha256.fill(partial(self._read_block, m, blob, view)))
+                left -= len(view)
+        finally:
+            sha256.then(blob.close)  # after its last block (or now, the lanes once stopped)
         self._digests.append((m, sha256.hexdigest()))
-        return None
+
+    def _read_block(self, m: BundleMember, blob: BinaryIO, view: memoryview) -> memoryview:
+        """Fill `view` from the blob, whole (a codec groups the file's blocks of BLOCK), on a lane."""
+        if _read_full(blob, view) < len(view):
+            raise self._store.damaged(m.file.sha256, "fewer bytes than recorded (it shrank while packing)")
+        return view
 
 
 def _read_full(stream: BinaryIO, view: memoryview) -> int:
